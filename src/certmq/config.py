@@ -1,0 +1,157 @@
+"""The instance configuration (SPEC 13): a TOML file whose every key can be overridden by
+an environment variable ``CERTMQ_<SECTION>_<KEY>``."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+CONFIG_FILE_NAME = "certmq.toml"
+
+
+class ConfigError(Exception):
+    """The configuration file or an override is not valid; the message says which key and why."""
+
+
+@dataclass(slots=True)
+class InstanceSection:
+    id: str = "mqtt-local-1"
+    auth_mode: str = "one-way"
+
+
+@dataclass(slots=True)
+class ListenersSection:
+    tcp: str = "127.0.0.1:1883"
+    tls: str = "127.0.0.1:8883"
+    ws: str = "127.0.0.1:8083"
+    wss: str = "127.0.0.1:8084"
+    http: str = "127.0.0.1:8080"
+
+
+@dataclass(slots=True)
+class TlsSection:
+    cert_file: str = ""
+    key_file: str = ""
+
+
+@dataclass(slots=True)
+class StorageSection:
+    url: str = ""
+
+
+@dataclass(slots=True)
+class AuthSection:
+    bind_client_id: str = "off"
+    anonymous: bool = False
+
+
+@dataclass(slots=True)
+class MqttSection:
+    apsara_client_id: bool = False
+    max_packet_size: int = 1048576
+    server_keep_alive: int = 0
+    # Beyond SPEC 13; documented in docs/configuration.md.
+    connect_timeout: float = 10.0
+    receive_maximum: int = 65535
+    max_inflight: int = 65535
+    max_queued_messages: int = 1000
+    max_outgoing_bytes: int = 16 * 1024 * 1024
+    topic_alias_maximum: int = 65535
+    max_session_expiry: int = 0xFFFFFFFF
+    retain_available: bool = True
+    sys_interval: int = 10
+
+
+@dataclass(slots=True)
+class Config:
+    instance: InstanceSection = field(default_factory=InstanceSection)
+    listeners: ListenersSection = field(default_factory=ListenersSection)
+    tls: TlsSection = field(default_factory=TlsSection)
+    storage: StorageSection = field(default_factory=StorageSection)
+    auth: AuthSection = field(default_factory=AuthSection)
+    mqtt: MqttSection = field(default_factory=MqttSection)
+    data_dir: Path = field(default_factory=lambda: Path("data"))
+
+
+_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("instance", "auth_mode"): ("one-way", "mutual"),
+    ("auth", "bind_client_id"): ("off", "cn", "device-id"),
+}
+
+
+def _coerce(section: str, key: str, value: Any, kind: type, source: str) -> Any:
+    where = f"{section}.{key} ({source})"
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if kind in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    choices = _CHOICES.get((section, key))
+    if choices and value not in choices:
+        raise ConfigError(f"{where}: must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _apply(config: Config, section: str, values: Mapping[str, Any], source: str) -> None:
+    target = getattr(config, section)
+    known = {f.name: f for f in fields(target)}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{section}.{key} ({source}): unknown key; known: {', '.join(known)}")
+        kind = type(getattr(type(target)(), key))
+        setattr(target, key, _coerce(section, key, value, kind, source))
+
+
+SECTIONS = ("instance", "listeners", "tls", "storage", "auth", "mqtt")
+
+
+def load_config(
+    data_dir: Path, config_file: Path | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Read ``config_file`` (default ``data_dir/certmq.toml``, optional), then apply the
+    ``CERTMQ_<SECTION>_<KEY>`` environment overrides."""
+    config = Config(data_dir=data_dir)
+    path = config_file or data_dir / CONFIG_FILE_NAME
+    if path.exists():
+        try:
+            document = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path}: not valid TOML: {error}") from None
+        for section, values in document.items():
+            if section not in SECTIONS or not isinstance(values, dict):
+                raise ConfigError(f"{path}: unknown section [{section}]; known: {', '.join(SECTIONS)}")
+            _apply(config, section, values, str(path))
+    elif config_file is not None:
+        raise ConfigError(f"{config_file}: no such file")
+    environ = os.environ if environ is None else environ
+    for section in SECTIONS:
+        prefix = f"CERTMQ_{section.upper()}_"
+        overrides = {
+            name[len(prefix) :].lower(): value for name, value in environ.items() if name.startswith(prefix)
+        }
+        if overrides:
+            _apply(config, section, overrides, "environment")
+    return config
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``host:port`` (IPv6 as ``[::1]:1883``) to a (host, port) pair."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"listener address {address!r}: expected HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
