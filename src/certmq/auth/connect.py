@@ -1,0 +1,57 @@
+"""The credential check run at every CONNECT, as a pluggable step.
+
+The broker calls :meth:`Authenticator.authenticate` once per CONNECT and waits for the outcome
+before it answers CONNACK. Implementations must not block the event loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from certmq.mqtt.reason_codes import ReasonCode
+
+
+@dataclass(slots=True, frozen=True)
+class ConnectAttempt:
+    """What is known about a client when its CONNECT arrives."""
+
+    listener: str
+    peer: str
+    client_id: str
+    username: str | None
+    password: bytes | None
+    protocol_version: int
+    peer_certificate: bytes | None = None  # DER of the leaf the client presented on TLS, if any
+
+
+@dataclass(slots=True, frozen=True)
+class AuthOutcome:
+    allowed: bool
+    reason_code: int = ReasonCode.SUCCESS
+    reason: str = ""
+    # Values that topic authorization rules may refer to, e.g. {"cert.cn": "device-1"}.
+    identity: dict[str, str] = field(default_factory=dict)
+
+
+ALLOW = AuthOutcome(True)
+
+
+class Authenticator(Protocol):
+    async def authenticate(self, attempt: ConnectAttempt) -> AuthOutcome: ...
+
+
+class AnonymousAuthenticator:
+    """Lets every client in: ``auth.anonymous = true``."""
+
+    async def authenticate(self, attempt: ConnectAttempt) -> AuthOutcome:
+        return ALLOW
+
+
+class DenyWithoutCredentials:
+    """Refuses every CONNECT: used when anonymous access is off and no credential scheme is set up."""
+
+    async def authenticate(self, attempt: ConnectAttempt) -> AuthOutcome:
+        if attempt.username is None:
+            return AuthOutcome(False, ReasonCode.NOT_AUTHORIZED, "credentials are required")
+        return AuthOutcome(False, ReasonCode.BAD_USER_NAME_OR_PASSWORD, "unknown credentials")

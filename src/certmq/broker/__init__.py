@@ -1,0 +1,1 @@
+"""The asyncio broker: listeners, the connection loop, sessions, routing, retained messages, wills."""

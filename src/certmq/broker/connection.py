@@ -1,0 +1,693 @@
+"""One client connection: bytes in, packets through the protocol rules, bytes out.
+
+The connection is an :class:`asyncio.Protocol`. Everything it writes while handling one read
+batch goes out in a single ``transport.write`` at the end of the batch; deliveries that other
+connections route to it are gathered the same way and flushed once per loop iteration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from certmq.auth.connect import AuthOutcome, ConnectAttempt
+from certmq.broker.messages import FORWARDED_PROPERTIES, Message
+from certmq.broker.session import NEVER_EXPIRES, Delivery, OutgoingFlight, Session, SubscriptionEntry
+from certmq.mqtt.codec import PacketDecoder, encode
+from certmq.mqtt.errors import MQTTError, ProtocolError, UnsupportedProtocolVersion
+from certmq.mqtt.packets import (
+    Auth,
+    ConnAck,
+    Connect,
+    Disconnect,
+    Packet,
+    PacketType,
+    PingReq,
+    PingResp,
+    PubAck,
+    PubComp,
+    Publish,
+    PubRec,
+    PubRel,
+    SubAck,
+    Subscribe,
+    UnsubAck,
+    Unsubscribe,
+)
+from certmq.mqtt.properties import PropertyId
+from certmq.mqtt.reason_codes import SUBACK_FAILURE_3_1_1, ReasonCode, connack_code_for
+from certmq.mqtt.topics import parse_shared_subscription
+
+if TYPE_CHECKING:
+    from certmq.broker.core import BrokerCore
+
+log = logging.getLogger("certmq.connection")
+
+# Connection states.
+AWAITING_CONNECT = 0
+AUTHENTICATING = 1
+CONNECTED = 2
+CLOSED = 3
+
+APSARA_CLIENT_ID_SEPARATOR = "@@@"
+
+
+class Listener:
+    """What a connection needs to know about the listener that accepted it."""
+
+    __slots__ = ("name", "tls_context")
+
+    def __init__(self, name: str, tls_context: Callable[[], ssl.SSLContext] | None = None) -> None:
+        self.name = name
+        # Called once per accepted connection: each one gets the newest TLS context.
+        self.tls_context = tls_context
+
+
+def valid_apsara_client_id(client_id: str) -> bool:
+    """SPEC 5: `GroupID@@@DeviceID`, at most 64 characters, GroupID `GID_`/`GID-` + [A-Za-z0-9_-], 7-64 long."""
+    if len(client_id) > 64:
+        return False
+    group, separator, device = client_id.partition(APSARA_CLIENT_ID_SEPARATOR)
+    if not separator or not device or not 7 <= len(group) <= 64:
+        return False
+    if not (group.startswith("GID_") or group.startswith("GID-")):
+        return False
+    return all(c.isascii() and (c.isalnum() or c in "-_") for c in group)
+
+
+class MQTTConnection(asyncio.Protocol):
+    def __init__(self, core: BrokerCore, listener: Listener) -> None:
+        self.core = core
+        self.listener = listener
+        self.settings = core.settings
+        self.state = AWAITING_CONNECT
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.peer_certificate: bytes | None = None
+        self.decoder = PacketDecoder(max_packet_size=self.settings.max_packet_size)
+        self.protocol_version = 4
+        self.client_id = ""
+        self.session: Session | None = None
+        self.identity: dict[str, str] = {}
+        self.keep_alive = 0
+        self.last_activity = 0.0
+        # Limits the client set in CONNECT (MQTT 5.0).
+        self.client_receive_maximum = 65535
+        self.client_maximum_packet_size = 0  # 0: no limit beyond the protocol's
+        self.client_topic_alias_maximum = 0
+        self.request_problem_information = True
+        # Topic aliases: the client's (inbound) and ours (outbound).
+        self.inbound_aliases: dict[int, str] = {}
+        self.outbound_aliases: dict[str, int] = {}
+        self._out: list[bytes] = []
+        self._out_size = 0
+        self._flush_scheduled = False
+        self._in_batch = False
+        self._backlog: deque[Packet] = deque()
+        self._pending_error: MQTTError | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._paused_writing = False
+        self._loop = asyncio.get_running_loop()
+        self._handlers: dict[int, Callable[[Any], None]] = {
+            PacketType.CONNECT: self._handle_connect,
+            PacketType.PUBLISH: self._handle_publish,
+            PacketType.PUBACK: self._handle_puback,
+            PacketType.PUBREC: self._handle_pubrec,
+            PacketType.PUBREL: self._handle_pubrel,
+            PacketType.PUBCOMP: self._handle_pubcomp,
+            PacketType.SUBSCRIBE: self._handle_subscribe,
+            PacketType.UNSUBSCRIBE: self._handle_unsubscribe,
+            PacketType.PINGREQ: self._handle_pingreq,
+            PacketType.DISCONNECT: self._handle_disconnect,
+            PacketType.AUTH: self._handle_auth,
+        }
+
+    # -- transport callbacks ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            self.peer = f"{peer[0]}:{peer[1]}"
+        self.core.connections.add(self)
+        self.core.stats.connections_total += 1
+        self._timer = self._loop.call_later(self.settings.connect_timeout, self._connect_timed_out)
+        if self.listener.tls_context is not None:
+            # Hold reads until the TLS layer is in place, then run the handshake with the
+            # context that is newest right now.
+            transport.pause_reading()
+            self._loop.create_task(self._start_tls(self.listener.tls_context()))
+
+    async def _start_tls(self, context: ssl.SSLContext) -> None:
+        assert self.transport is not None
+        try:
+            transport = await self._loop.start_tls(
+                self.transport, self, context, server_side=True, ssl_handshake_timeout=self.settings.connect_timeout
+            )
+        except (OSError, ssl.SSLError, ConnectionError, asyncio.TimeoutError) as error:
+            log.info("TLS handshake failed from %s on %s: %s", self.peer, self.listener.name, error)
+            self.core.stats.tls_handshake_failures += 1
+            self.state = CLOSED
+            self._cancel_timer()
+            self.core.connections.discard(self)
+            self.transport.abort()
+            return
+        if transport is None or self.state == CLOSED:
+            return
+        self.transport = transport
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self.peer_certificate = ssl_object.getpeercert(binary_form=True)
+
+    def data_received(self, data: bytes) -> None:
+        if self.state == CLOSED:
+            return
+        self.last_activity = self._loop.time()
+        self.core.stats.bytes_received += len(data)
+        try:
+            packets = self.decoder.feed(data)
+        except MQTTError as error:
+            packets = getattr(error, "packets", [])
+            self._pending_error = error
+        self._in_batch = True
+        try:
+            if self._backlog:
+                self._backlog.extend(packets)
+                self._process_backlog()
+            else:
+                handlers = self._handlers
+                for index, packet in enumerate(packets):
+                    handlers[packet.packet_type](packet)
+                    if self.state != CONNECTED:
+                        if self.state == AUTHENTICATING:
+                            self._backlog.extend(packets[index + 1 :])
+                        break
+            if self._pending_error is not None and not self._backlog and self.state != AUTHENTICATING:
+                self._protocol_violation(self._pending_error)
+        finally:
+            self._in_batch = False
+            if self._out:
+                self._flush()
+
+    def _process_backlog(self) -> None:
+        handlers = self._handlers
+        while self._backlog and self.state == CONNECTED:
+            packet = self._backlog.popleft()
+            handlers[packet.packet_type](packet)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.core.connections.discard(self)
+        if self.state == CLOSED:
+            return
+        self.state = CLOSED
+        self._cancel_timer()
+        if self.session is not None:
+            self.core.detach(self.session, publish_will=True)
+
+    def pause_writing(self) -> None:
+        self._paused_writing = True
+
+    def resume_writing(self) -> None:
+        self._paused_writing = False
+
+    # -- output ----------------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        self._out.append(data)
+        self._out_size += len(data)
+        if not self._flush_scheduled and not self._in_batch:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._out or self.transport is None:
+            return
+        data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+        self._out.clear()
+        self._out_size = 0
+        self.core.stats.bytes_sent += len(data)
+        if self.state != CLOSED or not self.transport.is_closing():
+            self.transport.write(data)
+        if self.transport.get_write_buffer_size() > 2 * self.settings.max_outgoing_bytes:
+            log.warning("disconnecting %s: it does not read what it is sent", self.client_id or self.peer)
+            self.close(ReasonCode.QUOTA_EXCEEDED, "slow consumer", publish_will=True)
+
+    def _congested(self) -> bool:
+        assert self.transport is not None
+        return self._out_size + self.transport.get_write_buffer_size() > self.settings.max_outgoing_bytes
+
+    def send(self, packet: Packet) -> None:
+        data = encode(packet, self.protocol_version)
+        limit = self.client_maximum_packet_size
+        if limit and len(data) > limit and getattr(packet, "properties", None):
+            # MQTT 5.0 3.1.2.25: drop the reason string and user properties rather than the packet.
+            packet.properties.pop(PropertyId.REASON_STRING, None)  # type: ignore[union-attr]
+            packet.properties.pop(PropertyId.USER_PROPERTY, None)  # type: ignore[union-attr]
+            data = encode(packet, self.protocol_version)
+        self._write(data)
+
+    def close(self, reason_code: int | None, reason: str = "", *, publish_will: bool) -> None:
+        """Close the connection; on 5.0 send DISCONNECT first when a reason is given."""
+        if self.state == CLOSED:
+            return
+        was_connected = self.state == CONNECTED
+        if reason_code is not None and self.protocol_version == 5 and was_connected:
+            properties = {PropertyId.REASON_STRING: reason} if reason else {}
+            self.send(Disconnect(reason_code, properties))
+        self.state = CLOSED
+        self._cancel_timer()
+        self._flush()
+        if self.transport is not None:
+            self.transport.close()
+        if self.session is not None:
+            self.core.detach(self.session, publish_will)
+
+    def take_over(self, clean_start: bool) -> None:
+        """Another connection has claimed this client id (MQTT 5.0 3.1.4-3)."""
+        self.close(ReasonCode.SESSION_TAKEN_OVER, "another connection used this client identifier", publish_will=True)
+
+    def _protocol_violation(self, error: MQTTError) -> None:
+        self.core.stats.malformed_packets += 1
+        log.info("closing %s: %s", self.client_id or self.peer, error)
+        if isinstance(error, UnsupportedProtocolVersion) and self.state == AWAITING_CONNECT:
+            version = getattr(error, "protocol_version", 4)
+            self.protocol_version = 5 if version == 5 else 4
+            code = connack_code_for(self.protocol_version, ReasonCode.UNSUPPORTED_PROTOCOL_VERSION)
+            self.send(ConnAck(code))
+            self.close(None, publish_will=False)
+            return
+        self.close(error.reason_code, str(error), publish_will=True)
+
+    # -- timers ----------------------------------------------------------------------------
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _connect_timed_out(self) -> None:
+        self._timer = None
+        if self.state in (AWAITING_CONNECT, AUTHENTICATING):
+            log.info("closing %s: no CONNECT within %.0f s", self.peer, self.settings.connect_timeout)
+            self.close(None, publish_will=False)
+
+    def _check_keep_alive(self) -> None:
+        # One timer per connection, re-armed lazily: reads only record the time.
+        self._timer = None
+        if self.state != CONNECTED:
+            return
+        limit = self.keep_alive * 1.5
+        idle = self._loop.time() - self.last_activity
+        if idle >= limit:
+            self.close(ReasonCode.KEEP_ALIVE_TIMEOUT, "keep alive timeout", publish_will=True)
+        else:
+            self._timer = self._loop.call_later(limit - idle, self._check_keep_alive)
+
+    # -- CONNECT ---------------------------------------------------------------------------
+
+    def _handle_connect(self, packet: Connect) -> None:
+        if self.state != AWAITING_CONNECT:
+            self._protocol_violation(ProtocolError("a second CONNECT on one connection"))
+            return
+        self.protocol_version = 5 if packet.protocol_version == 5 else 4
+        properties = packet.properties
+        if PropertyId.AUTHENTICATION_METHOD in properties:
+            self._refuse(ReasonCode.BAD_AUTHENTICATION_METHOD, "enhanced authentication is not supported")
+            return
+        client_id = packet.client_id
+        assigned = False
+        if not client_id:
+            if self.protocol_version == 4 and not packet.clean_start:
+                self._refuse(ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, "an empty client id needs clean session")
+                return
+            client_id = "auto-" + uuid.uuid4().hex
+            assigned = True
+        elif self.settings.apsara_client_id and not valid_apsara_client_id(client_id):
+            self._refuse(ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, "client id must be GroupID@@@DeviceID")
+            return
+        self.client_id = client_id
+        self.client_receive_maximum = properties.get(PropertyId.RECEIVE_MAXIMUM, 65535)
+        self.client_maximum_packet_size = properties.get(PropertyId.MAXIMUM_PACKET_SIZE, 0)
+        self.client_topic_alias_maximum = properties.get(PropertyId.TOPIC_ALIAS_MAXIMUM, 0)
+        self.request_problem_information = properties.get(PropertyId.REQUEST_PROBLEM_INFORMATION, 1) == 1
+        self.state = AUTHENTICATING
+        assert self.transport is not None
+        self.transport.pause_reading()
+        attempt = ConnectAttempt(
+            listener=self.listener.name,
+            peer=self.peer,
+            client_id=client_id,
+            username=packet.username,
+            password=packet.password,
+            protocol_version=self.protocol_version,
+            peer_certificate=self.peer_certificate,
+        )
+        self._loop.create_task(self._authenticate(packet, attempt, assigned))
+
+    async def _authenticate(self, packet: Connect, attempt: ConnectAttempt, assigned: bool) -> None:
+        try:
+            outcome = await self.core.authenticator.authenticate(attempt)
+        except Exception:
+            log.exception("authentication of %s failed with an error", attempt.client_id)
+            outcome = AuthOutcome(False, ReasonCode.UNSPECIFIED_ERROR, "authentication failed")
+        if self.state != AUTHENTICATING:
+            return
+        self._in_batch = True
+        try:
+            if not outcome.allowed:
+                self._refuse(outcome.reason_code, outcome.reason)
+                return
+            self.identity = outcome.identity
+            self._accept(packet, assigned)
+            if self.transport is not None and self.state == CONNECTED:
+                self.transport.resume_reading()
+                self._process_backlog()
+                if self._pending_error is not None and not self._backlog:
+                    self._protocol_violation(self._pending_error)
+        finally:
+            self._in_batch = False
+            if self._out:
+                self._flush()
+
+    def _refuse(self, reason_code: int, reason: str) -> None:
+        code = connack_code_for(self.protocol_version, reason_code)
+        properties = {PropertyId.REASON_STRING: reason} if reason and self.protocol_version == 5 else {}
+        log.info("refused %s from %s: %s", self.client_id or "(no client id)", self.peer, reason)
+        self.send(ConnAck(code, False, properties))
+        self.close(None, publish_will=False)
+
+    def _accept(self, packet: Connect, assigned: bool) -> None:
+        settings = self.settings
+        properties = packet.properties
+        if self.protocol_version == 5:
+            expiry = properties.get(PropertyId.SESSION_EXPIRY_INTERVAL, 0)
+        else:
+            expiry = 0 if packet.clean_start else NEVER_EXPIRES
+        granted_expiry = min(expiry, settings.max_session_expiry)
+        session, present = self.core.attach(self, self.client_id, packet.clean_start, granted_expiry)
+        self.session = session
+        session.will = packet.will
+        self.state = CONNECTED
+        self._cancel_timer()
+        self.keep_alive = settings.server_keep_alive or packet.keep_alive
+        if self.keep_alive:
+            self.last_activity = self._loop.time()
+            self._timer = self._loop.call_later(self.keep_alive * 1.5, self._check_keep_alive)
+        connack_properties: dict[int, Any] = {}
+        if self.protocol_version == 5:
+            if settings.receive_maximum < 65535:
+                connack_properties[PropertyId.RECEIVE_MAXIMUM] = settings.receive_maximum
+            connack_properties[PropertyId.MAXIMUM_PACKET_SIZE] = settings.max_packet_size
+            if settings.topic_alias_maximum:
+                connack_properties[PropertyId.TOPIC_ALIAS_MAXIMUM] = settings.topic_alias_maximum
+            if not settings.retain_available:
+                connack_properties[PropertyId.RETAIN_AVAILABLE] = 0
+            if granted_expiry != expiry:
+                connack_properties[PropertyId.SESSION_EXPIRY_INTERVAL] = granted_expiry
+            if assigned:
+                connack_properties[PropertyId.ASSIGNED_CLIENT_IDENTIFIER] = self.client_id
+            if settings.server_keep_alive:
+                connack_properties[PropertyId.SERVER_KEEP_ALIVE] = settings.server_keep_alive
+        self.send(ConnAck(ReasonCode.SUCCESS, present, connack_properties))
+        log.debug("connected %s from %s on %s", self.client_id, self.peer, self.listener.name)
+        if present:
+            self._resend_inflight(session)
+        self._send_pending()
+
+    # -- PUBLISH from the client -----------------------------------------------------------
+
+    def _handle_publish(self, packet: Publish) -> None:
+        session = self.session
+        assert session is not None
+        self.core.stats.messages_received += 1
+        topic = packet.topic
+        properties = packet.properties
+        expires_at = None
+        forwarded: dict[int, Any] = {}
+        if properties:
+            alias = properties.get(PropertyId.TOPIC_ALIAS)
+            if alias is not None:
+                if alias > self.settings.topic_alias_maximum:
+                    self.close(ReasonCode.TOPIC_ALIAS_INVALID, f"topic alias {alias} is out of range", publish_will=True)
+                    return
+                if topic:
+                    self.inbound_aliases[alias] = topic
+                else:
+                    known = self.inbound_aliases.get(alias)
+                    if known is None:
+                        self.close(ReasonCode.PROTOCOL_ERROR, f"topic alias {alias} was never set", publish_will=True)
+                        return
+                    topic = known
+            expiry = properties.get(PropertyId.MESSAGE_EXPIRY_INTERVAL)
+            if expiry is not None:
+                expires_at = self._loop.time() + expiry
+            for key in FORWARDED_PROPERTIES:
+                value = properties.get(key)
+                if value is not None:
+                    forwarded[key] = value
+        if not topic:
+            self.close(ReasonCode.PROTOCOL_ERROR, "empty topic without a topic alias", publish_will=True)
+            return
+        if packet.retain and not self.settings.retain_available:
+            self.close(ReasonCode.RETAIN_NOT_SUPPORTED, "retained messages are not available", publish_will=True)
+            return
+        qos = packet.qos
+        message = Message(topic, packet.payload, qos, packet.retain, forwarded, expires_at, self.client_id)
+        if qos == 0:
+            self.core.publish(message)
+        elif qos == 1:
+            self.core.publish(message)
+            self.send(PubAck(packet.packet_id))  # type: ignore[arg-type]
+        else:
+            packet_id = packet.packet_id
+            assert packet_id is not None
+            if packet_id not in session.incoming_qos2:
+                if len(session.incoming_qos2) >= self.settings.receive_maximum:
+                    self.close(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED, "too many QoS 2 messages in flight", publish_will=True)
+                    return
+                session.incoming_qos2.add(packet_id)
+                self.core.publish(message)
+            self.send(PubRec(packet_id))
+
+    def _handle_pubrel(self, packet: PubRel) -> None:
+        session = self.session
+        assert session is not None
+        if packet.packet_id in session.incoming_qos2:
+            session.incoming_qos2.discard(packet.packet_id)
+            self.send(PubComp(packet.packet_id))
+        else:
+            self.send(PubComp(packet.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND))
+
+    # -- deliveries to the client ----------------------------------------------------------
+
+    def deliver(self, delivery: Delivery, cache: dict[Any, bytes] | None = None) -> None:
+        """Send a routed message to this client, within its window; queue what doesn't fit."""
+        session = self.session
+        if self.state != CONNECTED or session is None:
+            if delivery.qos and session is not None:
+                session.queue(delivery, self.settings.max_queued_messages)
+            return
+        message = delivery.message
+        if message.expires_at is not None and message.expired(self._loop.time()):
+            return
+        if delivery.qos == 0:
+            if self._congested():
+                self.core.stats.messages_dropped += 1
+                return
+            if cache is not None and not self.client_topic_alias_maximum and message.expires_at is None:
+                key = (self.protocol_version, delivery.retain, delivery.subscription_ids)
+                data = cache.get(key)
+                if data is None:
+                    data = self._encode_publish(delivery, None, False)
+                    if data is None:
+                        return
+                    cache[key] = data
+                elif self.client_maximum_packet_size and len(data) > self.client_maximum_packet_size:
+                    return
+            else:
+                data = self._encode_publish(delivery, None, False)
+                if data is None:
+                    return
+            self.core.stats.messages_sent += 1
+            self._write(data)
+            return
+        if len(session.inflight) >= self.client_receive_maximum or (session.pending and delivery is not session.pending[0]):
+            if not session.queue(delivery, self.settings.max_queued_messages):
+                self.core.stats.messages_dropped += 1
+            return
+        self._send_in_flight(session, delivery)
+
+    def _send_in_flight(self, session: Session, delivery: Delivery) -> None:
+        packet_id = session.allocate_packet_id()
+        data = self._encode_publish(delivery, packet_id, False)
+        if data is None:
+            return
+        session.inflight[packet_id] = OutgoingFlight(delivery)
+        self.core.stats.messages_sent += 1
+        self._write(data)
+
+    def _encode_publish(self, delivery: Delivery, packet_id: int | None, dup: bool) -> bytes | None:
+        """Encode for this client; None when the packet exceeds the client's Maximum Packet Size."""
+        message = delivery.message
+        topic = message.topic
+        properties = message.properties
+        new_alias = None
+        if self.protocol_version == 5:
+            if message.expires_at is not None or delivery.subscription_ids or self.client_topic_alias_maximum:
+                properties = dict(properties)
+                if message.expires_at is not None:
+                    properties[PropertyId.MESSAGE_EXPIRY_INTERVAL] = message.remaining_expiry(self._loop.time())
+                if delivery.subscription_ids:
+                    properties[PropertyId.SUBSCRIPTION_IDENTIFIER] = list(delivery.subscription_ids)
+                if self.client_topic_alias_maximum:
+                    alias = self.outbound_aliases.get(topic)
+                    if alias is not None:
+                        properties[PropertyId.TOPIC_ALIAS] = alias
+                        topic = ""
+                    elif len(self.outbound_aliases) < self.client_topic_alias_maximum:
+                        new_alias = len(self.outbound_aliases) + 1
+                        properties[PropertyId.TOPIC_ALIAS] = new_alias
+        data = encode(
+            Publish(topic, message.payload, delivery.qos, delivery.retain, dup, packet_id, properties),
+            self.protocol_version,
+        )
+        if self.client_maximum_packet_size and len(data) > self.client_maximum_packet_size:
+            # MQTT 5.0 3.1.2.25: a packet the client cannot take is discarded as if sent.
+            self.core.stats.messages_dropped += 1
+            return None
+        if new_alias is not None:
+            self.outbound_aliases[topic] = new_alias
+        return data
+
+    def _send_pending(self) -> None:
+        session = self.session
+        assert session is not None
+        pending = session.pending
+        now = self._loop.time()
+        while pending and len(session.inflight) < self.client_receive_maximum and self.state == CONNECTED:
+            delivery = pending.popleft()
+            if delivery.message.expired(now):
+                continue
+            if delivery.qos == 0:
+                self.deliver(delivery)
+            else:
+                self._send_in_flight(session, delivery)
+
+    def _resend_inflight(self, session: Session) -> None:
+        """After reconnecting to a session: resend unacknowledged messages (MQTT 4.4)."""
+        for packet_id, flight in session.inflight.items():
+            if flight.released:
+                self.send(PubRel(packet_id))
+            else:
+                data = self._encode_publish(flight.delivery, packet_id, True)
+                if data is not None:
+                    self._write(data)
+
+    def _handle_puback(self, packet: PubAck) -> None:
+        session = self.session
+        assert session is not None
+        flight = session.inflight.get(packet.packet_id)
+        if flight is not None and flight.delivery.qos == 1:
+            del session.inflight[packet.packet_id]
+            if session.pending:
+                self._send_pending()
+
+    def _handle_pubrec(self, packet: PubRec) -> None:
+        session = self.session
+        assert session is not None
+        flight = session.inflight.get(packet.packet_id)
+        if flight is None or flight.delivery.qos != 2:
+            self.send(PubRel(packet.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND))
+            return
+        if packet.reason_code >= 0x80:
+            del session.inflight[packet.packet_id]
+            if session.pending:
+                self._send_pending()
+            return
+        flight.released = True
+        self.send(PubRel(packet.packet_id))
+
+    def _handle_pubcomp(self, packet: PubComp) -> None:
+        session = self.session
+        assert session is not None
+        flight = session.inflight.get(packet.packet_id)
+        if flight is not None and flight.released:
+            del session.inflight[packet.packet_id]
+            if session.pending:
+                self._send_pending()
+
+    # -- SUBSCRIBE / UNSUBSCRIBE -----------------------------------------------------------
+
+    def _handle_subscribe(self, packet: Subscribe) -> None:
+        session = self.session
+        assert session is not None
+        subscription_ids = packet.properties.get(PropertyId.SUBSCRIPTION_IDENTIFIER)
+        subscription_id = subscription_ids[0] if subscription_ids else None
+        codes: list[int] = []
+        retained: list[Delivery] = []
+        for subscription in packet.subscriptions:
+            group, topic_filter = parse_shared_subscription(subscription.topic_filter)
+            if group is not None and subscription.no_local:
+                self.close(ReasonCode.PROTOCOL_ERROR, "no-local on a shared subscription", publish_will=True)
+                return
+            entry = SubscriptionEntry(
+                client_id=self.client_id,
+                topic_filter=subscription.topic_filter,
+                qos=subscription.qos,
+                no_local=subscription.no_local,
+                retain_as_published=subscription.retain_as_published,
+                retain_handling=subscription.retain_handling,
+                subscription_id=subscription_id,
+            )
+            existed = self.core.subscribe(session, entry)
+            codes.append(subscription.qos)
+            send_retained = subscription.retain_handling == 0 or (subscription.retain_handling == 1 and not existed)
+            if group is None and send_retained:
+                ids = () if subscription_id is None else (subscription_id,)
+                now = self._loop.time()
+                for message in self.core.retained.matching(topic_filter):
+                    if not message.expired(now):
+                        qos = min(message.qos, subscription.qos)
+                        retained.append(Delivery(message, qos, True, ids))
+        self.send(SubAck(packet.packet_id, codes))
+        for delivery in retained:
+            self.deliver(delivery)
+
+    def _handle_unsubscribe(self, packet: Unsubscribe) -> None:
+        session = self.session
+        assert session is not None
+        codes = [
+            ReasonCode.SUCCESS if self.core.unsubscribe(session, topic_filter) else ReasonCode.NO_SUBSCRIPTION_EXISTED
+            for topic_filter in packet.topic_filters
+        ]
+        self.send(UnsubAck(packet.packet_id, codes))
+
+    def subscription_refused_code(self) -> int:
+        return ReasonCode.NOT_AUTHORIZED if self.protocol_version == 5 else SUBACK_FAILURE_3_1_1
+
+    # -- PINGREQ, DISCONNECT, AUTH ---------------------------------------------------------
+
+    def _handle_pingreq(self, packet: PingReq) -> None:
+        self.send(PingResp())
+
+    def _handle_disconnect(self, packet: Disconnect) -> None:
+        session = self.session
+        assert session is not None
+        expiry = packet.properties.get(PropertyId.SESSION_EXPIRY_INTERVAL)
+        if expiry is not None:
+            if session.expiry_interval == 0 and expiry != 0:
+                self.close(ReasonCode.PROTOCOL_ERROR, "session expiry cannot be set on DISCONNECT after 0", publish_will=True)
+                return
+            session.expiry_interval = min(expiry, self.settings.max_session_expiry)
+        publish_will = packet.reason_code == ReasonCode.DISCONNECT_WITH_WILL_MESSAGE
+        self.close(None, publish_will=publish_will)
+
+    def _handle_auth(self, packet: Auth) -> None:
+        self.close(ReasonCode.PROTOCOL_ERROR, "AUTH without an authentication method", publish_will=True)

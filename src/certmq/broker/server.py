@@ -1,0 +1,127 @@
+"""The broker process: its core and its listeners, started and stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from certmq.auth.connect import AnonymousAuthenticator, Authenticator, DenyWithoutCredentials
+from certmq.broker.connection import Listener, MQTTConnection
+from certmq.broker.core import BrokerCore
+from certmq.broker.sys_topics import publish_sys_topics
+from certmq.broker.websocket import serve_websocket
+from certmq.config import Config, parse_address
+from certmq.mqtt.reason_codes import ReasonCode
+from certmq.tls.context import ServerContexts
+
+if TYPE_CHECKING:
+    from certmq.instance import Instance
+
+log = logging.getLogger("certmq")
+
+
+@dataclass(frozen=True, slots=True)
+class BoundListener:
+    name: str
+    host: str
+    port: int
+
+
+def _front_context(contexts: ServerContexts) -> ssl.SSLContext:
+    """A context whose handshakes switch to the newest generation (for servers built once)."""
+    front = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    front.minimum_version = ssl.TLSVersion.TLSv1_2
+    generation = contexts.generation
+    front.load_cert_chain(str(generation.cert_file), str(generation.key_file))
+
+    def use_newest(ssl_object: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
+        ssl_object.context = contexts.current()
+
+    front.sni_callback = use_newest  # type: ignore[assignment]
+    return front
+
+
+class Broker:
+    def __init__(
+        self, config: Config, instance: Instance | None = None, authenticator: Authenticator | None = None
+    ) -> None:
+        self.config = config
+        self.instance = instance
+        if authenticator is None:
+            authenticator = self._default_authenticator()
+        self.core = BrokerCore(config.mqtt, authenticator=authenticator)
+        self.listeners: list[BoundListener] = []
+        self.contexts: ServerContexts | None = None
+        self._servers: list[Any] = []
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def _default_authenticator(self) -> Authenticator:
+        if self.config.auth.anonymous:
+            return AnonymousAuthenticator()
+        if self.instance is not None:
+            from certmq.auth.credentials import SignatureAuthenticator
+
+            return SignatureAuthenticator(self.instance.id, self.instance.access_keys)
+        return DenyWithoutCredentials()
+
+    def _certificate_files(self) -> tuple[Path, Path]:
+        tls = self.config.tls
+        if tls.cert_file:
+            return Path(tls.cert_file), Path(tls.key_file or tls.cert_file)
+        if self.instance is None:
+            raise RuntimeError("no server certificate: set tls.cert_file or run `certmq init`")
+        return self.instance.server_cert_file, self.instance.server_key_file
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        listeners = self.config.listeners
+        if listeners.tls or listeners.wss:
+            self.contexts = ServerContexts(*self._certificate_files())
+            self.contexts.watch()
+        core = self.core
+        for name in ("tcp", "tls", "ws", "wss"):
+            address = getattr(listeners, name)
+            if not address:
+                continue
+            host, port = parse_address(address)
+            tls_context = self.contexts.current if name in ("tls", "wss") and self.contexts else None
+            listener = Listener(name, tls_context if name == "tls" else None)
+
+            def make_connection(listener: Listener = listener) -> MQTTConnection:
+                return MQTTConnection(core, listener)
+
+            if name in ("tcp", "tls"):
+                server = await loop.create_server(make_connection, host, port, reuse_address=True, backlog=1024)
+                sockets = server.sockets
+            else:
+                front = _front_context(self.contexts) if name == "wss" and self.contexts else None
+                server = await serve_websocket(make_connection, host, port, front, self.config.mqtt.max_packet_size)
+                sockets = list(server.sockets)
+            self._servers.append(server)
+            bound_port = sockets[0].getsockname()[1] if sockets else port
+            self.listeners.append(BoundListener(name, host, bound_port))
+            scheme = {"tcp": "mqtt", "tls": "mqtts", "ws": "ws", "wss": "wss"}[name]
+            suffix = "/mqtt" if name in ("ws", "wss") else ""
+            log.info("listening %s on %s://%s:%d%s", name, scheme, host, bound_port, suffix)
+        if self.config.mqtt.sys_interval > 0:
+            self._tasks.append(loop.create_task(publish_sys_topics(core, self.config.mqtt.sys_interval)))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for server in self._servers:
+            server.close()
+        for connection in list(self.core.connections):
+            connection.close(ReasonCode.SERVER_SHUTTING_DOWN, "the broker is shutting down", publish_will=True)
+        for server in self._servers:
+            try:
+                await asyncio.wait_for(server.wait_closed(), 5)
+            except TimeoutError:
+                log.warning("a listener took too long to close")
+        if self.contexts is not None:
+            self.contexts.close()
+        await asyncio.sleep(0)

@@ -1,0 +1,91 @@
+"""Session state (MQTT 3.1.1 3.1.2.4, 5.0 4.1): what outlives a network connection.
+
+A session holds the client's subscriptions, the QoS 1 and 2 messages in flight in both
+directions and the messages queued while the client is offline or its window is full.
+It does no I/O: the connection that currently carries it turns deliveries into packets.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from certmq.broker.messages import Message
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from certmq.broker.connection import MQTTConnection
+    from certmq.mqtt.packets import Will
+
+NEVER_EXPIRES = 0xFFFFFFFF
+
+
+@dataclass(slots=True)
+class SubscriptionEntry:
+    """One subscription of one session, with its MQTT 5.0 options."""
+
+    client_id: str
+    topic_filter: str  # as subscribed, including a `$share/group/` prefix
+    qos: int
+    no_local: bool = False
+    retain_as_published: bool = False
+    retain_handling: int = 0
+    subscription_id: int | None = None
+
+
+@dataclass(slots=True)
+class Delivery:
+    """A message on its way to one session, with the QoS and flags computed for that session."""
+
+    message: Message
+    qos: int
+    retain: bool
+    subscription_ids: tuple[int, ...] = ()
+
+
+@dataclass(slots=True)
+class OutgoingFlight:
+    """A QoS 1 or 2 delivery sent and not yet fully acknowledged."""
+
+    delivery: Delivery
+    # False: waiting for PUBACK (QoS 1) or PUBREC (QoS 2); True: PUBREL sent, waiting for PUBCOMP.
+    released: bool = False
+
+
+@dataclass(slots=True)
+class Session:
+    client_id: str
+    protocol_version: int
+    expiry_interval: int = 0
+    subscriptions: dict[str, SubscriptionEntry] = field(default_factory=dict)
+    inflight: dict[int, OutgoingFlight] = field(default_factory=dict)
+    pending: deque[Delivery] = field(default_factory=deque)
+    # Packet ids of QoS 2 PUBLISHes received and answered with PUBREC, waiting for PUBREL.
+    incoming_qos2: set[int] = field(default_factory=set)
+    connection: MQTTConnection | None = None
+    will: Will | None = None
+    expiry_handle: asyncio.TimerHandle | None = None
+    will_handle: asyncio.TimerHandle | None = None
+    dropped_messages: int = 0
+    _next_packet_id: int = 1
+
+    def allocate_packet_id(self) -> int:
+        """The next packet id not used by a message in flight to this client."""
+        packet_id = self._next_packet_id
+        inflight = self.inflight
+        if len(inflight) >= 65535:
+            raise RuntimeError("no free packet identifier: 65535 messages in flight")
+        while packet_id in inflight:
+            packet_id = packet_id % 65535 + 1
+        self._next_packet_id = packet_id % 65535 + 1
+        return packet_id
+
+    def queue(self, delivery: Delivery, limit: int) -> bool:
+        """Keep a delivery for later; False (and counted as dropped) when the queue is full."""
+        if len(self.pending) >= limit:
+            self.dropped_messages += 1
+            return False
+        self.pending.append(delivery)
+        return True

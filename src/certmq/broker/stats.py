@@ -1,0 +1,19 @@
+"""Counters the broker keeps for $SYS topics and metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class BrokerStats:
+    clients_connected: int = 0
+    connections_total: int = 0
+    messages_received: int = 0
+    messages_sent: int = 0
+    messages_routed: int = 0
+    messages_dropped: int = 0
+    bytes_received: int = 0
+    bytes_sent: int = 0
+    malformed_packets: int = 0
+    tls_handshake_failures: int = 0

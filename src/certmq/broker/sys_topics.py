@@ -1,0 +1,43 @@
+"""`$SYS/broker/...` statistics, published retained every ``mqtt.sys_interval`` seconds.
+
+Names follow mosquitto's, so existing dashboards work unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from certmq import __version__
+from certmq.broker.core import BrokerCore
+from certmq.broker.messages import Message
+
+
+def sys_values(core: BrokerCore, started: float) -> dict[str, str]:
+    stats = core.stats
+    connected = stats.clients_connected
+    return {
+        "$SYS/broker/version": f"certmq {__version__}",
+        "$SYS/broker/uptime": f"{int(time.monotonic() - started)} seconds",
+        "$SYS/broker/clients/connected": str(connected),
+        "$SYS/broker/clients/disconnected": str(len(core.sessions) - connected),
+        "$SYS/broker/clients/total": str(len(core.sessions)),
+        "$SYS/broker/messages/received": str(stats.messages_received),
+        "$SYS/broker/messages/sent": str(stats.messages_sent),
+        "$SYS/broker/messages/dropped": str(stats.messages_dropped),
+        "$SYS/broker/bytes/received": str(stats.bytes_received),
+        "$SYS/broker/bytes/sent": str(stats.bytes_sent),
+        "$SYS/broker/subscriptions/count": str(len(core.subscriptions)),
+        "$SYS/broker/retained messages/count": str(len(core.retained)),
+    }
+
+
+async def publish_sys_topics(core: BrokerCore, interval: float) -> None:
+    started = time.monotonic()
+    last: dict[str, str] = {}
+    while True:
+        for topic, value in sys_values(core, started).items():
+            if last.get(topic) != value:
+                last[topic] = value
+                core.publish(Message(topic, value.encode(), qos=0, retain=True))
+        await asyncio.sleep(interval)
