@@ -22,6 +22,8 @@ from certmq.pki.errors import (
 from certmq.pki.files import (
     CA_CERT_FILE,
     CA_KEY_FILE,
+    PUBLIC_FILE_MODE,
+    SECRET_FILE_MODE,
     certificates_pem,
     load_ca_dir,
     load_certificate,
@@ -58,6 +60,8 @@ __all__ = [
     "CA_VALID_DAYS",
     "DEVICE_VALID_DAYS",
     "KEY_KINDS",
+    "PUBLIC_FILE_MODE",
+    "SECRET_FILE_MODE",
     "SERVER_VALID_DAYS",
     "VERIFICATION_VALID_DAYS",
     "CertifiedKey",

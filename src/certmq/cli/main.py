@@ -1,0 +1,48 @@
+"""The ``certmq`` command: parses the arguments and runs one command group's module."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from certmq import __version__
+from certmq.cli import init, pki, serve
+from certmq.cli.errors import CommandError
+from certmq.config import ConfigError
+from certmq.instance import InstanceError
+from certmq.pki import PkiError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="certmq",
+        description="certmq: an MQTT broker with X.509 certificate-based device authentication.",
+    )
+    parser.add_argument("--version", action="version", version=f"certmq {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    init.add_parser(commands)
+    serve.add_parser(commands)
+    pki.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        # A command group given without its subcommand prints that group's help.
+        (getattr(args, "help_parser", None) or parser).print_help(sys.stderr)
+        return 2
+    try:
+        status: int = args.run(args)
+    except (CommandError, ConfigError, InstanceError, PkiError) as error:
+        print(f"certmq: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

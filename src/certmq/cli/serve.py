@@ -1,0 +1,103 @@
+"""``certmq serve``: run an instance until SIGTERM or SIGINT (SPEC 13)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from certmq import __version__
+from certmq.cli.init import DEFAULT_DATA_DIR, summary
+from certmq.cli.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
+from certmq.config import Config, load_config
+from certmq.instance import Instance, init_instance, is_initialised, load_instance
+
+log = logging.getLogger("certmq")
+STOP_TIMEOUT = 30.0  # seconds for a graceful stop before the process gives up waiting
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "serve",
+        help="run the broker",
+        description="Run the instance in DIR until SIGTERM or SIGINT. When DIR holds no instance yet, "
+        "one is created first (as certmq init does) and the server CA's path is printed.",
+    )
+    parser.add_argument("--config", type=Path, metavar="FILE",
+                        help="configuration file (default: DIR/certmq.toml)")  # fmt: skip
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, metavar="DIR",
+                        help="the instance's data directory (default: ./data)")  # fmt: skip
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default=os.environ.get("CERTMQ_LOG_FORMAT", "text"),
+                        help="text, or one JSON object per line (default: text; env CERTMQ_LOG_FORMAT)")  # fmt: skip
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default=os.environ.get("CERTMQ_LOG_LEVEL", "info"),
+                        help="default: info (env CERTMQ_LOG_LEVEL)")  # fmt: skip
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    configure_logging(args.log_format, args.log_level)
+    data_dir: Path = args.data_dir.absolute()
+    if not is_initialised(data_dir):
+        result = init_instance(data_dir)
+        if result is not None:
+            print(summary(result), flush=True)
+    config = load_config(data_dir, args.config)
+    instance = load_instance(data_dir, config, args.config)
+    log.info(
+        "certmq %s: instance %s, auth mode %s, data directory %s",
+        __version__, instance.id, config.instance.auth_mode, data_dir,
+    )  # fmt: skip
+    log.info("server CA for clients: %s", instance.server_ca_file)
+    return run_event_loop(lambda: serve(config, instance))
+
+
+def run_event_loop(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    """Run ``main`` on uvloop when it is installed, else on the standard asyncio loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main())
+
+
+async def serve(config: Config, instance: Instance) -> int:
+    """Start the broker, wait for SIGTERM or SIGINT, stop it; the exit status."""
+    from certmq.broker.server import Broker
+
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+
+    def on_signal(signal_number: int) -> None:
+        if stopping.is_set():
+            # A second signal while stopping: the operator does not want to wait.
+            log.warning("%s again: exiting without a graceful stop", signal.Signals(signal_number).name)
+            os._exit(1)
+        log.info("%s: stopping", signal.Signals(signal_number).name)
+        stopping.set()
+
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signal_number, on_signal, signal_number)
+
+    broker = Broker(config, instance)
+    try:
+        await broker.start()
+    except OSError as error:
+        log.error("cannot start the listeners: %s", error)
+        await broker.stop()
+        return 1
+    log.info("ready")
+    await stopping.wait()
+    try:
+        await asyncio.wait_for(broker.stop(), STOP_TIMEOUT)
+    except TimeoutError:
+        log.warning("the broker did not stop within %.0f s; exiting anyway", STOP_TIMEOUT)
+    log.info("stopped")
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,383 @@
+"""An instance's data directory: what ``certmq init`` creates and ``certmq serve`` loads (SPEC 13).
+
+Layout of ``DATA_DIR``::
+
+    certmq.toml               configuration, every key present and commented (mode 0644)
+    instance.key              32 random bytes that encrypt secrets at rest (mode 0600)
+    credentials.json          admin token and AccessKey pairs (mode 0600), format below
+    server-ca/ca.pem          the CA that signed the server certificate: give it to clients
+    server-ca/ca.key          its private key (mode 0600)
+    server/server.pem         server certificate chain, leaf first (server certificate + CA)
+    server/server.key         its private key (mode 0600)
+
+``instance.key`` is written last: its presence is what makes a directory an initialised instance,
+so an interrupted ``init`` is simply run again.
+
+``credentials.json``::
+
+    {
+      "format": 1,
+      "admin_token": "<bearer token of the REST API and the console>",
+      "access_keys": [
+        {
+          "id": "LTAI...",                 # AccessKeyId: "LTAI" + 20 letters and digits
+          "secret": "<base64>",            # AccessKeySecret sealed with the instance key
+          "created_at": "2024-01-01T00:00:00Z"
+        }
+      ]
+    }
+
+A sealed secret is ``base64(nonce || AES-256-GCM(instance key, nonce, secret, aad))`` with a
+12-byte random nonce and ``aad = b"certmq access key " + id``, so a sealed secret cannot be moved
+to another key id. The admin token is stored as is: the CLI reads it to talk to the instance, and
+the file mode is what protects it.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import os
+import secrets
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from certmq import pki
+from certmq.config import CONFIG_FILE_NAME, Config, ConfigError, load_config
+
+INSTANCE_KEY_FILE = "instance.key"
+CREDENTIALS_FILE = "credentials.json"
+SERVER_CA_DIR = "server-ca"
+SERVER_DIR = "server"
+SERVER_CERT_FILE = "server.pem"
+SERVER_KEY_FILE = "server.key"
+SERVER_NAMES = ["localhost", "127.0.0.1", "::1"]
+CREDENTIALS_FORMAT = 1
+INSTANCE_KEY_SIZE = 32
+NONCE_SIZE = 12
+ACCESS_KEY_ID_PREFIX = "LTAI"
+_ALPHANUMERIC = string.ascii_letters + string.digits
+
+
+class InstanceError(Exception):
+    """The data directory is not a usable instance; the message says what to do."""
+
+
+@dataclass(frozen=True, slots=True)
+class AccessKey:
+    """An AccessKey pair for Signature-mode CONNECT credentials and API request signatures."""
+
+    id: str
+    secret: str
+    created_at: str  # ISO 8601, UTC
+
+    def __repr__(self) -> str:
+        return f"AccessKey(id={self.id!r}, secret=<hidden>, created_at={self.created_at!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """A loaded instance: what the broker and the APIs need from the data directory."""
+
+    id: str
+    data_dir: Path
+    config_file: Path
+    instance_key: bytes
+    server_ca_file: Path
+    server_ca_key_file: Path
+    server_cert_file: Path  # chain, leaf first; the [tls] cert_file override when set
+    server_key_file: Path
+    admin_token: str
+    access_keys: Mapping[str, str]  # AccessKeyId -> AccessKeySecret, decrypted
+
+    def __repr__(self) -> str:
+        return f"Instance(id={self.id!r}, data_dir={str(self.data_dir)!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class InitResult:
+    """What ``init`` created; the secrets here are shown to the operator once."""
+
+    instance_id: str
+    admin_token: str
+    access_key_id: str
+    access_key_secret: str
+    server_ca_file: Path
+    config_file: Path
+    data_dir: Path
+
+    def as_json(self) -> dict[str, str]:
+        """The object that ``certmq init --json`` prints (SPEC 13), with absolute paths."""
+        return {
+            "instance_id": self.instance_id,
+            "admin_token": self.admin_token,
+            "access_key_id": self.access_key_id,
+            "access_key_secret": self.access_key_secret,
+            "server_ca_file": str(self.server_ca_file),
+            "config_file": str(self.config_file),
+        }
+
+
+# --- secrets ------------------------------------------------------------------------------------
+
+
+def new_instance_id() -> str:
+    return f"mqtt-local-{secrets.token_hex(3)}"
+
+
+def new_admin_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def new_access_key() -> AccessKey:
+    """A fresh pair: id ``LTAI`` + 20 letters and digits, a 30-character secret."""
+    key_id = ACCESS_KEY_ID_PREFIX + "".join(secrets.choice(_ALPHANUMERIC) for _ in range(20))
+    secret = "".join(secrets.choice(_ALPHANUMERIC) for _ in range(30))
+    created_at = datetime.datetime.now(datetime.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return AccessKey(key_id, secret, created_at)
+
+
+def _access_key_aad(access_key_id: str) -> bytes:
+    return b"certmq access key " + access_key_id.encode()
+
+
+def seal_secret(instance_key: bytes, secret: str, associated_data: bytes) -> str:
+    """Encrypt ``secret`` with the instance key (AES-256-GCM); base64 of nonce + ciphertext."""
+    nonce = os.urandom(NONCE_SIZE)
+    ciphertext = AESGCM(instance_key).encrypt(nonce, secret.encode(), associated_data)
+    return base64.b64encode(nonce + ciphertext).decode()
+
+
+def open_secret(instance_key: bytes, sealed: str, associated_data: bytes) -> str:
+    """The secret that :func:`seal_secret` sealed; InstanceError if the key or data do not match."""
+    try:
+        raw = base64.b64decode(sealed, validate=True)
+        return AESGCM(instance_key).decrypt(raw[:NONCE_SIZE], raw[NONCE_SIZE:], associated_data).decode()
+    except (InvalidTag, ValueError) as error:
+        raise InstanceError(
+            "a sealed secret does not open with this instance key; "
+            "instance.key and credentials.json must come from the same instance"
+        ) from error
+
+
+def seal_access_key(instance_key: bytes, access_key: AccessKey) -> dict[str, str]:
+    """The ``credentials.json`` entry of ``access_key``."""
+    return {
+        "id": access_key.id,
+        "secret": seal_secret(instance_key, access_key.secret, _access_key_aad(access_key.id)),
+        "created_at": access_key.created_at,
+    }
+
+
+def open_access_key(instance_key: bytes, entry: dict[str, Any]) -> AccessKey:
+    """The AccessKey of a ``credentials.json`` entry."""
+    secret = open_secret(instance_key, entry["secret"], _access_key_aad(entry["id"]))
+    return AccessKey(entry["id"], secret, entry.get("created_at", ""))
+
+
+# --- the configuration file ---------------------------------------------------------------------
+
+CONFIG_TEMPLATE = """\
+# certmq configuration. Every key can be overridden by an environment variable
+# CERTMQ_<SECTION>_<KEY>, for example CERTMQ_LISTENERS_TCP="0.0.0.0:1883".
+# See docs/configuration.md for each key.
+
+[instance]
+id = "{instance_id}"   # MqttInstanceId: the <InstanceId> of Signature-mode usernames
+auth_mode = "one-way"        # "one-way": clients verify the broker, authenticate with credentials
+                             # "mutual": the broker also requires a registered device certificate
+
+[listeners]                  # HOST:PORT ("[::1]:1883" for IPv6); "" disables a listener
+tcp = "127.0.0.1:1883"       # MQTT over TCP
+tls = "127.0.0.1:8883"       # MQTT over TLS (one-way or mutual, per auth_mode)
+ws = "127.0.0.1:8083"        # MQTT over WebSocket, path /mqtt
+wss = "127.0.0.1:8084"       # MQTT over secure WebSocket, path /mqtt
+http = "127.0.0.1:8080"      # REST API, ApsaraMQ RPC API, console, /metrics
+
+[tls]
+cert_file = ""               # server certificate chain, PEM; "": server/server.pem made by init
+key_file = ""                # its private key; "": server/server.key
+
+[storage]
+url = ""                     # "": SQLite in the data directory; or postgresql://user@host/db
+
+[auth]
+bind_client_id = "off"       # "off" | "cn" (Client Id = certificate CN)
+                             # | "device-id" (the DeviceID of GroupID@@@DeviceID = CN)
+anonymous = false            # allow CONNECT without credentials on one-way and plain listeners
+
+[mqtt]
+apsara_client_id = false     # require Client Ids of the form GroupID@@@DeviceID
+max_packet_size = 1048576    # bytes
+server_keep_alive = 0        # seconds; 0: accept the client's value
+connect_timeout = 10.0       # seconds to wait for CONNECT after the connection opens
+receive_maximum = 65535      # QoS 1 and 2 PUBLISH a client may have unacknowledged towards us
+max_inflight = 65535         # QoS 1 and 2 PUBLISH we send before waiting for acknowledgements
+max_queued_messages = 1000   # per offline or slow session; older QoS 0 messages are dropped first
+max_outgoing_bytes = 16777216  # write buffer per connection before it counts as slow
+topic_alias_maximum = 65535  # MQTT 5 topic aliases a client may use towards us
+max_session_expiry = 4294967295  # seconds; caps the Session Expiry Interval a client asks for
+retain_available = true      # store and deliver retained messages
+sys_interval = 10            # seconds between $SYS statistics updates; 0 disables them
+"""
+
+
+def render_config(instance_id: str) -> str:
+    """The commented ``certmq.toml`` that ``init`` writes."""
+    return CONFIG_TEMPLATE.format(instance_id=instance_id)
+
+
+# --- init and load ------------------------------------------------------------------------------
+
+
+def is_initialised(data_dir: Path) -> bool:
+    return (data_dir / INSTANCE_KEY_FILE).exists()
+
+
+def init_instance(data_dir: Path, instance_id: str | None = None) -> InitResult | None:
+    """Create an instance in ``data_dir`` (SPEC 13). Returns what was created, with the secrets to
+    show once, or None when ``data_dir`` already holds an instance: then nothing is changed.
+
+    A ``certmq.toml`` that is already there is kept (an operator may write it before the first
+    start); its ``[instance] id`` is the instance id then.
+    """
+    data_dir = data_dir.absolute()
+    if is_initialised(data_dir):
+        return None
+    config_file = data_dir / CONFIG_FILE_NAME
+    if config_file.exists():
+        configured_id = load_config(data_dir, config_file, environ={}).instance.id
+        if instance_id is not None and instance_id != configured_id:
+            raise InstanceError(
+                f"{config_file} already sets [instance] id = {configured_id!r}; "
+                f"edit it, or leave out --instance-id"
+            )
+        instance_id = configured_id
+    instance_id = instance_id or new_instance_id()
+    _check_instance_id(instance_id)
+
+    # The store and the keys live here: keep the directory private to its owner.
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not config_file.exists():
+        pki.write_file_atomically(config_file, render_config(instance_id).encode(), pki.PUBLIC_FILE_MODE)
+
+    ca_key = pki.generate_key("ec")
+    ca = pki.CertifiedKey(pki.create_ca(f"certmq {instance_id} server CA", ca_key), ca_key)
+    server_ca_file, _ = pki.write_ca_dir(data_dir / SERVER_CA_DIR, ca, overwrite=True)
+    server_key = pki.generate_key("ec")
+    server = pki.issue_server_certificate(
+        ca.certificate, ca.key, "localhost", SERVER_NAMES, server_key.public_key()
+    )
+    pki.write_private_key(data_dir / SERVER_DIR / SERVER_KEY_FILE, server_key)
+    pki.write_certificates(data_dir / SERVER_DIR / SERVER_CERT_FILE, server, ca.certificate)
+
+    instance_key = os.urandom(INSTANCE_KEY_SIZE)
+    admin_token = new_admin_token()
+    access_key = new_access_key()
+    credentials = {
+        "format": CREDENTIALS_FORMAT,
+        "admin_token": admin_token,
+        "access_keys": [seal_access_key(instance_key, access_key)],
+    }
+    write_credentials(data_dir, credentials)
+    pki.write_file_atomically(data_dir / INSTANCE_KEY_FILE, instance_key, pki.SECRET_FILE_MODE)
+    return InitResult(
+        instance_id=instance_id,
+        admin_token=admin_token,
+        access_key_id=access_key.id,
+        access_key_secret=access_key.secret,
+        server_ca_file=server_ca_file,
+        config_file=config_file,
+        data_dir=data_dir,
+    )
+
+
+def _check_instance_id(instance_id: str) -> None:
+    allowed = set(_ALPHANUMERIC + "-_.")
+    if not 1 <= len(instance_id) <= 64 or not set(instance_id) <= allowed:
+        raise InstanceError(
+            f"instance id {instance_id!r}: use 1 to 64 letters, digits, '-', '_' or '.' (e.g. mqtt-local-1)"
+        )
+
+
+def write_credentials(data_dir: Path, credentials: dict[str, Any]) -> None:
+    """Replace ``credentials.json`` atomically (mode 0600)."""
+    data = json.dumps(credentials, indent=2).encode() + b"\n"
+    pki.write_file_atomically(data_dir / CREDENTIALS_FILE, data, pki.SECRET_FILE_MODE)
+
+
+def read_credentials(data_dir: Path) -> dict[str, Any]:
+    path = data_dir / CREDENTIALS_FILE
+    try:
+        credentials: dict[str, Any] = json.loads(path.read_text())
+    except OSError as error:
+        raise InstanceError(f"cannot read {path}: {error.strerror}") from None
+    except json.JSONDecodeError as error:
+        raise InstanceError(f"{path} is not valid JSON: {error}") from None
+    if credentials.get("format") != CREDENTIALS_FORMAT:
+        raise InstanceError(f"{path}: unknown format {credentials.get('format')!r}; expected 1")
+    return credentials
+
+
+def read_instance_key(data_dir: Path) -> bytes:
+    path = data_dir / INSTANCE_KEY_FILE
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        raise InstanceError(
+            f"{data_dir} is not an instance (no {INSTANCE_KEY_FILE}); run certmq init"
+        ) from None
+    except OSError as error:
+        raise InstanceError(f"cannot read {path}: {error.strerror}") from None
+    if len(key) != INSTANCE_KEY_SIZE:
+        raise InstanceError(f"{path} must hold exactly {INSTANCE_KEY_SIZE} bytes, it holds {len(key)}")
+    return key
+
+
+def _configured_path(data_dir: Path, value: str, default: Path) -> Path:
+    if not value:
+        return default
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else data_dir / path
+
+
+def load_instance(data_dir: Path, config: Config | None = None, config_file: Path | None = None) -> Instance:
+    """The instance in ``data_dir``. The instance id and the server certificate files come from
+    ``config`` (read from ``config_file``, default ``data_dir/certmq.toml``, and the environment
+    when not given); relative ``[tls]`` paths are relative to ``data_dir``."""
+    data_dir = data_dir.absolute()
+    config_file = (config_file or data_dir / CONFIG_FILE_NAME).absolute()
+    if config is None:
+        try:
+            config = load_config(data_dir, config_file)
+        except ConfigError as error:
+            raise InstanceError(str(error)) from None
+    instance_key = read_instance_key(data_dir)
+    credentials = read_credentials(data_dir)
+    try:
+        opened = (open_access_key(instance_key, entry) for entry in credentials["access_keys"])
+        access_keys = MappingProxyType({access_key.id: access_key.secret for access_key in opened})
+        admin_token = str(credentials["admin_token"])
+    except (KeyError, TypeError) as error:
+        raise InstanceError(f"{data_dir / CREDENTIALS_FILE}: missing or malformed field {error}") from None
+    server_dir = data_dir / SERVER_DIR
+    return Instance(
+        id=config.instance.id,
+        data_dir=data_dir,
+        config_file=config_file,
+        instance_key=instance_key,
+        server_ca_file=data_dir / SERVER_CA_DIR / pki.CA_CERT_FILE,
+        server_ca_key_file=data_dir / SERVER_CA_DIR / pki.CA_KEY_FILE,
+        server_cert_file=_configured_path(data_dir, config.tls.cert_file, server_dir / SERVER_CERT_FILE),
+        server_key_file=_configured_path(data_dir, config.tls.key_file, server_dir / SERVER_KEY_FILE),
+        admin_token=admin_token,
+        access_keys=access_keys,
+    )
