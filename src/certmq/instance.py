@@ -261,7 +261,8 @@ def init_instance(data_dir: Path, instance_id: str | None = None) -> InitResult 
                 f"edit it, or leave out --instance-id"
             )
         instance_id = configured_id
-    instance_id = instance_id or new_instance_id()
+    if instance_id is None:
+        instance_id = new_instance_id()
     _check_instance_id(instance_id)
 
     # The store and the keys live here: keep the directory private to its owner.
@@ -354,13 +355,13 @@ def load_instance(data_dir: Path, config: Config | None = None, config_file: Pat
     ``config`` (read from ``config_file``, default ``data_dir/certmq.toml``, and the environment
     when not given); relative ``[tls]`` paths are relative to ``data_dir``."""
     data_dir = data_dir.absolute()
-    config_file = (config_file or data_dir / CONFIG_FILE_NAME).absolute()
+    instance_key = read_instance_key(data_dir)
     if config is None:
         try:
             config = load_config(data_dir, config_file)
         except ConfigError as error:
             raise InstanceError(str(error)) from None
-    instance_key = read_instance_key(data_dir)
+    config_file = (config_file or data_dir / CONFIG_FILE_NAME).absolute()
     credentials = read_credentials(data_dir)
     try:
         opened = (open_access_key(instance_key, entry) for entry in credentials["access_keys"])

@@ -1,0 +1,176 @@
+"""certmq.config: the TOML file, its environment overrides, and the errors that name the key."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from certmq.config import SECTIONS, Config, ConfigError, load_config, parse_address
+from certmq.instance import render_config
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_a_file(tmp_path: Path) -> None:
+    config = load_config(tmp_path, environ={})
+    assert config == Config(data_dir=tmp_path)
+    assert config.instance.auth_mode == "one-way"
+    assert config.listeners.tcp == "127.0.0.1:1883"
+    assert config.listeners.tls == "127.0.0.1:8883"
+    assert config.listeners.ws == "127.0.0.1:8083"
+    assert config.listeners.wss == "127.0.0.1:8084"
+    assert config.listeners.http == "127.0.0.1:8080"
+    assert config.auth.anonymous is False
+    assert config.auth.bind_client_id == "off"
+    assert config.mqtt.max_packet_size == 1048576
+
+
+def test_file_in_the_data_dir(tmp_path: Path) -> None:
+    write(
+        tmp_path / "certmq.toml",
+        """
+[instance]
+id = "mqtt-test-9"
+auth_mode = "mutual"
+[listeners]
+tcp = ""
+tls = "0.0.0.0:18883"
+[auth]
+anonymous = true
+bind_client_id = "device-id"
+[mqtt]
+max_packet_size = 4096
+connect_timeout = 2.5
+""",
+    )
+    config = load_config(tmp_path, environ={})
+    assert config.instance.id == "mqtt-test-9"
+    assert config.instance.auth_mode == "mutual"
+    assert config.listeners.tcp == ""
+    assert config.listeners.tls == "0.0.0.0:18883"
+    assert config.listeners.ws == "127.0.0.1:8083"  # untouched keys keep their defaults
+    assert config.auth.anonymous is True
+    assert config.auth.bind_client_id == "device-id"
+    assert config.mqtt.max_packet_size == 4096
+    assert config.mqtt.connect_timeout == 2.5
+
+
+def test_explicit_config_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "elsewhere.toml", '[instance]\nid = "mqtt-x"\n')
+    assert load_config(tmp_path / "data", path, environ={}).instance.id == "mqtt-x"
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path, tmp_path / "missing.toml", environ={})
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    write(tmp_path / "certmq.toml", '[instance]\nid = "from-file"\n[auth]\nanonymous = false\n')
+    environ = {
+        "CERTMQ_INSTANCE_ID": "from-env",
+        "CERTMQ_AUTH_ANONYMOUS": "true",
+        "CERTMQ_LISTENERS_TCP": "",
+        "CERTMQ_MQTT_MAX_PACKET_SIZE": "2048",
+        "CERTMQ_MQTT_CONNECT_TIMEOUT": "0.5",
+        "CERTMQ_INSTANCE_AUTH_MODE": "mutual",
+        "OTHER_VARIABLE": "ignored",
+    }
+    config = load_config(tmp_path, environ=environ)
+    assert config.instance.id == "from-env"
+    assert config.instance.auth_mode == "mutual"
+    assert config.auth.anonymous is True
+    assert config.listeners.tcp == ""
+    assert config.mqtt.max_packet_size == 2048
+    assert config.mqtt.connect_timeout == 0.5
+
+
+@pytest.mark.parametrize(
+    ("text", "value"), [("true", True), ("1", True), ("on", True), ("FALSE", False), ("0", False)]
+)
+def test_boolean_overrides(tmp_path: Path, text: str, value: bool) -> None:
+    assert load_config(tmp_path, environ={"CERTMQ_AUTH_ANONYMOUS": text}).auth.anonymous is value
+
+
+def test_process_environment_is_the_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CERTMQ_INSTANCE_ID", "mqtt-from-process")
+    assert load_config(tmp_path).instance.id == "mqtt-from-process"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[instance\n", "not valid TOML"),
+        ("[nosuch]\nkey = 1\n", r"unknown section \[nosuch\]"),
+        ("[instance]\nnosuch = 1\n", "instance.nosuch .*unknown key"),
+        ('[instance]\nauth_mode = "both"\n', "instance.auth_mode .*must be one of one-way, mutual"),
+        ('[auth]\nbind_client_id = "yes"\n', "auth.bind_client_id"),
+        ('[auth]\nanonymous = "maybe"\n', "auth.anonymous .*expected true or false"),
+        ('[mqtt]\nmax_packet_size = "big"\n', "mqtt.max_packet_size .*expected a number"),
+        ("[mqtt]\nmax_packet_size = true\n", "mqtt.max_packet_size .*expected a number"),
+        ("[listeners]\ntcp = 1883\n", "listeners.tcp .*expected a string"),
+        ("title = 1\n", "unknown section"),
+    ],
+)
+def test_file_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    write(tmp_path / "certmq.toml", text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path, environ={})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("CERTMQ_INSTANCE_AUTH_MODE", "none", r"instance.auth_mode \(environment\)"),
+        ("CERTMQ_MQTT_SERVER_KEEP_ALIVE", "soon", r"mqtt.server_keep_alive \(environment\)"),
+        ("CERTMQ_AUTH_NOSUCH", "1", r"auth.nosuch \(environment\): unknown key"),
+    ],
+)
+def test_environment_errors_name_the_key(tmp_path: Path, name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path, environ={name: value})
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("127.0.0.1:1883", ("127.0.0.1", 1883)),
+        ("[::1]:8883", ("::1", 8883)),
+        (":1883", ("0.0.0.0", 1883)),
+        ("localhost:0", ("localhost", 0)),
+    ],
+)
+def test_parse_address(address: str, expected: tuple[str, int]) -> None:
+    assert parse_address(address) == expected
+
+
+@pytest.mark.parametrize("address", ["1883", "host:", "host:port"])
+def test_parse_address_errors(address: str) -> None:
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        parse_address(address)
+
+
+def test_the_file_init_writes_is_the_defaults_and_names_every_key(tmp_path: Path) -> None:
+    text = render_config("mqtt-local-abc123")
+    write(tmp_path / "certmq.toml", text)
+    config = load_config(tmp_path, environ={})
+    expected = Config(data_dir=tmp_path)
+    expected.instance.id = "mqtt-local-abc123"
+    assert config == expected
+    for section in SECTIONS:
+        assert f"[{section}]" in text
+        for key in fields(getattr(expected, section)):
+            assert f"\n{key.name} = " in text, f"{section}.{key.name} is missing from the template"
+
+
+def test_configuration_reference_documents_every_key() -> None:
+    reference = Path(__file__).parents[2] / "docs" / "configuration.md"
+    if not reference.exists():
+        pytest.skip("docs/configuration.md not found")
+    text = reference.read_text()
+    for section in SECTIONS:
+        for key in fields(getattr(Config(), section)):
+            variable = f"CERTMQ_{section.upper()}_{key.name.upper()}"
+            assert variable in text, f"{variable} is not documented in docs/configuration.md"
