@@ -221,7 +221,7 @@ server_keep_alive = 0        # seconds; 0: accept the client's value
 connect_timeout = 10.0       # seconds to wait for CONNECT after the connection opens
 receive_maximum = 65535      # QoS 1 and 2 PUBLISH a client may have unacknowledged towards us
 max_inflight = 65535         # QoS 1 and 2 PUBLISH we send before waiting for acknowledgements
-max_queued_messages = 1000   # per offline or slow session; older QoS 0 messages are dropped first
+max_queued_messages = 1000   # messages queued per offline or slow session
 max_outgoing_bytes = 16777216  # write buffer per connection before it counts as slow
 topic_alias_maximum = 65535  # MQTT 5 topic aliases a client may use towards us
 max_session_expiry = 4294967295  # seconds; caps the Session Expiry Interval a client asks for
@@ -353,7 +353,8 @@ def _configured_path(data_dir: Path, value: str, default: Path) -> Path:
 def load_instance(data_dir: Path, config: Config | None = None, config_file: Path | None = None) -> Instance:
     """The instance in ``data_dir``. The instance id and the server certificate files come from
     ``config`` (read from ``config_file``, default ``data_dir/certmq.toml``, and the environment
-    when not given); relative ``[tls]`` paths are relative to ``data_dir``."""
+    when not given); relative ``[tls]`` paths are relative to ``data_dir``, and a ``cert_file``
+    without a ``key_file`` holds both."""
     data_dir = data_dir.absolute()
     instance_key = read_instance_key(data_dir)
     if config is None:
@@ -370,6 +371,10 @@ def load_instance(data_dir: Path, config: Config | None = None, config_file: Pat
     except (KeyError, TypeError) as error:
         raise InstanceError(f"{data_dir / CREDENTIALS_FILE}: missing or malformed field {error}") from None
     server_dir = data_dir / SERVER_DIR
+    cert_file = _configured_path(data_dir, config.tls.cert_file, server_dir / SERVER_CERT_FILE)
+    # A configured certificate without a key file is a PEM holding both, as mosquitto allows.
+    key_default = cert_file if config.tls.cert_file else server_dir / SERVER_KEY_FILE
+    key_file = _configured_path(data_dir, config.tls.key_file, key_default)
     return Instance(
         id=config.instance.id,
         data_dir=data_dir,
@@ -377,8 +382,8 @@ def load_instance(data_dir: Path, config: Config | None = None, config_file: Pat
         instance_key=instance_key,
         server_ca_file=data_dir / SERVER_CA_DIR / pki.CA_CERT_FILE,
         server_ca_key_file=data_dir / SERVER_CA_DIR / pki.CA_KEY_FILE,
-        server_cert_file=_configured_path(data_dir, config.tls.cert_file, server_dir / SERVER_CERT_FILE),
-        server_key_file=_configured_path(data_dir, config.tls.key_file, server_dir / SERVER_KEY_FILE),
+        server_cert_file=cert_file,
+        server_key_file=key_file,
         admin_token=admin_token,
         access_keys=access_keys,
     )

@@ -108,6 +108,9 @@ def test_load_instance_follows_the_configuration(tmp_path: Path, monkeypatch: py
     assert instance.id == "renamed"
     assert instance.server_cert_file == tmp_path / "custom" / "chain.pem"
     assert instance.server_key_file == Path("/etc/key.pem")
+    (tmp_path / "certmq.toml").write_text('[tls]\ncert_file = "/etc/both.pem"\n')
+    instance = load_instance(tmp_path)
+    assert instance.server_cert_file == instance.server_key_file == Path("/etc/both.pem")
 
 
 def test_load_refuses_a_directory_that_is_not_an_instance(tmp_path: Path) -> None:

@@ -46,3 +46,5 @@ def configure_logging(log_format: str = "text", level: str = "info") -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # The broker logs each listener itself; the library's own start and stop lines repeat them.
+    logging.getLogger("websockets.server").setLevel(max(logging.WARNING, root.level))

@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from certmq import __version__
+from certmq.cli.errors import CommandError
 from certmq.cli.init import DEFAULT_DATA_DIR, summary
 from certmq.cli.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
 from certmq.config import Config, load_config
 from certmq.instance import Instance, init_instance, is_initialised, load_instance
 
 log = logging.getLogger("certmq")
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 STOP_TIMEOUT = 30.0  # seconds for a graceful stop before the process gives up waiting
 
 
@@ -37,6 +39,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="text, or one JSON object per line (default: text; env CERTMQ_LOG_FORMAT)")  # fmt: skip
     parser.add_argument("--log-level", choices=LOG_LEVELS, default=os.environ.get("CERTMQ_LOG_LEVEL", "info"),
                         help="default: info (env CERTMQ_LOG_LEVEL)")  # fmt: skip
+    parser.add_argument("--event-loop", choices=EVENT_LOOPS, default=os.environ.get("CERTMQ_EVENT_LOOP", "auto"),
+                        help="auto: uvloop when installed, else asyncio (env CERTMQ_EVENT_LOOP)")  # fmt: skip
     parser.set_defaults(run=run)
 
 
@@ -49,22 +53,32 @@ def run(args: argparse.Namespace) -> int:
             print(summary(result), flush=True)
     config = load_config(data_dir, args.config)
     instance = load_instance(data_dir, config, args.config)
+    # The broker reads [tls] itself: hand it the paths resolved against the data directory.
+    if config.tls.cert_file:
+        config.tls.cert_file = str(instance.server_cert_file)
+        config.tls.key_file = str(instance.server_key_file)
     log.info(
         "certmq %s: instance %s, auth mode %s, data directory %s",
         __version__, instance.id, config.instance.auth_mode, data_dir,
     )  # fmt: skip
     log.info("server CA for clients: %s", instance.server_ca_file)
-    return run_event_loop(lambda: serve(config, instance))
+    if config.auth.anonymous:
+        log.warning("anonymous clients are allowed (auth.anonymous = true)")
+    return run_event_loop(lambda: serve(config, instance), args.event_loop)
 
 
-def run_event_loop(main: Callable[[], Coroutine[Any, Any, int]]) -> int:
-    """Run ``main`` on uvloop when it is installed, else on the standard asyncio loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main())
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main())
+def run_event_loop(main: Callable[[], Coroutine[Any, Any, int]], event_loop: str = "auto") -> int:
+    """Run ``main`` on uvloop (``auto``: when it is installed) or the standard asyncio loop."""
+    if event_loop != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if event_loop == "uvloop":
+                raise CommandError("--event-loop uvloop: uvloop is not installed") from None
+        else:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                return runner.run(main())
+    return asyncio.run(main())
 
 
 async def serve(config: Config, instance: Instance) -> int:

@@ -1,0 +1,98 @@
+# certmq developer commands. `make run` starts a demo broker, `make test` runs every test.
+# Each set-up step is remembered by a stamp file and redone only when its inputs change.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# The first Python >= 3.11 on PATH creates the virtualenv.
+PYTHON ?= $(shell for candidate in python3 python3.13 python3.12 python3.11; do \
+	if $$candidate -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1; then \
+	echo $$candidate; break; fi; done)
+VENV := .venv
+STAMPS := $(VENV)/.stamps
+PIP := $(VENV)/bin/python -m pip --disable-pip-version-check --quiet
+DATA_DIR ?= data
+PYTEST_ARGS ?=
+JS_DIR := tests/js
+# Debian packages the tests use: the mosquitto broker and clients (interop), openssl (PKI checks).
+DEBIAN_PACKAGES := mosquitto mosquitto-clients openssl
+
+.PHONY: help run test lint format bench setup setup-test tools clean
+
+help:
+	@echo "make run     start a demo broker in ./$(DATA_DIR) (anonymous clients allowed)"
+	@echo "make test    set up everything the tests need, then run them"
+	@echo "make lint    ruff check, ruff format --check, mypy"
+	@echo "make format  ruff format and ruff check --fix"
+	@echo "make bench   run the benchmarks (bench/run.py)"
+	@echo "make clean   remove the virtualenv and caches (not ./$(DATA_DIR))"
+
+$(VENV)/bin/python:
+	@test -n "$(PYTHON)" || { echo "certmq needs Python >= 3.11 on PATH (or PYTHON=/path/to/python3)" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMPS)/runtime: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -e .
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/test: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -e '.[test]'
+	@mkdir -p $(STAMPS) && touch $@ $(STAMPS)/runtime
+
+$(STAMPS)/bench: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install -e '.[test,bench]'
+	@mkdir -p $(STAMPS) && touch $@ $(STAMPS)/test $(STAMPS)/runtime
+
+setup: $(STAMPS)/runtime
+setup-test: $(STAMPS)/test tools js
+
+# Debian tools: installed only when missing, and only when we may (root).
+tools:
+	@missing=""; \
+	command -v mosquitto_pub >/dev/null || missing="$$missing mosquitto-clients"; \
+	{ command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto; } || missing="$$missing mosquitto"; \
+	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES) >/dev/null; \
+		else \
+			echo "missing Debian packages:$$missing (tests that need them are skipped); install: sudo apt-get install$$missing" >&2; \
+		fi; \
+	fi
+
+# npm dependencies of the MQTT.js tests, when there are any.
+ifneq ($(wildcard $(JS_DIR)/package.json),)
+js: $(JS_DIR)/node_modules/.installed
+$(JS_DIR)/node_modules/.installed: $(JS_DIR)/package.json $(wildcard $(JS_DIR)/package-lock.json)
+	@if ! command -v npm >/dev/null; then echo "npm not found: the MQTT.js tests are skipped" >&2; exit 0; fi; \
+	cd $(JS_DIR) && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi \
+	&& touch node_modules/.installed
+else
+js:
+endif
+.PHONY: js
+
+run: $(STAMPS)/runtime
+	@if [ -z "$${CERTMQ_AUTH_ANONYMOUS+set}" ]; then \
+		echo "Demo: anonymous clients are allowed (CERTMQ_AUTH_ANONYMOUS=true). To require credentials: make run CERTMQ_AUTH_ANONYMOUS=false"; \
+	fi
+	CERTMQ_AUTH_ANONYMOUS=$${CERTMQ_AUTH_ANONYMOUS-true} exec $(VENV)/bin/certmq serve --data-dir $(DATA_DIR)
+
+test: setup-test
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: $(STAMPS)/test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy src
+
+format: $(STAMPS)/test
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: $(STAMPS)/bench
+	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build src/*.egg-info
