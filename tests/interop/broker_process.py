@@ -330,7 +330,6 @@ def _start_mosquitto(data_dir: Path, settings: dict[str, str]) -> RunningBroker:
         f"cafile {ca_file}",
         f"certfile {certificate_file}",
         f"keyfile {key_file}",
-        "tls_version tlsv1.2",
     ]
     config_file = data_dir / "mosquitto.conf"
     config_file.write_text("\n".join(lines) + "\n")

@@ -9,6 +9,7 @@ MQTT 3.1.1 and 5.0 specifications and shares no code with the broker under test.
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 import time
 from dataclasses import dataclass, field
@@ -206,11 +207,20 @@ class ConnectionClosed(Exception):
 
 
 class RawClient:
-    def __init__(self, host: str, port: int, version: int = 5, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        version: int = 5,
+        timeout: float = 5.0,
+        tls: ssl.SSLContext | None = None,
+        server_hostname: str = "localhost",
+    ) -> None:
         self.version = version
         self.timeout = timeout
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        plain = socket.create_connection((host, port), timeout=timeout)
+        plain.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = tls.wrap_socket(plain, server_hostname=server_hostname) if tls else plain
         self._buffer = b""
         self._next_id = 0
         self.closed = False
