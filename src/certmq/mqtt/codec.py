@@ -62,6 +62,22 @@ _MAXIMUM_STRING_LENGTH: Final = 0xFFFF
 _P = PacketType
 _R = ReasonCode
 
+# Plain ints for the per-packet code: reading an enum member costs a lookup each time.
+_MQTT_3_1: Final = int(ProtocolVersion.MQTT_3_1)
+_MQTT_3_1_1: Final = int(ProtocolVersion.MQTT_3_1_1)
+_MQTT_5: Final = int(ProtocolVersion.MQTT_5)
+_CONNECT: Final = int(_P.CONNECT)
+_CONNACK: Final = int(_P.CONNACK)
+_PUBLISH: Final = int(_P.PUBLISH)
+_PUBREL: Final = int(_P.PUBREL)
+_SUBSCRIBE: Final = int(_P.SUBSCRIBE)
+_SUBACK: Final = int(_P.SUBACK)
+_UNSUBSCRIBE: Final = int(_P.UNSUBSCRIBE)
+_UNSUBACK: Final = int(_P.UNSUBACK)
+_PINGRESP: Final = int(_P.PINGRESP)
+_DISCONNECT: Final = int(_P.DISCONNECT)
+_AUTH: Final = int(_P.AUTH)
+
 # --------------------------------------------------------------------------------------
 # Reason codes each packet type may carry (MQTT 5.0 2.4 and each packet's section). A code
 # outside its table is a Malformed Packet.
@@ -195,27 +211,23 @@ _ALLOWED_PROPERTIES[_PUBLISH_FROM_CLIENT] = _ALLOWED_PROPERTIES[_P.PUBLISH] - {
     PropertyId.SUBSCRIPTION_IDENTIFIER
 }
 
-# Properties whose value must be 0 or 1 / must not be 0. Out of range is a Protocol Error.
-_BOOLEAN_PROPERTIES: Final = frozenset(
-    {
-        PropertyId.PAYLOAD_FORMAT_INDICATOR,
-        PropertyId.REQUEST_PROBLEM_INFORMATION,
-        PropertyId.REQUEST_RESPONSE_INFORMATION,
-        PropertyId.MAXIMUM_QOS,
-        PropertyId.RETAIN_AVAILABLE,
-        PropertyId.WILDCARD_SUBSCRIPTION_AVAILABLE,
-        PropertyId.SUBSCRIPTION_IDENTIFIER_AVAILABLE,
-        PropertyId.SHARED_SUBSCRIPTION_AVAILABLE,
-    }
-)
-_NON_ZERO_PROPERTIES: Final = frozenset(
-    {
-        PropertyId.RECEIVE_MAXIMUM,
-        PropertyId.TOPIC_ALIAS,
-        PropertyId.MAXIMUM_PACKET_SIZE,
-        PropertyId.SUBSCRIPTION_IDENTIFIER,
-    }
-)
+# Properties with a limited range; a value outside it is a Protocol Error.
+_MUST_BE_0_OR_1: Final = 1
+_MUST_NOT_BE_0: Final = 2
+_VALUE_RULES: Final[dict[int, int]] = {
+    PropertyId.PAYLOAD_FORMAT_INDICATOR: _MUST_BE_0_OR_1,
+    PropertyId.REQUEST_PROBLEM_INFORMATION: _MUST_BE_0_OR_1,
+    PropertyId.REQUEST_RESPONSE_INFORMATION: _MUST_BE_0_OR_1,
+    PropertyId.MAXIMUM_QOS: _MUST_BE_0_OR_1,
+    PropertyId.RETAIN_AVAILABLE: _MUST_BE_0_OR_1,
+    PropertyId.WILDCARD_SUBSCRIPTION_AVAILABLE: _MUST_BE_0_OR_1,
+    PropertyId.SUBSCRIPTION_IDENTIFIER_AVAILABLE: _MUST_BE_0_OR_1,
+    PropertyId.SHARED_SUBSCRIPTION_AVAILABLE: _MUST_BE_0_OR_1,
+    PropertyId.RECEIVE_MAXIMUM: _MUST_NOT_BE_0,
+    PropertyId.TOPIC_ALIAS: _MUST_NOT_BE_0,
+    PropertyId.MAXIMUM_PACKET_SIZE: _MUST_NOT_BE_0,
+    PropertyId.SUBSCRIPTION_IDENTIFIER: _MUST_NOT_BE_0,
+}
 # Plain ints so that the hot loops compare ints, not enum members.
 _PROPERTY_TYPE_BY_ID: Final[dict[int, int]] = {int(key): int(value) for key, value in PROPERTY_TYPES.items()}
 _BYTE = int(PropertyType.BYTE)
@@ -236,13 +248,13 @@ _unpack_uint16 = struct.Struct(">H").unpack_from
 _unpack_uint32 = struct.Struct(">I").unpack_from
 _pack_uint16 = struct.Struct(">H").pack
 _pack_uint32 = struct.Struct(">I").pack
+_pack_two_bytes_and_uint16 = struct.Struct(">BBH").pack
 
 
-def _property_name(identifier: int) -> str:
-    try:
-        return PropertyId(identifier).name.replace("_", " ").title()
-    except ValueError:
-        return f"property 0x{identifier:02X}"
+# "Message Expiry Interval" for PropertyId.MESSAGE_EXPIRY_INTERVAL, for error messages.
+_PROPERTY_NAMES: Final[dict[int, str]] = {
+    int(identifier): identifier.name.replace("_", " ").title() for identifier in PropertyId
+}
 
 
 # --------------------------------------------------------------------------------------
@@ -341,7 +353,7 @@ class _Reader:
             raise MalformedPacket(
                 f"{self.packet_name}: property length {length} runs past the end of the packet"
             )
-        properties = _read_properties(self, stop, context)
+        properties = _read_properties(self.data, self.position, stop, context, self.packet_name)
         self.position = stop
         return properties
 
@@ -356,67 +368,101 @@ def _decode_utf8(raw: bytes, packet_name: str, what: str) -> str:
     return text
 
 
-def _read_properties(reader: _Reader, stop: int, context: int) -> Properties:
-    """Read properties until ``stop`` (the end the property length announced)."""
+def _read_properties(data: bytes, position: int, stop: int, context: int, packet_name: str) -> Properties:
+    """Read the properties in ``data[position:stop]`` (``stop`` is where the property length ends them).
+
+    Written out field by field rather than through :class:`_Reader`: 5.0 PUBLISH packets
+    often carry properties, and this loop runs for each of them.
+    """
     allowed = _ALLOWED_PROPERTIES[context]
     properties: Properties = {}
-    outer_end = reader.end
-    reader.end = stop
-    try:
-        while reader.position < stop:
-            identifier = reader.data[reader.position]
-            reader.position += 1
-            property_type = _PROPERTY_TYPE_BY_ID.get(identifier)
-            if property_type is None:
-                # Identifiers are Variable Byte Integers, but every defined one fits in one byte.
-                raise MalformedPacket(f"{reader.packet_name}: unknown property identifier 0x{identifier:02X}")
-            if identifier not in allowed:
-                raise ProtocolError(
-                    f"{_property_name(identifier)} is not allowed in {_CONTEXT_NAMES[context]} (MQTT 5.0 2.2.2.2)"
+    value: Any
+    while position < stop:
+        identifier = data[position]
+        position += 1
+        property_type = _PROPERTY_TYPE_BY_ID.get(identifier)
+        if property_type is None:
+            # Identifiers are Variable Byte Integers, but every defined one fits in one byte.
+            raise MalformedPacket(f"{packet_name}: unknown property identifier 0x{identifier:02X}")
+        if identifier not in allowed:
+            raise ProtocolError(
+                f"{_PROPERTY_NAMES[identifier]} is not allowed in {_CONTEXT_NAMES[context]} (MQTT 5.0 2.2.2.2)"
+            )
+        if property_type >= _UTF8_STRING:  # strings, binary data and string pairs
+            if position + 2 > stop:
+                raise _truncated_property(packet_name, identifier)
+            value_end = position + 2 + (data[position] << 8 | data[position + 1])
+            if value_end > stop:
+                raise _truncated_property(packet_name, identifier)
+            value = data[position + 2 : value_end]
+            position = value_end
+            if property_type != _BINARY:
+                value = _decode_utf8(value, packet_name, _PROPERTY_NAMES[identifier])
+            if property_type == _UTF8_STRING_PAIR:
+                if position + 2 > stop:
+                    raise _truncated_property(packet_name, identifier)
+                value_end = position + 2 + (data[position] << 8 | data[position + 1])
+                if value_end > stop:
+                    raise _truncated_property(packet_name, identifier)
+                value = (
+                    value,
+                    _decode_utf8(data[position + 2 : value_end], packet_name, "User Property"),
                 )
-            what = _property_name(identifier)
-            value: Any
-            if property_type == _BYTE:
-                value = reader.byte(what)
-            elif property_type == _TWO_BYTE_INTEGER:
-                value = reader.two_byte_integer(what)
-            elif property_type == _FOUR_BYTE_INTEGER:
-                value = reader.four_byte_integer(what)
-            elif property_type == _VARIABLE_BYTE_INTEGER:
-                value = reader.variable_byte_integer(what)
-            elif property_type == _UTF8_STRING:
-                value = reader.string(what)
-            elif property_type == _BINARY:
-                value = reader.binary(what)
-            else:
-                value = (reader.string(f"{what} name"), reader.string(f"{what} value"))
+                position = value_end
+        elif property_type == _FOUR_BYTE_INTEGER:
+            if position + 4 > stop:
+                raise _truncated_property(packet_name, identifier)
+            value = _unpack_uint32(data, position)[0]
+            position += 4
+        elif property_type == _BYTE:
+            if position >= stop:
+                raise _truncated_property(packet_name, identifier)
+            value = data[position]
+            position += 1
+        elif property_type == _TWO_BYTE_INTEGER:
+            if position + 2 > stop:
+                raise _truncated_property(packet_name, identifier)
+            value = data[position] << 8 | data[position + 1]
+            position += 2
+        else:
+            reader = _Reader(data, position, stop, packet_name)
+            value = reader.variable_byte_integer(_PROPERTY_NAMES[identifier])
+            position = reader.position
 
-            if identifier in _BOOLEAN_PROPERTIES and value > 1:
-                raise ProtocolError(f"{reader.packet_name}: {what} is {value}; it may only be 0 or 1")
-            if identifier in _NON_ZERO_PROPERTIES and value == 0:
-                raise ProtocolError(f"{reader.packet_name}: {what} may not be 0")
+        rule = _VALUE_RULES.get(identifier)
+        if rule is not None:
+            if rule == _MUST_BE_0_OR_1 and value > 1:
+                raise ProtocolError(
+                    f"{packet_name}: {_PROPERTY_NAMES[identifier]} is {value}; it may only be 0 or 1"
+                )
+            if rule == _MUST_NOT_BE_0 and value == 0:
+                raise ProtocolError(f"{packet_name}: {_PROPERTY_NAMES[identifier]} may not be 0")
 
-            if identifier == _USER_PROPERTY:
-                properties.setdefault(identifier, []).append(value)
-            elif identifier == _SUBSCRIPTION_IDENTIFIER:
-                identifiers = properties.setdefault(identifier, [])
-                if identifiers and context != _P.PUBLISH:
-                    raise ProtocolError(f"{reader.packet_name} may carry only one Subscription Identifier")
-                identifiers.append(value)
-            elif identifier in properties:
-                raise ProtocolError(f"{reader.packet_name} carries {what} more than once")
+        if identifier == _USER_PROPERTY:
+            user_properties = properties.get(identifier)
+            if user_properties is None:
+                properties[identifier] = [value]
             else:
-                properties[identifier] = value
-    finally:
-        reader.end = outer_end
+                user_properties.append(value)
+        elif identifier == _SUBSCRIPTION_IDENTIFIER:
+            identifiers = properties.setdefault(identifier, [])
+            if identifiers and context != _PUBLISH:
+                raise ProtocolError(f"{packet_name} may carry only one Subscription Identifier")
+            identifiers.append(value)
+        elif identifier in properties:
+            raise ProtocolError(f"{packet_name} carries {_PROPERTY_NAMES[identifier]} more than once")
+        else:
+            properties[identifier] = value
 
     if _RESPONSE_TOPIC in properties:
         validate_topic_name(properties[_RESPONSE_TOPIC])
     if _AUTHENTICATION_DATA in properties and _AUTHENTICATION_METHOD not in properties:
-        raise ProtocolError(
-            f"{reader.packet_name} carries Authentication Data without an Authentication Method"
-        )
+        raise ProtocolError(f"{packet_name} carries Authentication Data without an Authentication Method")
     return properties
+
+
+def _truncated_property(packet_name: str, identifier: int) -> MalformedPacket:
+    return MalformedPacket(f"{packet_name}: {_PROPERTY_NAMES[identifier]} runs past the property length")
 
 
 def _check_flags(flags: int, expected: int, packet_name: str) -> None:
@@ -441,7 +487,7 @@ Decoder: TypeAlias = Callable[[bytes, int, int, int], Packet]
 def _make_publish_decoder(
     protocol_version: int, property_context: int
 ) -> Callable[[bytes, int, int, int], Publish]:
-    with_properties = protocol_version >= ProtocolVersion.MQTT_5
+    with_properties = protocol_version >= _MQTT_5
 
     def decode_publish(data: bytes, start: int, end: int, flags: int) -> Publish:
         qos = (flags >> 1) & 3
@@ -478,6 +524,12 @@ def _make_publish_decoder(
             if data[position] == 0:
                 properties = {}
                 position += 1
+            elif data[position] < 0x80:
+                stop = position + 1 + data[position]
+                if stop > end:
+                    raise MalformedPacket("PUBLISH: property length runs past the end of the packet")
+                properties = _read_properties(data, position + 1, stop, property_context, "PUBLISH")
+                position = stop
             else:
                 reader = _Reader(data, position, end, "PUBLISH")
                 properties = reader.properties(property_context)
@@ -507,8 +559,8 @@ def _make_acknowledgement_decoder(
     """PUBACK, PUBREC, PUBREL and PUBCOMP share one layout: packet id, reason code, properties."""
     packet_type = packet_class.packet_type
     packet_name = packet_type.name
-    expected_flags = 0b0010 if packet_type == _P.PUBREL else 0
-    with_properties = protocol_version >= ProtocolVersion.MQTT_5
+    expected_flags = 0b0010 if packet_type == _PUBREL else 0
+    with_properties = protocol_version >= _MQTT_5
 
     def decode_acknowledgement(
         data: bytes, start: int, end: int, flags: int
@@ -555,8 +607,8 @@ def _decode_connack_5(data: bytes, start: int, end: int, flags: int) -> ConnAck:
     acknowledge_flags = reader.byte("acknowledge flags")
     if acknowledge_flags & 0xFE:
         raise MalformedPacket("CONNACK has reserved acknowledge flag bits set")
-    reason_code = _check_reason_code(reader.byte("reason code"), _P.CONNACK)
-    properties = reader.properties(_P.CONNACK)
+    reason_code = _check_reason_code(reader.byte("reason code"), _CONNACK)
+    properties = reader.properties(_CONNACK)
     reader.expect_end()
     if reason_code and acknowledge_flags:
         raise ProtocolError("CONNACK refuses the connection but says a session is present")
@@ -564,13 +616,13 @@ def _decode_connack_5(data: bytes, start: int, end: int, flags: int) -> ConnAck:
 
 
 def _make_subscribe_decoder(protocol_version: int) -> Callable[[bytes, int, int, int], Subscribe]:
-    with_properties = protocol_version >= ProtocolVersion.MQTT_5
+    with_properties = protocol_version >= _MQTT_5
 
     def decode_subscribe(data: bytes, start: int, end: int, flags: int) -> Subscribe:
         _check_flags(flags, 0b0010, "SUBSCRIBE")
         reader = _Reader(data, start, end, "SUBSCRIBE")
         packet_id = reader.packet_id()
-        properties = reader.properties(_P.SUBSCRIBE) if with_properties else {}
+        properties = reader.properties(_SUBSCRIBE) if with_properties else {}
         subscriptions: list[Subscription] = []
         while not reader.at_end():
             topic_filter = reader.string("topic filter")
@@ -607,14 +659,14 @@ def _make_subscribe_decoder(protocol_version: int) -> Callable[[bytes, int, int,
 
 
 def _make_suback_decoder(protocol_version: int) -> Callable[[bytes, int, int, int], SubAck]:
-    with_properties = protocol_version >= ProtocolVersion.MQTT_5
-    valid_codes = _REASON_CODES_5[_P.SUBACK] if with_properties else _SUBACK_RETURN_CODES_3_1_1
+    with_properties = protocol_version >= _MQTT_5
+    valid_codes = _REASON_CODES_5[_SUBACK] if with_properties else _SUBACK_RETURN_CODES_3_1_1
 
     def decode_suback(data: bytes, start: int, end: int, flags: int) -> SubAck:
         _check_flags(flags, 0, "SUBACK")
         reader = _Reader(data, start, end, "SUBACK")
         packet_id = reader.packet_id()
-        properties = reader.properties(_P.SUBACK) if with_properties else {}
+        properties = reader.properties(_SUBACK) if with_properties else {}
         reason_codes = list(data[reader.position : end])
         for reason_code in reason_codes:
             if reason_code not in valid_codes:
@@ -625,13 +677,13 @@ def _make_suback_decoder(protocol_version: int) -> Callable[[bytes, int, int, in
 
 
 def _make_unsubscribe_decoder(protocol_version: int) -> Callable[[bytes, int, int, int], Unsubscribe]:
-    with_properties = protocol_version >= ProtocolVersion.MQTT_5
+    with_properties = protocol_version >= _MQTT_5
 
     def decode_unsubscribe(data: bytes, start: int, end: int, flags: int) -> Unsubscribe:
         _check_flags(flags, 0b0010, "UNSUBSCRIBE")
         reader = _Reader(data, start, end, "UNSUBSCRIBE")
         packet_id = reader.packet_id()
-        properties = reader.properties(_P.UNSUBSCRIBE) if with_properties else {}
+        properties = reader.properties(_UNSUBSCRIBE) if with_properties else {}
         topic_filters: list[str] = []
         while not reader.at_end():
             topic_filter = reader.string("topic filter")
@@ -656,8 +708,8 @@ def _decode_unsuback_5(data: bytes, start: int, end: int, flags: int) -> UnsubAc
     _check_flags(flags, 0, "UNSUBACK")
     reader = _Reader(data, start, end, "UNSUBACK")
     packet_id = reader.packet_id()
-    properties = reader.properties(_P.UNSUBACK)
-    reason_codes = [_check_reason_code(code, _P.UNSUBACK) for code in data[reader.position : end]]
+    properties = reader.properties(_UNSUBACK)
+    reason_codes = [_check_reason_code(code, _UNSUBACK) for code in data[reader.position : end]]
     return UnsubAck(packet_id, reason_codes, properties)
 
 
@@ -687,8 +739,8 @@ def _decode_disconnect_5(data: bytes, start: int, end: int, flags: int) -> Disco
     if end == start:
         return Disconnect()
     reader = _Reader(data, start, end, "DISCONNECT")
-    reason_code = _check_reason_code(reader.byte("reason code"), _P.DISCONNECT)
-    properties = {} if reader.at_end() else reader.properties(_P.DISCONNECT)
+    reason_code = _check_reason_code(reader.byte("reason code"), _DISCONNECT)
+    properties = {} if reader.at_end() else reader.properties(_DISCONNECT)
     reader.expect_end()
     return Disconnect(reason_code, properties)
 
@@ -698,8 +750,8 @@ def _decode_auth(data: bytes, start: int, end: int, flags: int) -> Auth:
     if end == start:
         return Auth()
     reader = _Reader(data, start, end, "AUTH")
-    reason_code = _check_reason_code(reader.byte("reason code"), _P.AUTH)
-    properties = {} if reader.at_end() else reader.properties(_P.AUTH)
+    reason_code = _check_reason_code(reader.byte("reason code"), _AUTH)
+    properties = {} if reader.at_end() else reader.properties(_AUTH)
     reader.expect_end()
     if _AUTHENTICATION_METHOD not in properties:
         raise ProtocolError("AUTH has no Authentication Method")
@@ -723,9 +775,9 @@ def _decoder_table(protocol_version: int, *, from_client: bool) -> list[Decoder]
     """
     table: list[Decoder] = [
         _make_refusal(0, MalformedPacket, "packet type 0 is reserved"),
-        _make_refusal(_P.CONNECT, ProtocolError, "unexpected CONNECT"),
+        _make_refusal(_CONNECT, ProtocolError, "unexpected CONNECT"),
         _decode_connack_5 if protocol_version >= 5 else _decode_connack_3_1_1,
-        _make_publish_decoder(protocol_version, _PUBLISH_FROM_CLIENT if from_client else _P.PUBLISH),
+        _make_publish_decoder(protocol_version, _PUBLISH_FROM_CLIENT if from_client else _PUBLISH),
         _make_acknowledgement_decoder(PubAck, protocol_version),
         _make_acknowledgement_decoder(PubRec, protocol_version),
         _make_acknowledgement_decoder(PubRel, protocol_version),
@@ -739,19 +791,21 @@ def _decoder_table(protocol_version: int, *, from_client: bool) -> list[Decoder]
         _decode_disconnect_5 if protocol_version >= 5 else _decode_disconnect_3_1_1,
         _decode_auth
         if protocol_version >= 5
-        else _make_refusal(_P.AUTH, MalformedPacket, "packet type 15 is reserved in MQTT 3.1.1"),
+        else _make_refusal(_AUTH, MalformedPacket, "packet type 15 is reserved in MQTT 3.1.1"),
     ]
     if from_client:
-        for server_only in (_P.CONNACK, _P.SUBACK, _P.UNSUBACK, _P.PINGRESP):
+        for server_only in (_CONNACK, _SUBACK, _UNSUBACK, _PINGRESP):
             table[server_only] = _make_refusal(
                 server_only, ProtocolError, "only a server may send this packet"
             )
     return table
 
 
+_PACKET_NAMES: Final = ["packet type 0", *(packet_type.name for packet_type in PacketType)]
+
 _SUPPORTED_LEVELS: Final = {
-    "MQTT": (ProtocolVersion.MQTT_3_1_1, ProtocolVersion.MQTT_5),
-    "MQIsdp": (ProtocolVersion.MQTT_3_1,),
+    "MQTT": (_MQTT_3_1_1, _MQTT_5),
+    "MQIsdp": (_MQTT_3_1,),
 }
 
 # The smallest remaining length that needs 2, 3 and 4 bytes: below it, that many bytes is
@@ -815,6 +869,8 @@ class PacketDecoder:
         offset = 0
         end = len(data)
         decoders = self._decoders
+        max_packet_size = self.max_packet_size
+        awaiting_connect = self._awaiting_connect
         self._needed = 0
         try:
             while end - offset >= 2:
@@ -827,23 +883,22 @@ class PacketDecoder:
                     if not header_size:
                         break
                 total = header_size + remaining_length
-                if total > self.max_packet_size:
+                if total > max_packet_size:
                     raise PacketTooLarge(
-                        f"packet of {total} bytes exceeds the maximum packet size of {self.max_packet_size} bytes"
+                        f"packet of {total} bytes exceeds the maximum packet size of {max_packet_size} bytes"
                     )
                 packet_type = first_byte >> 4
-                if self._awaiting_connect and packet_type != _P.CONNECT:
-                    raise ProtocolError(
-                        f"the first packet must be CONNECT, not {PacketType(packet_type).name if packet_type else 'type 0'}"
-                    )
+                if awaiting_connect and packet_type != _CONNECT:
+                    raise ProtocolError(f"the first packet must be CONNECT, not {_PACKET_NAMES[packet_type]}")
                 if end - offset < total:
                     self._needed = total
                     break
-                if packet_type == _P.CONNECT and (self._awaiting_connect or not self._is_server):
+                if packet_type == _CONNECT and (awaiting_connect or not self._is_server):
                     packet: Packet = self._decode_connect(
                         data, offset + header_size, offset + total, first_byte & 0x0F
                     )
                     decoders = self._decoders
+                    awaiting_connect = False
                 else:
                     packet = decoders[packet_type](
                         data, offset + header_size, offset + total, first_byte & 0x0F
@@ -873,7 +928,7 @@ class PacketDecoder:
             value |= (byte & 0x7F) << shift
             if byte < 0x80:
                 if value < _SMALLEST_VALUE_FOR_SIZE[size]:
-                    if self.protocol_version == ProtocolVersion.MQTT_5:
+                    if self.protocol_version == _MQTT_5:
                         raise MalformedPacket("remaining length is not encoded in the fewest bytes")
                     if self.protocol_version is None:
                         self._connect_length_not_minimal = True
@@ -900,9 +955,9 @@ class PacketDecoder:
             self.protocol_version = level
             self._decoders = _decoder_table(level, from_client=True)
             self._awaiting_connect = False
-            if self._connect_length_not_minimal and level == ProtocolVersion.MQTT_5:
+            if self._connect_length_not_minimal and level == _MQTT_5:
                 raise MalformedPacket("remaining length is not encoded in the fewest bytes")
-        with_properties = level >= ProtocolVersion.MQTT_5
+        with_properties = level >= _MQTT_5
 
         connect_flags = reader.byte("connect flags")
         if connect_flags & 0x01:
@@ -922,7 +977,7 @@ class PacketDecoder:
                 "CONNECT sets the password flag without the user name flag (not allowed in 3.1.1)"
             )
         keep_alive = reader.two_byte_integer("keep alive")
-        properties = reader.properties(_P.CONNECT) if with_properties else {}
+        properties = reader.properties(_CONNECT) if with_properties else {}
 
         client_id = reader.string("client identifier")
         will = None
@@ -1021,9 +1076,9 @@ def _packet(first_byte: int, *parts: bytes) -> bytes:
 
 
 def _encode_connect(packet: Connect, protocol_version: int) -> bytes:
-    with_properties = protocol_version >= ProtocolVersion.MQTT_5
+    with_properties = protocol_version >= _MQTT_5
     protocol_name = packet.protocol_name
-    if protocol_version == ProtocolVersion.MQTT_3_1 and protocol_name == "MQTT":
+    if protocol_version == _MQTT_3_1 and protocol_name == "MQTT":
         protocol_name = "MQIsdp"  # the default name follows the level
     will = packet.will
     connect_flags = packet.clean_start << 1
@@ -1051,7 +1106,7 @@ def _encode_connect(packet: Connect, protocol_version: int) -> bytes:
 
 
 def _encode_connack(packet: ConnAck, protocol_version: int) -> bytes:
-    if protocol_version < ProtocolVersion.MQTT_5:
+    if protocol_version < _MQTT_5:
         return bytes((0x20, 2, packet.session_present, packet.reason_code))
     return _packet(
         0x20, bytes((packet.session_present, packet.reason_code)), _encode_properties(packet.properties)
@@ -1060,29 +1115,40 @@ def _encode_connack(packet: ConnAck, protocol_version: int) -> bytes:
 
 def _encode_publish(packet: Publish, protocol_version: int) -> bytes:
     topic = packet.topic.encode()
+    topic_length = len(topic)
+    if topic_length > _MAXIMUM_STRING_LENGTH:
+        raise ValueError(f"topic name of {topic_length} bytes is longer than 65535 bytes")
     qos = packet.qos
+    payload = packet.payload
+    if protocol_version < _MQTT_5:
+        properties = b""
+    elif packet.properties:
+        properties = _encode_properties(packet.properties)
+    else:
+        properties = b"\x00"
+    remaining_length = 2 + topic_length + len(properties) + len(payload)
+    if qos:
+        remaining_length += 2
     first_byte = 0x30 | qos << 1 | packet.retain | packet.dup << 3
+    if remaining_length < 0x80:
+        fixed_header_and_topic_length = _pack_two_bytes_and_uint16(first_byte, remaining_length, topic_length)
+    else:
+        fixed_header_and_topic_length = (
+            _ONE_BYTE[first_byte] + _variable_byte_integer(remaining_length) + _pack_uint16(topic_length)
+        )
     if qos:
         if packet.packet_id is None:
             raise ValueError("a PUBLISH with QoS 1 or 2 needs a packet identifier")
-        header = _pack_uint16(len(topic)) + topic + _pack_uint16(packet.packet_id)
-    else:
-        header = _pack_uint16(len(topic)) + topic
-    if len(topic) > _MAXIMUM_STRING_LENGTH:
-        raise ValueError(f"topic name of {len(topic)} bytes is longer than 65535 bytes")
-    if protocol_version >= ProtocolVersion.MQTT_5:
-        header += _encode_properties(packet.properties) if packet.properties else b"\x00"
-    payload = packet.payload
-    remaining_length = len(header) + len(payload)
-    if remaining_length < 0x80:
-        return b"".join((_ONE_BYTE[first_byte], _ONE_BYTE[remaining_length], header, payload))
-    return b"".join((_ONE_BYTE[first_byte], _variable_byte_integer(remaining_length), header, payload))
+        return b"".join(
+            (fixed_header_and_topic_length, topic, _pack_uint16(packet.packet_id), properties, payload)
+        )
+    return b"".join((fixed_header_and_topic_length, topic, properties, payload))
 
 
 def _make_acknowledgement_encoder(first_byte: int) -> Callable[[Any, int], bytes]:
     def encode_acknowledgement(packet: PubAck | PubRec | PubRel | PubComp, protocol_version: int) -> bytes:
         packet_id = _pack_uint16(packet.packet_id)
-        if protocol_version < ProtocolVersion.MQTT_5 or not (packet.reason_code or packet.properties):
+        if protocol_version < _MQTT_5 or not (packet.reason_code or packet.properties):
             return bytes((first_byte, 2)) + packet_id
         if not packet.properties:
             return bytes((first_byte, 3)) + packet_id + _ONE_BYTE[packet.reason_code]
@@ -1094,7 +1160,7 @@ def _make_acknowledgement_encoder(first_byte: int) -> Callable[[Any, int], bytes
 
 
 def _encode_subscribe(packet: Subscribe, protocol_version: int) -> bytes:
-    with_properties = protocol_version >= ProtocolVersion.MQTT_5
+    with_properties = protocol_version >= _MQTT_5
     parts = [_pack_uint16(packet.packet_id)]
     if with_properties:
         parts.append(_encode_properties(packet.properties))
@@ -1112,7 +1178,7 @@ def _encode_subscribe(packet: Subscribe, protocol_version: int) -> bytes:
 
 
 def _encode_suback(packet: SubAck, protocol_version: int) -> bytes:
-    if protocol_version < ProtocolVersion.MQTT_5:
+    if protocol_version < _MQTT_5:
         # 3.1.1 knows a single failure code.
         codes = bytes(code if code < 0x80 else SUBACK_FAILURE_3_1_1 for code in packet.reason_codes)
         return _packet(0x90, _pack_uint16(packet.packet_id), codes)
@@ -1126,14 +1192,14 @@ def _encode_suback(packet: SubAck, protocol_version: int) -> bytes:
 
 def _encode_unsubscribe(packet: Unsubscribe, protocol_version: int) -> bytes:
     parts = [_pack_uint16(packet.packet_id)]
-    if protocol_version >= ProtocolVersion.MQTT_5:
+    if protocol_version >= _MQTT_5:
         parts.append(_encode_properties(packet.properties))
     parts.extend(_encode_string(topic_filter) for topic_filter in packet.topic_filters)
     return _packet(0xA2, *parts)
 
 
 def _encode_unsuback(packet: UnsubAck, protocol_version: int) -> bytes:
-    if protocol_version < ProtocolVersion.MQTT_5:
+    if protocol_version < _MQTT_5:
         return b"\xb0\x02" + _pack_uint16(packet.packet_id)
     return _packet(
         0xB0,
@@ -1152,7 +1218,7 @@ def _encode_pingresp(packet: PingResp, protocol_version: int) -> bytes:
 
 
 def _encode_disconnect(packet: Disconnect, protocol_version: int) -> bytes:
-    if protocol_version < ProtocolVersion.MQTT_5 or not (packet.reason_code or packet.properties):
+    if protocol_version < _MQTT_5 or not (packet.reason_code or packet.properties):
         return b"\xe0\x00"
     if not packet.properties:
         return b"\xe0\x01" + _ONE_BYTE[packet.reason_code]
@@ -1160,7 +1226,7 @@ def _encode_disconnect(packet: Disconnect, protocol_version: int) -> bytes:
 
 
 def _encode_auth(packet: Auth, protocol_version: int) -> bytes:
-    if protocol_version < ProtocolVersion.MQTT_5:
+    if protocol_version < _MQTT_5:
         raise ValueError("AUTH exists only in MQTT 5.0")
     if not (packet.reason_code or packet.properties):
         return b"\xf0\x00"
