@@ -1,0 +1,1 @@
+"""Unit tests: the sans-io layers, the configuration, the PKI and the instance files."""
