@@ -446,3 +446,650 @@ def test_client_may_not_send_server_packets(first_byte: int) -> None:
 def test_errors_are_mqtt_errors() -> None:
     for error in (MalformedPacket, ProtocolError, PacketTooLarge, UnsupportedProtocolVersion):
         assert issubclass(error, MQTTError)
+
+
+# --------------------------------------------------------------------------------------
+# Malformed packets and protocol errors, one rule at a time.
+#
+# ``frame`` writes the fixed header so that each case shows only the body it is about.
+
+MALFORMED = ReasonCode.MALFORMED_PACKET
+PROTOCOL_ERROR = ReasonCode.PROTOCOL_ERROR
+
+
+def frame(first_byte: int, body_hex: str) -> bytes:
+    body = bytes.fromhex(body_hex)
+    assert len(body) < 128
+    return bytes((first_byte, len(body))) + body
+
+
+def string_hex(text: str | bytes) -> str:
+    raw = text.encode() if isinstance(text, str) else text
+    return f"{len(raw):04x}{raw.hex()}"
+
+
+def connect_body(
+    *, level: int = 5, flags: int = 0x02, properties: str = "00", payload: str = string_hex("c")
+) -> str:
+    """A CONNECT body; ``properties`` (with its length) is left out below level 5."""
+    return (
+        string_hex("MQTT" if level != 3 else "MQIsdp")
+        + f"{level:02x}{flags:02x}003c"
+        + (properties if level >= 5 else "")
+        + payload
+    )
+
+
+def rejected_from_client(data: bytes, protocol_version: int) -> MQTTError:
+    with pytest.raises(MQTTError) as raised:
+        decode_from_client(data, protocol_version)
+    return raised.value
+
+
+def rejected_by_client(data: bytes, protocol_version: int) -> MQTTError:
+    with pytest.raises(MQTTError) as raised:
+        PacketDecoder(protocol_version=protocol_version).feed(data)
+    return raised.value
+
+
+def rejected_connect(body_hex: str) -> MQTTError:
+    with pytest.raises(MQTTError) as raised:
+        PacketDecoder().feed(frame(0x10, body_hex))
+    return raised.value
+
+
+def assert_error(error: MQTTError, error_type: type[MQTTError], reason_code: int) -> None:
+    assert type(error) is error_type, error
+    assert error.reason_code == reason_code
+    assert str(error)
+
+
+# Fixed header ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "server_side"),
+    [
+        (frame(0x11, connect_body()), True),  # CONNECT (rebuilt for each version below)
+        (frame(0x28, "0000"), False),  # CONNACK
+        (frame(0x42, "0001"), False),  # PUBACK
+        (frame(0x51, "0001"), False),  # PUBREC
+        (frame(0x60, "0001"), False),  # PUBREL must be 0b0010
+        (frame(0x72, "0001"), False),  # PUBCOMP
+        (frame(0x80, "0001" + string_hex("a") + "00"), True),  # SUBSCRIBE must be 0b0010
+        (frame(0x83, "0001" + string_hex("a") + "00"), True),
+        (frame(0x92, "000100"), False),  # SUBACK
+        (frame(0xA0, "0001" + string_hex("a")), True),  # UNSUBSCRIBE must be 0b0010
+        (frame(0xB4, "0001"), False),  # UNSUBACK
+        (frame(0xC8, ""), False),  # PINGREQ
+        (frame(0xD1, ""), False),  # PINGRESP
+        (frame(0xE2, ""), False),  # DISCONNECT
+    ],
+)
+@pytest.mark.parametrize("version", [4, 5])
+def test_reserved_fixed_header_flags(data: bytes, server_side: bool, version: int) -> None:
+    if data[0] >> 4 == 1:
+        with pytest.raises(MQTTError) as raised:
+            PacketDecoder().feed(frame(0x11, connect_body(level=version)))
+        error = raised.value
+    elif server_side:
+        error = rejected_from_client(data, version)
+    else:
+        error = rejected_by_client(data, version)
+    assert_error(error, MalformedPacket, MALFORMED)
+
+
+def test_reserved_flags_of_auth() -> None:
+    assert_error(rejected_by_client(frame(0xF1, ""), 5), MalformedPacket, MALFORMED)
+
+
+def test_packet_type_0_is_reserved() -> None:
+    assert_error(rejected_by_client(b"\x00\x00", 5), MalformedPacket, MALFORMED)
+    assert_error(rejected_from_client(b"\x00\x00", 4), MalformedPacket, MALFORMED)
+
+
+def test_auth_does_not_exist_in_3_1_1() -> None:
+    assert_error(rejected_from_client(b"\xf0\x00", 4), MalformedPacket, MALFORMED)
+
+
+def test_publish_qos_3() -> None:
+    data = frame(0x36, string_hex("t") + "0001")
+    assert_error(rejected_from_client(data, 4), MalformedPacket, MALFORMED)
+
+
+def test_publish_dup_with_qos_0() -> None:
+    data = frame(0x38, string_hex("t") + "00")
+    assert_error(rejected_from_client(data, 5), MalformedPacket, MALFORMED)
+
+
+# Packet identifiers -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "server_side"),
+    [
+        (frame(0x32, string_hex("t") + "0000"), True),  # PUBLISH QoS 1
+        (frame(0x34, string_hex("t") + "0000"), True),  # PUBLISH QoS 2
+        (frame(0x40, "0000"), False),
+        (frame(0x50, "0000"), False),
+        (frame(0x62, "0000"), False),
+        (frame(0x70, "0000"), False),
+        (frame(0x82, "0000" + string_hex("a") + "00"), True),
+        (frame(0x90, "000000"), False),
+        (frame(0xA2, "0000" + string_hex("a")), True),
+        (frame(0xB0, "0000"), False),
+    ],
+)
+def test_packet_identifier_0(data: bytes, server_side: bool) -> None:
+    # 3.1.1 bodies: the packet id comes before anything version-specific.
+    error = rejected_from_client(data, 4) if server_side else rejected_by_client(data, 4)
+    assert_error(error, ProtocolError, PROTOCOL_ERROR)
+
+
+def test_publish_acknowledgement_5_with_packet_identifier_0_in_long_form() -> None:
+    assert_error(rejected_by_client(frame(0x40, "000010"), 5), ProtocolError, PROTOCOL_ERROR)
+
+
+# Truncated packets and trailing bytes -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "version"),
+    [
+        (frame(0x30, "00"), 4),  # topic length cut short
+        (frame(0x30, "0005616263"), 4),  # topic longer than the packet
+        (frame(0x32, string_hex("t") + "00"), 4),  # packet id cut short
+        (frame(0x30, string_hex("t")), 5),  # no property length
+        (frame(0x30, string_hex("t") + "05 0200"), 5),  # property length past the end
+        (frame(0x30, string_hex("t") + "02 0200"), 5),  # four-byte property cut by the property length
+        (frame(0x30, string_hex("t") + "03 0800ff"), 5),  # string property cut by the property length
+        (frame(0x30, string_hex("t") + "80"), 5),  # property length cut short
+        (frame(0x40, "00"), 4),
+        (frame(0x40, "00"), 5),
+        (frame(0x40, "0001 00 05 1f0001"), 5),
+        (frame(0x82, "0001" + string_hex("a")), 4),  # subscription options missing
+        (frame(0x82, "0001 00 0005 61"), 5),
+        (frame(0xA2, "0001 00 0005 61"), 5),
+        (frame(0x90, "00"), 4),
+        (frame(0x20, "00"), 4),
+        (frame(0x20, "0000"), 5),  # 5.0 CONNACK needs a property length
+        (frame(0xE0, "00 03 1100"), 5),
+    ],
+)
+def test_truncated_fields(data: bytes, version: int) -> None:
+    assert_error(rejected_by_client(data, version), MalformedPacket, MALFORMED)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        connect_body(level=4, payload=""),  # no client id
+        connect_body(level=4, payload="0005 6162"),
+        connect_body(
+            level=5, flags=0x06, payload=string_hex("c") + "00" + string_hex("t")
+        ),  # no will payload
+        connect_body(level=4, flags=0x82, payload=string_hex("c")),  # user name flag, no user name
+        connect_body(level=4, flags=0xC2, payload=string_hex("c") + string_hex("u")),  # no password
+        string_hex("MQTT"),  # no level
+        string_hex("MQTT") + "04",  # no flags
+        string_hex("MQTT") + "0402",  # no keep alive
+    ],
+)
+def test_truncated_connect(body: str) -> None:
+    assert_error(rejected_connect(body), MalformedPacket, MALFORMED)
+
+
+@pytest.mark.parametrize(
+    ("data", "version"),
+    [
+        (frame(0x40, "000100"), 4),
+        (frame(0x62, "000100"), 4),
+        (frame(0x40, "0001 00 00 00"), 5),
+        (frame(0x20, "000000"), 4),
+        (frame(0x20, "0000 00 00"), 5),
+        (frame(0xB0, "000100"), 4),
+        (frame(0xC0, "00"), 4),
+        (frame(0xD0, "00"), 5),
+        (frame(0xE0, "00"), 4),
+        (frame(0xE0, "00 00 00"), 5),
+        (frame(0xF0, "18 04 1500016d 00"), 5),
+    ],
+)
+def test_trailing_bytes(data: bytes, version: int) -> None:
+    assert_error(rejected_by_client(data, version), MalformedPacket, MALFORMED)
+
+
+@pytest.mark.parametrize("level", [4, 5])
+def test_trailing_bytes_after_connect(level: int) -> None:
+    assert_error(rejected_connect(connect_body(level=level) + "00"), MalformedPacket, MALFORMED)
+
+
+# UTF-8 ------------------------------------------------------------------------------------
+
+ILL_FORMED_UTF8 = [
+    b"\xff",  # never valid
+    b"\xc0\x80",  # overlong encoding of U+0000
+    b"\xe0\x80\xaf",  # overlong '/'
+    b"\xed\xa0\x80",  # surrogate U+D800 (MQTT-1.5.4-1)
+    b"a\xc3",  # cut in the middle of a character
+    b"\xf4\x90\x80\x80",  # beyond U+10FFFF
+    b"a\x00b",  # U+0000 (MQTT-1.5.4-2)
+]
+
+
+@pytest.mark.parametrize("raw", ILL_FORMED_UTF8)
+def test_ill_formed_utf8_topic_name(raw: bytes) -> None:
+    data = frame(0x30, string_hex(raw) + "00")
+    assert_error(rejected_from_client(data, 5), MalformedPacket, MALFORMED)
+
+
+@pytest.mark.parametrize("raw", ILL_FORMED_UTF8)
+def test_ill_formed_utf8_client_identifier(raw: bytes) -> None:
+    assert_error(rejected_connect(connect_body(level=4, payload=string_hex(raw))), MalformedPacket, MALFORMED)
+
+
+@pytest.mark.parametrize("raw", ILL_FORMED_UTF8)
+def test_ill_formed_utf8_topic_filter(raw: bytes) -> None:
+    data = frame(0x82, "0001" + string_hex(raw) + "00")
+    assert_error(rejected_from_client(data, 4), MalformedPacket, MALFORMED)
+
+
+@pytest.mark.parametrize("raw", ILL_FORMED_UTF8)
+def test_ill_formed_utf8_user_property(raw: bytes) -> None:
+    properties = "26" + string_hex("k") + string_hex(raw)
+    data = frame(0x30, string_hex("t") + f"{len(properties) // 2:02x}" + properties)
+    assert_error(rejected_from_client(data, 5), MalformedPacket, MALFORMED)
+
+
+@pytest.mark.parametrize("raw", ILL_FORMED_UTF8)
+def test_ill_formed_utf8_user_name(raw: bytes) -> None:
+    body = connect_body(level=4, flags=0x82, payload=string_hex("c") + string_hex(raw))
+    assert_error(rejected_connect(body), MalformedPacket, MALFORMED)
+
+
+def test_byte_order_mark_is_kept() -> None:
+    # MQTT-1.5.4-3: U+FEFF is a character like any other.
+    (packet,) = decode_from_client(frame(0x30, string_hex("\ufefft") + "00"), 5)
+    assert isinstance(packet, Publish)
+    assert packet.topic == "\ufefft"
+
+
+# Topic names ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("topic", ["a/+", "+", "#", "a/#", "a#b"])
+@pytest.mark.parametrize("version", [4, 5])
+def test_publish_topic_with_wildcard(topic: str, version: int) -> None:
+    data = frame(0x30, string_hex(topic) + ("00" if version == 5 else ""))
+    assert_error(rejected_from_client(data, version), MalformedPacket, MALFORMED)
+
+
+def test_publish_empty_topic_in_3_1_1() -> None:
+    assert_error(rejected_from_client(frame(0x30, "0000"), 4), MalformedPacket, MALFORMED)
+
+
+def test_publish_empty_topic_without_topic_alias_in_5() -> None:
+    assert_error(rejected_from_client(frame(0x30, "0000 00"), 5), ProtocolError, PROTOCOL_ERROR)
+
+
+@pytest.mark.parametrize("level", [4, 5])
+def test_will_topic_with_wildcard(level: int) -> None:
+    will_properties = "00" if level == 5 else ""
+    payload = string_hex("c") + will_properties + string_hex("a/#") + string_hex("x")
+    assert_error(
+        rejected_connect(connect_body(level=level, flags=0x06, payload=payload)), MalformedPacket, MALFORMED
+    )
+
+
+def test_response_topic_with_wildcard() -> None:
+    properties = "08" + string_hex("r/+")
+    data = frame(0x30, string_hex("t") + f"{len(properties) // 2:02x}" + properties)
+    assert_error(rejected_from_client(data, 5), MalformedPacket, MALFORMED)
+
+
+# Topic filters ----------------------------------------------------------------------------
+
+INVALID_FILTERS = [
+    "",
+    "a#",
+    "a/#/b",
+    "#/",
+    "a+",
+    "+a/b",
+    "$share/",
+    "$share//a",
+    "$share/g",
+    "$share/g+/a",
+    "$share/g/",
+]
+
+
+@pytest.mark.parametrize("topic_filter", INVALID_FILTERS)
+@pytest.mark.parametrize("version", [4, 5])
+def test_subscribe_invalid_topic_filter(topic_filter: str, version: int) -> None:
+    data = frame(0x82, "0001" + ("00" if version == 5 else "") + string_hex(topic_filter) + "00")
+    assert_error(rejected_from_client(data, version), MalformedPacket, MALFORMED)
+
+
+@pytest.mark.parametrize("topic_filter", INVALID_FILTERS)
+@pytest.mark.parametrize("version", [4, 5])
+def test_unsubscribe_invalid_topic_filter(topic_filter: str, version: int) -> None:
+    data = frame(0xA2, "0001" + ("00" if version == 5 else "") + string_hex(topic_filter))
+    assert_error(rejected_from_client(data, version), MalformedPacket, MALFORMED)
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_subscribe_without_topic_filter(version: int) -> None:
+    data = frame(0x82, "0001" + ("00" if version == 5 else ""))
+    assert_error(rejected_from_client(data, version), ProtocolError, PROTOCOL_ERROR)
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_unsubscribe_without_topic_filter(version: int) -> None:
+    data = frame(0xA2, "0001" + ("00" if version == 5 else ""))
+    assert_error(rejected_from_client(data, version), ProtocolError, PROTOCOL_ERROR)
+
+
+# Subscription options ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("version", "options", "error_type"),
+    [
+        (4, 0x03, MalformedPacket),  # QoS 3
+        (4, 0x04, MalformedPacket),  # reserved bits in 3.1.1
+        (4, 0x80, MalformedPacket),
+        (5, 0x03, ProtocolError),  # QoS 3
+        (5, 0x40, MalformedPacket),  # reserved bits 6 and 7
+        (5, 0x80, MalformedPacket),
+        (5, 0x30, ProtocolError),  # Retain Handling 3
+    ],
+)
+def test_subscription_options(version: int, options: int, error_type: type[MQTTError]) -> None:
+    data = frame(0x82, "0001" + ("00" if version == 5 else "") + string_hex("a") + f"{options:02x}")
+    error = rejected_from_client(data, version)
+    assert_error(error, error_type, MALFORMED if error_type is MalformedPacket else PROTOCOL_ERROR)
+
+
+def test_no_local_on_shared_subscription() -> None:
+    data = frame(0x82, "0001 00" + string_hex("$share/g/a") + "04")
+    assert_error(rejected_from_client(data, 5), ProtocolError, PROTOCOL_ERROR)
+
+
+def test_all_5_subscription_options_decode() -> None:
+    data = frame(0x82, "0001 00" + string_hex("a") + "2e" + string_hex("$share/g/b") + "1a")
+    (packet,) = decode_from_client(data, 5)
+    assert packet == Subscribe(
+        1,
+        [
+            Subscription("a", 2, no_local=True, retain_as_published=True, retain_handling=2),
+            Subscription("$share/g/b", 2, no_local=False, retain_as_published=True, retain_handling=1),
+        ],
+    )
+
+
+# CONNECT flags ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("level", [4, 5])
+def test_connect_reserved_flag(level: int) -> None:
+    assert_error(rejected_connect(connect_body(level=level, flags=0x03)), MalformedPacket, MALFORMED)
+
+
+@pytest.mark.parametrize("flags", [0x0A, 0x12, 0x22])  # will QoS 1, will QoS 2, will retain; no will flag
+@pytest.mark.parametrize("level", [4, 5])
+def test_will_qos_or_retain_without_will_flag(flags: int, level: int) -> None:
+    assert_error(rejected_connect(connect_body(level=level, flags=flags)), MalformedPacket, MALFORMED)
+
+
+@pytest.mark.parametrize("level", [4, 5])
+def test_will_qos_3(level: int) -> None:
+    payload = string_hex("c") + ("00" if level == 5 else "") + string_hex("w") + string_hex("x")
+    body = connect_body(level=level, flags=0x1E, payload=payload)
+    assert_error(rejected_connect(body), MalformedPacket, MALFORMED)
+
+
+def test_password_without_user_name_in_3_1_1() -> None:
+    body = connect_body(level=4, flags=0x42, payload=string_hex("c") + string_hex("pw"))
+    assert_error(rejected_connect(body), ProtocolError, PROTOCOL_ERROR)
+
+
+def test_password_without_user_name_in_5() -> None:
+    body = connect_body(level=5, flags=0x42, payload=string_hex("c") + string_hex("pw"))
+    (packet,) = PacketDecoder().feed(frame(0x10, body))
+    assert isinstance(packet, Connect)
+    assert (packet.username, packet.password) == (None, b"pw")
+
+
+# Properties -------------------------------------------------------------------------------
+
+
+def publish_with_properties(properties_hex: str) -> bytes:
+    properties = bytes.fromhex(properties_hex)
+    return frame(0x30, string_hex("t") + f"{len(properties):02x}" + properties.hex())
+
+
+def connect_with_properties(properties_hex: str) -> str:
+    properties = bytes.fromhex(properties_hex)
+    return connect_body(level=5, properties=f"{len(properties):02x}" + properties.hex())
+
+
+@pytest.mark.parametrize("identifier", ["00", "04", "0a", "2b", "7f"])
+def test_unknown_property(identifier: str) -> None:
+    assert_error(
+        rejected_from_client(publish_with_properties(identifier + "00"), 5), MalformedPacket, MALFORMED
+    )
+
+
+def test_property_identifier_as_multi_byte_integer() -> None:
+    # 0x81 0x00 would be a non-minimal encoding of 1; no defined identifier needs two bytes.
+    assert_error(rejected_from_client(publish_with_properties("8100 00"), 5), MalformedPacket, MALFORMED)
+
+
+@pytest.mark.parametrize(
+    "properties",
+    [
+        "2300 01",  # Topic Alias belongs in PUBLISH
+        "1800 000001",  # Will Delay Interval belongs in the will properties
+        "0100",  # Payload Format Indicator likewise
+        "1f" + string_hex("x"),  # Reason String is for acknowledgements
+        "2400",  # Maximum QoS is for CONNACK
+    ],
+)
+def test_property_not_allowed_in_connect(properties: str) -> None:
+    assert_error(rejected_connect(connect_with_properties(properties)), ProtocolError, PROTOCOL_ERROR)
+
+
+def test_property_not_allowed_in_will() -> None:
+    payload = string_hex("c") + "03 110000" + string_hex("w") + string_hex("x")  # Session Expiry in will
+    body = connect_body(level=5, flags=0x06, payload=payload)
+    assert_error(rejected_connect(body.replace("0300110000", "05110000000a")), ProtocolError, PROTOCOL_ERROR)
+
+
+def test_subscription_identifier_in_publish_from_client() -> None:
+    data = publish_with_properties("0b01")
+    assert_error(rejected_from_client(data, 5), ProtocolError, PROTOCOL_ERROR)
+    # A server may send it, and several of them.
+    (packet,) = PacketDecoder(protocol_version=5).feed(publish_with_properties("0b01 0b02"))
+    assert isinstance(packet, Publish)
+    assert packet.properties == {PropertyId.SUBSCRIPTION_IDENTIFIER: [1, 2]}
+
+
+def test_property_not_allowed_in_acknowledgement() -> None:
+    data = frame(0x40, "0001 00 02 2301")
+    assert_error(rejected_by_client(data, 5), ProtocolError, PROTOCOL_ERROR)
+
+
+@pytest.mark.parametrize(
+    "properties",
+    [
+        "0200000001 0200000002",  # Message Expiry Interval
+        "0100 0101",
+        "0800017208000172",  # Response Topic
+        "2300012300 02",  # Topic Alias
+    ],
+)
+def test_duplicated_property(properties: str) -> None:
+    assert_error(rejected_from_client(publish_with_properties(properties), 5), ProtocolError, PROTOCOL_ERROR)
+
+
+def test_repeated_user_property_is_allowed() -> None:
+    user_property = "26" + string_hex("k") + string_hex("v")
+    (packet,) = decode_from_client(publish_with_properties(user_property * 3), 5)
+    assert isinstance(packet, Publish)
+    assert packet.properties == {PropertyId.USER_PROPERTY: [("k", "v")] * 3}
+
+
+def test_two_subscription_identifiers_in_subscribe() -> None:
+    data = frame(0x82, "0001 04 0b01 0b02" + string_hex("a") + "00")
+    assert_error(rejected_from_client(data, 5), ProtocolError, PROTOCOL_ERROR)
+
+
+@pytest.mark.parametrize(
+    "properties",
+    [
+        "0102",  # Payload Format Indicator
+        "2300 00",  # Topic Alias 0
+    ],
+)
+def test_publish_property_out_of_range(properties: str) -> None:
+    assert_error(rejected_from_client(publish_with_properties(properties), 5), ProtocolError, PROTOCOL_ERROR)
+
+
+@pytest.mark.parametrize(
+    "properties",
+    [
+        "1702",  # Request Problem Information
+        "1902",  # Request Response Information
+        "2100 00",  # Receive Maximum 0
+        "2700 000000",  # Maximum Packet Size 0
+    ],
+)
+def test_connect_property_out_of_range(properties: str) -> None:
+    assert_error(rejected_connect(connect_with_properties(properties)), ProtocolError, PROTOCOL_ERROR)
+
+
+@pytest.mark.parametrize(
+    "properties",
+    [
+        "2402",  # Maximum QoS
+        "2502",  # Retain Available
+        "2802",  # Wildcard Subscription Available
+        "2902",  # Subscription Identifier Available
+        "2a02",  # Shared Subscription Available
+        "2100 00",
+        "2700 000000",
+    ],
+)
+def test_connack_property_out_of_range(properties: str) -> None:
+    body = bytes.fromhex(properties)
+    data = frame(0x20, f"0000{len(body):02x}{body.hex()}")
+    assert_error(rejected_by_client(data, 5), ProtocolError, PROTOCOL_ERROR)
+
+
+def test_subscription_identifier_0() -> None:
+    data = frame(0x82, "0001 02 0b00" + string_hex("a") + "00")
+    assert_error(rejected_from_client(data, 5), ProtocolError, PROTOCOL_ERROR)
+
+
+def test_subscription_identifier_longer_than_four_bytes() -> None:
+    data = frame(0x82, "0001 06 0bffffffff01" + string_hex("a") + "00")
+    assert_error(rejected_from_client(data, 5), MalformedPacket, MALFORMED)
+
+
+def test_subscription_identifier_not_minimal() -> None:
+    data = frame(0x82, "0001 03 0b8100" + string_hex("a") + "00")
+    assert_error(rejected_from_client(data, 5), MalformedPacket, MALFORMED)
+
+
+def test_property_length_not_minimal() -> None:
+    data = frame(0x30, string_hex("t") + "8000")
+    assert_error(rejected_from_client(data, 5), MalformedPacket, MALFORMED)
+
+
+def test_authentication_data_without_method() -> None:
+    assert_error(rejected_connect(connect_with_properties("16 0001 ff")), ProtocolError, PROTOCOL_ERROR)
+
+
+def test_auth_without_authentication_method() -> None:
+    assert_error(rejected_by_client(frame(0xF0, "18 00"), 5), ProtocolError, PROTOCOL_ERROR)
+    assert_error(rejected_by_client(frame(0xF0, "18"), 5), ProtocolError, PROTOCOL_ERROR)
+
+
+def test_property_values_decode_to_their_types() -> None:
+    properties = (
+        "11 0000003c"  # Session Expiry Interval
+        "21 0010"  # Receive Maximum
+        "27 00010000"  # Maximum Packet Size
+        "22 0005"  # Topic Alias Maximum
+        "19 01"  # Request Response Information
+        "17 00"  # Request Problem Information
+        "15" + string_hex("SCRAM") + "16 0002 0102"
+    )
+    (packet,) = PacketDecoder().feed(frame(0x10, connect_with_properties(properties)))
+    assert isinstance(packet, Connect)
+    assert packet.properties == {
+        PropertyId.SESSION_EXPIRY_INTERVAL: 60,
+        PropertyId.RECEIVE_MAXIMUM: 16,
+        PropertyId.MAXIMUM_PACKET_SIZE: 65536,
+        PropertyId.TOPIC_ALIAS_MAXIMUM: 5,
+        PropertyId.REQUEST_RESPONSE_INFORMATION: 1,
+        PropertyId.REQUEST_PROBLEM_INFORMATION: 0,
+        PropertyId.AUTHENTICATION_METHOD: "SCRAM",
+        PropertyId.AUTHENTICATION_DATA: b"\x01\x02",
+    }
+
+
+# Reason codes -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "version"),
+    [
+        (frame(0x20, "0006"), 4),  # 3.1.1 CONNACK return codes stop at 5
+        (frame(0x20, "0001 00"), 5),  # 0x01 is not a 5.0 CONNACK reason
+        (frame(0x20, "008e 00"), 5),  # Session taken over is for DISCONNECT
+        (frame(0x40, "0001 92"), 5),  # Packet identifier not found is for PUBREL/PUBCOMP
+        (frame(0x50, "0001 01"), 5),
+        (frame(0x62, "0001 10"), 5),  # No matching subscribers is for PUBACK/PUBREC
+        (frame(0x70, "0001 80"), 5),
+        (frame(0x90, "0001 03"), 4),
+        (frame(0x90, "0001 87"), 4),  # 3.1.1 has one failure code
+        (frame(0x90, "0001 00 03"), 5),
+        (frame(0x90, "0001 00 11"), 5),
+        (frame(0xB0, "0001 00 01"), 5),
+        (frame(0xE0, "01"), 5),
+        (frame(0xE0, "84"), 5),
+        (frame(0xF0, "01 00"), 5),
+    ],
+)
+def test_invalid_reason_code(data: bytes, version: int) -> None:
+    assert_error(rejected_by_client(data, version), MalformedPacket, MALFORMED)
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_connack_reserved_acknowledge_flags(version: int) -> None:
+    data = frame(0x20, "0200" + ("00" if version == 5 else ""))
+    assert_error(rejected_by_client(data, version), MalformedPacket, MALFORMED)
+
+
+@pytest.mark.parametrize(("version", "code"), [(4, "05"), (5, "87")])
+def test_connack_refusal_with_session_present(version: int, code: str) -> None:
+    data = frame(0x20, "01" + code + ("00" if version == 5 else ""))
+    assert_error(rejected_by_client(data, version), ProtocolError, PROTOCOL_ERROR)
+
+
+# Directions -------------------------------------------------------------------------------
+
+
+def test_client_side_decoder_reads_both_directions() -> None:
+    """With a protocol version the decoder reads anything, as test clients and tools need."""
+    packets: list[Packet] = [
+        Connect("c", protocol_version=5),
+        Subscribe(1, [Subscription("a")]),
+        SubAck(1, [0]),
+        PingReq(),
+        PingResp(),
+    ]
+    data = b"".join(encode(packet, 5) for packet in packets)
+    assert PacketDecoder(protocol_version=5).feed(data) == packets

@@ -253,7 +253,8 @@ _pack_two_bytes_and_uint16 = struct.Struct(">BBH").pack
 
 # "Message Expiry Interval" for PropertyId.MESSAGE_EXPIRY_INTERVAL, for error messages.
 _PROPERTY_NAMES: Final[dict[int, str]] = {
-    int(identifier): identifier.name.replace("_", " ").title() for identifier in PropertyId
+    int(identifier): identifier.name.replace("_", " ").title().replace("Qos", "QoS")
+    for identifier in PropertyId
 }
 
 
@@ -848,22 +849,25 @@ class PacketDecoder:
         # The CONNECT that fixes the protocol version arrives before the version is known.
         self._connect_length_not_minimal = False
 
-    def feed(self, data: bytes) -> list[Packet]:
-        """Decode the packets ``data`` completes; raise :class:`MQTTError` on a bad one."""
+    def feed(self, received: bytes | bytearray | memoryview) -> list[Packet]:
+        """Decode the packets ``received`` completes; raise :class:`MQTTError` on a bad one."""
         if self._error is not None:
             self._error.packets = []
             raise self._error
         buffer = self._buffer
+        data: bytes
         if buffer:
-            buffer += data
+            buffer += received
             if len(buffer) < self._needed:
                 return []
             data = bytes(buffer)
             buffer.clear()
-        elif not data:
+        elif not received:
             return []
-        elif type(data) is not bytes:
-            data = bytes(data)
+        elif type(received) is bytes:
+            data = received
+        else:
+            data = bytes(received)
 
         packets: list[Packet] = []
         offset = 0
