@@ -244,7 +244,6 @@ _RESPONSE_TOPIC = int(PropertyId.RESPONSE_TOPIC)
 _AUTHENTICATION_METHOD = int(PropertyId.AUTHENTICATION_METHOD)
 _AUTHENTICATION_DATA = int(PropertyId.AUTHENTICATION_DATA)
 
-_unpack_uint16 = struct.Struct(">H").unpack_from
 _unpack_uint32 = struct.Struct(">I").unpack_from
 _pack_uint16 = struct.Struct(">H").pack
 _pack_uint32 = struct.Struct(">I").pack
