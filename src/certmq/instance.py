@@ -42,7 +42,7 @@ import os
 import secrets
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -51,7 +51,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from certmq import pki
-from certmq.config import CONFIG_FILE_NAME, Config, ConfigError, load_config
+from certmq.config import CONFIG_FILE_NAME, SECTIONS, Config, ConfigError, load_config
 
 INSTANCE_KEY_FILE = "instance.key"
 CREDENTIALS_FILE = "credentials.json"
@@ -191,48 +191,73 @@ CONFIG_TEMPLATE = """\
 # See docs/configuration.md for each key.
 
 [instance]
-id = "{instance_id}"   # MqttInstanceId: the <InstanceId> of Signature-mode usernames
-auth_mode = "one-way"        # "one-way": clients verify the broker, authenticate with credentials
+id = {instance_id} # MqttInstanceId: the <InstanceId> of Signature-mode usernames
+auth_mode = {instance_auth_mode}        # "one-way": clients verify the broker, authenticate with credentials
                              # "mutual": the broker also requires a registered device certificate
 
 [listeners]                  # HOST:PORT ("[::1]:1883" for IPv6); "" disables a listener
-tcp = "127.0.0.1:1883"       # MQTT over TCP
-tls = "127.0.0.1:8883"       # MQTT over TLS (one-way or mutual, per auth_mode)
-ws = "127.0.0.1:8083"        # MQTT over WebSocket, path /mqtt
-wss = "127.0.0.1:8084"       # MQTT over secure WebSocket, path /mqtt
-http = "127.0.0.1:8080"      # REST API, ApsaraMQ RPC API, console, /metrics
+tcp = {listeners_tcp}       # MQTT over TCP
+tls = {listeners_tls}       # MQTT over TLS (one-way or mutual, per auth_mode)
+ws = {listeners_ws}        # MQTT over WebSocket, path /mqtt
+wss = {listeners_wss}       # MQTT over secure WebSocket, path /mqtt
+http = {listeners_http}      # REST API, ApsaraMQ RPC API, console, /metrics
 
 [tls]
-cert_file = ""               # server certificate chain, PEM; "": server/server.pem made by init
-key_file = ""                # its private key; "": server/server.key
+cert_file = {tls_cert_file}               # server certificate chain, PEM; "": server/server.pem made by init
+key_file = {tls_key_file}                # its private key; "": server/server.key
 
 [storage]
-url = ""                     # "": SQLite in the data directory; or postgresql://user@host/db
+url = {storage_url}                     # "": SQLite in the data directory; or postgresql://user@host/db
 
 [auth]
-bind_client_id = "off"       # "off" | "cn" (Client Id = certificate CN)
+bind_client_id = {auth_bind_client_id}       # "off" | "cn" (Client Id = certificate CN)
                              # | "device-id" (the DeviceID of GroupID@@@DeviceID = CN)
-anonymous = false            # allow CONNECT without credentials on one-way and plain listeners
+anonymous = {auth_anonymous}            # allow CONNECT without credentials on one-way and plain listeners
 
 [mqtt]
-apsara_client_id = false     # require Client Ids of the form GroupID@@@DeviceID
-max_packet_size = 1048576    # bytes
-server_keep_alive = 0        # seconds; 0: accept the client's value
-connect_timeout = 10.0       # seconds to wait for CONNECT after the connection opens
-receive_maximum = 65535      # QoS 1 and 2 PUBLISH a client may have unacknowledged towards us
-max_inflight = 65535         # QoS 1 and 2 PUBLISH we send before waiting for acknowledgements
-max_queued_messages = 1000   # messages queued per offline or slow session
-max_outgoing_bytes = 16777216  # write buffer per connection before it counts as slow
-topic_alias_maximum = 65535  # MQTT 5 topic aliases a client may use towards us
-max_session_expiry = 4294967295  # seconds; caps the Session Expiry Interval a client asks for
-retain_available = true      # store and deliver retained messages
-sys_interval = 10            # seconds between $SYS statistics updates; 0 disables them
+apsara_client_id = {mqtt_apsara_client_id}     # require Client Ids of the form GroupID@@@DeviceID
+max_packet_size = {mqtt_max_packet_size}    # bytes
+server_keep_alive = {mqtt_server_keep_alive}        # seconds; 0: accept the client's value
+connect_timeout = {mqtt_connect_timeout}       # seconds to wait for CONNECT after the connection opens
+receive_maximum = {mqtt_receive_maximum}      # QoS 1 and 2 PUBLISH a client may have unacknowledged towards us
+max_inflight = {mqtt_max_inflight}         # QoS 1 and 2 PUBLISH we send before waiting for acknowledgements
+max_queued_messages = {mqtt_max_queued_messages}   # messages queued per offline or slow session
+max_outgoing_bytes = {mqtt_max_outgoing_bytes}  # write buffer per connection before it counts as slow
+topic_alias_maximum = {mqtt_topic_alias_maximum}  # MQTT 5 topic aliases a client may use towards us
+max_session_expiry = {mqtt_max_session_expiry}  # seconds; caps the Session Expiry Interval a client asks for
+retain_available = {mqtt_retain_available}      # store and deliver retained messages
+sys_interval = {mqtt_sys_interval}            # seconds between $SYS statistics updates; 0 disables them
 """
 
 
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
+
+
 def render_config(instance_id: str) -> str:
-    """The commented ``certmq.toml`` that ``init`` writes."""
-    return CONFIG_TEMPLATE.format(instance_id=instance_id)
+    """The commented ``certmq.toml`` that ``init`` writes; the values are the defaults of
+    :class:`certmq.config.Config`, so the two cannot drift apart."""
+    defaults = Config()
+    values = {
+        f"{section}_{field.name}": _toml_value(getattr(getattr(defaults, section), field.name))
+        for section in SECTIONS
+        for field in fields(getattr(defaults, section))
+    }
+    values["instance_id"] = _toml_value(instance_id)
+    text = CONFIG_TEMPLATE.format(**values)
+    return "\n".join(_align_comment(line) for line in text.split("\n"))
+
+
+def _align_comment(line: str, column: int = 29) -> str:
+    setting, separator, comment = line.partition(" # ")
+    if not separator or not setting.strip() or setting.startswith((" ", "#")):
+        return line
+    setting = setting.rstrip()
+    return f"{setting.ljust(column - 1)} # {comment}"
 
 
 # --- init and load ------------------------------------------------------------------------------
