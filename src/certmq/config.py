@@ -59,7 +59,7 @@ class MqttSection:
     max_inflight: int = 65535
     max_queued_messages: int = 1000
     max_outgoing_bytes: int = 16 * 1024 * 1024
-    topic_alias_maximum: int = 65535
+    topic_alias_maximum: int = 10
     max_session_expiry: int = 0xFFFFFFFF
     retain_available: bool = True
     sys_interval: int = 10

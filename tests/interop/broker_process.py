@@ -43,11 +43,15 @@ MOSQUITTO_EQUIVALENTS = {
     "CERTMQ_MQTT_SERVER_KEEP_ALIVE": "max_keepalive",
     "CERTMQ_MQTT_MAX_QUEUED_MESSAGES": "max_queued_messages",
     "CERTMQ_MQTT_MAX_INFLIGHT": "max_inflight_messages",
+    # mosquitto's in-flight limit is also the Receive Maximum it announces and enforces.
+    "CERTMQ_MQTT_RECEIVE_MAXIMUM": "max_inflight_messages",
     "CERTMQ_MQTT_TOPIC_ALIAS_MAXIMUM": "max_topic_alias",
     "CERTMQ_MQTT_SYS_INTERVAL": "sys_interval",
 }
+# mosquitto options that belong to each listener rather than to the whole broker.
+MOSQUITTO_LISTENER_OPTIONS = {"max_topic_alias"}
 # certmq settings that mosquitto 2.0 cannot express; tests that need them expect failure there.
-MOSQUITTO_UNSUPPORTED = {"CERTMQ_MQTT_CONNECT_TIMEOUT", "CERTMQ_MQTT_RECEIVE_MAXIMUM"}
+MOSQUITTO_UNSUPPORTED = {"CERTMQ_MQTT_CONNECT_TIMEOUT"}
 
 
 def broker_kind() -> str:
@@ -95,6 +99,9 @@ class RunningBroker:
     log_file: Path
     settings: dict[str, str]
     process: subprocess.Popen[bytes]
+    command: list[str] = field(default_factory=list)
+    environment: dict[str, str] = field(default_factory=dict)
+    wait_ports: list[int] = field(default_factory=list)
     init_info: dict[str, Any] = field(default_factory=dict)
     _bridge: WebSocketBridge | None = None
     exit_code: int | None = None
@@ -105,11 +112,23 @@ class RunningBroker:
         except OSError:
             return "(no log)"
 
+    def restart(self) -> None:
+        """Stop with SIGTERM (asserting a clean exit) and start again on the same data directory
+        and ports."""
+        code = self._terminate()
+        assert code == 0, f"{self.kind} exited with code {code} after SIGTERM\n{self.log_tail()}"
+        self.exit_code = None
+        self.process = _launch(self.command, self.environment, self.data_dir, self.log_file)
+        _wait_for_ports(self.process, self.wait_ports, self.log_file, self.kind)
+
     def stop(self) -> int:
         """Send SIGTERM and wait; returns the exit code (killing the process if it hangs)."""
         if self._bridge is not None:
             self._bridge.stop()
             self._bridge = None
+        return self._terminate()
+
+    def _terminate(self) -> int:
         if self.exit_code is not None:
             return self.exit_code
         if self.process.poll() is None:
@@ -127,8 +146,24 @@ class RunningBroker:
         return self.exit_code
 
 
+# Passed through from the test run's environment; every other CERTMQ_* variable is dropped so that
+# each broker runs with exactly the settings its test asked for.
+PASSED_THROUGH = {"CERTMQ_EVENT_LOOP"}
+
+
 def _clean_environment() -> dict[str, str]:
-    return {name: value for name, value in os.environ.items() if not name.startswith("CERTMQ_")}
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("CERTMQ_") or name in PASSED_THROUGH
+    }
+
+
+def _launch(command: list[str], environment: dict[str, str], data_dir: Path, log_file: Path) -> subprocess.Popen[bytes]:
+    with log_file.open("ab") as log:
+        return subprocess.Popen(
+            command, env=environment, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=data_dir
+        )
 
 
 def _wait_for_ports(process: subprocess.Popen[bytes], ports: list[int], log_file: Path, what: str) -> None:
@@ -192,15 +227,8 @@ def _start_certmq(data_dir: Path, settings: dict[str, str]) -> RunningBroker:
     environment["CERTMQ_AUTH_ANONYMOUS"] = "true"
     environment.update(settings)
     log_file = data_dir / "broker.log"
-    with log_file.open("wb") as log:
-        process = subprocess.Popen(
-            [*command, "serve", "--data-dir", str(data_dir)],
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=data_dir,
-        )
+    serve = [*command, "serve", "--data-dir", str(data_dir)]
+    process = _launch(serve, environment, data_dir, log_file)
     # The HTTP listener (API, console, metrics) is not part of what these tests exercise.
     mqtt_ports = [port for name, port in ports.items() if name != "http"]
     _wait_for_ports(process, mqtt_ports, log_file, "certmq serve")
@@ -217,6 +245,9 @@ def _start_certmq(data_dir: Path, settings: dict[str, str]) -> RunningBroker:
         log_file=log_file,
         settings=settings,
         process=process,
+        command=serve,
+        environment=environment,
+        wait_ports=mqtt_ports,
         init_info=info,
     )
 
@@ -320,15 +351,19 @@ def _start_mosquitto(data_dir: Path, settings: dict[str, str]) -> RunningBroker:
         "connection_messages true",
         "log_timestamp_format %H:%M:%S",
     ]
+    per_listener = []
     for name, value in settings.items():
         if name in MOSQUITTO_UNSUPPORTED:
             continue
         if name not in MOSQUITTO_EQUIVALENTS:
             raise ValueError(f"{name} has no mosquitto equivalent; add one to MOSQUITTO_EQUIVALENTS")
-        lines.append(f"{MOSQUITTO_EQUIVALENTS[name]} {value}")
+        option = MOSQUITTO_EQUIVALENTS[name]
+        (per_listener if option in MOSQUITTO_LISTENER_OPTIONS else lines).append(f"{option} {value}")
     lines += [
         f"listener {ports['tcp']} {HOST}",
+        *per_listener,
         f"listener {ports['tls']} {HOST}",
+        *per_listener,
         f"cafile {ca_file}",
         f"certfile {certificate_file}",
         f"keyfile {key_file}",
@@ -336,15 +371,9 @@ def _start_mosquitto(data_dir: Path, settings: dict[str, str]) -> RunningBroker:
     config_file = data_dir / "mosquitto.conf"
     config_file.write_text("\n".join(lines) + "\n")
     log_file = data_dir / "broker.log"
-    with log_file.open("wb") as log:
-        process = subprocess.Popen(
-            [executable, "-c", str(config_file)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=data_dir,
-            env=_clean_environment(),
-        )
+    command = [executable, "-c", str(config_file)]
+    environment = _clean_environment()
+    process = _launch(command, environment, data_dir, log_file)
     _wait_for_ports(process, [ports["tcp"], ports["tls"]], log_file, "mosquitto")
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(certificate_file, key_file)
@@ -363,6 +392,9 @@ def _start_mosquitto(data_dir: Path, settings: dict[str, str]) -> RunningBroker:
         log_file=log_file,
         settings=settings,
         process=process,
+        command=command,
+        environment=environment,
+        wait_ports=[ports["tcp"], ports["tls"]],
         _bridge=bridge,
     )
 

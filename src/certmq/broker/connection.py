@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -60,12 +59,10 @@ APSARA_CLIENT_ID_SEPARATOR = "@@@"
 class Listener:
     """What a connection needs to know about the listener that accepted it."""
 
-    __slots__ = ("name", "tls_context")
+    __slots__ = ("name",)
 
-    def __init__(self, name: str, tls_context: Callable[[], ssl.SSLContext] | None = None) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
-        # Called once per accepted connection: each one gets the newest TLS context.
-        self.tls_context = tls_context
 
 
 def valid_apsara_client_id(client_id: str) -> bool:
@@ -130,37 +127,14 @@ class MQTTConnection(asyncio.Protocol):
     # -- transport callbacks ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses but have the same methods.
+        self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         if isinstance(peer, tuple):
             self.peer = f"{peer[0]}:{peer[1]}"
         self.core.connections.add(self)
         self.core.stats.connections_total += 1
         self._timer = self._loop.call_later(self.settings.connect_timeout, self._connect_timed_out)
-        if self.listener.tls_context is not None:
-            # Hold reads until the TLS layer is in place, then run the handshake with the
-            # context that is newest right now.
-            transport.pause_reading()
-            self._loop.create_task(self._start_tls(self.listener.tls_context()))
-
-    async def _start_tls(self, context: ssl.SSLContext) -> None:
-        assert self.transport is not None
-        try:
-            transport = await self._loop.start_tls(
-                self.transport, self, context, server_side=True, ssl_handshake_timeout=self.settings.connect_timeout
-            )
-        except (OSError, ssl.SSLError, ConnectionError, asyncio.TimeoutError) as error:
-            log.info("TLS handshake failed from %s on %s: %s", self.peer, self.listener.name, error)
-            self.core.stats.tls_handshake_failures += 1
-            self.state = CLOSED
-            self._cancel_timer()
-            self.core.connections.discard(self)
-            self.transport.abort()
-            return
-        if transport is None or self.state == CLOSED:
-            return
-        self.transport = transport
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.peer_certificate = ssl_object.getpeercert(binary_form=True)

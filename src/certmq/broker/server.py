@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from certmq.auth.connect import AnonymousAuthenticator, Authenticator, DenyWithoutCredentials
 from certmq.broker.connection import Listener, MQTTConnection
 from certmq.broker.core import BrokerCore
+from certmq.broker.listeners import TlsListener
 from certmq.broker.sys_topics import publish_sys_topics
 from certmq.broker.websocket import serve_websocket
 from certmq.config import Config, parse_address
@@ -88,14 +89,21 @@ class Broker:
             if not address:
                 continue
             host, port = parse_address(address)
-            tls_context = self.contexts.current if name in ("tls", "wss") and self.contexts else None
-            listener = Listener(name, tls_context if name == "tls" else None)
+            listener = Listener(name)
 
             def make_connection(listener: Listener = listener) -> MQTTConnection:
                 return MQTTConnection(core, listener)
 
-            if name in ("tcp", "tls"):
+            server: Any
+            if name == "tcp":
                 server = await loop.create_server(make_connection, host, port, reuse_address=True, backlog=1024)
+                sockets = server.sockets
+            elif name == "tls":
+                assert self.contexts is not None
+                server = TlsListener(
+                    make_connection, self.contexts.current, self.config.mqtt.connect_timeout, self._handshake_failed
+                )
+                await server.start(host, port)
                 sockets = server.sockets
             else:
                 front = _front_context(self.contexts) if name == "wss" and self.contexts else None
@@ -109,6 +117,10 @@ class Broker:
             log.info("listening %s on %s://%s:%d%s", name, scheme, host, bound_port, suffix)
         if self.config.mqtt.sys_interval > 0:
             self._tasks.append(loop.create_task(publish_sys_topics(core, self.config.mqtt.sys_interval)))
+
+    def _handshake_failed(self, peer: str, error: BaseException) -> None:
+        self.core.stats.tls_handshake_failures += 1
+        log.info("TLS handshake with %s failed: %s", peer, error)
 
     async def stop(self) -> None:
         for task in self._tasks:
