@@ -233,7 +233,7 @@ class MQTTConnection(asyncio.Protocol):
             return
         was_connected = self.state == CONNECTED
         if reason_code is not None and self.protocol_version == 5 and was_connected:
-            properties = {PropertyId.REASON_STRING: reason} if reason else {}
+            properties: dict[int, Any] = {PropertyId.REASON_STRING: reason} if reason else {}
             self.send(Disconnect(reason_code, properties))
         self.state = CLOSED
         self._cancel_timer()
@@ -245,7 +245,9 @@ class MQTTConnection(asyncio.Protocol):
 
     def take_over(self, clean_start: bool) -> None:
         """Another connection has claimed this client id (MQTT 5.0 3.1.4-3)."""
-        self.close(ReasonCode.SESSION_TAKEN_OVER, "another connection used this client identifier", publish_will=True)
+        self.close(
+            ReasonCode.SESSION_TAKEN_OVER, "another connection used this client identifier", publish_will=True
+        )
 
     def _protocol_violation(self, error: MQTTError) -> None:
         self.core.stats.malformed_packets += 1
@@ -352,7 +354,9 @@ class MQTTConnection(asyncio.Protocol):
 
     def _refuse(self, reason_code: int, reason: str) -> None:
         code = connack_code_for(self.protocol_version, reason_code)
-        properties = {PropertyId.REASON_STRING: reason} if reason and self.protocol_version == 5 else {}
+        properties: dict[int, Any] = {}
+        if reason and self.protocol_version == 5:
+            properties[PropertyId.REASON_STRING] = reason
         log.info("refused %s from %s: %s", self.client_id or "(no client id)", self.peer, reason)
         self.send(ConnAck(code, False, properties))
         self.close(None, publish_will=False)
@@ -409,14 +413,20 @@ class MQTTConnection(asyncio.Protocol):
             alias = properties.get(PropertyId.TOPIC_ALIAS)
             if alias is not None:
                 if alias > self.settings.topic_alias_maximum:
-                    self.close(ReasonCode.TOPIC_ALIAS_INVALID, f"topic alias {alias} is out of range", publish_will=True)
+                    self.close(
+                        ReasonCode.TOPIC_ALIAS_INVALID,
+                        f"topic alias {alias} is out of range",
+                        publish_will=True,
+                    )
                     return
                 if topic:
                     self.inbound_aliases[alias] = topic
                 else:
                     known = self.inbound_aliases.get(alias)
                     if known is None:
-                        self.close(ReasonCode.PROTOCOL_ERROR, f"topic alias {alias} was never set", publish_will=True)
+                        self.close(
+                            ReasonCode.PROTOCOL_ERROR, f"topic alias {alias} was never set", publish_will=True
+                        )
                         return
                     topic = known
             expiry = properties.get(PropertyId.MESSAGE_EXPIRY_INTERVAL)
@@ -430,7 +440,9 @@ class MQTTConnection(asyncio.Protocol):
             self.close(ReasonCode.PROTOCOL_ERROR, "empty topic without a topic alias", publish_will=True)
             return
         if packet.retain and not self.settings.retain_available:
-            self.close(ReasonCode.RETAIN_NOT_SUPPORTED, "retained messages are not available", publish_will=True)
+            self.close(
+                ReasonCode.RETAIN_NOT_SUPPORTED, "retained messages are not available", publish_will=True
+            )
             return
         qos = packet.qos
         message = Message(topic, packet.payload, qos, packet.retain, forwarded, expires_at, self.client_id)
@@ -444,7 +456,11 @@ class MQTTConnection(asyncio.Protocol):
             assert packet_id is not None
             if packet_id not in session.incoming_qos2:
                 if len(session.incoming_qos2) >= self.settings.receive_maximum:
-                    self.close(ReasonCode.RECEIVE_MAXIMUM_EXCEEDED, "too many QoS 2 messages in flight", publish_will=True)
+                    self.close(
+                        ReasonCode.RECEIVE_MAXIMUM_EXCEEDED,
+                        "too many QoS 2 messages in flight",
+                        publish_will=True,
+                    )
                     return
                 session.incoming_qos2.add(packet_id)
                 self.core.publish(message)
@@ -492,7 +508,9 @@ class MQTTConnection(asyncio.Protocol):
             self.core.stats.messages_sent += 1
             self._write(data)
             return
-        if len(session.inflight) >= self.client_receive_maximum or (session.pending and delivery is not session.pending[0]):
+        if len(session.inflight) >= self.client_receive_maximum or (
+            session.pending and delivery is not session.pending[0]
+        ):
             if not session.queue(delivery, self.settings.max_queued_messages):
                 self.core.stats.messages_dropped += 1
             return
@@ -513,21 +531,22 @@ class MQTTConnection(asyncio.Protocol):
         topic = message.topic
         properties = message.properties
         new_alias = None
-        if self.protocol_version == 5:
-            if message.expires_at is not None or delivery.subscription_ids or self.client_topic_alias_maximum:
-                properties = dict(properties)
-                if message.expires_at is not None:
-                    properties[PropertyId.MESSAGE_EXPIRY_INTERVAL] = message.remaining_expiry(self._loop.time())
-                if delivery.subscription_ids:
-                    properties[PropertyId.SUBSCRIPTION_IDENTIFIER] = list(delivery.subscription_ids)
-                if self.client_topic_alias_maximum:
-                    alias = self.outbound_aliases.get(topic)
-                    if alias is not None:
-                        properties[PropertyId.TOPIC_ALIAS] = alias
-                        topic = ""
-                    elif len(self.outbound_aliases) < self.client_topic_alias_maximum:
-                        new_alias = len(self.outbound_aliases) + 1
-                        properties[PropertyId.TOPIC_ALIAS] = new_alias
+        if self.protocol_version == 5 and (
+            message.expires_at is not None or delivery.subscription_ids or self.client_topic_alias_maximum
+        ):
+            properties = dict(properties)
+            if message.expires_at is not None:
+                properties[PropertyId.MESSAGE_EXPIRY_INTERVAL] = message.remaining_expiry(self._loop.time())
+            if delivery.subscription_ids:
+                properties[PropertyId.SUBSCRIPTION_IDENTIFIER] = list(delivery.subscription_ids)
+            if self.client_topic_alias_maximum:
+                alias = self.outbound_aliases.get(topic)
+                if alias is not None:
+                    properties[PropertyId.TOPIC_ALIAS] = alias
+                    topic = ""
+                elif len(self.outbound_aliases) < self.client_topic_alias_maximum:
+                    new_alias = len(self.outbound_aliases) + 1
+                    properties[PropertyId.TOPIC_ALIAS] = new_alias
         data = encode(
             Publish(topic, message.payload, delivery.qos, delivery.retain, dup, packet_id, properties),
             self.protocol_version,
@@ -622,7 +641,9 @@ class MQTTConnection(asyncio.Protocol):
             )
             existed = self.core.subscribe(session, entry)
             codes.append(subscription.qos)
-            send_retained = subscription.retain_handling == 0 or (subscription.retain_handling == 1 and not existed)
+            send_retained = subscription.retain_handling == 0 or (
+                subscription.retain_handling == 1 and not existed
+            )
             if group is None and send_retained:
                 ids = () if subscription_id is None else (subscription_id,)
                 now = self._loop.time()
@@ -637,8 +658,10 @@ class MQTTConnection(asyncio.Protocol):
     def _handle_unsubscribe(self, packet: Unsubscribe) -> None:
         session = self.session
         assert session is not None
-        codes = [
-            ReasonCode.SUCCESS if self.core.unsubscribe(session, topic_filter) else ReasonCode.NO_SUBSCRIPTION_EXISTED
+        codes: list[int] = [
+            ReasonCode.SUCCESS
+            if self.core.unsubscribe(session, topic_filter)
+            else ReasonCode.NO_SUBSCRIPTION_EXISTED
             for topic_filter in packet.topic_filters
         ]
         self.send(UnsubAck(packet.packet_id, codes))
@@ -657,7 +680,11 @@ class MQTTConnection(asyncio.Protocol):
         expiry = packet.properties.get(PropertyId.SESSION_EXPIRY_INTERVAL)
         if expiry is not None:
             if session.expiry_interval == 0 and expiry != 0:
-                self.close(ReasonCode.PROTOCOL_ERROR, "session expiry cannot be set on DISCONNECT after 0", publish_will=True)
+                self.close(
+                    ReasonCode.PROTOCOL_ERROR,
+                    "session expiry cannot be set on DISCONNECT after 0",
+                    publish_will=True,
+                )
                 return
             session.expiry_interval = min(expiry, self.settings.max_session_expiry)
         publish_will = packet.reason_code == ReasonCode.DISCONNECT_WITH_WILL_MESSAGE

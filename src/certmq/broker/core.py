@@ -27,7 +27,9 @@ log = logging.getLogger("certmq.broker")
 
 
 def message_from_will(will: Will, client_id: str, now: float) -> Message:
-    properties = {key: will.properties[key] for key in FORWARDED_PROPERTIES if key in will.properties}
+    properties: dict[int, Any] = {
+        key: will.properties[key] for key in FORWARDED_PROPERTIES if key in will.properties
+    }
     expiry = will.properties.get(PropertyId.MESSAGE_EXPIRY_INTERVAL)
     return Message(
         topic=will.topic,
@@ -175,14 +177,16 @@ class BrokerCore:
         delivered = 0
         if len(matches) == 1:
             # One node: every client appears at most once (shared groups aside); no merging needed.
-            for entry in matches[0].values():
-                if type(entry) is SharedGroup:
-                    picked = entry.pick(self._is_online)
+            for candidate in matches[0].values():
+                if isinstance(candidate, SharedGroup):
+                    picked = candidate.pick(self._is_online)
                     if picked is None:
                         continue
                     entry = picked
-                elif entry.no_local and entry.client_id == sender:
+                elif candidate.no_local and candidate.client_id == sender:
                     continue
+                else:
+                    entry = candidate
                 session = sessions.get(entry.client_id)
                 if session is None:
                     continue
@@ -205,14 +209,16 @@ class BrokerCore:
         # the highest QoS and every subscription identifier (MQTT 5.0 3.3.4).
         merged: dict[str, list[Any]] = {}
         for subscribers in matches:
-            for entry in subscribers.values():
-                if type(entry) is SharedGroup:
-                    picked = entry.pick(self._is_online)
+            for candidate in subscribers.values():
+                if isinstance(candidate, SharedGroup):
+                    picked = candidate.pick(self._is_online)
                     if picked is None:
                         continue
                     entry = picked
-                elif entry.no_local and entry.client_id == sender:
+                elif candidate.no_local and candidate.client_id == sender:
                     continue
+                else:
+                    entry = candidate
                 qos = entry.qos if entry.qos < message_qos else message_qos
                 retain = message.retain and entry.retain_as_published
                 target = merged.get(entry.client_id)

@@ -77,7 +77,7 @@ class TlsListener:
                 ssl=self._context_source(),
                 ssl_handshake_timeout=self._handshake_timeout,
             )
-        except (OSError, ssl.SSLError, asyncio.TimeoutError) as error:
+        except (TimeoutError, OSError, ssl.SSLError) as error:
             client.close()
             peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
             self._on_handshake_failure(peer, error)

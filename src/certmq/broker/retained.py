@@ -87,9 +87,9 @@ class MemoryRetainedStore:
                     continue
                 yield from self._walk(child, levels, index + 1)
         else:
-            child = node.children.get(level)
-            if child is not None:
-                yield from self._walk(child, levels, index + 1)
+            named = node.children.get(level)
+            if named is not None:
+                yield from self._walk(named, levels, index + 1)
 
     def _all_below(self, node: _Node, skip_system: bool) -> Iterator[Message]:
         stack = [child for name, child in node.children.items() if not (skip_system and name.startswith("$"))]

@@ -42,7 +42,7 @@ def _front_context(contexts: ServerContexts) -> ssl.SSLContext:
     def use_newest(ssl_object: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
         ssl_object.context = contexts.current()
 
-    front.sni_callback = use_newest  # type: ignore[assignment]
+    front.sni_callback = use_newest
     return front
 
 
@@ -96,18 +96,25 @@ class Broker:
 
             server: Any
             if name == "tcp":
-                server = await loop.create_server(make_connection, host, port, reuse_address=True, backlog=1024)
+                server = await loop.create_server(
+                    make_connection, host, port, reuse_address=True, backlog=1024
+                )
                 sockets = server.sockets
             elif name == "tls":
                 assert self.contexts is not None
                 server = TlsListener(
-                    make_connection, self.contexts.current, self.config.mqtt.connect_timeout, self._handshake_failed
+                    make_connection,
+                    self.contexts.current,
+                    self.config.mqtt.connect_timeout,
+                    self._handshake_failed,
                 )
                 await server.start(host, port)
                 sockets = server.sockets
             else:
                 front = _front_context(self.contexts) if name == "wss" and self.contexts else None
-                server = await serve_websocket(make_connection, host, port, front, self.config.mqtt.max_packet_size)
+                server = await serve_websocket(
+                    make_connection, host, port, front, self.config.mqtt.max_packet_size
+                )
                 sockets = list(server.sockets)
             self._servers.append(server)
             bound_port = sockets[0].getsockname()[1] if sockets else port
@@ -128,7 +135,9 @@ class Broker:
         for server in self._servers:
             server.close()
         for connection in list(self.core.connections):
-            connection.close(ReasonCode.SERVER_SHUTTING_DOWN, "the broker is shutting down", publish_will=True)
+            connection.close(
+                ReasonCode.SERVER_SHUTTING_DOWN, "the broker is shutting down", publish_will=True
+            )
         for server in self._servers:
             try:
                 await asyncio.wait_for(server.wait_closed(), 5)

@@ -20,7 +20,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from certmq.broker.connection import Listener, MQTTConnection
+from certmq.broker.connection import MQTTConnection
 
 log = logging.getLogger("certmq.websocket")
 

@@ -53,7 +53,9 @@ class ServerContexts:
     """The current server TLS context and how to replace it."""
 
     def __init__(self, cert_file: Path, key_file: Path) -> None:
-        self._generation = ContextGeneration(1, build_server_context(cert_file, key_file), cert_file, key_file)
+        self._generation = ContextGeneration(
+            1, build_server_context(cert_file, key_file), cert_file, key_file
+        )
         self._stamps = (_file_stamp(cert_file), _file_stamp(key_file))
         self._watch_task: asyncio.Task[None] | None = None
 
