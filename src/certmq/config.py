@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 CONFIG_FILE_NAME = "certmq.toml"
 
@@ -46,6 +47,10 @@ class StorageSection:
 class AuthSection:
     bind_client_id: str = "off"
     anonymous: bool = False
+    # Beyond SPEC 13: topic authorization (SPEC 12), see docs/configuration.md.
+    acl_file: str = ""
+    acl_default: str = "allow"
+    subscribe_denied: str = "not-authorized"
 
 
 @dataclass(slots=True)
@@ -79,6 +84,8 @@ class Config:
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("instance", "auth_mode"): ("one-way", "mutual"),
     ("auth", "bind_client_id"): ("off", "cn", "device-id"),
+    ("auth", "acl_default"): ("allow", "deny"),
+    ("auth", "subscribe_denied"): ("not-authorized", "unspecified-error"),
 }
 
 

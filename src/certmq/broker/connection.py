@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from certmq.auth.connect import AuthOutcome, ConnectAttempt
+from certmq.auth.topics import ClientPermissions
 from certmq.broker.messages import FORWARDED_PROPERTIES, Message
 from certmq.broker.session import NEVER_EXPIRES, Delivery, OutgoingFlight, Session, SubscriptionEntry
 from certmq.mqtt.codec import PacketDecoder, encode
@@ -91,6 +92,9 @@ class MQTTConnection(asyncio.Protocol):
         self.client_id = ""
         self.session: Session | None = None
         self.identity: dict[str, str] = {}
+        self.username: str | None = None
+        # Topic authorization for this client; None when no rules are configured.
+        self.permissions: ClientPermissions | None = None
         self.keep_alive = 0
         self.last_activity = 0.0
         # Limits the client set in CONNECT (MQTT 5.0).
@@ -309,7 +313,10 @@ class MQTTConnection(asyncio.Protocol):
             self._refuse(ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, "client id must be GroupID@@@DeviceID")
             return
         self.client_id = client_id
-        self.client_receive_maximum = properties.get(PropertyId.RECEIVE_MAXIMUM, 65535)
+        self.username = packet.username
+        self.client_receive_maximum = min(
+            properties.get(PropertyId.RECEIVE_MAXIMUM, 65535), self.settings.max_inflight
+        )
         self.client_maximum_packet_size = properties.get(PropertyId.MAXIMUM_PACKET_SIZE, 0)
         self.client_topic_alias_maximum = properties.get(PropertyId.TOPIC_ALIAS_MAXIMUM, 0)
         self.request_problem_information = properties.get(PropertyId.REQUEST_PROBLEM_INFORMATION, 1) == 1
@@ -341,6 +348,10 @@ class MQTTConnection(asyncio.Protocol):
                 self._refuse(outcome.reason_code, outcome.reason)
                 return
             self.identity = outcome.identity
+            if self.core.topic_rules is not None:
+                self.permissions = self.core.topic_rules.for_client(
+                    self.client_id, packet.username, outcome.identity
+                )
             self._accept(packet, assigned)
             if self.transport is not None and self.state == CONNECTED:
                 self.transport.resume_reading()
@@ -445,6 +456,9 @@ class MQTTConnection(asyncio.Protocol):
             )
             return
         qos = packet.qos
+        if self.permissions is not None and not self.permissions.can_publish(topic):
+            self._refuse_publish(packet, topic)
+            return
         message = Message(topic, packet.payload, qos, packet.retain, forwarded, expires_at, self.client_id)
         if qos == 0:
             self.core.publish(message)
@@ -464,6 +478,24 @@ class MQTTConnection(asyncio.Protocol):
                     return
                 session.incoming_qos2.add(packet_id)
                 self.core.publish(message)
+            self.send(PubRec(packet_id))
+
+    def _refuse_publish(self, packet: Publish, topic: str) -> None:
+        """A denied publish is dropped; 5.0 clients are told so in PUBACK / PUBREC (SPEC 12)."""
+        log.info("%s may not publish to %s", self.client_id, topic)
+        self.core.stats.publishes_denied += 1
+        packet_id = packet.packet_id
+        if packet_id is None:
+            return
+        code = ReasonCode.NOT_AUTHORIZED if self.protocol_version == 5 else ReasonCode.SUCCESS
+        if packet.qos == 1:
+            self.send(PubAck(packet_id, code))
+        elif self.protocol_version == 5:
+            self.send(PubRec(packet_id, code))
+        else:
+            # 3.1.1 has no way to say no: complete the QoS 2 flow without delivering.
+            assert self.session is not None
+            self.session.incoming_qos2.add(packet_id)
             self.send(PubRec(packet_id))
 
     def _handle_pubrel(self, packet: PubRel) -> None:
@@ -630,6 +662,10 @@ class MQTTConnection(asyncio.Protocol):
             if group is not None and subscription.no_local:
                 self.close(ReasonCode.PROTOCOL_ERROR, "no-local on a shared subscription", publish_will=True)
                 return
+            if self.permissions is not None and not self.permissions.can_subscribe(subscription.topic_filter):
+                log.info("%s may not subscribe to %s", self.client_id, subscription.topic_filter)
+                codes.append(self.subscription_refused_code())
+                continue
             entry = SubscriptionEntry(
                 client_id=self.client_id,
                 topic_filter=subscription.topic_filter,
@@ -667,7 +703,7 @@ class MQTTConnection(asyncio.Protocol):
         self.send(UnsubAck(packet.packet_id, codes))
 
     def subscription_refused_code(self) -> int:
-        return ReasonCode.NOT_AUTHORIZED if self.protocol_version == 5 else SUBACK_FAILURE_3_1_1
+        return self.core.subscribe_denied_code if self.protocol_version == 5 else SUBACK_FAILURE_3_1_1
 
     # -- PINGREQ, DISCONNECT, AUTH ---------------------------------------------------------
 

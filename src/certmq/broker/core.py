@@ -11,6 +11,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from certmq.auth.connect import AnonymousAuthenticator, Authenticator
+from certmq.auth.topics import TopicRules
 from certmq.broker.messages import FORWARDED_PROPERTIES, Message
 from certmq.broker.retained import MemoryRetainedStore, RetainedStore
 from certmq.broker.session import NEVER_EXPIRES, Delivery, Session, SubscriptionEntry
@@ -19,6 +20,7 @@ from certmq.broker.subscriptions import SharedGroup, SubscriptionIndex
 from certmq.config import MqttSection
 from certmq.mqtt.packets import Will
 from certmq.mqtt.properties import PropertyId
+from certmq.mqtt.reason_codes import ReasonCode
 
 if TYPE_CHECKING:
     from certmq.broker.connection import MQTTConnection
@@ -49,8 +51,13 @@ class BrokerCore:
         *,
         authenticator: Authenticator | None = None,
         retained: RetainedStore | None = None,
+        topic_rules: TopicRules | None = None,
+        subscribe_denied_code: int = ReasonCode.NOT_AUTHORIZED,
     ) -> None:
         self.settings = settings
+        self.topic_rules = topic_rules
+        # SUBACK code for a subscription the rules deny, on 5.0 (3.1.1 only has 0x80).
+        self.subscribe_denied_code = subscribe_denied_code
         self.authenticator: Authenticator = authenticator or AnonymousAuthenticator()
         self.sessions: dict[str, Session] = {}
         self.subscriptions = SubscriptionIndex()

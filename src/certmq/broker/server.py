@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from certmq.auth.connect import AnonymousAuthenticator, Authenticator, DenyWithoutCredentials
+from certmq.auth.topics import TopicRules
 from certmq.broker.connection import Listener, MQTTConnection
 from certmq.broker.core import BrokerCore
 from certmq.broker.listeners import TlsListener
@@ -54,7 +55,15 @@ class Broker:
         self.instance = instance
         if authenticator is None:
             authenticator = self._default_authenticator()
-        self.core = BrokerCore(config.mqtt, authenticator=authenticator)
+        denied = config.auth.subscribe_denied
+        self.core = BrokerCore(
+            config.mqtt,
+            authenticator=authenticator,
+            topic_rules=self._topic_rules(),
+            subscribe_denied_code=ReasonCode.NOT_AUTHORIZED
+            if denied == "not-authorized"
+            else ReasonCode.UNSPECIFIED_ERROR,
+        )
         self.listeners: list[BoundListener] = []
         self.contexts: ServerContexts | None = None
         self._servers: list[Any] = []
@@ -68,6 +77,15 @@ class Broker:
 
             return SignatureAuthenticator(self.instance.id, self.instance.access_keys)
         return DenyWithoutCredentials()
+
+    def _topic_rules(self) -> TopicRules | None:
+        auth = self.config.auth
+        if not auth.acl_file:
+            return None
+        path = Path(auth.acl_file)
+        if not path.is_absolute():
+            path = self.config.data_dir / path
+        return TopicRules.load(path, default_allow=auth.acl_default == "allow")
 
     def _certificate_files(self) -> tuple[Path, Path]:
         tls = self.config.tls

@@ -17,3 +17,4 @@ class BrokerStats:
     bytes_sent: int = 0
     malformed_packets: int = 0
     tls_handshake_failures: int = 0
+    publishes_denied: int = 0
