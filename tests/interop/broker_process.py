@@ -23,9 +23,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -159,10 +160,17 @@ def _clean_environment() -> dict[str, str]:
     }
 
 
-def _launch(command: list[str], environment: dict[str, str], data_dir: Path, log_file: Path) -> subprocess.Popen[bytes]:
+def _launch(
+    command: list[str], environment: dict[str, str], data_dir: Path, log_file: Path
+) -> subprocess.Popen[bytes]:
     with log_file.open("ab") as log:
         return subprocess.Popen(
-            command, env=environment, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=data_dir
+            command,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=data_dir,
         )
 
 
@@ -219,7 +227,9 @@ def _start_certmq(data_dir: Path, settings: dict[str, str]) -> RunningBroker:
     try:
         info = json.loads(init.stdout)
     except json.JSONDecodeError as error:
-        raise RuntimeError(f"certmq init --json did not print one JSON object ({error}): {init.stdout!r}") from None
+        raise RuntimeError(
+            f"certmq init --json did not print one JSON object ({error}): {init.stdout!r}"
+        ) from None
 
     ports = {name: free_port() for name in ("tcp", "tls", "ws", "wss", "http")}
     for name, port in ports.items():
@@ -257,7 +267,7 @@ def write_test_ca(directory: Path, common_name: str) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -295,12 +305,14 @@ def write_test_ca(directory: Path, common_name: str) -> tuple[Path, Path]:
     return certificate_file, key_file
 
 
-def _write_localhost_server_certificate(directory: Path, ca_file: Path, ca_key_file: Path) -> tuple[Path, Path]:
+def _write_localhost_server_certificate(
+    directory: Path, ca_file: Path, ca_key_file: Path
+) -> tuple[Path, Path]:
     ca_certificate = x509.load_pem_x509_certificate(ca_file.read_bytes())
     ca_key = serialization.load_pem_private_key(ca_key_file.read_bytes(), password=None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
@@ -416,8 +428,8 @@ class WebSocketBridge:
 
     async def _serve(self) -> None:
         from websockets.asyncio.server import serve
-        from websockets.http11 import Response
         from websockets.datastructures import Headers
+        from websockets.http11 import Response
 
         def only_mqtt_path(connection: Any, request: Any) -> Any:
             if request.path != "/mqtt":

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -121,7 +122,7 @@ class Clients:
         for client in reversed(self._opened):
             try:
                 client.close()
-            except Exception:  # noqa: BLE001 - cleanup must reach every client
+            except Exception:
                 pass
 
 

@@ -108,11 +108,15 @@ class PahoClient:
 
     # ---- callbacks -----------------------------------------------------------------------
 
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: ReasonCode, props: Any) -> None:
+    def _on_connect(
+        self, client: Any, userdata: Any, flags: Any, reason_code: ReasonCode, props: Any
+    ) -> None:
         self.connect_result = ConnectResult(reason_code.value, bool(flags.session_present), props)
         self._connected.set()
 
-    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: ReasonCode, props: Any) -> None:
+    def _on_disconnect(
+        self, client: Any, userdata: Any, flags: Any, reason_code: ReasonCode, props: Any
+    ) -> None:
         self.disconnect_reason = reason_code
         self.disconnect_properties = props
         self._disconnected.set()
@@ -130,7 +134,9 @@ class PahoClient:
             self.history.append(received)
         self.messages.put(received)
 
-    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reason_codes: list[ReasonCode], props: Any) -> None:
+    def _on_subscribe(
+        self, client: Any, userdata: Any, mid: int, reason_codes: list[ReasonCode], props: Any
+    ) -> None:
         with self._suback_event:
             self._subacks[mid] = list(reason_codes)
             self._suback_event.notify_all()

@@ -19,10 +19,21 @@ CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
 SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT, AUTH = 8, 9, 10, 11, 12, 13, 14, 15
 
 PACKET_NAMES = {
-    CONNECT: "CONNECT", CONNACK: "CONNACK", PUBLISH: "PUBLISH", PUBACK: "PUBACK", PUBREC: "PUBREC",
-    PUBREL: "PUBREL", PUBCOMP: "PUBCOMP", SUBSCRIBE: "SUBSCRIBE", SUBACK: "SUBACK",
-    UNSUBSCRIBE: "UNSUBSCRIBE", UNSUBACK: "UNSUBACK", PINGREQ: "PINGREQ", PINGRESP: "PINGRESP",
-    DISCONNECT: "DISCONNECT", AUTH: "AUTH",
+    CONNECT: "CONNECT",
+    CONNACK: "CONNACK",
+    PUBLISH: "PUBLISH",
+    PUBACK: "PUBACK",
+    PUBREC: "PUBREC",
+    PUBREL: "PUBREL",
+    PUBCOMP: "PUBCOMP",
+    SUBSCRIBE: "SUBSCRIBE",
+    SUBACK: "SUBACK",
+    UNSUBSCRIBE: "UNSUBSCRIBE",
+    UNSUBACK: "UNSUBACK",
+    PINGREQ: "PINGREQ",
+    PINGRESP: "PINGRESP",
+    DISCONNECT: "DISCONNECT",
+    AUTH: "AUTH",
 }
 
 # MQTT 5.0 property identifiers and their wire types.
@@ -45,10 +56,33 @@ WILL_DELAY_INTERVAL = 0x18
 
 _BYTE, _TWO, _FOUR, _VARINT, _STRING, _BINARY, _PAIR = range(7)
 PROPERTY_TYPES = {
-    0x01: _BYTE, 0x02: _FOUR, 0x03: _STRING, 0x08: _STRING, 0x09: _BINARY, 0x0B: _VARINT,
-    0x11: _FOUR, 0x12: _STRING, 0x13: _TWO, 0x15: _STRING, 0x16: _BINARY, 0x17: _BYTE, 0x18: _FOUR,
-    0x19: _BYTE, 0x1A: _STRING, 0x1C: _STRING, 0x1F: _STRING, 0x21: _TWO, 0x22: _TWO, 0x23: _TWO,
-    0x24: _BYTE, 0x25: _BYTE, 0x26: _PAIR, 0x27: _FOUR, 0x28: _BYTE, 0x29: _BYTE, 0x2A: _BYTE,
+    0x01: _BYTE,
+    0x02: _FOUR,
+    0x03: _STRING,
+    0x08: _STRING,
+    0x09: _BINARY,
+    0x0B: _VARINT,
+    0x11: _FOUR,
+    0x12: _STRING,
+    0x13: _TWO,
+    0x15: _STRING,
+    0x16: _BINARY,
+    0x17: _BYTE,
+    0x18: _FOUR,
+    0x19: _BYTE,
+    0x1A: _STRING,
+    0x1C: _STRING,
+    0x1F: _STRING,
+    0x21: _TWO,
+    0x22: _TWO,
+    0x23: _TWO,
+    0x24: _BYTE,
+    0x25: _BYTE,
+    0x26: _PAIR,
+    0x27: _FOUR,
+    0x28: _BYTE,
+    0x29: _BYTE,
+    0x2A: _BYTE,
 }
 # Properties that may appear more than once; decoded as lists.
 REPEATABLE = {USER_PROPERTY, SUBSCRIPTION_IDENTIFIER}
@@ -192,7 +226,9 @@ class Packet:
     def __repr__(self) -> str:
         details = [self.name]
         if self.kind == PUBLISH:
-            details.append(f"topic={self.topic!r} qos={self.qos} retain={self.retain} payload={self.payload[:40]!r}")
+            details.append(
+                f"topic={self.topic!r} qos={self.qos} retain={self.retain} payload={self.payload[:40]!r}"
+            )
         if self.packet_id is not None:
             details.append(f"id={self.packet_id}")
         if self.reason_code is not None:
@@ -249,7 +285,7 @@ class RawClient:
     ) -> None:
         flags = 0x02 if clean else 0
         if will is not None:
-            topic, payload, qos, retain = will
+            _, _, qos, retain = will
             flags |= 0x04 | (qos << 3) | (0x20 if retain else 0)
         body = encode_string("MQTT") + bytes([self.version, flags]) + struct.pack("!H", keep_alive)
         if self.version == 5:
@@ -267,9 +303,7 @@ class RawClient:
         assert connack.kind == CONNACK, f"expected CONNACK, got {connack!r}"
         return connack
 
-    def subscribe(
-        self, filters: list[tuple[str, int]], properties: dict[int, Any] | None = None
-    ) -> Packet:
+    def subscribe(self, filters: list[tuple[str, int]], properties: dict[int, Any] | None = None) -> Packet:
         """Subscribe and wait for SUBACK; each filter comes with its options byte (QoS and, on 5.0,
         no-local 0x04, retain-as-published 0x08, retain handling << 4)."""
         packet_id = self.next_packet_id()
@@ -335,7 +369,7 @@ class RawClient:
         self.sock.settimeout(remaining)
         try:
             chunk = self.sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             raise TimeoutError("no packet from the broker in time") from None
         except ConnectionResetError:
             chunk = b""
@@ -417,7 +451,9 @@ class RawClient:
                 return packet
             self.skipped.append(packet)
 
-    def read_publishes(self, count: int, timeout: float | None = None, acknowledge: bool = True) -> list[Packet]:
+    def read_publishes(
+        self, count: int, timeout: float | None = None, acknowledge: bool = True
+    ) -> list[Packet]:
         """Read ``count`` PUBLISH packets (acknowledging QoS 1 and 2 unless told not to),
         completing QoS 2 flows as PUBREL arrives."""
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)

@@ -36,9 +36,24 @@ class Subscriber:
     def __init__(self, broker, topic, tls=False, qos=0, count=1, version="mqttv5", extra=()):
         # stdbuf: mosquitto_sub buffers its output when it is not a terminal.
         self.command = [
-            _tool("stdbuf"), "-oL", _tool("mosquitto_sub"), *_connection_args(broker, tls), "-V", version, "-t", topic,
-            "-q", str(qos), "-C", str(count), "-W", str(int(WAIT)), "-d",
-            "-F", MESSAGE_PREFIX + "%t|%q|%r|%p", *extra,
+            _tool("stdbuf"),
+            "-oL",
+            _tool("mosquitto_sub"),
+            *_connection_args(broker, tls),
+            "-V",
+            version,
+            "-t",
+            topic,
+            "-q",
+            str(qos),
+            "-C",
+            str(count),
+            "-W",
+            str(int(WAIT)),
+            "-d",
+            "-F",
+            MESSAGE_PREFIX + "%t|%q|%r|%p",
+            *extra,
         ]
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.output: list[str] = []
@@ -47,7 +62,11 @@ class Subscriber:
 
     def start(self):
         self.process = subprocess.Popen(
-            self.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True
+            self.command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
         )
         self.reader.start()
         deadline = time.monotonic() + WAIT
@@ -81,7 +100,7 @@ class Subscriber:
         found = []
         for line in self.output:
             if line.startswith(MESSAGE_PREFIX):
-                topic, qos, retain, payload = line[len(MESSAGE_PREFIX):].split("|", 3)
+                topic, qos, retain, payload = line[len(MESSAGE_PREFIX) :].split("|", 3)
                 found.append((topic, int(qos), retain == "1", payload))
         return found
 
@@ -108,9 +127,14 @@ def subscribers():
 def publish(broker, topic, *args, tls=False, version="mqttv5", stdin=None):
     result = subprocess.run(
         [_tool("mosquitto_pub"), *_connection_args(broker, tls), "-V", version, "-t", topic, *args],
-        input=stdin, capture_output=True, text=True, timeout=WAIT,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
     )
-    assert result.returncode == 0, f"mosquitto_pub exited {result.returncode}: {result.stdout} {result.stderr}"
+    assert result.returncode == 0, (
+        f"mosquitto_pub exited {result.returncode}: {result.stdout} {result.stderr}"
+    )
     return result
 
 
@@ -153,12 +177,25 @@ def test_wildcard_subscription_with_verbose_topics(broker, subscribers, topic):
 def test_wrong_ca_fails_clearly(broker, tmp_path, topic):
     wrong_ca, _ = write_test_ca(tmp_path, "a CA that did not sign the broker")
     result = subprocess.run(
-        [_tool("mosquitto_pub"), "-h", "localhost", "-p", str(broker.tls_port), "--cafile", str(wrong_ca),
-         "-t", topic, "-m", "never", "-d"],
-        capture_output=True, text=True, timeout=WAIT,
+        [
+            _tool("mosquitto_pub"),
+            "-h",
+            "localhost",
+            "-p",
+            str(broker.tls_port),
+            "--cafile",
+            str(wrong_ca),
+            "-t",
+            topic,
+            "-m",
+            "never",
+            "-d",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
     )
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "certificate verify failed" in output, output
     assert "TLS error" in output, output
-

@@ -43,7 +43,9 @@ def test_mqttjs_publish_and_receive(broker, js_dir, topic, scheme, protocol_vers
     assert lines[0] == f"connected url={url} protocol={protocol_version}", output
     assert lines[1] == f"subscribed {topic}/# qos=2", output
     received = sorted(line for line in lines if line.startswith("received "))
-    assert received == [f"received {topic}/qos{qos} qos={qos} payload=hello from MQTT.js at qos {qos}" for qos in (0, 1, 2)]
+    assert received == [
+        f"received {topic}/qos{qos} qos={qos} payload=hello from MQTT.js at qos {qos}" for qos in (0, 1, 2)
+    ]
     version_name = "5.0" if protocol_version == "5" else "3.1.1"
     assert lines[-1] == f"ok 3 messages over {scheme} with MQTT {version_name}", output
 

@@ -28,8 +28,12 @@ def test_message_delivered_at_published_qos(clients, topic, version, qos):
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize(("published", "subscribed", "delivered"), [(2, 1, 1), (2, 0, 0), (1, 0, 0), (1, 2, 1), (0, 2, 0)])
-def test_delivery_qos_is_the_lower_of_publish_and_subscription(clients, topic, version, published, subscribed, delivered):
+@pytest.mark.parametrize(
+    ("published", "subscribed", "delivered"), [(2, 1, 1), (2, 0, 0), (1, 0, 0), (1, 2, 1), (0, 2, 0)]
+)
+def test_delivery_qos_is_the_lower_of_publish_and_subscription(
+    clients, topic, version, published, subscribed, delivered
+):
     subscriber = clients.connected(version)
     assert subscriber.subscribe(topic, qos=subscribed) == [subscribed]
     publisher = clients.connected(version)
@@ -77,4 +81,6 @@ def test_unsubscribe_stops_delivery(clients, topic, version):
     publisher.publish(f"{topic}/a", b"after", qos=1)
     publisher.publish(f"{topic}/b", b"sentinel", qos=1)
     message = subscriber.expect_message()
-    assert (message.topic, message.payload) == (f"{topic}/b", b"sentinel"), "message delivered after UNSUBSCRIBE"
+    assert (message.topic, message.payload) == (f"{topic}/b", b"sentinel"), (
+        "message delivered after UNSUBSCRIBE"
+    )

@@ -17,7 +17,9 @@ VERSIONS = [pytest.param(V311, id="v311"), pytest.param(V5, id="v5")]
 
 def _persistent_connect(client, version, expiry=300):
     if version == V5:
-        return client.connect(clean_start=False, props=properties(PacketTypes.CONNECT, SessionExpiryInterval=expiry))
+        return client.connect(
+            clean_start=False, props=properties(PacketTypes.CONNECT, SessionExpiryInterval=expiry)
+        )
     return client.connect()
 
 
@@ -119,8 +121,12 @@ def test_expired_queued_message_is_not_delivered_and_remaining_interval_forwarde
     device.disconnect()
 
     publisher = clients.connected(V5)
-    publisher.publish(topic, b"short-lived", qos=1, props=properties(PacketTypes.PUBLISH, MessageExpiryInterval=1))
-    publisher.publish(topic, b"long-lived", qos=1, props=properties(PacketTypes.PUBLISH, MessageExpiryInterval=60))
+    publisher.publish(
+        topic, b"short-lived", qos=1, props=properties(PacketTypes.PUBLISH, MessageExpiryInterval=1)
+    )
+    publisher.publish(
+        topic, b"long-lived", qos=1, props=properties(PacketTypes.PUBLISH, MessageExpiryInterval=60)
+    )
     time.sleep(2.5)
 
     back = clients.paho(client_id=client_id)
@@ -135,7 +141,9 @@ def test_expired_queued_message_is_not_delivered_and_remaining_interval_forwarde
 def test_message_expiry_forwarded_to_online_subscriber(clients, topic):
     subscriber = clients.connected(V5)
     subscriber.subscribe(topic, qos=1)
-    clients.connected(V5).publish(topic, b"m", qos=1, props=properties(PacketTypes.PUBLISH, MessageExpiryInterval=120))
+    clients.connected(V5).publish(
+        topic, b"m", qos=1, props=properties(PacketTypes.PUBLISH, MessageExpiryInterval=120)
+    )
     message = subscriber.expect_message()
     assert 115 <= message.property("MessageExpiryInterval", -1) <= 120
 
@@ -194,7 +202,9 @@ def test_duplicate_client_id_takes_over_with_reason_0x8e(clients, topic):
     newer.connect()
 
     code = older.wait_disconnected()
-    assert code is not None and code.value == 0x8E, f"older connection got {code}, not Session taken over (0x8E)"
+    assert code is not None and code.value == 0x8E, (
+        f"older connection got {code}, not Session taken over (0x8E)"
+    )
     assert newer.is_connected
     newer.subscribe(topic, qos=1)
     clients.connected(V5).publish(topic, b"to-newer", qos=1)

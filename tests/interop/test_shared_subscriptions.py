@@ -80,4 +80,3 @@ def test_member_leaving_the_group_stops_receiving(clients, topic):
         publisher.publish(topic, f"m{n}".encode(), qos=1)
     assert [message.payload for message in staying.expect_messages(6)] == [f"m{n}".encode() for n in range(6)]
     assert leaving.drain() == []
-

@@ -39,21 +39,26 @@ def test_publish_and_receive_over_each_listener(clients, topic, version, transpo
     assert subscriber.expect_message().payload == b"from-" + transport.encode()
 
 
-@pytest.mark.parametrize("tls_version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls1.2", "tls1.3"])
+@pytest.mark.parametrize(
+    "tls_version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls1.2", "tls1.3"]
+)
 def test_tls_versions(broker, clients, tls_version):
     context = ssl.create_default_context(cafile=str(broker.ca_file))
     context.minimum_version = context.maximum_version = tls_version
     client = RawClient("localhost", broker.tls_port, tls=context)
     try:
         assert client.connect(clients.client_id("tls")).reason_code == 0
-        assert client.sock.version() == {ssl.TLSVersion.TLSv1_2: "TLSv1.2", ssl.TLSVersion.TLSv1_3: "TLSv1.3"}[tls_version]
+        assert (
+            client.sock.version()
+            == {ssl.TLSVersion.TLSv1_2: "TLSv1.2", ssl.TLSVersion.TLSv1_3: "TLSv1.3"}[tls_version]
+        )
     finally:
         client.close()
 
 
 def test_server_certificate_names_localhost(broker):
     context = ssl.create_default_context(cafile=str(broker.ca_file))
-    with pytest.raises(ssl.SSLCertVerificationError, match="match|mismatch"):
+    with pytest.raises(ssl.SSLCertVerificationError, match=r"[Hh]ostname mismatch|doesn.t match"):
         RawClient("127.0.0.1", broker.tls_port, tls=context, server_hostname="not-the-broker.example")
 
 

@@ -4,8 +4,6 @@ identifiers."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 
@@ -21,7 +19,9 @@ def test_topic_alias_from_client_is_resolved(clients, topic):
     connack = publisher.connect()
     assert connack.property("TopicAliasMaximum", 0) >= 1, "broker does not accept topic aliases"
 
-    publisher.publish(f"{topic}/long/topic/name", b"first", qos=1, props=properties(PacketTypes.PUBLISH, TopicAlias=1))
+    publisher.publish(
+        f"{topic}/long/topic/name", b"first", qos=1, props=properties(PacketTypes.PUBLISH, TopicAlias=1)
+    )
     publisher.publish("", b"second", qos=1, props=properties(PacketTypes.PUBLISH, TopicAlias=1))
     publisher.publish(f"{topic}/other", b"third", qos=1, props=properties(PacketTypes.PUBLISH, TopicAlias=1))
     publisher.publish("", b"fourth", qos=1, props=properties(PacketTypes.PUBLISH, TopicAlias=1))
@@ -37,14 +37,45 @@ def test_topic_alias_from_client_is_resolved(clients, topic):
         assert message.property("TopicAlias") is None, "a client's topic alias must not be forwarded"
 
 
-def test_topic_alias_beyond_the_maximum_is_a_protocol_error(clients, topic):
-    client = clients.raw()
-    connack = client.connect(clients.client_id("alias"))
-    maximum = connack.properties.get(raw_mqtt.TOPIC_ALIAS_MAXIMUM, 0)
-    client.publish(topic, b"x", qos=0, properties={raw_mqtt.TOPIC_ALIAS: maximum + 1})
+def _assert_disconnected_with(client, reason_code):
     packets = client.wait_closed(5)
     disconnects = [packet for packet in packets if packet.kind == raw_mqtt.DISCONNECT]
-    assert disconnects and disconnects[0].reason_code == 0x94, f"expected DISCONNECT 0x94, got {packets}"
+    assert disconnects, f"connection closed without DISCONNECT; read {packets}"
+    assert disconnects[0].reason_code == reason_code, f"expected 0x{reason_code:02X}, got {disconnects[0]!r}"
+
+
+def test_topic_alias_beyond_the_maximum_is_refused(broker_factory, clients, topic):
+    limited = broker_factory(CERTMQ_MQTT_TOPIC_ALIAS_MAXIMUM=2)
+    on_limited = clients.for_broker(limited)
+    client = on_limited.raw()
+    connack = client.connect(on_limited.client_id("alias"))
+    assert connack.properties.get(raw_mqtt.TOPIC_ALIAS_MAXIMUM) == 2
+    client.publish(topic, b"x", qos=0, properties={raw_mqtt.TOPIC_ALIAS: 3})
+    _assert_disconnected_with(client, 0x94)  # Topic Alias invalid
+
+
+def test_topic_alias_zero_is_refused(clients, topic):
+    client = clients.raw()
+    client.connect(clients.client_id("alias0"))
+    client.publish(topic, b"x", qos=0, properties={raw_mqtt.TOPIC_ALIAS: 0})
+    packets = client.wait_closed(5)
+    disconnects = [packet for packet in packets if packet.kind == raw_mqtt.DISCONNECT]
+    # Protocol Error (0x82) or Topic Alias invalid (0x94); mosquitto says Malformed Packet (0x81).
+    assert disconnects and disconnects[0].reason_code in (0x81, 0x82, 0x94), (
+        f"expected 0x94 or 0x82, got {packets}"
+    )
+
+
+def test_unknown_topic_alias_is_refused(clients):
+    client = clients.raw()
+    client.connect(clients.client_id("alias-unknown"))
+    client.publish("", b"x", qos=0, properties={raw_mqtt.TOPIC_ALIAS: 1})
+    packets = client.wait_closed(5)
+    disconnects = [packet for packet in packets if packet.kind == raw_mqtt.DISCONNECT]
+    # Protocol Error (0x82) or Topic Alias invalid (0x94); mosquitto says Malformed Packet (0x81).
+    assert disconnects and disconnects[0].reason_code in (0x81, 0x82, 0x94), (
+        f"expected 0x82 or 0x94, got {packets}"
+    )
 
 
 @expect_failure_on_mosquitto("never sends topic aliases to clients")
@@ -88,9 +119,15 @@ def test_no_topic_alias_toward_a_client_that_did_not_allow_them(clients, topic):
 
 def test_subscription_identifiers_delivered_with_matching_messages(clients, topic):
     subscriber = clients.connected(V5)
-    subscriber.subscribe(f"{topic}/a/+", qos=1, props=properties(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=1))
-    subscriber.subscribe(f"{topic}/b/#", qos=1, props=properties(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=2))
-    subscriber.subscribe(f"{topic}/a/x", qos=1, props=properties(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=300))
+    subscriber.subscribe(
+        f"{topic}/a/+", qos=1, props=properties(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=1)
+    )
+    subscriber.subscribe(
+        f"{topic}/b/#", qos=1, props=properties(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=2)
+    )
+    subscriber.subscribe(
+        f"{topic}/a/x", qos=1, props=properties(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=300)
+    )
     subscriber.subscribe(f"{topic}/plain", qos=1)
     publisher = clients.connected(V5)
 
@@ -186,10 +223,7 @@ def test_broker_maximum_packet_size_enforced(broker_factory, clients, topic):
     bystander.subscribe(topic, qos=1)
 
     client.publish(topic, b"y" * 2000, qos=1)
-    packets = client.wait_closed(5)
-    disconnects = [packet for packet in packets if packet.kind == raw_mqtt.DISCONNECT]
-    assert disconnects, f"closed without DISCONNECT; read {packets}"
-    assert disconnects[0].reason_code == 0x95, f"expected Packet too large (0x95), got {disconnects[0]!r}"
+    _assert_disconnected_with(client, 0x95)  # Packet too large
     on_small.connected(V5).publish(topic, b"after", qos=1)
     assert bystander.expect_message().payload == b"after", "other clients affected"
 
@@ -208,7 +242,7 @@ def test_request_response_properties_passed_through(clients, topic):
         PayloadFormatIndicator=1,
         UserProperty=[("trace", "abc"), ("trace", "def"), ("ünïcode", "välue")],
     )
-    requester.publish(f"{topic}/request", '{"question": 42}'.encode(), qos=1, props=request)
+    requester.publish(f"{topic}/request", b'{"question": 42}', qos=1, props=request)
 
     received = responder.expect_message()
     assert received.property("ResponseTopic") == f"{topic}/response/42"
@@ -228,7 +262,10 @@ def test_properties_reach_a_311_subscriber_as_plain_messages(clients, topic):
     subscriber = clients.connected(V311)
     subscriber.subscribe(topic, qos=1)
     clients.connected(V5).publish(
-        topic, b"payload", qos=1, props=properties(PacketTypes.PUBLISH, UserProperty=[("k", "v")], ContentType="text/plain")
+        topic,
+        b"payload",
+        qos=1,
+        props=properties(PacketTypes.PUBLISH, UserProperty=[("k", "v")], ContentType="text/plain"),
     )
     message = subscriber.expect_message()
     assert (message.payload, message.qos) == (b"payload", 1)
@@ -255,3 +292,17 @@ def test_server_keep_alive_in_connack(broker_factory, clients):
     result = client.connect(keepalive=60)
     assert result.property("ServerKeepAlive") == 10
 
+
+@expect_failure_on_mosquitto("answers the excess PUBLISH with PUBREC 0x97 instead of DISCONNECT 0x93")
+def test_broker_receive_maximum_announced_and_enforced(broker_factory, clients, topic):
+    limited = broker_factory(CERTMQ_MQTT_RECEIVE_MAXIMUM=2)
+    on_limited = clients.for_broker(limited)
+    client = on_limited.raw()
+    connack = client.connect(on_limited.client_id("eager"))
+    assert connack.properties.get(raw_mqtt.RECEIVE_MAXIMUM) == 2
+    # QoS 2 messages stay in flight until PUBREL; a third one exceeds the broker's Receive Maximum.
+    for n in range(2):
+        client.publish(topic, f"m{n}".encode(), qos=2)
+        assert client.read_until(raw_mqtt.PUBREC).reason_code in (None, 0, 0x10)
+    client.publish(topic, b"one-too-many", qos=2)
+    _assert_disconnected_with(client, 0x93)  # Receive Maximum exceeded

@@ -84,7 +84,9 @@ def test_will_delay_not_published_when_client_reconnects_in_time(clients, topic)
     session = properties(PacketTypes.CONNECT, SessionExpiryInterval=60)
 
     device = clients.paho(client_id=client_id)
-    device.will_set(f"{topic}/status", b"offline", qos=1, props=properties(PacketTypes.WILLMESSAGE, WillDelayInterval=2))
+    device.will_set(
+        f"{topic}/status", b"offline", qos=1, props=properties(PacketTypes.WILLMESSAGE, WillDelayInterval=2)
+    )
     device.connect(props=session)
     device.drop_connection()
 
@@ -96,14 +98,18 @@ def test_will_delay_not_published_when_client_reconnects_in_time(clients, topic)
     watcher_probe = clients.connected(V5)
     watcher_probe.publish(f"{topic}/sentinel", b"sentinel", qos=1)
     message = watcher.expect_message()
-    assert message.topic == f"{topic}/sentinel", "will published although the client reconnected within the delay"
+    assert message.topic == f"{topic}/sentinel", (
+        "will published although the client reconnected within the delay"
+    )
 
 
 def test_will_delay_published_after_the_delay(clients, topic):
     watcher = clients.connected(V5)
     watcher.subscribe(f"{topic}/#", qos=1)
     device = clients.paho()
-    device.will_set(f"{topic}/status", b"offline", qos=1, props=properties(PacketTypes.WILLMESSAGE, WillDelayInterval=2))
+    device.will_set(
+        f"{topic}/status", b"offline", qos=1, props=properties(PacketTypes.WILLMESSAGE, WillDelayInterval=2)
+    )
     device.connect(props=properties(PacketTypes.CONNECT, SessionExpiryInterval=60))
     device.drop_connection()
     dropped = time.monotonic()
@@ -118,7 +124,9 @@ def test_will_published_when_session_ends_before_the_delay(clients, topic):
     watcher = clients.connected(V5)
     watcher.subscribe(f"{topic}/#", qos=1)
     device = clients.paho()
-    device.will_set(f"{topic}/status", b"offline", qos=1, props=properties(PacketTypes.WILLMESSAGE, WillDelayInterval=60))
+    device.will_set(
+        f"{topic}/status", b"offline", qos=1, props=properties(PacketTypes.WILLMESSAGE, WillDelayInterval=60)
+    )
     device.connect(props=properties(PacketTypes.CONNECT, SessionExpiryInterval=1))
     device.drop_connection()
 
