@@ -36,7 +36,7 @@ def _stop_and_check(broker: RunningBroker) -> None:
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBroker]:
     """The broker with default settings (anonymous access, every listener on a free port),
-    shared by the whole session. Tests keep apart by unique topics and client ids."""
+    shared by the whole test run. Tests keep apart by unique topics and client ids."""
     running = start_broker(tmp_path_factory.mktemp("broker"))
     yield running
     _stop_and_check(running)
