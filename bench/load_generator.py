@@ -1,0 +1,157 @@
+"""Build and drive bench/loadgen/mqttload, and measure the broker's CPU around each cell."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import processes
+from brokers import RunningBroker
+
+HERE = Path(__file__).resolve().parent
+SOURCE = HERE / "loadgen" / "mqttload.c"
+BINARY = HERE / "loadgen" / "build" / "mqttload"
+SETUP_TIMEOUT = 90.0  # connecting 100 TLS subscribers to a slow broker
+DRAIN_TIMEOUT = 60.0  # after the publishing time, for the last deliveries
+
+
+class LoadGeneratorError(RuntimeError):
+    pass
+
+
+def build() -> Path:
+    """Compile the load generator when the binary is missing or older than its source."""
+    if BINARY.exists() and BINARY.stat().st_mtime >= SOURCE.stat().st_mtime:
+        return BINARY
+    compiler = shutil.which(os.environ.get("CC", "gcc"))
+    if compiler is None:
+        raise LoadGeneratorError("no C compiler: install gcc (Debian: apt-get install gcc libssl-dev)")
+    BINARY.parent.mkdir(parents=True, exist_ok=True)
+    command = [compiler, "-O2", "-Wall", "-o", str(BINARY), str(SOURCE), "-lssl", "-lcrypto", "-lpthread"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise LoadGeneratorError(
+            f"building the load generator failed (it needs gcc and the OpenSSL headers, "
+            f"Debian: apt-get install gcc libssl-dev):\n{' '.join(command)}\n{result.stderr}"
+        )
+    return BINARY
+
+
+@dataclass(frozen=True)
+class Cell:
+    transport: str  # "tcp" | "tls"
+    qos: int
+    subscribers: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.transport} qos{self.qos} 1->{self.subscribers}"
+
+
+def run_cell(
+    broker: RunningBroker,
+    cell: Cell,
+    *,
+    size: int,
+    duration: float,
+    tag: str,
+    log_dir: Path,
+    cpus: set[int] | None = None,
+) -> dict[str, Any]:
+    """One measurement: the load generator's result plus the broker's CPU time and utilisation."""
+    port = broker.tls_port if cell.transport == "tls" else broker.tcp_port
+    timeout = int(SETUP_TIMEOUT + duration + DRAIN_TIMEOUT)
+    args = [
+        str(BINARY),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--subscribers",
+        str(cell.subscribers),
+        "--qos",
+        str(cell.qos),
+        "--size",
+        str(size),
+        "--duration",
+        str(duration),
+        "--topic",
+        f"bench/{tag}",
+        "--client-prefix",
+        tag,
+        "--timeout",
+        str(timeout),
+    ]
+    if cell.transport == "tls":
+        args += ["--tls", "--cafile", str(broker.ca_file), "--servername", "localhost"]
+    stderr_file = log_dir / f"{tag}.stderr"
+    with open(stderr_file, "wb") as stderr:
+        process = processes.start(
+            args, cpus=cpus, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr
+        )
+    try:
+        reader = _LineReader(process)
+        line = reader.readline(time.monotonic() + SETUP_TIMEOUT)
+        if line != "READY":
+            raise LoadGeneratorError(f"load generator did not get ready: {line!r}; {_tail(stderr_file)}")
+        cpu_before, wall_before = broker.cpu_seconds(), time.monotonic()
+        assert process.stdin is not None
+        process.stdin.write(b"GO\n")
+        process.stdin.flush()
+        line = reader.readline(time.monotonic() + duration + DRAIN_TIMEOUT + 10)
+        cpu_after, wall_after = broker.cpu_seconds(), time.monotonic()
+        try:
+            result: dict[str, Any] = json.loads(line)
+        except json.JSONDecodeError:
+            raise LoadGeneratorError(
+                f"no result from the load generator: {line!r}; {_tail(stderr_file)}"
+            ) from None
+    finally:
+        processes.stop(process, grace_seconds=5)
+    broker_cpu = cpu_after - cpu_before
+    received = int(result["received"])
+    if result.get("sequence_errors"):
+        result["complete"] = False  # the right count, but not the right messages
+    result.update(
+        broker_cpu_s=broker_cpu,
+        broker_busy=broker_cpu / max(wall_after - wall_before, 1e-9),
+        cpu_us_per_message=broker_cpu * 1e6 / received if received else None,
+    )
+    return result
+
+
+def _tail(path: Path) -> str:
+    text = path.read_text(errors="replace").strip() if path.exists() else ""
+    return f"stderr: {text[-2000:]}" if text else "no stderr"
+
+
+class _LineReader:
+    """Read stdout lines of a child with a deadline, without threads."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        self._stdout = process.stdout
+        self._buffer = b""
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._stdout, selectors.EVENT_READ)
+
+    def readline(self, deadline: float) -> str:
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LoadGeneratorError("timed out waiting for the load generator")
+            if not self._selector.select(remaining):
+                continue
+            chunk = os.read(self._stdout.fileno(), 65536)
+            if not chunk:
+                return self._buffer.decode(errors="replace").strip()
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.decode(errors="replace").strip()

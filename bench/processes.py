@@ -1,0 +1,140 @@
+"""Every process the benchmark starts, so that all of them are stopped on any exit path."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_started: list[subprocess.Popen[bytes]] = []
+
+
+def start(args: list[str], cpus: set[int] | None = None, **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Popen in a new session (its own process group), on the given CPUs, remembered for stop_all()."""
+    pin = None
+    if cpus:
+
+        def pin() -> None:
+            os.sched_setaffinity(0, cpus)
+
+    process = subprocess.Popen(args, start_new_session=True, preexec_fn=pin, **kwargs)
+    _started.append(process)
+    return process
+
+
+def stop(process: subprocess.Popen[bytes], grace_seconds: float = 10.0) -> None:
+    """SIGTERM to the process group, then SIGKILL after grace_seconds."""
+    if process.poll() is None:
+        _signal_group(process, signal.SIGTERM)
+        try:
+            process.wait(grace_seconds)
+        except subprocess.TimeoutExpired:
+            _signal_group(process, signal.SIGKILL)
+            process.wait(5)
+    if process in _started:
+        _started.remove(process)
+
+
+def stop_all() -> None:
+    for process in reversed(list(_started)):
+        try:
+            stop(process, grace_seconds=5.0)
+        except Exception as error:  # keep stopping the others
+            print(f"could not stop process {process.pid}: {error}")
+
+
+def _signal_group(process: subprocess.Popen[bytes], signal_number: int) -> None:
+    try:
+        os.killpg(process.pid, signal_number)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _read_stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, utime + stime in clock ticks) from /proc/PID/stat."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name is in parentheses and may hold spaces: split after the last ')'.
+    fields = text[text.rindex(")") + 2 :].split()
+    return int(fields[1]), int(fields[11]) + int(fields[12])
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of pid and of its live descendants, in seconds."""
+    stats: dict[int, tuple[int, int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = _read_stat(int(entry))
+            if stat is not None:
+                stats[int(entry)] = stat
+    children: dict[int, list[int]] = {}
+    for child, (parent, _) in stats.items():
+        children.setdefault(parent, []).append(child)
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        if current in stats:
+            total += stats[current][1]
+        pending.extend(children.get(current, []))
+    return total / _CLOCK_TICKS
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Return once 127.0.0.1:port accepts connections; raise if the process exits or time runs out."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"exited with status {process.returncode} before listening on port {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not listening on port {port} after {timeout:.0f} s") from None
+            time.sleep(0.1)
+
+
+@dataclass(frozen=True)
+class CpuPlan:
+    """Which CPUs the broker under test and the load generator may use (None: any)."""
+
+    broker: set[int] | None
+    load_generator: set[int] | None
+
+    @staticmethod
+    def split(enabled: bool) -> CpuPlan:
+        """The broker on the first CPU, the load generator on the others, when there are two or more."""
+        available = sorted(os.sched_getaffinity(0))
+        if not enabled or len(available) < 2:
+            return CpuPlan(None, None)
+        return CpuPlan({available[0]}, set(available[1:]))
+
+    def describe(self) -> str:
+        if self.broker is None:
+            return "not pinned"
+        return (
+            f"broker on CPU {_cpu_list(self.broker)}, load generator on CPU {_cpu_list(self.load_generator)}"
+        )
+
+
+def _cpu_list(cpus: set[int] | None) -> str:
+    return ",".join(str(cpu) for cpu in sorted(cpus or ()))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
