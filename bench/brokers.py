@@ -55,8 +55,8 @@ class RunningBroker:
 
 def _wait_listening(broker: RunningBroker) -> None:
     try:
-        for port in (broker.tcp_port, broker.tls_port):
-            processes.wait_for_port(port, broker.process, START_TIMEOUT)
+        processes.wait_for_port(broker.tcp_port, broker.process, START_TIMEOUT)
+        processes.wait_for_port(broker.tls_port, broker.process, START_TIMEOUT, tls_cafile=broker.ca_file)
     except RuntimeError as error:
         broker.stop()
         raise RuntimeError(

@@ -88,17 +88,27 @@ def cpu_seconds(pid: int) -> float:
     return total / _CLOCK_TICKS
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float) -> None:
-    """Return once 127.0.0.1:port accepts connections; raise if the process exits or time runs out."""
+def wait_for_port(
+    port: int, process: subprocess.Popen[bytes], timeout: float, tls_cafile: Path | None = None
+) -> None:
+    """Return once 127.0.0.1:port accepts connections (and completes a TLS handshake that
+    verifies localhost against tls_cafile, when given); raise if the process exits or time runs out."""
     import socket
+    import ssl
 
+    context = ssl.create_default_context(cafile=str(tls_cafile)) if tls_cafile else None
     deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
             raise RuntimeError(f"exited with status {process.returncode} before listening on port {port}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                if context is not None:
+                    with context.wrap_socket(sock, server_hostname="localhost"):
+                        pass
                 return
+        except ssl.SSLCertVerificationError as error:
+            raise RuntimeError(f"the TLS listener on port {port} fails verification: {error}") from None
         except OSError:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"not listening on port {port} after {timeout:.0f} s") from None

@@ -266,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     fit_duration(args, len(cells) * len(args.broker_names) * args.repeat)
 
     def on_sigterm(signal_number: int, _frame: Any) -> None:
+        print("terminated: stopping the brokers", file=sys.stderr)
         raise SystemExit(128 + signal_number)
 
     signal.signal(signal.SIGTERM, on_sigterm)
