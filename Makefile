@@ -57,7 +57,7 @@ tools:
 			echo "installing$$missing"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES) >/dev/null; \
 		else \
-			echo "missing Debian packages:$$missing (tests that need them are skipped); install: sudo apt-get install$$missing" >&2; \
+			echo "missing Debian packages:$$missing (the tests that use them will fail); install: sudo apt-get install$$missing" >&2; \
 		fi; \
 	fi
 
@@ -65,7 +65,7 @@ tools:
 ifneq ($(wildcard $(JS_DIR)/package.json),)
 js: $(JS_DIR)/node_modules/.installed
 $(JS_DIR)/node_modules/.installed: $(JS_DIR)/package.json $(wildcard $(JS_DIR)/package-lock.json)
-	@if ! command -v npm >/dev/null; then echo "npm not found: the MQTT.js tests are skipped" >&2; exit 0; fi; \
+	@if ! command -v npm >/dev/null; then echo "npm not found: the MQTT.js tests will fail; install Node.js and npm" >&2; exit 0; fi; \
 	cd $(JS_DIR) && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi \
 	&& touch node_modules/.installed
 else
