@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from certmq.auth.connect import AnonymousAuthenticator, Authenticator
@@ -140,6 +141,15 @@ class BrokerCore:
             if handle is not None:
                 handle.cancel()
         session.expiry_handle = session.will_handle = None
+
+    def disconnect_where(self, matches: Callable[[MQTTConnection], bool], reason: str) -> int:
+        """Disconnect every live connection ``matches`` selects, as an operator's revocation:
+        5.0 clients get DISCONNECT 0x87 with ``reason``, and no will is published (SPEC 2.3)."""
+        chosen = [connection for connection in self.connections if matches(connection)]
+        for connection in chosen:
+            log.info("disconnecting %s: %s", connection.client_id or connection.peer, reason)
+            connection.close(ReasonCode.NOT_AUTHORIZED, reason, publish_will=False)
+        return len(chosen)
 
     # -- subscriptions --------------------------------------------------------------------
 

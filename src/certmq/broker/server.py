@@ -18,7 +18,7 @@ from certmq.broker.sys_topics import publish_sys_topics
 from certmq.broker.websocket import serve_websocket
 from certmq.config import Config, parse_address
 from certmq.mqtt.reason_codes import ReasonCode
-from certmq.tls.context import ServerContexts
+from certmq.tls.context import ServerContexts, TrustSettings, build_server_context
 
 if TYPE_CHECKING:
     from certmq.instance import Instance
@@ -35,13 +35,11 @@ class BoundListener:
 
 def _front_context(contexts: ServerContexts) -> ssl.SSLContext:
     """A context whose handshakes switch to the newest generation (for servers built once)."""
-    front = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    front.minimum_version = ssl.TLSVersion.TLSv1_2
-    generation = contexts.generation
-    front.load_cert_chain(str(generation.cert_file), str(generation.key_file))
+    settings = contexts.generation.settings
+    front = build_server_context(settings.cert_file, settings.key_file)
 
     def use_newest(ssl_object: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
-        ssl_object.context = contexts.current()
+        ssl_object.context = contexts.current_one_way()
 
     front.sni_callback = use_newest
     return front
@@ -99,7 +97,8 @@ class Broker:
         loop = asyncio.get_running_loop()
         listeners = self.config.listeners
         if listeners.tls or listeners.wss:
-            self.contexts = ServerContexts(*self._certificate_files())
+            cert_file, key_file = self._certificate_files()
+            self.contexts = ServerContexts(TrustSettings(cert_file, key_file, self.config.instance.auth_mode))
             self.contexts.watch()
         core = self.core
         for name in ("tcp", "tls", "ws", "wss"):

@@ -1,9 +1,11 @@
 """Server TLS contexts in generations.
 
-Every accepted connection asks for :meth:`ServerContexts.current` and handshakes with the
-newest generation, so a replaced server certificate (or, later, a changed CA set) applies to
-the next handshake without a restart while live connections keep the context they began with.
-Contexts are built in a worker thread: loading keys and CA files must not stall the loop.
+A generation is everything a handshake depends on: the server certificate, the auth mode and
+the registered CA certificates that device certificates are verified against. Every accepted
+connection asks for :meth:`ServerContexts.current` and handshakes with the newest generation,
+so a replaced server certificate, a switched mode or a changed CA set applies to the next
+handshake without a restart, while live connections keep the context they began with.
+Contexts are built in a worker thread: loading keys and certificates must not stall the loop.
 """
 
 from __future__ import annotations
@@ -11,10 +13,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 log = logging.getLogger("certmq.tls")
+
+ONE_WAY = "one-way"
+MUTUAL = "mutual"
 
 
 class ServerCertificateError(Exception):
@@ -22,23 +28,54 @@ class ServerCertificateError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class ContextGeneration:
-    number: int
-    context: ssl.SSLContext
+class TrustSettings:
+    """What one generation is built from."""
+
     cert_file: Path
     key_file: Path
+    auth_mode: str = ONE_WAY
+    # PEM of every registered CA certificate (active or inactive: status is decided at CONNECT).
+    client_cas: tuple[str, ...] = ()
 
 
-def build_server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+@dataclass(frozen=True, slots=True)
+class ContextGeneration:
+    number: int
+    settings: TrustSettings
+    # For the MQTT over TLS listener: asks for a device certificate in mutual mode.
+    mqtt: ssl.SSLContext
+    # For listeners that never take device certificates (secure WebSocket).
+    one_way: ssl.SSLContext
+
+
+def _base_context(settings: TrustSettings) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
-        context.load_cert_chain(str(cert_file), str(key_file))
+        context.load_cert_chain(str(settings.cert_file), str(settings.key_file))
     except (OSError, ssl.SSLError) as error:
         raise ServerCertificateError(
-            f"cannot use server certificate {cert_file} with key {key_file}: {error}"
+            f"cannot use server certificate {settings.cert_file} with key {settings.key_file}: {error}"
         ) from error
     return context
+
+
+def build_generation(number: int, settings: TrustSettings) -> ContextGeneration:
+    one_way = _base_context(settings)
+    if settings.auth_mode != MUTUAL:
+        return ContextGeneration(number, settings, one_way, one_way)
+    mqtt = _base_context(settings)
+    mqtt.verify_mode = ssl.CERT_REQUIRED
+    # Trust ends at a registered CA, root or intermediate (SPEC 2.2): partial chains are fine.
+    mqtt.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    if settings.client_cas:
+        mqtt.load_verify_locations(cadata="\n".join(settings.client_cas))
+    return ContextGeneration(number, settings, mqtt, one_way)
+
+
+def build_server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """A one-way server context for the given certificate (raises ServerCertificateError)."""
+    return _base_context(TrustSettings(cert_file, key_file))
 
 
 def _file_stamp(path: Path) -> tuple[int, int] | None:
@@ -50,29 +87,61 @@ def _file_stamp(path: Path) -> tuple[int, int] | None:
 
 
 class ServerContexts:
-    """The current server TLS context and how to replace it."""
+    """The current generation and the ways to move to a new one."""
 
-    def __init__(self, cert_file: Path, key_file: Path) -> None:
-        self._generation = ContextGeneration(
-            1, build_server_context(cert_file, key_file), cert_file, key_file
-        )
-        self._stamps = (_file_stamp(cert_file), _file_stamp(key_file))
+    def __init__(self, settings: TrustSettings) -> None:
+        self._generation = build_generation(1, settings)
+        self._stamps = self._read_stamps(settings)
         self._watch_task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    @staticmethod
+    def _read_stamps(settings: TrustSettings) -> tuple[object, object]:
+        return _file_stamp(settings.cert_file), _file_stamp(settings.key_file)
 
     @property
     def generation(self) -> ContextGeneration:
         return self._generation
 
     def current(self) -> ssl.SSLContext:
-        return self._generation.context
+        return self._generation.mqtt
+
+    def current_one_way(self) -> ssl.SSLContext:
+        return self._generation.one_way
+
+    async def update(
+        self,
+        *,
+        cert_file: Path | None = None,
+        key_file: Path | None = None,
+        auth_mode: str | None = None,
+        client_cas: Sequence[str] | None = None,
+    ) -> ContextGeneration:
+        """Build the next generation with the given changes and make it current."""
+        async with self._lock:
+            settings = self._generation.settings
+            changes: dict[str, object] = {}
+            if cert_file is not None:
+                changes["cert_file"] = cert_file
+                changes["key_file"] = key_file or cert_file
+            if auth_mode is not None:
+                changes["auth_mode"] = auth_mode
+            if client_cas is not None:
+                changes["client_cas"] = tuple(client_cas)
+            settings = replace(settings, **changes)  # type: ignore[arg-type]
+            number = self._generation.number + 1
+            generation = await asyncio.to_thread(build_generation, number, settings)
+            self._generation = generation
+            self._stamps = self._read_stamps(settings)
+        log.info(
+            "TLS generation %d: certificate %s, mode %s, %d registered CAs",
+            number, settings.cert_file, settings.auth_mode, len(settings.client_cas),
+        )  # fmt: skip
+        return generation
 
     async def replace(self, cert_file: Path, key_file: Path) -> ContextGeneration:
-        """Build a context from new files and make it current for the next handshakes."""
-        context = await asyncio.to_thread(build_server_context, cert_file, key_file)
-        self._generation = ContextGeneration(self._generation.number + 1, context, cert_file, key_file)
-        self._stamps = (_file_stamp(cert_file), _file_stamp(key_file))
-        log.info("server certificate %s in use (generation %d)", cert_file, self._generation.number)
-        return self._generation
+        """Use a new server certificate for the next handshakes."""
+        return await self.update(cert_file=cert_file, key_file=key_file)
 
     def watch(self, interval: float = 2.0) -> None:
         """Reload the certificate when its files change on disk."""
@@ -82,12 +151,12 @@ class ServerContexts:
     async def _watch(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            generation = self._generation
-            stamps = (_file_stamp(generation.cert_file), _file_stamp(generation.key_file))
+            settings = self._generation.settings
+            stamps = self._read_stamps(settings)
             if stamps == self._stamps or None in stamps:
                 continue
             try:
-                await self.replace(generation.cert_file, generation.key_file)
+                await self.update(cert_file=settings.cert_file, key_file=settings.key_file)
             except ServerCertificateError as error:
                 # Often a half-written pair (certificate replaced, key not yet): try again next tick.
                 log.warning("%s; keeping the certificate in use", error)

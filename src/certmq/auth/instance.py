@@ -1,0 +1,185 @@
+"""The instance's CONNECT check: device certificates (SPEC 3) and credentials (SPEC 5).
+
+On the MQTT over TLS listener in mutual mode the device certificate decides (steps 1–6), and
+credentials, when sent, must be valid too. Everywhere else (one-way mode, plain TCP,
+WebSocket) Signature credentials are required unless anonymous access is on. Every outcome is
+recorded in the audit log, with the step of SPEC 3 that decided it (0 for credential checks).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
+from typing import Any, Protocol
+
+from cryptography import x509
+
+from certmq.auth.connect import AuthOutcome, ConnectAttempt
+from certmq.auth.credentials import check_signature
+from certmq.auth.decision import (
+    NEW_DEVICE,
+    SERIAL_COLLISION,
+    DeviceDecision,
+    TrustIndexView,
+    decide_device,
+)
+from certmq.mqtt.reason_codes import ReasonCode
+
+log = logging.getLogger("certmq.auth")
+
+CREDENTIALS_STEP = 0
+TLS_LISTENER = "tls"
+APSARA_SEPARATOR = "@@@"
+
+
+class DeviceRegistrar(Protocol):
+    """Registers a device on its first allowed connection (SPEC 3 step 6)."""
+
+    def __call__(self, ca_sn: str, certificate: x509.Certificate) -> Awaitable[Any]: ...
+
+
+class SerialCollisionError(Exception):
+    """Raised by a registrar when another certificate holds the (CA, serial) pair."""
+
+
+AuditSink = Callable[..., None]
+
+
+def _client_id_binding_error(policy: str, client_id: str, cn: str) -> str | None:
+    if policy == "cn" and client_id != cn:
+        return f"client id must equal the certificate CN {cn!r}"
+    if policy == "device-id":
+        _, separator, device_id = client_id.partition(APSARA_SEPARATOR)
+        if not separator or device_id != cn:
+            return f"the DeviceID of GroupID@@@DeviceID must equal the certificate CN {cn!r}"
+    return None
+
+
+class InstanceAuthenticator:
+    def __init__(
+        self,
+        *,
+        instance_id: str,
+        access_keys: Mapping[str, str],
+        auth_mode: Callable[[], str],
+        anonymous: bool,
+        index: TrustIndexView | None = None,
+        register_device: DeviceRegistrar | None = None,
+        audit: AuditSink | None = None,
+        bind_client_id: str = "off",
+        serial_collision_errors: tuple[type[BaseException], ...] = (SerialCollisionError,),
+    ) -> None:
+        self.instance_id = instance_id
+        self.access_keys = access_keys
+        self.auth_mode = auth_mode
+        self.anonymous = anonymous
+        self.index = index
+        self.register_device = register_device
+        self.audit = audit
+        self.bind_client_id = bind_client_id
+        self.serial_collision_errors = serial_collision_errors
+
+    def _record(self, attempt: ConnectAttempt, decision: DeviceDecision | None, **fields: Any) -> None:
+        if self.audit is None:
+            return
+        record: dict[str, Any] = {
+            "listener": attempt.listener,
+            "peer": attempt.peer,
+            "client_id": attempt.client_id,
+            "ca_sn": "",
+            "device_sn": "",
+            "cn": "",
+        }
+        if decision is not None:
+            record.update(
+                ca_sn=decision.ca_sn,
+                device_sn=decision.device_sn,
+                cn=decision.cn,
+                step=decision.step,
+                result="allow" if decision.allowed else "deny",
+                reason=decision.reason,
+                detail=decision.detail,
+            )
+        record.update(fields)
+        try:
+            self.audit(**record)
+        except Exception:
+            log.exception("could not record the decision for %s", attempt.client_id)
+
+    async def authenticate(self, attempt: ConnectAttempt) -> AuthOutcome:
+        if attempt.listener == TLS_LISTENER and self.auth_mode() == "mutual":
+            return await self._authenticate_device(attempt)
+        return self._authenticate_credentials(attempt, required=not self.anonymous)
+
+    def _authenticate_credentials(self, attempt: ConnectAttempt, *, required: bool) -> AuthOutcome:
+        if attempt.username is None and attempt.password is None:
+            if required:
+                outcome = AuthOutcome(False, ReasonCode.NOT_AUTHORIZED, "credentials are required")
+                self._record(attempt, None, step=CREDENTIALS_STEP, result="deny", reason="no-credentials",
+                             detail=outcome.reason)  # fmt: skip
+                return outcome
+            self._record(attempt, None, step=CREDENTIALS_STEP, result="allow", reason="anonymous",
+                         detail="anonymous access is on")  # fmt: skip
+            return AuthOutcome(True)
+        outcome = check_signature(
+            attempt.username, attempt.password, attempt.client_id, self.instance_id, self.access_keys
+        )
+        self._record(
+            attempt,
+            None,
+            step=CREDENTIALS_STEP,
+            result="allow" if outcome.allowed else "deny",
+            reason="signature" if outcome.allowed else "bad-credentials",
+            detail=outcome.reason or "valid Signature credentials",
+        )
+        return outcome
+
+    async def _authenticate_device(self, attempt: ConnectAttempt) -> AuthOutcome:
+        if self.index is None:
+            decision = decide_device(None, _EmptyIndex())
+        else:
+            decision = decide_device(attempt.peer_certificate, self.index)
+        if decision.allowed and decision.needs_registration and self.register_device is not None:
+            assert decision.certificate is not None
+            try:
+                await self.register_device(decision.ca_sn, decision.certificate)
+            except self.serial_collision_errors:
+                decision = replace(
+                    decision,
+                    allowed=False,
+                    step=2,
+                    reason=SERIAL_COLLISION,
+                    detail="another certificate registered this serial first",
+                    needs_registration=False,
+                )
+        if not decision.allowed:
+            self._record(attempt, decision)
+            return AuthOutcome(False, ReasonCode.NOT_AUTHORIZED, f"{decision.reason}: {decision.detail}")
+        identity = {"cert.cn": decision.cn, "cert.sn": decision.device_sn, "cert.ca_sn": decision.ca_sn}
+        binding_error = _client_id_binding_error(self.bind_client_id, attempt.client_id, decision.cn)
+        if binding_error is not None:
+            self._record(attempt, decision, result="deny", reason="client-id-not-bound", detail=binding_error)
+            return AuthOutcome(False, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, binding_error)
+        if attempt.username is not None or attempt.password is not None:
+            credentials = check_signature(
+                attempt.username, attempt.password, attempt.client_id, self.instance_id, self.access_keys
+            )
+            if not credentials.allowed:
+                self._record(
+                    attempt, decision, result="deny", reason="bad-credentials", detail=credentials.reason
+                )
+                return credentials
+            identity.update(credentials.identity)
+        self._record(attempt, decision)
+        if decision.reason == NEW_DEVICE:
+            log.info("registered device %s (Sn %s) of CA %s", decision.cn, decision.device_sn, decision.ca_sn)
+        return AuthOutcome(True, identity=identity)
+
+
+class _EmptyIndex:
+    def issuer_of(self, certificate: x509.Certificate) -> None:
+        return None
+
+    def device(self, ca_sn: str, device_sn: str) -> None:
+        return None
