@@ -64,6 +64,7 @@ def run_cell(
     tag: str,
     log_dir: Path,
     cpus: set[int] | None = None,
+    write_batch: int = 65536,
 ) -> dict[str, Any]:
     """One measurement: the load generator's result plus the broker's CPU time and utilisation."""
     port = broker.tls_port if cell.transport == "tls" else broker.tcp_port
@@ -88,6 +89,8 @@ def run_cell(
         tag,
         "--timeout",
         str(timeout),
+        "--write-batch",
+        str(write_batch),
     ]
     if cell.transport == "tls":
         args += ["--tls", "--cafile", str(broker.ca_file), "--servername", "localhost"]

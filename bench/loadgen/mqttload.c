@@ -9,8 +9,9 @@
  * load generator must never be the bottleneck: libmosquitto (and therefore
  * mosquitto_pub) issues one write() or SSL_write() per packet, while this
  * program packs as many PUBLISH packets as the socket accepts into each write
- * and parses whole read buffers. Two threads: the publisher, and one poll loop
- * that serves all subscribers.
+ * and parses whole read buffers (--write-batch 1 makes the publisher behave
+ * like libmosquitto, one packet per write). Two threads: the publisher, and one
+ * epoll loop that serves all subscribers.
  *
  * Protocol with the caller: after every connection is up and every SUBACK is
  * in, print "READY" and wait for one line on stdin; then run, and print one
@@ -61,6 +62,7 @@ typedef struct {
     const char *topic;
     const char *client_prefix;
     long max_lead; /* in deliveries: messages ahead of the slowest subscriber, times subscribers */
+    int write_batch; /* bytes of PUBLISH packets the publisher gathers before a write; 1: one packet per write */
     double idle_timeout;
     int timeout;
 } options_t;
@@ -78,12 +80,14 @@ typedef struct {
     uint64_t next_sequence;   /* the sequence number the next PUBLISH should carry */
     uint64_t sequence_errors; /* messages lost, duplicated or out of order */
     uint64_t acked;    /* PUBACK packets */
+    uint64_t bytes_in;
 } connection_t;
 
 static options_t opt = {
     .host = "127.0.0.1", .port = 1883, .servername = "localhost", .subscribers = 1,
     .qos = 0, .size = 32, .count = 0, .duration = 3.0, .window = 1000, .protocol = 4,
-    .topic = "bench/load", .client_prefix = "mqttload", .max_lead = 10000, .idle_timeout = 5.0, .timeout = 120,
+    .topic = "bench/load", .client_prefix = "mqttload", .max_lead = 10000, .write_batch = WRITE_BATCH,
+    .idle_timeout = 5.0, .timeout = 120,
 };
 static SSL_CTX *tls_context;
 
@@ -98,6 +102,19 @@ static double publisher_cpu;
  * next write carries many packets instead of one.
  */
 #define PUBLISHER_PAUSE_MICROSECONDS 200
+
+/*
+ * With many subscribers, a round of the subscriber loop that brought in less than
+ * this many bytes per subscriber (two small messages each) is followed by a short
+ * sleep, so that the next read() on each connection picks up several messages
+ * instead of one. One subscriber connection receives far less in that time than
+ * its socket buffer holds. A single subscriber always reads eagerly: a broker that
+ * writes one TCP segment per message would fill its receive buffer during a pause.
+ */
+#define FANOUT_MIN_SUBSCRIBERS 10
+#define FANOUT_SMALL_ROUND_BYTES_PER_SUBSCRIBER 64
+#define FANOUT_PAUSE_MICROSECONDS 1000
+static int fanout_pause_microseconds = FANOUT_PAUSE_MICROSECONDS;
 
 static void die(const char *fmt, ...) {
     va_list ap;
@@ -221,7 +238,7 @@ static void queue_connect(connection_t *c, const char *client_id, int receive_ma
     memcpy(body, "\0\4MQTT", 6);
     n = 6;
     body[n++] = (unsigned char)opt.protocol;
-    body[n++] = 0x02; /* clean session / clean start */
+    body[n++] = 0x02; /* clean start */
     body[n++] = 0x01; /* keep alive 300 s: longer than any cell */
     body[n++] = 0x2c;
     if (opt.protocol == 5) {
@@ -337,6 +354,7 @@ static long service_read(connection_t *c) {
         if (n < 0) return -1;
         if (n == 0) break;
         c->in_len += (size_t)n;
+        c->bytes_in += (uint64_t)n;
         size_t pos = 0;
         for (;;) {
             if (c->in_len - pos < 2) break;
@@ -419,7 +437,7 @@ static void *publisher_main(void *arg) {
            measures sustained throughput, not how much a broker can buffer. */
         uint64_t lead_limit = opt.max_lead > 0 ? atomic_load(&slowest_received) + lead_messages : UINT64_MAX;
         if (!stopped) {
-            while (c->out_len - c->out_off < WRITE_BATCH && sent < limit && sent < lead_limit &&
+            while (c->out_len - c->out_off < (size_t)opt.write_batch && sent < limit && sent < lead_limit &&
                    (opt.qos == 0 || sent - c->acked < window)) {
                 if (opt.qos) {
                     packet_id = packet_id % 65535 + 1;
@@ -466,7 +484,7 @@ static void usage(void) {
             "usage: mqttload [--host IP] [--port N] [--tls --cafile FILE [--servername NAME]]\n"
             "                [--subscribers K] [--qos 0|1] [--size BYTES] [--count N] [--duration SECONDS]\n"
             "                [--window N] [--protocol 4|5] [--topic T] [--client-prefix P]\n"
-            "                [--max-lead N]\n"
+            "                [--max-lead DELIVERIES] [--write-batch BYTES] [--fanout-pause-us N]\n"
             "                [--idle-timeout SECONDS] [--timeout SECONDS]\n");
     exit(2);
 }
@@ -477,7 +495,7 @@ int main(int argc, char **argv) {
         {"cafile", 1, 0, 'c'},     {"servername", 1, 0, 'n'}, {"subscribers", 1, 0, 'k'},
         {"qos", 1, 0, 'q'},        {"size", 1, 0, 's'},      {"count", 1, 0, 'N'},
         {"duration", 1, 0, 'd'},   {"window", 1, 0, 'w'},    {"protocol", 1, 0, 'V'},
-        {"topic", 1, 0, 'T'},      {"client-prefix", 1, 0, 'P'}, {"max-lead", 1, 0, 'L'},  {"idle-timeout", 1, 0, 'i'},
+        {"topic", 1, 0, 'T'},      {"client-prefix", 1, 0, 'P'}, {"max-lead", 1, 0, 'L'}, {"write-batch", 1, 0, 'B'}, {"fanout-pause-us", 1, 0, 'F'},  {"idle-timeout", 1, 0, 'i'},
         {"timeout", 1, 0, 'x'},    {0, 0, 0, 0},
     };
     int ch;
@@ -498,13 +516,15 @@ int main(int argc, char **argv) {
         case 'T': opt.topic = optarg; break;
         case 'P': opt.client_prefix = optarg; break;
         case 'L': opt.max_lead = atol(optarg); break;
+        case 'B': opt.write_batch = atoi(optarg); break;
+        case 'F': fanout_pause_microseconds = atoi(optarg); break;
         case 'i': opt.idle_timeout = atof(optarg); break;
         case 'x': opt.timeout = atoi(optarg); break;
         default: usage();
         }
     }
     if (opt.qos < 0 || opt.qos > 1 || opt.subscribers < 1 || opt.size < 0 || opt.size > 65536 ||
-        (opt.protocol != 4 && opt.protocol != 5) || opt.window < 1 || opt.window > 65535 ||
+        (opt.protocol != 4 && opt.protocol != 5) || opt.write_batch < 1 || opt.window < 1 || opt.window > 65535 ||
         (opt.count <= 0 && opt.duration <= 0) || (opt.tls && !opt.cafile))
         usage();
     signal(SIGPIPE, SIG_IGN);
@@ -564,6 +584,7 @@ int main(int argc, char **argv) {
         int ready = epoll_wait(epoll_fd, events, k, pending_tls ? 0 : 50);
         if (ready < 0) ready = 0;
         long got = 0;
+        uint64_t round_bytes = 0;
         for (int e = 0; e < ready || (pending_tls && e < k); e++) {
             int i;
             if (e < ready) {
@@ -573,7 +594,9 @@ int main(int argc, char **argv) {
                 if (!SSL_has_pending(subs[i].ssl)) continue;
             }
             connection_t *c = &subs[i];
+            uint64_t before = c->bytes_in;
             long n = service_read(c);
+            round_bytes += c->bytes_in - before;
             if (n < 0) die("broker closed subscriber connection %d", i);
             got += n;
             flush(c);
@@ -604,6 +627,9 @@ int main(int argc, char **argv) {
             if (t - t_progress > opt.idle_timeout) break;
         }
         if (t > hard_end) break;
+        if (k >= FANOUT_MIN_SUBSCRIBERS && fanout_pause_microseconds > 0 && !pending_tls &&
+            round_bytes < (uint64_t)k * FANOUT_SMALL_ROUND_BYTES_PER_SUBSCRIBER)
+            usleep((useconds_t)fanout_pause_microseconds);
     }
     double subscriber_cpu = thread_cpu() - cpu0;
     int publisher_done = atomic_load(&publisher_finished);
