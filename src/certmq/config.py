@@ -30,6 +30,8 @@ class ListenersSection:
     ws: str = "127.0.0.1:8083"
     wss: str = "127.0.0.1:8084"
     http: str = "127.0.0.1:8080"
+    # Beyond SPEC 13: plain TCP is off in mutual mode (SPEC 4.1) unless this is true.
+    tcp_in_mutual_mode: bool = False
 
 
 @dataclass(slots=True)
@@ -68,6 +70,9 @@ class MqttSection:
     max_session_expiry: int = 0xFFFFFFFF
     retain_available: bool = True
     sys_interval: int = 10
+    # Retained messages and persistent sessions kept across restarts in DATA_DIR/broker-state.db.
+    persistence: bool = True
+    autosave_interval: int = 60  # seconds between saves while running; 0: only at shutdown
 
 
 @dataclass(slots=True)

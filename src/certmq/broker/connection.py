@@ -12,6 +12,7 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from certmq.auth.connect import AuthOutcome, ConnectAttempt
@@ -93,6 +94,7 @@ class MQTTConnection(asyncio.Protocol):
         self.session: Session | None = None
         self.identity: dict[str, str] = {}
         self.username: str | None = None
+        self.connected_at = datetime.now(UTC)
         # Topic authorization for this client; None when no rules are configured.
         self.permissions: ClientPermissions | None = None
         self.keep_alive = 0
@@ -384,6 +386,7 @@ class MQTTConnection(asyncio.Protocol):
         self.session = session
         session.will = packet.will
         self.state = CONNECTED
+        self.connected_at = datetime.now(UTC)
         self._cancel_timer()
         self.keep_alive = settings.server_keep_alive or packet.keep_alive
         if self.keep_alive:

@@ -1,0 +1,319 @@
+"""The running instance: registry, broker, TLS trust and management API, wired together.
+
+Data flows one way, transport → protocol → auth/registry → routing; registry changes come
+back to the broker only as events: a changed CA set rebuilds the TLS trust, a revoked device
+or CA disconnects its live sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from certmq.auth.decision import decision_for_handshake_failure
+from certmq.auth.instance import InstanceAuthenticator
+from certmq.broker.connection import MQTTConnection
+from certmq.broker.server import Broker
+from certmq.config import Config
+from certmq.control import (
+    ConnectionInfo,
+    ListenerInfo,
+    ServerCertificateInfo,
+    ServerCertificateRejected,
+)
+from certmq.instance import Instance
+from certmq.mqtt.reason_codes import ReasonCode
+from certmq.pki import fingerprint_sha256, serial_hex
+from certmq.registry.errors import SerialCollision
+from certmq.registry.events import (
+    CaAdded,
+    CaDeleted,
+    CaStatusChanged,
+    DeviceDeleted,
+    DeviceStatusChanged,
+    RegistryEvent,
+)
+from certmq.registry.service import DecisionEntry, RegistryService
+from certmq.registry.store import open_registry
+from certmq.tls.context import MUTUAL, ONE_WAY, ServerCertificateError, ServerContexts, TrustSettings
+
+log = logging.getLogger("certmq")
+
+AUTH_MODE_SETTING = "auth_mode"
+SERVER_CERTIFICATE_SETTING = "server_certificate"
+MODES = (ONE_WAY, MUTUAL)
+
+
+class Application:
+    def __init__(self, config: Config, instance: Instance) -> None:
+        self.config = config
+        self.instance = instance
+        self.registry: RegistryService | None = None
+        self.broker: Broker | None = None
+        self.contexts: ServerContexts | None = None
+        self.mode = config.instance.auth_mode
+        self.started_at = datetime.now(UTC)
+        self._http: Any = None
+        self._unsubscribe: Any = None
+
+    # -- start and stop -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        config = self.config
+        store = open_registry(config.storage.url, config.data_dir)
+        registry = self.registry = RegistryService(store, instance_id=self.instance.id)
+        await registry.open()
+        stored_mode = await registry.get_setting(AUTH_MODE_SETTING)
+        if stored_mode in MODES:
+            self.mode = stored_mode
+        cert_file, key_file = self.instance.server_cert_file, self.instance.server_key_file
+        stored_certificate = await registry.get_setting(SERVER_CERTIFICATE_SETTING)
+        if isinstance(stored_certificate, dict):
+            cert_file, key_file = Path(stored_certificate["cert_file"]), Path(stored_certificate["key_file"])
+        self.contexts = ServerContexts(
+            TrustSettings(cert_file, key_file, self.mode, self._registered_ca_pems())
+        )
+        authenticator = InstanceAuthenticator(
+            instance_id=self.instance.id,
+            access_keys=self.instance.access_keys,
+            auth_mode=lambda: self.mode,
+            anonymous=config.auth.anonymous,
+            index=registry.index,
+            register_device=registry.register_device,
+            audit=self._audit,
+            bind_client_id=config.auth.bind_client_id,
+            serial_collision_errors=(SerialCollision,),
+        )
+        self.broker = Broker(
+            config,
+            self.instance,
+            authenticator,
+            contexts=self.contexts,
+            on_handshake_failure=self._handshake_failed,
+        )
+        self._unsubscribe = registry.events.subscribe(self._on_registry_event)
+        # SPEC 4.1: plain TCP is off in mutual mode unless the operator insists.
+        skip = frozenset() if self._tcp_allowed() else frozenset({"tcp"})
+        await self.broker.start(skip=skip)
+        await self._start_http()
+
+    def _tcp_allowed(self) -> bool:
+        return self.mode != MUTUAL or self.config.listeners.tcp_in_mutual_mode
+
+    async def _start_http(self) -> None:
+        address = self.config.listeners.http
+        if not address:
+            return
+        try:
+            from certmq.api import serve_http
+        except ImportError:
+            log.warning("the HTTP API is not available in this build")
+            return
+        self._http = await serve_http(self, address)
+
+    async def stop(self) -> None:
+        if self._http is not None:
+            await self._http.stop()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        if self.broker is not None:
+            await self.broker.stop()
+        if self.registry is not None:
+            await self.registry.close()
+
+    # -- registry events ----------------------------------------------------------------
+
+    def _registered_ca_pems(self) -> list[str]:
+        assert self.registry is not None
+        return [entry.certificate.public_bytes(Encoding.PEM).decode() for entry in self.registry.index.cas()]
+
+    def _on_registry_event(self, event: RegistryEvent) -> None:
+        if isinstance(event, (CaAdded, CaDeleted)):
+            self._spawn(self._rebuild_trust())
+        if isinstance(event, CaDeleted) or (isinstance(event, CaStatusChanged) and not event.active):
+            what = "deleted" if isinstance(event, CaDeleted) else "inactivated"
+            self._revoke(
+                lambda c: c.identity.get("cert.ca_sn") == event.sn, f"CA certificate {event.sn} was {what}"
+            )
+        elif isinstance(event, DeviceDeleted) or (
+            isinstance(event, DeviceStatusChanged) and not event.active
+        ):
+            what = "deleted" if isinstance(event, DeviceDeleted) else "inactivated"
+            self._revoke(
+                lambda c: (
+                    c.identity.get("cert.ca_sn") == event.ca_sn
+                    and c.identity.get("cert.sn") == event.device_sn
+                ),
+                f"device certificate {event.device_sn} was {what}",
+            )
+
+    def _revoke(self, matches: Any, reason: str) -> None:
+        assert self.broker is not None
+        count = self.broker.core.disconnect_where(matches, reason)
+        if count:
+            log.info("%s: disconnected %d session(s)", reason, count)
+
+    async def _rebuild_trust(self) -> None:
+        assert self.contexts is not None
+        await self.contexts.update(client_cas=self._registered_ca_pems())
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        task.add_done_callback(_log_failure)
+
+    # -- audit --------------------------------------------------------------------------
+
+    def _audit(self, **fields: Any) -> None:
+        assert self.registry is not None
+        self.registry.record_decision(DecisionEntry(time=datetime.now(UTC), **fields))
+
+    def _handshake_failed(self, peer: str, error: BaseException) -> None:
+        decision = decision_for_handshake_failure(error)
+        if decision is None or self.registry is None:
+            return
+        self._audit(
+            listener="tls",
+            peer=peer,
+            client_id="",
+            ca_sn="",
+            device_sn="",
+            cn="",
+            step=decision.step,
+            result="deny",
+            reason=decision.reason,
+            detail=decision.detail,
+        )
+
+    # -- BrokerControl ------------------------------------------------------------------
+
+    def listeners(self) -> list[ListenerInfo]:
+        assert self.broker is not None
+        return [ListenerInfo(bound.name, bound.host, bound.port) for bound in self.broker.listeners]
+
+    def connections(self) -> list[ConnectionInfo]:
+        assert self.broker is not None
+        return [
+            ConnectionInfo(
+                client_id=connection.client_id,
+                listener=connection.listener.name,
+                peer=connection.peer,
+                protocol_version=connection.protocol_version,
+                connected_at=connection.connected_at,
+                identity=dict(connection.identity),
+            )
+            for connection in self.broker.core.connections
+            if connection.session is not None
+        ]
+
+    def kick(self, client_id: str) -> bool:
+        assert self.broker is not None
+        session = self.broker.core.sessions.get(client_id)
+        if session is None or session.connection is None:
+            return False
+        session.connection.close(
+            ReasonCode.ADMINISTRATIVE_ACTION, "disconnected by the operator", publish_will=True
+        )
+        return True
+
+    def auth_mode(self) -> str:
+        return self.mode
+
+    async def set_auth_mode(self, mode: str, *, disconnect_nonconforming: bool = False) -> int:
+        if mode not in MODES:
+            raise ValueError(f"auth mode must be one-way or mutual, not {mode!r}")
+        assert self.registry is not None and self.contexts is not None and self.broker is not None
+        await self.registry.set_setting(AUTH_MODE_SETTING, mode)
+        self.mode = mode
+        await self.contexts.update(auth_mode=mode)
+        if self.config.listeners.tcp:
+            if self._tcp_allowed():
+                await self.broker.open_listener("tcp")
+            else:
+                await self.broker.close_listener("tcp")
+        log.info("auth mode is now %s", mode)
+        if not disconnect_nonconforming:
+            return 0
+        return self.broker.core.disconnect_where(
+            lambda connection: not self._conforms(connection, mode), f"the auth mode changed to {mode}"
+        )
+
+    def _conforms(self, connection: MQTTConnection, mode: str) -> bool:
+        identity = connection.identity
+        if mode == MUTUAL and connection.listener.name == "tls":
+            return "cert.sn" in identity
+        if mode == MUTUAL and connection.listener.name == "tcp":
+            return self.config.listeners.tcp_in_mutual_mode
+        if mode == ONE_WAY:
+            return "access_key_id" in identity or self.config.auth.anonymous
+        return True
+
+    def server_certificate(self) -> ServerCertificateInfo:
+        assert self.contexts is not None
+        generation = self.contexts.generation
+        certificate = x509.load_pem_x509_certificates(generation.settings.cert_file.read_bytes())[0]
+        try:
+            san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            sans = [str(name.value) for name in san]
+        except x509.ExtensionNotFound:
+            sans = []
+        return ServerCertificateInfo(
+            subject=certificate.subject.rfc4514_string(),
+            issuer=certificate.issuer.rfc4514_string(),
+            sans=sans,
+            serial=serial_hex(certificate),
+            not_before=certificate.not_valid_before_utc,
+            not_after=certificate.not_valid_after_utc,
+            fingerprint_sha256=fingerprint_sha256(certificate).hex(),
+            cert_file=str(generation.settings.cert_file),
+            generation=generation.number,
+        )
+
+    async def replace_server_certificate(self, chain_pem: str, key_pem: str) -> ServerCertificateInfo:
+        """Write the pair under DIR/server/ with a new name, make it current, remember it."""
+        assert self.contexts is not None and self.registry is not None
+        from certmq.tls.server_certificate import store_server_certificate
+
+        try:
+            cert_file, key_file = store_server_certificate(self.config.data_dir, chain_pem, key_pem)
+        except ValueError as error:
+            raise ServerCertificateRejected(str(error)) from None
+        try:
+            await self.contexts.replace(cert_file, key_file)
+        except ServerCertificateError as error:
+            raise ServerCertificateRejected(str(error)) from None
+        await self.registry.set_setting(
+            SERVER_CERTIFICATE_SETTING, {"cert_file": str(cert_file), "key_file": str(key_file)}
+        )
+        return self.server_certificate()
+
+    def stats(self) -> dict[str, int]:
+        assert self.broker is not None
+        stats = self.broker.core.stats
+        counts = {f"connections_{name}": 0 for name in ("tcp", "tls", "ws", "wss")}
+        for connection in self.broker.core.connections:
+            counts[f"connections_{connection.listener.name}"] = (
+                counts.get(f"connections_{connection.listener.name}", 0) + 1
+            )
+        counts.update(
+            clients_connected=stats.clients_connected,
+            messages_received=stats.messages_received,
+            messages_sent=stats.messages_sent,
+            messages_dropped=stats.messages_dropped,
+            bytes_received=stats.bytes_received,
+            bytes_sent=stats.bytes_sent,
+            tls_handshake_failures=stats.tls_handshake_failures,
+            malformed_packets=stats.malformed_packets,
+            publishes_denied=stats.publishes_denied,
+        )
+        return counts
+
+
+def _log_failure(task: Any) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task failed", exc_info=task.exception())
