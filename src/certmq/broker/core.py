@@ -129,6 +129,21 @@ class BrokerCore:
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
 
+    def restore_session(self, session: Session, expires_in: float | None, will_in: float | None) -> None:
+        """Take back an offline session saved by an earlier run of the broker, with its timers.
+
+        ``expires_in``: seconds until the session expires (None: never); ``will_in``: seconds until
+        its delayed will goes out. A deadline that passed while the broker was down fires as soon
+        as the loop runs again, after every saved session is back, so its will reaches them too.
+        """
+        self.sessions[session.client_id] = session
+        for entry in session.subscriptions.values():
+            self.subscriptions.add(entry)
+        if session.will is not None and will_in is not None:
+            session.will_handle = self.loop.call_later(max(0.0, will_in), self._publish_delayed_will, session)
+        if expires_in is not None:
+            session.expiry_handle = self.loop.call_later(max(0.0, expires_in), self.end_session, session)
+
     def _publish_delayed_will(self, session: Session) -> None:
         session.will_handle = None
         if session.will is not None and session.connection is None:

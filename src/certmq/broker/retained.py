@@ -18,6 +18,7 @@ class RetainedStore(Protocol):
     def set(self, message: Message) -> None: ...
     def clear(self, topic: str) -> None: ...
     def matching(self, topic_filter: str) -> Iterator[Message]: ...
+    def __iter__(self) -> Iterator[Message]: ...
     def __len__(self) -> int: ...
 
 
@@ -36,6 +37,10 @@ class MemoryRetainedStore:
 
     def __len__(self) -> int:
         return self._count
+
+    def __iter__(self) -> Iterator[Message]:
+        """Every retained message, `$` topics included, in no particular order."""
+        return self._all_below(self._root, skip_system=False)
 
     def set(self, message: Message) -> None:
         node = self._root

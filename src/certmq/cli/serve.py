@@ -83,6 +83,7 @@ def run_event_loop(main: Callable[[], Coroutine[Any, Any, int]], event_loop: str
 
 async def serve(config: Config, instance: Instance) -> int:
     """Start the broker, wait for SIGTERM or SIGINT, stop it; the exit status."""
+    from certmq.broker.persistence import StateStoreError
     from certmq.broker.server import Broker
 
     loop = asyncio.get_running_loop()
@@ -102,6 +103,10 @@ async def serve(config: Config, instance: Instance) -> int:
     broker = Broker(config, instance)
     try:
         await broker.start()
+    except StateStoreError as error:
+        log.error("%s", error)
+        await broker.stop()
+        return 1
     except OSError as error:
         log.error("cannot start the listeners: %s", error)
         await broker.stop()

@@ -1,0 +1,275 @@
+"""What survives a restart (SPEC 12): the broker's state saved to a :class:`StateStore` and read
+back at start.
+
+Saving is split in two so that the event loop is held only briefly: :func:`take_snapshot` copies
+the state into records on the loop (references to the immutable payloads and properties, plain
+tuples for the rest), then the store encodes and writes them in a worker thread while the loop
+goes on. The broker's deadlines are event-loop times, which mean nothing to another process:
+they are stored as wall-clock times and converted back when the state is restored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from certmq.broker.messages import Message
+from certmq.broker.persistence import (
+    BrokerState,
+    StateStore,
+    StoredDelivery,
+    StoredFlight,
+    StoredMessage,
+    StoredSession,
+    StoredSubscription,
+    StoredWill,
+)
+from certmq.broker.session import NEVER_EXPIRES, Delivery, OutgoingFlight, Session, SubscriptionEntry
+from certmq.mqtt.packets import Will
+from certmq.mqtt.properties import PropertyId
+
+if TYPE_CHECKING:
+    from certmq.broker.core import BrokerCore
+
+log = logging.getLogger("certmq.broker")
+
+# Retained `$SYS` topics are statistics of the running broker, published again after a start.
+_NOT_SAVED_PREFIX = "$SYS/"
+
+
+def take_snapshot(core: BrokerCore, wall_now: float, loop_now: float) -> BrokerState:
+    """The state worth keeping, as records with wall-clock times; runs on the event loop.
+
+    Sessions with an expiry interval of 0 end with their connection and are left out, as are
+    expired messages.
+    """
+    to_wall = wall_now - loop_now
+    records: dict[int, StoredMessage] = {}
+
+    def stored(message: Message) -> StoredMessage:
+        # One record per message, however many sessions it is queued for.
+        record = records.get(id(message))
+        if record is None:
+            expires_at = message.expires_at
+            record = records[id(message)] = StoredMessage(
+                message.topic,
+                message.payload,
+                message.qos,
+                message.retain,
+                message.properties,
+                None if expires_at is None else expires_at + to_wall,
+                message.sender,
+            )
+        return record
+
+    def stored_delivery(delivery: Delivery) -> StoredDelivery:
+        return StoredDelivery(
+            stored(delivery.message), delivery.qos, delivery.retain, delivery.subscription_ids
+        )
+
+    retained = [
+        StoredMessage(
+            message.topic,
+            message.payload,
+            message.qos,
+            True,
+            message.properties,
+            None if message.expires_at is None else message.expires_at + to_wall,
+            message.sender,
+        )
+        for message in core.retained
+        if not message.topic.startswith(_NOT_SAVED_PREFIX)
+        and (message.expires_at is None or message.expires_at > loop_now)
+    ]
+    sessions = []
+    for session in core.sessions.values():
+        expiry_interval = session.expiry_interval
+        if expiry_interval == 0:
+            continue
+        online = session.connection is not None
+        if online or session.expiry_handle is None:
+            disconnected_at = wall_now
+        else:
+            # The expiry timer was armed for expiry_interval seconds when the client went away.
+            disconnected_at = session.expiry_handle.when() - expiry_interval + to_wall
+        sessions.append(
+            StoredSession(
+                session.client_id,
+                session.protocol_version,
+                expiry_interval,
+                disconnected_at,
+                [
+                    StoredSubscription(
+                        entry.topic_filter,
+                        entry.qos,
+                        entry.no_local,
+                        entry.retain_as_published,
+                        entry.retain_handling,
+                        entry.subscription_id,
+                    )
+                    for entry in session.subscriptions.values()
+                ],
+                [
+                    StoredFlight(packet_id, stored_delivery(flight.delivery), flight.released)
+                    for packet_id, flight in session.inflight.items()
+                ],
+                [
+                    stored_delivery(delivery)
+                    for delivery in session.pending
+                    if delivery.message.expires_at is None or delivery.message.expires_at > loop_now
+                ],
+                list(session.incoming_qos2),
+                _stored_will(session, online, wall_now, to_wall),
+            )
+        )
+    return BrokerState(wall_now, retained, sessions)
+
+
+def _stored_will(session: Session, online: bool, wall_now: float, to_wall: float) -> StoredWill | None:
+    will = session.will
+    if will is None:
+        return None
+    if online:
+        # Should the broker stop without closing this connection, the client is gone as of the
+        # snapshot: its will goes out after its delay, as if the connection had dropped then.
+        publish_at = wall_now + will.properties.get(PropertyId.WILL_DELAY_INTERVAL, 0)
+    elif session.will_handle is not None:
+        publish_at = session.will_handle.when() + to_wall
+    else:
+        return None
+    return StoredWill(will.topic, will.payload, will.qos, will.retain, will.properties, publish_at)
+
+
+def restore_snapshot(core: BrokerCore, state: BrokerState, wall_now: float, loop_now: float) -> None:
+    """Put a saved state back into an empty ``core``, before any client connects.
+
+    Every session comes back offline, its expiry counting from when it went offline; sessions
+    that expired while the broker was down end (and send their delayed wills) at once.
+    """
+    to_loop = loop_now - wall_now
+    messages: dict[int, Message] = {}
+
+    def message_of(record: StoredMessage) -> Message:
+        message = messages.get(id(record))
+        if message is None:
+            message = messages[id(record)] = Message(
+                record.topic,
+                record.payload,
+                record.qos,
+                record.retain,
+                dict(record.properties),
+                None if record.expires_at is None else record.expires_at + to_loop,
+                record.sender,
+            )
+        return message
+
+    def delivery_of(record: StoredDelivery) -> Delivery:
+        return Delivery(message_of(record.message), record.qos, record.retain, tuple(record.subscription_ids))
+
+    for record in state.retained:
+        if record.expires_at is None or record.expires_at > wall_now:
+            core.retained.set(message_of(record))
+    for saved in state.sessions:
+        client_id = saved.client_id
+        session = Session(client_id, saved.protocol_version, saved.expiry_interval)
+        session.subscriptions = {
+            subscription.topic_filter: SubscriptionEntry(client_id, *subscription)
+            for subscription in saved.subscriptions
+        }
+        session.inflight = {
+            flight.packet_id: OutgoingFlight(delivery_of(flight.delivery), flight.released)
+            for flight in saved.inflight
+        }
+        session.pending = deque(delivery_of(delivery) for delivery in saved.pending)
+        session.incoming_qos2 = set(saved.incoming_qos2)
+        will_in = None
+        if saved.will is not None:
+            will = saved.will
+            session.will = Will(will.topic, will.payload, will.qos, will.retain, dict(will.properties))
+            will_in = will.publish_at - wall_now
+        expires_in = None
+        if saved.expiry_interval != NEVER_EXPIRES:
+            offline_for = max(0.0, wall_now - saved.disconnected_at)
+            expires_in = saved.expiry_interval - offline_for
+        core.restore_session(session, expires_in, will_in)
+
+
+class StateKeeper:
+    """Restores the broker's state at start, saves it every ``autosave_interval`` seconds (0:
+    never) and once more at shutdown, one save at a time."""
+
+    def __init__(self, core: BrokerCore, store: StateStore, autosave_interval: float) -> None:
+        self.core = core
+        self.store = store
+        self.autosave_interval = autosave_interval
+        self._lock = asyncio.Lock()
+        self._autosave_task: asyncio.Task[None] | None = None
+        # Never write a state over one that could not be read.
+        self._restored = False
+
+    async def restore(self) -> None:
+        """Load the saved state into the core; raises StateStoreError when it cannot be read."""
+        if self._restored:
+            return
+        state = await asyncio.to_thread(self.store.load)
+        self._restored = True
+        if state is None:
+            return
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        restore_snapshot(self.core, state, time.time(), loop.time())
+        log.info(
+            "restored %d retained messages and %d sessions saved %s (%.0f ms)",
+            len(state.retained),
+            len(state.sessions),
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(state.saved_at)),
+            (time.perf_counter() - started) * 1000,
+        )
+
+    def start_autosave(self) -> None:
+        if self.autosave_interval > 0 and self._autosave_task is None:
+            self._autosave_task = asyncio.get_running_loop().create_task(self._autosave())
+
+    async def _autosave(self) -> None:
+        while True:
+            await asyncio.sleep(self.autosave_interval)
+            # Shielded: stopping the broker waits for a save under way (on the lock) rather than
+            # abandoning its thread, which would then write an older state after the final one.
+            await asyncio.shield(self._save_logging_errors(logging.DEBUG))
+
+    async def _save_logging_errors(self, level: int) -> None:
+        try:
+            await self.save(level)
+        except Exception:
+            log.exception("saving the broker state failed; the previous saved state is kept")
+
+    async def save(self, level: int = logging.DEBUG) -> None:
+        """Write the current state to the store."""
+        async with self._lock:
+            loop = asyncio.get_running_loop()
+            started = time.perf_counter()
+            state = take_snapshot(self.core, time.time(), loop.time())
+            snapshot_ms = (time.perf_counter() - started) * 1000
+            await asyncio.to_thread(self.store.save, state)
+            log.log(
+                level,
+                "saved %d retained messages and %d sessions (%.0f ms, of which %.1f ms on the event loop)",
+                len(state.retained),
+                len(state.sessions),
+                (time.perf_counter() - started) * 1000,
+                snapshot_ms,
+            )
+
+    async def close(self) -> None:
+        """Stop saving periodically, save once more, and close the store."""
+        if self._autosave_task is not None:
+            self._autosave_task.cancel()
+            self._autosave_task = None
+        try:
+            if self._restored:
+                await self._save_logging_errors(logging.INFO)
+        finally:
+            await asyncio.to_thread(self.store.close)
