@@ -1,0 +1,84 @@
+"""The CA and device certificate registry (SPEC 2): the store, the in-memory trust index, change
+events, the audit log of decisions, and the service that every interface calls.
+
+>>> store = open_registry("", data_dir)                      # doctest: +SKIP
+>>> registry = RegistryService(store, instance_id="mqtt-local-1")
+>>> await registry.open()
+>>> code = await registry.issue_registration_code()
+"""
+
+from certmq.registry.errors import (
+    CaNumExceed,
+    CertificateContentError,
+    FindCaBySnError,
+    FindDeviceBySnError,
+    MqttInstanceNotFound,
+    ParameterFieldCheckFailed,
+    RegisterCodeError,
+    RegisterCodeUsed,
+    RegistryError,
+    SerialCollision,
+    SnNotUnique,
+)
+from certmq.registry.events import (
+    CaAdded,
+    CaDeleted,
+    CaStatusChanged,
+    DeviceAdded,
+    DeviceDeleted,
+    DeviceStatusChanged,
+    RegistryEvent,
+    RegistryEvents,
+    SettingChanged,
+)
+from certmq.registry.index import CaEntry, DeviceEntry, TrustIndex
+from certmq.registry.models import Result, Status
+from certmq.registry.records import (
+    CaRecord,
+    Decision,
+    DecisionRecord,
+    DeviceRecord,
+    Page,
+    RegistrationCode,
+    RegistryCounts,
+)
+from certmq.registry.service import RegistryService
+from certmq.registry.store import RegistryStore, open_registry
+
+__all__ = [
+    "CaAdded",
+    "CaDeleted",
+    "CaEntry",
+    "CaNumExceed",
+    "CaRecord",
+    "CaStatusChanged",
+    "CertificateContentError",
+    "Decision",
+    "DecisionRecord",
+    "DeviceAdded",
+    "DeviceDeleted",
+    "DeviceEntry",
+    "DeviceRecord",
+    "DeviceStatusChanged",
+    "FindCaBySnError",
+    "FindDeviceBySnError",
+    "MqttInstanceNotFound",
+    "Page",
+    "ParameterFieldCheckFailed",
+    "RegisterCodeError",
+    "RegisterCodeUsed",
+    "RegistrationCode",
+    "RegistryCounts",
+    "RegistryError",
+    "RegistryEvent",
+    "RegistryEvents",
+    "RegistryService",
+    "RegistryStore",
+    "Result",
+    "SerialCollision",
+    "SettingChanged",
+    "SnNotUnique",
+    "Status",
+    "TrustIndex",
+    "open_registry",
+]

@@ -1,0 +1,189 @@
+"""The registry's tables (SPEC 2.1, 6), as SQLAlchemy 2 typed ORM classes.
+
+The schema is owned by the Alembic migrations in ``certmq/registry/migrations``; these classes
+describe the same schema for queries, and a test checks that the two agree. A change to a table
+here needs a new migration.
+
+Times are timezone-aware UTC datetimes in Python. SQLite has no time zone type: :class:`UtcDateTime`
+stores them as naive UTC and gives them back as aware UTC; PostgreSQL stores ``timestamptz``.
+"""
+
+from __future__ import annotations
+
+import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Constraint names are fixed so that migrations can refer to them on every database.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# An integer primary key: BIGINT on PostgreSQL, INTEGER on SQLite (where only INTEGER PRIMARY KEY
+# is the fast rowid alias).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Status(StrEnum):
+    """Status of a CA or device certificate. Compares equal to its string value."""
+
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+
+
+class Result(StrEnum):
+    """Result of an authentication decision."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+class UtcDateTime(TypeDecorator[datetime.datetime]):
+    """A timezone-aware UTC datetime on every database."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(
+        self, value: datetime.datetime | None, dialect: Dialect
+    ) -> datetime.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("registry times must be timezone-aware (UTC)")
+        value = value.astimezone(datetime.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime.datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime.datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=datetime.UTC)
+        return value.astimezone(datetime.UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class CaCertificate(Base):
+    """A registered root or intermediate CA (SPEC 2.2)."""
+
+    __tablename__ = "ca_certificate"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    sn: Mapped[str] = mapped_column(String(128), unique=True)
+    name: Mapped[str] = mapped_column(Text)
+    pem: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256, lower-case hex
+    subject: Mapped[str] = mapped_column(Text)  # RFC 4514
+    subject_der: Mapped[bytes] = mapped_column(LargeBinary)
+    subject_key_identifier: Mapped[bytes | None] = mapped_column(LargeBinary)
+    valid_begin: Mapped[datetime.datetime] = mapped_column(UtcDateTime)
+    valid_end: Mapped[datetime.datetime] = mapped_column(UtcDateTime)
+    status: Mapped[str] = mapped_column(String(16))
+    registration_code: Mapped[str] = mapped_column(String(64))
+    verification_pem: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime)
+
+
+class DeviceCertificate(Base):
+    """A device certificate, registered on its first allowed connection (SPEC 3 step 6).
+
+    Listing pages in ``(ca_sn, device_sn)`` order: the unique index serves the unfiltered and the
+    by-CA listings, the ``status`` indexes the filtered ones, so no listing sorts in memory.
+    """
+
+    __tablename__ = "device_certificate"
+    __table_args__ = (
+        UniqueConstraint("ca_sn", "device_sn"),
+        Index("ix_device_certificate_status_ca_sn_device_sn", "status", "ca_sn", "device_sn"),
+        Index("ix_device_certificate_ca_sn_status_device_sn", "ca_sn", "status", "device_sn"),
+        Index("ix_device_certificate_name_ca_sn_device_sn", "name", "ca_sn", "device_sn"),
+        Index("ix_device_certificate_valid_end", "valid_end"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    ca_sn: Mapped[str] = mapped_column(
+        String(128), ForeignKey("ca_certificate.sn", ondelete="CASCADE", onupdate="CASCADE")
+    )
+    device_sn: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(Text)  # Subject CN
+    pem: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256, lower-case hex
+    valid_begin: Mapped[datetime.datetime] = mapped_column(UtcDateTime)
+    valid_end: Mapped[datetime.datetime] = mapped_column(UtcDateTime)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime)
+    updated_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime)
+
+
+class RegistrationCode(Base):
+    """A one-time code for the Subject CN of a verification certificate (SPEC 2.2 step 1)."""
+
+    __tablename__ = "registration_code"
+
+    code: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime, index=True)
+    used_at: Mapped[datetime.datetime | None] = mapped_column(UtcDateTime)
+    used_by_ca_sn: Mapped[str | None] = mapped_column(String(128))
+
+
+class Setting(Base):
+    """A run-time setting (for example the auth mode, the server certificate files): JSON text."""
+
+    __tablename__ = "setting"
+
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime)
+
+
+class Decision(Base):
+    """The audit log: one row per authentication decision (SPEC 6)."""
+
+    __tablename__ = "decision"
+    __table_args__ = (
+        Index("ix_decision_time", "time"),
+        Index("ix_decision_device_sn_time", "device_sn", "time"),
+        Index("ix_decision_result_time", "result", "time"),
+        Index("ix_decision_reason_time", "reason", "time"),
+        Index("ix_decision_client_id_time", "client_id", "time"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    time: Mapped[datetime.datetime] = mapped_column(UtcDateTime)
+    listener: Mapped[str] = mapped_column(String(32))
+    peer: Mapped[str] = mapped_column(String(128))
+    client_id: Mapped[str] = mapped_column(Text)
+    ca_sn: Mapped[str] = mapped_column(String(128))
+    device_sn: Mapped[str] = mapped_column(String(128))
+    cn: Mapped[str] = mapped_column(Text)
+    step: Mapped[int] = mapped_column(SmallInteger)  # 1-6 (SPEC 3), 0 before TLS or for credentials
+    result: Mapped[str] = mapped_column(String(8))
+    reason: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,135 @@
+"""What the registry service returns: plain frozen values, never database objects, so callers on
+any thread may keep them, compare them and turn them into JSON."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from certmq.registry.models import Result, Status
+
+T = TypeVar("T")
+
+
+def utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class RegistrationCode:
+    """A one-time code for the Subject CN of a verification certificate (SPEC 2.2 step 1)."""
+
+    code: str
+    created_at: datetime.datetime
+    expires_at: datetime.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CaRecord:
+    """A registered CA certificate (SPEC 2.2). ``sn`` is the SPEC 1 ``Sn`` of the certificate."""
+
+    sn: str
+    name: str
+    pem: str
+    fingerprint: str  # SHA-256 of the DER, lower-case hex
+    subject: str  # RFC 4514
+    valid_begin: datetime.datetime
+    valid_end: datetime.datetime
+    status: Status
+    registration_code: str
+    verification_pem: str
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+    @property
+    def active(self) -> bool:
+        return self.status == Status.ACTIVE
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    """A registered device certificate. ``name`` is its Subject CN (ApsaraMQ ``DeviceName``)."""
+
+    ca_sn: str
+    device_sn: str
+    name: str
+    pem: str
+    fingerprint: str  # SHA-256 of the DER, lower-case hex
+    valid_begin: datetime.datetime
+    valid_end: datetime.datetime
+    status: Status
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+
+    @property
+    def active(self) -> bool:
+        return self.status == Status.ACTIVE
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a listing. ``total`` counts every matching record, not only this page's."""
+
+    items: tuple[T, ...]
+    page_no: int
+    page_size: int
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One authentication decision to record (SPEC 6). ``step`` is the step of SPEC 3 that decided
+    (1-6), or 0 for decisions taken before TLS or on credentials. Fields that do not apply are
+    empty strings."""
+
+    listener: str = ""
+    peer: str = ""
+    client_id: str = ""
+    ca_sn: str = ""
+    device_sn: str = ""
+    cn: str = ""
+    step: int = 0
+    result: str = Result.DENY  # "allow" | "deny"
+    reason: str = ""  # short code such as "device-inactive"
+    detail: str = ""
+    time: datetime.datetime = field(default_factory=utc_now)
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """A recorded decision, as read back from the audit log."""
+
+    id: int
+    time: datetime.datetime
+    listener: str
+    peer: str
+    client_id: str
+    ca_sn: str
+    device_sn: str
+    cn: str
+    step: int
+    result: str
+    reason: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryCounts:
+    """Sizes of the registry for the console overview and the metrics (SPEC 6, 8)."""
+
+    cas_active: int
+    cas_inactive: int
+    devices_active: int
+    devices_inactive: int
+    cas_expiring: int  # valid now, but not any more within ``expiring_within``
+    devices_expiring: int
+    expiring_within: datetime.timedelta
+
+    @property
+    def cas(self) -> int:
+        return self.cas_active + self.cas_inactive
+
+    @property
+    def devices(self) -> int:
+        return self.devices_active + self.devices_inactive

@@ -1,0 +1,733 @@
+"""The registry service: the one API over CA and device certificates, registration codes,
+settings and the decision log (SPEC 2, 6). The ApsaraMQ RPC API, the REST API, the CLI, the
+console and the broker all call it.
+
+Every method that touches the database is ``async`` and runs the database work on one dedicated
+worker thread, so SQLite writes are serialised and the event loop never blocks. A change is
+committed before the method returns; then, on the event loop and in commit order, the in-memory
+:class:`~certmq.registry.index.TrustIndex` is updated and the change event is emitted. Both happen
+even when the caller is cancelled after the commit, so the index never drifts from the store.
+
+Typical use::
+
+    store = open_registry(config.storage.url, data_dir)
+    registry = RegistryService(store, instance_id="mqtt-local-1")
+    await registry.open()          # loads the index, starts the decision log writer
+    ...
+    await registry.close()         # writes the pending decisions
+    store.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import datetime
+import functools
+import json
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
+from certmq.pki import serial_hex
+from certmq.registry.errors import (
+    FindCaBySnError,
+    FindDeviceBySnError,
+    MqttInstanceNotFound,
+    ParameterFieldCheckFailed,
+    SerialCollision,
+)
+from certmq.registry.events import (
+    CaAdded,
+    CaDeleted,
+    CaStatusChanged,
+    DeviceAdded,
+    DeviceDeleted,
+    DeviceStatusChanged,
+    RegistryEvent,
+    RegistryEvents,
+    SettingChanged,
+)
+from certmq.registry.index import CaEntry, TrustIndex
+from certmq.registry.models import Result, Status
+from certmq.registry.proof import certificate_pem, check_ca_registration, common_name
+from certmq.registry.records import (
+    CaRecord,
+    Decision,
+    DecisionRecord,
+    DeviceRecord,
+    Page,
+    RegistrationCode,
+    RegistryCounts,
+    utc_now,
+)
+from certmq.registry.store import NewDevice, RegistryStore
+
+log = logging.getLogger("certmq.registry")
+
+R = TypeVar("R")
+
+DEFAULT_CA_LIMIT = 1000
+REGISTRATION_CODE_LIFETIME = datetime.timedelta(hours=24)
+MAX_PAGE_SIZE = 100
+MAX_CA_NAME = 128
+MAX_DECISION_SEARCH = 1000
+EXPIRING_WITHIN = datetime.timedelta(days=30)
+# The decision log (SPEC 6): how often pending decisions are written, and how much is kept.
+DECISION_FLUSH_INTERVAL = 0.5
+DECISION_FLUSH_ROWS = 500
+DECISION_MAX_ROWS = 1_000_000
+DECISION_MAX_AGE = datetime.timedelta(days=30)
+# Decisions waiting in memory when the database cannot keep up; beyond it the oldest are dropped.
+DECISION_BUFFER_LIMIT = 100_000
+RETENTION_INTERVAL = 60.0
+# Column sizes of the decision table; longer values are cut so that one odd client cannot make a
+# whole batch fail on PostgreSQL.
+_DECISION_LIMITS = {"listener": 32, "peer": 128, "ca_sn": 128, "device_sn": 128, "result": 8, "reason": 64}
+
+
+def _status(value: Status | str | None, what: str = "status") -> Status | None:
+    if value is None or isinstance(value, Status):
+        return value
+    try:
+        return Status(value)
+    except ValueError:
+        raise ParameterFieldCheckFailed(f"{what} must be 'active' or 'inactive', not {value!r}") from None
+
+
+def _check_paging(page_no: int, page_size: int) -> None:
+    if isinstance(page_no, bool) or not isinstance(page_no, int) or page_no < 1:
+        raise ParameterFieldCheckFailed(f"PageNo must be an integer from 1, not {page_no!r}")
+    if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise ParameterFieldCheckFailed(
+            f"PageSize must be an integer from 1 to {MAX_PAGE_SIZE}, not {page_size!r}"
+        )
+
+
+def _check_sn(value: str, what: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ParameterFieldCheckFailed(f"{what} is required")
+
+
+def _unknown_ca(sn: str) -> FindCaBySnError:
+    return FindCaBySnError(
+        f"no CA certificate is registered with Sn {sn!r}; list them with ListCaCertificate"
+    )
+
+
+def _unknown_device(ca_sn: str, device_sn: str) -> FindDeviceBySnError:
+    return FindDeviceBySnError(
+        f"no device certificate is registered with CA Sn {ca_sn!r} and DeviceSn {device_sn!r}; "
+        f"a device is registered on its first successful connection"
+    )
+
+
+def _decision_row(decision: Decision) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "time": decision.time,
+        "listener": decision.listener,
+        "peer": decision.peer,
+        "client_id": decision.client_id,
+        "ca_sn": decision.ca_sn,
+        "device_sn": decision.device_sn,
+        "cn": decision.cn,
+        "step": decision.step,
+        "result": str(decision.result),
+        "reason": decision.reason,
+        "detail": decision.detail,
+    }
+    for key, limit in _DECISION_LIMITS.items():
+        value = row[key]
+        if len(value) > limit:
+            row[key] = value[:limit]
+    return row
+
+
+class RegistryService:
+    """CA and device certificates, registration codes, settings and the decision log.
+
+    ``index`` is the in-memory trust index for the authentication hot path; ``events`` fans out
+    every committed change."""
+
+    def __init__(
+        self,
+        store: RegistryStore,
+        *,
+        instance_id: str,
+        ca_limit: int = DEFAULT_CA_LIMIT,
+        events: RegistryEvents | None = None,
+        registration_code_lifetime: datetime.timedelta = REGISTRATION_CODE_LIFETIME,
+        decision_flush_interval: float = DECISION_FLUSH_INTERVAL,
+        decision_flush_rows: int = DECISION_FLUSH_ROWS,
+        decision_max_rows: int = DECISION_MAX_ROWS,
+        decision_max_age: datetime.timedelta = DECISION_MAX_AGE,
+        retention_interval: float = RETENTION_INTERVAL,
+        clock: Callable[[], datetime.datetime] = utc_now,
+    ) -> None:
+        self.store = store
+        self.instance_id = instance_id
+        self.ca_limit = ca_limit
+        self.events = events if events is not None else RegistryEvents()
+        self.index = TrustIndex()
+        self.registration_code_lifetime = registration_code_lifetime
+        self.decision_flush_interval = decision_flush_interval
+        self.decision_flush_rows = decision_flush_rows
+        self.decision_max_rows = decision_max_rows
+        self.decision_max_age = decision_max_age
+        self.retention_interval = retention_interval
+        self.clock = clock
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="certmq-registry")
+        self._settings: dict[str, Any] = {}
+        self._registering: dict[tuple[str, str], asyncio.Future[tuple[DeviceRecord, bool]]] = {}
+        self._decisions: deque[Decision] = deque()
+        self._decisions_dropped = 0
+        self._decisions_written = 0
+        self._flush_wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._opened = False
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"RegistryService({self.instance_id!r}, {self.store!r}, {self.index!r})"
+
+    # --- running database work ------------------------------------------------------------------
+
+    async def _run(self, work: Callable[[], R]) -> R:
+        """Run ``work`` on the worker thread and wait for it."""
+        if self._closed:
+            raise RuntimeError("the registry service is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+
+    def _submit(self, work: Callable[[], R], after_commit: Callable[[R], None]) -> asyncio.Future[R]:
+        """Run ``work`` (which commits) on the worker thread; ``after_commit(result)`` then runs on
+        the loop before anyone awaiting the returned future resumes, even if they were cancelled."""
+        if self._closed:
+            raise RuntimeError("the registry service is closed")
+        future = asyncio.get_running_loop().run_in_executor(self._executor, work)
+
+        def apply(done: asyncio.Future[R]) -> None:
+            if done.cancelled() or done.exception() is not None:
+                return
+            try:
+                after_commit(done.result())
+            except Exception:
+                log.exception("could not apply a committed registry change to the index")
+
+        future.add_done_callback(apply)
+        return future
+
+    async def _commit(self, work: Callable[[], R], after_commit: Callable[[R], None]) -> R:
+        return await asyncio.shield(self._submit(work, after_commit))
+
+    def _emit(self, event: RegistryEvent) -> None:
+        self.events.emit(event)
+
+    # --- life cycle -----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Load the index and the settings from the store and start writing the decision log."""
+        if self._opened:
+            return
+        await self.rebuild_index()
+        self._settings = await self._run(self.store.all_settings)
+        self._opened = True
+        self._writer = asyncio.get_running_loop().create_task(
+            self._write_decisions(), name="certmq-decision-log"
+        )
+
+    async def close(self) -> None:
+        """Write the pending decisions and stop the worker thread. The store stays open."""
+        if self._closed:
+            return
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        try:
+            await self.flush_decisions()
+        except Exception:
+            log.exception("could not write the last decisions to the registry")
+        self._closed = True
+        await asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(self._executor.shutdown, wait=True)
+        )
+
+    async def rebuild_index(self) -> None:
+        """Rebuild the in-memory index from the store (on open; after a node missed changes)."""
+
+        def build() -> TrustIndex:
+            started = time.perf_counter()
+            index = TrustIndex()
+            cas = [
+                CaEntry.from_record(ca.record, ca.subject_der, ca.subject_key_identifier)
+                for ca in self.store.all_cas()
+            ]
+            index.load(cas, self.store.stream_device_keys())
+            log.info(
+                "registry index loaded: %d CAs, %d devices in %.2f s",
+                len(cas),
+                index.device_count,
+                time.perf_counter() - started,
+            )
+            return index
+
+        self.index.adopt(await self._run(build))
+
+    def check_instance_id(self, instance_id: str) -> None:
+        """Raise MqttInstanceNotFound unless ``instance_id`` is this instance's MqttInstanceId."""
+        if instance_id != self.instance_id:
+            raise MqttInstanceNotFound(
+                f"instance {instance_id!r} does not exist here; this instance is {self.instance_id!r}"
+            )
+
+    # --- registration codes and CAs (SPEC 2.2) --------------------------------------------------
+
+    async def issue_registration_code(self) -> RegistrationCode:
+        """A fresh random code for the CN of a verification certificate: single use, valid 24 h."""
+        now = self.clock()
+        code = RegistrationCode(secrets.token_hex(16), now, now + self.registration_code_lifetime)
+        await self._run(functools.partial(self.store.add_registration_code, code))
+        return code
+
+    async def register_ca(self, name: str, ca_pem: str | bytes, verification_pem: str | bytes) -> CaRecord:
+        """Register a CA with proof of possession of its key (SPEC 2.2); every check in order,
+        each with its error. The CA is stored active and the code consumed, atomically."""
+        if not isinstance(name, str) or len(name) > MAX_CA_NAME:
+            raise ParameterFieldCheckFailed(f"CaName must be a string of at most {MAX_CA_NAME} characters")
+        if not ca_pem:
+            raise ParameterFieldCheckFailed("CaContent is required: the CA certificate, PEM")
+        if not verification_pem:
+            raise ParameterFieldCheckFailed(
+                "VerificationContent is required: the verification certificate, PEM"
+            )
+        now = self.clock()
+
+        def work() -> CaRecord:
+            new = check_ca_registration(name.strip(), ca_pem, verification_pem, now)
+            return self.store.add_ca(new, now=now, ca_limit=self.ca_limit)
+
+        def after_commit(record: CaRecord) -> None:
+            self.index.put_ca(CaEntry.from_record(record))
+            self._emit(CaAdded(record.sn))
+
+        record = await self._commit(work, after_commit)
+        log.info("CA %s registered: %s", record.sn, record.subject)
+        return record
+
+    async def get_ca(self, sn: str) -> CaRecord:
+        _check_sn(sn, "Sn")
+        record = await self._run(functools.partial(self.store.get_ca, sn))
+        if record is None:
+            raise _unknown_ca(sn)
+        return record
+
+    async def list_cas(self, page_no: int = 1, page_size: int = 20) -> Page[CaRecord]:
+        _check_paging(page_no, page_size)
+        items, total = await self._run(
+            functools.partial(self.store.list_cas, (page_no - 1) * page_size, page_size)
+        )
+        return Page(tuple(items), page_no, page_size, total)
+
+    async def _set_ca_status(self, sn: str, status: Status) -> CaRecord:
+        _check_sn(sn, "Sn")
+        now = self.clock()
+
+        def work() -> tuple[CaRecord, bool]:
+            result = self.store.set_ca_status(sn, status, now)
+            if result is None:
+                raise _unknown_ca(sn)
+            return result
+
+        def after_commit(result: tuple[CaRecord, bool]) -> None:
+            record, changed = result
+            self.index.set_ca_active(sn, record.active)
+            if changed:
+                self._emit(CaStatusChanged(sn, record.active))
+
+        record, _ = await self._commit(work, after_commit)
+        return record
+
+    async def activate_ca(self, sn: str) -> CaRecord:
+        return await self._set_ca_status(sn, Status.ACTIVE)
+
+    async def inactivate_ca(self, sn: str) -> CaRecord:
+        """Deny new connections through the CA; subscribers disconnect its live sessions."""
+        return await self._set_ca_status(sn, Status.INACTIVE)
+
+    async def delete_ca(self, sn: str) -> None:
+        """Delete the CA and every device certificate it issued (SPEC 2.3)."""
+        _check_sn(sn, "Sn")
+
+        def work() -> None:
+            if not self.store.delete_ca(sn):
+                raise _unknown_ca(sn)
+
+        def after_commit(_: None) -> None:
+            self.index.remove_ca(sn)
+            self._emit(CaDeleted(sn))
+
+        await self._commit(work, after_commit)
+        log.info("CA %s deleted with its device certificates", sn)
+
+    # --- device certificates (SPEC 2.3, 3) ------------------------------------------------------
+
+    def _device_or_error(self, ca_sn: str, device_sn: str) -> Exception:
+        """The error for a device that the store did not find (runs on the worker thread)."""
+        if not self.store.ca_exists(ca_sn):
+            return _unknown_ca(ca_sn)
+        return _unknown_device(ca_sn, device_sn)
+
+    async def get_device(self, ca_sn: str, device_sn: str) -> DeviceRecord:
+        _check_sn(ca_sn, "CaSn")
+        _check_sn(device_sn, "DeviceSn")
+
+        def work() -> DeviceRecord:
+            record = self.store.get_device(ca_sn, device_sn)
+            if record is None:
+                raise self._device_or_error(ca_sn, device_sn)
+            return record
+
+        return await self._run(work)
+
+    async def list_devices(
+        self,
+        page_no: int = 1,
+        page_size: int = 20,
+        *,
+        ca_sn: str | None = None,
+        status: Status | str | None = None,
+        name: str | None = None,
+    ) -> Page[DeviceRecord]:
+        """A page of device certificates in ``(ca_sn, device_sn)`` order, optionally only those
+        of one CA, with one status, or with one DeviceName (exact)."""
+        _check_paging(page_no, page_size)
+        wanted = _status(status)
+        if ca_sn is not None and self.index.ca(ca_sn) is None:
+            raise _unknown_ca(ca_sn)
+        offset = (page_no - 1) * page_size
+        total = self._device_total(ca_sn, wanted) if name is None else None
+        if total is not None and offset >= total:
+            return Page((), page_no, page_size, total)
+        items, counted = await self._run(
+            functools.partial(
+                self.store.list_devices,
+                offset,
+                page_size,
+                ca_sn=ca_sn,
+                status=wanted,
+                name=name,
+                count=total is None,
+            )
+        )
+        return Page(tuple(items), page_no, page_size, total if total is not None else counted or 0)
+
+    def _device_total(self, ca_sn: str | None, status: Status | None) -> int:
+        """Matching devices, counted by the index rather than by scanning the table."""
+        if ca_sn is None:
+            devices, inactive = self.index.device_count, self.index.inactive_device_count
+        else:
+            devices, inactive = self.index.device_counts(ca_sn)
+        if status is None:
+            return devices
+        return inactive if status == Status.INACTIVE else devices - inactive
+
+    async def _set_device_status(self, ca_sn: str, device_sn: str, status: Status) -> DeviceRecord:
+        _check_sn(ca_sn, "CaSn")
+        _check_sn(device_sn, "DeviceSn")
+        now = self.clock()
+
+        def work() -> tuple[DeviceRecord, bool]:
+            result = self.store.set_device_status(ca_sn, device_sn, status, now)
+            if result is None:
+                raise self._device_or_error(ca_sn, device_sn)
+            return result
+
+        def after_commit(result: tuple[DeviceRecord, bool]) -> None:
+            record, changed = result
+            self.index.set_device_active(ca_sn, device_sn, record.active)
+            if changed:
+                self._emit(DeviceStatusChanged(ca_sn, device_sn, record.active))
+
+        record, _ = await self._commit(work, after_commit)
+        return record
+
+    async def activate_device(self, ca_sn: str, device_sn: str) -> DeviceRecord:
+        return await self._set_device_status(ca_sn, device_sn, Status.ACTIVE)
+
+    async def inactivate_device(self, ca_sn: str, device_sn: str) -> DeviceRecord:
+        """Deny the device's new connections; subscribers disconnect its live sessions."""
+        return await self._set_device_status(ca_sn, device_sn, Status.INACTIVE)
+
+    async def delete_device(self, ca_sn: str, device_sn: str) -> None:
+        """Remove the record; a later valid connection registers the device again. To block a
+        device, inactivate it."""
+        _check_sn(ca_sn, "CaSn")
+        _check_sn(device_sn, "DeviceSn")
+
+        def work() -> None:
+            if not self.store.delete_device(ca_sn, device_sn):
+                raise self._device_or_error(ca_sn, device_sn)
+
+        def after_commit(_: None) -> None:
+            self.index.remove_device(ca_sn, device_sn)
+            self._emit(DeviceDeleted(ca_sn, device_sn))
+
+        await self._commit(work, after_commit)
+
+    async def register_device(self, ca_sn: str, certificate: x509.Certificate) -> DeviceRecord:
+        """Auto-registration (SPEC 3 step 6): store the device certificate as active under the CA
+        ``ca_sn``. Idempotent: concurrent calls for one device share one registration and return
+        the same record, and a device that is already registered returns its record. Raises
+        SerialCollision when another certificate holds the (CA, serial) pair."""
+        device_sn = serial_hex(certificate)
+        fingerprint = certificate.fingerprint(hashes.SHA256())
+        key = (ca_sn, device_sn)
+        known = self.index.device(ca_sn, device_sn)
+        if known is not None and known.fingerprint != fingerprint:
+            raise SerialCollision(
+                f"another certificate is registered with CA Sn {ca_sn} and serial {device_sn}; "
+                f"a CA must not reuse serial numbers",
+                ca_sn=ca_sn,
+                device_sn=device_sn,
+            )
+        pending = self._registering.get(key)
+        if pending is None:
+            new = NewDevice(
+                ca_sn=ca_sn,
+                device_sn=device_sn,
+                name=common_name(certificate),
+                pem=certificate_pem(certificate),
+                fingerprint=fingerprint.hex(),
+                valid_begin=certificate.not_valid_before_utc,
+                valid_end=certificate.not_valid_after_utc,
+            )
+            now = self.clock()
+
+            def after_commit(result: tuple[DeviceRecord, bool]) -> None:
+                record, created = result
+                self.index.put_device(ca_sn, device_sn, bytes.fromhex(record.fingerprint), record.active)
+                if created:
+                    self._emit(DeviceAdded(ca_sn, device_sn))
+
+            def forget(done: asyncio.Future[tuple[DeviceRecord, bool]]) -> None:
+                if self._registering.get(key) is done:
+                    del self._registering[key]
+                if not done.cancelled():
+                    done.exception()  # retrieved here, so a failure is not reported as unhandled
+
+            pending = self._submit(functools.partial(self.store.add_device, new, now), after_commit)
+            self._registering[key] = pending
+            pending.add_done_callback(forget)
+        record, created = await asyncio.shield(pending)
+        if record.fingerprint != fingerprint.hex():
+            raise SerialCollision(
+                f"another certificate is being registered with CA Sn {ca_sn} and serial {device_sn}",
+                ca_sn=ca_sn,
+                device_sn=device_sn,
+            )
+        if created:
+            log.info("device %s of CA %s registered (%s)", device_sn, ca_sn, record.name)
+        return record
+
+    # --- reapplying changes made elsewhere (SPEC 11) --------------------------------------------
+
+    async def apply_change(self, event: RegistryEvent) -> None:
+        """Bring the index and settings up to date with a change committed by another node, read
+        back from the store, then emit ``event`` to local subscribers. See
+        :mod:`certmq.registry.events` for the PostgreSQL LISTEN/NOTIFY seam."""
+        if isinstance(event, CaAdded | CaStatusChanged):
+            stored = await self._run(functools.partial(self.store.get_stored_ca, event.sn))
+            if stored is None:
+                self.index.remove_ca(event.sn)
+            elif self.index.ca(event.sn) is not None:
+                self.index.set_ca_active(event.sn, stored.record.active)
+            else:
+                self.index.put_ca(
+                    CaEntry.from_record(stored.record, stored.subject_der, stored.subject_key_identifier)
+                )
+        elif isinstance(event, CaDeleted):
+            self.index.remove_ca(event.sn)
+        elif isinstance(event, DeviceAdded | DeviceStatusChanged):
+            device = await self._run(functools.partial(self.store.get_device, event.ca_sn, event.device_sn))
+            if device is None:
+                self.index.remove_device(event.ca_sn, event.device_sn)
+            else:
+                self.index.put_device(
+                    device.ca_sn, device.device_sn, bytes.fromhex(device.fingerprint), device.active
+                )
+        elif isinstance(event, DeviceDeleted):
+            self.index.remove_device(event.ca_sn, event.device_sn)
+        elif isinstance(event, SettingChanged):
+            value = await self._run(functools.partial(self.store.get_setting, event.key))
+            if value is None:
+                self._settings.pop(event.key, None)
+            else:
+                self._settings[event.key] = value
+        self._emit(event)
+
+    # --- settings -------------------------------------------------------------------------------
+
+    async def get_setting(self, key: str) -> Any | None:
+        """A run-time setting (JSON value), or None when it was never set. Served from memory."""
+        value = self._settings.get(key)
+        return copy.deepcopy(value)
+
+    async def set_setting(self, key: str, value: Any) -> None:
+        """Store a run-time setting (any JSON value) durably and emit SettingChanged."""
+        if not isinstance(key, str) or not 1 <= len(key) <= 128:
+            raise ParameterFieldCheckFailed("a setting key is a string of 1 to 128 characters")
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as error:
+            raise ParameterFieldCheckFailed(f"setting {key!r} must be a JSON value: {error}") from error
+        now = self.clock()
+        stored = copy.deepcopy(value)
+
+        def after_commit(_: None) -> None:
+            self._settings[key] = stored
+            self._emit(SettingChanged(key))
+
+        await self._commit(functools.partial(self.store.set_setting, key, stored, now), after_commit)
+
+    # --- the decision log (SPEC 6) --------------------------------------------------------------
+
+    def record_decision(self, decision: Decision) -> None:
+        """Queue a decision for the audit log. Cheap and synchronous, for the hot path: the
+        decision is written within about half a second, in a batch, by a background task."""
+        decisions = self._decisions
+        decisions.append(decision)
+        if len(decisions) > DECISION_BUFFER_LIMIT:
+            decisions.popleft()
+            self._decisions_dropped += 1
+            if self._decisions_dropped in (1, 1000) or self._decisions_dropped % 100_000 == 0:
+                log.warning("the decision log cannot keep up: %d decisions dropped", self._decisions_dropped)
+        if len(decisions) >= self.decision_flush_rows:
+            self._flush_wakeup.set()
+
+    @property
+    def decisions_pending(self) -> int:
+        return len(self._decisions)
+
+    @property
+    def decisions_dropped(self) -> int:
+        return self._decisions_dropped
+
+    async def flush_decisions(self) -> None:
+        """Write every queued decision now, and wait for the writes already under way."""
+        batch = list(self._decisions)
+        self._decisions.clear()
+
+        def write() -> None:
+            self.store.add_decisions([_decision_row(decision) for decision in batch])
+
+        try:
+            await self._run(write)
+        except Exception:
+            # Put them back, in order, so that the next flush tries again.
+            self._decisions.extendleft(reversed(batch))
+            while len(self._decisions) > DECISION_BUFFER_LIMIT:
+                self._decisions.popleft()
+                self._decisions_dropped += 1
+            raise
+        self._decisions_written += len(batch)
+
+    async def _write_decisions(self) -> None:
+        last_retention = -self.retention_interval
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._flush_wakeup.wait(), timeout=self.decision_flush_interval)
+            self._flush_wakeup.clear()
+            try:
+                if self._decisions:
+                    await self.flush_decisions()
+                if time.monotonic() - last_retention >= self.retention_interval:
+                    last_retention = time.monotonic()
+                    await self.enforce_retention()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("could not write decisions to the registry; retrying")
+                await asyncio.sleep(self.decision_flush_interval)
+
+    async def enforce_retention(self) -> int:
+        """Delete decisions beyond the retention bound (rows and age) and expired unused
+        registration codes. Runs periodically on its own; returns how many decisions went."""
+        now = self.clock()
+
+        def work() -> int:
+            removed = self.store.prune_decisions(
+                max_rows=self.decision_max_rows, older_than=now - self.decision_max_age
+            )
+            self.store.delete_expired_registration_codes(now)
+            return removed
+
+        return await self._run(work)
+
+    async def search_decisions(
+        self,
+        *,
+        device_sn: str | None = None,
+        ca_sn: str | None = None,
+        client_id: str | None = None,
+        result: str | None = None,
+        reason: str | None = None,
+        since: datetime.datetime | None = None,
+        until: datetime.datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[DecisionRecord]:
+        """Recorded decisions, newest first, matching every filter given. Decisions still queued
+        in memory are not included: ``flush_decisions`` first to see them."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_DECISION_SEARCH:
+            raise ParameterFieldCheckFailed(f"limit must be from 1 to {MAX_DECISION_SEARCH}, not {limit!r}")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ParameterFieldCheckFailed(f"offset must be 0 or more, not {offset!r}")
+        if result is not None and result not in (Result.ALLOW, Result.DENY):
+            raise ParameterFieldCheckFailed(f"result must be 'allow' or 'deny', not {result!r}")
+        for moment in (since, until):
+            if moment is not None and moment.tzinfo is None:
+                raise ParameterFieldCheckFailed("since and until must be timezone-aware times")
+        return await self._run(
+            functools.partial(
+                self.store.search_decisions,
+                device_sn=device_sn,
+                ca_sn=ca_sn,
+                client_id=client_id,
+                result=None if result is None else str(result),
+                reason=reason,
+                since=since,
+                until=until,
+                limit=limit,
+                offset=offset,
+            )
+        )
+
+    # --- overview -------------------------------------------------------------------------------
+
+    async def counts(self, expiring_within: datetime.timedelta = EXPIRING_WITHIN) -> RegistryCounts:
+        """Numbers of CAs and devices by status, and of certificates valid now that expire within
+        ``expiring_within`` (30 days)."""
+        now = self.clock()
+        cas_expiring, devices_expiring = await self._run(
+            functools.partial(self.store.count_expiring, now, now + expiring_within)
+        )
+        cas = self.index.cas()
+        active_cas = sum(1 for ca in cas if ca.active)
+        return RegistryCounts(
+            cas_active=active_cas,
+            cas_inactive=len(cas) - active_cas,
+            devices_active=self.index.device_count - self.index.inactive_device_count,
+            devices_inactive=self.index.inactive_device_count,
+            cas_expiring=cas_expiring,
+            devices_expiring=devices_expiring,
+            expiring_within=expiring_within,
+        )

@@ -1,0 +1,727 @@
+"""The registry's database: SQLite in the data directory (the embedded default) or PostgreSQL
+(SPEC 2.1, 11).
+
+:func:`open_registry` opens it and applies the migrations. :class:`RegistryStore` is synchronous:
+every method is one transaction, committed before it returns, so what a caller acknowledges is
+durable. The service (:mod:`certmq.registry.service`) calls it from its one worker thread; nothing
+else should write to the same store from another thread of the same process.
+
+SQLite runs in WAL mode with ``synchronous=FULL`` (a commit is on disk when it returns), foreign
+keys on, and a busy timeout. Transactions that write begin with ``BEGIN IMMEDIATE``, so that two
+processes sharing a file queue for the write lock instead of failing half-way.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    Select,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from certmq.registry import models
+from certmq.registry.errors import (
+    CaNumExceed,
+    FindCaBySnError,
+    RegisterCodeError,
+    RegisterCodeUsed,
+    SerialCollision,
+    SnNotUnique,
+)
+from certmq.registry.models import CaCertificate, DeviceCertificate, Status
+from certmq.registry.records import (
+    CaRecord,
+    DecisionRecord,
+    DeviceRecord,
+    RegistrationCode,
+)
+
+REGISTRY_FILE = "registry.db"
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+# Rows fetched per round trip when streaming the device table into the in-memory index.
+STREAM_BATCH = 10_000
+_READ_ONLY = "certmq_read_only"
+
+
+def registry_url(url_or_path: str | Path, data_dir: Path | None = None) -> URL:
+    """The SQLAlchemy URL of a ``[storage] url`` setting (SPEC 13).
+
+    ``""`` is ``DATA_DIR/registry.db``; a path without a scheme is an SQLite file;
+    ``postgresql://…`` (or ``postgres://…``) uses the psycopg driver."""
+    if isinstance(url_or_path, Path):
+        return URL.create("sqlite+pysqlite", database=str(url_or_path))
+    if not url_or_path:
+        if data_dir is None:
+            raise ValueError("an empty storage url means SQLite in the data directory: pass data_dir")
+        return URL.create("sqlite+pysqlite", database=str(data_dir / REGISTRY_FILE))
+    if "://" not in url_or_path:
+        return URL.create("sqlite+pysqlite", database=url_or_path)
+    url = make_url(url_or_path)
+    if url.drivername in ("postgresql", "postgres"):
+        return url.set(drivername="postgresql+psycopg")
+    if url.drivername == "sqlite":
+        return url.set(drivername="sqlite+pysqlite")
+    return url
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def connect(dbapi_connection: Any, connection_record: Any) -> None:
+        # SQLAlchemy emits BEGIN itself (below); the driver's own implicit transactions would
+        # begin too late and too weakly.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = FULL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def begin(connection: Connection) -> None:
+        if connection.get_execution_options().get(_READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def open_registry(url_or_path: str | Path, data_dir: Path | None = None) -> RegistryStore:
+    """Open the registry at ``url_or_path`` (see :func:`registry_url`) and bring its schema up to
+    date (``alembic upgrade head``). An SQLite file and its directory are created when missing."""
+    url = registry_url(url_or_path, data_dir)
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False})
+        _configure_sqlite(engine)
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    store = RegistryStore(engine)
+    try:
+        store.migrate()
+    except BaseException:
+        engine.dispose()
+        raise
+    return store
+
+
+def _alembic_config() -> AlembicConfig:
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+# --- converting rows ------------------------------------------------------------------------------
+
+
+def _ca_record(row: CaCertificate) -> CaRecord:
+    return CaRecord(
+        sn=row.sn,
+        name=row.name,
+        pem=row.pem,
+        fingerprint=row.fingerprint,
+        subject=row.subject,
+        valid_begin=row.valid_begin,
+        valid_end=row.valid_end,
+        status=Status(row.status),
+        registration_code=row.registration_code,
+        verification_pem=row.verification_pem,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _device_record(row: DeviceCertificate) -> DeviceRecord:
+    return DeviceRecord(
+        ca_sn=row.ca_sn,
+        device_sn=row.device_sn,
+        name=row.name,
+        pem=row.pem,
+        fingerprint=row.fingerprint,
+        valid_begin=row.valid_begin,
+        valid_end=row.valid_end,
+        status=Status(row.status),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _decision_record(row: models.Decision) -> DecisionRecord:
+    return DecisionRecord(
+        id=row.id,
+        time=row.time,
+        listener=row.listener,
+        peer=row.peer,
+        client_id=row.client_id,
+        ca_sn=row.ca_sn,
+        device_sn=row.device_sn,
+        cn=row.cn,
+        step=row.step,
+        result=row.result,
+        reason=row.reason,
+        detail=row.detail,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class NewCa:
+    """A CA certificate that passed the certificate checks of SPEC 2.2, ready to be stored."""
+
+    sn: str
+    name: str
+    pem: str
+    fingerprint: str
+    subject: str
+    subject_der: bytes
+    subject_key_identifier: bytes | None
+    valid_begin: datetime.datetime
+    valid_end: datetime.datetime
+    registration_code: str
+    verification_pem: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCa:
+    """What the in-memory index needs of a CA: its record, the parsed parts come from the PEM."""
+
+    record: CaRecord
+    subject_der: bytes
+    subject_key_identifier: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewDevice:
+    ca_sn: str
+    device_sn: str
+    name: str
+    pem: str
+    fingerprint: str
+    valid_begin: datetime.datetime
+    valid_end: datetime.datetime
+
+
+class RegistryStore:
+    """The registry's tables, one transaction per method. Not thread-safe: use it from one thread."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self.engine.dialect.name
+
+    def __repr__(self) -> str:
+        return f"RegistryStore({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    def migrate(self) -> None:
+        """Apply every migration not yet applied (``alembic upgrade head``)."""
+        config = _alembic_config()
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    def _read_session(self) -> Session:
+        return Session(self.engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False)
+
+    # --- registration codes ---------------------------------------------------------------------
+
+    def add_registration_code(self, code: RegistrationCode) -> None:
+        with self._session() as session, session.begin():
+            session.add(
+                models.RegistrationCode(
+                    code=code.code, created_at=code.created_at, expires_at=code.expires_at
+                )
+            )
+
+    def delete_expired_registration_codes(self, now: datetime.datetime) -> int:
+        """Forget unused codes that expired (used ones stay: they document a CA's registration)."""
+        with self._session() as session, session.begin():
+            result = session.execute(
+                delete(models.RegistrationCode).where(
+                    models.RegistrationCode.expires_at < now,
+                    models.RegistrationCode.used_at.is_(None),
+                )
+            )
+            return int(getattr(result, "rowcount", 0) or 0)
+
+    # --- CA certificates ------------------------------------------------------------------------
+
+    def add_ca(self, new: NewCa, *, now: datetime.datetime, ca_limit: int) -> CaRecord:
+        """Store a CA whose certificates passed their checks: consume its registration code and
+        insert it in one transaction, after the code, uniqueness and limit checks of SPEC 2.2, in
+        that order. Of two registrations racing with one code, exactly one consumes it."""
+        with self._session() as session, session.begin():
+            code = session.get(models.RegistrationCode, new.registration_code)
+            if code is None:
+                raise RegisterCodeError(
+                    f"the verification certificate's CN {new.registration_code!r} is not a registration "
+                    f"code of this instance; get one with GetRegisterCode (certmq ca code) and issue the "
+                    f"verification certificate with it"
+                )
+            if code.used_at is not None:
+                raise RegisterCodeUsed(
+                    f"registration code {code.code!r} was already used to register CA {code.used_by_ca_sn}; "
+                    f"get a new code and issue a new verification certificate"
+                )
+            if code.expires_at <= now:
+                raise RegisterCodeError(
+                    f"registration code {code.code!r} expired at {code.expires_at:%Y-%m-%d %H:%M:%S} UTC; "
+                    f"get a new code and issue a new verification certificate"
+                )
+            existing = session.scalars(
+                select(CaCertificate).where(
+                    (CaCertificate.sn == new.sn) | (CaCertificate.fingerprint == new.fingerprint)
+                )
+            ).first()
+            if existing is not None:
+                what = "certificate" if existing.fingerprint == new.fingerprint else "serial number"
+                raise SnNotUnique(
+                    f"a CA with the same {what} is already registered (Sn {existing.sn}); "
+                    f"delete it first, or register a CA with another serial number"
+                )
+            count = session.scalar(select(func.count()).select_from(CaCertificate)) or 0
+            if count >= ca_limit:
+                raise CaNumExceed(
+                    f"this instance already has {count} CA certificates, its limit; "
+                    f"delete CA certificates that are no longer used"
+                )
+            consumed = session.execute(
+                update(models.RegistrationCode)
+                .where(
+                    models.RegistrationCode.code == new.registration_code,
+                    models.RegistrationCode.used_at.is_(None),
+                )
+                .values(used_at=now, used_by_ca_sn=new.sn)
+            )
+            if getattr(consumed, "rowcount", 0) != 1:
+                raise RegisterCodeUsed(
+                    f"registration code {new.registration_code!r} was used by another registration "
+                    f"at the same time; get a new code"
+                )
+            row = CaCertificate(
+                sn=new.sn,
+                name=new.name,
+                pem=new.pem,
+                fingerprint=new.fingerprint,
+                subject=new.subject,
+                subject_der=new.subject_der,
+                subject_key_identifier=new.subject_key_identifier,
+                valid_begin=new.valid_begin,
+                valid_end=new.valid_end,
+                status=Status.ACTIVE.value,
+                registration_code=new.registration_code,
+                verification_pem=new.verification_pem,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(row)
+            try:
+                session.flush()
+            except IntegrityError as error:
+                raise SnNotUnique(
+                    f"a CA with serial number {new.sn} or the same certificate was registered at the "
+                    f"same time; list the CA certificates"
+                ) from error
+            return _ca_record(row)
+
+    def get_ca(self, sn: str) -> CaRecord | None:
+        with self._read_session() as session:
+            row = session.scalars(select(CaCertificate).where(CaCertificate.sn == sn)).first()
+            return None if row is None else _ca_record(row)
+
+    def list_cas(self, offset: int, limit: int) -> tuple[list[CaRecord], int]:
+        with self._read_session() as session:
+            total = session.scalar(select(func.count()).select_from(CaCertificate)) or 0
+            rows = session.scalars(
+                select(CaCertificate).order_by(CaCertificate.id).offset(offset).limit(limit)
+            )
+            return [_ca_record(row) for row in rows], total
+
+    def all_cas(self) -> list[StoredCa]:
+        with self._read_session() as session:
+            rows = session.scalars(select(CaCertificate).order_by(CaCertificate.id))
+            return [StoredCa(_ca_record(row), row.subject_der, row.subject_key_identifier) for row in rows]
+
+    def get_stored_ca(self, sn: str) -> StoredCa | None:
+        with self._read_session() as session:
+            row = session.scalars(select(CaCertificate).where(CaCertificate.sn == sn)).first()
+            if row is None:
+                return None
+            return StoredCa(_ca_record(row), row.subject_der, row.subject_key_identifier)
+
+    def set_ca_status(self, sn: str, status: Status, now: datetime.datetime) -> tuple[CaRecord, bool] | None:
+        """The CA after the change, and whether its status changed; None if it is unknown."""
+        with self._session() as session, session.begin():
+            row = session.scalars(select(CaCertificate).where(CaCertificate.sn == sn)).first()
+            if row is None:
+                return None
+            changed = row.status != status.value
+            if changed:
+                row.status = status.value
+                row.updated_at = now
+            return _ca_record(row), changed
+
+    def delete_ca(self, sn: str) -> bool:
+        """Delete the CA and, by the foreign key's cascade, its device certificates."""
+        with self._session() as session, session.begin():
+            result = session.execute(delete(CaCertificate).where(CaCertificate.sn == sn))
+            return bool(getattr(result, "rowcount", 0))
+
+    def count_cas(self) -> int:
+        with self._read_session() as session:
+            return session.scalar(select(func.count()).select_from(CaCertificate)) or 0
+
+    # --- device certificates --------------------------------------------------------------------
+
+    def add_device(self, new: NewDevice, now: datetime.datetime) -> tuple[DeviceRecord, bool]:
+        """Register a device certificate as active. Returns the record and whether it was created:
+        when the same certificate is already registered, that record (idempotent). Raises
+        SerialCollision when another certificate holds its (CA, serial) pair, FindCaBySnError when
+        the CA is not registered."""
+        row = DeviceCertificate(
+            ca_sn=new.ca_sn,
+            device_sn=new.device_sn,
+            name=new.name,
+            pem=new.pem,
+            fingerprint=new.fingerprint,
+            valid_begin=new.valid_begin,
+            valid_end=new.valid_end,
+            status=Status.ACTIVE.value,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            with self._session() as session, session.begin():
+                if session.scalar(select(CaCertificate.id).where(CaCertificate.sn == new.ca_sn)) is None:
+                    raise FindCaBySnError(f"no CA certificate is registered with Sn {new.ca_sn}")
+                existing = session.scalars(
+                    select(DeviceCertificate).where(
+                        DeviceCertificate.ca_sn == new.ca_sn, DeviceCertificate.device_sn == new.device_sn
+                    )
+                ).first()
+                if existing is None:
+                    session.add(row)
+                    session.flush()
+                    return _device_record(row), True
+        except IntegrityError:
+            # Another process registered it (or the CA went away) between our read and insert.
+            pass
+        with self._read_session() as session:
+            existing = session.scalars(
+                select(DeviceCertificate).where(
+                    DeviceCertificate.ca_sn == new.ca_sn, DeviceCertificate.device_sn == new.device_sn
+                )
+            ).first()
+            if existing is None:
+                existing = session.scalars(
+                    select(DeviceCertificate).where(DeviceCertificate.fingerprint == new.fingerprint)
+                ).first()
+            if existing is None:
+                if session.scalar(select(CaCertificate.id).where(CaCertificate.sn == new.ca_sn)) is None:
+                    raise FindCaBySnError(f"no CA certificate is registered with Sn {new.ca_sn}")
+                raise SerialCollision(
+                    f"device certificate {new.device_sn} of CA {new.ca_sn} could not be registered",
+                    ca_sn=new.ca_sn,
+                    device_sn=new.device_sn,
+                )
+            record = _device_record(existing)
+        if record.fingerprint != new.fingerprint:
+            raise SerialCollision(
+                f"another certificate is registered with CA Sn {new.ca_sn} and serial {new.device_sn} "
+                f"(fingerprint {record.fingerprint}); a CA must not reuse serial numbers",
+                ca_sn=new.ca_sn,
+                device_sn=new.device_sn,
+            )
+        if (record.ca_sn, record.device_sn) != (new.ca_sn, new.device_sn):
+            raise SerialCollision(
+                f"this certificate is already registered under CA Sn {record.ca_sn}",
+                ca_sn=new.ca_sn,
+                device_sn=new.device_sn,
+            )
+        return record, False
+
+    def add_devices(self, devices: Sequence[NewDevice], now: datetime.datetime) -> None:
+        """Insert many device certificates at once (imports, benchmarks); all or none."""
+        with self.engine.begin() as connection:
+            connection.execute(
+                insert(DeviceCertificate),
+                [
+                    {
+                        "ca_sn": d.ca_sn,
+                        "device_sn": d.device_sn,
+                        "name": d.name,
+                        "pem": d.pem,
+                        "fingerprint": d.fingerprint,
+                        "valid_begin": d.valid_begin,
+                        "valid_end": d.valid_end,
+                        "status": Status.ACTIVE.value,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for d in devices
+                ],
+            )
+
+    def get_device(self, ca_sn: str, device_sn: str) -> DeviceRecord | None:
+        with self._read_session() as session:
+            row = session.scalars(
+                select(DeviceCertificate).where(
+                    DeviceCertificate.ca_sn == ca_sn, DeviceCertificate.device_sn == device_sn
+                )
+            ).first()
+            return None if row is None else _device_record(row)
+
+    def ca_exists(self, sn: str) -> bool:
+        with self._read_session() as session:
+            return session.scalar(select(CaCertificate.id).where(CaCertificate.sn == sn)) is not None
+
+    @staticmethod
+    def _device_filters(
+        ca_sn: str | None, status: Status | None, name: str | None
+    ) -> list[ColumnElement[bool]]:
+        filters: list[ColumnElement[bool]] = []
+        if ca_sn is not None:
+            filters.append(DeviceCertificate.ca_sn == ca_sn)
+        if status is not None:
+            filters.append(DeviceCertificate.status == status.value)
+        if name is not None:
+            filters.append(DeviceCertificate.name == name)
+        return filters
+
+    def list_devices(
+        self,
+        offset: int,
+        limit: int,
+        *,
+        ca_sn: str | None = None,
+        status: Status | None = None,
+        name: str | None = None,
+        count: bool = True,
+    ) -> tuple[list[DeviceRecord], int | None]:
+        """A page of devices in ``(ca_sn, device_sn)`` order, and the number of matching devices
+        when ``count``. The page's keys are found on an index alone (a deep OFFSET skips index
+        entries, not table rows), then only those rows are read."""
+        filters = self._device_filters(ca_sn, status, name)
+        keys: Select[int] = (
+            select(DeviceCertificate.id)
+            .where(*filters)
+            .order_by(DeviceCertificate.ca_sn, DeviceCertificate.device_sn)
+            .offset(offset)
+            .limit(limit)
+        )
+        with self._read_session() as session:
+            ids = list(session.scalars(keys))
+            rows = session.scalars(
+                select(DeviceCertificate)
+                .where(DeviceCertificate.id.in_(ids))
+                .order_by(DeviceCertificate.ca_sn, DeviceCertificate.device_sn)
+            )
+            items = [_device_record(row) for row in rows] if ids else []
+            total = None
+            if count:
+                total = (
+                    session.scalar(select(func.count()).select_from(DeviceCertificate).where(*filters)) or 0
+                )
+            return items, total
+
+    def set_device_status(
+        self, ca_sn: str, device_sn: str, status: Status, now: datetime.datetime
+    ) -> tuple[DeviceRecord, bool] | None:
+        with self._session() as session, session.begin():
+            row = session.scalars(
+                select(DeviceCertificate).where(
+                    DeviceCertificate.ca_sn == ca_sn, DeviceCertificate.device_sn == device_sn
+                )
+            ).first()
+            if row is None:
+                return None
+            changed = row.status != status.value
+            if changed:
+                row.status = status.value
+                row.updated_at = now
+            return _device_record(row), changed
+
+    def delete_device(self, ca_sn: str, device_sn: str) -> bool:
+        with self._session() as session, session.begin():
+            result = session.execute(
+                delete(DeviceCertificate).where(
+                    DeviceCertificate.ca_sn == ca_sn, DeviceCertificate.device_sn == device_sn
+                )
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+    def stream_device_keys(self, batch: int = STREAM_BATCH) -> Iterator[Sequence[tuple[str, str, str, str]]]:
+        """Every device as ``(ca_sn, device_sn, fingerprint, status)`` tuples, in batches, straight
+        from the driver's cursor: loading a million devices builds no ORM object."""
+        table = DeviceCertificate.__table__
+        query = select(table.c.ca_sn, table.c.device_sn, table.c.fingerprint, table.c.status)
+        with self.engine.connect().execution_options(**{_READ_ONLY: True}) as connection:
+            compiled = query.compile(connection)
+            raw: Any = connection.connection.dbapi_connection
+            connection.begin()  # one consistent snapshot for the whole load
+            # PostgreSQL: a server-side cursor, so the client holds one batch at a time.
+            cursor = raw.cursor(name="certmq_device_keys") if self.dialect == "postgresql" else raw.cursor()
+            try:
+                cursor.execute(str(compiled))
+                while rows := cursor.fetchmany(batch):
+                    yield rows
+            finally:
+                cursor.close()
+                connection.rollback()
+
+    def count_expiring(self, now: datetime.datetime, until: datetime.datetime) -> tuple[int, int]:
+        """Numbers of CA and device certificates valid now that end before ``until``."""
+        with self._read_session() as session:
+            cas = session.scalar(
+                select(func.count())
+                .select_from(CaCertificate)
+                .where(CaCertificate.valid_end >= now, CaCertificate.valid_end < until)
+            )
+            devices = session.scalar(
+                select(func.count())
+                .select_from(DeviceCertificate)
+                .where(DeviceCertificate.valid_end >= now, DeviceCertificate.valid_end < until)
+            )
+            return cas or 0, devices or 0
+
+    # --- settings -------------------------------------------------------------------------------
+
+    def all_settings(self) -> dict[str, Any]:
+        with self._read_session() as session:
+            return {row.key: json.loads(row.value) for row in session.scalars(select(models.Setting))}
+
+    def get_setting(self, key: str) -> Any | None:
+        with self._read_session() as session:
+            row = session.get(models.Setting, key)
+            return None if row is None else json.loads(row.value)
+
+    def set_setting(self, key: str, value: Any, now: datetime.datetime) -> None:
+        text = json.dumps(value, separators=(",", ":"), sort_keys=True)
+        with self._session() as session, session.begin():
+            row = session.get(models.Setting, key)
+            if row is None:
+                session.add(models.Setting(key=key, value=text, updated_at=now))
+            else:
+                row.value = text
+                row.updated_at = now
+
+    def delete_setting(self, key: str) -> bool:
+        with self._session() as session, session.begin():
+            result = session.execute(delete(models.Setting).where(models.Setting.key == key))
+            return bool(getattr(result, "rowcount", 0))
+
+    # --- the decision log -----------------------------------------------------------------------
+
+    def add_decisions(self, rows: Sequence[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        with self.engine.begin() as connection:
+            connection.execute(insert(models.Decision), list(rows))
+
+    def search_decisions(
+        self,
+        *,
+        device_sn: str | None = None,
+        ca_sn: str | None = None,
+        client_id: str | None = None,
+        result: str | None = None,
+        reason: str | None = None,
+        since: datetime.datetime | None = None,
+        until: datetime.datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[DecisionRecord]:
+        table = models.Decision
+        filters: list[ColumnElement[bool]] = []
+        if device_sn is not None:
+            filters.append(table.device_sn == device_sn)
+        if ca_sn is not None:
+            filters.append(table.ca_sn == ca_sn)
+        if client_id is not None:
+            filters.append(table.client_id == client_id)
+        if result is not None:
+            filters.append(table.result == result)
+        if reason is not None:
+            filters.append(table.reason == reason)
+        if since is not None:
+            filters.append(table.time >= since)
+        if until is not None:
+            filters.append(table.time < until)
+        query = (
+            select(table)
+            .where(*filters)
+            .order_by(table.time.desc(), table.id.desc())
+            .offset(offset)
+            .limit(limit)
+        )
+        with self._read_session() as session:
+            return [_decision_record(row) for row in session.scalars(query)]
+
+    def count_decisions(self) -> int:
+        with self._read_session() as session:
+            return session.scalar(select(func.count()).select_from(models.Decision)) or 0
+
+    def prune_decisions(self, *, max_rows: int, older_than: datetime.datetime) -> int:
+        """Delete decisions older than ``older_than``, then the oldest beyond the newest
+        ``max_rows``. Returns how many rows went."""
+        table = models.Decision
+        with self._session() as session, session.begin():
+            deleted = session.execute(delete(table).where(table.time < older_than))
+            removed = int(getattr(deleted, "rowcount", 0) or 0)
+            cutoff = session.scalar(select(table.id).order_by(table.id.desc()).offset(max_rows).limit(1))
+            if cutoff is not None:
+                deleted = session.execute(delete(table).where(table.id <= cutoff))
+                removed += int(getattr(deleted, "rowcount", 0) or 0)
+            return removed
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m certmq.registry.store revision MESSAGE``: write a new migration from the
+    difference between :mod:`certmq.registry.models` and a fresh database at head."""
+    import tempfile
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2 or args[0] != "revision":
+        print("usage: python -m certmq.registry.store revision MESSAGE", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as directory:
+        store = open_registry(Path(directory) / REGISTRY_FILE)
+        config = _alembic_config()
+        with store.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.revision(config, message=args[1], autogenerate=True)
+        store.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
