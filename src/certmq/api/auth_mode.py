@@ -1,0 +1,49 @@
+"""``/api/v1/auth-mode``: one-way or mutual TLS, switched at run time (SPEC 4.3)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from certmq.api.context import Context
+from certmq.api.errors import error_responses
+
+router = APIRouter(prefix="/auth-mode", tags=["auth mode"])
+
+Mode = Literal["one-way", "mutual"]
+
+
+class AuthMode(BaseModel):
+    mode: Mode = Field(description="one-way: credentials; mutual: device certificates as well")
+
+
+class AuthModeChange(BaseModel):
+    mode: Mode
+    disconnect_nonconforming: bool = Field(
+        default=False, description="also disconnect live sessions that the new mode would refuse"
+    )
+
+
+class AuthModeChanged(BaseModel):
+    mode: Mode
+    disconnected: int = Field(description="live sessions disconnected because they do not conform")
+
+
+@router.get("", response_model=AuthMode, summary="Show the auth mode")
+async def get_auth_mode(context: Context) -> AuthMode:
+    return AuthMode(mode=context.control.auth_mode())  # type: ignore[arg-type]
+
+
+@router.put(
+    "",
+    response_model=AuthModeChanged,
+    summary="Switch the auth mode for new handshakes",
+    responses=error_responses(400),
+)
+async def set_auth_mode(change: AuthModeChange, context: Context) -> AuthModeChanged:
+    disconnected = await context.control.set_auth_mode(
+        change.mode, disconnect_nonconforming=change.disconnect_nonconforming
+    )
+    return AuthModeChanged(mode=change.mode, disconnected=disconnected)

@@ -1,0 +1,76 @@
+"""``/api/v1/decisions``: the audit log of authentication decisions (SPEC 6), newest first."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from certmq.api.context import Context
+from certmq.registry.records import DecisionRecord
+
+router = APIRouter(prefix="/decisions", tags=["decisions"])
+
+
+class Decision(BaseModel):
+    id: int
+    time: datetime
+    listener: str
+    peer: str = Field(description="the client's address, host:port")
+    client_id: str
+    ca_sn: str
+    device_sn: str
+    cn: str = Field(description="Subject CN of the device certificate")
+    step: int = Field(description="the step of SPEC 3 that decided (1-6); 0 for credentials")
+    result: Literal["allow", "deny"]
+    reason: str = Field(description="e.g. new-device, device-inactive, ca-not-registered, bad-credentials")
+    detail: str
+
+    @classmethod
+    def of(cls, record: DecisionRecord) -> Decision:
+        return cls.model_validate(record, from_attributes=True)
+
+
+class DecisionList(BaseModel):
+    items: list[Decision]
+    limit: int
+    offset: int
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """Times without a zone are UTC, as everywhere in the API."""
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+@router.get("", response_model=DecisionList, summary="Search the decisions, newest first")
+async def search_decisions(
+    context: Context,
+    device_sn: Annotated[str | None, Query(description="DeviceSn of the device certificate")] = None,
+    ca_sn: Annotated[str | None, Query(description="Sn of the CA")] = None,
+    client_id: Annotated[str | None, Query(description="MQTT client id")] = None,
+    result: Annotated[Literal["allow", "deny"] | None, Query()] = None,
+    reason: Annotated[str | None, Query(description="reason code, e.g. device-inactive")] = None,
+    since: Annotated[datetime | None, Query(description="ISO 8601; from this time on")] = None,
+    until: Annotated[datetime | None, Query(description="ISO 8601; before this time")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> DecisionList:
+    # Decisions are written in batches every half second: write the queued ones first, so that
+    # the attempt an operator just made is in the answer.
+    await context.registry.flush_decisions()
+    records = await context.registry.search_decisions(
+        device_sn=device_sn,
+        ca_sn=ca_sn,
+        client_id=client_id,
+        result=result,
+        reason=reason,
+        since=_utc(since),
+        until=_utc(until),
+        limit=limit,
+        offset=offset,
+    )
+    return DecisionList(items=[Decision.of(record) for record in records], limit=limit, offset=offset)

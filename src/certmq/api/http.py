@@ -1,0 +1,105 @@
+"""The HTTP listener: serves the API application with uvicorn inside the broker's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Generator
+from typing import Any
+
+import uvicorn
+
+log = logging.getLogger("certmq")
+
+STOP_TIMEOUT = 5.0  # seconds for requests in progress to finish when stopping
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that leaves the signals to the process that embeds it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket on host:port (port 0: any free port); OSError when it cannot be had."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class HttpListener:
+    """Serve an ASGI application on ``host:port`` until :meth:`stop`.
+
+    ``await start()`` returns once the socket is bound and accepting (``port`` is then the bound
+    port, also when 0 was asked for) and raises OSError when the address cannot be bound.
+    """
+
+    def __init__(self, app: Any, host: str, port: int) -> None:
+        self.app = app
+        self.host = host
+        self.port = port
+        self._server: _EmbeddedServer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError("the HTTP listener is started already")
+        sock = _bind(self.host, self.port)
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.app,
+            log_config=None,
+            lifespan="off",
+            access_log=False,
+            timeout_graceful_shutdown=int(STOP_TIMEOUT),
+            server_header=False,
+        )
+        server = self._server = _EmbeddedServer(config)
+        # uvicorn says "Started server process" and the like at info level: certmq logs its own line.
+        uvicorn_log = logging.getLogger("uvicorn.error")
+        if uvicorn_log.level == logging.NOTSET:
+            uvicorn_log.setLevel(logging.WARNING)
+        self._task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            if self._task.done():
+                sock.close()
+                self._task.result()  # the reason it stopped
+                raise OSError(f"the HTTP listener on {self.url} stopped while starting")
+            await asyncio.sleep(0.01)
+        log.info(
+            "listening http on %s (REST API %s/api/v1, metrics %s/metrics)", self.url, self.url, self.url
+        )
+
+    async def stop(self) -> None:
+        """Stop accepting, let requests in progress finish (for up to 5 s), then close."""
+        if self._server is None or self._task is None:
+            return
+        self._server.should_exit = True
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), STOP_TIMEOUT + 1)
+        except TimeoutError:
+            self._server.force_exit = True
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._task = None
+        self._server = None

@@ -1,0 +1,94 @@
+"""``/api/v1/instance``: the instance at a glance (SPEC 8 overview), and ``/api/v1/healthz``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from certmq.api.context import ApiContext, Context
+from certmq.control import ListenerInfo
+from certmq.registry.records import RegistryCounts
+
+router = APIRouter(tags=["instance"])
+health_router = APIRouter(tags=["instance"])
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceOverview:
+    id: str
+    mode: str
+    listeners: list[ListenerInfo]
+    counts: RegistryCounts
+    connections: int
+
+
+async def instance_overview(context: ApiContext) -> InstanceOverview:
+    """What the overview of the console and ``GET /instance`` show."""
+    control = context.control
+    return InstanceOverview(
+        id=context.instance_id,
+        mode=control.auth_mode(),
+        listeners=control.listeners(),
+        counts=await context.registry.counts(),
+        connections=len(control.connections()),
+    )
+
+
+class Listener(BaseModel):
+    name: str = Field(description="tcp, tls, ws, wss or http")
+    host: str
+    port: int
+
+
+class Counts(BaseModel):
+    ca_certificates: int
+    ca_certificates_active: int
+    ca_certificates_inactive: int
+    ca_certificates_expiring: int = Field(description="valid now, expired within expiring_within_days")
+    device_certificates: int
+    device_certificates_active: int
+    device_certificates_inactive: int
+    device_certificates_expiring: int = Field(description="valid now, expired within expiring_within_days")
+    expiring_within_days: int
+    connections: int = Field(description="live MQTT connections")
+
+
+class Instance(BaseModel):
+    id: str = Field(description="MqttInstanceId")
+    mode: str = Field(description="auth mode: one-way or mutual")
+    listeners: list[Listener]
+    counts: Counts
+
+
+class Health(BaseModel):
+    status: str
+
+
+@router.get("/instance", response_model=Instance, summary="The instance: id, auth mode, listeners, counts")
+async def get_instance(context: Context) -> Instance:
+    overview = await instance_overview(context)
+    counts = overview.counts
+    return Instance(
+        id=overview.id,
+        mode=overview.mode,
+        listeners=[Listener(name=item.name, host=item.host, port=item.port) for item in overview.listeners],
+        counts=Counts(
+            ca_certificates=counts.cas,
+            ca_certificates_active=counts.cas_active,
+            ca_certificates_inactive=counts.cas_inactive,
+            ca_certificates_expiring=counts.cas_expiring,
+            device_certificates=counts.devices,
+            device_certificates_active=counts.devices_active,
+            device_certificates_inactive=counts.devices_inactive,
+            device_certificates_expiring=counts.devices_expiring,
+            expiring_within_days=counts.expiring_within.days,
+            connections=overview.connections,
+        ),
+    )
+
+
+@health_router.get("/healthz", response_model=Health, summary="Liveness check (no token needed)")
+async def healthz() -> Health:
+    return Health(status="ok")

@@ -1,0 +1,167 @@
+"""``/metrics``: Prometheus metrics of the instance (SPEC 6).
+
+Two kinds of metric:
+
+* counted as things happen: the decisions by result and reason. The application counts each
+  decision it records, through :meth:`Metrics.count_decision` (or a recorder wrapped with
+  :meth:`Metrics.counting`);
+* read at each scrape: connections by listener, the broker's counters (messages in and out,
+  TLS handshake failures...), the registry's sizes and the certificates that expire within
+  30 days. Reading them at scrape time keeps the hot paths free of metric updates.
+
+The metrics live in a registry of their own (not prometheus-client's global one), so several
+instances, or tests, in one process do not mix.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from certmq.api.context import Context
+from certmq.control import BrokerControl
+from certmq.registry.records import RegistryCounts
+
+router = APIRouter()
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Broker counters (BrokerControl.stats keys) exported as Prometheus counters: name, help.
+_BROKER_COUNTERS: dict[str, tuple[str, str]] = {
+    "messages_received": ("certmq_messages_received", "PUBLISH packets received from clients"),
+    "messages_sent": ("certmq_messages_sent", "PUBLISH packets sent to clients"),
+    "messages_dropped": ("certmq_messages_dropped", "messages dropped (queue full, expired, no route)"),
+    "messages_routed": ("certmq_messages_routed", "messages routed to subscribers"),
+    "bytes_received": ("certmq_bytes_received", "bytes received from MQTT clients"),
+    "bytes_sent": ("certmq_bytes_sent", "bytes sent to MQTT clients"),
+    "connections_total": ("certmq_connections_opened", "MQTT connections accepted"),
+    "tls_handshake_failures": ("certmq_tls_handshake_failures", "TLS handshakes that failed"),
+    "malformed_packets": ("certmq_malformed_packets", "connections closed for a malformed packet"),
+    "publishes_denied": ("certmq_publishes_denied", "PUBLISH packets refused by topic authorization"),
+}
+_CONNECTIONS_PREFIX = "connections_"
+_IGNORED_STATS = {"clients_connected"}  # the same number as the sum of certmq_connections
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What one scrape reads from the broker and the registry."""
+
+    stats: dict[str, int]
+    connections_by_listener: dict[str, int]
+    counts: RegistryCounts
+
+
+class _SnapshotCollector(Collector):
+    def __init__(self) -> None:
+        self.snapshot: Snapshot | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self.snapshot
+        if snapshot is None:
+            return
+        connections = GaugeMetricFamily(
+            "certmq_connections", "live MQTT connections by listener", labels=["listener"]
+        )
+        for listener, count in sorted(snapshot.connections_by_listener.items()):
+            connections.add_metric([listener], count)
+        yield connections
+        for key, value in sorted(snapshot.stats.items()):
+            if key in _BROKER_COUNTERS:
+                name, documentation = _BROKER_COUNTERS[key]
+                yield CounterMetricFamily(name, documentation, value=value)
+            elif not key.startswith(_CONNECTIONS_PREFIX) and key not in _IGNORED_STATS:
+                yield GaugeMetricFamily(f"certmq_broker_{key}", f"broker statistic {key}", value=value)
+        counts = snapshot.counts
+        cas = GaugeMetricFamily("certmq_ca_certificates", "registered CA certificates", labels=["status"])
+        cas.add_metric(["active"], counts.cas_active)
+        cas.add_metric(["inactive"], counts.cas_inactive)
+        yield cas
+        devices = GaugeMetricFamily(
+            "certmq_device_certificates", "registered device certificates", labels=["status"]
+        )
+        devices.add_metric(["active"], counts.devices_active)
+        devices.add_metric(["inactive"], counts.devices_inactive)
+        yield devices
+        days = counts.expiring_within.days
+        expiring = GaugeMetricFamily(
+            "certmq_certificates_expiring",
+            f"registered certificates valid now that expire within {days} days",
+            labels=["kind"],
+        )
+        expiring.add_metric(["ca"], counts.cas_expiring)
+        expiring.add_metric(["device"], counts.devices_expiring)
+        yield expiring
+
+
+class Metrics:
+    """The instance's Prometheus metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.decisions = Counter(
+            "certmq_decisions",
+            "authentication decisions by result and reason (SPEC 3, 5)",
+            ["result", "reason"],
+            registry=self.registry,
+        )
+        self._collector = _SnapshotCollector()
+        self.registry.register(self._collector)
+
+    def count_decision(self, result: str, reason: str) -> None:
+        self.decisions.labels(result=result or "unknown", reason=reason or "unknown").inc()
+
+    def counting(self, record_decision: F) -> F:
+        """``record_decision`` that also counts each decision it records. The decision is its
+        first argument, an object with ``result`` and ``reason`` attributes, or keyword
+        arguments ``result=`` and ``reason=``."""
+
+        def labels(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, str]:
+            decision = args[0] if args else None
+            result = getattr(decision, "result", kwargs.get("result", ""))
+            reason = getattr(decision, "reason", kwargs.get("reason", ""))
+            return str(result), str(reason)
+
+        if inspect.iscoroutinefunction(record_decision):
+
+            @functools.wraps(record_decision)
+            async def record_and_count_async(*args: Any, **kwargs: Any) -> Any:
+                outcome = await record_decision(*args, **kwargs)
+                self.count_decision(*labels(args, kwargs))
+                return outcome
+
+            return record_and_count_async  # type: ignore[return-value]
+
+        @functools.wraps(record_decision)
+        def record_and_count(*args: Any, **kwargs: Any) -> Any:
+            outcome = record_decision(*args, **kwargs)
+            self.count_decision(*labels(args, kwargs))
+            return outcome
+
+        return record_and_count  # type: ignore[return-value]
+
+    def render(self, control: BrokerControl, counts: RegistryCounts) -> bytes:
+        """The metrics in the Prometheus text format, as of now."""
+        by_listener = {listener.name: 0 for listener in control.listeners()}
+        for connection in control.connections():
+            by_listener[connection.listener] = by_listener.get(connection.listener, 0) + 1
+        snapshot = Snapshot(stats=dict(control.stats()), connections_by_listener=by_listener, counts=counts)
+        # Setting the snapshot and rendering it happen in one synchronous stretch: scrapes that
+        # run at the same time cannot see each other's snapshot.
+        self._collector.snapshot = snapshot
+        return generate_latest(self.registry)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(context: Context) -> Response:
+    counts = await context.registry.counts()
+    body = context.metrics.render(context.control, counts)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
