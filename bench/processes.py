@@ -14,14 +14,15 @@ _started: list[subprocess.Popen[bytes]] = []
 
 
 def start(args: list[str], cpus: set[int] | None = None, **kwargs: Any) -> subprocess.Popen[bytes]:
-    """Popen in a new session (its own process group), on the given CPUs, remembered for stop_all()."""
+    """Popen in its own process group (so Ctrl-C reaches only this script), on the given CPUs,
+    remembered for stop_all()."""
     pin = None
     if cpus:
 
         def pin() -> None:
             os.sched_setaffinity(0, cpus)
 
-    process = subprocess.Popen(args, start_new_session=True, preexec_fn=pin, **kwargs)
+    process = subprocess.Popen(args, process_group=0, preexec_fn=pin, **kwargs)
     _started.append(process)
     return process
 

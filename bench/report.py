@@ -40,22 +40,24 @@ def summarise(runs: list[dict[str, Any]], cells: list[str], brokers: list[str]) 
             }
         if SUBJECT in brokers and REFERENCE in brokers:
             subject, reference = entry["brokers"][SUBJECT], entry["brokers"][REFERENCE]
-            entry["throughput_ratio"] = _ratio(subject["deliveries_per_s"], reference["deliveries_per_s"])
-            entry["cpu_ratio"] = _ratio(subject["cpu_us_per_message"], reference["cpu_us_per_message"])
-            entry["throughput_ratio_range"] = _paired_range(runs, cell, "deliveries_per_s")
-            entry["cpu_ratio_range"] = _paired_range(runs, cell, "cpu_us_per_message")
+            for name, key in (("throughput", "deliveries_per_s"), ("cpu", "cpu_us_per_message")):
+                paired = _paired_ratios(runs, cell, key)
+                # The median of the ratios of runs made back to back: a burst of load from
+                # elsewhere on the machine tends to hit both runs of a pair alike.
+                entry[f"{name}_ratio"] = _median(paired)
+                entry[f"{name}_ratio_range"] = [min(paired), max(paired)] if paired else None
+                entry[f"{name}_ratio_of_medians"] = _ratio(subject[key], reference[key])
         summary.append(entry)
     return summary
 
 
-def _paired_range(runs: list[dict[str, Any]], cell: str, key: str) -> list[float] | None:
-    """Lowest and highest certmq/mosquitto ratio over repeats (each repeat ran both brokers back to back)."""
+def _paired_ratios(runs: list[dict[str, Any]], cell: str, key: str) -> list[float]:
+    """certmq/mosquitto ratio for each repeat (each repeat ran both brokers back to back)."""
     by_repeat: dict[int, dict[str, float]] = {}
     for run in runs:
         if run["cell"] == cell and "error" not in run and run.get(key):
             by_repeat.setdefault(run["repeat"], {})[run["broker"]] = run[key]
-    ratios = [pair[SUBJECT] / pair[REFERENCE] for pair in by_repeat.values() if len(pair) == 2]
-    return [min(ratios), max(ratios)] if ratios else None
+    return [pair[SUBJECT] / pair[REFERENCE] for pair in by_repeat.values() if len(pair) == 2]
 
 
 # ---- formatting ----
@@ -67,6 +69,10 @@ def _rate(value: float | None) -> str:
 
 def _micro(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
 
 
 def _times(value: float | None) -> str:
@@ -89,6 +95,7 @@ def rows(summary: list[dict[str, Any]], brokers: list[str]) -> tuple[list[str], 
     header += [f"{b} CPU us/msg" for b in brokers]
     if both:
         header.append("ratio")
+    header += [f"{b} busy" for b in brokers]
     table = []
     for entry in summary:
         row = [entry["cell"]]
@@ -98,6 +105,7 @@ def rows(summary: list[dict[str, Any]], brokers: list[str]) -> tuple[list[str], 
         row += [_micro(entry["brokers"][b]["cpu_us_per_message"]) for b in brokers]
         if both:
             row.append(_times(entry["cpu_ratio"]))
+        row += [_percent(entry["brokers"][b]["broker_busy"]) for b in brokers]
         table.append(row)
     return header, table
 
@@ -117,11 +125,11 @@ def markdown_table(summary: list[dict[str, Any]], brokers: list[str]) -> str:
     header, table = rows(summary, brokers)
     both = SUBJECT in brokers and REFERENCE in brokers
     if both:
-        # Show the spread of the paired ratios next to the ratio of the medians.
+        # Show the spread of the paired ratios next to their median.
         for entry, row in zip(summary, table, strict=True):
             for key, column in (
                 ("throughput_ratio_range", 1 + len(brokers)),
-                ("cpu_ratio_range", len(row) - 1),
+                ("cpu_ratio_range", 2 + 2 * len(brokers)),
             ):
                 spread = entry.get(key)
                 if spread and len(spread) == 2 and spread[0] != spread[1]:

@@ -240,6 +240,23 @@ def measure(
     return runs
 
 
+def load_generator_peak(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The run where the load generator used the largest share of its CPU (both threads)."""
+    peak = None
+    for run in runs:
+        if "error" in run or not run.get("elapsed_s"):
+            continue
+        share = (run["publisher_cpu_s"] + run["subscriber_cpu_s"]) / run["elapsed_s"]
+        if peak is None or share > peak["cpu_share"]:
+            peak = {
+                "cpu_share": share,
+                "cell": run["cell"],
+                "broker": run["broker"],
+                "broker_busy": run["broker_busy"],
+            }
+    return peak
+
+
 def describe_run(args: argparse.Namespace, facts: dict[str, Any], started: datetime.datetime) -> str:
     brokers = facts["brokers"]
     parts = [
@@ -269,6 +286,12 @@ def describe_run(args: argparse.Namespace, facts: dict[str, Any], started: datet
     if "mosquitto" in brokers:
         mosquitto = brokers["mosquitto"]
         parts.append(f"mosquitto {mosquitto['version']}, server key {mosquitto['server_key']}.")
+    peak = facts.get("load_generator_peak")
+    if peak:
+        parts.append(
+            f"The load generator used at most {peak['cpu_share']:.0%} of one CPU ({peak['cell']} on {peak['broker']}, "
+            f"which was {peak['broker_busy']:.0%} busy in that run)."
+        )
     return "\n".join(parts)
 
 
@@ -337,12 +360,16 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick,
         },
     }
+    facts["load_generator_peak"] = load_generator_peak(runs)
     description = describe_run(args, facts, started)
     print()
     print(description)
     print()
     print(report.console_table(summary, names))
-    print("msg/s: deliveries per second, end to end (median); * some runs incomplete or failed, see the JSON")
+    print(
+        "msg/s: deliveries per second, end to end (median); ratio: median of the per-repeat ratios; "
+        "busy: broker CPU / wall time (median); * some runs incomplete or failed, see the JSON"
+    )
 
     stamp = started.strftime("%Y%m%d-%H%M%S")
     json_file, chart_file = RESULTS_DIR / f"{stamp}.json", RESULTS_DIR / f"{stamp}.png"
