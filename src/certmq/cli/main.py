@@ -7,7 +7,19 @@ import sys
 from collections.abc import Sequence
 
 from certmq import __version__
-from certmq.cli import init, pki, serve
+from certmq.cli import (
+    access_key,
+    ca,
+    connections,
+    decisions,
+    device,
+    explain,
+    init,
+    mode,
+    pki,
+    serve,
+    server_cert,
+)
 from certmq.cli.errors import CommandError
 from certmq.config import ConfigError
 from certmq.instance import InstanceError
@@ -24,6 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_parser(commands)
     serve.add_parser(commands)
     pki.add_parser(commands)
+    # Registry commands: they talk to a running instance over its REST API.
+    ca.add_parser(commands)
+    device.add_parser(commands)
+    mode.add_parser(commands)
+    server_cert.add_parser(commands)
+    connections.add_parser(commands)
+    decisions.add_parser(commands)
+    access_key.add_parser(commands)
+    explain.add_parser(commands)
     return parser
 
 
