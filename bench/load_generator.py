@@ -105,11 +105,13 @@ def run_cell(
         if line != "READY":
             raise LoadGeneratorError(f"load generator did not get ready: {line!r}; {_tail(stderr_file)}")
         cpu_before, wall_before = broker.cpu_seconds(), time.monotonic()
+        machine_before = processes.machine_busy_seconds()
         assert process.stdin is not None
         process.stdin.write(b"GO\n")
         process.stdin.flush()
         line = reader.readline(time.monotonic() + duration + DRAIN_TIMEOUT + 10)
         cpu_after, wall_after = broker.cpu_seconds(), time.monotonic()
+        machine_after = processes.machine_busy_seconds()
         try:
             result: dict[str, Any] = json.loads(line)
         except json.JSONDecodeError:
@@ -119,12 +121,18 @@ def run_cell(
     finally:
         processes.stop(process, grace_seconds=5)
     broker_cpu = cpu_after - cpu_before
+    wall = max(wall_after - wall_before, 1e-9)
+    load_generator_cpu = result["publisher_cpu_s"] + result["subscriber_cpu_s"]
+    # What the rest of the machine used meanwhile (other programs, this script): a disturbance.
+    other_cpu = max(0.0, machine_after - machine_before - broker_cpu - load_generator_cpu)
     received = int(result["received"])
     if result.get("sequence_errors"):
         result["complete"] = False  # the right count, but not the right messages
     result.update(
         broker_cpu_s=broker_cpu,
-        broker_busy=broker_cpu / max(wall_after - wall_before, 1e-9),
+        broker_busy=broker_cpu / wall,
+        load_generator_cpu_share=load_generator_cpu / wall,
+        other_cpu_share=other_cpu / wall,
         cpu_us_per_message=broker_cpu * 1e6 / received if received else None,
     )
     return result

@@ -89,6 +89,14 @@ def cpu_seconds(pid: int) -> float:
     return total / _CLOCK_TICKS
 
 
+def machine_busy_seconds() -> float:
+    """CPU time spent by everything on the machine (all CPUs, not idle, not waiting for I/O), in seconds."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / _CLOCK_TICKS
+
+
 def wait_for_port(
     port: int, process: subprocess.Popen[bytes], timeout: float, tls_cafile: Path | None = None
 ) -> None:

@@ -26,7 +26,7 @@ def summarise(runs: list[dict[str, Any]], cells: list[str], brokers: list[str]) 
     for cell in cells:
         entry: dict[str, Any] = {"cell": cell, "brokers": {}}
         for broker in brokers:
-            mine = [r for r in runs if r["cell"] == cell and r["broker"] == broker]
+            mine = [r for r in runs if r["cell"] == cell and r["broker"] == broker and "discarded" not in r]
             good = [r for r in mine if "error" not in r]
             entry["brokers"][broker] = {
                 "deliveries_per_s": _median([r["deliveries_per_s"] for r in good]),
@@ -34,6 +34,7 @@ def summarise(runs: list[dict[str, Any]], cells: list[str], brokers: list[str]) 
                     [r["cpu_us_per_message"] for r in good if r["cpu_us_per_message"]]
                 ),
                 "broker_busy": _median([r["broker_busy"] for r in good]),
+                "other_cpu_share": _median([r["other_cpu_share"] for r in good]),
                 "runs": len(good),
                 "incomplete": sum(1 for r in good if not r["complete"]),
                 "errors": [r["error"] for r in mine if "error" in r],
@@ -55,7 +56,7 @@ def _paired_ratios(runs: list[dict[str, Any]], cell: str, key: str) -> list[floa
     """certmq/mosquitto ratio for each repeat (each repeat ran both brokers back to back)."""
     by_repeat: dict[int, dict[str, float]] = {}
     for run in runs:
-        if run["cell"] == cell and "error" not in run and run.get(key):
+        if run["cell"] == cell and "error" not in run and "discarded" not in run and run.get(key):
             by_repeat.setdefault(run["repeat"], {})[run["broker"]] = run[key]
     return [pair[SUBJECT] / pair[REFERENCE] for pair in by_repeat.values() if len(pair) == 2]
 

@@ -86,6 +86,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="bytes of messages the publisher gathers per write (default 65536; 1: one message per write)",
     )
     parser.add_argument(
+        "--max-disturbance",
+        type=float,
+        default=0.25,
+        metavar="SHARE",
+        help="measure a pair of runs again when other programs used more than this share of a CPU "
+        "during either run (default 0.25)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        help="how many times a disturbed pair is measured again (default 2; --quick: 0)",
+    )
+    parser.add_argument(
         "--no-pin",
         action="store_true",
         help="do not pin the broker to one CPU and the load generator to the others",
@@ -101,12 +114,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--brokers: a comma-separated list of distinct names from {', '.join(KNOWN_BROKERS)}")
     if args.repeat is None:
         args.repeat = 1 if args.quick else 5
+    if args.retries is None:
+        args.retries = 0 if args.quick else 2
     if args.duration is None:
         args.duration = 0.5 if args.quick else 3.0
     if args.repeat < 1 or args.duration <= 0 or not 0 <= args.size <= 65536 or args.fanout < 1:
         parser.error("--repeat >= 1, --duration > 0, 0 <= --size <= 65536, --fanout >= 1")
-    if args.publisher_batch < 1:
-        parser.error("--publisher-batch >= 1")
+    if args.publisher_batch < 1 or args.retries < 0 or args.max_disturbance < 0:
+        parser.error("--publisher-batch >= 1, --retries >= 0, --max-disturbance >= 0")
     return args
 
 
@@ -188,63 +203,85 @@ def measure(
             # Alternate which broker goes first, so that a drift in the machine's speed
             # does not favour one of them.
             order = names if (repeat + index) % 2 == 0 else list(reversed(names))
-            for name in order:
+            for attempt in range(1 + args.retries):
                 if time.monotonic() > deadline:
                     print(f"time limit reached: skipping the remaining runs (repeat {repeat + 1})")
                     return runs
-                serial += 1
-                broker = running[name]
-                record: dict[str, Any] = {
-                    "broker": name,
-                    "cell": cell.name,
-                    "repeat": repeat,
-                    "transport": cell.transport,
-                    "qos": cell.qos,
-                    "subscribers": cell.subscribers,
-                }
-                if not broker.alive():
-                    record["error"] = f"{name} is not running (exit status {broker.process.returncode})"
-                    print(f"  {cell.name:<20} {name:<10} ERROR {record['error']}")
-                    runs.append(record)
-                    continue
-                tag = f"r{serial}-{name}-{cell.transport}-q{cell.qos}-s{cell.subscribers}"
-                try:
-                    record.update(
-                        load_generator.run_cell(
-                            broker,
-                            cell,
-                            size=args.size,
-                            duration=args.duration,
-                            tag=tag,
-                            log_dir=log_dir,
-                            cpus=cpus.load_generator,
-                            write_batch=args.publisher_batch,
-                        )
-                    )
-                except load_generator.LoadGeneratorError as error:
-                    record["error"] = str(error)
-                    print(f"  {cell.name:<20} {name:<10} ERROR {error}")
-                    if not broker.alive():
-                        print(f"  {name} exited; last lines of its log:\n{broker.log_tail()}")
-                    runs.append(record)
-                    continue
-                runs.append(record)
-                missing = (
-                    "" if record["complete"] else f"  INCOMPLETE {record['received']}/{record['expected']}"
-                )
+                pair = []
+                for name in order:
+                    serial += 1
+                    pair.append(run_one(args, running[name], cell, repeat, serial, log_dir, cpus))
+                runs.extend(pair)
+                disturbance = max((run.get("other_cpu_share", 0.0) for run in pair), default=0.0)
+                if disturbance <= args.max_disturbance or attempt == args.retries:
+                    break
+                # Other programs took a large share of the machine during this pair: measure
+                # the pair again, and keep these runs in the JSON file only.
+                for run in pair:
+                    run["discarded"] = f"other programs used {disturbance:.0%} of a CPU"
                 print(
-                    f"  {cell.name:<20} {name:<10} {record['deliveries_per_s']:>12,.0f} msg/s "
-                    f"{record['cpu_us_per_message'] or 0:>7.2f} us/msg  broker busy {record['broker_busy']:.0%}"
-                    f"{missing}"
+                    f"  {cell.name:<20} other programs used {disturbance:.0%} of a CPU: measuring the pair again"
                 )
     return runs
+
+
+def run_one(
+    args: argparse.Namespace,
+    broker: broker_processes.RunningBroker,
+    cell: Cell,
+    repeat: int,
+    serial: int,
+    log_dir: Path,
+    cpus: processes.CpuPlan,
+) -> dict[str, Any]:
+    name = broker.name
+    record: dict[str, Any] = {
+        "broker": name,
+        "cell": cell.name,
+        "repeat": repeat,
+        "transport": cell.transport,
+        "qos": cell.qos,
+        "subscribers": cell.subscribers,
+    }
+    if not broker.alive():
+        record["error"] = f"{name} is not running (exit status {broker.process.returncode})"
+        print(f"  {cell.name:<20} {name:<10} ERROR {record['error']}")
+        return record
+    tag = f"r{serial}-{name}-{cell.transport}-q{cell.qos}-s{cell.subscribers}"
+    try:
+        record.update(
+            load_generator.run_cell(
+                broker,
+                cell,
+                size=args.size,
+                duration=args.duration,
+                tag=tag,
+                log_dir=log_dir,
+                cpus=cpus.load_generator,
+                write_batch=args.publisher_batch,
+            )
+        )
+    except load_generator.LoadGeneratorError as error:
+        record["error"] = str(error)
+        print(f"  {cell.name:<20} {name:<10} ERROR {error}")
+        if not broker.alive():
+            print(f"  {name} exited; last lines of its log:\n{broker.log_tail()}")
+        return record
+    missing = "" if record["complete"] else f"  INCOMPLETE {record['received']}/{record['expected']}"
+    print(
+        f"  {cell.name:<20} {name:<10} {record['deliveries_per_s']:>12,.0f} msg/s "
+        f"{record['cpu_us_per_message'] or 0:>7.2f} us/msg  busy {record['broker_busy']:>4.0%}  "
+        f"load generator {record['load_generator_cpu_share']:>4.0%}  other {record['other_cpu_share']:>4.0%}"
+        f"{missing}"
+    )
+    return record
 
 
 def load_generator_peak(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The run where the load generator used the largest share of its CPU (both threads)."""
     peak = None
     for run in runs:
-        if "error" in run or not run.get("elapsed_s"):
+        if "error" in run or "discarded" in run or not run.get("elapsed_s"):
             continue
         share = (run["publisher_cpu_s"] + run["subscriber_cpu_s"]) / run["elapsed_s"]
         if peak is None or share > peak["cpu_share"]:
@@ -286,6 +323,12 @@ def describe_run(args: argparse.Namespace, facts: dict[str, Any], started: datet
     if "mosquitto" in brokers:
         mosquitto = brokers["mosquitto"]
         parts.append(f"mosquitto {mosquitto['version']}, server key {mosquitto['server_key']}.")
+    discarded = facts.get("discarded_runs", 0)
+    if discarded:
+        parts.append(
+            f"{discarded} runs were measured again because other programs used more than "
+            f"{args.max_disturbance:.0%} of a CPU meanwhile (kept in the JSON file, not in the table)."
+        )
     peak = facts.get("load_generator_peak")
     if peak:
         parts.append(
@@ -361,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     facts["load_generator_peak"] = load_generator_peak(runs)
+    facts["discarded_runs"] = sum(1 for run in runs if "discarded" in run)
     description = describe_run(args, facts, started)
     print()
     print(description)
