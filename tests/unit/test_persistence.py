@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from certmq.broker.core import BrokerCore
-from certmq.broker.durability import StateKeeper, restore_snapshot, take_snapshot
+from certmq.broker.durability import StateKeeper, restore_snapshot, snapshot_to_state, take_snapshot
 from certmq.broker.messages import Message
 from certmq.broker.persistence import (
     STATE_FILE_NAME,
@@ -214,7 +214,7 @@ async def test_a_core_survives_a_save_and_a_restart(tmp_path: Path) -> None:
     loop = asyncio.get_running_loop()
     core = a_busy_core()
     store = SqliteStateStore(tmp_path / STATE_FILE_NAME)
-    store.save(take_snapshot(core, SAVED_AT, loop.time()))
+    store.save(snapshot_to_state(take_snapshot(core, SAVED_AT, loop.time())))
     store.close()
 
     state = SqliteStateStore(tmp_path / STATE_FILE_NAME).load()
@@ -262,7 +262,7 @@ async def test_expiry_keeps_counting_while_the_broker_is_down() -> None:
     core.publish(Message("retained/later", b"y", 1, True, {}, loop.time() + 400))
 
     # Saved 40 s after the clients went away, restored after 200 s of downtime.
-    state = take_snapshot(core, SAVED_AT, loop.time() + 40)
+    state = snapshot_to_state(take_snapshot(core, SAVED_AT, loop.time() + 40))
     restored = BrokerCore(MqttSection())
     restore_snapshot(restored, state, SAVED_AT + 200, loop.time())
 
@@ -286,7 +286,7 @@ async def test_a_connected_client_is_saved_as_gone_at_the_snapshot() -> None:
     core = BrokerCore(MqttSection())
     online = connect(core, "online", 300)
     online.will = Will("wills/online", b"lost", 1, False, {PropertyId.WILL_DELAY_INTERVAL: 60})
-    (saved,) = take_snapshot(core, SAVED_AT, loop.time()).sessions
+    (saved,) = snapshot_to_state(take_snapshot(core, SAVED_AT, loop.time())).sessions
     assert saved.disconnected_at == SAVED_AT
     assert saved.will is not None and saved.will.publish_at == SAVED_AT + 60
 

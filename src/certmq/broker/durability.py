@@ -1,11 +1,12 @@
 """What survives a restart (SPEC 12): the broker's state saved to a :class:`StateStore` and read
 back at start.
 
-Saving is split in two so that the event loop is held only briefly: :func:`take_snapshot` copies
-the state into records on the loop (references to the immutable payloads and properties, plain
-tuples for the rest), then the store encodes and writes them in a worker thread while the loop
-goes on. The broker's deadlines are event-loop times, which mean nothing to another process:
-they are stored as wall-clock times and converted back when the state is restored.
+Saving is split in two so that the event loop is held only briefly: :func:`take_snapshot`
+copies references out of the core on the loop (the messages, deliveries and subscriptions they
+point to are never changed in place), then a worker thread turns them into records
+(:func:`snapshot_to_state`) and the store writes those, while the loop goes on. The broker's
+deadlines are event-loop times, which mean nothing to another process: they are stored as
+wall-clock times and converted back when the state is restored.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from certmq.broker.messages import Message
 from certmq.broker.persistence import (
@@ -40,13 +41,88 @@ log = logging.getLogger("certmq.broker")
 _NOT_SAVED_PREFIX = "$SYS/"
 
 
-def take_snapshot(core: BrokerCore, wall_now: float, loop_now: float) -> BrokerState:
-    """The state worth keeping, as records with wall-clock times; runs on the event loop.
+class SessionSnapshot(NamedTuple):
+    client_id: str
+    protocol_version: int
+    expiry_interval: int
+    disconnected_at: float  # wall clock
+    subscriptions: tuple[SubscriptionEntry, ...]
+    inflight: list[tuple[int, Delivery, bool]]
+    pending: tuple[Delivery, ...]
+    incoming_qos2: tuple[int, ...]
+    will: Will | None
+    will_at: float | None  # wall clock
 
-    Sessions with an expiry interval of 0 end with their connection and are left out, as are
-    expired messages.
+
+class Snapshot(NamedTuple):
+    """The broker's state at one instant, as references.
+
+    Messages, deliveries, subscription entries and wills are never changed once made (the core
+    replaces them instead), so a worker thread can turn a snapshot into records while the loop
+    goes on changing the sessions they were taken from.
+    """
+
+    wall_now: float
+    loop_now: float
+    retained: list[Message]
+    sessions: list[SessionSnapshot]
+
+
+def take_snapshot(core: BrokerCore, wall_now: float, loop_now: float) -> Snapshot:
+    """Copy what is worth keeping out of ``core``, on the event loop: only references and the few
+    values that change in place (the released flags, the timers).
+
+    Sessions with an expiry interval of 0 end with their connection and are left out.
     """
     to_wall = wall_now - loop_now
+    sessions = []
+    for session in core.sessions.values():
+        expiry_interval = session.expiry_interval
+        if expiry_interval == 0:
+            continue
+        will = session.will
+        will_at = None
+        if session.connection is not None:
+            # Should the broker stop without closing this connection, the client is gone as of
+            # the snapshot: its will goes out after its delay, as if the connection had dropped.
+            disconnected_at = wall_now
+            if will is not None:
+                will_at = wall_now + will.properties.get(PropertyId.WILL_DELAY_INTERVAL, 0)
+        else:
+            if session.expiry_handle is None:  # never expires: the time does not matter
+                disconnected_at = wall_now
+            else:
+                # The expiry timer was armed for expiry_interval seconds when the client went away.
+                disconnected_at = session.expiry_handle.when() - expiry_interval + to_wall
+            if will is not None and session.will_handle is not None:
+                will_at = session.will_handle.when() + to_wall
+        sessions.append(
+            SessionSnapshot(
+                session.client_id,
+                session.protocol_version,
+                expiry_interval,
+                disconnected_at,
+                tuple(session.subscriptions.values()),
+                [
+                    (packet_id, flight.delivery, flight.released)
+                    for packet_id, flight in session.inflight.items()
+                ],
+                tuple(session.pending),
+                tuple(session.incoming_qos2),
+                will if will_at is not None else None,
+                will_at,
+            )
+        )
+    return Snapshot(wall_now, loop_now, list(core.retained), sessions)
+
+
+def snapshot_to_state(snapshot: Snapshot) -> BrokerState:
+    """The records a store saves, with wall-clock times; expired messages are left out.
+
+    Runs in a worker thread.
+    """
+    loop_now = snapshot.loop_now
+    to_wall = snapshot.wall_now - loop_now
     records: dict[int, StoredMessage] = {}
 
     def stored(message: Message) -> StoredMessage:
@@ -80,27 +156,19 @@ def take_snapshot(core: BrokerCore, wall_now: float, loop_now: float) -> BrokerS
             None if message.expires_at is None else message.expires_at + to_wall,
             message.sender,
         )
-        for message in core.retained
+        for message in snapshot.retained
         if not message.topic.startswith(_NOT_SAVED_PREFIX)
         and (message.expires_at is None or message.expires_at > loop_now)
     ]
     sessions = []
-    for session in core.sessions.values():
-        expiry_interval = session.expiry_interval
-        if expiry_interval == 0:
-            continue
-        online = session.connection is not None
-        if online or session.expiry_handle is None:
-            disconnected_at = wall_now
-        else:
-            # The expiry timer was armed for expiry_interval seconds when the client went away.
-            disconnected_at = session.expiry_handle.when() - expiry_interval + to_wall
+    for session in snapshot.sessions:
+        will = session.will
         sessions.append(
             StoredSession(
                 session.client_id,
                 session.protocol_version,
-                expiry_interval,
-                disconnected_at,
+                session.expiry_interval,
+                session.disconnected_at,
                 [
                     StoredSubscription(
                         entry.topic_filter,
@@ -110,11 +178,11 @@ def take_snapshot(core: BrokerCore, wall_now: float, loop_now: float) -> BrokerS
                         entry.retain_handling,
                         entry.subscription_id,
                     )
-                    for entry in session.subscriptions.values()
+                    for entry in session.subscriptions
                 ],
                 [
-                    StoredFlight(packet_id, stored_delivery(flight.delivery), flight.released)
-                    for packet_id, flight in session.inflight.items()
+                    StoredFlight(packet_id, stored_delivery(delivery), released)
+                    for packet_id, delivery, released in session.inflight
                 ],
                 [
                     stored_delivery(delivery)
@@ -122,25 +190,14 @@ def take_snapshot(core: BrokerCore, wall_now: float, loop_now: float) -> BrokerS
                     if delivery.message.expires_at is None or delivery.message.expires_at > loop_now
                 ],
                 list(session.incoming_qos2),
-                _stored_will(session, online, wall_now, to_wall),
+                None
+                if will is None or session.will_at is None
+                else StoredWill(
+                    will.topic, will.payload, will.qos, will.retain, will.properties, session.will_at
+                ),
             )
         )
-    return BrokerState(wall_now, retained, sessions)
-
-
-def _stored_will(session: Session, online: bool, wall_now: float, to_wall: float) -> StoredWill | None:
-    will = session.will
-    if will is None:
-        return None
-    if online:
-        # Should the broker stop without closing this connection, the client is gone as of the
-        # snapshot: its will goes out after its delay, as if the connection had dropped then.
-        publish_at = wall_now + will.properties.get(PropertyId.WILL_DELAY_INTERVAL, 0)
-    elif session.will_handle is not None:
-        publish_at = session.will_handle.when() + to_wall
-    else:
-        return None
-    return StoredWill(will.topic, will.payload, will.qos, will.retain, will.properties, publish_at)
+    return BrokerState(snapshot.wall_now, retained, sessions)
 
 
 def restore_snapshot(core: BrokerCore, state: BrokerState, wall_now: float, loop_now: float) -> None:
@@ -251,9 +308,9 @@ class StateKeeper:
         async with self._lock:
             loop = asyncio.get_running_loop()
             started = time.perf_counter()
-            state = take_snapshot(self.core, time.time(), loop.time())
+            snapshot = take_snapshot(self.core, time.time(), loop.time())
             snapshot_ms = (time.perf_counter() - started) * 1000
-            await asyncio.to_thread(self.store.save, state)
+            state = await asyncio.to_thread(self._write, snapshot)
             log.log(
                 level,
                 "saved %d retained messages and %d sessions (%.0f ms, of which %.1f ms on the event loop)",
@@ -262,6 +319,11 @@ class StateKeeper:
                 (time.perf_counter() - started) * 1000,
                 snapshot_ms,
             )
+
+    def _write(self, snapshot: Snapshot) -> BrokerState:
+        state = snapshot_to_state(snapshot)
+        self.store.save(state)
+        return state
 
     async def close(self) -> None:
         """Stop saving periodically, save once more, and close the store."""
