@@ -1,0 +1,413 @@
+"""Device certificates: auto-registration (SPEC 3 step 6) and its races, serial collisions,
+statuses, deletion, listing, events after commit, and the index after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from certmq import pki
+from certmq.registry import (
+    CaDeleted,
+    DeviceAdded,
+    DeviceDeleted,
+    DeviceStatusChanged,
+    FindCaBySnError,
+    FindDeviceBySnError,
+    ParameterFieldCheckFailed,
+    RegistryEvent,
+    RegistryService,
+    SerialCollision,
+    SettingChanged,
+    Status,
+    open_registry,
+)
+from certmq.registry.store import RegistryStore
+
+from .registry_fixtures import INSTANCE_ID, clock, make_ca, make_device, pem, register, registry, store
+
+__all__ = ["clock", "registry", "store"]  # fixtures
+
+
+def device_rows(store: RegistryStore) -> int:
+    with store.engine.connect() as connection:
+        return int(connection.exec_driver_sql("SELECT count(*) FROM device_certificate").scalar_one())
+
+
+async def test_register_device(registry: RegistryService) -> None:
+    events: list[RegistryEvent] = []
+    registry.events.subscribe(events.append)
+    ca = make_ca()
+    ca_record = await register(registry, ca)
+    certificate = make_device(ca, "sensor-0001")
+
+    record = await registry.register_device(ca_record.sn, certificate)
+
+    assert record.ca_sn == ca_record.sn
+    assert record.device_sn == pki.serial_hex(certificate)
+    assert record.name == "sensor-0001"
+    assert record.status == Status.ACTIVE and record.active
+    assert record.fingerprint == pki.fingerprint_sha256(certificate)
+    assert record.pem == pem(certificate)
+    assert record.valid_begin == certificate.not_valid_before_utc
+    assert record.valid_end == certificate.not_valid_after_utc
+    assert await registry.get_device(ca_record.sn, record.device_sn) == record
+    entry = registry.index.device(ca_record.sn, record.device_sn)
+    assert entry is not None and entry.active and entry.fingerprint == bytes.fromhex(record.fingerprint)
+    assert events[-1] == DeviceAdded(ca_record.sn, record.device_sn)
+
+    # Registering it again is harmless: the same record, no new event.
+    assert await registry.register_device(ca_record.sn, certificate) == record
+    assert events.count(DeviceAdded(ca_record.sn, record.device_sn)) == 1
+
+
+async def test_serial_with_high_bit_keeps_its_sign_octet(registry: RegistryService) -> None:
+    ca = make_ca()
+    ca_record = await register(registry, ca)
+    record = await registry.register_device(ca_record.sn, make_device(ca, serial=0x80FF))
+    assert record.device_sn == "0080ff"
+    assert registry.index.device(ca_record.sn, "0080ff") is not None
+    assert registry.index.device(ca_record.sn, "80ff") is None
+
+
+async def test_concurrent_first_connections_register_once(
+    registry: RegistryService, store: RegistryStore
+) -> None:
+    events: list[RegistryEvent] = []
+    registry.events.subscribe(events.append)
+    ca = make_ca()
+    ca_record = await register(registry, ca)
+    certificate = make_device(ca)
+
+    records = await asyncio.gather(*(registry.register_device(ca_record.sn, certificate) for _ in range(20)))
+
+    assert len(set(records)) == 1
+    assert device_rows(store) == 1
+    assert events.count(DeviceAdded(ca_record.sn, records[0].device_sn)) == 1
+
+
+async def test_concurrent_registration_from_two_services(tmp_path: Path) -> None:
+    """Two services on one file (as two processes): the unique constraint decides, and both
+    return the one stored record."""
+    stores = [open_registry("", tmp_path) for _ in range(2)]
+    services = [RegistryService(store, instance_id=INSTANCE_ID) for store in stores]
+    for service in services:
+        await service.open()
+    try:
+        ca = make_ca()
+        ca_record = await register(services[0], ca)
+        await services[1].rebuild_index()
+        for n in range(10):
+            certificate = make_device(ca, f"device-{n}")
+            records = await asyncio.gather(
+                *(
+                    service.register_device(ca_record.sn, certificate)
+                    for service in services
+                    for _ in range(3)
+                )
+            )
+            assert len(set(records)) == 1
+        assert device_rows(stores[0]) == 10
+        assert services[0].index.device_count == services[1].index.device_count == 10
+    finally:
+        for service in services:
+            await service.close()
+        for store in stores:
+            store.close()
+
+
+async def test_serial_collision(registry: RegistryService, store: RegistryStore) -> None:
+    ca = make_ca()
+    ca_record = await register(registry, ca)
+    original = make_device(ca, "original", serial=4242)
+    impostor = make_device(ca, "impostor", serial=4242)
+    stored = await registry.register_device(ca_record.sn, original)
+
+    with pytest.raises(SerialCollision) as caught:
+        await registry.register_device(ca_record.sn, impostor)
+    assert (caught.value.ca_sn, caught.value.device_sn) == (ca_record.sn, stored.device_sn)
+    assert await registry.get_device(ca_record.sn, stored.device_sn) == stored
+    assert device_rows(store) == 1
+
+
+async def test_serial_collision_while_registering(registry: RegistryService) -> None:
+    ca = make_ca()
+    ca_record = await register(registry, ca)
+    first = make_device(ca, "first", serial=77)
+    second = make_device(ca, "second", serial=77)
+    results = await asyncio.gather(
+        registry.register_device(ca_record.sn, first),
+        registry.register_device(ca_record.sn, second),
+        return_exceptions=True,
+    )
+    assert results[0] == await registry.get_device(ca_record.sn, "4d")
+    assert isinstance(results[1], SerialCollision)
+
+
+async def test_serial_collision_found_in_the_store(tmp_path: Path) -> None:
+    """Another node registered a different certificate under the serial; this node's index does
+    not know it yet, the store does."""
+    stores = [open_registry("", tmp_path) for _ in range(2)]
+    services = [RegistryService(store, instance_id=INSTANCE_ID) for store in stores]
+    for service in services:
+        await service.open()
+    try:
+        ca = make_ca()
+        ca_record = await register(services[0], ca)
+        await services[1].rebuild_index()
+        await services[0].register_device(ca_record.sn, make_device(ca, "a", serial=99))
+        with pytest.raises(SerialCollision):
+            await services[1].register_device(ca_record.sn, make_device(ca, "b", serial=99))
+    finally:
+        for service in services:
+            await service.close()
+        for store in stores:
+            store.close()
+
+
+async def test_register_device_of_unknown_ca(registry: RegistryService) -> None:
+    ca = make_ca()
+    with pytest.raises(FindCaBySnError):
+        await registry.register_device("00aa", make_device(ca))
+
+
+async def test_device_statuses(registry: RegistryService) -> None:
+    events: list[RegistryEvent] = []
+    ca = make_ca()
+    ca_record = await register(registry, ca)
+    record = await registry.register_device(ca_record.sn, make_device(ca))
+    registry.events.subscribe(events.append)
+
+    inactive = await registry.inactivate_device(ca_record.sn, record.device_sn)
+    assert inactive.status == Status.INACTIVE
+    entry = registry.index.device(ca_record.sn, record.device_sn)
+    assert entry is not None and not entry.active
+    await registry.inactivate_device(ca_record.sn, record.device_sn)
+    active = await registry.activate_device(ca_record.sn, record.device_sn)
+    assert active.active
+    entry = registry.index.device(ca_record.sn, record.device_sn)
+    assert entry is not None and entry.active
+    assert events == [
+        DeviceStatusChanged(ca_record.sn, record.device_sn, False),
+        DeviceStatusChanged(ca_record.sn, record.device_sn, True),
+    ]
+
+
+async def test_unknown_device(registry: RegistryService) -> None:
+    ca_record = await register(registry, make_ca())
+    operations = (
+        registry.get_device,
+        registry.activate_device,
+        registry.inactivate_device,
+        registry.delete_device,
+    )
+    for operation in operations:
+        with pytest.raises(FindDeviceBySnError):
+            await operation(ca_record.sn, "0123")
+        with pytest.raises(FindCaBySnError):
+            await operation("00ffee", "0123")
+        with pytest.raises(ParameterFieldCheckFailed):
+            await operation(ca_record.sn, "")
+
+
+async def test_delete_device_then_it_registers_again(registry: RegistryService) -> None:
+    events: list[RegistryEvent] = []
+    ca = make_ca()
+    ca_record = await register(registry, ca)
+    certificate = make_device(ca)
+    record = await registry.register_device(ca_record.sn, certificate)
+    await registry.inactivate_device(ca_record.sn, record.device_sn)
+    registry.events.subscribe(events.append)
+
+    await registry.delete_device(ca_record.sn, record.device_sn)
+
+    assert events == [DeviceDeleted(ca_record.sn, record.device_sn)]
+    assert registry.index.device(ca_record.sn, record.device_sn) is None
+    assert registry.index.device_count == 0 and registry.index.inactive_device_count == 0
+    again = await registry.register_device(ca_record.sn, certificate)
+    assert again.active and again.device_sn == record.device_sn
+
+
+async def test_list_devices_filters_and_paging(registry: RegistryService) -> None:
+    first_ca, second_ca = make_ca("First"), make_ca("Second")
+    first, second = await register(registry, first_ca), await register(registry, second_ca)
+    records = [await registry.register_device(first.sn, make_device(first_ca, f"f{n}")) for n in range(7)]
+    records += [await registry.register_device(second.sn, make_device(second_ca, f"s{n}")) for n in range(4)]
+    records += [await registry.register_device(second.sn, make_device(second_ca, "twin"))]
+    records += [await registry.register_device(first.sn, make_device(first_ca, "twin"))]
+    inactive = {records[1].device_sn, records[8].device_sn}
+    for record in records:
+        if record.device_sn in inactive:
+            await registry.inactivate_device(record.ca_sn, record.device_sn)
+    expected = sorted(
+        [await registry.get_device(r.ca_sn, r.device_sn) for r in records],
+        key=lambda r: (r.ca_sn, r.device_sn),
+    )
+
+    pages = [await registry.list_devices(page_no, 5) for page_no in (1, 2, 3, 4)]
+    assert [page.total for page in pages] == [13] * 4
+    assert [len(page.items) for page in pages] == [5, 5, 3, 0]
+    assert [item for page in pages for item in page.items] == expected
+
+    by_ca = await registry.list_devices(1, 100, ca_sn=second.sn)
+    assert by_ca.total == 5 and list(by_ca.items) == [r for r in expected if r.ca_sn == second.sn]
+    assert (await registry.list_devices(2, 3, ca_sn=second.sn)).items == by_ca.items[3:]
+
+    only_inactive = await registry.list_devices(1, 100, status="inactive")
+    assert only_inactive.total == 2 and {r.device_sn for r in only_inactive.items} == inactive
+    active_of_first = await registry.list_devices(1, 100, ca_sn=first.sn, status=Status.ACTIVE)
+    assert active_of_first.total == 7 and all(r.active and r.ca_sn == first.sn for r in active_of_first.items)
+
+    twins = await registry.list_devices(1, 100, name="twin")
+    assert twins.total == 2 and [r.name for r in twins.items] == ["twin", "twin"]
+    assert (await registry.list_devices(1, 100, name="twin", ca_sn=first.sn)).total == 1
+    assert (await registry.list_devices(1, 100, name="nobody")).total == 0
+
+    with pytest.raises(ParameterFieldCheckFailed):
+        await registry.list_devices(1, 10, status="revoked")
+    with pytest.raises(FindCaBySnError):
+        await registry.list_devices(1, 10, ca_sn="00ab")
+
+
+async def test_events_fire_after_commit_and_index_update(
+    registry: RegistryService, store: RegistryStore
+) -> None:
+    """A subscriber sees the change in the store and in the index when its event arrives."""
+    observed: list[tuple[RegistryEvent, bool, bool]] = []
+    ca = make_ca()
+
+    def check(event: RegistryEvent) -> None:
+        if isinstance(event, DeviceAdded | DeviceStatusChanged | DeviceDeleted):
+            stored = store.get_device(event.ca_sn, event.device_sn)
+            indexed = registry.index.device(event.ca_sn, event.device_sn)
+            if isinstance(event, DeviceDeleted):
+                observed.append((event, stored is None, indexed is None))
+            else:
+                expected = event.active if isinstance(event, DeviceStatusChanged) else True
+                observed.append(
+                    (
+                        event,
+                        stored is not None and stored.active == expected,
+                        indexed is not None and indexed.active == expected,
+                    )
+                )
+        elif isinstance(event, CaDeleted):
+            observed.append((event, store.get_ca(event.sn) is None, registry.index.ca(event.sn) is None))
+        elif isinstance(event, SettingChanged):
+            observed.append((event, store.get_setting(event.key) == "mutual", True))
+        else:
+            observed.append(
+                (event, store.get_ca(event.sn) is not None, registry.index.ca(event.sn) is not None)
+            )
+
+    registry.events.subscribe(check)
+    ca_record = await register(registry, ca)
+    record = await registry.register_device(ca_record.sn, make_device(ca))
+    await registry.inactivate_device(ca_record.sn, record.device_sn)
+    await registry.delete_device(ca_record.sn, record.device_sn)
+    await registry.set_setting("auth_mode", "mutual")
+    await registry.inactivate_ca(ca_record.sn)
+    await registry.delete_ca(ca_record.sn)
+
+    assert len(observed) == 7
+    assert all(in_store and in_index for _, in_store, in_index in observed), observed
+
+
+async def test_index_stays_coherent_when_the_caller_is_cancelled(registry: RegistryService) -> None:
+    ca = make_ca()
+    ca_record = await register(registry, ca)
+    record = await registry.register_device(ca_record.sn, make_device(ca))
+    task = asyncio.create_task(registry.inactivate_device(ca_record.sn, record.device_sn))
+    await asyncio.sleep(0)  # submitted to the worker thread
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    stored = await registry.get_device(ca_record.sn, record.device_sn)  # runs after the cancelled work
+    assert not stored.active
+    entry = registry.index.device(ca_record.sn, record.device_sn)
+    assert entry is not None and not entry.active
+
+
+async def test_index_after_restart(tmp_path: Path) -> None:
+    store = open_registry("", tmp_path)
+    registry = RegistryService(store, instance_id=INSTANCE_ID)
+    await registry.open()
+    first, second = make_ca("First"), make_ca("Second", "rsa")
+    first_record, second_record = await register(registry, first), await register(registry, second)
+    devices = [await registry.register_device(first_record.sn, make_device(first, f"a{n}")) for n in range(5)]
+    devices += [
+        await registry.register_device(second_record.sn, make_device(second, f"b{n}")) for n in range(3)
+    ]
+    await registry.inactivate_device(devices[2].ca_sn, devices[2].device_sn)
+    await registry.delete_device(devices[3].ca_sn, devices[3].device_sn)
+    await registry.inactivate_ca(second_record.sn)
+    await registry.set_setting("auth_mode", "mutual")
+    await registry.set_setting(
+        "server_certificate", {"cert_file": "/x/server.pem", "key_file": "/x/server.key"}
+    )
+    before_devices = {(d.ca_sn, d.device_sn): registry.index.device(d.ca_sn, d.device_sn) for d in devices}
+    before_cas = {
+        ca.sn: (ca.active, ca.certificate, ca.subject_key_identifier) for ca in registry.index.cas()
+    }
+    counts = (registry.index.device_count, registry.index.inactive_device_count)
+    await registry.close()
+    store.close()
+
+    store = open_registry("", tmp_path)
+    reopened = RegistryService(store, instance_id=INSTANCE_ID)
+    await reopened.open()
+    try:
+        assert {
+            (d.ca_sn, d.device_sn): reopened.index.device(d.ca_sn, d.device_sn) for d in devices
+        } == before_devices
+        assert before_devices[(devices[3].ca_sn, devices[3].device_sn)] is None
+        assert {
+            ca.sn: (ca.active, ca.certificate, ca.subject_key_identifier) for ca in reopened.index.cas()
+        } == before_cas
+        assert (reopened.index.device_count, reopened.index.inactive_device_count) == counts == (7, 1)
+        assert await reopened.get_setting("auth_mode") == "mutual"
+        assert (await reopened.get_setting("server_certificate"))["key_file"] == "/x/server.key"
+        issuer = reopened.index.issuer_of(make_device(second))
+        assert issuer is not None and issuer.sn == second_record.sn and not issuer.active
+    finally:
+        await reopened.close()
+        store.close()
+
+
+async def test_settings(registry: RegistryService) -> None:
+    events: list[RegistryEvent] = []
+    registry.events.subscribe(events.append)
+    assert await registry.get_setting("auth_mode") is None
+    await registry.set_setting("auth_mode", "one-way")
+    await registry.set_setting("auth_mode", "mutual")
+    value = {"paths": ["a", "b"], "n": 1}
+    await registry.set_setting("nested", value)
+    value["paths"].append("c")  # the stored value is a copy
+    assert await registry.get_setting("auth_mode") == "mutual"
+    assert await registry.get_setting("nested") == {"paths": ["a", "b"], "n": 1}
+    assert events == [SettingChanged("auth_mode"), SettingChanged("auth_mode"), SettingChanged("nested")]
+    with pytest.raises(ParameterFieldCheckFailed):
+        await registry.set_setting("bad", object())
+    with pytest.raises(ParameterFieldCheckFailed):
+        await registry.set_setting("", 1)
+
+
+async def test_counts(registry: RegistryService, store: RegistryStore) -> None:
+    ca = make_ca()
+    ca_record = await register(registry, ca)
+    soon = pki.issue_device_certificate(
+        ca.certificate, ca.key, "soon", pki.generate_key("ec").public_key(), valid_days=10
+    )
+    await registry.register_device(ca_record.sn, soon)
+    later = await registry.register_device(ca_record.sn, make_device(ca, "later"))
+    await registry.inactivate_device(ca_record.sn, later.device_sn)
+    await register(registry, make_ca("Other"))
+    await registry.inactivate_ca(ca_record.sn)
+
+    counts = await registry.counts()
+
+    assert (counts.cas_active, counts.cas_inactive, counts.cas) == (1, 1, 2)
+    assert (counts.devices_active, counts.devices_inactive, counts.devices) == (1, 1, 2)
+    assert (counts.cas_expiring, counts.devices_expiring) == (0, 1)
