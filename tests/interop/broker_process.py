@@ -48,6 +48,7 @@ MOSQUITTO_EQUIVALENTS = {
     "CERTMQ_MQTT_RECEIVE_MAXIMUM": "max_inflight_messages",
     "CERTMQ_MQTT_TOPIC_ALIAS_MAXIMUM": "max_topic_alias",
     "CERTMQ_MQTT_SYS_INTERVAL": "sys_interval",
+    "CERTMQ_MQTT_AUTOSAVE_INTERVAL": "autosave_interval",
 }
 # mosquitto options that belong to each listener rather than to the whole broker.
 MOSQUITTO_LISTENER_OPTIONS = {"max_topic_alias"}
@@ -118,6 +119,15 @@ class RunningBroker:
         and ports."""
         code = self._terminate()
         assert code == 0, f"{self.kind} exited with code {code} after SIGTERM\n{self.log_tail()}"
+        self.exit_code = None
+        self.process = _launch(self.command, self.environment, self.data_dir, self.log_file)
+        _wait_for_ports(self.process, self.wait_ports, self.log_file, self.kind)
+
+    def crash_and_restart(self) -> None:
+        """Kill with SIGKILL, as a power cut would stop it, and start again on the same data
+        directory and ports."""
+        self.process.kill()
+        self.process.wait()
         self.exit_code = None
         self.process = _launch(self.command, self.environment, self.data_dir, self.log_file)
         _wait_for_ports(self.process, self.wait_ports, self.log_file, self.kind)
