@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from certmq import pki
+from certmq.broker.persistence import STATE_FILE_NAME, BrokerState, SqliteStateStore
 from certmq.cli.main import main
 
 
@@ -232,3 +234,33 @@ def test_serve_initialises_listens_and_stops_on_sigterm(tmp_path: Path, event_lo
     messages = [json.loads(line)["message"] for line in log_file.read_text().splitlines()]
     assert any("server CA" in message for message in messages)
     assert messages[-1] == "stopped"
+
+
+def test_serve_refuses_a_saved_state_it_cannot_read_and_leaves_it_alone(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("CERTMQ_")}
+    environment |= {
+        "CERTMQ_LISTENERS_TCP": "127.0.0.1:0",
+        "CERTMQ_LISTENERS_TLS": "",
+        "CERTMQ_LISTENERS_WS": "",
+        "CERTMQ_LISTENERS_WSS": "",
+        "CERTMQ_LISTENERS_HTTP": "",
+    }
+    subprocess.run([sys.executable, "-m", "certmq", "init", "--data-dir", data_dir], env=environment, check=True,
+                   capture_output=True)  # fmt: skip
+    state_file = data_dir / STATE_FILE_NAME
+    store = SqliteStateStore(state_file)
+    store.save(BrokerState(1.0, [], []))
+    store.close()
+    with sqlite3.connect(state_file) as raw:
+        raw.execute("UPDATE schema_version SET version = 99")
+    finished = subprocess.run(
+        [sys.executable, "-m", "certmq", "serve", "--data-dir", data_dir],
+        env=environment, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert finished.returncode == 1, finished.stderr
+    assert f"{state_file} is in broker state format 99" in finished.stderr
+    assert "Traceback" not in finished.stderr
+    with sqlite3.connect(state_file) as raw:
+        assert raw.execute("SELECT version FROM schema_version").fetchone() == (99,)
+        assert raw.execute("SELECT saved_at FROM snapshot").fetchone() == (1.0,)
