@@ -365,6 +365,8 @@ def test_other_files_are_refused(tmp_path: Path) -> None:
     garbage.write_bytes(b"this is not SQLite" * 100)
     with pytest.raises(StateStoreError, match="Move the file away"):
         SqliteStateStore(garbage).load()
+    with pytest.raises(StateStoreError, match="data directory must exist"):
+        SqliteStateStore(tmp_path / "missing" / STATE_FILE_NAME).load()
 
 
 class _MemoryStore:

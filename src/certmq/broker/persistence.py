@@ -261,6 +261,11 @@ class SqliteStateStore:
                     f"{self.path}: cannot open the saved broker state ({error}). Move the file away "
                     "to start without it; retained messages and persistent sessions are then lost."
                 ) from error
+            except OSError as error:
+                raise StateStoreError(
+                    f"{self.path}: cannot create the broker state file ({error.strerror}). The data "
+                    "directory must exist and be writable by the broker; or set mqtt.persistence = false."
+                ) from error
         return self._connection
 
     def _open(self) -> sqlite3.Connection:
