@@ -74,9 +74,8 @@ class AccessKeyStore:
         self._secrets.update((key.id, key.secret) for key in keys)
 
     def list(self) -> list[AccessKeyInfo]:
-        """Every pair, oldest first, without secrets."""
-        keys = sorted(self._keys.values(), key=lambda key: (key.created_at, key.id))
-        return [AccessKeyInfo(key.id, key.created_at) for key in keys]
+        """Every pair, oldest first (in the order of the file), without secrets."""
+        return [AccessKeyInfo(key.id, key.created_at) for key in self._keys.values()]
 
     def create(self) -> AccessKey:
         """A new pair, stored before it is returned. Its secret is shown to the caller this once."""

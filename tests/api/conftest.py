@@ -1,0 +1,239 @@
+"""Fixtures of the REST API tests: a real registry on a temporary SQLite file, an instance data
+directory, a small stand-in for the broker, and the API served by uvicorn on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from certmq import pki
+from certmq.access_keys import AccessKeyStore
+from certmq.api import HttpListener, Metrics, create_app
+from certmq.control import ConnectionInfo, ListenerInfo, ServerCertificateInfo, ServerCertificateRejected
+from certmq.instance import InitResult, init_instance, load_instance
+from certmq.registry import RegistryService, open_registry
+
+
+def pem(*certificates: x509.Certificate) -> str:
+    return pki.certificates_pem(*certificates).decode()
+
+
+def server_certificate_info(
+    chain: list[x509.Certificate], cert_file: str, generation: int
+) -> ServerCertificateInfo:
+    leaf = chain[0]
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        sans = [str(name.value) for name in san]
+    except x509.ExtensionNotFound:
+        sans = []
+    return ServerCertificateInfo(
+        subject=leaf.subject.rfc4514_string(),
+        issuer=leaf.issuer.rfc4514_string(),
+        sans=sans,
+        serial=pki.serial_hex(leaf),
+        not_before=leaf.not_valid_before_utc,
+        not_after=leaf.not_valid_after_utc,
+        fingerprint_sha256=pki.fingerprint_sha256(leaf),
+        cert_file=cert_file,
+        generation=generation,
+    )
+
+
+class StandInBroker:
+    """A BrokerControl for tests that need no MQTT: connections and a server certificate in memory."""
+
+    def __init__(self, server_cert_file: Path) -> None:
+        self.mode = "one-way"
+        self.live: dict[str, ConnectionInfo] = {}
+        self.kicked: list[str] = []
+        self.mode_changes: list[tuple[str, bool]] = []
+        self.stats_values = {"messages_received": 7, "messages_sent": 11, "tls_handshake_failures": 2}
+        self._chain = pki.load_certificates(server_cert_file)
+        self._cert_file = str(server_cert_file)
+        self._generation = 1
+
+    def connect(self, client_id: str, listener: str = "tls", **identity: str) -> None:
+        self.live[client_id] = ConnectionInfo(
+            client_id=client_id,
+            listener=listener,
+            peer="127.0.0.1:50000",
+            protocol_version=5,
+            connected_at=datetime.now(UTC),
+            identity=dict(identity),
+        )
+
+    def listeners(self) -> list[ListenerInfo]:
+        return [ListenerInfo("tcp", "127.0.0.1", 1883), ListenerInfo("tls", "127.0.0.1", 8883)]
+
+    def connections(self) -> list[ConnectionInfo]:
+        return list(self.live.values())
+
+    def kick(self, client_id: str) -> bool:
+        if self.live.pop(client_id, None) is None:
+            return False
+        self.kicked.append(client_id)
+        return True
+
+    def auth_mode(self) -> str:
+        return self.mode
+
+    async def set_auth_mode(self, mode: str, *, disconnect_nonconforming: bool = False) -> int:
+        self.mode = mode
+        self.mode_changes.append((mode, disconnect_nonconforming))
+        return 1 if disconnect_nonconforming else 0
+
+    def server_certificate(self) -> ServerCertificateInfo:
+        return server_certificate_info(self._chain, self._cert_file, self._generation)
+
+    async def replace_server_certificate(self, chain_pem: str, key_pem: str) -> ServerCertificateInfo:
+        try:
+            chain = pki.parse_certificates(chain_pem.encode(), "the chain")
+            from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+            key = load_pem_private_key(key_pem.encode(), None)
+        except (ValueError, pki.PkiError) as error:
+            raise ServerCertificateRejected(f"unusable certificate or key: {error}") from None
+        if not pki.public_keys_match(chain[0], key):  # type: ignore[arg-type]
+            raise ServerCertificateRejected("the key does not belong to the certificate")
+        self._chain = chain
+        self._generation += 1
+        self._cert_file = "replaced.pem"
+        return self.server_certificate()
+
+    def stats(self) -> dict[str, int]:
+        counts = {"connections_tcp": 0, "connections_tls": 0}
+        for connection in self.live.values():
+            counts[f"connections_{connection.listener}"] = (
+                counts.get(f"connections_{connection.listener}", 0) + 1
+            )
+        return counts | self.stats_values
+
+
+@dataclass
+class Pki:
+    """A CA with its key, and helpers to make what the tests register."""
+
+    ca: pki.CertifiedKey
+
+    @classmethod
+    def create(cls, cn: str = "Test Devices CA") -> Pki:
+        key = pki.generate_key("ec")
+        return cls(pki.CertifiedKey(pki.create_ca(cn, key), key))
+
+    @property
+    def ca_pem(self) -> str:
+        return pem(self.ca.certificate)
+
+    @property
+    def sn(self) -> str:
+        return pki.serial_hex(self.ca.certificate)
+
+    def verification_pem(self, code: str) -> str:
+        return pem(pki.issue_verification_certificate(self.ca.certificate, self.ca.key, code))
+
+    def device(self, cn: str, **options: object) -> x509.Certificate:
+        key = pki.generate_key("ec")
+        return pki.issue_device_certificate(
+            self.ca.certificate,
+            self.ca.key,
+            cn,
+            key.public_key(),
+            **options,  # type: ignore[arg-type]
+        )
+
+
+@dataclass
+class Api:
+    url: str
+    token: str
+    init: InitResult
+    data_dir: Path
+    registry: RegistryService
+    broker: StandInBroker
+    access_keys: AccessKeyStore
+    metrics: Metrics
+    client: httpx.AsyncClient
+    listener: HttpListener
+    cas: list[Pki] = field(default_factory=list)
+
+    async def register_ca(self, authority: Pki | None = None, name: str = "") -> dict[str, object]:
+        authority = authority or Pki.create(f"CA {len(self.cas)}")
+        self.cas.append(authority)
+        code = (await self.client.post("/api/v1/registration-codes")).json()["code"]
+        reply = await self.client.post(
+            "/api/v1/ca-certificates",
+            json={
+                "name": name,
+                "ca_pem": authority.ca_pem,
+                "verification_pem": authority.verification_pem(code),
+            },
+        )
+        assert reply.status_code == 201, reply.text
+        body: dict[str, object] = reply.json()
+        return body
+
+    async def register_device(self, authority: Pki, cn: str) -> x509.Certificate:
+        certificate = authority.device(cn)
+        await self.registry.register_device(authority.sn, certificate)
+        return certificate
+
+
+@pytest.fixture
+def instance_dir(tmp_path: Path) -> InitResult:
+    result = init_instance(tmp_path / "data", "mqtt-test-1")
+    assert result is not None
+    return result
+
+
+@pytest.fixture
+async def api(instance_dir: InitResult, tmp_path: Path) -> AsyncIterator[Api]:
+    instance = load_instance(instance_dir.data_dir)
+    store = open_registry(tmp_path / "registry.db")
+    registry = RegistryService(store, instance_id=instance.id)
+    await registry.open()
+    broker = StandInBroker(instance.server_cert_file)
+    access_keys = AccessKeyStore.for_instance(instance)
+    metrics = Metrics()
+    app = create_app(
+        registry=registry,
+        control=broker,
+        instance_id=instance.id,
+        admin_token=instance.admin_token,
+        access_keys_manager=access_keys,
+        metrics=metrics,
+    )
+    listener = HttpListener(app, "127.0.0.1", 0)
+    await listener.start()
+    headers = {"Authorization": f"Bearer {instance.admin_token}"}
+    async with httpx.AsyncClient(base_url=listener.url, headers=headers, timeout=10) as client:
+        yield Api(
+            url=listener.url,
+            token=instance.admin_token,
+            init=instance_dir,
+            data_dir=instance.data_dir,
+            registry=registry,
+            broker=broker,
+            access_keys=access_keys,
+            metrics=metrics,
+            client=client,
+            listener=listener,
+        )
+    await listener.stop()
+    await registry.close()
+    store.close()
+
+
+def der(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(Encoding.DER)
+
+
+def days(number: int) -> timedelta:
+    return timedelta(days=number)
