@@ -30,8 +30,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import update
+
 from certmq import pki
 from certmq.registry import Decision, RegistryService, open_registry
+from certmq.registry.models import DeviceCertificate
 from certmq.registry.store import NewDevice
 
 
@@ -85,7 +88,9 @@ async def run(devices: int, url: str, data_dir: Path) -> None:
     store.import_devices(synthetic_devices(ca_sn, devices), datetime.datetime.now(datetime.UTC))
     print(f"inserted {devices:,} device rows in {time.perf_counter() - started:.1f} s")
     with store.engine.begin() as connection:  # a tenth inactive, for the status filters
-        connection.exec_driver_sql("UPDATE device_certificate SET status = 'inactive' WHERE name LIKE '%0'")
+        connection.execute(
+            update(DeviceCertificate).where(DeviceCertificate.name.like("%0")).values(status="inactive")
+        )
     await registry.close()
 
     registry = RegistryService(store, instance_id="bench")

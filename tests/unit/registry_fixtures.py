@@ -3,10 +3,16 @@ clock, CAs made with certmq.pki and with the openssl command line, and synthetic
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
+import os
+import pwd
 import shutil
+import socket
 import subprocess
+import tempfile
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +21,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import NameOID
+from sqlalchemy.engine import make_url
 
 from certmq import pki
 from certmq.registry import CaRecord, RegistryService, open_registry
@@ -49,11 +56,89 @@ def clock() -> Clock:
     return Clock()
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[RegistryStore]:
-    opened = open_registry("", tmp_path)
-    yield opened
-    opened.close()
+# --- the two databases ---------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def postgresql_server() -> Iterator[str | None]:
+    """A PostgreSQL server URL for the tests, or None when there is none: the one that
+    CERTMQ_TEST_POSTGRESQL_URL names, else a throw-away cluster made with initdb and pg_ctl
+    (run as the ``postgres`` user when the tests run as root, since PostgreSQL refuses root)."""
+    configured = os.environ.get("CERTMQ_TEST_POSTGRESQL_URL")
+    if configured:
+        yield configured
+        return
+    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            owner = None
+        as_user = ["runuser", "-u", "postgres", "--"] if owner and shutil.which("runuser") else []
+    if not (initdb and pg_ctl) or (os.geteuid() == 0 and not as_user):
+        yield None
+        return
+    # Not under pytest's temporary directory: that one is private to the user running the tests.
+    directory = Path(tempfile.mkdtemp(prefix="certmq-pg-"))
+    if as_user:
+        os.chown(directory, owner.pw_uid, owner.pw_gid)  # type: ignore[union-attr]
+    data, port = directory / "data", _free_port()
+    subprocess.run(
+        [*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "certmq", "--no-sync"],
+        check=True,
+        capture_output=True,
+    )
+    options = f"-p {port} -k {directory} -c listen_addresses='' -c fsync=off -c full_page_writes=off"
+    subprocess.run(
+        [*as_user, pg_ctl, "-D", str(data), "-o", options, "-l", str(directory / "log"), "-w", "start"],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql://certmq@/postgres?host={directory}&port={port}"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def postgresql_database(server: str) -> Iterator[str]:
+    """A fresh, empty database on ``server``, dropped afterwards; yields its URL."""
+    import psycopg
+
+    name = f"certmq_test_{uuid.uuid4().hex[:12]}"
+    admin = make_url(server).set(drivername="postgresql")
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    try:
+        yield admin.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RegistryStore]:
+    """An empty registry: an SQLite file in the data directory, and a PostgreSQL database."""
+    if request.param == "sqlite":
+        opened = open_registry("", tmp_path)
+        yield opened
+        opened.close()
+        return
+    server = request.getfixturevalue("postgresql_server")
+    if server is None:
+        pytest.skip("no PostgreSQL server: set CERTMQ_TEST_POSTGRESQL_URL or install initdb and pg_ctl")
+    with postgresql_database(server) as url:
+        opened = open_registry(url)
+        yield opened
+        opened.close()
 
 
 @pytest.fixture

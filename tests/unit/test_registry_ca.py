@@ -46,6 +46,7 @@ from .registry_fixtures import (
     openssl_root_ca,
     openssl_sign,
     pem,
+    postgresql_server,
     register,
     registry,
     requires_openssl,
@@ -53,7 +54,7 @@ from .registry_fixtures import (
     verification_by_hand,
 )
 
-__all__ = ["clock", "registry", "store"]  # fixtures
+__all__ = ["clock", "postgresql_server", "registry", "store"]  # fixtures
 
 
 async def verification_for(registry: RegistryService, ca: pki.CertifiedKey) -> str:

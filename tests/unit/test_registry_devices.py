@@ -26,9 +26,19 @@ from certmq.registry import (
 )
 from certmq.registry.store import RegistryStore
 
-from .registry_fixtures import INSTANCE_ID, clock, make_ca, make_device, pem, register, registry, store
+from .registry_fixtures import (
+    INSTANCE_ID,
+    clock,
+    make_ca,
+    make_device,
+    pem,
+    postgresql_server,
+    register,
+    registry,
+    store,
+)
 
-__all__ = ["clock", "registry", "store"]  # fixtures
+__all__ = ["clock", "postgresql_server", "registry", "store"]  # fixtures
 
 
 def device_rows(store: RegistryStore) -> int:
