@@ -201,7 +201,7 @@ async def test_explain_command(cli: Cli, api: Api, tmp_path: Path) -> None:
     device_file.write_text(pem(authority.device("fresh"), authority.ca.certificate))
     out = (await cli.ok("explain", device_file)).splitlines()
     assert [line.split()[1] for line in out[:6]] == ["1", "2", "3", "4", "5", "6"]
-    assert out[6].startswith("decision: ALLOW at step 6 (new-device)")
+    assert out[6] == "decision: ALLOW at step 6 (new-device)"
     await api.client.post(f"/api/v1/ca-certificates/{authority.sn}/inactivate")
     explanation = await cli.json("explain", device_file)
     assert (explanation["allowed"], explanation["reason"]) == (False, "ca-inactive")

@@ -39,9 +39,7 @@ def run(args: argparse.Namespace) -> int:
     for step in explanation["trace"]:
         print(f"step {step['step']}  {step['text']}")
     verdict = "ALLOW" if explanation["allowed"] else "DENY"
-    print(
-        f"decision: {verdict} at step {explanation['step']} ({explanation['reason']}): {explanation['detail']}"
-    )
+    print(f"decision: {verdict} at step {explanation['step']} ({explanation['reason']})")
     if explanation["reason"] == "new-device":
         print("(explain registers nothing: the device's first connection would)")
     return 0
