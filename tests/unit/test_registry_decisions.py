@@ -1,0 +1,242 @@
+"""The decision log (SPEC 6): cheap recording, batched background writes, search, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+
+import pytest
+
+from certmq.registry import Decision, ParameterFieldCheckFailed, RegistryService
+from certmq.registry import service as service_module
+from certmq.registry.store import RegistryStore
+
+from .registry_fixtures import INSTANCE_ID, Clock, clock, postgresql_server, registry, store
+
+__all__ = ["clock", "postgresql_server", "registry", "store"]  # fixtures
+
+
+def decision(n: int, **fields: object) -> Decision:
+    values: dict[str, object] = {
+        "listener": "tls",
+        "peer": f"10.0.0.{n % 250}:5{n:04d}",
+        "client_id": f"GID_test@@@device-{n}",
+        "ca_sn": "0a0b",
+        "device_sn": f"{n:04x}",
+        "cn": f"device-{n}",
+        "step": 6,
+        "result": "allow",
+        "reason": "new-device",
+        "detail": "registered on its first connection",
+    }
+    values.update(fields)
+    return Decision(**values)  # type: ignore[arg-type]
+
+
+async def test_flush_and_search(registry: RegistryService, clock: Clock) -> None:
+    base = clock.now
+    for n in range(10):
+        registry.record_decision(decision(n, time=base + datetime.timedelta(seconds=n)))
+    assert registry.decisions_pending == 10
+    await registry.flush_decisions()
+    assert registry.decisions_pending == 0
+
+    found = await registry.search_decisions()
+    assert [record.device_sn for record in found] == [f"{n:04x}" for n in reversed(range(10))]  # newest first
+    newest = found[0]
+    assert newest.time == base + datetime.timedelta(seconds=9)
+    assert newest.time.tzinfo is datetime.UTC
+    assert (newest.listener, newest.client_id, newest.cn, newest.step, newest.result, newest.reason) == (
+        "tls",
+        "GID_test@@@device-9",
+        "device-9",
+        6,
+        "allow",
+        "new-device",
+    )
+    assert newest.detail == "registered on its first connection"
+
+
+async def test_search_filters(registry: RegistryService, clock: Clock) -> None:
+    base = clock.now - datetime.timedelta(hours=1)
+    registry.record_decision(decision(1, time=base, result="deny", reason="device-inactive", step=2))
+    registry.record_decision(decision(2, time=base + datetime.timedelta(minutes=1)))
+    registry.record_decision(
+        decision(
+            3, time=base + datetime.timedelta(minutes=2), result="deny", reason="ca-not-registered", step=3
+        )
+    )
+    registry.record_decision(
+        decision(
+            4,
+            time=base + datetime.timedelta(minutes=3),
+            step=0,
+            reason="bad-credentials",
+            result="deny",
+            ca_sn="",
+        )
+    )
+    await registry.flush_decisions()
+
+    async def device_sns(**filters: object) -> list[str]:
+        return [record.device_sn for record in await registry.search_decisions(**filters)]  # type: ignore[arg-type]
+
+    assert await device_sns(result="deny") == ["0004", "0003", "0001"]
+    assert await device_sns(result="allow") == ["0002"]
+    assert await device_sns(reason="device-inactive") == ["0001"]
+    assert await device_sns(device_sn="0003") == ["0003"]
+    assert await device_sns(client_id="GID_test@@@device-2") == ["0002"]
+    assert await device_sns(ca_sn="0a0b") == ["0003", "0002", "0001"]
+    assert await device_sns(since=base + datetime.timedelta(minutes=1)) == ["0004", "0003", "0002"]
+    assert await device_sns(until=base + datetime.timedelta(minutes=1)) == ["0001"]
+    assert await device_sns(result="deny", since=base + datetime.timedelta(seconds=30)) == ["0004", "0003"]
+    assert await device_sns(limit=2) == ["0004", "0003"]
+    assert await device_sns(limit=2, offset=2) == ["0002", "0001"]
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"limit": 0},
+        {"limit": 1001},
+        {"offset": -1},
+        {"result": "maybe"},
+        {"since": datetime.datetime(2024, 1, 1)},
+    ],
+)
+async def test_search_is_validated(registry: RegistryService, filters: dict[str, object]) -> None:
+    with pytest.raises(ParameterFieldCheckFailed):
+        await registry.search_decisions(**filters)  # type: ignore[arg-type]
+
+
+async def test_background_writer_flushes_on_its_own(store: RegistryStore) -> None:
+    registry = RegistryService(store, instance_id=INSTANCE_ID, decision_flush_interval=0.05)
+    await registry.open()
+    try:
+        registry.record_decision(decision(1))
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if await registry.search_decisions():
+                break
+        assert [record.device_sn for record in await registry.search_decisions()] == ["0001"]
+    finally:
+        await registry.close()
+
+
+async def test_a_full_batch_is_written_before_the_interval(store: RegistryStore) -> None:
+    registry = RegistryService(
+        store, instance_id=INSTANCE_ID, decision_flush_interval=3600, decision_flush_rows=50
+    )
+    await registry.open()
+    try:
+        for n in range(50):
+            registry.record_decision(decision(n))
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if registry.decisions_pending == 0 and len(await registry.search_decisions(limit=100)) == 50:
+                break
+        assert len(await registry.search_decisions(limit=100)) == 50
+    finally:
+        await registry.close()
+
+
+async def test_close_writes_pending_decisions(store: RegistryStore) -> None:
+    registry = RegistryService(store, instance_id=INSTANCE_ID, decision_flush_interval=3600)
+    await registry.open()
+    for n in range(7):
+        registry.record_decision(decision(n))
+    await registry.close()
+    assert store.count_decisions() == 7
+
+
+async def test_long_values_are_cut_to_their_columns(registry: RegistryService) -> None:
+    registry.record_decision(
+        decision(1, peer="p" * 500, reason="r" * 500, listener="l" * 100, detail="d" * 5000)
+    )
+    await registry.flush_decisions()
+    (record,) = await registry.search_decisions()
+    assert (len(record.peer), len(record.reason), len(record.listener), len(record.detail)) == (
+        128,
+        64,
+        32,
+        5000,
+    )
+
+
+async def test_retention_by_rows(store: RegistryStore, clock: Clock) -> None:
+    registry = RegistryService(store, instance_id=INSTANCE_ID, decision_max_rows=10, clock=clock)
+    await registry.open()
+    try:
+        for n in range(25):
+            registry.record_decision(decision(n, time=clock.now + datetime.timedelta(milliseconds=n)))
+        await registry.flush_decisions()
+        assert await registry.enforce_retention() == 15
+        kept = await registry.search_decisions(limit=100)
+        assert [record.device_sn for record in kept] == [f"{n:04x}" for n in reversed(range(15, 25))]
+    finally:
+        await registry.close()
+
+
+async def test_retention_by_age(store: RegistryStore, clock: Clock) -> None:
+    registry = RegistryService(store, instance_id=INSTANCE_ID, clock=clock)
+    await registry.open()
+    try:
+        registry.record_decision(decision(1, time=clock.now - datetime.timedelta(days=31)))
+        registry.record_decision(decision(2, time=clock.now - datetime.timedelta(days=29)))
+        await registry.flush_decisions()
+        assert await registry.enforce_retention() == 1
+        assert [record.device_sn for record in await registry.search_decisions()] == ["0002"]
+        clock.advance(days=2)
+        assert await registry.enforce_retention() == 1
+        assert await registry.search_decisions() == []
+    finally:
+        await registry.close()
+
+
+async def test_retention_runs_periodically(store: RegistryStore) -> None:
+    registry = RegistryService(
+        store,
+        instance_id=INSTANCE_ID,
+        decision_max_rows=5,
+        decision_flush_interval=0.02,
+        retention_interval=0.05,
+    )
+    await registry.open()
+    try:
+        for n in range(20):
+            registry.record_decision(decision(n))
+        for _ in range(200):
+            await asyncio.sleep(0.02)
+            if registry.decisions_pending == 0 and store.count_decisions() == 5:
+                break
+        assert store.count_decisions() == 5
+    finally:
+        await registry.close()
+
+
+async def test_buffer_is_bounded_when_the_database_cannot_keep_up(
+    registry: RegistryService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service_module, "DECISION_BUFFER_LIMIT", 100)
+    for n in range(150):
+        registry.record_decision(decision(n))
+    assert registry.decisions_pending == 100
+    assert registry.decisions_dropped == 50
+    await registry.flush_decisions()
+    kept = await registry.search_decisions(limit=1000)
+    assert len(kept) == 100 and kept[-1].device_sn == f"{50:04x}"  # the oldest went
+
+
+async def test_record_decision_is_cheap(registry: RegistryService) -> None:
+    sample = decision(1)
+    started = asyncio.get_running_loop().time()
+    for _ in range(10_000):
+        registry.record_decision(sample)
+    elapsed = asyncio.get_running_loop().time() - started
+    assert elapsed < 0.1, f"10,000 record_decision calls took {elapsed * 1000:.0f} ms on the loop"
+    await registry.flush_decisions()
+    assert store_count(registry) == 10_000
+
+
+def store_count(registry: RegistryService) -> int:
+    return registry.store.count_decisions()
