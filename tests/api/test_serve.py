@@ -3,6 +3,9 @@ that connects over mutual TLS."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 import os
 import re
@@ -94,6 +97,30 @@ def pki(capsys: pytest.CaptureFixture[str], *args: str | Path) -> None:
     capsys.readouterr()
 
 
+def signature_connect(served: Served, access_key_id: str, secret: str) -> int:
+    """The CONNACK reason code of an MQTT 5 CONNECT over TCP with Signature credentials."""
+    client_id = "GID_test@@@api-1"
+    password = base64.b64encode(hmac.new(secret.encode(), client_id.encode(), hashlib.sha1).digest()).decode()
+    result: list[int] = []
+    done = threading.Event()
+
+    def on_connect(client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+        result.append(reason_code.value)
+        done.set()
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.username_pw_set(f"Signature|{access_key_id}|mqtt-serve-1", password)
+    client.on_connect = on_connect
+    client.connect("127.0.0.1", served.ports["tcp"])
+    client.loop_start()
+    try:
+        assert done.wait(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return result[0]
+
+
 class Device:
     """A paho-mqtt client over mutual TLS that remembers how its connection went."""
 
@@ -132,6 +159,12 @@ def test_registry_commands_against_a_running_instance(
 ) -> None:
     assert certmq(capsys, served, "mode", "show").strip() == "one-way"
     assert certmq_json(capsys, served, "access-key", "list")[0]["id"] == served.init["access_key_id"]
+
+    # A pair created through the API signs CONNECT credentials at once, and stops when deleted.
+    key = certmq_json(capsys, served, "access-key", "create")
+    assert signature_connect(served, key["id"], key["secret"]) == 0
+    certmq(capsys, served, "access-key", "delete", key["id"])
+    assert signature_connect(served, key["id"], key["secret"]) == 0x86  # bad user name or password
 
     # Register a CA with the code flow.
     pki(capsys, "ca", "--cn", "Factory CA", "--out", tmp_path / "factory-ca")
@@ -183,3 +216,4 @@ def test_registry_commands_against_a_running_instance(
     metrics = httpx.get(f"{served.url}/metrics").text
     assert 'certmq_device_certificates{status="inactive"} 1.0' in metrics
     assert 'certmq_connections{listener="tls"} 0.0' in metrics
+    assert 'certmq_decisions_total{reason="new-device",result="allow"} 1.0' in metrics

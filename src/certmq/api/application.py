@@ -9,7 +9,6 @@ The OpenAPI document is ``/api/v1/openapi.json``, browsable at ``/api/v1/docs``.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import Depends, FastAPI
@@ -40,8 +39,6 @@ from certmq.instance import Instance
 
 if TYPE_CHECKING:
     from certmq.registry.service import RegistryService
-
-log = logging.getLogger("certmq.api")
 
 API_PREFIX = "/api/v1"
 OPENAPI_URL = f"{API_PREFIX}/openapi.json"
@@ -146,37 +143,31 @@ def _document_errors(app: FastAPI) -> None:
 
 
 class ServedInstance(BrokerControl, Protocol):
-    """What :func:`serve_http` needs of the running application (``certmq.app.Application``)."""
+    """What :func:`serve_http` needs of the running application (``certmq.app.Application``).
+
+    Its broker checks Signature credentials against ``access_keys.secrets``, so that pairs
+    created through the API work at once, and counts each decision it records with
+    ``metrics.count_decision``."""
 
     instance: Instance
     registry: RegistryService | None
+    access_keys: AccessKeyStore
+    metrics: Metrics
 
 
 async def serve_http(application: ServedInstance, address: str) -> HttpListener:
     """Serve the HTTP application of a running instance on ``address`` (``HOST:PORT``; port 0:
-    any free port) and return the started listener; ``await listener.stop()`` stops it.
-
-    The application's ``access_keys`` (:class:`AccessKeyStore`) and ``metrics`` (:class:`Metrics`)
-    are used when it has them: its broker must check Signature credentials against
-    ``access_keys.secrets`` for keys created through the API to work at once, and count each
-    decision it records with ``metrics.count_decision`` for ``certmq_decisions_total``.
-    """
+    any free port) and return the started listener; ``await listener.stop()`` stops it."""
     if application.registry is None:
         raise RuntimeError("the registry must be open before the HTTP API starts")
     host, port = parse_address(address)
-    instance = application.instance
-    access_keys_manager = getattr(application, "access_keys", None)
-    if not isinstance(access_keys_manager, AccessKeyStore):
-        log.warning("AccessKey pairs created or deleted through the API take effect after a restart")
-        access_keys_manager = AccessKeyStore.for_instance(instance)
-    metrics = getattr(application, "metrics", None)
     app = create_app(
         registry=application.registry,
         control=application,
-        instance_id=instance.id,
-        admin_token=instance.admin_token,
-        access_keys_manager=access_keys_manager,
-        metrics=metrics if isinstance(metrics, Metrics) else None,
+        instance_id=application.instance.id,
+        admin_token=application.instance.admin_token,
+        access_keys_manager=application.access_keys,
+        metrics=application.metrics,
     )
     listener = HttpListener(app, host, port)
     await listener.start()
