@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from certmq.api.context import Context
 from certmq.api.errors import error_responses
+from certmq.api.paging import PageNo, PageSize
 from certmq.registry.records import CaRecord
 
 router = APIRouter(prefix="/ca-certificates", tags=["CA certificates"])
 
 Status = Literal["active", "inactive"]
-PageNo = Annotated[int, Query(ge=1, description="page number, from 1")]
-PageSize = Annotated[int, Query(ge=1, le=100, description="records per page, 1 to 100")]
 
 
 class CaCertificate(BaseModel):

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from certmq.api.context import Context
 from certmq.api.errors import ApiError, error_responses
+from certmq.api.paging import PageNo
 from certmq.control import ConnectionInfo
 
 router = APIRouter(prefix="/connections", tags=["connections"])
@@ -57,7 +58,7 @@ async def list_connections(
     listener: Annotated[
         str | None, Query(description="only those on this listener: tcp, tls, ws, wss")
     ] = None,
-    page_no: Annotated[int, Query(ge=1, description="page number, from 1")] = 1,
+    page_no: PageNo = 1,
     page_size: Annotated[int, Query(ge=1, le=1000, description="connections per page, 1 to 1000")] = 100,
 ) -> ConnectionPage:
     connections = context.control.connections()

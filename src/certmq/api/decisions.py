@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from certmq.api.context import Context
+from certmq.api.paging import MAX_OFFSET
 from certmq.registry.records import DecisionRecord
 
 router = APIRouter(prefix="/decisions", tags=["decisions"])
@@ -57,7 +58,7 @@ async def search_decisions(
     since: Annotated[datetime | None, Query(description="ISO 8601; from this time on")] = None,
     until: Annotated[datetime | None, Query(description="ISO 8601; before this time")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> DecisionList:
     # Decisions are written in batches every half second: write the queued ones first, so that
     # the attempt an operator just made is in the answer.

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from certmq.api.context import Context
 from certmq.api.errors import error_responses
+from certmq.api.paging import PageNo, PageSize
 from certmq.registry.records import DeviceRecord
 
 router = APIRouter(prefix="/device-certificates", tags=["device certificates"])
@@ -53,8 +54,8 @@ async def list_device_certificates(
     ca_sn: Annotated[str | None, Query(description="only those issued by this CA")] = None,
     status: Annotated[Status | None, Query(description="only those with this status")] = None,
     name: Annotated[str | None, Query(description="only those with this Subject CN")] = None,
-    page_no: Annotated[int, Query(ge=1, description="page number, from 1")] = 1,
-    page_size: Annotated[int, Query(ge=1, le=100, description="records per page, 1 to 100")] = 20,
+    page_no: PageNo = 1,
+    page_size: PageSize = 20,
 ) -> DeviceCertificatePage:
     page = await context.registry.list_devices(page_no, page_size, ca_sn=ca_sn, status=status, name=name)
     return DeviceCertificatePage(
