@@ -16,6 +16,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from certmq.access_keys import AccessKeyStore
+from certmq.api import Metrics, serve_http
 from certmq.auth.decision import decision_for_handshake_failure
 from certmq.auth.instance import InstanceAuthenticator
 from certmq.broker.connection import MQTTConnection
@@ -39,7 +41,8 @@ from certmq.registry.events import (
     DeviceStatusChanged,
     RegistryEvent,
 )
-from certmq.registry.service import DecisionEntry, RegistryService
+from certmq.registry.records import Decision
+from certmq.registry.service import RegistryService
 from certmq.registry.store import open_registry
 from certmq.tls.context import MUTUAL, ONE_WAY, ServerCertificateError, ServerContexts, TrustSettings
 
@@ -61,6 +64,9 @@ class Application:
         self.started_at = datetime.now(UTC)
         self._http: Any = None
         self._unsubscribe: Any = None
+        # Read by the Signature check on every CONNECT: keys created through the API work at once.
+        self.access_keys = AccessKeyStore.for_instance(instance)
+        self.metrics = Metrics()
 
     # -- start and stop -----------------------------------------------------------------
 
@@ -77,11 +83,11 @@ class Application:
         if isinstance(stored_certificate, dict):
             cert_file, key_file = Path(stored_certificate["cert_file"]), Path(stored_certificate["key_file"])
         self.contexts = ServerContexts(
-            TrustSettings(cert_file, key_file, self.mode, self._registered_ca_pems())
+            TrustSettings(cert_file, key_file, self.mode, tuple(self._registered_ca_pems()))
         )
         authenticator = InstanceAuthenticator(
             instance_id=self.instance.id,
-            access_keys=self.instance.access_keys,
+            access_keys=self.access_keys.secrets,
             auth_mode=lambda: self.mode,
             anonymous=config.auth.anonymous,
             index=registry.index,
@@ -109,11 +115,6 @@ class Application:
     async def _start_http(self) -> None:
         address = self.config.listeners.http
         if not address:
-            return
-        try:
-            from certmq.api import serve_http
-        except ImportError:
-            log.warning("the HTTP API is not available in this build")
             return
         self._http = await serve_http(self, address)
 
@@ -171,7 +172,8 @@ class Application:
 
     def _audit(self, **fields: Any) -> None:
         assert self.registry is not None
-        self.registry.record_decision(DecisionEntry(time=datetime.now(UTC), **fields))
+        self.registry.record_decision(Decision(**fields))
+        self.metrics.count_decision(fields["result"], fields["reason"])
 
     def _handshake_failed(self, peer: str, error: BaseException) -> None:
         decision = decision_for_handshake_failure(error)
@@ -269,7 +271,7 @@ class Application:
             serial=serial_hex(certificate),
             not_before=certificate.not_valid_before_utc,
             not_after=certificate.not_valid_after_utc,
-            fingerprint_sha256=fingerprint_sha256(certificate).hex(),
+            fingerprint_sha256=fingerprint_sha256(certificate),
             cert_file=str(generation.settings.cert_file),
             generation=generation.number,
         )

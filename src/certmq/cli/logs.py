@@ -47,4 +47,6 @@ def configure_logging(log_format: str = "text", level: str = "info") -> None:
     root.addHandler(handler)
     root.setLevel(level.upper())
     # The broker logs each listener itself; the library's own start and stop lines repeat them.
-    logging.getLogger("websockets.server").setLevel(max(logging.WARNING, root.level))
+    # Libraries that narrate routine work at INFO: the schema migrations, the HTTP server.
+    for name in ("websockets.server", "alembic", "uvicorn.error"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

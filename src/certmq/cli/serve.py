@@ -83,8 +83,8 @@ def run_event_loop(main: Callable[[], Coroutine[Any, Any, int]], event_loop: str
 
 async def serve(config: Config, instance: Instance) -> int:
     """Start the broker, wait for SIGTERM or SIGINT, stop it; the exit status."""
+    from certmq.app import Application
     from certmq.broker.persistence import StateStoreError
-    from certmq.broker.server import Broker
 
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -100,21 +100,21 @@ async def serve(config: Config, instance: Instance) -> int:
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signal_number, on_signal, signal_number)
 
-    broker = Broker(config, instance)
+    application = Application(config, instance)
     try:
-        await broker.start()
+        await application.start()
     except StateStoreError as error:
         log.error("%s", error)
-        await broker.stop()
+        await application.stop()
         return 1
     except OSError as error:
         log.error("cannot start the listeners: %s", error)
-        await broker.stop()
+        await application.stop()
         return 1
     log.info("ready")
     await stopping.wait()
     try:
-        await asyncio.wait_for(broker.stop(), STOP_TIMEOUT)
+        await asyncio.wait_for(application.stop(), STOP_TIMEOUT)
     except TimeoutError:
         log.warning("the broker did not stop within %.0f s; exiting anyway", STOP_TIMEOUT)
     log.info("stopped")
