@@ -83,14 +83,21 @@ async def run(devices: int, url: str, data_dir: Path) -> None:
     store = open_registry(url, data_dir)
     registry = RegistryService(store, instance_id="bench")
     await registry.open()
-    ca_sn = await register_test_ca(registry)
-    started = time.perf_counter()
-    store.import_devices(synthetic_devices(ca_sn, devices), datetime.datetime.now(datetime.UTC))
-    print(f"inserted {devices:,} device rows in {time.perf_counter() - started:.1f} s")
-    with store.engine.begin() as connection:  # a tenth inactive, for the status filters
-        connection.execute(
-            update(DeviceCertificate).where(DeviceCertificate.name.like("%0")).values(status="inactive")
-        )
+    cas = registry.index.cas()
+    if cas and registry.index.device_count == devices:
+        ca_sn = cas[0].sn  # a registry kept from an earlier run (--data-dir)
+        print(f"reusing the {devices:,} devices in {store!r}")
+    else:
+        if cas or registry.index.device_count:
+            raise SystemExit(f"{store!r} holds another registry; give an empty one")
+        ca_sn = await register_test_ca(registry)
+        started = time.perf_counter()
+        store.import_devices(synthetic_devices(ca_sn, devices), datetime.datetime.now(datetime.UTC))
+        print(f"inserted {devices:,} device rows in {time.perf_counter() - started:.1f} s")
+        with store.engine.begin() as connection:  # a tenth inactive, for the status filters
+            connection.execute(
+                update(DeviceCertificate).where(DeviceCertificate.name.like("%0")).values(status="inactive")
+            )
     await registry.close()
 
     registry = RegistryService(store, instance_id="bench")
@@ -170,7 +177,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--devices", type=int, default=1_000_000)
     parser.add_argument("--url", default="", help="registry URL; default: SQLite in a temporary directory")
+    parser.add_argument(
+        "--data-dir", type=Path, help="keep the SQLite registry here and reuse it on the next run"
+    )
     args = parser.parse_args()
+    if args.data_dir:
+        asyncio.run(run(args.devices, args.url, args.data_dir))
+        return
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as directory:
         asyncio.run(run(args.devices, args.url, Path(directory)))
 

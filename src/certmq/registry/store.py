@@ -13,6 +13,7 @@ processes sharing a file queue for the write lock instead of failing half-way.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import sys
@@ -189,6 +190,9 @@ def _decision_record(row: models.Decision) -> DecisionRecord:
     )
 
 
+_DEVICE_COLUMNS = tuple(getattr(DeviceCertificate, field.name) for field in dataclasses.fields(DeviceRecord))
+
+
 @dataclass(frozen=True, slots=True)
 class NewCa:
     """A CA certificate that passed the certificate checks of SPEC 2.2, ready to be stored."""
@@ -231,6 +235,8 @@ class RegistryStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # Reads begin a plain (deferred) transaction on SQLite: they never wait for the write lock.
+        self._read_engine = engine.execution_options(**{_READ_ONLY: True})
 
     @property
     def dialect(self) -> str:
@@ -254,7 +260,7 @@ class RegistryStore:
         return Session(self.engine, expire_on_commit=False)
 
     def _read_session(self) -> Session:
-        return Session(self.engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False)
+        return Session(self._read_engine, expire_on_commit=False)
 
     # --- registration codes ---------------------------------------------------------------------
 
@@ -579,12 +585,15 @@ class RegistryStore:
         )
         with self._read_session() as session:
             ids = list(session.scalars(keys))
-            rows = session.scalars(
-                select(DeviceCertificate)
-                .where(DeviceCertificate.id.in_(ids))
-                .order_by(DeviceCertificate.ca_sn, DeviceCertificate.device_sn)
-            )
-            items = [_device_record(row) for row in rows] if ids else []
+            items = []
+            if ids:
+                # Plain rows, not ORM objects: a page is read often and never modified.
+                rows = session.execute(
+                    select(*_DEVICE_COLUMNS)
+                    .where(DeviceCertificate.id.in_(ids))
+                    .order_by(DeviceCertificate.ca_sn, DeviceCertificate.device_sn)
+                )
+                items = [DeviceRecord(**{**row._mapping, "status": Status(row.status)}) for row in rows]
             total = None
             if count:
                 total = (
