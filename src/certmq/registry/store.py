@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -750,26 +749,3 @@ class RegistryStore:
                 deleted = session.execute(delete(table).where(table.id <= cutoff))
                 removed += int(getattr(deleted, "rowcount", 0) or 0)
             return removed
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m certmq.registry.store revision MESSAGE``: write a new migration from the
-    difference between :mod:`certmq.registry.models` and a fresh database at head."""
-    import tempfile
-
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or args[0] != "revision":
-        print("usage: python -m certmq.registry.store revision MESSAGE", file=sys.stderr)
-        return 2
-    with tempfile.TemporaryDirectory() as directory:
-        store = open_registry(Path(directory) / REGISTRY_FILE)
-        config = _alembic_config()
-        with store.engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.revision(config, message=args[1], autogenerate=True)
-        store.close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,7 +3,7 @@
 
 To write a new revision after changing :mod:`certmq.registry.models`::
 
-    python -m certmq.registry.store revision "what changed"
+    python -m certmq.registry.migrations revision "what changed"
 """
 
 from __future__ import annotations
