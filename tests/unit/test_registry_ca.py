@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from cryptography.x509.oid import NameOID
 
 from certmq import pki
@@ -577,3 +578,41 @@ def test_error_codes_and_statuses() -> None:
         assert issubclass(error, RegistryError)
         assert (error.code, error.http_status) == (code, status)
     assert issubclass(SerialCollision, RegistryError)
+
+
+def self_signed_ca(key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey, cn: str) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256())
+    )
+
+
+@pytest.mark.parametrize("kind", ["rsa-1024", "ed25519"])
+async def test_unsupported_ca_keys(registry: RegistryService, kind: str) -> None:
+    """SPEC 4.1: CAs are RSA (at least 2048 bits) or ECDSA (P-256, P-384)."""
+    key = (
+        rsa.generate_private_key(65537, 1024) if kind == "rsa-1024" else ed25519.Ed25519PrivateKey.generate()
+    )
+    ca = self_signed_ca(key, f"{kind} Root")
+    code = await registry.issue_registration_code()
+    verification = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, code.code)]))
+        .issuer_name(ca.subject)
+        .public_key(pki.generate_key("ec").public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(datetime.datetime.now(datetime.UTC) - datetime.timedelta(minutes=1))
+        .not_valid_after(datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1))
+        .sign(key, None if kind == "ed25519" else hashes.SHA256())
+    )
+    with pytest.raises(CertificateContentError, match="unsupported key"):
+        await registry.register_ca("x", pem(ca), pem(verification))
