@@ -250,7 +250,14 @@ def _start_certmq(data_dir: Path, settings: dict[str, str]) -> RunningBroker:
     serve = [*command, "serve", "--data-dir", str(data_dir)]
     process = _launch(serve, environment, data_dir, log_file)
     # The HTTP listener (API, console, metrics) is not part of what these tests exercise.
-    mqtt_ports = [port for name, port in ports.items() if name != "http"]
+    # Plain TCP stays closed in mutual mode unless asked for (SPEC 4.1); the HTTP API is there too.
+    closed = set()
+    if (
+        settings.get("CERTMQ_INSTANCE_AUTH_MODE") == "mutual"
+        and settings.get("CERTMQ_LISTENERS_TCP_IN_MUTUAL_MODE", "false") != "true"
+    ):
+        closed.add("tcp")
+    mqtt_ports = [port for name, port in ports.items() if name not in closed]
     _wait_for_ports(process, mqtt_ports, log_file, "certmq serve")
     return RunningBroker(
         kind="certmq",

@@ -73,6 +73,8 @@ class PahoClient:
         transport: str = "tcp",
         ca_file: Path | None = None,
         clean: bool = True,
+        client_certificate: tuple[Path, Path] | None = None,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -87,9 +89,15 @@ class PahoClient:
         )
         if transport == "websockets":
             self.client.ws_set_options(path="/mqtt")
-        if ca_file is not None:
+        if ca_file is not None and tls_context is None:
             # The certificate is verified against ``host``: pass "localhost" for TLS.
-            self.client.tls_set_context(ssl.create_default_context(cafile=str(ca_file)))
+            tls_context = ssl.create_default_context(cafile=str(ca_file))
+            if client_certificate is not None:
+                # Mutual TLS: the device presents its chain (certificate + CA) and key.
+                chain, key = client_certificate
+                tls_context.load_cert_chain(str(chain), str(key))
+        if tls_context is not None:
+            self.client.tls_set_context(tls_context)
         self.messages: queue.Queue[Received] = queue.Queue()
         self.history: list[Received] = []
         self._connected = threading.Event()

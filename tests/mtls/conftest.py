@@ -1,0 +1,123 @@
+"""Fixtures for the certificate tests: certmq in mutual mode, CAs registered through the code
+flow with certmq's own commands, devices with certificates made by the openssl command line,
+and paho-mqtt devices that present them over real TLS."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "interop"))
+
+from openssl_pki import Issued, make_ca, make_device, make_verification
+
+from broker_process import RunningBroker, start_broker
+from paho_client import V5, PahoClient
+
+
+class Instance:
+    """A running certmq and the ways an operator talks to it: the CLI and the REST API."""
+
+    def __init__(self, broker: RunningBroker, work: Path) -> None:
+        self.broker = broker
+        self.work = work
+        self.token = broker.init_info["admin_token"]
+        self.url = f"http://{broker.host}:{broker.http_port}"
+        # The CA registered by the `mutual` fixture.
+        self.fleet_ca: Issued | None = None
+        self.fleet_sn = ""
+        self.api = httpx.Client(
+            base_url=f"{self.url}/api/v1",
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=10,
+        )
+        self._clients: list[PahoClient] = []
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a `certmq` command against this instance, as an operator would."""
+        command = [sys.executable, "-m", "certmq", *args, "--url", self.url, "--token", self.token]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(f"certmq {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+        return result
+
+    def cli_json(self, *args: str) -> Any:
+        return json.loads(self.cli(*args, "--json").stdout)
+
+    def register_ca(self, ca: Issued, name: str) -> str:
+        """The code flow of SPEC 2.2 with certmq's commands and an openssl verification certificate."""
+        code = self.cli_json("ca", "code")["code"]
+        verification = make_verification(self.work, ca, code)
+        registered = self.cli_json("ca", "register", "--cert", str(ca.cert), "--verification", str(verification),
+                                   "--name", name)  # fmt: skip
+        return str(registered["sn"])
+
+    def decisions(self, **query: str) -> list[dict[str, Any]]:
+        response = self.api.get("/decisions", params=query)
+        response.raise_for_status()
+        return list(response.json()["items"])
+
+    def device_client(
+        self, device: Issued | None, *, client_id: str | None = None, version: int = V5, **tls: Any
+    ) -> PahoClient:
+        """A paho-mqtt device on the TLS listener presenting ``device``'s chain and key."""
+        client = PahoClient(
+            "localhost",
+            self.broker.tls_port,
+            client_id=client_id or f"device-{uuid.uuid4().hex[:8]}",
+            version=version,
+            ca_file=self.broker.ca_file,
+            client_certificate=None if device is None else (device.chain, device.key),
+            **tls,
+        )
+        self._clients.append(client)
+        return client
+
+    def tls_context(self, device: Issued | None) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.broker.ca_file))
+        if device is not None:
+            context.load_cert_chain(str(device.chain), str(device.key))
+        return context
+
+    def close(self) -> None:
+        for client in self._clients:
+            try:
+                client.close()
+            except Exception:
+                pass
+        self.api.close()
+
+
+def start_instance(tmp_path_factory: pytest.TempPathFactory, **settings: str) -> tuple[RunningBroker, Path]:
+    broker = start_broker(tmp_path_factory.mktemp("certmq"), settings)
+    return broker, tmp_path_factory.mktemp("pki")
+
+
+@pytest.fixture(scope="session")
+def mutual(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
+    """certmq in mutual mode, no anonymous access, with the CA `fleet-ca` registered."""
+    broker, work = start_instance(
+        tmp_path_factory, CERTMQ_INSTANCE_AUTH_MODE="mutual", CERTMQ_AUTH_ANONYMOUS="false"
+    )
+    instance = Instance(broker, work)
+    instance.fleet_ca = make_ca(work / "fleet", "fleet-ca")
+    instance.fleet_sn = instance.register_ca(instance.fleet_ca, "fleet")
+    yield instance
+    instance.close()
+    assert broker.stop() == 0, broker.log_tail()
+
+
+@pytest.fixture
+def fleet_device(mutual: Instance, tmp_path: Path) -> Issued:
+    """A new device certificate of `fleet-ca`, not registered yet."""
+    assert mutual.fleet_ca is not None
+    return make_device(tmp_path, mutual.fleet_ca, f"sensor-{uuid.uuid4().hex[:8]}")
