@@ -201,6 +201,7 @@ tls = {listeners_tls}       # MQTT over TLS (one-way or mutual, per auth_mode)
 ws = {listeners_ws}        # MQTT over WebSocket, path /mqtt
 wss = {listeners_wss}       # MQTT over secure WebSocket, path /mqtt
 http = {listeners_http}      # REST API, ApsaraMQ RPC API, console, /metrics
+tcp_in_mutual_mode = {listeners_tcp_in_mutual_mode}  # keep plain TCP open in mutual mode (it is closed by default)
 
 [tls]
 cert_file = {tls_cert_file}               # server certificate chain, PEM; "": server/server.pem made by init

@@ -128,18 +128,22 @@ def test_a_resumed_tls_session_is_still_checked_at_connect(mutual: Instance, fle
     context = mutual.tls_context(fleet_device)
     # TLS 1.2 session ids are resumed in one round trip, and the session is available at once.
     context.maximum_version = ssl.TLSVersion.TLSv1_2
-    with socket.create_connection(("127.0.0.1", mutual.broker.tls_port), timeout=5) as plain:
-        with context.wrap_socket(plain, server_hostname="localhost") as first:
-            assert _mqtt_connect(first, "resumer") == 0
-            session = first.session
+    with (
+        socket.create_connection(("127.0.0.1", mutual.broker.tls_port), timeout=5) as plain,
+        context.wrap_socket(plain, server_hostname="localhost") as first,
+    ):
+        assert _mqtt_connect(first, "resumer") == 0
+        session = first.session
     assert session is not None
 
     device_sn = device_sn_of(mutual, fleet_device)
     mutual.cli("device", "inactivate", mutual.fleet_sn, device_sn)
     time.sleep(0.1)
-    with socket.create_connection(("127.0.0.1", mutual.broker.tls_port), timeout=5) as plain:
-        with context.wrap_socket(plain, server_hostname="localhost", session=session) as resumed:
-            assert resumed.session_reused, "the broker did not resume the TLS session"
-            assert _mqtt_connect(resumed, "resumer") == 0x05
+    with (
+        socket.create_connection(("127.0.0.1", mutual.broker.tls_port), timeout=5) as plain,
+        context.wrap_socket(plain, server_hostname="localhost", session=session) as resumed,
+    ):
+        assert resumed.session_reused, "the broker did not resume the TLS session"
+        assert _mqtt_connect(resumed, "resumer") == 0x05
     decision = mutual.decisions(device_sn=device_sn)[0]
     assert (decision["result"], decision["reason"]) == ("deny", "device-inactive")
