@@ -214,6 +214,10 @@ url = {storage_url}                     # "": SQLite in the data directory; or p
 bind_client_id = {auth_bind_client_id}       # "off" | "cn" (Client Id = certificate CN)
                              # | "device-id" (the DeviceID of GroupID@@@DeviceID = CN)
 anonymous = {auth_anonymous}            # allow CONNECT without credentials on one-way and plain listeners
+acl_file = {auth_acl_file}                # topic authorization rules (TOML); "": none
+acl_default = {auth_acl_default}           # "allow" | "deny" when no rule applies
+subscribe_denied = {auth_subscribe_denied}  # SUBACK code for a refused subscription on MQTT 5:
+                             # "not-authorized" (0x87) | "unspecified-error" (0x80)
 
 [mqtt]
 apsara_client_id = {mqtt_apsara_client_id}     # require Client Ids of the form GroupID@@@DeviceID

@@ -51,6 +51,9 @@ def topic_filters(draw: st.DrawFn) -> str:
     if draw(st.booleans()):
         levels.append("#")
     topic_filter = "/".join(levels) or "#"
+    if levels[0] == "$share":
+        # Only a shared subscription may start with $share (drawn below).
+        topic_filter = "x" + topic_filter
     if draw(st.integers(0, 4)) == 0:
         group = draw(st.text(_level_characters, min_size=1, max_size=5))
         topic_filter = f"$share/{group}/{topic_filter}"
