@@ -1,0 +1,174 @@
+"""Run-time changes without a restart: the server certificate (SPEC 4.2) and the auth mode
+(SPEC 4.3); and Signature credentials (SPEC 5)."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from openssl_pki import Issued, make_ca, make_device
+
+from certmq.auth.credentials import signature_password, signature_username
+from certmq.pki import generate_key, issue_server_certificate, load_certified_key, serial_hex
+from conftest import Instance, start_instance
+from paho_client import V5, V311, PahoClient
+from raw_mqtt import ConnectionClosed, RawClient
+
+
+def presented_serial(instance: Instance, device: Issued | None = None) -> str:
+    """The serial of the certificate the broker presents to a new handshake."""
+    context = instance.tls_context(device)
+    with (
+        socket.create_connection(("127.0.0.1", instance.broker.tls_port), timeout=5) as plain,
+        context.wrap_socket(plain, server_hostname="localhost") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return serial_hex(x509.load_der_x509_certificate(der))
+
+
+def new_server_pair(instance: Instance, directory: Path) -> tuple[Path, Path, str]:
+    """A new localhost certificate from the instance's own server CA, as files."""
+    server_ca_dir = instance.broker.data_dir / "server-ca"
+    (ca_certificate, *_), ca_key = load_certified_key(server_ca_dir / "ca.pem", server_ca_dir / "ca.key")
+    key = generate_key("ec")
+    certificate = issue_server_certificate(
+        ca_certificate, ca_key, "localhost", ["localhost", "127.0.0.1"], key.public_key()
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    chain = directory / "server.pem"
+    chain.write_bytes(
+        certificate.public_bytes(serialization.Encoding.PEM)
+        + ca_certificate.public_bytes(serialization.Encoding.PEM)
+    )
+    key_file = directory / "server.key"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return chain, key_file, serial_hex(certificate)
+
+
+def test_replacing_the_server_certificate_keeps_live_sessions(
+    mutual: Instance, fleet_device: Issued, tmp_path: Path
+) -> None:
+    topic = f"live/{uuid.uuid4().hex[:8]}"
+    device = mutual.device_client(fleet_device)
+    device.connect()
+    device.subscribe(topic, qos=1)
+    before = presented_serial(mutual, fleet_device)
+
+    chain, key, serial = new_server_pair(mutual, tmp_path / "api")
+    mutual.cli("server-cert", "set", "--cert", str(chain), "--key", str(key))
+    assert presented_serial(mutual, fleet_device) == serial != before
+    assert mutual.api.get("/server-certificate").json()["sn"] == serial
+
+    device.publish(topic, b"still here", qos=1)
+    assert device.expect_message().payload == b"still here"
+    assert device.is_connected
+
+
+def test_a_server_certificate_changed_on_disk_is_picked_up(
+    mutual: Instance, fleet_device: Issued, tmp_path: Path
+) -> None:
+    current = mutual.api.get("/server-certificate").json()
+    cert_file = Path(current["cert_file"])
+    key_file = cert_file.with_suffix(".key")
+    chain, key, serial = new_server_pair(mutual, tmp_path / "disk")
+    # Key first, then certificate: a reader may briefly see a mismatched pair and must wait.
+    key_file.write_bytes(key.read_bytes())
+    cert_file.write_bytes(chain.read_bytes())
+    deadline = time.monotonic() + 10
+    while presented_serial(mutual, fleet_device) != serial:
+        assert time.monotonic() < deadline, "the new certificate on disk was not picked up"
+        time.sleep(0.2)
+
+
+def test_a_certificate_that_does_not_match_its_key_is_rejected(mutual: Instance, tmp_path: Path) -> None:
+    chain, _, _ = new_server_pair(mutual, tmp_path / "one")
+    _, other_key, _ = new_server_pair(mutual, tmp_path / "two")
+    response = mutual.api.put(
+        "/server-certificate", json={"chain_pem": chain.read_text(), "key_pem": other_key.read_text()}
+    )
+    assert response.status_code == 400
+    assert "key" in response.json()["message"]
+
+
+@pytest.fixture
+def one_way(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
+    """certmq in one-way mode: clients authenticate with Signature credentials."""
+    broker, work = start_instance(tmp_path_factory, CERTMQ_AUTH_ANONYMOUS="false")
+    instance = Instance(broker, work)
+    yield instance
+    instance.close()
+    assert broker.stop() == 0, broker.log_tail()
+
+
+def signed_client(
+    instance: Instance, client_id: str, secret: str | None = None, version: int = V5
+) -> PahoClient:
+    info = instance.broker.init_info
+    client = instance.device_client(None, client_id=client_id, version=version)
+    password = signature_password(secret or info["access_key_secret"], client_id)
+    client.client.username_pw_set(signature_username(info["access_key_id"], info["instance_id"]), password)
+    return client
+
+
+def test_signature_credentials(one_way: Instance) -> None:
+    signed_client(one_way, "GID_Test@@@0001").connect()
+    signed_client(one_way, "GID_Test@@@0002", version=V311).connect()
+
+    refused = signed_client(one_way, "GID_Test@@@0003", secret="not-the-secret").connect(expect_success=False)
+    assert refused.reason_code == 0x86
+    anonymous = one_way.device_client(None).connect(expect_success=False)
+    assert anonymous.reason_code == 0x87
+    raw = RawClient("127.0.0.1", one_way.broker.tcp_port, version=4)
+    try:
+        assert raw.connect("GID_Test@@@0004").reason_code == 0x05  # 3.1.1: not authorized
+    finally:
+        raw.close()
+    reasons = {d["reason"] for d in one_way.decisions()}
+    assert {"signature", "bad-credentials", "no-credentials"} <= reasons
+
+
+def test_switching_the_auth_mode_at_run_time(one_way: Instance, tmp_path: Path) -> None:
+    fleet_ca = make_ca(tmp_path / "ca", "switch-ca")
+    one_way.register_ca(fleet_ca, "switch")
+    device = make_device(tmp_path, fleet_ca, "switch-device")
+    signed = signed_client(one_way, "GID_Test@@@signed")
+    signed.connect()
+    signed_plain = PahoClient("127.0.0.1", one_way.broker.tcp_port, client_id="GID_Test@@@plain")
+    info = one_way.broker.init_info
+    signed_plain.client.username_pw_set(
+        signature_username(info["access_key_id"], info["instance_id"]),
+        signature_password(info["access_key_secret"], "GID_Test@@@plain"),
+    )
+    signed_plain.connect()
+
+    assert one_way.cli_json("mode", "set", "mutual", "--disconnect-nonconforming")["mode"] == "mutual"
+    assert one_way.cli_json("mode", "show")["mode"] == "mutual"
+    # The TLS session without a device certificate does not satisfy mutual mode: it is cut.
+    signed.wait_disconnected(5)
+    # The next handshake asks for a device certificate.
+    with pytest.raises((ssl.SSLError, ConnectionClosed, ConnectionError)):
+        client = RawClient("127.0.0.1", one_way.broker.tls_port, tls=one_way.tls_context(None))
+        try:
+            client.connect("no-certificate")
+        finally:
+            client.close()
+    one_way.device_client(device).connect()
+    # Plain TCP closes in mutual mode (SPEC 4.1): no new connections there.
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", one_way.broker.tcp_port), timeout=2).close()
+
+    assert one_way.cli_json("mode", "set", "one-way")["mode"] == "one-way"
+    signed_client(one_way, "GID_Test@@@again").connect()
+    socket.create_connection(("127.0.0.1", one_way.broker.tcp_port), timeout=2).close()
