@@ -69,6 +69,8 @@ class MqttSection:
     topic_alias_maximum: int = 10
     max_session_expiry: int = 0xFFFFFFFF
     retain_available: bool = True
+    # SPEC 5: `<parent>/p2p/<ClientId>` is delivered to that client without a subscription.
+    p2p_topics: bool = True
     sys_interval: int = 10
     # Retained messages and persistent sessions kept across restarts in DATA_DIR/broker-state.db.
     persistence: bool = True

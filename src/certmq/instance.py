@@ -231,6 +231,7 @@ max_outgoing_bytes = {mqtt_max_outgoing_bytes}  # write buffer per connection be
 topic_alias_maximum = {mqtt_topic_alias_maximum}  # MQTT 5 topic aliases a client may use towards us
 max_session_expiry = {mqtt_max_session_expiry}  # seconds; caps the Session Expiry Interval a client asks for
 retain_available = {mqtt_retain_available}      # store and deliver retained messages
+p2p_topics = {mqtt_p2p_topics}         # <parent>/p2p/<ClientId> goes to that client, subscribed or not
 sys_interval = {mqtt_sys_interval}            # seconds between $SYS statistics updates; 0 disables them
 persistence = {mqtt_persistence}          # keep retained messages and sessions across restarts (broker-state.db)
 autosave_interval = {mqtt_autosave_interval}       # seconds between saves while running; 0: only at shutdown

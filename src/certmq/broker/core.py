@@ -29,6 +29,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("certmq.broker")
 
 
+P2P_MARKER = "/p2p/"
+
+
+def p2p_target(topic: str) -> str | None:
+    """The client id a point-to-point topic `<parent>/p2p/<ClientId>` addresses, or None."""
+    parent, marker, client_id = topic.partition(P2P_MARKER)
+    if not marker or not parent or "/" in parent or not client_id:
+        return None
+    return client_id
+
+
 def message_from_will(will: Will, client_id: str, now: float) -> Message:
     properties: dict[int, Any] = {
         key: will.properties[key] for key in FORWARDED_PROPERTIES if key in will.properties
@@ -185,12 +196,26 @@ class BrokerCore:
 
     def publish(self, message: Message) -> int:
         """Store a retained message and deliver ``message`` to every matching session."""
+        if self.settings.p2p_topics and P2P_MARKER in message.topic:
+            target = p2p_target(message.topic)
+            if target is not None:
+                return self._deliver_point_to_point(message, target)
         if message.retain and self.settings.retain_available:
             if message.payload:
                 self.retained.set(message)
             else:
                 self.retained.clear(message.topic)
         return self.route(message)
+
+    def _deliver_point_to_point(self, message: Message, client_id: str) -> int:
+        """SPEC 5: `<parent>/p2p/<ClientId>` goes to that client alone, subscribed or not."""
+        session = self.sessions.get(client_id)
+        if session is None:
+            self.stats.messages_dropped += 1
+            return 0
+        self._deliver(session, Delivery(message, message.qos, False), {})
+        self.stats.messages_routed += 1
+        return 1
 
     def _is_online(self, client_id: str) -> bool:
         session = self.sessions.get(client_id)
