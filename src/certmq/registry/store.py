@@ -26,13 +26,13 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import (
     ColumnElement,
     Engine,
-    Select,
     create_engine,
     delete,
     event,
     func,
     insert,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.engine import URL, Connection, make_url
@@ -573,24 +573,25 @@ class RegistryStore:
     ) -> tuple[list[DeviceRecord], int | None]:
         """A page of devices in ``(ca_sn, device_sn)`` order, and the number of matching devices
         when ``count``. The page's keys are found on an index alone (a deep OFFSET skips index
-        entries, not table rows), then only those rows are read."""
+        entries, not table rows: an index-only scan), then only those rows are read."""
         filters = self._device_filters(ca_sn, status, name)
-        keys: Select[int] = (
-            select(DeviceCertificate.id)
-            .where(*filters)
-            .order_by(DeviceCertificate.ca_sn, DeviceCertificate.device_sn)
-            .offset(offset)
-            .limit(limit)
-        )
+        order = (DeviceCertificate.ca_sn, DeviceCertificate.device_sn)
+        keys = select(*order).where(*filters).order_by(*order).offset(offset).limit(limit)
         with self._read_session() as session:
-            ids = list(session.scalars(keys))
+            page_keys = session.execute(keys).all()
             items = []
-            if ids:
+            if page_keys:
+                # The page is the range between its first and last keys, read on the same index.
                 # Plain rows, not ORM objects: a page is read often and never modified.
                 rows = session.execute(
                     select(*_DEVICE_COLUMNS)
-                    .where(DeviceCertificate.id.in_(ids))
-                    .order_by(DeviceCertificate.ca_sn, DeviceCertificate.device_sn)
+                    .where(
+                        *filters,
+                        tuple_(*order) >= tuple_(*page_keys[0]),
+                        tuple_(*order) <= tuple_(*page_keys[-1]),
+                    )
+                    .order_by(*order)
+                    .limit(limit)
                 )
                 items = [DeviceRecord(**{**row._mapping, "status": Status(row.status)}) for row in rows]
             total = None
