@@ -240,3 +240,14 @@ async def test_record_decision_is_cheap(registry: RegistryService) -> None:
 
 def store_count(registry: RegistryService) -> int:
     return registry.store.count_decisions()
+
+
+async def test_odd_decisions_do_not_spoil_a_batch(registry: RegistryService) -> None:
+    registry.record_decision(decision(1, time=datetime.datetime(2030, 1, 1, 12, 0)))  # naive: taken as UTC
+    registry.record_decision(decision(2, cn=None, client_id=None, step="x"))
+    registry.record_decision(decision(3, step=99999))
+    await registry.flush_decisions()
+    records = {record.device_sn: record for record in await registry.search_decisions()}
+    assert records["0001"].time == datetime.datetime(2030, 1, 1, 12, 0, tzinfo=datetime.UTC)
+    assert (records["0002"].cn, records["0002"].client_id, records["0002"].step) == ("", "", 0)
+    assert records["0003"].step == 32767

@@ -89,8 +89,7 @@ DECISION_MAX_AGE = datetime.timedelta(days=30)
 # Decisions waiting in memory when the database cannot keep up; beyond it the oldest are dropped.
 DECISION_BUFFER_LIMIT = 100_000
 RETENTION_INTERVAL = 60.0
-# Column sizes of the decision table; longer values are cut so that one odd client cannot make a
-# whole batch fail on PostgreSQL.
+# Column sizes of the decision table; longer values are cut to fit.
 _DECISION_LIMITS = {"listener": 32, "peer": 128, "ca_sn": 128, "device_sn": 128, "result": 8, "reason": 64}
 
 
@@ -130,25 +129,36 @@ def _unknown_device(ca_sn: str, device_sn: str) -> FindDeviceBySnError:
     )
 
 
+def _text(value: object, limit: int | None = None) -> str:
+    text = "" if value is None else str(value)
+    return text[:limit] if limit is not None and len(text) > limit else text
+
+
 def _decision_row(decision: Decision) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "time": decision.time,
-        "listener": decision.listener,
-        "peer": decision.peer,
-        "client_id": decision.client_id,
-        "ca_sn": decision.ca_sn,
-        "device_sn": decision.device_sn,
-        "cn": decision.cn,
-        "step": decision.step,
-        "result": str(decision.result),
-        "reason": decision.reason,
-        "detail": decision.detail,
+    """The row of a decision. Every value is made to fit its column, so that one odd decision
+    (a naive time, a None, an overlong peer) can never make a whole batch fail."""
+    moment = decision.time
+    if not isinstance(moment, datetime.datetime):
+        moment = utc_now()
+    elif moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    try:
+        step = min(max(int(decision.step), 0), 32767)
+    except (TypeError, ValueError):
+        step = 0
+    return {
+        "time": moment,
+        "listener": _text(decision.listener, _DECISION_LIMITS["listener"]),
+        "peer": _text(decision.peer, _DECISION_LIMITS["peer"]),
+        "client_id": _text(decision.client_id),
+        "ca_sn": _text(decision.ca_sn, _DECISION_LIMITS["ca_sn"]),
+        "device_sn": _text(decision.device_sn, _DECISION_LIMITS["device_sn"]),
+        "cn": _text(decision.cn),
+        "step": step,
+        "result": _text(decision.result, _DECISION_LIMITS["result"]),
+        "reason": _text(decision.reason, _DECISION_LIMITS["reason"]),
+        "detail": _text(decision.detail),
     }
-    for key, limit in _DECISION_LIMITS.items():
-        value = row[key]
-        if len(value) > limit:
-            row[key] = value[:limit]
-    return row
 
 
 class RegistryService:
