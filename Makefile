@@ -14,8 +14,9 @@ PIP := $(VENV)/bin/python -m pip --disable-pip-version-check --quiet
 DATA_DIR ?= data
 PYTEST_ARGS ?=
 JS_DIR := tests/js
-# Debian packages the tests use: the mosquitto broker and clients (interop), openssl (PKI checks).
-DEBIAN_PACKAGES := mosquitto mosquitto-clients openssl
+# Debian packages the tests use: the mosquitto broker and clients (interop), openssl (PKI checks),
+# chromium (the console's browser tests; Playwright drives it, it never downloads a browser).
+DEBIAN_PACKAGES := mosquitto mosquitto-clients openssl chromium
 
 .PHONY: help run test lint format bench setup setup-test tools clean
 
@@ -52,6 +53,7 @@ tools:
 	command -v mosquitto_pub >/dev/null || missing="$$missing mosquitto-clients"; \
 	{ command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto; } || missing="$$missing mosquitto"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			echo "installing$$missing"; \
