@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import glob
 import os
 import pwd
 import shutil
@@ -74,7 +75,11 @@ def postgresql_server() -> Iterator[str | None]:
     if configured:
         yield configured
         return
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
+    # Debian keeps the server programs off PATH, under /usr/lib/postgresql/VERSION/bin.
+    search = os.pathsep.join(
+        [os.environ.get("PATH", ""), *sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]
+    )
+    initdb, pg_ctl = shutil.which("initdb", path=search), shutil.which("pg_ctl", path=search)
     as_user: list[str] = []
     if os.geteuid() == 0:
         try:
