@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
 import glob
+import hashlib
 import os
 import pwd
 import shutil
