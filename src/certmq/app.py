@@ -127,6 +127,7 @@ class Application:
             await self.broker.stop()
         if self.registry is not None:
             await self.registry.close()
+            self.registry.store.close()
 
     # -- registry events ----------------------------------------------------------------
 
