@@ -82,7 +82,14 @@ def mosquitto_version() -> str:
     return match.group(1) if match else "unknown"
 
 
-def start_mosquitto(workdir: Path, certificate: ServerCertificate, cpus: set[int] | None) -> RunningBroker:
+def start_mosquitto(
+    workdir: Path,
+    certificate: ServerCertificate,
+    cpus: set[int] | None,
+    tls_listener_settings: str = "",
+) -> RunningBroker:
+    """``tls_listener_settings``: more lines for the TLS listener (bench/connections.py asks
+    for client certificates with them)."""
     directory = workdir / "mosquitto"
     directory.mkdir(parents=True, exist_ok=True)
     tcp_port, tls_port = processes.free_port(), processes.free_port()
@@ -109,7 +116,7 @@ listener {tcp_port} 127.0.0.1
 listener {tls_port} 127.0.0.1
 certfile {certificate.cert_file}
 keyfile {certificate.key_file}
-"""
+{tls_listener_settings}"""
     )
     with open(directory / "stdout.log", "wb") as output:
         process = processes.start(
@@ -150,7 +157,17 @@ def _init_certmq(python: str, data_dir: Path, env: dict[str, str]) -> dict[str, 
     raise RuntimeError(f"certmq init printed no JSON object:\n{result.stdout}")
 
 
-def start_certmq(workdir: Path, python: str, event_loop: str, cpus: set[int] | None) -> RunningBroker:
+def start_certmq(
+    workdir: Path,
+    python: str,
+    event_loop: str,
+    cpus: set[int] | None,
+    environment: dict[str, str] | None = None,
+    python_options: list[str] | None = None,
+) -> RunningBroker:
+    """``environment``: CERTMQ_* settings that replace the defaults below (bench/connections.py
+    runs the instance in mutual mode with its HTTP API on). ``python_options`` go before
+    ``-m certmq serve``, e.g. ``["-m", "cProfile", "-o", FILE]`` to profile the broker."""
     directory = workdir / "certmq"
     data_dir = directory / "data"
     directory.mkdir(parents=True, exist_ok=True)
@@ -166,10 +183,11 @@ def start_certmq(workdir: Path, python: str, event_loop: str, cpus: set[int] | N
         CERTMQ_AUTH_ANONYMOUS="true",
         CERTMQ_EVENT_LOOP=event_loop,
     )
+    env.update(environment or {})
     log_file = directory / "certmq.log"
     with open(log_file, "wb") as output:
         process = processes.start(
-            [python, "-m", "certmq", "serve", "--data-dir", str(data_dir)],
+            [python, *(python_options or []), "-m", "certmq", "serve", "--data-dir", str(data_dir)],
             cpus=cpus,
             stdin=subprocess.DEVNULL,
             stdout=output,

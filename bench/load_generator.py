@@ -26,22 +26,23 @@ class LoadGeneratorError(RuntimeError):
     pass
 
 
-def build() -> Path:
-    """Compile the load generator when the binary is missing or older than its source."""
-    if BINARY.exists() and BINARY.stat().st_mtime >= SOURCE.stat().st_mtime:
-        return BINARY
+def build(source: Path = SOURCE, binary: Path = BINARY) -> Path:
+    """Compile the load generator (or another program of bench/loadgen/) when the binary is
+    missing or older than its source."""
+    if binary.exists() and binary.stat().st_mtime >= source.stat().st_mtime:
+        return binary
     compiler = shutil.which(os.environ.get("CC", "gcc"))
     if compiler is None:
         raise LoadGeneratorError("no C compiler: install gcc (Debian: apt-get install gcc libssl-dev)")
-    BINARY.parent.mkdir(parents=True, exist_ok=True)
-    command = [compiler, "-O2", "-Wall", "-o", str(BINARY), str(SOURCE), "-lssl", "-lcrypto", "-lpthread"]
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    command = [compiler, "-O2", "-Wall", "-o", str(binary), str(source), "-lssl", "-lcrypto", "-lpthread"]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise LoadGeneratorError(
-            f"building the load generator failed (it needs gcc and the OpenSSL headers, "
+            f"building {source.name} failed (it needs gcc and the OpenSSL headers, "
             f"Debian: apt-get install gcc libssl-dev):\n{' '.join(command)}\n{result.stderr}"
         )
-    return BINARY
+    return binary
 
 
 @dataclass(frozen=True)

@@ -210,11 +210,19 @@ DOCS_TEMPLATE = f"""# Benchmarks
 """
 
 
-def update_docs(path: Path, block: str) -> None:
-    """Replace what lies between the markers in path; everything else is written by hand."""
+def update_docs(
+    path: Path,
+    block: str,
+    *,
+    begin: str = BEGIN_MARKER,
+    end: str = END_MARKER,
+    heading: str = "## Results",
+) -> None:
+    """Replace what lies between the markers in path; everything else is written by hand.
+    Other benchmarks keep their results in the same page between markers of their own."""
     text = path.read_text() if path.exists() else DOCS_TEMPLATE
-    if BEGIN_MARKER not in text or END_MARKER not in text:
-        text = text.rstrip("\n") + f"\n\n## Results\n\n{BEGIN_MARKER}\n{END_MARKER}\n"
-    before, rest = text.split(BEGIN_MARKER, 1)
-    _, after = rest.split(END_MARKER, 1)
-    path.write_text(f"{before}{BEGIN_MARKER}\n{block.strip()}\n{END_MARKER}{after}")
+    if begin not in text or end not in text:
+        text = text.rstrip("\n") + f"\n\n{heading}\n\n{begin}\n{end}\n"
+    before, rest = text.split(begin, 1)
+    _, after = rest.split(end, 1)
+    path.write_text(f"{before}{begin}\n{block.strip()}\n{end}{after}")
