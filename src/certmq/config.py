@@ -78,6 +78,15 @@ class MqttSection:
 
 
 @dataclass(slots=True)
+class ApiSection:
+    """Beyond SPEC 13: the ApsaraMQ-compatible RPC API (SPEC 7.1), see docs/api.md."""
+
+    rate_limit: float = 50.0  # calls per second per AccessKey, sustained; 0: no limit
+    rate_burst: int = 100  # calls an AccessKey may make at once after a quiet time
+    signature_window: int = 900  # seconds a signed request's timestamp may be off the broker's clock
+
+
+@dataclass(slots=True)
 class Config:
     instance: InstanceSection = field(default_factory=InstanceSection)
     listeners: ListenersSection = field(default_factory=ListenersSection)
@@ -85,6 +94,7 @@ class Config:
     storage: StorageSection = field(default_factory=StorageSection)
     auth: AuthSection = field(default_factory=AuthSection)
     mqtt: MqttSection = field(default_factory=MqttSection)
+    api: ApiSection = field(default_factory=ApiSection)
     data_dir: Path = field(default_factory=lambda: Path("data"))
 
 
@@ -131,7 +141,7 @@ def _apply(config: Config, section: str, values: Mapping[str, Any], source: str)
         setattr(target, key, _coerce(section, key, value, kind, source))
 
 
-SECTIONS = ("instance", "listeners", "tls", "storage", "auth", "mqtt")
+SECTIONS = ("instance", "listeners", "tls", "storage", "auth", "mqtt", "api")
 
 
 def load_config(

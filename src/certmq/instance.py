@@ -235,6 +235,11 @@ p2p_topics = {mqtt_p2p_topics}         # <parent>/p2p/<ClientId> goes to that cl
 sys_interval = {mqtt_sys_interval}            # seconds between $SYS statistics updates; 0 disables them
 persistence = {mqtt_persistence}          # keep retained messages and sessions across restarts (broker-state.db)
 autosave_interval = {mqtt_autosave_interval}       # seconds between saves while running; 0: only at shutdown
+
+[api]                        # the ApsaraMQ-compatible RPC API at / of the http listener
+rate_limit = {api_rate_limit}            # calls per second per AccessKey, sustained; 0: no limit
+rate_burst = {api_rate_burst}            # calls an AccessKey may make at once after a quiet time
+signature_window = {api_signature_window}      # seconds a request's signed timestamp may be off this clock
 """
 
 

@@ -86,6 +86,9 @@ async def test_swagger_ui_is_served(api: Api) -> None:
     assert reply.status_code == 200 and "/api/v1/openapi.json" in reply.text
 
 
-async def test_nothing_is_mounted_at_the_root(api: Api) -> None:
-    # "/" belongs to the ApsaraMQ RPC endpoint.
-    assert (await api.client.get("/")).status_code == 404
+async def test_the_root_is_the_rpc_endpoint(api: Api) -> None:
+    # "/" belongs to the ApsaraMQ RPC endpoint (tests/rpc): a request without an AccessKey
+    # signature is refused there, in the ApsaraMQ error shape, whatever bearer token it carries.
+    reply = await api.client.get("/")
+    assert reply.status_code == 403
+    assert reply.json()["Code"] == "SignatureDoesNotMatch" and reply.json()["RequestId"]

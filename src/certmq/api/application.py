@@ -1,7 +1,8 @@
-"""The HTTP application of an instance: REST API v1 under ``/api/v1`` (SPEC 7.3) and ``/metrics``.
+"""The HTTP application of an instance: the ApsaraMQ-compatible RPC API at ``/`` (SPEC 7.1),
+REST API v1 under ``/api/v1`` (SPEC 7.3) and ``/metrics``.
 
-The ApsaraMQ RPC endpoint (SPEC 7.1) is served at ``/`` and the console (SPEC 8) at
-``/console`` by the same application: nothing here is mounted at ``/`` itself.
+The RPC API authenticates each request by its AccessKey signature (:mod:`certmq.api.rpc`) and
+answers in ApsaraMQ's shapes; the console (SPEC 8) is at ``/console``.
 
 Every ``/api/v1`` route except ``/api/v1/healthz`` requires the admin token as a bearer token.
 The OpenAPI document is ``/api/v1/openapi.json``, browsable at ``/api/v1/docs``.
@@ -32,8 +33,9 @@ from certmq.api.errors import ErrorBody, error_responses, install_error_handlers
 from certmq.api.http import HttpListener
 from certmq.api.metrics import Metrics
 from certmq.api.metrics import router as metrics_router
+from certmq.api.rpc import RpcEndpoint, RpcSettings
 from certmq.api.security import require_admin_token
-from certmq.config import parse_address
+from certmq.config import Config, parse_address
 from certmq.control import BrokerControl
 from certmq.instance import Instance
 
@@ -81,9 +83,11 @@ def create_app(
     admin_token: str,
     access_keys_manager: AccessKeyStore,
     metrics: Metrics | None = None,
+    rpc_settings: RpcSettings | None = None,
 ) -> FastAPI:
     """The HTTP application of one instance. ``metrics`` is the collector that the instance
-    counts its decisions with (:meth:`Metrics.count_decision`); a new one when not given."""
+    counts its decisions with (:meth:`Metrics.count_decision`); a new one when not given.
+    ``rpc_settings`` are the RPC API's rate limit and signature window (config ``[api]``)."""
     if not admin_token:
         raise ValueError("the REST API needs an admin token")
     app = FastAPI(
@@ -111,6 +115,10 @@ def create_app(
         )
     app.include_router(instance.health_router, prefix=API_PREFIX)
     app.include_router(metrics_router)
+    rpc = app.state.rpc = RpcEndpoint(
+        registry=registry, instance_id=instance_id, secrets=access_keys_manager.secrets, settings=rpc_settings
+    )
+    app.add_route("/", rpc.handle, methods=["GET", "POST"], include_in_schema=False)
     _document_errors(app)
     return app
 
@@ -150,6 +158,7 @@ class ServedInstance(BrokerControl, Protocol):
     ``metrics.count_decision``."""
 
     instance: Instance
+    config: Config
     registry: RegistryService | None
     access_keys: AccessKeyStore
     metrics: Metrics
@@ -168,6 +177,11 @@ async def serve_http(application: ServedInstance, address: str) -> HttpListener:
         admin_token=application.instance.admin_token,
         access_keys_manager=application.access_keys,
         metrics=application.metrics,
+        rpc_settings=RpcSettings(
+            rate_limit=application.config.api.rate_limit,
+            rate_burst=application.config.api.rate_burst,
+            signature_window=application.config.api.signature_window,
+        ),
     )
     listener = HttpListener(app, host, port)
     await listener.start()

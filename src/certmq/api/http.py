@@ -14,6 +14,10 @@ import uvicorn
 log = logging.getLogger("certmq")
 
 STOP_TIMEOUT = 5.0  # seconds for requests in progress to finish when stopping
+# Largest request line and headers. Alibaba Cloud's SDKs send every RPC parameter in the query
+# string, RegisterCaCertificate's two PEM certificates included: more than h11's 16 KiB default
+# allows for large RSA certificates (the RPC API takes values of up to 16 KiB each).
+MAX_REQUEST_HEAD = 64 * 1024
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -72,6 +76,7 @@ class HttpListener:
             access_log=False,
             timeout_graceful_shutdown=int(STOP_TIMEOUT),
             server_header=False,
+            h11_max_incomplete_event_size=MAX_REQUEST_HEAD,
         )
         server = self._server = _EmbeddedServer(config)
         # uvicorn says "Started server process" and the like at info level: certmq logs its own line.

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     Dialect,
     ForeignKey,
@@ -187,3 +188,30 @@ class Decision(Base):
     result: Mapped[str] = mapped_column(String(8))
     reason: Mapped[str] = mapped_column(String(64))
     detail: Mapped[str] = mapped_column(Text)
+
+
+class ApiOperation(Base):
+    """The operations log: one row per call of the ApsaraMQ-compatible RPC API (SPEC 7.1), who
+    made it, what it asked for and what it was answered, refused calls included."""
+
+    __tablename__ = "api_operation"
+    __table_args__ = (
+        Index("ix_api_operation_time", "time"),
+        Index("ix_api_operation_access_key_id_time", "access_key_id", "time"),
+        Index("ix_api_operation_action_time", "action", "time"),
+        Index("ix_api_operation_code_time", "code", "time"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    time: Mapped[datetime.datetime] = mapped_column(UtcDateTime)
+    request_id: Mapped[str] = mapped_column(String(64))
+    peer: Mapped[str] = mapped_column(String(128))
+    access_key_id: Mapped[str] = mapped_column(String(128))  # as claimed, when not authenticated
+    authenticated: Mapped[bool] = mapped_column(Boolean)
+    signature_method: Mapped[str] = mapped_column(String(32))  # ACS3-HMAC-SHA256, HMAC-SHA1, ""
+    action: Mapped[str] = mapped_column(String(64))
+    parameters: Mapped[str] = mapped_column(Text)  # JSON object; certificate contents summarised
+    status: Mapped[int] = mapped_column(SmallInteger)  # HTTP status of the reply
+    code: Mapped[str] = mapped_column(String(64))  # "Success" or the error code of SPEC 7.2
+    message: Mapped[str] = mapped_column(Text)
+    duration_ms: Mapped[int] = mapped_column(Integer)

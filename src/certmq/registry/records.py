@@ -133,3 +133,43 @@ class RegistryCounts:
     @property
     def devices(self) -> int:
         return self.devices_active + self.devices_inactive
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One call of the ApsaraMQ-compatible RPC API, for the operations log: who made it
+    (``access_key_id``, authenticated or only claimed, and ``peer``), what it asked for
+    (``action`` and ``parameters``, certificate contents summarised) and what it was answered
+    (``status``, ``code``: ``Success`` or the error code of SPEC 7.2)."""
+
+    request_id: str
+    action: str
+    status: int
+    code: str
+    access_key_id: str = ""
+    authenticated: bool = False
+    signature_method: str = ""
+    peer: str = ""
+    parameters: dict[str, str] = field(default_factory=dict)
+    message: str = ""
+    duration_ms: int = 0
+    time: datetime.datetime = field(default_factory=utc_now)
+
+
+@dataclass(frozen=True, slots=True)
+class OperationRecord:
+    """A recorded call, as read back from the operations log."""
+
+    id: int
+    time: datetime.datetime
+    request_id: str
+    peer: str
+    access_key_id: str
+    authenticated: bool
+    signature_method: str
+    action: str
+    parameters: dict[str, str]
+    status: int
+    code: str
+    message: str
+    duration_ms: int

@@ -64,6 +64,8 @@ from certmq.registry.records import (
     Decision,
     DecisionRecord,
     DeviceRecord,
+    Operation,
+    OperationRecord,
     Page,
     RegistrationCode,
     RegistryCounts,
@@ -78,6 +80,8 @@ R = TypeVar("R")
 DEFAULT_CA_LIMIT = 1000
 REGISTRATION_CODE_LIFETIME = datetime.timedelta(hours=24)
 MAX_PAGE_SIZE = 100
+# Far beyond any real listing, and small enough that (PageNo - 1) * PageSize fits a 64-bit offset.
+MAX_PAGE_NO = 1_000_000_000
 MAX_CA_NAME = 128
 MAX_DECISION_SEARCH = 1000
 EXPIRING_WITHIN = datetime.timedelta(days=30)
@@ -91,6 +95,22 @@ DECISION_BUFFER_LIMIT = 100_000
 RETENTION_INTERVAL = 60.0
 # Column sizes of the decision table; longer values are cut to fit.
 _DECISION_LIMITS = {"listener": 32, "peer": 128, "ca_sn": 128, "device_sn": 128, "result": 8, "reason": 64}
+# The operations log of the RPC API: kept longer than decisions, it is the record of who changed
+# the registry. Written in batches with the decisions, so that a flood of refused calls costs one
+# write per batch, not one per call.
+OPERATION_MAX_ROWS = 1_000_000
+OPERATION_MAX_AGE = datetime.timedelta(days=365)
+MAX_OPERATION_SEARCH = 1000
+_OPERATION_LIMITS = {
+    "request_id": 64,
+    "peer": 128,
+    "access_key_id": 128,
+    "signature_method": 32,
+    "action": 64,
+    "code": 64,
+}
+_OPERATION_PARAMETER_LIMIT = 256  # characters of one parameter value kept in the log
+_OPERATION_MESSAGE_LIMIT = 2000
 
 
 def _status(value: Status | str | None, what: str = "status") -> Status | None:
@@ -103,8 +123,8 @@ def _status(value: Status | str | None, what: str = "status") -> Status | None:
 
 
 def _check_paging(page_no: int, page_size: int) -> None:
-    if isinstance(page_no, bool) or not isinstance(page_no, int) or page_no < 1:
-        raise ParameterFieldCheckFailed(f"PageNo must be an integer from 1, not {page_no!r}")
+    if isinstance(page_no, bool) or not isinstance(page_no, int) or not 1 <= page_no <= MAX_PAGE_NO:
+        raise ParameterFieldCheckFailed(f"PageNo must be an integer from 1 to {MAX_PAGE_NO}, not {page_no!r}")
     if isinstance(page_size, bool) or not isinstance(page_size, int) or not 1 <= page_size <= MAX_PAGE_SIZE:
         raise ParameterFieldCheckFailed(
             f"PageSize must be an integer from 1 to {MAX_PAGE_SIZE}, not {page_size!r}"
@@ -161,6 +181,42 @@ def _decision_row(decision: Decision) -> dict[str, Any]:
     }
 
 
+def _operation_row(operation: Operation) -> dict[str, Any]:
+    """The row of a call of the RPC API, every value made to fit its column (see _decision_row)."""
+    moment = operation.time
+    if not isinstance(moment, datetime.datetime):
+        moment = utc_now()
+    elif moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    try:
+        status = min(max(int(operation.status), 0), 32767)
+    except (TypeError, ValueError):
+        status = 0
+    try:
+        duration = min(max(int(operation.duration_ms), 0), 2**31 - 1)
+    except (TypeError, ValueError):
+        duration = 0
+    parameters = operation.parameters if isinstance(operation.parameters, dict) else {}
+    return {
+        "time": moment,
+        "request_id": _text(operation.request_id, _OPERATION_LIMITS["request_id"]),
+        "peer": _text(operation.peer, _OPERATION_LIMITS["peer"]),
+        "access_key_id": _text(operation.access_key_id, _OPERATION_LIMITS["access_key_id"]),
+        "authenticated": bool(operation.authenticated),
+        "signature_method": _text(operation.signature_method, _OPERATION_LIMITS["signature_method"]),
+        "action": _text(operation.action, _OPERATION_LIMITS["action"]),
+        "parameters": json.dumps(
+            {_text(key, 64): _text(value, _OPERATION_PARAMETER_LIMIT) for key, value in parameters.items()},
+            ensure_ascii=False,
+            sort_keys=True,
+        ),
+        "status": status,
+        "code": _text(operation.code, _OPERATION_LIMITS["code"]),
+        "message": _text(operation.message, _OPERATION_MESSAGE_LIMIT),
+        "duration_ms": duration,
+    }
+
+
 class RegistryService:
     """CA and device certificates, registration codes, settings and the decision log.
 
@@ -179,6 +235,8 @@ class RegistryService:
         decision_flush_rows: int = DECISION_FLUSH_ROWS,
         decision_max_rows: int = DECISION_MAX_ROWS,
         decision_max_age: datetime.timedelta = DECISION_MAX_AGE,
+        operation_max_rows: int = OPERATION_MAX_ROWS,
+        operation_max_age: datetime.timedelta = OPERATION_MAX_AGE,
         retention_interval: float = RETENTION_INTERVAL,
         clock: Callable[[], datetime.datetime] = utc_now,
     ) -> None:
@@ -192,6 +250,8 @@ class RegistryService:
         self.decision_flush_rows = decision_flush_rows
         self.decision_max_rows = decision_max_rows
         self.decision_max_age = decision_max_age
+        self.operation_max_rows = operation_max_rows
+        self.operation_max_age = operation_max_age
         self.retention_interval = retention_interval
         self.clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="certmq-registry")
@@ -200,6 +260,8 @@ class RegistryService:
         self._decisions: deque[Decision] = deque()
         self._decisions_dropped = 0
         self._decisions_written = 0
+        self._operations: deque[Operation] = deque()
+        self._operations_dropped = 0
         self._flush_wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._opened = False
@@ -266,6 +328,10 @@ class RegistryService:
             await self.flush_decisions()
         except Exception:
             log.exception("could not write the last decisions to the registry")
+        try:
+            await self.flush_operations()
+        except Exception:
+            log.exception("could not write the last API operations to the registry")
         self._closed = True
         await asyncio.get_running_loop().run_in_executor(
             None, functools.partial(self._executor.shutdown, wait=True)
@@ -659,6 +725,8 @@ class RegistryService:
             try:
                 if self._decisions:
                     await self.flush_decisions()
+                if self._operations:
+                    await self.flush_operations()
                 if time.monotonic() - last_retention >= self.retention_interval:
                     last_retention = time.monotonic()
                     await self.enforce_retention()
@@ -676,6 +744,9 @@ class RegistryService:
         def work() -> int:
             removed = self.store.prune_decisions(
                 max_rows=self.decision_max_rows, older_than=now - self.decision_max_age
+            )
+            self.store.prune_operations(
+                max_rows=self.operation_max_rows, older_than=now - self.operation_max_age
             )
             self.store.delete_expired_registration_codes(now)
             return removed
@@ -714,6 +785,77 @@ class RegistryService:
                 client_id=client_id,
                 result=None if result is None else str(result),
                 reason=reason,
+                since=since,
+                until=until,
+                limit=limit,
+                offset=offset,
+            )
+        )
+
+    # --- the operations log of the RPC API (SPEC 7.1) --------------------------------------------
+
+    def record_operation(self, operation: Operation) -> None:
+        """Queue a call of the RPC API for the operations log. Cheap and synchronous: the call is
+        written within about half a second, in a batch with others."""
+        operations = self._operations
+        operations.append(operation)
+        if len(operations) > DECISION_BUFFER_LIMIT:
+            operations.popleft()
+            self._operations_dropped += 1
+            if self._operations_dropped in (1, 1000) or self._operations_dropped % 100_000 == 0:
+                log.warning(
+                    "the operations log cannot keep up: %d API operations dropped", self._operations_dropped
+                )
+        if len(operations) >= self.decision_flush_rows:
+            self._flush_wakeup.set()
+
+    @property
+    def operations_dropped(self) -> int:
+        return self._operations_dropped
+
+    async def flush_operations(self) -> None:
+        """Write every queued call now."""
+        batch = list(self._operations)
+        self._operations.clear()
+
+        def write() -> None:
+            self.store.add_operations([_operation_row(operation) for operation in batch])
+
+        try:
+            await self._run(write)
+        except Exception:
+            self._operations.extendleft(reversed(batch))
+            while len(self._operations) > DECISION_BUFFER_LIMIT:
+                self._operations.popleft()
+                self._operations_dropped += 1
+            raise
+
+    async def search_operations(
+        self,
+        *,
+        access_key_id: str | None = None,
+        action: str | None = None,
+        code: str | None = None,
+        since: datetime.datetime | None = None,
+        until: datetime.datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[OperationRecord]:
+        """Recorded calls, newest first, matching every filter given. Calls still queued in memory
+        are not included: ``flush_operations`` first to see them."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_OPERATION_SEARCH:
+            raise ParameterFieldCheckFailed(f"limit must be from 1 to {MAX_OPERATION_SEARCH}, not {limit!r}")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ParameterFieldCheckFailed(f"offset must be 0 or more, not {offset!r}")
+        for moment in (since, until):
+            if moment is not None and moment.tzinfo is None:
+                raise ParameterFieldCheckFailed("since and until must be timezone-aware times")
+        return await self._run(
+            functools.partial(
+                self.store.search_operations,
+                access_key_id=access_key_id,
+                action=action,
+                code=code,
                 since=since,
                 until=until,
                 limit=limit,

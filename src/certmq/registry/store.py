@@ -53,6 +53,7 @@ from certmq.registry.records import (
     CaRecord,
     DecisionRecord,
     DeviceRecord,
+    OperationRecord,
     RegistrationCode,
 )
 
@@ -186,6 +187,28 @@ def _decision_record(row: models.Decision) -> DecisionRecord:
         result=row.result,
         reason=row.reason,
         detail=row.detail,
+    )
+
+
+def _operation_record(row: models.ApiOperation) -> OperationRecord:
+    try:
+        parameters = json.loads(row.parameters)
+    except ValueError:
+        parameters = {}
+    return OperationRecord(
+        id=row.id,
+        time=row.time,
+        request_id=row.request_id,
+        peer=row.peer,
+        access_key_id=row.access_key_id,
+        authenticated=row.authenticated,
+        signature_method=row.signature_method,
+        action=row.action,
+        parameters=parameters if isinstance(parameters, dict) else {},
+        status=row.status,
+        code=row.code,
+        message=row.message,
+        duration_ms=row.duration_ms,
     )
 
 
@@ -742,6 +765,64 @@ class RegistryStore:
         """Delete decisions older than ``older_than``, then the oldest beyond the newest
         ``max_rows``. Returns how many rows went."""
         table = models.Decision
+        with self._session() as session, session.begin():
+            deleted = session.execute(delete(table).where(table.time < older_than))
+            removed = int(getattr(deleted, "rowcount", 0) or 0)
+            cutoff = session.scalar(select(table.id).order_by(table.id.desc()).offset(max_rows).limit(1))
+            if cutoff is not None:
+                deleted = session.execute(delete(table).where(table.id <= cutoff))
+                removed += int(getattr(deleted, "rowcount", 0) or 0)
+            return removed
+
+    # --- the operations log of the RPC API ------------------------------------------------------
+
+    def add_operations(self, rows: Sequence[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        with self.engine.begin() as connection:
+            connection.execute(insert(models.ApiOperation), list(rows))
+
+    def search_operations(
+        self,
+        *,
+        access_key_id: str | None = None,
+        action: str | None = None,
+        code: str | None = None,
+        since: datetime.datetime | None = None,
+        until: datetime.datetime | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[OperationRecord]:
+        table = models.ApiOperation
+        filters: list[ColumnElement[bool]] = []
+        if access_key_id is not None:
+            filters.append(table.access_key_id == access_key_id)
+        if action is not None:
+            filters.append(table.action == action)
+        if code is not None:
+            filters.append(table.code == code)
+        if since is not None:
+            filters.append(table.time >= since)
+        if until is not None:
+            filters.append(table.time < until)
+        query = (
+            select(table)
+            .where(*filters)
+            .order_by(table.time.desc(), table.id.desc())
+            .offset(offset)
+            .limit(limit)
+        )
+        with self._read_session() as session:
+            return [_operation_record(row) for row in session.scalars(query)]
+
+    def count_operations(self) -> int:
+        with self._read_session() as session:
+            return session.scalar(select(func.count()).select_from(models.ApiOperation)) or 0
+
+    def prune_operations(self, *, max_rows: int, older_than: datetime.datetime) -> int:
+        """Delete calls older than ``older_than``, then the oldest beyond the newest ``max_rows``.
+        Returns how many rows went."""
+        table = models.ApiOperation
         with self._session() as session, session.begin():
             deleted = session.execute(delete(table).where(table.time < older_than))
             removed = int(getattr(deleted, "rowcount", 0) or 0)
