@@ -36,8 +36,9 @@ from certmq.api.metrics import router as metrics_router
 from certmq.api.rpc import RpcEndpoint, RpcSettings
 from certmq.api.security import require_admin_token
 from certmq.config import Config, parse_address
+from certmq.console import ConsoleSettings, derive_session_key, install_console
 from certmq.control import BrokerControl
-from certmq.instance import Instance
+from certmq.instance import CREDENTIALS_FILE, Instance
 
 if TYPE_CHECKING:
     from certmq.registry.service import RegistryService
@@ -84,10 +85,12 @@ def create_app(
     access_keys_manager: AccessKeyStore,
     metrics: Metrics | None = None,
     rpc_settings: RpcSettings | None = None,
+    console: ConsoleSettings | None = None,
 ) -> FastAPI:
     """The HTTP application of one instance. ``metrics`` is the collector that the instance
     counts its decisions with (:meth:`Metrics.count_decision`); a new one when not given.
-    ``rpc_settings`` are the RPC API's rate limit and signature window (config ``[api]``)."""
+    ``rpc_settings`` are the RPC API's rate limit and signature window (config ``[api]``).
+    ``console`` configures the web console's sessions (SPEC 8)."""
     if not admin_token:
         raise ValueError("the REST API needs an admin token")
     app = FastAPI(
@@ -119,6 +122,7 @@ def create_app(
         registry=registry, instance_id=instance_id, secrets=access_keys_manager.secrets, settings=rpc_settings
     )
     app.add_route("/", rpc.handle, methods=["GET", "POST"], include_in_schema=False)
+    install_console(app, admin_token, console)
     _document_errors(app)
     return app
 
@@ -181,6 +185,10 @@ async def serve_http(application: ServedInstance, address: str) -> HttpListener:
             rate_limit=application.config.api.rate_limit,
             rate_burst=application.config.api.rate_burst,
             signature_window=application.config.api.signature_window,
+        ),
+        console=ConsoleSettings(
+            session_key=derive_session_key(application.instance.instance_key),
+            credentials_hint=str(application.instance.data_dir / CREDENTIALS_FILE),
         ),
     )
     listener = HttpListener(app, host, port)

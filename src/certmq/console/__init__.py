@@ -1,0 +1,78 @@
+"""The web console (SPEC 8): the certificate system in a browser, at ``/console`` of the HTTP
+listener, behind a login with the instance's admin token.
+
+Pages are rendered on the server from Jinja2 templates, with a small stylesheet and script of
+our own (``static/``); there is no build step. Every page and action calls the same service
+functions as the REST API: the registry service and the broker control of the
+:class:`~certmq.api.context.ApiContext`. No rule of the registry or the broker is decided here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+from starlette.staticfiles import StaticFiles
+
+from certmq.console import (
+    ca_certificates,
+    connections,
+    decisions,
+    device_certificates,
+    login,
+    overview,
+    server_certificate,
+)
+from certmq.console.rendering import console_of, make_console, redirect, render
+from certmq.console.sessions import CsrfRejected, LoginRequired, SessionSigner, derive_session_key
+
+__all__ = ["ConsoleSettings", "derive_session_key", "install_console"]
+
+PREFIX = "/console"
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSettings:
+    """``session_key`` signs the session cookies (see :func:`derive_session_key`); without one,
+    sessions last as long as the process. ``credentials_hint`` tells the login page where the
+    admin token is kept."""
+
+    session_key: bytes | None = None
+    credentials_hint: str | None = None
+
+
+async def _login_required(request: Request, error: Exception) -> Response:
+    target = request.url.path
+    if request.method == "GET" and request.url.query:
+        target += "?" + request.url.query
+    if request.method != "GET":
+        target = PREFIX
+    return redirect(request, f"{PREFIX}/login?next={quote(target, safe='/')}")
+
+
+async def _csrf_rejected(request: Request, error: Exception) -> Response:
+    session = console_of(request).signer.session_of(request)
+    return render(request, "refused.html", session=session, status_code=403, message=str(error))
+
+
+def install_console(app: FastAPI, admin_token: str, settings: ConsoleSettings | None = None) -> None:
+    """Serve the console at ``/console`` of ``app``, whose ``state.context`` is the ApiContext."""
+    settings = settings or ConsoleSettings()
+    app.state.console = make_console(
+        SessionSigner(settings.session_key, admin_token), settings.credentials_hint
+    )
+    for module in (
+        login,
+        overview,
+        ca_certificates,
+        device_certificates,
+        server_certificate,
+        connections,
+        decisions,
+    ):
+        app.include_router(module.router, prefix=PREFIX, include_in_schema=False)
+    app.mount(f"{PREFIX}/static", StaticFiles(packages=[("certmq.console", "static")]), name="console-static")
+    app.add_exception_handler(LoginRequired, _login_required)
+    app.add_exception_handler(CsrfRejected, _csrf_rejected)

@@ -1,0 +1,86 @@
+"""``/console/connections``: the live MQTT connections with their identity and listener, and
+kicking one off after a confirmation."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.responses import Response
+
+from certmq.api.context import Context
+from certmq.api.paging import MAX_PAGE_NO
+from certmq.console.rendering import checked_form, current_session, query, redirect, render
+from certmq.console.sessions import ConsoleSession
+
+router = APIRouter(prefix="/connections")
+
+Session = Annotated[ConsoleSession, Depends(current_session)]
+PAGE_SIZE = 100
+PROTOCOLS = {3: "MQTT 3.1", 4: "MQTT 3.1.1", 5: "MQTT 5.0"}
+
+
+@router.get("")
+async def connection_list(
+    request: Request,
+    session: Session,
+    context: Context,
+    listener: str = "",
+    client_id: str = "",
+    page_no: Annotated[int, Query(ge=1, le=MAX_PAGE_NO)] = 1,
+) -> Response:
+    connections = context.control.connections()
+    if listener:
+        connections = [connection for connection in connections if connection.listener == listener]
+    if client_id:
+        connections = [connection for connection in connections if client_id in connection.client_id]
+    connections.sort(key=lambda connection: connection.client_id)
+    pages = max(1, -(-len(connections) // PAGE_SIZE))
+    start = (min(page_no, pages) - 1) * PAGE_SIZE
+    return render(
+        request,
+        "connections.html",
+        session=session,
+        section="connections",
+        connections=connections[start : start + PAGE_SIZE],
+        total=len(connections),
+        page_no=min(page_no, pages),
+        pages=pages,
+        listeners=[item.name for item in context.control.listeners() if item.name != "http"],
+        filters={"listener": listener, "client_id": client_id},
+        protocols=PROTOCOLS,
+    )
+
+
+@router.get("/kick")
+async def confirm_kick(request: Request, session: Session, context: Context, client_id: str) -> Response:
+    found = [connection for connection in context.control.connections() if connection.client_id == client_id]
+    if not found:
+        return redirect(request, "/console/connections", error=f"{client_id!r} is not connected any more.")
+    return render(
+        request,
+        "confirm.html",
+        session=session,
+        section="connections",
+        title=f"Disconnect {client_id}?",
+        subject=f"client {client_id} on the {found[0].listener} listener, from {found[0].peer}",
+        consequence="The broker closes its connection (MQTT 5: DISCONNECT 0x98 Administrative action). "
+        "Its certificate or credentials stay valid: the client may connect again. "
+        "To keep a device out, inactivate its certificate.",
+        disconnected=len(found),
+        action="/console/connections/kick",
+        button="Disconnect",
+        cancel="/console/connections",
+        hidden={"client_id": client_id},
+    )
+
+
+@router.post("/kick")
+async def kick(request: Request, session: Session, context: Context) -> Response:
+    form = await checked_form(request, session)
+    client_id = form.get("client_id")
+    if not isinstance(client_id, str) or not client_id:
+        return redirect(request, "/console/connections", error="no client id was given")
+    if not context.control.kick(client_id):
+        return redirect(request, "/console/connections", error=f"{client_id!r} is not connected any more.")
+    return redirect(request, query("/console/connections"), success=f"Disconnected {client_id}.")

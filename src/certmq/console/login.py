@@ -1,0 +1,70 @@
+"""``/console/login`` and ``/console/logout``: a session opened with the instance's admin token."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from certmq.api.context import get_context
+from certmq.console.rendering import console_of, redirect, render, text_field
+from certmq.console.sessions import CsrfRejected, same_origin
+
+router = APIRouter()
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after logging in: a console page, never another site."""
+    if target and target.startswith("/console") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/console"
+
+
+@router.get("/login")
+async def login_page(request: Request, next: str | None = None) -> Response:
+    console = console_of(request)
+    if console.signer.session_of(request) is not None:
+        return redirect(request, safe_next(next))
+    return render(
+        request,
+        "login.html",
+        session=None,
+        next=safe_next(next),
+        error="",
+        credentials=console.credentials_hint,
+    )
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    console = console_of(request)
+    # No session yet to hold a CSRF token: a login from another site is refused by its origin.
+    origin = request.headers.get("origin")
+    if origin is not None and origin != same_origin(request):
+        raise CsrfRejected(f"a login was sent from another site ({origin})")
+    form = await request.form(max_files=0, max_fields=5)
+    target = safe_next(text_field(form, "next"))
+    if not console.signer.check_admin_token(text_field(form, "token"), get_context(request).admin_token):
+        return render(
+            request,
+            "login.html",
+            session=None,
+            status_code=401,
+            next=target,
+            error="That is not this instance's admin token.",
+            credentials=console.credentials_hint,
+        )
+    response = redirect(request, target)
+    console.signer.login(response, request)
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    console = console_of(request)
+    session = console.signer.session_of(request)
+    if session is not None:
+        form = await request.form(max_files=0, max_fields=5)
+        console.signer.check_csrf(request, session, form.get("csrf_token"))
+    response = redirect(request, "/console/login")
+    console.signer.logout(response, session)
+    return response
