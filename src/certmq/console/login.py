@@ -14,7 +14,11 @@ router = APIRouter()
 
 def safe_next(target: str | None) -> str:
     """Where to go after logging in: a console page, never another site."""
-    if target and target.startswith("/console") and not target.startswith("//") and "\\" not in target:
+    if (
+        target
+        and (target == "/console" or target.startswith(("/console/", "/console?")))
+        and "\\" not in target
+    ):
         return target
     return "/console"
 
