@@ -9,7 +9,7 @@ import pytest
 
 from api.conftest import Api, Pki, pem
 from certmq import pki
-from certmq.auth.decision import common_name
+from certmq.pki import common_name
 
 
 def assert_error(reply: httpx.Response, status: int, code: str, *words: str) -> dict[str, Any]:

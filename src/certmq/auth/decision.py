@@ -22,9 +22,9 @@ from typing import Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from certmq.pki import serial_hex
+from certmq.pki import common_name, serial_hex
 
 # Reasons, as recorded in the audit log and shown by `certmq explain`.
 NO_CLIENT_CERTIFICATE = "no-client-certificate"
@@ -88,12 +88,6 @@ class DeviceDecision:
     needs_registration: bool = False
     # Each step as it was taken, for `certmq explain`.
     trace: tuple[Step, ...] = ()
-
-
-def common_name(certificate: x509.Certificate) -> str:
-    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    value = names[0].value if names else ""
-    return value if isinstance(value, str) else value.decode(errors="replace")
 
 
 def _validate(certificate: x509.Certificate, ca: CaView, now: datetime) -> tuple[str, str] | None:

@@ -52,7 +52,7 @@ from certmq.pki.issue import (
     public_keys_match,
 )
 from certmq.pki.keys import KEY_KINDS, KeyKind, PrivateKey, PublicKey, check_public_key, generate_key
-from certmq.pki.serial import fingerprint_sha256, random_serial, serial_hex
+from certmq.pki.serial import common_name, fingerprint_sha256, random_serial, serial_hex
 
 __all__ = [
     "CA_CERT_FILE",
@@ -78,6 +78,7 @@ __all__ = [
     "certificates_pem",
     "check_certificate_authority",
     "check_public_key",
+    "common_name",
     "create_ca",
     "fingerprint_sha256",
     "generate_key",

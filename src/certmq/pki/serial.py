@@ -1,4 +1,4 @@
-"""Certificate serial numbers and fingerprints as certmq writes them (SPEC 1, ``Sn``)."""
+"""Certificate serial numbers, fingerprints and names as certmq reads and writes them (SPEC 1, ``Sn``)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import NameOID
 
 
 def serial_hex(value: x509.Certificate | int) -> str:
@@ -30,3 +31,15 @@ def random_serial() -> int:
 def fingerprint_sha256(certificate: x509.Certificate) -> str:
     """Lower-case hex SHA-256 of the certificate's DER encoding."""
     return certificate.fingerprint(hashes.SHA256()).hex()
+
+
+def common_name(certificate: x509.Certificate) -> str:
+    """The certificate's first Subject CN (a device's DeviceName), or "" when it has none."""
+    try:
+        attributes = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except ValueError:
+        return ""
+    if not attributes:
+        return ""
+    value = attributes[0].value
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")

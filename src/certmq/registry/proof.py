@@ -12,26 +12,13 @@ import datetime
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import NameOID
 
-from certmq.pki import PkiError, check_public_key, fingerprint_sha256, serial_hex
+from certmq.pki import PkiError, check_public_key, common_name, fingerprint_sha256, serial_hex
 from certmq.registry.errors import CertificateContentError, RegisterCodeError
 from certmq.registry.index import subject_key_identifier_of
 from certmq.registry.store import NewCa
 
 UTC_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
-
-
-def common_name(certificate: x509.Certificate) -> str:
-    """The certificate's first Subject CN, or "" when it has none."""
-    try:
-        attributes = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    except ValueError:
-        return ""
-    if not attributes:
-        return ""
-    value = attributes[0].value
-    return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
 def certificate_pem(certificate: x509.Certificate) -> str:

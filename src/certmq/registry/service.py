@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from certmq.pki import serial_hex
+from certmq.pki import common_name, serial_hex
 from certmq.registry.errors import (
     FindCaBySnError,
     FindDeviceBySnError,
@@ -58,7 +58,7 @@ from certmq.registry.events import (
 )
 from certmq.registry.index import CaEntry, TrustIndex
 from certmq.registry.models import Result, Status
-from certmq.registry.proof import certificate_pem, check_ca_registration, common_name
+from certmq.registry.proof import certificate_pem, check_ca_registration
 from certmq.registry.records import (
     CaRecord,
     Decision,
