@@ -91,8 +91,9 @@ class HttpListener:
                 raise OSError(f"the HTTP listener on {self.url} stopped while starting")
             await asyncio.sleep(0.01)
         log.info(
-            "listening http on %s (REST API %s/api/v1, metrics %s/metrics)", self.url, self.url, self.url
-        )
+            "listening http on %s (console %s/console, REST API %s/api/v1, metrics %s/metrics)",
+            self.url, self.url, self.url, self.url,
+        )  # fmt: skip
 
     async def stop(self) -> None:
         """Stop accepting, let requests in progress finish (for up to 5 s), then close."""
