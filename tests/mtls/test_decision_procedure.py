@@ -182,3 +182,20 @@ def test_explain_runs_the_procedure_without_connecting(mutual: Instance, fleet_d
     assert (
         mutual.api.get("/device-certificates", params={"name": fleet_device.cert.stem}).json()["total"] == 0
     )
+
+
+def test_an_intermediate_ca_registered_alone_is_enough(mutual: Instance, tmp_path: Path) -> None:
+    root = make_ca(tmp_path / "root", "unregistered-root")
+    intermediate = make_ca(tmp_path / "intermediate", "plant-intermediate", issuer=root)
+    intermediate_sn = mutual.register_ca(intermediate, "plant")
+    with_chain = make_device(tmp_path / "a", intermediate, "plant-a")
+    mutual.device_client(with_chain).connect()
+    # A device that sends its certificate alone, without the CA: matched to the registered CA all the same.
+    alone = make_device(tmp_path / "b", intermediate, "plant-b")
+    bare = Issued(alone.cert, alone.key, alone.cert)
+    mutual.device_client(bare).connect()
+    names = {
+        item["name"]
+        for item in mutual.api.get("/device-certificates", params={"ca_sn": intermediate_sn}).json()["items"]
+    }
+    assert names == {"plant-a", "plant-b"}
