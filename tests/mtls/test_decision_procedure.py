@@ -199,3 +199,11 @@ def test_an_intermediate_ca_registered_alone_is_enough(mutual: Instance, tmp_pat
         for item in mutual.api.get("/device-certificates", params={"ca_sn": intermediate_sn}).json()["items"]
     }
     assert names == {"plant-a", "plant-b"}
+
+
+def test_rsa_cas_and_devices_work_as_ec_ones_do(mutual: Instance, tmp_path: Path) -> None:
+    rsa_ca = make_ca(tmp_path / "rsa", "rsa-ca", kind="rsa")
+    rsa_sn = mutual.register_ca(rsa_ca, "rsa")
+    device = make_device(tmp_path, rsa_ca, "rsa-device", kind="rsa")
+    mutual.device_client(device).connect()
+    assert mutual.decisions(ca_sn=rsa_sn)[0]["reason"] == "new-device"
