@@ -49,6 +49,7 @@ async def test_every_resource_is_documented(api: Api) -> None:
         ("get", "/api/v1/connections"),
         ("post", "/api/v1/connections/{client_id}/kick"),
         ("get", "/api/v1/decisions"),
+        ("get", "/api/v1/operations"),
         ("post", "/api/v1/explain"),
         ("get", "/api/v1/instance"),
         ("get", "/api/v1/healthz"),

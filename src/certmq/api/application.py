@@ -25,6 +25,7 @@ from certmq.api import (
     device_certificates,
     explain,
     instance,
+    operations,
     registration_codes,
     server_certificate,
 )
@@ -56,6 +57,7 @@ _RESOURCE_ROUTERS = [
     access_keys.router,
     connections.router,
     decisions.router,
+    operations.router,
     explain.router,
     instance.router,
 ]

@@ -16,6 +16,7 @@ from certmq.cli import (
     explain,
     init,
     mode,
+    operations,
     pki,
     serve,
     server_cert,
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     server_cert.add_parser(commands)
     connections.add_parser(commands)
     decisions.add_parser(commands)
+    operations.add_parser(commands)
     access_key.add_parser(commands)
     explain.add_parser(commands)
     return parser

@@ -1,0 +1,78 @@
+"""``/api/v1/operations``: the operations log of the ApsaraMQ-compatible RPC API, newest first:
+every call, the AccessKey that made it, what it asked for and what it was answered."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from certmq.api.context import Context
+from certmq.api.paging import MAX_OFFSET
+from certmq.registry.records import OperationRecord
+
+router = APIRouter(prefix="/operations", tags=["operations"])
+
+
+class Operation(BaseModel):
+    id: int
+    time: datetime
+    request_id: str = Field(description="the RequestId of the reply")
+    peer: str = Field(description="the caller's address, host:port")
+    access_key_id: str = Field(
+        description="the AccessKey that signed the call (claimed, when not authenticated)"
+    )
+    authenticated: bool = Field(description="whether the signature verified")
+    signature_method: str = Field(description="ACS3-HMAC-SHA256, ACS3-HMAC-SM3 or HMAC-SHA1")
+    action: str = Field(description="e.g. InactivateDeviceCertificate")
+    parameters: dict[str, str] = Field(
+        description="the call's parameters; certificate contents as their SHA-256 and length"
+    )
+    status: int = Field(description="HTTP status of the reply")
+    code: str = Field(description="Success, or the error code (SPEC 7.2)")
+    message: str
+    duration_ms: int
+
+    @classmethod
+    def of(cls, record: OperationRecord) -> Operation:
+        return cls.model_validate(record, from_attributes=True)
+
+
+class OperationList(BaseModel):
+    items: list[Operation]
+    limit: int
+    offset: int
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is not None and moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment
+
+
+@router.get("", response_model=OperationList, summary="Search the RPC API's operations log, newest first")
+async def search_operations(
+    context: Context,
+    access_key_id: Annotated[str | None, Query(description="only the calls of this AccessKey")] = None,
+    action: Annotated[str | None, Query(description="only this action, e.g. DeleteCaCertificate")] = None,
+    code: Annotated[str | None, Query(description="only this outcome: Success or an error code")] = None,
+    since: Annotated[datetime | None, Query(description="ISO 8601; from this time on")] = None,
+    until: Annotated[datetime | None, Query(description="ISO 8601; before this time")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+) -> OperationList:
+    # Calls are written in batches every half second: write the queued ones first, so that the
+    # call an operator just made is in the answer.
+    await context.registry.flush_operations()
+    records = await context.registry.search_operations(
+        access_key_id=access_key_id,
+        action=action,
+        code=code,
+        since=_utc(since),
+        until=_utc(until),
+        limit=limit,
+        offset=offset,
+    )
+    return OperationList(items=[Operation.of(record) for record in records], limit=limit, offset=offset)
