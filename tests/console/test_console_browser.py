@@ -6,7 +6,9 @@ is saved as a screenshot under test-output/console/."""
 from __future__ import annotations
 
 import re
+import shutil
 import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,7 +18,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from openssl_pki import Issued, make_ca, make_device, make_verification
+from openssl_pki import Issued, make_ca, make_device
 from playwright.sync_api import Browser, Page, expect
 
 from certmq.pki import generate_key, issue_server_certificate, load_certified_key, serial_hex
@@ -29,6 +31,22 @@ ADMINISTRATIVE_ACTION = 0x98
 REVOCATION_DEADLINE = 1.0
 WAIT_MS = 5000
 expect.set_options(timeout=WAIT_MS)
+
+
+def run_shown_commands(commands: str, ca: Issued, directory: Path) -> Path:
+    """Run commands copied from a console page in ``directory``, next to the CA's files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ca.cert, directory / "ca.pem")
+    shutil.copy(ca.key, directory / "ca.key")
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", commands],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, f"{commands}\n{result.stdout}\n{result.stderr}"
+    return directory
 
 
 def serial_of(issued: Issued) -> str:
@@ -76,7 +94,13 @@ class Console:
         assert code in page.locator("#openssl-command").inner_text()
         if shot:
             self.shot(shot)
-        verification = self.last_verification = make_verification(self.instance.work, ca, code)
+        # The commands the page shows, run as shown where the CA's ca.pem and ca.key are.
+        verification = self.last_verification = (
+            run_shown_commands(
+                page.locator("#openssl-command").inner_text(), ca, self.instance.work / f"register-{code}"
+            )
+            / "verification.pem"
+        )
         page.get_by_label("Name").fill(name)
         page.get_by_label("Choose the file").first.set_input_files(str(ca.cert))
         page.locator("#verification-file").set_input_files(str(verification))
@@ -214,6 +238,22 @@ def test_a_connected_device_appears(console: Console, fleet: tuple[Issued, str],
     expect(page.locator("h1")).to_contain_text(name)
     expect(page.locator("section.card", has_text="Live connections")).to_contain_text(client_id)
     console.shot("08-device-detail")
+
+
+def test_the_commands_on_the_ca_page_issue_a_device_that_connects(
+    console: Console, fleet: tuple[Issued, str]
+) -> None:
+    ca, fleet_sn = fleet
+    page = console.open(f"/console/ca-certificates/{fleet_sn}")
+    directory = run_shown_commands(
+        page.locator("#device-openssl").inner_text(), ca, console.instance.work / "shown"
+    )
+    device = Issued(directory / "device.pem", directory / "device.key", directory / "chain.pem")
+    # mosquitto_pub as shown, with the instance's server CA.
+    run_shown_commands(page.locator("#device-connect").inner_text(), ca, directory)
+    page = console.open(f"/console/device-certificates?ca_sn={fleet_sn}&name=sensor-001")
+    expect(page.locator(f"tr[data-device-sn='{serial_of(device)}']")).to_contain_text("active")
+    connect(console, device)
 
 
 def test_inactivating_a_device_drops_its_connection_and_records_a_deny(

@@ -190,7 +190,8 @@ async def serve_http(application: ServedInstance, address: str) -> HttpListener:
         ),
         console=ConsoleSettings(
             session_key=derive_session_key(application.instance.instance_key),
-            credentials_hint=str(application.instance.data_dir / CREDENTIALS_FILE),
+            credentials_file=str(application.instance.data_dir / CREDENTIALS_FILE),
+            server_ca_file=str(application.instance.server_ca_file),
         ),
     )
     listener = HttpListener(app, host, port)

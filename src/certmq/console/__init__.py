@@ -36,11 +36,13 @@ PREFIX = "/console"
 @dataclass(frozen=True, slots=True)
 class ConsoleSettings:
     """``session_key`` signs the session cookies (see :func:`derive_session_key`); without one,
-    sessions last as long as the process. ``credentials_hint`` tells the login page where the
-    admin token is kept."""
+    sessions last as long as the process. ``credentials_file`` (where the admin token is kept)
+    and ``server_ca_file`` (what clients verify the broker with) are named on the pages that
+    tell an operator what to type."""
 
     session_key: bytes | None = None
-    credentials_hint: str | None = None
+    credentials_file: str | None = None
+    server_ca_file: str | None = None
 
 
 async def _login_required(request: Request, error: Exception) -> Response:
@@ -60,9 +62,7 @@ async def _csrf_rejected(request: Request, error: Exception) -> Response:
 def install_console(app: FastAPI, admin_token: str, settings: ConsoleSettings | None = None) -> None:
     """Serve the console at ``/console`` of ``app``, whose ``state.context`` is the ApiContext."""
     settings = settings or ConsoleSettings()
-    app.state.console = make_console(
-        SessionSigner(settings.session_key, admin_token), settings.credentials_hint
-    )
+    app.state.console = make_console(SessionSigner(settings.session_key, admin_token), settings)
     for module in (
         login,
         overview,

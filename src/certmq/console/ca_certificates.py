@@ -15,6 +15,7 @@ from certmq.console import live
 from certmq.console.rendering import (
     FormError,
     checked_form,
+    console_of,
     current_session,
     failure,
     pem_field,
@@ -128,6 +129,9 @@ async def ca_detail(request: Request, session: Session, context: Context, sn: st
         devices=devices.total,
         inactive_devices=inactive.total,
         live=len(live.of_ca(context.control, sn)),
+        mode=context.control.auth_mode(),
+        tls=next((item for item in context.control.listeners() if item.name == "tls"), None),
+        server_ca_file=console_of(request).server_ca_file,
     )
 
 

@@ -34,7 +34,7 @@ async def login_page(request: Request, next: str | None = None) -> Response:
         session=None,
         next=safe_next(next),
         error="",
-        credentials=console.credentials_hint,
+        credentials=console.credentials_file,
     )
 
 
@@ -55,7 +55,7 @@ async def login(request: Request) -> Response:
             status_code=401,
             next=target,
             error="That is not this instance's admin token.",
-            credentials=console.credentials_hint,
+            credentials=console.credentials_file,
         )
     response = redirect(request, target)
     console.signer.login(response, request)

@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import jinja2
@@ -30,6 +30,9 @@ from certmq.console.sessions import (
     SessionSigner,
     is_https,
 )
+
+if TYPE_CHECKING:
+    from certmq.console import ConsoleSettings
 
 # Uploaded PEM files and pasted text: certificates and keys are a few kilobytes; a chain with
 # its CAs rarely more than 20.
@@ -65,8 +68,10 @@ class Console:
     signer: SessionSigner
     templates: jinja2.Environment
     static_version: str
-    # Shown on the login page: where the admin token is kept.
-    credentials_hint: str = "DATA_DIR/credentials.json"
+    # Named where an operator is told what to type: where the admin token is kept, and the CA
+    # that clients verify the broker with.
+    credentials_file: str = "DATA_DIR/credentials.json"
+    server_ca_file: str = "DATA_DIR/server-ca/ca.pem"
     flash_purpose: str = field(default="flash")
 
 
@@ -113,7 +118,7 @@ def query(base: str, **parameters: object) -> str:
     return f"{base}?{urlencode(present)}" if present else base
 
 
-def make_console(signer: SessionSigner, credentials_hint: str | None = None) -> Console:
+def make_console(signer: SessionSigner, settings: ConsoleSettings) -> Console:
     templates = jinja2.Environment(
         loader=jinja2.PackageLoader("certmq.console", "templates"),
         autoescape=jinja2.select_autoescape(["html"]),
@@ -128,8 +133,10 @@ def make_console(signer: SessionSigner, credentials_hint: str | None = None) -> 
     templates.globals["navigation"] = NAVIGATION
     templates.globals["version"] = __version__
     console = Console(signer=signer, templates=templates, static_version=_static_version())
-    if credentials_hint:
-        console.credentials_hint = credentials_hint
+    if settings.credentials_file:
+        console.credentials_file = settings.credentials_file
+    if settings.server_ca_file:
+        console.server_ca_file = settings.server_ca_file
     return console
 
 
