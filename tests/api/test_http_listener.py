@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import httpx
 import pytest
@@ -74,3 +75,19 @@ async def test_stop_lets_a_request_in_progress_finish() -> None:
         await asyncio.sleep(0.1)
         await listener.stop()
         assert (await request).json() == {"slow": "done"}
+
+
+async def test_replies_do_not_wait_for_delayed_acknowledgements() -> None:
+    listener = HttpListener(small_app(), "127.0.0.1", 0)
+    await listener.start()
+    try:
+        async with httpx.AsyncClient(base_url=listener.url) as client:
+            await client.get("/ping")
+            started = time.perf_counter()
+            for _ in range(20):
+                assert (await client.get("/ping")).status_code == 200
+            elapsed = time.perf_counter() - started
+    finally:
+        await listener.stop()
+    # About 1 ms each on loopback; 40 ms each when Nagle waits for the client's delayed ACK.
+    assert elapsed < 0.5, f"20 requests took {elapsed:.2f} s"
