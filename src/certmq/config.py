@@ -81,8 +81,8 @@ class MqttSection:
 class ApiSection:
     """Beyond SPEC 13: the ApsaraMQ-compatible RPC API (SPEC 7.1), see docs/api.md."""
 
-    rate_limit: float = 50.0  # calls per second per AccessKey, sustained; 0: no limit
-    rate_burst: int = 100  # calls an AccessKey may make at once after a quiet time
+    rate_limit: float = 100.0  # calls per second per AccessKey, sustained; 0: no limit
+    rate_burst: int = 200  # calls an AccessKey may make at once after a quiet time
     signature_window: int = 900  # seconds a signed request's timestamp may be off the broker's clock
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from api.conftest import Pki, pem
+from certmq.api.rpc import RpcSettings
 
 from .live_api import LiveApi
 
@@ -16,7 +17,8 @@ from .live_api import LiveApi
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApi]:
     """One instance for the whole session, default settings. Tests keep apart by registering
     their own CAs."""
-    running = LiveApi(tmp_path_factory.mktemp("rpc")).start()
+    # No rate limit: the tests make hundreds of calls a second (test_sdk tests the limit).
+    running = LiveApi(tmp_path_factory.mktemp("rpc"), rpc_settings=RpcSettings(rate_limit=0)).start()
     yield running
     running.stop()
 

@@ -70,6 +70,7 @@ class LiveApi:
         self.store = open_registry(directory / "registry.db")
         self.registry = RegistryService(self.store, instance_id=self.instance.id)
         self.listener: HttpListener | None = None
+        self.http = httpx.Client(timeout=10)
 
     def start(self) -> LiveApi:
         self._thread.start()
@@ -95,6 +96,7 @@ class LiveApi:
                 await self.listener.stop()
             await self.registry.close()
 
+        self.http.close()
         try:
             self.run(stop())
         finally:
@@ -167,4 +169,4 @@ class LiveApi:
         if form:
             headers["content-type"] = "application/x-www-form-urlencoded"
         target = f"{self.url}/?{query_string(query)}" if query else f"{self.url}/"
-        return httpx.request(method, target, headers=headers, content=body, timeout=10)
+        return self.http.request(method, target, headers=headers, content=body)

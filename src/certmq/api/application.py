@@ -183,11 +183,7 @@ async def serve_http(application: ServedInstance, address: str) -> HttpListener:
         admin_token=application.instance.admin_token,
         access_keys_manager=application.access_keys,
         metrics=application.metrics,
-        rpc_settings=RpcSettings(
-            rate_limit=application.config.api.rate_limit,
-            rate_burst=application.config.api.rate_burst,
-            signature_window=application.config.api.signature_window,
-        ),
+        rpc_settings=RpcSettings.of(application.config.api),
         console=ConsoleSettings(
             session_key=derive_session_key(application.instance.instance_key),
             credentials_file=str(application.instance.data_dir / CREDENTIALS_FILE),

@@ -41,13 +41,13 @@ from certmq.api.rpc.operations_log import logged_parameters
 from certmq.api.rpc.parameters import RequestParameters, read_parameters
 from certmq.api.rpc.rate_limit import RateLimiter
 from certmq.api.rpc.signature import (
-    DEFAULT_WINDOW,
     NonceCache,
     SignatureVerifier,
     SignedRequest,
     Signer,
     claimed_signer,
 )
+from certmq.config import ApiSection
 from certmq.registry.errors import RegistryError
 from certmq.registry.records import Operation
 from certmq.registry.service import RegistryService
@@ -57,13 +57,20 @@ log = logging.getLogger("certmq.api.rpc")
 JSON_TYPE = "application/json;charset=utf-8"
 
 
+_DEFAULTS = ApiSection()
+
+
 @dataclass(frozen=True, slots=True)
 class RpcSettings:
     """The ``[api]`` section of the configuration (docs/configuration.md)."""
 
-    rate_limit: float = 50.0
-    rate_burst: int = 100
-    signature_window: float = DEFAULT_WINDOW
+    rate_limit: float = _DEFAULTS.rate_limit
+    rate_burst: int = _DEFAULTS.rate_burst
+    signature_window: float = _DEFAULTS.signature_window
+
+    @classmethod
+    def of(cls, section: ApiSection) -> RpcSettings:
+        return cls(section.rate_limit, section.rate_burst, section.signature_window)
 
 
 class _JsonResponse(JSONResponse):
