@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from console_browsing import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS
 
 TESTS = Path(__file__).resolve().parents[1]
-PROJECT_ROOT = TESTS.parent
-for folder in (TESTS, TESTS / "interop", TESTS / "mtls"):
+for folder in (TESTS, TESTS / "interop", TESTS / "mtls", TESTS / "console"):
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
@@ -36,20 +36,6 @@ def _mtls_fixtures() -> Any:
 mtls = _mtls_fixtures()
 Instance = mtls.Instance
 start_instance = mtls.start_instance
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-# A laptop screen: what the console is laid out for.
-VIEWPORT = {"width": 1366, "height": 768}
-SCREENSHOTS = PROJECT_ROOT / "test-output" / "console"
 
 
 @pytest.fixture(scope="module")

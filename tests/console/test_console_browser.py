@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from console_browsing import VIEWPORT
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from openssl_pki import Issued, make_ca, make_device
 from playwright.sync_api import Browser, Page, expect
 
 from certmq.pki import generate_key, issue_server_certificate, load_certified_key, serial_hex
-from conftest import VIEWPORT
 from paho_client import PahoClient
 
 NOT_AUTHORIZED = 0x87

@@ -349,6 +349,16 @@ async def test_errors_are_explained_on_the_page(served: Served) -> None:
     )
     assert bad_key.status_code == 400 and "flash-error" in bad_key.text
 
+    for address in (
+        "/console/device-certificates?page_no=zero",
+        "/console/server-certificate/auth-mode?mode=x",
+    ):
+        invalid = await served.client.get(address)
+        assert invalid.status_code == 400 and "Not a valid address" in invalid.text, address
+    api = await served.client.get(
+        "/api/v1/device-certificates?page_no=zero", headers={"Authorization": f"Bearer {served.token}"}
+    )
+    assert api.status_code == 400 and api.json()["code"] == "ParameterFieldCheckFailed"
     bad_time = await served.client.get("/console/decisions", params={"since": "yesterday"})
     assert bad_time.status_code == 200 and "since and until must be times" in bad_time.text
 

@@ -9,13 +9,16 @@ functions as the REST API: the registry service and the broker control of the
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
+from certmq.api.errors import describe_validation_errors
 from certmq.console import (
     ca_certificates,
     connections,
@@ -59,6 +62,33 @@ async def _csrf_rejected(request: Request, error: Exception) -> Response:
     return render(request, "refused.html", session=session, status_code=403, message=str(error))
 
 
+def _answer_invalid_addresses_with_a_page(app: FastAPI) -> None:
+    """A console address with a malformed parameter (a page number that is not one, an unknown
+    mode) gets a page that says so; every other path keeps the application's JSON answer."""
+    answer_others = app.exception_handlers.get(RequestValidationError)
+
+    async def invalid(request: Request, error: Exception) -> Response:
+        if request.url.path == PREFIX or request.url.path.startswith(f"{PREFIX}/"):
+            assert isinstance(error, RequestValidationError)
+            session = console_of(request).signer.session_of(request)
+            if session is None:
+                return await _login_required(request, error)
+            return render(
+                request,
+                "not_found.html",
+                session=session,
+                status_code=400,
+                title="Not a valid address",
+                message=describe_validation_errors(list(error.errors())),
+            )
+        if answer_others is None:
+            raise error
+        answer = answer_others(request, error)
+        return await answer if inspect.isawaitable(answer) else answer
+
+    app.add_exception_handler(RequestValidationError, invalid)
+
+
 def install_console(app: FastAPI, admin_token: str, settings: ConsoleSettings | None = None) -> None:
     """Serve the console at ``/console`` of ``app``, whose ``state.context`` is the ApiContext."""
     settings = settings or ConsoleSettings()
@@ -76,3 +106,4 @@ def install_console(app: FastAPI, admin_token: str, settings: ConsoleSettings | 
     app.mount(f"{PREFIX}/static", StaticFiles(packages=[("certmq.console", "static")]), name="console-static")
     app.add_exception_handler(LoginRequired, _login_required)
     app.add_exception_handler(CsrfRejected, _csrf_rejected)
+    _answer_invalid_addresses_with_a_page(app)
