@@ -12,7 +12,7 @@ from certmq.api.rpc.signature import NonceCache, NonceUse
 from certmq.config import ConfigError
 
 from .live_api import LiveApi
-from .signing import sign_acs3, utc_timestamp
+from .signing import sign_acs3, sign_rpc, utc_timestamp
 
 SCHEMES = ["HMAC-SHA1", "ACS3-HMAC-SHA256"]
 
@@ -155,6 +155,10 @@ def test_the_action_and_version_must_be_this_apis(live: LiveApi) -> None:
         "GetRegisterCode", {**parameters, "Action": "ListCaCertificate"}, scheme="ACS3-HMAC-SHA256"
     )
     assert code_of(both) == (400, "ParameterFieldCheckFailed")
+    # An HMAC-SHA1 signature does not cover headers: the action must be in its parameters.
+    query = sign_rpc("GET", parameters, live.access_key_id, live.access_key_secret)
+    unsigned = live.http.get(f"{live.url}/", params=query, headers={"x-acs-action": "DeleteCaCertificate"})
+    assert code_of(unsigned) == (400, "ParameterFieldCheckFailed")
 
 
 # --- the parts on their own -----------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The actions of onsmqtt 2020-04-20 that certmq serves (SPEC 7.1): each handler reads its
-parameters, calls one registry service function and shapes the ApsaraMQ reply.
+"""The actions of onsmqtt 2020-04-20 that certmq serves (SPEC 7.1). The table says which
+parameters each takes; :func:`read_arguments` reads and checks them, and each handler makes one
+registry service call and shapes the ApsaraMQ reply.
 
 Replies use ApsaraMQ's names and types: statuses are the strings ``"1"`` (active) and ``"0"``
 (inactive), ValidBegin / ValidEnd are epoch milliseconds as strings, and PageNo, PageSize and
@@ -26,6 +27,7 @@ _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 Reply = dict[str, Any]
 Values = dict[str, Any]
+Reader = Callable[[str, str], Any]  # (name, value) -> the value read, or ParameterFieldCheckFailed
 
 
 def _text(limit: int) -> Reader:
@@ -52,12 +54,10 @@ def _integer(low: int, high: int) -> Reader:
     return read
 
 
-Reader = Callable[[str, str], Any]
-
 # How each parameter of this API is read. All are required strings (SPEC 7.1): missing or empty
 # is ParameterFieldCheckFailed, and so is a value that is not of its kind.
 PARAMETERS: dict[str, Reader] = {
-    "MqttInstanceId": _text(64),
+    "MqttInstanceId": _text(256),
     "Sn": _sn,
     "CaSn": _sn,
     "DeviceSn": _sn,
@@ -69,9 +69,9 @@ PARAMETERS: dict[str, Reader] = {
 }
 
 
-def read_arguments(names: tuple[str, ...], parameters: Mapping[str, str]) -> dict[str, Any]:
+def read_arguments(names: tuple[str, ...], parameters: Mapping[str, str]) -> Values:
     """The values of the parameters ``names``, read and checked, in order."""
-    values: dict[str, Any] = {}
+    values: Values = {}
     for name in names:
         value = parameters.get(name)
         if value is None or value == "":

@@ -41,6 +41,7 @@ from certmq.api.rpc.operations_log import logged_parameters
 from certmq.api.rpc.parameters import RequestParameters, read_parameters
 from certmq.api.rpc.rate_limit import RateLimiter
 from certmq.api.rpc.signature import (
+    HMAC_SHA1,
     NonceCache,
     SignatureVerifier,
     SignedRequest,
@@ -120,7 +121,7 @@ class RpcEndpoint:
             signer = self.verifier.authenticate(signed)
             self._take_turn(signer.access_key_id)
             self.verifier.spend_nonce(signer)
-            action = _action(signed)
+            action = _action(signed, signer)
             values = read_arguments(("MqttInstanceId", *action.parameters), parameters.merged())
             self.registry.check_instance_id(values["MqttInstanceId"])
             reply = await action.handler(self.registry, values)
@@ -199,12 +200,13 @@ class RpcEndpoint:
             log.exception("could not record RPC request %s in the operations log", request_id)
 
 
-def _action(request: SignedRequest) -> Action:
-    """The action a request names, in the Action parameter (HMAC-SHA1) or the x-acs-action
-    header (ACS3), and the version it asks for, which must be 2020-04-20 when given."""
+def _action(request: SignedRequest, signer: Signer) -> Action:
+    """The action a request names, in the Action parameter or the x-acs-action header, and the
+    version it asks for, which must be 2020-04-20 when given. An HMAC-SHA1 signature does not
+    cover headers, so such a request must name its action in the (signed) parameters."""
     parameters = request.parameters
     named = {value for value in (parameters.get("Action"), request.header("x-acs-action")) if value}
-    if not named:
+    if not named or (signer.signature_method == HMAC_SHA1 and not parameters.get("Action")):
         raise parameter_error("Action is required: the x-acs-action header or the Action parameter")
     if len(named) > 1:
         raise parameter_error("the Action parameter and the x-acs-action header name different actions")
