@@ -417,3 +417,23 @@ def test_access_keys_created_and_deleted_count_at_once(live: LiveApi, scheme: st
         assert rest.delete(f"/access-keys/{created['id']}").status_code == 204
     refusal = refused(lambda: sdk.get_register_code(request))
     assert (refusal.code, refusal.status) == ("InvalidAccessKeyId.NotFound", 403)
+
+
+def test_calls_are_counted_in_the_metrics(live: LiveApi, sdk: Client, scheme: str) -> None:
+    def count(action: str, code: str) -> float:
+        text = live.http.get(f"{live.url}/metrics").text
+        line = f'certmq_api_calls_total{{action="{action}",code="{code}"}} '
+        return sum(float(row.split()[-1]) for row in text.splitlines() if row.startswith(line))
+
+    before = count("GetRegisterCode", "Success"), count("GetCaCertificate", "FindCaBySnError")
+    sdk.get_register_code(models.GetRegisterCodeRequest(mqtt_instance_id=live.instance_id))
+    refused(
+        lambda: sdk.get_ca_certificate(
+            models.GetCaCertificateRequest(mqtt_instance_id=live.instance_id, sn="00")
+        )
+    )
+    live.rpc("MadeUpAction", {"MqttInstanceId": live.instance_id})
+    assert count("GetRegisterCode", "Success") == before[0] + 1
+    assert count("GetCaCertificate", "FindCaBySnError") == before[1] + 1
+    assert count("unknown", "ParameterFieldCheckFailed") >= 1
+    assert "MadeUpAction" not in live.http.get(f"{live.url}/metrics").text

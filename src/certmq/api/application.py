@@ -121,7 +121,11 @@ def create_app(
     app.include_router(instance.health_router, prefix=API_PREFIX)
     app.include_router(metrics_router)
     rpc = app.state.rpc = RpcEndpoint(
-        registry=registry, instance_id=instance_id, secrets=access_keys_manager.secrets, settings=rpc_settings
+        registry=registry,
+        instance_id=instance_id,
+        secrets=access_keys_manager.secrets,
+        settings=rpc_settings,
+        metrics=app.state.context.metrics,
     )
     app.add_route("/", rpc.handle, methods=["GET", "POST"], include_in_schema=False)
     install_console(app, admin_token, console)

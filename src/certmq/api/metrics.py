@@ -113,11 +113,22 @@ class Metrics:
             ["result", "reason"],
             registry=self.registry,
         )
+        self.api_calls = Counter(
+            "certmq_api_calls",
+            "calls of the ApsaraMQ-compatible RPC API by action and outcome (Success or the error code)",
+            ["action", "code"],
+            registry=self.registry,
+        )
         self._collector = _SnapshotCollector()
         self.registry.register(self._collector)
 
     def count_decision(self, result: str, reason: str) -> None:
         self.decisions.labels(result=result or "unknown", reason=reason or "unknown").inc()
+
+    def count_api_call(self, action: str, code: str) -> None:
+        """Count a call of the RPC API. ``action`` must be one the API serves (or "unknown"), never
+        a name a client made up: each label value is a time series."""
+        self.api_calls.labels(action=action or "unknown", code=code).inc()
 
     def counting(self, record_decision: F) -> F:
         """``record_decision`` that also counts each decision it records. The decision is its

@@ -29,6 +29,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from certmq.api.metrics import Metrics
 from certmq.api.rpc.actions import ACTIONS, VERSION, Action, read_arguments
 from certmq.api.rpc.errors import (
     INTERNAL_ERROR,
@@ -100,10 +101,12 @@ class RpcEndpoint:
         instance_id: str,
         secrets: Mapping[str, str],
         settings: RpcSettings | None = None,
+        metrics: Metrics | None = None,
         nonces: NonceCache | None = None,
     ) -> None:
         settings = settings or RpcSettings()
         self.registry = registry
+        self.metrics = metrics
         self.instance_id = instance_id
         self.verifier = SignatureVerifier(secrets, window=settings.signature_window, nonces=nonces)
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
@@ -180,6 +183,8 @@ class RpcEndpoint:
                 access_key_id, signature_method = "", ""
             merged: dict[str, Any] = {} if signed is None else signed.parameters.merged()
             action = merged.get("Action") or (signed.header("x-acs-action") if signed else None) or ""
+            if self.metrics is not None:
+                self.metrics.count_api_call(action if action in ACTIONS else "unknown", code)
             client = request.client
             self.registry.record_operation(
                 Operation(
