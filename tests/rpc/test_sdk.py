@@ -333,7 +333,7 @@ class Scenarios:
         return Refusal(int(response.split(b" ", 2)[1]), json.loads(body_of(response)))
 
     def SystemOverFlow(self) -> Refusal:
-        settings = RpcSettings(rate_limit=0.5, rate_burst=2)
+        settings = RpcSettings(rate_limit=0.01, rate_burst=2)
         limited = LiveApi(self.live.directory / f"limited-{self.scheme}", rpc_settings=settings).start()
         try:
             sdk = limited.sdk(self.scheme)
