@@ -18,7 +18,7 @@ JS_DIR := tests/js
 # chromium (the console's browser tests; Playwright drives it, it never downloads a browser).
 DEBIAN_PACKAGES := mosquitto mosquitto-clients openssl chromium
 
-.PHONY: help run test lint format bench setup setup-test tools clean
+.PHONY: help run test lint format bench bench-connections setup setup-test tools clean
 
 help:
 	@echo "make run     start a demo broker in ./$(DATA_DIR) (anonymous clients allowed)"
@@ -26,6 +26,7 @@ help:
 	@echo "make lint    ruff check, ruff format --check, mypy"
 	@echo "make format  ruff format and ruff check --fix"
 	@echo "make bench   run the benchmarks (bench/run.py)"
+	@echo "make bench-connections  CPU per mutual TLS connection vs mosquitto (bench/connections.py)"
 	@echo "make clean   remove the virtualenv and caches (not ./$(DATA_DIR))"
 
 $(VENV)/bin/python:
@@ -96,6 +97,9 @@ format: $(STAMPS)/test
 
 bench: $(STAMPS)/bench
 	$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
+
+bench-connections: $(STAMPS)/bench
+	$(VENV)/bin/python bench/connections.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build src/*.egg-info
