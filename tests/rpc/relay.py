@@ -3,6 +3,7 @@ so a test can send a request made by the SDK a second time, as an attacker who c
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -51,8 +52,10 @@ class RecordingRelay:
                 connection, _ = self._server.accept()
             except OSError:
                 return
-            with connection:
-                connection.settimeout(10)
+            # The client may keep the connection open after its request: the relay waits for
+            # the next one until the client closes it or a quiet while passes.
+            with connection, contextlib.suppress(OSError):
+                connection.settimeout(2)
                 while request := read_message(connection):
                     self.requests.append(request)
                     connection.sendall(exchange(self.target_port, request))

@@ -114,7 +114,6 @@ class RpcEndpoint:
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
         request_id = str(uuid.uuid4()).upper()
-        parameters = RequestParameters()
         signed: SignedRequest | None = None
         signer: Signer | None = None
         headers: dict[str, str] = {"x-acs-request-id": request_id}
