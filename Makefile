@@ -81,7 +81,7 @@ run: $(STAMPS)/runtime
 		echo "Demo: anonymous clients are allowed (CERTMQ_AUTH_ANONYMOUS=true). To require credentials: make run CERTMQ_AUTH_ANONYMOUS=false"; \
 	fi
 	@echo "Console: http://127.0.0.1:8080/console (unless [listeners] http says otherwise); log in with the admin token, admin_token in $(DATA_DIR)/credentials.json"
-	CERTMQ_AUTH_ANONYMOUS=$${CERTMQ_AUTH_ANONYMOUS-true} exec $(VENV)/bin/certmq serve --data-dir $(DATA_DIR)
+	CERTMQ_AUTH_ANONYMOUS=$${CERTMQ_AUTH_ANONYMOUS-true} exec $(VENV)/bin/certmq serve --demo --data-dir $(DATA_DIR)
 
 test: setup-test
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

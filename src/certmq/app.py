@@ -29,6 +29,7 @@ from certmq.control import (
     ServerCertificateInfo,
     ServerCertificateRejected,
 )
+from certmq.demo import ensure_demo_ca
 from certmq.instance import Instance
 from certmq.mqtt.reason_codes import ReasonCode
 from certmq.pki import fingerprint_sha256, serial_hex
@@ -54,9 +55,11 @@ MODES = (ONE_WAY, MUTUAL)
 
 
 class Application:
-    def __init__(self, config: Config, instance: Instance) -> None:
+    def __init__(self, config: Config, instance: Instance, *, demo: bool = False) -> None:
         self.config = config
         self.instance = instance
+        # `make run`: register a demo device CA on a fresh instance (certmq.demo).
+        self.demo = demo
         self.registry: RegistryService | None = None
         self.broker: Broker | None = None
         self.contexts: ServerContexts | None = None
@@ -75,6 +78,8 @@ class Application:
         store = open_registry(config.storage.url, config.data_dir)
         registry = self.registry = RegistryService(store, instance_id=self.instance.id)
         await registry.open()
+        if self.demo:
+            await ensure_demo_ca(registry, config.data_dir)
         stored_mode = await registry.get_setting(AUTH_MODE_SETTING)
         if stored_mode in MODES:
             self.mode = stored_mode

@@ -39,6 +39,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="text, or one JSON object per line (default: text; env CERTMQ_LOG_FORMAT)")  # fmt: skip
     parser.add_argument("--log-level", choices=LOG_LEVELS, default=os.environ.get("CERTMQ_LOG_LEVEL", "info"),
                         help="default: info (env CERTMQ_LOG_LEVEL)")  # fmt: skip
+    parser.add_argument("--demo", action="store_true", default=os.environ.get("CERTMQ_DEMO", "") == "true",
+                        help="on an instance with no CA registered, register a demo device CA and issue one "
+                        "device certificate under DIR/demo (what `make run` does; env CERTMQ_DEMO=true)")  # fmt: skip
     parser.add_argument("--event-loop", choices=EVENT_LOOPS, default=os.environ.get("CERTMQ_EVENT_LOOP", "auto"),
                         help="auto: uvloop when installed, else asyncio (env CERTMQ_EVENT_LOOP)")  # fmt: skip
     parser.set_defaults(run=run)
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     log.info("server CA for clients: %s", instance.server_ca_file)
     if config.auth.anonymous:
         log.warning("anonymous clients are allowed (auth.anonymous = true)")
-    return run_event_loop(lambda: serve(config, instance), args.event_loop)
+    return run_event_loop(lambda: serve(config, instance, demo=args.demo), args.event_loop)
 
 
 def run_event_loop(main: Callable[[], Coroutine[Any, Any, int]], event_loop: str = "auto") -> int:
@@ -81,7 +84,7 @@ def run_event_loop(main: Callable[[], Coroutine[Any, Any, int]], event_loop: str
     return asyncio.run(main())
 
 
-async def serve(config: Config, instance: Instance) -> int:
+async def serve(config: Config, instance: Instance, *, demo: bool = False) -> int:
     """Start the broker, wait for SIGTERM or SIGINT, stop it; the exit status."""
     from certmq.app import Application
     from certmq.broker.persistence import StateStoreError
@@ -100,7 +103,7 @@ async def serve(config: Config, instance: Instance) -> int:
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signal_number, on_signal, signal_number)
 
-    application = Application(config, instance)
+    application = Application(config, instance, demo=demo)
     try:
         await application.start()
     except StateStoreError as error:
