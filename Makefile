@@ -18,7 +18,7 @@ JS_DIR := tests/js
 # chromium (the console's browser tests; Playwright drives it, it never downloads a browser).
 DEBIAN_PACKAGES := mosquitto mosquitto-clients openssl chromium
 
-.PHONY: help run test lint format bench bench-connections setup setup-test tools clean
+.PHONY: help run test lint format bench bench-connections setup setup-test tools samples-tools clean
 
 help:
 	@echo "make run     start a demo broker in ./$(DATA_DIR) (anonymous clients allowed)"
@@ -46,7 +46,7 @@ $(STAMPS)/bench: pyproject.toml | $(VENV)/bin/python
 	@mkdir -p $(STAMPS) && touch $@ $(STAMPS)/test $(STAMPS)/runtime
 
 setup: $(STAMPS)/runtime
-setup-test: $(STAMPS)/test tools js
+setup-test: $(STAMPS)/test tools js samples-tools samples-js
 
 # Debian tools: installed only when missing, and only when we may (root).
 tools:
@@ -76,6 +76,35 @@ js:
 endif
 .PHONY: js
 
+# Toolchains of the client samples (samples/, run against certmq by tests/samples): gcc with
+# Eclipse Paho C and OpenSSL's headers, a JDK and Maven, npm (with Node.js), Go. Debian packages,
+# installed only when missing, and only when we may (root).
+samples-tools:
+	@missing=""; \
+	command -v cc >/dev/null || missing="$$missing gcc"; \
+	test -f /usr/include/MQTTClient.h || missing="$$missing libpaho-mqtt-dev"; \
+	test -f /usr/include/openssl/hmac.h || missing="$$missing libssl-dev"; \
+	command -v javac >/dev/null || missing="$$missing default-jdk-headless"; \
+	command -v mvn >/dev/null || missing="$$missing maven"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
+	command -v go >/dev/null || missing="$$missing golang"; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "installing$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		else \
+			echo "missing Debian packages:$$missing (the sample tests that use them will fail); install: sudo apt-get install$$missing" >&2; \
+		fi; \
+	fi
+
+# npm dependencies of the MQTT.js sample (its tests run the same `npm ci` once per session).
+SAMPLES_JS := samples/javascript
+samples-js: $(SAMPLES_JS)/node_modules/.installed
+$(SAMPLES_JS)/node_modules/.installed: $(SAMPLES_JS)/package.json $(SAMPLES_JS)/package-lock.json
+	@if ! command -v npm >/dev/null; then echo "npm not found: the JavaScript sample's tests will fail; install Node.js and npm" >&2; exit 0; fi; \
+	npm ci --prefix $(SAMPLES_JS) --no-audit --no-fund && touch $@
+.PHONY: samples-js
+
 run: $(STAMPS)/runtime
 	@if [ -z "$${CERTMQ_AUTH_ANONYMOUS+set}" ]; then \
 		echo "Demo: anonymous clients are allowed (CERTMQ_AUTH_ANONYMOUS=true). To require credentials: make run CERTMQ_AUTH_ANONYMOUS=false"; \
@@ -103,3 +132,4 @@ bench-connections: $(STAMPS)/bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build src/*.egg-info
+	rm -rf samples/c/build samples/go/build samples/java/target samples/javascript/node_modules
