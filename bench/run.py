@@ -334,6 +334,16 @@ def describe_run(args: argparse.Namespace, facts: dict[str, Any], started: datet
     if "mosquitto" in brokers:
         mosquitto = brokers["mosquitto"]
         parts.append(f"mosquitto {mosquitto['version']}, server key {mosquitto['server_key']}.")
+    other = facts.get("other_cpu_share_median")
+    if other is not None:
+        parts.append(
+            f"Other programs used a median {other:.0%} of a CPU during the runs in the table"
+            + (
+                ": the machine was busy, so the absolute numbers are low and the ratios less certain."
+                if other > args.max_disturbance
+                else "."
+            )
+        )
     discarded = facts.get("discarded_runs", 0)
     if discarded:
         parts.append(
@@ -416,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     facts["load_generator_peak"] = load_generator_peak(runs)
     facts["discarded_runs"] = sum(1 for run in runs if "discarded" in run)
+    counted = [run["other_cpu_share"] for run in runs if "other_cpu_share" in run and "discarded" not in run]
+    facts["other_cpu_share_median"] = statistics.median(counted) if counted else None
     description = describe_run(args, facts, started)
     print()
     print(description)
@@ -432,9 +444,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nresults: {json_file.relative_to(ROOT)}")
     if report.write_chart(chart_file, summary, names, description.splitlines()[0]):
         print(f"chart:   {chart_file.relative_to(ROOT)}")
-    counted = [run["other_cpu_share"] for run in runs if "other_cpu_share" in run and "discarded" not in run]
-    typical_other = statistics.median(counted) if counted else 0.0
-    busy_machine = typical_other if typical_other > args.max_disturbance else 0.0
     complete_comparison = (
         set(names) == set(KNOWN_BROKERS)
         and not args.quick
@@ -443,11 +452,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.no_docs:
         pass
-    elif complete_comparison and runs and busy_machine:
-        print(
-            f"{DOCS_FILE.relative_to(ROOT)} not updated: other programs used {busy_machine:.0%} of a CPU "
-            "during a typical run; run again when the machine is quieter"
-        )
     elif complete_comparison and runs:
         block = f"{description}\n\n{report.markdown_table(summary, names)}\n"
         report.update_docs(DOCS_FILE, block)
