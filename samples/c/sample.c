@@ -328,7 +328,8 @@ int run_sample(const struct sample_options *options, MQTTClient_SSLOptions *tls,
             return fail(&client, context, NULL, " (connect with a --host the broker's certificate names, e.g. localhost)");
         }
         if (milliseconds_left(&deadline) <= 0) {
-            snprintf(context, sizeof context, "timed out after %d s connecting to %s", options->timeout, address);
+            snprintf(context, sizeof context, "timed out after %d s waiting for the broker to accept the connection",
+                     options->timeout);
             return fail(&client, context, NULL, NULL);
         }
         int tcp_error = tcp_connect_error(options->host, options->port);

@@ -210,7 +210,7 @@ function describe (error, address, mode, timeout) {
   }
   if (error.code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
     return new SampleError(
-      `TLS handshake with ${address} failed: ${error.reason || error.message} (connect with a --host the broker's certificate names, e.g. localhost)`
+      `TLS handshake with ${address} failed: ${(error.reason || error.message).replace(/:\s*$/, '')} (connect with a --host the broker's certificate names, e.g. localhost)`
     )
   }
   if (VERIFY_ERRORS.has(error.code)) {

@@ -206,7 +206,9 @@ def round_trip(options: Options, make_context: Callable[[], ssl.SSLContext], mod
     except ConnectionRefusedError:
         raise SampleError(f"cannot connect to {address}: connection refused (is certmq running?)") from None
     except TimeoutError:
-        raise SampleError(f"timed out after {options.timeout:g} s connecting to {address}") from None
+        raise SampleError(
+            f"timed out after {options.timeout:g} s waiting for the broker to accept the connection"
+        ) from None
     except OSError as error:
         raise SampleError(f"cannot connect to {address}: {error.strerror or error}") from None
 

@@ -125,7 +125,12 @@ def test_a_device_of_an_unregistered_ca_is_refused(sample: Sample, brokers: Brok
     run = run_program(sample, "mutual", "--port", str(brokers.mutual.broker.tls_port),
                       "--ca-file", str(brokers.mutual.broker.ca_file), "--chain-file", str(stranger.chain),
                       "--key-file", str(stranger.key), "--client-id", f"GID_samples@@@{sample.language}-stranger")  # fmt: skip
-    assert_failed(run, "device certificate", "is its CA registered?")
+    # With TLS 1.3 the handshake completes on the client's side before the broker refuses the
+    # certificate, so most clients see a closed connection; an alert is as good.
+    line = assert_failed(run, "device certificate", "is its CA registered?")
+    assert line.startswith(
+        ("error: the broker closed the connection before accepting it: ", "error: TLS handshake with ")
+    ), run
 
 
 def test_one_way_client_on_a_mutual_broker_is_told_to_present_a_certificate(
@@ -134,7 +139,11 @@ def test_one_way_client_on_a_mutual_broker_is_told_to_present_a_certificate(
     run = run_program(sample, "one-way", "--port", str(brokers.mutual.broker.tls_port),
                       "--ca-file", str(brokers.mutual.broker.ca_file), *credentials(brokers.mutual),
                       "--client-id", f"GID_samples@@@{sample.language}-no-certificate")  # fmt: skip
-    assert_failed(run, "mutual mode", "device certificate")
+    line = assert_failed(run)
+    assert line.startswith(
+        "error: the broker closed the connection before accepting it: if it is in mutual mode, "
+        "it wants a device certificate (use "
+    ), run
 
 
 @pytest.mark.parametrize("mode", ["one-way", "mutual"])
@@ -200,7 +209,7 @@ def silent_server() -> Iterator[int]:
 def test_a_broker_that_never_answers_times_out(sample: Sample, brokers: Brokers, silent_server: int) -> None:
     run = run_program(sample, "one-way", "--host", "127.0.0.1", "--port", str(silent_server),
                       "--ca-file", str(brokers.one_way_server_ca), "--timeout", "2")  # fmt: skip
-    assert_failed(run, "timed out after 2")
+    assert assert_failed(run) == "error: timed out after 2 s waiting for the broker to accept the connection"
     assert run.seconds < 15, run
 
 

@@ -191,7 +191,7 @@ func roundTrip(options Options, makeTLS func() (*tls.Config, error), mode string
 
 	connecting := client.Connect()
 	if !connecting.WaitTimeout(time.Until(deadline)) {
-		return fmt.Errorf("timed out after %v waiting for the broker to accept the connection", options.Timeout)
+		return fmt.Errorf("timed out after %d s waiting for the broker to accept the connection", options.Timeout/time.Second)
 	}
 	if err := connecting.Error(); err != nil {
 		if dialError != nil {
@@ -204,7 +204,7 @@ func roundTrip(options Options, makeTLS func() (*tls.Config, error), mode string
 
 	subscribing := client.Subscribe(options.Topic, 1, nil)
 	if !subscribing.WaitTimeout(time.Until(deadline)) {
-		return fmt.Errorf("timed out after %v waiting for the subscription", options.Timeout)
+		return fmt.Errorf("timed out after %d s waiting for the subscription", options.Timeout/time.Second)
 	}
 	granted := subscribing.(*mqtt.SubscribeToken).Result()[options.Topic]
 	if subscribing.Error() != nil || granted == 0x80 {
@@ -230,7 +230,7 @@ func roundTrip(options Options, makeTLS func() (*tls.Config, error), mode string
 		case err := <-lost:
 			return fmt.Errorf("the broker closed the connection: %v", err)
 		case <-timer.C:
-			return fmt.Errorf("timed out after %v waiting for the message to come back", options.Timeout)
+			return fmt.Errorf("timed out after %d s waiting for the message to come back", options.Timeout/time.Second)
 		}
 	}
 }
