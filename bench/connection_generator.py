@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ READY_TIMEOUT = 120.0  # parsing thousands of keys
 # audit log (a batch at least every 0.5 s): that work belongs to the run, so the broker's CPU
 # time is read this long after the connection generator has finished, on both brokers alike.
 SETTLE_SECONDS = 1.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def build() -> Path:
@@ -72,6 +74,7 @@ def run_connections(
             raise LoadGeneratorError(
                 f"connection generator did not get ready: {line!r}; {_tail(stderr_file)}"
             )
+        threads_before = thread_cpu_seconds(broker.pid)
         cpu_before, wall_before = broker.cpu_seconds(), time.monotonic()
         machine_before = processes.machine_busy_seconds()
         assert process.stdin is not None
@@ -81,6 +84,7 @@ def run_connections(
         line = reader.readline(time.monotonic() + 60 + connections * 0.2)
         time.sleep(settle)
         cpu_after, wall_after = broker.cpu_seconds(), time.monotonic()
+        threads_after = thread_cpu_seconds(broker.pid)
         machine_after = processes.machine_busy_seconds()
         try:
             result: dict[str, Any] = json.loads(line)
@@ -95,8 +99,13 @@ def run_connections(
     elapsed = max(float(result["elapsed_s"]), 1e-9)
     succeeded = int(result["succeeded"])
     other_cpu = max(0.0, machine_after - machine_before - broker_cpu - result["client_cpu_s"])
+    main_thread = threads_after.get("main", 0.0) - threads_before.get("main", 0.0)
     result.update(
         broker_cpu_s=broker_cpu,
+        # certmq: the event loop's thread, and the others (the registry's database thread).
+        main_thread_cpu_s=main_thread,
+        main_thread_ms_per_connection=main_thread * 1e3 / succeeded if succeeded else None,
+        other_threads_ms_per_connection=(broker_cpu - main_thread) * 1e3 / succeeded if succeeded else None,
         cpu_ms_per_connection=broker_cpu * 1e3 / succeeded if succeeded else None,
         connections_per_s=succeeded / elapsed,
         # Over the connecting time: the CPU of the settling time is small and belongs to it.
@@ -106,3 +115,22 @@ def run_connections(
         complete=succeeded == int(result["connections"]),
     )
     return result
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds of each thread of pid (/proc/PID/task/*/stat): "main", then "NAME TID"."""
+    found: dict[str, float] = {}
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            text = (task / "stat").read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        label = "main" if task.name == str(pid) else f"{name} {task.name}"
+        found[label] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return found

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import os
 import pstats
 import shutil
 import signal
@@ -58,7 +57,6 @@ SUBJECT, REFERENCE = "certmq", "mosquitto"
 BROKERS = (SUBJECT, REFERENCE)
 CELLS = ("registered device", "first-time device")
 REGISTERED_DEVICE = "registered-device-0001"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -377,6 +375,10 @@ def summarise(runs: list[dict[str, Any]], names: list[str]) -> list[dict[str, An
                 "client_cpu_share": _median([r["client_cpu_share"] for r in good]),
                 "other_cpu_share": _median([r["other_cpu_share"] for r in good]),
                 "latency_ms_p50": _median([r["latency_ms_p50"] for r in good]),
+                "main_thread_ms_per_connection": _median([r["main_thread_ms_per_connection"] for r in good]),
+                "other_threads_ms_per_connection": _median(
+                    [r["other_threads_ms_per_connection"] for r in good]
+                ),
                 "runs": len(good),
                 "incomplete": sum(1 for r in good if not r["complete"]),
                 "errors": [r["error"] for r in mine if "error" in r],
@@ -479,6 +481,22 @@ def describe_run(args: argparse.Namespace, facts: dict[str, Any], started: datet
             f"mosquitto {brokers[REFERENCE]['version']}, require_certificate true; idle CPU "
             f"{facts['idle_cpu_ms_per_s'].get(REFERENCE, 0):.1f} ms/s."
         )
+    split = facts.get("certmq_threads")
+    if split:
+        parts.append(
+            "certmq's CPU per connection by thread (medians): "
+            + "; ".join(
+                f"{cell}: event loop {values['main']:.2f} ms, registry database thread {values['others']:.2f} ms"
+                for cell, values in split.items()
+            )
+            + "."
+        )
+    other = facts.get("other_cpu_share_median")
+    if other is not None:
+        parts.append(
+            f"Other programs used a median {other:.0%} of a CPU during the runs (two CPUs in all): the "
+            "connection rates and busy shares suffer from it more than the CPU per connection."
+        )
     checks = facts.get("certmq_checks")
     if checks:
         parts.append(
@@ -535,8 +553,8 @@ def profile(args: argparse.Namespace, workdir: Path, cpus: processes.CpuPlan, lo
     ):
         record = run_one(certmq.broker, cell, identities, count, args, f"profile-{cell[:5]}", log_dir, cpus)
         print_run(record)
-        threads = processes_threads(certmq.broker.pid)
-        print(f"    CPU by thread so far: {threads}")
+        threads = connection_generator.thread_cpu_seconds(certmq.broker.pid)
+        print(f"    CPU seconds by thread so far: {threads}")
     certmq.api.close()
     certmq.broker.stop()
     stats = pstats.Stats(str(output))
@@ -544,21 +562,6 @@ def profile(args: argparse.Namespace, workdir: Path, cpus: processes.CpuPlan, lo
     stats.sort_stats("cumulative").print_stats(40)
     print(f"profile: {output.relative_to(ROOT)} (python -m pstats {output.relative_to(ROOT)})")
     return 0
-
-
-def processes_threads(pid: int) -> dict[str, float]:
-    """CPU seconds of each thread of pid, by thread name (/proc/PID/task/*/stat)."""
-    found: dict[str, float] = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            text = (task / "stat").read_text()
-        except OSError:
-            continue
-        name = text[text.index("(") + 1 : text.rindex(")")]
-        fields = text[text.rindex(")") + 2 :].split()
-        label = "main" if task.name == str(pid) else f"{name} {task.name}"
-        found[label] = round((int(fields[11]) + int(fields[12])) / CLOCK_TICKS, 2)
-    return found
 
 
 # ---- main ----
@@ -673,6 +676,16 @@ def main(argv: list[str] | None = None) -> int:
             "broker": client_peak["broker"],
         },
     }
+    facts["certmq_threads"] = {
+        entry["cell"]: {
+            "main": entry["brokers"][SUBJECT]["main_thread_ms_per_connection"],
+            "others": entry["brokers"][SUBJECT]["other_threads_ms_per_connection"],
+        }
+        for entry in summary
+        if entry["brokers"][SUBJECT]["main_thread_ms_per_connection"] is not None
+    }
+    counted = [r["other_cpu_share"] for r in good if "discarded" not in r]
+    facts["other_cpu_share_median"] = statistics.median(counted) if counted else None
     description = describe_run(args, facts, started)
     print()
     print(description)
@@ -697,7 +710,11 @@ def main(argv: list[str] | None = None) -> int:
         pass
     elif complete and decisions is not None:
         block = f"{description}\n\n{markdown_table(connection_rows(summary, names, brackets=True))}\n\n"
-        block += f"Decision cost at scale (`bench/decision_scale.py`, the least disturbed of {decision_scale.PASSES} passes):\n\n"
+        priority = ", at real-time priority" if decisions["realtime_priority"] else ""
+        block += (
+            f"Decision cost at scale (`bench/decision_scale.py`, the least disturbed of "
+            f"{decision_scale.PASSES} passes{priority}):\n\n"
+        )
         block += decision_markdown(decisions)
         report.update_docs(DOCS_FILE, block, begin=BEGIN_MARKER, end=END_MARKER, heading=DOCS_HEADING)
         print(f"updated {DOCS_FILE.relative_to(ROOT)}")
