@@ -165,7 +165,7 @@ public static class RoundTrip
             await client.PublishAsync(message, deadline.Token);
             Console.WriteLine($"published to {options.Topic}: {payload}");
 
-            var first = await Task.WhenAny(received.Task, lost.Task, Task.Delay(Timeout.Infinite, deadline.Token));
+            var first = await Task.WhenAny(received.Task, lost.Task, Task.Delay(System.Threading.Timeout.Infinite, deadline.Token));
             if (first == lost.Task)
             {
                 throw new SampleError($"the broker closed the connection: {lost.Task.Result}");
