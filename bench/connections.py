@@ -463,7 +463,8 @@ def describe_run(args: argparse.Namespace, facts: dict[str, Any], started: datet
         + (f" {' '.join(facts['argv'])}" if facts["argv"] else "")
         + f"`; {args.repeat} run{'s' if args.repeat > 1 else ''} per cell and broker (median shown), "
         f"{args.connections} connections per run, {args.concurrency} in flight, MQTT 3.1.1; "
-        f"{tls.get('protocol', '?')}, {tls.get('cipher', '?')}, key exchange {tls.get('group', '?')}, "
+        f"{tls.get('protocol', '?')}, {tls.get('cipher', '?')}, key exchange {tls.get('group', '?')}"
+        f"{' on both brokers' if tls.get('same_on_both') else ''}, "
         f"EC P-256 server, CA and device keys; no session resumed ({tls.get('resumed', '?')} resumptions).",
         f"Machine: {machine_facts['cpus']} CPUs ({machine_facts['cpu_model']}), Linux {machine_facts['kernel']}, "
         f"{machine_facts['openssl']}, load average before the run {facts['load_average_before']}; "
@@ -657,6 +658,17 @@ def main(argv: list[str] | None = None) -> int:
             "cipher": tls.get("tls_cipher"),
             "group": tls.get("tls_group"),
             "resumed": sum(r.get("resumed", 0) for r in good),
+            # What each broker negotiated, over all its runs: one line each when they match.
+            "by_broker": {
+                name: sorted(
+                    {
+                        f"{r['tls_protocol']} {r['tls_cipher']} {r['tls_group']}"
+                        for r in good
+                        if r["broker"] == name and r.get("tls_protocol")
+                    }
+                )
+                for name in BROKERS
+            },
         },
         "settings": {
             "repeat": args.repeat,
@@ -676,6 +688,10 @@ def main(argv: list[str] | None = None) -> int:
             "broker": client_peak["broker"],
         },
     }
+    negotiated = list(facts["tls"]["by_broker"].values())
+    facts["tls"]["same_on_both"] = (
+        all(len(n) == 1 for n in negotiated) and len({n[0] for n in negotiated}) == 1
+    )
     facts["certmq_threads"] = {
         entry["cell"]: {
             "main": entry["brokers"][SUBJECT]["main_thread_ms_per_connection"],
