@@ -18,7 +18,6 @@ from cryptography import x509
 from certmq.auth.connect import AuthOutcome, ConnectAttempt
 from certmq.auth.credentials import check_signature
 from certmq.auth.decision import (
-    NEW_DEVICE,
     SERIAL_COLLISION,
     DeviceDecision,
     TrustIndexView,
@@ -29,6 +28,7 @@ from certmq.mqtt.reason_codes import ReasonCode
 log = logging.getLogger("certmq.auth")
 
 CREDENTIALS_STEP = 0
+REGISTRATION_FAILED = "registration-failed"
 TLS_LISTENER = "tls"
 APSARA_SEPARATOR = "@@@"
 
@@ -153,6 +153,16 @@ class InstanceAuthenticator:
                     detail="another certificate registered this serial first",
                     needs_registration=False,
                 )
+            except Exception as error:
+                # The CA deleted meanwhile, the database unavailable...: refused, and recorded.
+                log.warning("could not register device %s of CA %s: %s", decision.cn, decision.ca_sn, error)
+                decision = replace(
+                    decision,
+                    allowed=False,
+                    reason=REGISTRATION_FAILED,
+                    detail=f"the device could not be registered: {error}",
+                    needs_registration=False,
+                )
         if not decision.allowed:
             self._record(attempt, decision)
             return AuthOutcome(False, ReasonCode.NOT_AUTHORIZED, f"{decision.reason}: {decision.detail}")
@@ -172,8 +182,6 @@ class InstanceAuthenticator:
                 return credentials
             identity.update(credentials.identity)
         self._record(attempt, decision)
-        if decision.reason == NEW_DEVICE:
-            log.info("registered device %s (Sn %s) of CA %s", decision.cn, decision.device_sn, decision.ca_sn)
         return AuthOutcome(True, identity=identity)
 
 

@@ -13,6 +13,7 @@ slices directly.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable
 from typing import Any, Final, TypeAlias
@@ -767,8 +768,10 @@ def _make_refusal(packet_type: int, error: type[MQTTError], reason: str) -> Deco
     return refuse
 
 
-def _decoder_table(protocol_version: int, *, from_client: bool) -> list[Decoder]:
-    """Decoders indexed by packet type, for one protocol version and direction.
+@functools.cache
+def _decoder_table(protocol_version: int, *, from_client: bool) -> tuple[Decoder, ...]:
+    """Decoders indexed by packet type, for one protocol version and direction; built once
+    and shared by every decoder of that kind.
 
     CONNECT is not in the table: :class:`PacketDecoder` decodes it itself because it
     decides the protocol version.
@@ -798,7 +801,7 @@ def _decoder_table(protocol_version: int, *, from_client: bool) -> list[Decoder]
             table[server_only] = _make_refusal(
                 server_only, ProtocolError, "only a server may send this packet"
             )
-    return table
+    return tuple(table)
 
 
 _PACKET_NAMES: Final = ["packet type 0", *(packet_type.name for packet_type in PacketType)]
@@ -837,8 +840,8 @@ class PacketDecoder:
         that the broker can answer a bad CONNECT in the client's version."""
         self._is_server = protocol_version is None
         self._awaiting_connect = protocol_version is None
-        self._decoders: list[Decoder] = (
-            _decoder_table(protocol_version, from_client=False) if protocol_version is not None else []
+        self._decoders: tuple[Decoder, ...] = (
+            _decoder_table(protocol_version, from_client=False) if protocol_version is not None else ()
         )
         self._buffer = bytearray()
         # How many buffered bytes the next packet needs; feed does not parse before then, so a

@@ -1,0 +1,79 @@
+"""The decision procedure and the instance authenticator on certificates made with certmq.pki,
+against the registry's real in-memory index."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from certmq import pki
+from certmq.auth.connect import ConnectAttempt
+from certmq.auth.decision import decide_device
+from certmq.auth.instance import InstanceAuthenticator
+from certmq.registry.index import CaEntry, TrustIndex, subject_key_identifier_of
+
+
+def make_fleet() -> tuple[TrustIndex, pki.CertifiedKey]:
+    key = pki.generate_key("ec")
+    ca = pki.CertifiedKey(pki.create_ca("unit CA", key), key)
+    index = TrustIndex()
+    certificate = ca.certificate
+    index.put_ca(
+        CaEntry(
+            sn=pki.serial_hex(certificate),
+            certificate=certificate,
+            active=True,
+            subject_der=certificate.subject.public_bytes(),
+            subject_key_identifier=subject_key_identifier_of(certificate),
+            fingerprint=bytes.fromhex(pki.fingerprint_sha256(certificate)),
+        )
+    )
+    return index, ca
+
+
+def device_der(ca: pki.CertifiedKey, name: str) -> bytes:
+    certificate = pki.issue_device_certificate(
+        ca.certificate, ca.key, name, pki.generate_key("ec").public_key()
+    )
+    return certificate.public_bytes(Encoding.DER)
+
+
+def test_registered_devices_skip_the_signature_check_but_not_the_clock() -> None:
+    index, ca = make_fleet()
+    der = device_der(ca, "dev-1")
+    first = decide_device(der, index)
+    assert (first.allowed, first.reason) == (True, "new-device")
+    index.put_device(first.ca_sn, first.device_sn, hashlib.sha256(der).digest(), True)
+    again = decide_device(der, index)
+    assert (again.allowed, again.step, again.reason) == (True, 6, "registered-device")
+    later = decide_device(
+        der, index, now=x509.load_der_x509_certificate(der).not_valid_after_utc.replace(year=2100)
+    )
+    assert (later.allowed, later.step, later.reason) == (False, 5, "certificate-expired")
+
+
+def test_a_failed_registration_is_refused_and_recorded() -> None:
+    index, ca = make_fleet()
+    recorded: list[dict[str, Any]] = []
+
+    async def broken_registrar(ca_sn: str, certificate: x509.Certificate) -> None:
+        raise RuntimeError("disk full")
+
+    authenticator = InstanceAuthenticator(
+        instance_id="mqtt-unit",
+        access_keys={},
+        auth_mode=lambda: "mutual",
+        anonymous=False,
+        index=index,
+        register_device=broken_registrar,
+        audit=lambda **fields: recorded.append(fields),
+    )
+    attempt = ConnectAttempt("tls", "127.0.0.1:1", "dev-2", None, None, 5, device_der(ca, "dev-2"))
+    outcome = asyncio.run(authenticator.authenticate(attempt))
+    assert not outcome.allowed
+    assert [(r["result"], r["reason"]) for r in recorded] == [("deny", "registration-failed")]
+    assert "disk full" in recorded[0]["detail"]
