@@ -1,6 +1,6 @@
 """certmq throughput benchmark, with Debian's mosquitto as the reference, in one run.
 
-    .venv/bin/python bench/run.py            # full run, about 4 minutes, at most --time-limit
+    .venv/bin/python bench/run.py            # full run, about 4 minutes when the machine is quiet, at most --time-limit
     .venv/bin/python bench/run.py --quick    # smoke run, under a minute
 
 Starts certmq and mosquitto on loopback (TCP and TLS listeners), and for each cell (transport x
