@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +190,7 @@ def write_chart(path: Path, summary: list[dict[str, Any]], brokers: list[str], t
         right.set_xticks(list(positions), cells, rotation=35, ha="right")
         right.set_title(f"{SUBJECT} relative to {REFERENCE}, same run")
         right.legend()
-    figure.suptitle(title, fontsize=10)
+    figure.suptitle(textwrap.fill(title, 150 if both else 90), fontsize=9)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
