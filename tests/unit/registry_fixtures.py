@@ -30,10 +30,6 @@ from certmq.registry.store import NewDevice, RegistryStore
 
 INSTANCE_ID = "mqtt-test-1"
 
-requires_openssl = pytest.mark.skipif(
-    shutil.which("openssl") is None, reason="the openssl command is missing"
-)
-
 
 class Clock:
     """The real time, moved forward when a test says so."""
@@ -139,7 +135,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RegistrySt
         return
     server = request.getfixturevalue("postgresql_server")
     if server is None:
-        pytest.skip("no PostgreSQL server: set CERTMQ_TEST_POSTGRESQL_URL or install initdb and pg_ctl")
+        pytest.fail(
+            "no PostgreSQL server: set CERTMQ_TEST_POSTGRESQL_URL or install PostgreSQL (initdb, pg_ctl)"
+        )
     with postgresql_database(server) as url:
         opened = open_registry(url)
         yield opened

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -171,7 +170,6 @@ def test_server_certificate(tmp_path: Path) -> None:
     assert pki.load_ca_dir(tmp_path / "server-ca").certificate == ca
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl command not found")
 def test_openssl_verifies_the_server_certificate(tmp_path: Path) -> None:
     init_instance(tmp_path)
     ca_file, server_file = tmp_path / "server-ca" / "ca.pem", tmp_path / "server" / "server.pem"

@@ -50,7 +50,6 @@ from .registry_fixtures import (
     postgresql_server,
     register,
     registry,
-    requires_openssl,
     store,
     verification_by_hand,
 )
@@ -119,7 +118,6 @@ async def test_intermediate_ca_alone_is_enough(registry: RegistryService) -> Non
     assert registry.index.issuer_of(intermediate.certificate) is None  # its root is not registered
 
 
-@requires_openssl
 @pytest.mark.parametrize(
     ("kind", "pss"), [("rsa", False), ("rsa", True), ("ec", False)], ids=["rsa-pkcs1v15", "rsa-pss", "ec"]
 )
@@ -138,7 +136,6 @@ async def test_register_ca_made_with_openssl(
     assert registry.index.ca(record.sn) is not None
 
 
-@requires_openssl
 async def test_register_intermediate_made_with_openssl(registry: RegistryService, tmp_path: Path) -> None:
     root = openssl_root_ca(tmp_path, "root", "rsa")
     intermediate = openssl_sign(tmp_path, root, "intermediate", "OpenSSL Intermediate", ca=True)
@@ -187,7 +184,6 @@ async def test_not_a_ca(registry: RegistryService) -> None:
         await registry.register_ca("x", pem(device), pem(verification))
 
 
-@requires_openssl
 async def test_not_a_ca_made_with_openssl(registry: RegistryService, tmp_path: Path) -> None:
     leaf = openssl_leaf(tmp_path, "leaf")
     code = await registry.issue_registration_code()
@@ -224,7 +220,6 @@ async def test_verification_signed_by_another_key(registry: RegistryService) -> 
         await registry.register_ca("x", pem(ca.certificate), pem(verification))
 
 
-@requires_openssl
 async def test_verification_signed_by_another_key_with_openssl(
     registry: RegistryService, tmp_path: Path
 ) -> None:
