@@ -713,10 +713,7 @@ class RegistryStore:
     # --- the decision log -----------------------------------------------------------------------
 
     def add_decisions(self, rows: Sequence[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        with self.engine.begin() as connection:
-            connection.execute(insert(models.Decision), list(rows))
+        self._append_log(models.Decision, rows)
 
     def search_decisions(
         self,
@@ -732,55 +729,28 @@ class RegistryStore:
         offset: int = 0,
     ) -> list[DecisionRecord]:
         table = models.Decision
-        filters: list[ColumnElement[bool]] = []
-        if device_sn is not None:
-            filters.append(table.device_sn == device_sn)
-        if ca_sn is not None:
-            filters.append(table.ca_sn == ca_sn)
-        if client_id is not None:
-            filters.append(table.client_id == client_id)
-        if result is not None:
-            filters.append(table.result == result)
-        if reason is not None:
-            filters.append(table.reason == reason)
-        if since is not None:
-            filters.append(table.time >= since)
-        if until is not None:
-            filters.append(table.time < until)
-        query = (
-            select(table)
-            .where(*filters)
-            .order_by(table.time.desc(), table.id.desc())
-            .offset(offset)
-            .limit(limit)
-        )
-        with self._read_session() as session:
-            return [_decision_record(row) for row in session.scalars(query)]
+        equal = {
+            table.device_sn: device_sn,
+            table.ca_sn: ca_sn,
+            table.client_id: client_id,
+            table.result: result,
+            table.reason: reason,
+        }
+        rows = self._search_log(table, equal, since, until, limit, offset)
+        return [_decision_record(row) for row in rows]
 
     def count_decisions(self) -> int:
-        with self._read_session() as session:
-            return session.scalar(select(func.count()).select_from(models.Decision)) or 0
+        return self._count_log(models.Decision)
 
     def prune_decisions(self, *, max_rows: int, older_than: datetime.datetime) -> int:
         """Delete decisions older than ``older_than``, then the oldest beyond the newest
         ``max_rows``. Returns how many rows went."""
-        table = models.Decision
-        with self._session() as session, session.begin():
-            deleted = session.execute(delete(table).where(table.time < older_than))
-            removed = int(getattr(deleted, "rowcount", 0) or 0)
-            cutoff = session.scalar(select(table.id).order_by(table.id.desc()).offset(max_rows).limit(1))
-            if cutoff is not None:
-                deleted = session.execute(delete(table).where(table.id <= cutoff))
-                removed += int(getattr(deleted, "rowcount", 0) or 0)
-            return removed
+        return self._prune_log(models.Decision, max_rows, older_than)
 
     # --- the operations log of the RPC API ------------------------------------------------------
 
     def add_operations(self, rows: Sequence[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        with self.engine.begin() as connection:
-            connection.execute(insert(models.ApiOperation), list(rows))
+        self._append_log(models.ApiOperation, rows)
 
     def search_operations(
         self,
@@ -794,13 +764,41 @@ class RegistryStore:
         offset: int = 0,
     ) -> list[OperationRecord]:
         table = models.ApiOperation
-        filters: list[ColumnElement[bool]] = []
-        if access_key_id is not None:
-            filters.append(table.access_key_id == access_key_id)
-        if action is not None:
-            filters.append(table.action == action)
-        if code is not None:
-            filters.append(table.code == code)
+        equal = {table.access_key_id: access_key_id, table.action: action, table.code: code}
+        rows = self._search_log(table, equal, since, until, limit, offset)
+        return [_operation_record(row) for row in rows]
+
+    def count_operations(self) -> int:
+        return self._count_log(models.ApiOperation)
+
+    def prune_operations(self, *, max_rows: int, older_than: datetime.datetime) -> int:
+        """Delete calls older than ``older_than``, then the oldest beyond the newest ``max_rows``.
+        Returns how many rows went."""
+        return self._prune_log(models.ApiOperation, max_rows, older_than)
+
+    # --- what the two logs (decisions, operations) share: append, search, count, prune ----------
+
+    def _append_log(
+        self, table: type[models.Decision | models.ApiOperation], rows: Sequence[dict[str, Any]]
+    ) -> None:
+        if not rows:
+            return
+        with self.engine.begin() as connection:
+            connection.execute(insert(table), list(rows))
+
+    def _search_log(
+        self,
+        table: Any,
+        equal: dict[Any, str | None],
+        since: datetime.datetime | None,
+        until: datetime.datetime | None,
+        limit: int,
+        offset: int,
+    ) -> list[Any]:
+        """Rows newest first whose columns equal the given values (None: any), within the times."""
+        filters: list[ColumnElement[bool]] = [
+            column == value for column, value in equal.items() if value is not None
+        ]
         if since is not None:
             filters.append(table.time >= since)
         if until is not None:
@@ -813,16 +811,13 @@ class RegistryStore:
             .limit(limit)
         )
         with self._read_session() as session:
-            return [_operation_record(row) for row in session.scalars(query)]
+            return list(session.scalars(query))
 
-    def count_operations(self) -> int:
+    def _count_log(self, table: type[models.Decision | models.ApiOperation]) -> int:
         with self._read_session() as session:
-            return session.scalar(select(func.count()).select_from(models.ApiOperation)) or 0
+            return session.scalar(select(func.count()).select_from(table)) or 0
 
-    def prune_operations(self, *, max_rows: int, older_than: datetime.datetime) -> int:
-        """Delete calls older than ``older_than``, then the oldest beyond the newest ``max_rows``.
-        Returns how many rows went."""
-        table = models.ApiOperation
+    def _prune_log(self, table: Any, max_rows: int, older_than: datetime.datetime) -> int:
         with self._session() as session, session.begin():
             deleted = session.execute(delete(table).where(table.time < older_than))
             removed = int(getattr(deleted, "rowcount", 0) or 0)
