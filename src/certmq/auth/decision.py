@@ -15,7 +15,6 @@ Handshakes that the TLS layer refused are described in the same terms by
 from __future__ import annotations
 
 import hashlib
-import ssl
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
@@ -238,13 +237,15 @@ _VERIFY_CODES: dict[int, tuple[int, str]] = {
 
 def decision_for_handshake_failure(error: BaseException) -> DeviceDecision | None:
     """The SPEC 3 decision that a TLS handshake refused on certificate grounds amounts to;
-    None for failures that are not about the client certificate (the client hung up...)."""
-    if isinstance(error, ssl.SSLCertVerificationError) and error.verify_code:
-        step, reason = _VERIFY_CODES.get(error.verify_code, (5, CERTIFICATE_INVALID))
-        return DeviceDecision(False, step, reason, f"TLS handshake refused: {error.verify_message}")
-    if isinstance(error, ssl.SSLError) and error.reason in (
-        "PEER_DID_NOT_RETURN_A_CERTIFICATE",
-        "CERTIFICATE_REQUIRED",
-    ):
+    None for failures that are not about the client certificate (the client hung up...).
+
+    ``error`` is the TLS layer's: it carries OpenSSL's verification result as ``verify_code``
+    and ``verify_message`` and the failed step of the handshake as ``reason``."""
+    verify_code = getattr(error, "verify_code", None)
+    if verify_code:
+        step, reason = _VERIFY_CODES.get(verify_code, (5, CERTIFICATE_INVALID))
+        message = getattr(error, "verify_message", None) or str(error)
+        return DeviceDecision(False, step, reason, f"TLS handshake refused: {message}")
+    if getattr(error, "reason", None) in ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "CERTIFICATE_REQUIRED"):
         return DeviceDecision(False, 1, NO_CLIENT_CERTIFICATE, "TLS handshake refused: no client certificate")
     return None
