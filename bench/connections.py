@@ -474,7 +474,8 @@ def describe_run(args: argparse.Namespace, facts: dict[str, Any], started: datet
         certmq = brokers[SUBJECT]
         parts.append(
             f"certmq {certmq['version']} at commit {machine_facts['certmq_commit']}, Python {machine_facts['python']}, "
-            f"event loop {certmq['event_loop']}, mutual mode, SQLite registry; idle CPU "
+            f"event loop {certmq['event_loop']}, TLS by {machine_facts.get('certmq_openssl', 'unknown')}, "
+            f"mutual mode, SQLite registry; idle CPU "
             f"{facts['idle_cpu_ms_per_s'].get(SUBJECT, 0):.1f} ms/s."
         )
     if REFERENCE in brokers:

@@ -28,14 +28,17 @@ def cpu_model() -> str:
 
 
 def python_facts(python: str) -> dict[str, str]:
-    """Version of the broker's Python and of uvloop in its environment."""
+    """Versions in the broker's environment: Python, uvloop, and the OpenSSL that certmq's MQTT
+    over TLS listener uses (pyOpenSSL's, shipped with ``cryptography``; not the system's)."""
     script = (
         "import sys, importlib.metadata as m\n"
         "print(sys.version.split()[0])\n"
         "try:\n    print(m.version('uvloop'))\nexcept m.PackageNotFoundError:\n    print('not installed')\n"
+        "try:\n    from OpenSSL import SSL\n    print(SSL.OpenSSL_version(SSL.OPENSSL_VERSION).decode())\n"
+        "except ImportError:\n    print('unknown')\n"
     )
-    lines = [*_run([python, "-c", script]).splitlines(), "unknown", "unknown"]
-    return {"python": lines[0], "uvloop": lines[1]}
+    lines = [*_run([python, "-c", script]).splitlines(), "unknown", "unknown", "unknown"]
+    return {"python": lines[0], "uvloop": lines[1], "certmq_openssl": lines[2]}
 
 
 def git_commit(root: Path) -> str:

@@ -329,7 +329,8 @@ def describe_run(args: argparse.Namespace, facts: dict[str, Any], started: datet
         certmq = brokers["certmq"]
         parts.append(
             f"certmq {certmq['version']} at commit {machine_facts['certmq_commit']}, Python {machine_facts['python']}, "
-            f"event loop {certmq['event_loop']} (uvloop {machine_facts['uvloop']}), server key {certmq['server_key']}."
+            f"event loop {certmq['event_loop']} (uvloop {machine_facts['uvloop']}), server key {certmq['server_key']}, "
+            f"MQTT over TLS by {machine_facts.get('certmq_openssl', 'unknown')}."
         )
     if "mosquitto" in brokers:
         mosquitto = brokers["mosquitto"]

@@ -218,9 +218,14 @@ function describe (error, address, mode, timeout) {
       `TLS handshake with ${address} failed: ${error.message} (is --ca-file the CA that signed the broker's certificate, data/server-ca/ca.pem?)`
     )
   }
+  if (mode !== 'mutual TLS' && /certificate required/i.test(error.reason || '')) {
+    // The broker's alert: it is in mutual mode and this client has no certificate to show.
+    return new SampleError(closedBeforeConnack(mode))
+  }
   if (error.code && error.code.startsWith('ERR_SSL')) {
     const hint = mode === 'mutual TLS' ? ' (the broker may have refused the device certificate: is its CA registered?)' : ''
-    return new SampleError(`TLS handshake with ${address} failed: ${error.message}${hint}`)
+    // OpenSSL's reason ("tlsv1 alert unknown ca") is the useful part of its multi-line message.
+    return new SampleError(`TLS handshake with ${address} failed: ${error.reason || error.message.trim()}${hint}`)
   }
   return new SampleError(`cannot connect to ${address}: ${error.code ? `${error.code}: ` : ''}${error.message}`)
 }

@@ -256,6 +256,9 @@ func connectFailure(err error, returnCode byte, address, mode string) error {
 		return fmt.Errorf("cannot connect to %s: connection refused (is certmq running?)", address)
 	case errors.As(err, &dnsError):
 		return fmt.Errorf("cannot connect to %s: unknown host name", address)
+	case mode != Mutual && strings.Contains(err.Error(), "remote error: tls: certificate required"):
+		// The broker's alert: it is in mutual mode and this client has no certificate to show.
+		return errWantsCertificate
 	case strings.Contains(err.Error(), "remote error: tls:"):
 		// An alert the broker sent during the handshake.
 		hint := ""
@@ -266,9 +269,12 @@ func connectFailure(err error, returnCode byte, address, mode string) error {
 	case mode == Mutual:
 		return errors.New("the broker closed the connection before accepting it: it did not accept the device certificate (is its CA registered?); `certmq decisions --limit 5` on the broker says why")
 	default:
-		return errors.New("the broker closed the connection before accepting it: if it is in mutual mode, it wants a device certificate (use build/mutual)")
+		return errWantsCertificate
 	}
 }
+
+// errWantsCertificate: a one-way client refused by a broker in mutual mode.
+var errWantsCertificate = errors.New("the broker closed the connection before accepting it: if it is in mutual mode, it wants a device certificate (use build/mutual)")
 
 func unwrapAll(err error) error {
 	for errors.Unwrap(err) != nil {

@@ -141,9 +141,8 @@ class MQTTConnection(asyncio.Protocol):
         self.core.connections.add(self)
         self.core.stats.connections_total += 1
         self._timer = self._loop.call_later(self.settings.connect_timeout, self._connect_timed_out)
-        ssl_object = transport.get_extra_info("ssl_object")
-        if ssl_object is not None:
-            self.peer_certificate = ssl_object.getpeercert(binary_form=True)
+        # DER of the client's certificate, from the MQTT over TLS listener's TLS layer.
+        self.peer_certificate = transport.get_extra_info("peer_certificate")
 
     def data_received(self, data: bytes) -> None:
         if self.state == CLOSED:

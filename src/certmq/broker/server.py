@@ -15,7 +15,7 @@ from certmq.auth.topics import TopicRules
 from certmq.broker.connection import Listener, MQTTConnection
 from certmq.broker.core import BrokerCore
 from certmq.broker.durability import StateKeeper
-from certmq.broker.listeners import TlsListener
+from certmq.broker.listeners import serve_tls
 from certmq.broker.persistence import STATE_FILE_NAME, SqliteStateStore
 from certmq.broker.sys_topics import publish_sys_topics
 from certmq.broker.websocket import serve_websocket
@@ -148,14 +148,15 @@ class Broker:
             sockets = list(server.sockets)
         elif name == "tls":
             assert self.contexts is not None
-            server = TlsListener(
+            server = await serve_tls(
                 make_connection,
-                self.contexts.current,
+                self.contexts,
+                host,
+                port,
                 self.config.mqtt.connect_timeout,
                 self._handshake_failed,
             )
-            await server.start(host, port)
-            sockets = server.sockets
+            sockets = list(server.sockets)
         else:
             front = _front_context(self.contexts) if name == "wss" and self.contexts else None
             server = await serve_websocket(

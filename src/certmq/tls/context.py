@@ -6,6 +6,9 @@ connection asks for :meth:`ServerContexts.current` and handshakes with the newes
 so a replaced server certificate, a switched mode or a changed CA set applies to the next
 handshake without a restart, while live connections keep the context they began with.
 Contexts are built in a worker thread: loading keys and certificates must not stall the loop.
+
+The MQTT over TLS listener's context is pyOpenSSL's (see :mod:`certmq.tls.connection`); the
+secure WebSocket listener, served by the ``websockets`` library, takes the ``ssl`` module's.
 """
 
 from __future__ import annotations
@@ -16,6 +19,11 @@ import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+from cryptography import x509
+from OpenSSL import SSL, crypto
+
+from certmq.tls.connection import note_verify_result
 
 log = logging.getLogger("certmq.tls")
 
@@ -43,7 +51,7 @@ class ContextGeneration:
     number: int
     settings: TrustSettings
     # For the MQTT over TLS listener: asks for a device certificate in mutual mode.
-    mqtt: ssl.SSLContext
+    mqtt: SSL.Context
     # For listeners that never take device certificates (secure WebSocket).
     one_way: ssl.SSLContext
 
@@ -60,17 +68,38 @@ def _base_context(settings: TrustSettings) -> ssl.SSLContext:
     return context
 
 
+# Python's ssl module's choice for TLS 1.2 (TLS 1.3 suites are OpenSSL's defaults).
+_TLS12_CIPHERS = b"@SECLEVEL=2:ECDH+AESGCM:ECDH+CHACHA20:ECDH+AES:DHE+AES:!aNULL:!eNULL:!aDSS:!SHA1:!AESCCM"
+
+
+def _mqtt_context(settings: TrustSettings) -> SSL.Context:
+    context = SSL.Context(SSL.TLS_SERVER_METHOD)
+    context.set_min_proto_version(SSL.TLS1_2_VERSION)
+    context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_RENEGOTIATION)
+    context.set_cipher_list(_TLS12_CIPHERS)
+    # Sessions (and tickets) belong to this listener; OpenSSL refuses to resume without it.
+    context.set_session_id(b"certmq-mqtt")
+    try:
+        context.use_certificate_chain_file(str(settings.cert_file))
+        context.use_privatekey_file(str(settings.key_file))
+        context.check_privatekey()
+    except (OSError, SSL.Error) as error:
+        raise ServerCertificateError(
+            f"cannot use server certificate {settings.cert_file} with key {settings.key_file}: {error}"
+        ) from error
+    if settings.auth_mode == MUTUAL:
+        context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, note_verify_result)
+        store = context.get_cert_store()
+        assert store is not None
+        # Trust ends at a registered CA, root or intermediate (SPEC 2.2): partial chains are fine.
+        store.set_flags(crypto.X509StoreFlags.PARTIAL_CHAIN)
+        for pem in settings.client_cas:
+            store.add_cert(crypto.X509.from_cryptography(x509.load_pem_x509_certificate(pem.encode())))
+    return context
+
+
 def build_generation(number: int, settings: TrustSettings) -> ContextGeneration:
-    one_way = _base_context(settings)
-    if settings.auth_mode != MUTUAL:
-        return ContextGeneration(number, settings, one_way, one_way)
-    mqtt = _base_context(settings)
-    mqtt.verify_mode = ssl.CERT_REQUIRED
-    # Trust ends at a registered CA, root or intermediate (SPEC 2.2): partial chains are fine.
-    mqtt.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-    if settings.client_cas:
-        mqtt.load_verify_locations(cadata="\n".join(settings.client_cas))
-    return ContextGeneration(number, settings, mqtt, one_way)
+    return ContextGeneration(number, settings, _mqtt_context(settings), _base_context(settings))
 
 
 def build_server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
@@ -103,7 +132,7 @@ class ServerContexts:
     def generation(self) -> ContextGeneration:
         return self._generation
 
-    def current(self) -> ssl.SSLContext:
+    def current(self) -> SSL.Context:
         return self._generation.mqtt
 
     def current_one_way(self) -> ssl.SSLContext:

@@ -37,6 +37,9 @@ import org.eclipse.paho.client.mqttv3.persist.MemoryPersistence;
 public final class RoundTrip {
     public static final String ONE_WAY = "one-way TLS";
     public static final String MUTUAL = "mutual TLS";
+    // A one-way client refused by a broker in mutual mode.
+    private static final String WANTS_CERTIFICATE = "the broker closed the connection before accepting it:"
+            + " if it is in mutual mode, it wants a device certificate (use certmq.samples.Mutual)";
 
     private static final String[] CONNACK_REFUSALS = {
         "accepted",
@@ -199,6 +202,10 @@ public final class RoundTrip {
         if (code == MqttException.REASON_CODE_CLIENT_TIMEOUT || cause instanceof SocketTimeoutException) {
             return new SampleError("timed out after " + timeout + " s waiting for the broker to accept the connection");
         }
+        if (!mode.equals(MUTUAL) && String.valueOf(cause.getMessage()).contains("certificate_required")) {
+            // The broker's alert: it is in mutual mode and this client has no certificate to show.
+            return new SampleError(WANTS_CERTIFICATE);
+        }
         if (causeOfType(error, SSLException.class) != null) {
             String message = cause.getMessage() == null ? cause.toString() : cause.getMessage();
             boolean serverCertificate = cause instanceof CertificateException
@@ -223,8 +230,7 @@ public final class RoundTrip {
             return new SampleError(mode.equals(MUTUAL)
                     ? "the broker closed the connection before accepting it: it did not accept the device certificate"
                             + " (is its CA registered?); `certmq decisions --limit 5` on the broker says why"
-                    : "the broker closed the connection before accepting it: if it is in mutual mode,"
-                            + " it wants a device certificate (use certmq.samples.Mutual)");
+                    : WANTS_CERTIFICATE);
         }
         return new SampleError("cannot connect to " + address + ": " + error.getMessage()
                 + (cause != error ? " (" + cause + ")" : ""));
