@@ -15,9 +15,10 @@ Handshakes that the TLS layer refused are described in the same terms by
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+import threading
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -60,7 +61,12 @@ class DeviceView(Protocol):
 
 
 class TrustIndexView(Protocol):
-    """What the procedure reads: the registry's in-memory index."""
+    """What the procedure reads: the registry's in-memory index.
+
+    An index may also have a ``ca_generation`` attribute: a number that changes whenever its CAs
+    change and that no other index shows (see :attr:`certmq.registry.index.TrustIndex.ca_generation`).
+    The procedure then remembers which CA issued a certificate until it changes; without it, it
+    asks :meth:`issuer_of` at every call."""
 
     def issuer_of(self, certificate: x509.Certificate) -> CaView | None: ...
     def device(self, ca_sn: str, device_sn: str) -> DeviceView | None: ...
@@ -70,6 +76,129 @@ class TrustIndexView(Protocol):
 class Step:
     number: int
     text: str
+
+
+# A check that failed: its reason code and the sentence that explains it.
+Failure = tuple[str, str]
+
+
+class DeviceCertificate:
+    """What the DER bytes of a device certificate say by themselves: the parsed certificate, its
+    Sn, CN, fingerprint, validity period and the checks of step 5 that need no CA. None of it
+    depends on the registry or the time, so it is worked out once per distinct DER
+    (:class:`DeviceCertificateCache`) and shared by every decision on those bytes."""
+
+    __slots__ = (
+        "_usage_failure",
+        "certificate",
+        "cn",
+        "device_sn",
+        "fingerprint",
+        "issuer",
+        "issuer_name",
+        "not_valid_after",
+        "not_valid_before",
+    )
+
+    def __init__(self, der: bytes) -> None:
+        """Raises ValueError when ``der`` is not a readable certificate."""
+        certificate = x509.load_der_x509_certificate(der)
+        self.certificate = certificate
+        self.device_sn = serial_hex(certificate)
+        self.cn = common_name(certificate)
+        self.issuer_name = certificate.issuer.rfc4514_string()
+        self.fingerprint = hashlib.sha256(der).digest()
+        self.not_valid_before = certificate.not_valid_before_utc
+        self.not_valid_after = certificate.not_valid_after_utc
+        # ``(ca_generation, issuing CA)`` as last looked up in an index with that generation: one
+        # tuple, replaced whole, so that a reader never pairs a CA with the wrong generation.
+        self.issuer: tuple[int, CaView | None] | None = None
+        # Boxed once checked (the check may raise on a malformed extension, as it did unboxed).
+        self._usage_failure: tuple[Failure | None] | None = None
+
+    def usage_failure(self) -> Failure | None:
+        """The step 5 checks of the certificate's own key usages."""
+        checked = self._usage_failure
+        if checked is None:
+            checked = self._usage_failure = (_usage_failure(self.certificate),)
+        return checked[0]
+
+
+class DeviceCertificateCache:
+    """The :class:`DeviceCertificate` of each of the last ``capacity`` distinct DER byte strings
+    seen, the oldest forgotten first. An entry holds the DER, the parsed certificate (with its
+    extensions once step 5 has read them) and a few short strings: about 6 KB for an EC device
+    certificate."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: dict[bytes, DeviceCertificate] = {}
+        # Lookups are single dict reads; adding and evicting take the lock, so that two threads
+        # cannot both evict the same oldest entry.
+        self._adding = threading.Lock()
+
+    def get(self, der: bytes) -> DeviceCertificate:
+        """What ``der`` says, parsed now if it is not remembered. Raises ValueError when ``der``
+        is not a readable certificate (which is not remembered)."""
+        known = self._entries.get(der)
+        if known is not None:
+            return known
+        parsed = DeviceCertificate(der)
+        with self._adding:
+            entries = self._entries
+            while len(entries) >= self.capacity and entries:
+                del entries[next(iter(entries))]
+            return entries.setdefault(der, parsed)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, der: object) -> bool:
+        return der in self._entries
+
+
+# Enough for the devices that reconnect again and again (flapping links, retries after a
+# refusal) at about 25 MB when full; a device forgotten costs one more parse.
+DEVICE_CERTIFICATES_REMEMBERED = 4096
+device_certificates = DeviceCertificateCache(DEVICE_CERTIFICATES_REMEMBERED)
+
+
+class _Course(NamedTuple):
+    """How the procedure went, enough to write out its steps when someone asks."""
+
+    device: DeviceCertificate | None  # None when step 1 found no readable certificate
+    registered: bool  # the CA and serial were found registered at step 2
+    ca_sn: str
+    allowed: bool
+    step: int
+    reason: str
+    detail: str
+
+    def steps(self) -> tuple[Step, ...]:
+        step = self.step
+        if self.allowed:
+            verdict = Step(step, f"allow: {self.detail}")
+        else:
+            verdict = Step(step, f"deny ({self.reason}): {self.detail}")
+        device = self.device
+        if device is None:
+            return (verdict,)
+        taken = [
+            Step(1, f"device certificate CN={device.cn!r} Sn={device.device_sn} issuer={device.issuer_name}")
+        ]
+        if self.registered:
+            if step > 2:
+                taken.append(Step(2, "registered and active: go to step 5"))
+        else:
+            taken.append(Step(2, "not registered: go to step 3"))
+            if step > 3:
+                taken.append(Step(3, f"issued by registered CA {self.ca_sn}"))
+            if step > 4:
+                taken.append(Step(4, f"CA {self.ca_sn} is active"))
+        if step > 5:
+            taken.append(Step(5, "signature, validity period, CA flag and key usage are valid"))
+        taken.append(verdict)
+        return tuple(taken)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,40 +214,25 @@ class DeviceDecision:
     fingerprint: bytes = b""
     # True when the device is not registered yet: allowing it means registering it (step 6).
     needs_registration: bool = False
-    # Each step as it was taken, for `certmq explain`.
-    trace: tuple[Step, ...] = ()
+    # What `trace` is written from: only `certmq explain` reads it, so the CONNECT path does not
+    # pay for its sentences.
+    _course: _Course | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def trace(self) -> tuple[Step, ...]:
+        """Each step as it was taken, for `certmq explain`."""
+        return self._course.steps() if self._course is not None else ()
 
 
-def _validity_failure(certificate: x509.Certificate, now: datetime) -> tuple[str, str] | None:
-    if now < certificate.not_valid_before_utc:
-        return CERTIFICATE_NOT_YET_VALID, f"valid only from {certificate.not_valid_before_utc.isoformat()}"
-    if now > certificate.not_valid_after_utc:
-        return CERTIFICATE_EXPIRED, f"expired on {certificate.not_valid_after_utc.isoformat()}"
+def _validity_failure(device: DeviceCertificate, now: datetime) -> Failure | None:
+    if now < device.not_valid_before:
+        return CERTIFICATE_NOT_YET_VALID, f"valid only from {device.not_valid_before.isoformat()}"
+    if now > device.not_valid_after:
+        return CERTIFICATE_EXPIRED, f"expired on {device.not_valid_after.isoformat()}"
     return None
 
 
-def _validate(certificate: x509.Certificate, ca: CaView, now: datetime) -> tuple[str, str] | None:
-    """Step 5: the checks that the device certificate must pass against its CA."""
-    issuer = ca.certificate
-    try:
-        certificate.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature) as error:
-        return BAD_SIGNATURE, f"the signature does not verify with CA {ca.sn}: {error or 'invalid signature'}"
-    validity = _validity_failure(certificate, now)
-    if validity is not None:
-        return validity
-    try:
-        constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        constraints = None
-    if constraints is None or not constraints.ca:
-        return ISSUER_NOT_A_CA, f"CA {ca.sn} lacks basicConstraints CA:TRUE"
-    try:
-        issuer_usage = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        issuer_usage = None
-    if issuer_usage is not None and not issuer_usage.key_cert_sign:
-        return ISSUER_NOT_A_CA, f"CA {ca.sn} key usage does not allow signing certificates"
+def _usage_failure(certificate: x509.Certificate) -> Failure | None:
     try:
         usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
@@ -134,87 +248,137 @@ def _validate(certificate: x509.Certificate, ca: CaView, now: datetime) -> tuple
     return None
 
 
+def _validate(device: DeviceCertificate, ca: CaView, now: datetime) -> Failure | None:
+    """Step 5: the checks that the device certificate must pass against its CA."""
+    issuer = ca.certificate
+    try:
+        device.certificate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature) as error:
+        return BAD_SIGNATURE, f"the signature does not verify with CA {ca.sn}: {error or 'invalid signature'}"
+    validity = _validity_failure(device, now)
+    if validity is not None:
+        return validity
+    try:
+        constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        constraints = None
+    if constraints is None or not constraints.ca:
+        return ISSUER_NOT_A_CA, f"CA {ca.sn} lacks basicConstraints CA:TRUE"
+    try:
+        issuer_usage = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        issuer_usage = None
+    if issuer_usage is not None and not issuer_usage.key_cert_sign:
+        return ISSUER_NOT_A_CA, f"CA {ca.sn} key usage does not allow signing certificates"
+    return device.usage_failure()
+
+
+def _issuer(device: DeviceCertificate, index: TrustIndexView) -> CaView | None:
+    """The registered CA that issued the device certificate, remembered while the index's CAs
+    do not change."""
+    generation = getattr(index, "ca_generation", None)
+    if generation is None:
+        return index.issuer_of(device.certificate)
+    known = device.issuer
+    if known is not None and known[0] == generation:
+        return known[1]
+    ca = index.issuer_of(device.certificate)
+    device.issuer = (generation, ca)
+    return ca
+
+
+def _decision(
+    device: DeviceCertificate,
+    ca_sn: str,
+    registered: bool,
+    step: int,
+    reason: str,
+    detail: str,
+    *,
+    allowed: bool = False,
+) -> DeviceDecision:
+    return DeviceDecision(
+        allowed,
+        step,
+        reason,
+        detail,
+        device.certificate,
+        ca_sn,
+        device.device_sn,
+        device.cn,
+        device.fingerprint,
+        allowed and not registered,
+        _Course(device, registered, ca_sn, allowed, step, reason, detail),
+    )
+
+
+def _without_certificate(reason: str, detail: str) -> DeviceDecision:
+    """A refusal at step 1: there is no certificate to describe."""
+    return DeviceDecision(
+        False, 1, reason, detail, _course=_Course(None, False, "", False, 1, reason, detail)
+    )
+
+
 def decide_device(
     certificate_der: bytes | None, index: TrustIndexView, now: datetime | None = None
 ) -> DeviceDecision:
-    """Run SPEC 3 steps 1–5 on the leaf certificate a client presented."""
-    trace: list[Step] = []
-    facts = DeviceDecision(False, 1, "", "")
+    """Run SPEC 3 steps 1–5 on the leaf certificate a client presented.
 
-    def deny(step: int, reason: str, detail: str) -> DeviceDecision:
-        trace.append(Step(step, f"deny ({reason}): {detail}"))
-        return replace(facts, step=step, reason=reason, detail=detail, trace=tuple(trace))
-
+    What the certificate's bytes say is parsed once per distinct DER (:data:`device_certificates`);
+    the registry (which CA issued it, the CA's and the device's status, the registered
+    fingerprint) and the clock are read anew at every call."""
     # Step 1: the leaf certificate, its serial, issuer and fingerprint.
     if not certificate_der:
-        return deny(1, NO_CLIENT_CERTIFICATE, "the client presented no certificate")
+        return _without_certificate(NO_CLIENT_CERTIFICATE, "the client presented no certificate")
     try:
-        certificate = x509.load_der_x509_certificate(certificate_der)
+        device = device_certificates.get(certificate_der)
     except ValueError as error:
-        return deny(1, UNREADABLE_CERTIFICATE, f"cannot parse the client certificate: {error}")
+        return _without_certificate(UNREADABLE_CERTIFICATE, f"cannot parse the client certificate: {error}")
     now = now or datetime.now(UTC)
-    device_sn = serial_hex(certificate)
-    cn = common_name(certificate)
-    issuer_name = certificate.issuer.rfc4514_string()
-    facts = replace(
-        facts,
-        certificate=certificate,
-        device_sn=device_sn,
-        cn=cn,
-        fingerprint=hashlib.sha256(certificate_der).digest(),
-    )
-    trace.append(Step(1, f"device certificate CN={cn!r} Sn={device_sn} issuer={issuer_name}"))
 
     # Step 2: registered (same CA, same serial)?
-    ca = index.issuer_of(certificate)
-    device = None
-    if ca is not None:
-        facts = replace(facts, ca_sn=ca.sn)
-        device = index.device(ca.sn, device_sn)
-    if ca is not None and device is not None:
-        if device.fingerprint != facts.fingerprint:
-            return deny(
-                2, SERIAL_COLLISION, f"another certificate is registered with CA {ca.sn} and Sn {device_sn}"
+    ca = _issuer(device, index)
+    registered = None if ca is None else index.device(ca.sn, device.device_sn)
+    if ca is not None and registered is not None:
+        if registered.fingerprint != device.fingerprint:
+            return _decision(
+                device,
+                ca.sn,
+                True,
+                2,
+                SERIAL_COLLISION,
+                f"another certificate is registered with CA {ca.sn} and Sn {device.device_sn}",
             )
-        if not device.active:
-            return deny(2, DEVICE_INACTIVE, "the device certificate is registered and inactive")
-        trace.append(Step(2, "registered and active: go to step 5"))
+        if not registered.active:
+            return _decision(
+                device, ca.sn, True, 2, DEVICE_INACTIVE, "the device certificate is registered and inactive"
+            )
         # Step 5 also covers the CA's own status for a registered device.
         if not ca.active:
-            return deny(5, CA_INACTIVE, f"CA {ca.sn} is inactive")
-    else:
-        trace.append(Step(2, "not registered: go to step 3"))
-        # Step 3: the registered CA that issued it.
-        if ca is None:
-            return deny(3, CA_NOT_REGISTERED, f"no registered CA issued it ({issuer_name})")
-        trace.append(Step(3, f"issued by registered CA {ca.sn}"))
-        # Step 4: is that CA active?
-        if not ca.active:
-            return deny(4, CA_INACTIVE, f"CA {ca.sn} is inactive")
-        trace.append(Step(4, f"CA {ca.sn} is active"))
+            return _decision(device, ca.sn, True, 5, CA_INACTIVE, f"CA {ca.sn} is inactive")
+        # A registered device presented the very bytes (same fingerprint) whose signature and
+        # usages were checked when it was registered, so only what time changes is checked again.
+        failure = _validity_failure(device, now)
+        if failure is not None:
+            return _decision(device, ca.sn, True, 5, *failure)
+        # Step 6: allow.
+        return _decision(device, ca.sn, True, 6, REGISTERED_DEVICE, "registered and active", allowed=True)
 
-    # Step 5: validate the certificate against the CA at the current time. A registered device
-    # presented the very bytes (same fingerprint) whose signature and usages were checked when
-    # it was registered, so only what time changes is checked again.
-    failure = _validity_failure(certificate, now) if device is not None else _validate(certificate, ca, now)
+    # Step 3: not registered; the registered CA that issued it.
+    if ca is None:
+        return _decision(
+            device, "", False, 3, CA_NOT_REGISTERED, f"no registered CA issued it ({device.issuer_name})"
+        )
+    # Step 4: is that CA active?
+    if not ca.active:
+        return _decision(device, ca.sn, False, 4, CA_INACTIVE, f"CA {ca.sn} is inactive")
+    # Step 5: validate the certificate against the CA at the current time.
+    failure = _validate(device, ca, now)
     if failure is not None:
-        return deny(5, *failure)
-    trace.append(Step(5, "signature, validity period, CA flag and key usage are valid"))
-
-    # Step 6: allow (registering the device if it is new: the caller's part).
-    if device is not None:
-        reason, detail = REGISTERED_DEVICE, "registered and active"
-    else:
-        reason, detail = NEW_DEVICE, "new device: registered on this connection"
-    trace.append(Step(6, f"allow: {detail}"))
-    return replace(
-        facts,
-        allowed=True,
-        step=6,
-        reason=reason,
-        detail=detail,
-        needs_registration=device is None,
-        trace=tuple(trace),
+        return _decision(device, ca.sn, False, 5, *failure)
+    # Step 6: allow, registering the device (the caller's part).
+    return _decision(
+        device, ca.sn, False, 6, NEW_DEVICE, "new device: registered on this connection", allowed=True
     )
 
 

@@ -13,6 +13,7 @@ SHA-256 fingerprint, and a set of the serials that are inactive (usually few).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -96,6 +97,11 @@ def name_key(name: x509.Name) -> NameKey:
     )
 
 
+# One sequence for every index in the process, so that no two indexes ever show the same
+# generation and a remembered answer of one is never taken for the other's.
+_ca_generations = itertools.count(1)
+
+
 def _serial_key(device_sn: str) -> bytes | None:
     try:
         return bytes.fromhex(device_sn)
@@ -114,6 +120,7 @@ class TrustIndex:
         self._inactive: dict[str, set[bytes]] = {}
         self._device_count = 0
         self._inactive_count = 0
+        self._ca_generation = next(_ca_generations)
 
     # --- reads (the hot path) -------------------------------------------------------------------
 
@@ -165,6 +172,13 @@ class TrustIndex:
         return candidates[0]
 
     @property
+    def ca_generation(self) -> int:
+        """A number that changes whenever a CA is added, replaced (a status change) or removed,
+        and that no other index shows: while it stays the same, :meth:`issuer_of` gives the same
+        answer for the same certificate, so the decision procedure may remember that answer."""
+        return self._ca_generation
+
+    @property
     def device_count(self) -> int:
         return self._device_count
 
@@ -195,6 +209,8 @@ class TrustIndex:
         else:
             same_subject.append(entry)
         self._devices.setdefault(entry.sn, {})
+        # After the change, so that an answer found before it is never filed under the new number.
+        self._ca_generation = next(_ca_generations)
 
     def set_ca_active(self, sn: str, active: bool) -> None:
         entry = self._cas.get(sn)
@@ -222,6 +238,7 @@ class TrustIndex:
                 self._cas_by_subject.pop(key, None)
         self._device_count -= len(self._devices.pop(sn, ()))
         self._inactive_count -= len(self._inactive.pop(sn, ()))
+        self._ca_generation = next(_ca_generations)
 
     def put_device(self, ca_sn: str, device_sn: str, fingerprint: bytes, active: bool) -> None:
         key = bytes.fromhex(device_sn)
@@ -292,3 +309,4 @@ class TrustIndex:
         self._inactive = other._inactive
         self._device_count = other._device_count
         self._inactive_count = other._inactive_count
+        self._ca_generation = next(_ca_generations)
