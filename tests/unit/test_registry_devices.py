@@ -4,15 +4,23 @@ statuses, deletion, listing, events after commit, and the index after a restart.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime
+import logging
+import threading
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from certmq import pki
 from certmq.registry import (
     CaDeleted,
     DeviceAdded,
     DeviceDeleted,
+    DeviceRecord,
     DeviceStatusChanged,
     FindCaBySnError,
     FindDeviceBySnError,
@@ -24,7 +32,7 @@ from certmq.registry import (
     Status,
     open_registry,
 )
-from certmq.registry.store import RegistryStore
+from certmq.registry.store import NewDevice, RegistryStore
 
 from .registry_fixtures import (
     INSTANCE_ID,
@@ -36,6 +44,7 @@ from .registry_fixtures import (
     register,
     registry,
     store,
+    synthetic_devices,
 )
 
 __all__ = ["clock", "postgresql_server", "registry", "store"]  # fixtures
@@ -83,7 +92,7 @@ async def test_serial_with_high_bit_keeps_its_sign_octet(registry: RegistryServi
 
 
 async def test_concurrent_first_connections_register_once(
-    registry: RegistryService, store: RegistryStore
+    registry: RegistryService, store: RegistryStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     events: list[RegistryEvent] = []
     registry.events.subscribe(events.append)
@@ -91,11 +100,214 @@ async def test_concurrent_first_connections_register_once(
     ca_record = await register(registry, ca)
     certificate = make_device(ca)
 
-    records = await asyncio.gather(*(registry.register_device(ca_record.sn, certificate) for _ in range(20)))
+    with caplog.at_level(logging.INFO, logger="certmq.registry"):
+        records = await asyncio.gather(
+            *(registry.register_device(ca_record.sn, certificate) for _ in range(20))
+        )
 
     assert len(set(records)) == 1
     assert device_rows(store) == 1
     assert events.count(DeviceAdded(ca_record.sn, records[0].device_sn)) == 1
+    lines = [
+        r.getMessage() for r in caplog.records if r.getMessage().startswith(f"device {records[0].device_sn} ")
+    ]
+    assert len(lines) == 1 and "registered" in lines[0]
+
+
+def reopen(store: RegistryStore) -> RegistryStore:
+    """The same database opened again, as after a restart: what it returns was committed."""
+    return open_registry(store.engine.url.render_as_string(hide_password=False))
+
+
+class HeldStore:
+    """Holds the registry's database thread in its first ``add_devices`` until ``release``, so
+    that the registrations made meanwhile queue up; records the size of every batch."""
+
+    def __init__(self, store: RegistryStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.batches: list[int] = []
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self._add_devices = store.add_devices
+        monkeypatch.setattr(store, "add_devices", self.add_devices)
+
+    def add_devices(
+        self, devices: Sequence[NewDevice], now: datetime.datetime
+    ) -> list[tuple[DeviceRecord, bool] | Exception]:
+        self.entered.set()
+        self.gate.wait(30)
+        self.batches.append(len(devices))
+        return self._add_devices(devices, now)
+
+    async def occupy(self, call: Coroutine[Any, Any, DeviceRecord]) -> asyncio.Task[DeviceRecord]:
+        """Start ``call`` and wait until its registration holds the database thread."""
+        task = asyncio.create_task(call)
+        while not self.entered.is_set():
+            await asyncio.sleep(0.001)
+        return task
+
+    async def queue(self, *calls: Coroutine[Any, Any, DeviceRecord]) -> list[asyncio.Task[DeviceRecord]]:
+        tasks = [asyncio.create_task(call) for call in calls]
+        for _ in range(3):
+            await asyncio.sleep(0)  # every call reaches its registration's future
+        return tasks
+
+    def release(self) -> None:
+        self.gate.set()
+
+
+def registered(result: DeviceRecord | BaseException) -> DeviceRecord:
+    assert isinstance(result, DeviceRecord), result
+    return result
+
+
+async def test_concurrent_registrations_of_distinct_devices_share_one_commit(
+    registry: RegistryService, store: RegistryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """First connections that arrive while the database thread is busy are written in one
+    transaction, with one INSERT; each caller gets its own record once it is durable."""
+    events: list[RegistryEvent] = []
+    registry.events.subscribe(events.append)
+    ca = make_ca()
+    ca_record = await register(registry, ca)
+    certificates = [make_device(ca, f"sensor-{n:02d}") for n in range(30)]
+    inserts: list[str] = []
+
+    def count_inserts(connection: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO DEVICE_CERTIFICATE"):
+            inserts.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", count_inserts)
+    held = HeldStore(store, monkeypatch)
+    first = await held.occupy(registry.register_device(ca_record.sn, certificates[0]))
+    tasks = await held.queue(*(registry.register_device(ca_record.sn, c) for c in certificates[1:]))
+    held.release()
+    records = await asyncio.gather(first, *tasks)
+    event.remove(store.engine, "before_cursor_execute", count_inserts)
+
+    # The first registration took the thread alone; the 29 that waited went in together.
+    assert held.batches == [1, 29]
+    assert len(inserts) == 2
+    assert [record.name for record in records] == [f"sensor-{n:02d}" for n in range(30)]
+    added = [change.device_sn for change in events if isinstance(change, DeviceAdded)]
+    assert sorted(added) == sorted(record.device_sn for record in records)
+    for record in records:
+        entry = registry.index.device(ca_record.sn, record.device_sn)
+        assert entry is not None and entry.active
+    reopened = reopen(store)
+    try:
+        stored, total = reopened.list_devices(0, 100, ca_sn=ca_record.sn)
+        assert total == 30
+        assert sorted(stored, key=lambda r: r.device_sn) == sorted(records, key=lambda r: r.device_sn)
+    finally:
+        reopened.close()
+
+
+async def test_one_failing_registration_does_not_fail_its_batch(
+    registry: RegistryService, store: RegistryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A device whose CA is not registered fails the batch's transaction (its foreign key):
+    the others are written again one by one and only it fails."""
+    events: list[RegistryEvent] = []
+    registry.events.subscribe(events.append)
+    ca = make_ca()
+    ca_record = await register(registry, ca)
+    good = [make_device(ca, f"good-{n}") for n in range(6)]
+    held = HeldStore(store, monkeypatch)
+    first = await held.occupy(registry.register_device(ca_record.sn, make_device(ca, "first")))
+    tasks = await held.queue(
+        *(registry.register_device(ca_record.sn, c) for c in good[:3]),
+        registry.register_device("00aa", make_device(make_ca("Unknown"), "orphan")),
+        *(registry.register_device(ca_record.sn, c) for c in good[3:]),
+    )
+    held.release()
+    results = await asyncio.gather(first, *tasks, return_exceptions=True)
+
+    assert held.batches == [1, 7]
+    assert isinstance(results.pop(4), FindCaBySnError)
+    assert [registered(result).name for result in results] == ["first"] + [f"good-{n}" for n in range(6)]
+    assert sum(isinstance(change, DeviceAdded) for change in events) == 7
+    assert registry.index.device_count == 7
+    reopened = reopen(store)
+    try:
+        assert reopened.list_devices(0, 100, ca_sn=ca_record.sn)[1] == 7
+        assert reopened.list_devices(0, 100, ca_sn="00aa")[1] == 0
+    finally:
+        reopened.close()
+
+
+async def test_idempotency_and_collisions_within_one_batch(
+    registry: RegistryService, store: RegistryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca, other = make_ca(), make_ca("Other")
+    ca_record, other_record = await register(registry, ca), await register(registry, other)
+    known = make_device(ca, "known")
+    known_record = await registry.register_device(ca_record.sn, known)
+    events: list[RegistryEvent] = []
+    registry.events.subscribe(events.append)
+    fresh, original, impostor = (
+        make_device(ca, "fresh"),
+        make_device(ca, "a", serial=7),
+        make_device(ca, "b", serial=7),
+    )
+    held = HeldStore(store, monkeypatch)
+    occupant = await held.occupy(registry.register_device(ca_record.sn, make_device(ca, "first")))
+    tasks = await held.queue(
+        registry.register_device(ca_record.sn, fresh),
+        registry.register_device(ca_record.sn, fresh),  # shares the registration above
+        registry.register_device(ca_record.sn, known),  # registered before: its record
+        registry.register_device(ca_record.sn, original),
+        registry.register_device(ca_record.sn, impostor),  # the serial of a pending registration
+        registry.register_device(other_record.sn, fresh),  # the same certificate under another CA
+    )
+    held.release()
+    results = await asyncio.gather(occupant, *tasks, return_exceptions=True)
+
+    first, fresh_record, fresh_again, known_again, original_record = map(registered, results[:5])
+    assert fresh_record == fresh_again and fresh_record.name == "fresh"
+    assert known_again == known_record
+    assert original_record.name == "a"
+    assert isinstance(results[5], SerialCollision)
+    assert isinstance(results[6], SerialCollision)
+    assert held.batches == [1, 4]  # fresh, known, original, and fresh under the other CA
+    added = sorted(change.device_sn for change in events if isinstance(change, DeviceAdded))
+    assert added == sorted([first.device_sn, fresh_record.device_sn, original_record.device_sn])
+    assert registry.index.device(other_record.sn, fresh_record.device_sn) is None
+    assert device_rows(store) == 4
+
+
+async def test_store_batch_keeps_each_result(registry: RegistryService, store: RegistryStore) -> None:
+    """``add_devices`` straight on the store: created, idempotent, collisions and rows the
+    database refuses, each with its own result, in order; what went in is durable."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_sn = (await register(registry, make_ca())).sn
+    first, second, third, fourth = synthetic_devices(ca_sn, 4)
+    (before,) = store.add_devices([first], now)
+    assert not isinstance(before, Exception) and before[1]
+    naive = dataclasses.replace(third, valid_begin=third.valid_begin.replace(tzinfo=None))
+    impostor = dataclasses.replace(first, fingerprint=second.fingerprint[::-1])
+    twin = dataclasses.replace(second, device_sn="0b" + second.device_sn)
+    orphan = dataclasses.replace(fourth, ca_sn="0c")
+
+    results = store.add_devices([second, first, naive, impostor, twin, orphan, fourth], now)
+
+    assert results[0] == (store.get_device(ca_sn, second.device_sn), True)  # as stored, not read back
+    assert results[1] == (before[0], False)
+    assert isinstance(results[2], Exception) and "timezone-aware" in str(results[2])
+    assert isinstance(results[3], SerialCollision)  # another certificate with first's serial
+    assert isinstance(results[4], SerialCollision)  # second's certificate under another serial
+    assert isinstance(results[5], FindCaBySnError)
+    assert results[6] == (store.get_device(ca_sn, fourth.device_sn), True)
+    reopened = reopen(store)
+    try:
+        stored, total = reopened.list_devices(0, 100, ca_sn=ca_sn)
+        assert total == 3
+        assert {record.device_sn for record in stored} == {
+            first.device_sn,
+            second.device_sn,
+            fourth.device_sn,
+        }
+    finally:
+        reopened.close()
 
 
 async def test_concurrent_registration_from_two_services(tmp_path: Path) -> None:

@@ -21,13 +21,16 @@ Typical use::
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import copy
 import datetime
 import functools
+import hashlib
 import json
 import logging
 import secrets
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -35,7 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from certmq.pki import common_name, serial_hex
 from certmq.registry.errors import (
@@ -58,7 +61,7 @@ from certmq.registry.events import (
 )
 from certmq.registry.index import CaEntry, TrustIndex
 from certmq.registry.models import Result, Status
-from certmq.registry.proof import certificate_pem, check_ca_registration
+from certmq.registry.proof import check_ca_registration
 from certmq.registry.records import (
     CaRecord,
     Decision,
@@ -76,6 +79,8 @@ from certmq.registry.store import NewDevice, RegistryStore
 log = logging.getLogger("certmq.registry")
 
 R = TypeVar("R")
+# A device waiting for the database thread, and the future of its registration.
+_Registration = tuple[NewDevice, "asyncio.Future[tuple[DeviceRecord, bool]]"]
 
 DEFAULT_CA_LIMIT = 1000
 REGISTRATION_CODE_LIFETIME = datetime.timedelta(hours=24)
@@ -93,6 +98,8 @@ DECISION_MAX_AGE = datetime.timedelta(days=30)
 # Decisions waiting in memory when the database cannot keep up; beyond it the oldest are dropped.
 DECISION_BUFFER_LIMIT = 100_000
 RETENTION_INTERVAL = 60.0
+# At most this many first-time devices are written in one transaction (group commit).
+REGISTRATION_BATCH = 256
 # Column sizes of the decision table; longer values are cut to fit.
 _DECISION_LIMITS = {"listener": 32, "peer": 128, "ca_sn": 128, "device_sn": 128, "result": 8, "reason": 64}
 # The operations log of the RPC API: kept longer than decisions, it is the record of who changed
@@ -152,6 +159,13 @@ def _unknown_device(ca_sn: str, device_sn: str) -> FindDeviceBySnError:
 def _text(value: object, limit: int | None = None) -> str:
     text = "" if value is None else str(value)
     return text[:limit] if limit is not None and len(text) > limit else text
+
+
+def _certificate_pem(der: bytes) -> str:
+    """PEM of a certificate's DER, as ``public_bytes(Encoding.PEM)`` writes it (64-column base64)."""
+    text = base64.b64encode(der).decode("ascii")
+    lines = "\n".join(text[start : start + 64] for start in range(0, len(text), 64))
+    return f"-----BEGIN CERTIFICATE-----\n{lines}\n-----END CERTIFICATE-----\n"
 
 
 def _decision_row(decision: Decision) -> dict[str, Any]:
@@ -257,6 +271,9 @@ class RegistryService:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="certmq-registry")
         self._settings: dict[str, Any] = {}
         self._registering: dict[tuple[str, str], asyncio.Future[tuple[DeviceRecord, bool]]] = {}
+        # The registrations that the database thread has not taken yet: written in one transaction.
+        self._registrations: list[_Registration] | None = None
+        self._registrations_lock = threading.Lock()
         self._decisions: deque[Decision] = deque()
         self._decisions_dropped = 0
         self._decisions_written = 0
@@ -563,56 +580,117 @@ class RegistryService:
         """Auto-registration (SPEC 3 step 6): store the device certificate as active under the CA
         ``ca_sn``. Idempotent: concurrent calls for one device share one registration and return
         the same record, and a device that is already registered returns its record. Raises
-        SerialCollision when another certificate holds the (CA, serial) pair."""
+        SerialCollision when another certificate holds the (CA, serial) pair.
+
+        Devices whose registrations wait for the database thread are written together, in one
+        transaction with one commit; each call still returns once its device is durable."""
         device_sn = serial_hex(certificate)
-        fingerprint = certificate.fingerprint(hashes.SHA256())
-        key = (ca_sn, device_sn)
+        # The DER once, for the fingerprint and the PEM (each of cryptography's calls encodes it).
+        der = certificate.public_bytes(Encoding.DER)
+        digest = hashlib.sha256(der).digest()
         known = self.index.device(ca_sn, device_sn)
-        if known is not None and known.fingerprint != fingerprint:
+        if known is not None and known.fingerprint != digest:
             raise SerialCollision(
                 f"another certificate is registered with CA Sn {ca_sn} and serial {device_sn}; "
                 f"a CA must not reuse serial numbers",
                 ca_sn=ca_sn,
                 device_sn=device_sn,
             )
+        fingerprint = digest.hex()
+        key = (ca_sn, device_sn)
         pending = self._registering.get(key)
         if pending is None:
             new = NewDevice(
                 ca_sn=ca_sn,
                 device_sn=device_sn,
                 name=common_name(certificate),
-                pem=certificate_pem(certificate),
-                fingerprint=fingerprint.hex(),
+                pem=_certificate_pem(der),
+                fingerprint=fingerprint,
                 valid_begin=certificate.not_valid_before_utc,
                 valid_end=certificate.not_valid_after_utc,
             )
-            now = self.clock()
-
-            def after_commit(result: tuple[DeviceRecord, bool]) -> None:
-                record, created = result
-                self.index.put_device(ca_sn, device_sn, bytes.fromhex(record.fingerprint), record.active)
-                if created:
-                    self._emit(DeviceAdded(ca_sn, device_sn))
-
-            def forget(done: asyncio.Future[tuple[DeviceRecord, bool]]) -> None:
-                if self._registering.get(key) is done:
-                    del self._registering[key]
-                if not done.cancelled():
-                    done.exception()  # retrieved here, so a failure is not reported as unhandled
-
-            pending = self._submit(functools.partial(self.store.add_device, new, now), after_commit)
+            pending = self._queue_registration(new)
             self._registering[key] = pending
-            pending.add_done_callback(forget)
-        record, created = await asyncio.shield(pending)
-        if record.fingerprint != fingerprint.hex():
+            pending.add_done_callback(functools.partial(self._forget_registration, key))
+        record, _ = await asyncio.shield(pending)
+        if record.fingerprint != fingerprint:
             raise SerialCollision(
                 f"another certificate is being registered with CA Sn {ca_sn} and serial {device_sn}",
                 ca_sn=ca_sn,
                 device_sn=device_sn,
             )
-        if created:
-            log.info("device %s of CA %s registered (%s)", device_sn, ca_sn, record.name)
         return record
+
+    def _forget_registration(
+        self, key: tuple[str, str], done: asyncio.Future[tuple[DeviceRecord, bool]]
+    ) -> None:
+        if self._registering.get(key) is done:
+            del self._registering[key]
+        if not done.cancelled():
+            done.exception()  # retrieved here, so a failure is not reported as unhandled
+
+    def _queue_registration(self, new: NewDevice) -> asyncio.Future[tuple[DeviceRecord, bool]]:
+        """Add ``new`` to the registrations that the database thread has not taken yet, and
+        start writing them when none is under way. The future is resolved on the loop, after the
+        commit, the index and the event."""
+        if self._closed:
+            raise RuntimeError("the registry service is closed")
+        loop = asyncio.get_running_loop()
+        registration: _Registration = (new, loop.create_future())
+        with self._registrations_lock:
+            batch = self._registrations
+            start = batch is None or len(batch) >= REGISTRATION_BATCH
+            if start:
+                batch = self._registrations = []
+            assert batch is not None
+            batch.append(registration)
+        if start:
+            written = loop.run_in_executor(self._executor, self._write_registrations, batch)
+            written.add_done_callback(functools.partial(self._apply_registrations, batch))
+        return registration[1]
+
+    def _write_registrations(self, batch: list[_Registration]) -> list[tuple[DeviceRecord, bool] | Exception]:
+        """On the database thread: close ``batch`` (later registrations start the next one) and
+        write it in one transaction."""
+        with self._registrations_lock:
+            if self._registrations is batch:
+                self._registrations = None
+        try:
+            return self.store.add_devices([new for new, _ in batch], self.clock())
+        except Exception as error:
+            return [error] * len(batch)
+
+    def _apply_registrations(
+        self,
+        batch: list[_Registration],
+        written: asyncio.Future[list[tuple[DeviceRecord, bool] | Exception]],
+    ) -> None:
+        """On the loop, in commit order with the other changes: update the index, emit
+        DeviceAdded and log each device registered, then resolve its future."""
+        results: list[tuple[DeviceRecord, bool] | Exception]
+        if written.cancelled():
+            results = [RuntimeError("the registration was cancelled")] * len(batch)
+        elif (error := written.exception()) is not None:
+            results = [error if isinstance(error, Exception) else RuntimeError(str(error))] * len(batch)
+        else:
+            results = written.result()
+        for (new, future), result in zip(batch, results, strict=True):
+            if isinstance(result, Exception):
+                if not future.done():
+                    future.set_exception(result)
+                continue
+            record, created = result
+            try:
+                self.index.put_device(
+                    new.ca_sn, new.device_sn, bytes.fromhex(record.fingerprint), record.active
+                )
+                if created:
+                    self._emit(DeviceAdded(new.ca_sn, new.device_sn))
+                    log.info("device %s of CA %s registered (%s)", new.device_sn, new.ca_sn, record.name)
+            except Exception:
+                log.exception("could not apply a committed registry change to the index")
+            if not future.done():
+                future.set_result(result)
 
     # --- reapplying changes made elsewhere (SPEC 11) --------------------------------------------
 

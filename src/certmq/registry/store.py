@@ -35,8 +35,10 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import URL, Connection, Row, make_url
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from certmq.registry import models
@@ -213,6 +215,12 @@ def _operation_record(row: models.ApiOperation) -> OperationRecord:
 
 
 _DEVICE_COLUMNS = tuple(getattr(DeviceCertificate, field.name) for field in dataclasses.fields(DeviceRecord))
+_DEVICE_TABLE = models.Base.metadata.tables[DeviceCertificate.__tablename__]
+
+
+def _selected_device_record(row: Row[Any]) -> DeviceRecord:
+    """The record of a row selected with ``_DEVICE_COLUMNS``."""
+    return DeviceRecord(**{**row._mapping, "status": Status(row.status)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +260,80 @@ class NewDevice:
     valid_end: datetime.datetime
 
 
+def _new_device_values(device: NewDevice, created_at: datetime.datetime) -> dict[str, Any]:
+    return {
+        "ca_sn": device.ca_sn,
+        "device_sn": device.device_sn,
+        "name": device.name,
+        "pem": device.pem,
+        "fingerprint": device.fingerprint,
+        "valid_begin": device.valid_begin,
+        "valid_end": device.valid_end,
+        "status": Status.ACTIVE.value,
+        "created_at": created_at,
+        "updated_at": created_at,
+    }
+
+
+def _new_device_record(device: NewDevice, created_at: datetime.datetime) -> DeviceRecord:
+    """The record of a device just inserted, as reading its row back would give it."""
+    return DeviceRecord(
+        ca_sn=device.ca_sn,
+        device_sn=device.device_sn,
+        name=device.name,
+        pem=device.pem,
+        fingerprint=device.fingerprint,
+        valid_begin=device.valid_begin.astimezone(datetime.UTC),
+        valid_end=device.valid_end.astimezone(datetime.UTC),
+        status=Status.ACTIVE,
+        created_at=created_at,
+        updated_at=created_at,
+    )
+
+
+def _conflicting_device(connection: Connection, device: NewDevice) -> DeviceRecord | None:
+    """The stored device that kept ``device`` out: the one with its (CA, serial) pair, else the
+    one with its fingerprint."""
+    row = connection.execute(
+        select(*_DEVICE_COLUMNS).where(
+            DeviceCertificate.ca_sn == device.ca_sn, DeviceCertificate.device_sn == device.device_sn
+        )
+    ).first()
+    if row is None:
+        row = connection.execute(
+            select(*_DEVICE_COLUMNS).where(DeviceCertificate.fingerprint == device.fingerprint)
+        ).first()
+    return None if row is None else _selected_device_record(row)
+
+
+def _already_registered(
+    device: NewDevice, stored: DeviceRecord | None
+) -> tuple[DeviceRecord, bool] | Exception:
+    """``(stored, False)`` when ``stored`` is ``device`` registered before (idempotent), else
+    the SerialCollision that kept it out."""
+    if stored is None:
+        # It conflicted with a row that was gone when read (deleted meanwhile by another process).
+        return SerialCollision(
+            f"device certificate {device.device_sn} of CA {device.ca_sn} could not be registered",
+            ca_sn=device.ca_sn,
+            device_sn=device.device_sn,
+        )
+    if stored.fingerprint != device.fingerprint:
+        return SerialCollision(
+            f"another certificate is registered with CA Sn {device.ca_sn} and serial {device.device_sn} "
+            f"(fingerprint {stored.fingerprint}); a CA must not reuse serial numbers",
+            ca_sn=device.ca_sn,
+            device_sn=device.device_sn,
+        )
+    if (stored.ca_sn, stored.device_sn) != (device.ca_sn, device.device_sn):
+        return SerialCollision(
+            f"this certificate is already registered under CA Sn {stored.ca_sn}",
+            ca_sn=device.ca_sn,
+            device_sn=device.device_sn,
+        )
+    return stored, False
+
+
 class RegistryStore:
     """The registry's tables, one transaction per method. Not thread-safe: use it from one thread."""
 
@@ -259,6 +341,13 @@ class RegistryStore:
         self.engine = engine
         # Reads begin a plain (deferred) transaction on SQLite: they never wait for the write lock.
         self._read_engine = engine.execution_options(**{_READ_ONLY: True})
+        # The statement of auto-registration, built once: it runs on every first connection.
+        insert_of_dialect = postgresql_insert if engine.dialect.name == "postgresql" else sqlite_insert
+        self._insert_devices_statement = (
+            insert_of_dialect(_DEVICE_TABLE)
+            .on_conflict_do_nothing()
+            .returning(_DEVICE_TABLE.c.ca_sn, _DEVICE_TABLE.c.device_sn)
+        )
 
     @property
     def dialect(self) -> str:
@@ -439,67 +528,68 @@ class RegistryStore:
         when the same certificate is already registered, that record (idempotent). Raises
         SerialCollision when another certificate holds its (CA, serial) pair, FindCaBySnError when
         the CA is not registered."""
-        row = DeviceCertificate(
-            ca_sn=new.ca_sn,
-            device_sn=new.device_sn,
-            name=new.name,
-            pem=new.pem,
-            fingerprint=new.fingerprint,
-            valid_begin=new.valid_begin,
-            valid_end=new.valid_end,
-            status=Status.ACTIVE.value,
-            created_at=now,
-            updated_at=now,
-        )
+        (result,) = self.add_devices([new], now)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def add_devices(
+        self, devices: Sequence[NewDevice], now: datetime.datetime
+    ) -> list[tuple[DeviceRecord, bool] | Exception]:
+        """Register device certificates as active in one transaction, one commit for all (the
+        first connections of many devices at once). For each device, in order, what
+        :meth:`add_device` returns, or the error it would raise. When the transaction fails as a
+        whole because of a row (a CA not registered, a value the database refuses), each device is
+        tried again in its own transaction, so that one bad row fails alone."""
+        if not devices:
+            return []
         try:
-            with self._session() as session, session.begin():
-                if session.scalar(select(CaCertificate.id).where(CaCertificate.sn == new.ca_sn)) is None:
-                    raise FindCaBySnError(f"no CA certificate is registered with Sn {new.ca_sn}")
-                existing = session.scalars(
-                    select(DeviceCertificate).where(
-                        DeviceCertificate.ca_sn == new.ca_sn, DeviceCertificate.device_sn == new.device_sn
-                    )
-                ).first()
-                if existing is None:
-                    session.add(row)
-                    session.flush()
-                    return _device_record(row), True
-        except IntegrityError:
-            # Another process registered it (or the CA went away) between our read and insert.
-            pass
-        with self._read_session() as session:
-            existing = session.scalars(
-                select(DeviceCertificate).where(
-                    DeviceCertificate.ca_sn == new.ca_sn, DeviceCertificate.device_sn == new.device_sn
-                )
-            ).first()
-            if existing is None:
-                existing = session.scalars(
-                    select(DeviceCertificate).where(DeviceCertificate.fingerprint == new.fingerprint)
-                ).first()
-            if existing is None:
-                if session.scalar(select(CaCertificate.id).where(CaCertificate.sn == new.ca_sn)) is None:
-                    raise FindCaBySnError(f"no CA certificate is registered with Sn {new.ca_sn}")
-                raise SerialCollision(
-                    f"device certificate {new.device_sn} of CA {new.ca_sn} could not be registered",
-                    ca_sn=new.ca_sn,
-                    device_sn=new.device_sn,
-                )
-            record = _device_record(existing)
-        if record.fingerprint != new.fingerprint:
-            raise SerialCollision(
-                f"another certificate is registered with CA Sn {new.ca_sn} and serial {new.device_sn} "
-                f"(fingerprint {record.fingerprint}); a CA must not reuse serial numbers",
-                ca_sn=new.ca_sn,
-                device_sn=new.device_sn,
-            )
-        if (record.ca_sn, record.device_sn) != (new.ca_sn, new.device_sn):
-            raise SerialCollision(
-                f"this certificate is already registered under CA Sn {record.ca_sn}",
-                ca_sn=new.ca_sn,
-                device_sn=new.device_sn,
-            )
-        return record, False
+            return self._insert_devices(devices, now)
+        except OperationalError as error:
+            # The database failed, not a row (unreachable, locked beyond the busy timeout):
+            # every device fails with it rather than waiting for it once more each.
+            return [error] * len(devices)
+        except Exception as error:
+            if len(devices) == 1:
+                return [self._insert_error(devices[0], error)]
+        results: list[tuple[DeviceRecord, bool] | Exception] = []
+        for device in devices:
+            try:
+                results += self._insert_devices([device], now)
+            except Exception as error:
+                results.append(self._insert_error(device, error))
+        return results
+
+    def _insert_devices(
+        self, devices: Sequence[NewDevice], now: datetime.datetime
+    ) -> list[tuple[DeviceRecord, bool] | Exception]:
+        """One transaction: one INSERT … ON CONFLICT DO NOTHING … RETURNING of every device, and
+        a read of the stored row only for a device that conflicted. A device that went in is not
+        read back: its record is what was inserted. The foreign key checks the CA (and, on
+        PostgreSQL, locks it against deletion until the commit)."""
+        created_at = now.astimezone(datetime.UTC)
+        rows = [_new_device_values(device, created_at) for device in devices]
+        with self.engine.begin() as connection:
+            # A (CA, serial) pair or a fingerprint already stored, or stored at the same time by
+            # another process, is skipped rather than an error, and is not returned.
+            returned = connection.execute(self._insert_devices_statement, rows)
+            inserted = {(row.ca_sn, row.device_sn) for row in returned}
+            results: list[tuple[DeviceRecord, bool] | Exception] = []
+            for device in devices:
+                key = (device.ca_sn, device.device_sn)
+                if key in inserted:
+                    inserted.discard(key)  # the same device twice in a batch: the second finds the first
+                    results.append((_new_device_record(device, created_at), True))
+                else:
+                    results.append(_already_registered(device, _conflicting_device(connection, device)))
+            return results
+
+    def _insert_error(self, device: NewDevice, error: Exception) -> Exception:
+        """The error of a device whose own transaction failed: FindCaBySnError when it is the
+        foreign key, its CA not registered; else the database's error."""
+        if isinstance(error, IntegrityError) and not self.ca_exists(device.ca_sn):
+            return FindCaBySnError(f"no CA certificate is registered with Sn {device.ca_sn}")
+        return error
 
     def import_devices(
         self, devices: Iterable[NewDevice], now: datetime.datetime, *, batch: int = IMPORT_BATCH
@@ -616,7 +706,7 @@ class RegistryStore:
                     .order_by(*order)
                     .limit(limit)
                 )
-                items = [DeviceRecord(**{**row._mapping, "status": Status(row.status)}) for row in rows]
+                items = [_selected_device_record(row) for row in rows]
             total = None
             if count:
                 total = (
