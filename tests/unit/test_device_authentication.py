@@ -11,9 +11,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certmq import pki
-from certmq.auth.connect import ConnectAttempt
+from certmq.auth.connect import AuthOutcome, ConnectAttempt
 from certmq.auth.decision import decide_device
 from certmq.auth.instance import InstanceAuthenticator
+from certmq.mqtt.reason_codes import ReasonCode
 from certmq.registry.index import CaEntry, TrustIndex, subject_key_identifier_of
 
 
@@ -77,3 +78,99 @@ def test_a_failed_registration_is_refused_and_recorded() -> None:
     assert not outcome.allowed
     assert [(r["result"], r["reason"]) for r in recorded] == [("deny", "registration-failed")]
     assert "disk full" in recorded[0]["detail"]
+
+
+def test_a_registered_device_is_decided_at_once_and_recorded() -> None:
+    index, ca = make_fleet()
+    der = device_der(ca, "dev-3")
+    first = decide_device(der, index)
+    index.put_device(first.ca_sn, first.device_sn, hashlib.sha256(der).digest(), True)
+    recorded: list[dict[str, Any]] = []
+    authenticator = InstanceAuthenticator(
+        instance_id="mqtt-unit",
+        access_keys={},
+        auth_mode=lambda: "mutual",
+        anonymous=False,
+        index=index,
+        audit=lambda **fields: recorded.append(fields),
+    )
+    attempt = ConnectAttempt("tls", "127.0.0.1:1", "dev-3", None, None, 4, der)
+    outcome = authenticator.authenticate(attempt)
+    assert isinstance(outcome, AuthOutcome), "no registration to wait for: the outcome comes at once"
+    assert outcome.allowed
+    assert outcome.identity == {"cert.cn": "dev-3", "cert.sn": first.device_sn, "cert.ca_sn": first.ca_sn}
+    assert recorded == [
+        {
+            "listener": "tls",
+            "peer": "127.0.0.1:1",
+            "client_id": "dev-3",
+            "ca_sn": first.ca_sn,
+            "device_sn": first.device_sn,
+            "cn": "dev-3",
+            "step": 6,
+            "result": "allow",
+            "reason": "registered-device",
+            "detail": recorded[0]["detail"],
+        }
+    ]
+
+
+def test_a_first_connection_waits_for_the_registration() -> None:
+    index, ca = make_fleet()
+    registered: list[str] = []
+
+    async def registrar(ca_sn: str, certificate: x509.Certificate) -> None:
+        registered.append(ca_sn)
+
+    authenticator = InstanceAuthenticator(
+        instance_id="mqtt-unit",
+        access_keys={},
+        auth_mode=lambda: "mutual",
+        anonymous=False,
+        index=index,
+        register_device=registrar,
+        bind_client_id="cn",
+    )
+    attempt = ConnectAttempt("tls", "127.0.0.1:1", "someone-else", None, None, 4, device_der(ca, "dev-4"))
+    pending = authenticator.authenticate(attempt)
+    assert not isinstance(pending, AuthOutcome) and not registered
+
+    async def wait() -> AuthOutcome:
+        return await pending  # type: ignore[misc]
+
+    outcome = asyncio.run(wait())
+    assert len(registered) == 1
+    assert (outcome.allowed, outcome.reason_code) == (False, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID)
+
+
+def test_plain_listeners_record_credential_decisions() -> None:
+    recorded: list[dict[str, Any]] = []
+    authenticator = InstanceAuthenticator(
+        instance_id="mqtt-unit",
+        access_keys={},
+        auth_mode=lambda: "mutual",
+        anonymous=True,
+        audit=lambda **fields: recorded.append(fields),
+    )
+    outcome = authenticator.authenticate(ConnectAttempt("tcp", "127.0.0.1:2", "c-1", None, None, 4))
+    assert isinstance(outcome, AuthOutcome) and outcome.allowed
+    assert recorded == [
+        {
+            "listener": "tcp",
+            "peer": "127.0.0.1:2",
+            "client_id": "c-1",
+            "ca_sn": "",
+            "device_sn": "",
+            "cn": "",
+            "step": 0,
+            "result": "allow",
+            "reason": "anonymous",
+            "detail": "anonymous access is on",
+        }
+    ]
+    strict = InstanceAuthenticator(
+        instance_id="mqtt-unit", access_keys={}, auth_mode=lambda: "one-way", anonymous=False
+    )
+    refused = strict.authenticate(ConnectAttempt("tcp", "127.0.0.1:2", "c-1", None, None, 4))
+    assert isinstance(refused, AuthOutcome)
+    assert (refused.allowed, refused.reason_code) == (False, ReasonCode.NOT_AUTHORIZED)

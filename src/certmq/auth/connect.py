@@ -1,11 +1,15 @@
 """The credential check run at every CONNECT, as a pluggable step.
 
-The broker calls :meth:`Authenticator.authenticate` once per CONNECT and waits for the outcome
-before it answers CONNACK. Implementations must not block the event loop.
+The broker calls :meth:`Authenticator.authenticate` once per CONNECT and answers CONNACK with
+its outcome. Implementations must not block the event loop: an outcome known at once is
+returned as is, and one that needs to wait (a database write, a remote service) as an awaitable,
+e.g. by an ``async def``. Most CONNECTs are decided at once, and the broker then answers them
+within the same read, without a task.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -38,20 +42,20 @@ ALLOW = AuthOutcome(True)
 
 
 class Authenticator(Protocol):
-    async def authenticate(self, attempt: ConnectAttempt) -> AuthOutcome: ...
+    def authenticate(self, attempt: ConnectAttempt) -> AuthOutcome | Awaitable[AuthOutcome]: ...
 
 
 class AnonymousAuthenticator:
     """Lets every client in: ``auth.anonymous = true``."""
 
-    async def authenticate(self, attempt: ConnectAttempt) -> AuthOutcome:
+    def authenticate(self, attempt: ConnectAttempt) -> AuthOutcome:
         return ALLOW
 
 
 class DenyWithoutCredentials:
     """Refuses every CONNECT: used when anonymous access is off and no credential scheme is set up."""
 
-    async def authenticate(self, attempt: ConnectAttempt) -> AuthOutcome:
+    def authenticate(self, attempt: ConnectAttempt) -> AuthOutcome:
         if attempt.username is None:
             return AuthOutcome(False, ReasonCode.NOT_AUTHORIZED, "credentials are required")
         return AuthOutcome(False, ReasonCode.BAD_USER_NAME_OR_PASSWORD, "unknown credentials")

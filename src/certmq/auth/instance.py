@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from cryptography import x509
 
-from certmq.auth.connect import AuthOutcome, ConnectAttempt
+from certmq.auth.connect import ALLOW, AuthOutcome, ConnectAttempt
 from certmq.auth.credentials import check_signature
 from certmq.auth.decision import (
     SERIAL_COLLISION,
@@ -80,108 +80,133 @@ class InstanceAuthenticator:
         self.bind_client_id = bind_client_id
         self.serial_collision_errors = serial_collision_errors
 
-    def _record(self, attempt: ConnectAttempt, decision: DeviceDecision | None, **fields: Any) -> None:
+    def _record(
+        self,
+        attempt: ConnectAttempt,
+        *,
+        result: str,
+        reason: str,
+        detail: str,
+        decision: DeviceDecision | None = None,
+    ) -> None:
+        """One audit record: the attempt, the certificate's names when a decision read them
+        (credential checks read none), and the outcome."""
         if self.audit is None:
             return
-        record: dict[str, Any] = {
-            "listener": attempt.listener,
-            "peer": attempt.peer,
-            "client_id": attempt.client_id,
-            "ca_sn": "",
-            "device_sn": "",
-            "cn": "",
-        }
-        if decision is not None:
-            record.update(
-                ca_sn=decision.ca_sn,
-                device_sn=decision.device_sn,
-                cn=decision.cn,
-                step=decision.step,
-                result="allow" if decision.allowed else "deny",
-                reason=decision.reason,
-                detail=decision.detail,
-            )
-        record.update(fields)
+        if decision is None:
+            ca_sn = device_sn = cn = ""
+            step = CREDENTIALS_STEP
+        else:
+            ca_sn, device_sn, cn, step = decision.ca_sn, decision.device_sn, decision.cn, decision.step
         try:
-            self.audit(**record)
+            self.audit(
+                listener=attempt.listener,
+                peer=attempt.peer,
+                client_id=attempt.client_id,
+                ca_sn=ca_sn,
+                device_sn=device_sn,
+                cn=cn,
+                step=step,
+                result=result,
+                reason=reason,
+                detail=detail,
+            )
         except Exception:
             log.exception("could not record the decision for %s", attempt.client_id)
 
-    async def authenticate(self, attempt: ConnectAttempt) -> AuthOutcome:
+    def _record_decision(self, attempt: ConnectAttempt, decision: DeviceDecision) -> None:
+        result = "allow" if decision.allowed else "deny"
+        self._record(
+            attempt, result=result, reason=decision.reason, detail=decision.detail, decision=decision
+        )
+
+    def authenticate(self, attempt: ConnectAttempt) -> AuthOutcome | Awaitable[AuthOutcome]:
+        """The outcome at once, but for a device's first connection, which waits for its registration."""
         if attempt.listener == TLS_LISTENER and self.auth_mode() == "mutual":
-            return await self._authenticate_device(attempt)
+            return self._authenticate_device(attempt)
         return self._authenticate_credentials(attempt, required=not self.anonymous)
 
     def _authenticate_credentials(self, attempt: ConnectAttempt, *, required: bool) -> AuthOutcome:
         if attempt.username is None and attempt.password is None:
             if required:
                 outcome = AuthOutcome(False, ReasonCode.NOT_AUTHORIZED, "credentials are required")
-                self._record(attempt, None, step=CREDENTIALS_STEP, result="deny", reason="no-credentials",
-                             detail=outcome.reason)  # fmt: skip
+                self._record(attempt, result="deny", reason="no-credentials", detail=outcome.reason)
                 return outcome
-            self._record(attempt, None, step=CREDENTIALS_STEP, result="allow", reason="anonymous",
-                         detail="anonymous access is on")  # fmt: skip
-            return AuthOutcome(True)
+            self._record(attempt, result="allow", reason="anonymous", detail="anonymous access is on")
+            return ALLOW
         outcome = check_signature(
             attempt.username, attempt.password, attempt.client_id, self.instance_id, self.access_keys
         )
         self._record(
             attempt,
-            None,
-            step=CREDENTIALS_STEP,
             result="allow" if outcome.allowed else "deny",
             reason="signature" if outcome.allowed else "bad-credentials",
             detail=outcome.reason or "valid Signature credentials",
         )
         return outcome
 
-    async def _authenticate_device(self, attempt: ConnectAttempt) -> AuthOutcome:
+    def _authenticate_device(self, attempt: ConnectAttempt) -> AuthOutcome | Awaitable[AuthOutcome]:
         if self.index is None:
             decision = decide_device(None, _EmptyIndex())
         else:
             decision = decide_device(attempt.peer_certificate, self.index)
         if decision.allowed and decision.needs_registration and self.register_device is not None:
-            assert decision.certificate is not None
-            try:
-                await self.register_device(decision.ca_sn, decision.certificate)
-            except self.serial_collision_errors:
-                decision = replace(
-                    decision,
-                    allowed=False,
-                    step=2,
-                    reason=SERIAL_COLLISION,
-                    detail="another certificate registered this serial first",
-                    needs_registration=False,
-                )
-            except Exception as error:
-                # The CA deleted meanwhile, the database unavailable...: refused, and recorded.
-                log.warning("could not register device %s of CA %s: %s", decision.cn, decision.ca_sn, error)
-                decision = replace(
-                    decision,
-                    allowed=False,
-                    reason=REGISTRATION_FAILED,
-                    detail=f"the device could not be registered: {error}",
-                    needs_registration=False,
-                )
+            return self._register_device(attempt, decision)
+        return self._conclude_device(attempt, decision)
+
+    async def _register_device(self, attempt: ConnectAttempt, decision: DeviceDecision) -> AuthOutcome:
+        """A device's first allowed connection: registered (SPEC 3 step 6), or refused after all."""
+        assert decision.certificate is not None and self.register_device is not None
+        try:
+            await self.register_device(decision.ca_sn, decision.certificate)
+        except self.serial_collision_errors:
+            decision = replace(
+                decision,
+                allowed=False,
+                step=2,
+                reason=SERIAL_COLLISION,
+                detail="another certificate registered this serial first",
+                needs_registration=False,
+            )
+        except Exception as error:
+            # The CA deleted meanwhile, the database unavailable...: refused, and recorded.
+            log.warning("could not register device %s of CA %s: %s", decision.cn, decision.ca_sn, error)
+            decision = replace(
+                decision,
+                allowed=False,
+                reason=REGISTRATION_FAILED,
+                detail=f"the device could not be registered: {error}",
+                needs_registration=False,
+            )
+        return self._conclude_device(attempt, decision)
+
+    def _conclude_device(self, attempt: ConnectAttempt, decision: DeviceDecision) -> AuthOutcome:
+        """The outcome of a device's decision, with the client id policy and any credentials."""
         if not decision.allowed:
-            self._record(attempt, decision)
+            self._record_decision(attempt, decision)
             return AuthOutcome(False, ReasonCode.NOT_AUTHORIZED, f"{decision.reason}: {decision.detail}")
-        identity = {"cert.cn": decision.cn, "cert.sn": decision.device_sn, "cert.ca_sn": decision.ca_sn}
         binding_error = _client_id_binding_error(self.bind_client_id, attempt.client_id, decision.cn)
         if binding_error is not None:
-            self._record(attempt, decision, result="deny", reason="client-id-not-bound", detail=binding_error)
+            self._record(
+                attempt, result="deny", reason="client-id-not-bound", detail=binding_error, decision=decision
+            )
             return AuthOutcome(False, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, binding_error)
+        identity = {"cert.cn": decision.cn, "cert.sn": decision.device_sn, "cert.ca_sn": decision.ca_sn}
         if attempt.username is not None or attempt.password is not None:
             credentials = check_signature(
                 attempt.username, attempt.password, attempt.client_id, self.instance_id, self.access_keys
             )
             if not credentials.allowed:
                 self._record(
-                    attempt, decision, result="deny", reason="bad-credentials", detail=credentials.reason
+                    attempt,
+                    result="deny",
+                    reason="bad-credentials",
+                    detail=credentials.reason,
+                    decision=decision,
                 )
                 return credentials
             identity.update(credentials.identity)
-        self._record(attempt, decision)
+        self._record_decision(attempt, decision)
         return AuthOutcome(True, identity=identity)
 
 

@@ -11,9 +11,9 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from certmq.auth.connect import AuthOutcome, ConnectAttempt
 from certmq.auth.topics import ClientPermissions
@@ -80,6 +80,46 @@ def valid_apsara_client_id(client_id: str) -> bool:
 
 
 class MQTTConnection(asyncio.Protocol):
+    # One per connection, thousands a second when devices connect briefly: no __dict__, and no
+    # reference cycle (handlers are looked up in the class), so it is freed as soon as it closes.
+    __slots__ = (
+        "_backlog",
+        "_flush_scheduled",
+        "_in_batch",
+        "_loop",
+        "_out",
+        "_out_size",
+        "_paused_writing",
+        "_pending_error",
+        "_timer",
+        "client_id",
+        "client_maximum_packet_size",
+        "client_receive_maximum",
+        "client_topic_alias_maximum",
+        "connected_at",
+        "core",
+        "decoder",
+        "identity",
+        "inbound_aliases",
+        "keep_alive",
+        "last_activity",
+        "listener",
+        "outbound_aliases",
+        "peer",
+        "peer_certificate",
+        "permissions",
+        "protocol_version",
+        "request_problem_information",
+        "session",
+        "settings",
+        "state",
+        "transport",
+        "username",
+    )
+
+    # The handler of each packet type a client may send; filled in below the class.
+    HANDLERS: ClassVar[dict[int, Callable[[MQTTConnection, Any], None]]]
+
     def __init__(self, core: BrokerCore, listener: Listener) -> None:
         self.core = core
         self.listener = listener
@@ -94,7 +134,7 @@ class MQTTConnection(asyncio.Protocol):
         self.session: Session | None = None
         self.identity: dict[str, str] = {}
         self.username: str | None = None
-        self.connected_at = datetime.now(UTC)
+        self.connected_at: datetime  # set when the CONNECT is accepted
         # Topic authorization for this client; None when no rules are configured.
         self.permissions: ClientPermissions | None = None
         self.keep_alive = 0
@@ -116,19 +156,6 @@ class MQTTConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._paused_writing = False
         self._loop = asyncio.get_running_loop()
-        self._handlers: dict[int, Callable[[Any], None]] = {
-            PacketType.CONNECT: self._handle_connect,
-            PacketType.PUBLISH: self._handle_publish,
-            PacketType.PUBACK: self._handle_puback,
-            PacketType.PUBREC: self._handle_pubrec,
-            PacketType.PUBREL: self._handle_pubrel,
-            PacketType.PUBCOMP: self._handle_pubcomp,
-            PacketType.SUBSCRIBE: self._handle_subscribe,
-            PacketType.UNSUBSCRIBE: self._handle_unsubscribe,
-            PacketType.PINGREQ: self._handle_pingreq,
-            PacketType.DISCONNECT: self._handle_disconnect,
-            PacketType.AUTH: self._handle_auth,
-        }
 
     # -- transport callbacks ---------------------------------------------------------------
 
@@ -140,7 +167,7 @@ class MQTTConnection(asyncio.Protocol):
             self.peer = f"{peer[0]}:{peer[1]}"
         self.core.connections.add(self)
         self.core.stats.connections_total += 1
-        self._timer = self._loop.call_later(self.settings.connect_timeout, self._connect_timed_out)
+        self._timer = self._loop.call_later(self.settings.connect_timeout, self._timer_fired)
         # DER of the client's certificate, from the MQTT over TLS listener's TLS layer.
         self.peer_certificate = transport.get_extra_info("peer_certificate")
 
@@ -160,9 +187,9 @@ class MQTTConnection(asyncio.Protocol):
                 self._backlog.extend(packets)
                 self._process_backlog()
             else:
-                handlers = self._handlers
+                handlers = self.HANDLERS
                 for index, packet in enumerate(packets):
-                    handlers[packet.packet_type](packet)
+                    handlers[packet.packet_type](self, packet)
                     if self.state != CONNECTED:
                         if self.state == AUTHENTICATING:
                             self._backlog.extend(packets[index + 1 :])
@@ -175,10 +202,10 @@ class MQTTConnection(asyncio.Protocol):
                 self._flush()
 
     def _process_backlog(self) -> None:
-        handlers = self._handlers
+        handlers = self.HANDLERS
         while self._backlog and self.state == CONNECTED:
             packet = self._backlog.popleft()
-            handlers[packet.packet_type](packet)
+            handlers[packet.packet_type](self, packet)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.core.connections.discard(self)
@@ -273,23 +300,25 @@ class MQTTConnection(asyncio.Protocol):
             self._timer.cancel()
             self._timer = None
 
-    def _connect_timed_out(self) -> None:
+    def _timer_fired(self) -> None:
+        # One timer per connection: the CONNECT deadline, then the keep-alive checks, re-armed
+        # lazily (reads only record the time).
         self._timer = None
         if self.state in (AWAITING_CONNECT, AUTHENTICATING):
             log.info("closing %s: no CONNECT within %.0f s", self.peer, self.settings.connect_timeout)
             self.close(None, publish_will=False)
+        elif self.state == CONNECTED and self.keep_alive:
+            self._check_keep_alive(self._loop.time())
 
-    def _check_keep_alive(self) -> None:
-        # One timer per connection, re-armed lazily: reads only record the time.
-        self._timer = None
-        if self.state != CONNECTED:
-            return
+    def _check_keep_alive(self, now: float) -> None:
         limit = self.keep_alive * 1.5
-        idle = self._loop.time() - self.last_activity
+        idle = now - self.last_activity
         if idle >= limit:
             self.close(ReasonCode.KEEP_ALIVE_TIMEOUT, "keep alive timeout", publish_will=True)
-        else:
-            self._timer = self._loop.call_later(limit - idle, self._check_keep_alive)
+        elif self._timer is None or self._timer.when() > now + limit - idle:
+            # A timer due sooner (the CONNECT deadline, when just accepted) serves as the next check.
+            self._cancel_timer()
+            self._timer = self._loop.call_later(limit - idle, self._timer_fired)
 
     # -- CONNECT ---------------------------------------------------------------------------
 
@@ -322,8 +351,6 @@ class MQTTConnection(asyncio.Protocol):
         self.client_topic_alias_maximum = properties.get(PropertyId.TOPIC_ALIAS_MAXIMUM, 0)
         self.request_problem_information = properties.get(PropertyId.REQUEST_PROBLEM_INFORMATION, 1) == 1
         self.state = AUTHENTICATING
-        assert self.transport is not None
-        self.transport.pause_reading()
         attempt = ConnectAttempt(
             listener=self.listener.name,
             peer=self.peer,
@@ -333,27 +360,31 @@ class MQTTConnection(asyncio.Protocol):
             protocol_version=self.protocol_version,
             peer_certificate=self.peer_certificate,
         )
-        self._loop.create_task(self._authenticate(packet, attempt, assigned))
-
-    async def _authenticate(self, packet: Connect, attempt: ConnectAttempt, assigned: bool) -> None:
         try:
-            outcome = await self.core.authenticator.authenticate(attempt)
+            outcome = self.core.authenticator.authenticate(attempt)
         except Exception:
-            log.exception("authentication of %s failed with an error", attempt.client_id)
-            outcome = AuthOutcome(False, ReasonCode.UNSPECIFIED_ERROR, "authentication failed")
+            outcome = _authentication_failed(attempt)
+        if isinstance(outcome, AuthOutcome):
+            # Decided at once, as most CONNECTs are: answered within this read.
+            self._conclude_connect(packet, outcome, assigned)
+            return
+        # The authenticator has to wait: the client's next packets wait until it has decided.
+        assert self.transport is not None
+        self.transport.pause_reading()
+        self._loop.create_task(self._await_authentication(packet, attempt, outcome, assigned))
+
+    async def _await_authentication(
+        self, packet: Connect, attempt: ConnectAttempt, pending: Awaitable[AuthOutcome], assigned: bool
+    ) -> None:
+        try:
+            outcome = await pending
+        except Exception:
+            outcome = _authentication_failed(attempt)
         if self.state != AUTHENTICATING:
             return
         self._in_batch = True
         try:
-            if not outcome.allowed:
-                self._refuse(outcome.reason_code, outcome.reason)
-                return
-            self.identity = outcome.identity
-            if self.core.topic_rules is not None:
-                self.permissions = self.core.topic_rules.for_client(
-                    self.client_id, packet.username, outcome.identity
-                )
-            self._accept(packet, assigned)
+            self._conclude_connect(packet, outcome, assigned)
             if self.transport is not None and self.state == CONNECTED:
                 self.transport.resume_reading()
                 self._process_backlog()
@@ -363,6 +394,17 @@ class MQTTConnection(asyncio.Protocol):
             self._in_batch = False
             if self._out:
                 self._flush()
+
+    def _conclude_connect(self, packet: Connect, outcome: AuthOutcome, assigned: bool) -> None:
+        if not outcome.allowed:
+            self._refuse(outcome.reason_code, outcome.reason)
+            return
+        self.identity = outcome.identity
+        if self.core.topic_rules is not None:
+            self.permissions = self.core.topic_rules.for_client(
+                self.client_id, packet.username, outcome.identity
+            )
+        self._accept(packet, assigned)
 
     def _refuse(self, reason_code: int, reason: str) -> None:
         code = connack_code_for(self.protocol_version, reason_code)
@@ -386,11 +428,12 @@ class MQTTConnection(asyncio.Protocol):
         session.will = packet.will
         self.state = CONNECTED
         self.connected_at = datetime.now(UTC)
-        self._cancel_timer()
         self.keep_alive = settings.server_keep_alive or packet.keep_alive
         if self.keep_alive:
-            self.last_activity = self._loop.time()
-            self._timer = self._loop.call_later(self.keep_alive * 1.5, self._check_keep_alive)
+            self.last_activity = now = self._loop.time()
+            self._check_keep_alive(now)
+        else:
+            self._cancel_timer()
         connack_properties: dict[int, Any] = {}
         if self.protocol_version == 5:
             if settings.receive_maximum < 65535:
@@ -730,3 +773,23 @@ class MQTTConnection(asyncio.Protocol):
 
     def _handle_auth(self, packet: Auth) -> None:
         self.close(ReasonCode.PROTOCOL_ERROR, "AUTH without an authentication method", publish_will=True)
+
+
+MQTTConnection.HANDLERS = {
+    PacketType.CONNECT: MQTTConnection._handle_connect,
+    PacketType.PUBLISH: MQTTConnection._handle_publish,
+    PacketType.PUBACK: MQTTConnection._handle_puback,
+    PacketType.PUBREC: MQTTConnection._handle_pubrec,
+    PacketType.PUBREL: MQTTConnection._handle_pubrel,
+    PacketType.PUBCOMP: MQTTConnection._handle_pubcomp,
+    PacketType.SUBSCRIBE: MQTTConnection._handle_subscribe,
+    PacketType.UNSUBSCRIBE: MQTTConnection._handle_unsubscribe,
+    PacketType.PINGREQ: MQTTConnection._handle_pingreq,
+    PacketType.DISCONNECT: MQTTConnection._handle_disconnect,
+    PacketType.AUTH: MQTTConnection._handle_auth,
+}
+
+
+def _authentication_failed(attempt: ConnectAttempt) -> AuthOutcome:
+    log.exception("authentication of %s failed with an error", attempt.client_id)
+    return AuthOutcome(False, ReasonCode.UNSPECIFIED_ERROR, "authentication failed")
