@@ -8,6 +8,7 @@ import hashlib
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certmq import pki
@@ -174,3 +175,54 @@ def test_plain_listeners_record_credential_decisions() -> None:
     refused = strict.authenticate(ConnectAttempt("tcp", "127.0.0.1:2", "c-1", None, None, 4))
     assert isinstance(refused, AuthOutcome)
     assert (refused.allowed, refused.reason_code) == (False, ReasonCode.NOT_AUTHORIZED)
+
+
+def forged_der(ca: pki.CertifiedKey, name: str) -> bytes:
+    """A certificate just like the CA's devices' but signed by another key."""
+    genuine = x509.load_der_x509_certificate(device_der(ca, name))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(genuine.subject)
+        .issuer_name(genuine.issuer)
+        .public_key(genuine.public_key())
+        .serial_number(genuine.serial_number)
+        .not_valid_before(genuine.not_valid_before_utc)
+        .not_valid_after(genuine.not_valid_after_utc)
+    )
+    for extension in genuine.extensions:
+        builder = builder.add_extension(extension.value, extension.critical)
+    return builder.sign(pki.generate_key("ec"), hashes.SHA256()).public_bytes(Encoding.DER)
+
+
+def test_the_signature_check_is_left_to_a_handshake_that_verified_it_with_that_ca() -> None:
+    index, ca = make_fleet()
+    ca_fingerprint = bytes.fromhex(pki.fingerprint_sha256(ca.certificate))
+    asked: list[bool] = []
+
+    def verified_by(fingerprint: bytes | None) -> Any:
+        def verified_issuer() -> bytes | None:
+            asked.append(True)
+            return fingerprint
+
+        return verified_issuer
+
+    # The forgery shows that the check really is skipped, which a real handshake would never allow.
+    forged = forged_der(ca, "forged")
+    assert decide_device(forged, index).reason == "bad-signature"
+    trusted = decide_device(forged, index, verified_issuer=verified_by(ca_fingerprint))
+    assert (trusted.allowed, trusted.reason) == (True, "new-device")
+    # A resumed session (no issuer) or another certificate named: checked here.
+    assert decide_device(forged, index, verified_issuer=verified_by(None)).reason == "bad-signature"
+    other = hashlib.sha256(b"another certificate").digest()
+    assert decide_device(forged, index, verified_issuer=verified_by(other)).reason == "bad-signature"
+    assert len(asked) == 3
+    # Registered devices need no signature check at all: the TLS layer is not even asked.
+    genuine = device_der(ca, "genuine")
+    first = decide_device(genuine, index)
+    index.put_device(first.ca_sn, first.device_sn, hashlib.sha256(genuine).digest(), True)
+    asked.clear()
+    assert (
+        decide_device(genuine, index, verified_issuer=verified_by(ca_fingerprint)).reason
+        == "registered-device"
+    )
+    assert asked == []

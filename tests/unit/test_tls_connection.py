@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -94,6 +96,8 @@ class Echo(asyncio.Protocol):
         self.transport: asyncio.Transport = transport  # type: ignore[assignment]
         self.seen.peer_certificates.append(transport.get_extra_info("peer_certificate"))
         self.seen.ciphers.append(transport.get_extra_info("cipher"))
+        verified_issuer = transport.get_extra_info("verified_issuer")
+        self.seen.verified_issuers.append(verified_issuer() if verified_issuer is not None else None)
 
     def data_received(self, data: bytes) -> None:
         if data == b"bye":
@@ -111,6 +115,7 @@ class Listener:
     contexts: ServerContexts
     peer_certificates: list[bytes | None] = field(default_factory=list)
     ciphers: list[object] = field(default_factory=list)
+    verified_issuers: list[bytes | None] = field(default_factory=list)
     failures: list[BaseException] = field(default_factory=list)
     lost: asyncio.Event = field(default_factory=asyncio.Event)
     failed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -162,6 +167,31 @@ async def test_a_device_handshakes_and_the_protocol_gets_its_certificate(pki: Pk
     _, version, bits = mutual.ciphers[0]  # type: ignore[misc]
     assert version == "TLSv1.3" and bits >= 128
     assert mutual.failures == []
+
+
+def _resume_twice(pki: Pki, port: int) -> list[bool]:
+    """Two blocking connections, the second resuming the first's session: whether each resumed."""
+    context = _client_context(pki, pki.device)
+    session = None
+    resumed = []
+    for _ in range(2):
+        raw = socket.create_connection(("127.0.0.1", port))
+        with context.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
+            tls.sendall(b"again")
+            assert tls.recv(5) == b"again"  # the session ticket comes with it
+            resumed.append(tls.session_reused)
+            session = tls.session
+    return resumed
+
+
+async def test_the_handshake_names_the_ca_that_verified_the_device_and_a_resumed_one_none(
+    pki: Pki, mutual: Listener
+) -> None:
+    assert await asyncio.to_thread(_resume_twice, pki, mutual.port) == [False, True]
+    ca_fingerprint = hashlib.sha256(pki.fleet.certificate.public_bytes(serialization.Encoding.DER)).digest()
+    # A resumed session verified nothing: the decision must check the signature itself.
+    assert mutual.verified_issuers == [ca_fingerprint, None]
+    assert mutual.peer_certificates == [pki.device.der, pki.device.der]
 
 
 async def test_large_writes_both_ways_arrive_whole(pki: Pki, mutual: Listener) -> None:

@@ -9,7 +9,7 @@ within the same read, without a task.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -27,6 +27,8 @@ class ConnectAttempt:
     password: bytes | None
     protocol_version: int
     peer_certificate: bytes | None = None  # DER of the leaf the client presented on TLS, if any
+    # The TLS layer's account of which certificate verified the leaf's signature (see decide_device).
+    verified_issuer: Callable[[], bytes | None] | None = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NamedTuple, Protocol
@@ -44,6 +45,10 @@ REGISTERED_DEVICE = "registered-device"
 NEW_DEVICE = "new-device"
 
 
+# Asked, only when needed, for the fingerprint of the certificate that verified the leaf's signature.
+VerifiedIssuer = Callable[[], bytes | None]
+
+
 class CaView(Protocol):
     @property
     def sn(self) -> str: ...
@@ -51,6 +56,8 @@ class CaView(Protocol):
     def certificate(self) -> x509.Certificate: ...
     @property
     def active(self) -> bool: ...
+    @property
+    def fingerprint(self) -> bytes: ...
 
 
 class DeviceView(Protocol):
@@ -248,13 +255,21 @@ def _usage_failure(certificate: x509.Certificate) -> Failure | None:
     return None
 
 
-def _validate(device: DeviceCertificate, ca: CaView, now: datetime) -> Failure | None:
+def _validate(
+    device: DeviceCertificate, ca: CaView, now: datetime, verified_issuer: VerifiedIssuer | None
+) -> Failure | None:
     """Step 5: the checks that the device certificate must pass against its CA."""
     issuer = ca.certificate
-    try:
-        device.certificate.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature) as error:
-        return BAD_SIGNATURE, f"the signature does not verify with CA {ca.sn}: {error or 'invalid signature'}"
+    # A full handshake has just verified the signature with this very CA certificate's key; a
+    # resumed one verified nothing, and then the TLS layer names no issuer.
+    if verified_issuer is None or verified_issuer() != ca.fingerprint:
+        try:
+            device.certificate.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, InvalidSignature) as error:
+            return (
+                BAD_SIGNATURE,
+                f"the signature does not verify with CA {ca.sn}: {error or 'invalid signature'}",
+            )
     validity = _validity_failure(device, now)
     if validity is not None:
         return validity
@@ -320,9 +335,16 @@ def _without_certificate(reason: str, detail: str) -> DeviceDecision:
 
 
 def decide_device(
-    certificate_der: bytes | None, index: TrustIndexView, now: datetime | None = None
+    certificate_der: bytes | None,
+    index: TrustIndexView,
+    now: datetime | None = None,
+    verified_issuer: VerifiedIssuer | None = None,
 ) -> DeviceDecision:
     """Run SPEC 3 steps 1–5 on the leaf certificate a client presented.
+
+    ``verified_issuer``, from the TLS layer, names (by SHA-256 fingerprint) the certificate whose
+    key verified the leaf's signature in this connection's handshake, or None; the signature is
+    not checked again when that is the CA the registry says issued it.
 
     What the certificate's bytes say is parsed once per distinct DER (:data:`device_certificates`);
     the registry (which CA issued it, the CA's and the device's status, the registered
@@ -373,7 +395,7 @@ def decide_device(
     if not ca.active:
         return _decision(device, ca.sn, False, 4, CA_INACTIVE, f"CA {ca.sn} is inactive")
     # Step 5: validate the certificate against the CA at the current time.
-    failure = _validate(device, ca, now)
+    failure = _validate(device, ca, now, verified_issuer)
     if failure is not None:
         return _decision(device, ca.sn, False, 5, *failure)
     # Step 6: allow, registering the device (the caller's part).

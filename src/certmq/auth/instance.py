@@ -149,7 +149,9 @@ class InstanceAuthenticator:
         if self.index is None:
             decision = decide_device(None, _EmptyIndex())
         else:
-            decision = decide_device(attempt.peer_certificate, self.index)
+            decision = decide_device(
+                attempt.peer_certificate, self.index, verified_issuer=attempt.verified_issuer
+            )
         if decision.allowed and decision.needs_registration and self.register_device is not None:
             return self._register_device(attempt, decision)
         return self._conclude_device(attempt, decision)

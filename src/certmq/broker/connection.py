@@ -115,6 +115,7 @@ class MQTTConnection(asyncio.Protocol):
         "state",
         "transport",
         "username",
+        "verified_issuer",
     )
 
     # The handler of each packet type a client may send; filled in below the class.
@@ -128,6 +129,7 @@ class MQTTConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = ""
         self.peer_certificate: bytes | None = None
+        self.verified_issuer: Callable[[], bytes | None] | None = None
         self.decoder = PacketDecoder(max_packet_size=self.settings.max_packet_size)
         self.protocol_version = 4
         self.client_id = ""
@@ -170,6 +172,8 @@ class MQTTConnection(asyncio.Protocol):
         self._timer = self._loop.call_later(self.settings.connect_timeout, self._timer_fired)
         # DER of the client's certificate, from the MQTT over TLS listener's TLS layer.
         self.peer_certificate = transport.get_extra_info("peer_certificate")
+        if self.peer_certificate is not None:
+            self.verified_issuer = transport.get_extra_info("verified_issuer")
 
     def data_received(self, data: bytes) -> None:
         if self.state == CLOSED:
@@ -359,6 +363,7 @@ class MQTTConnection(asyncio.Protocol):
             password=packet.password,
             protocol_version=self.protocol_version,
             peer_certificate=self.peer_certificate,
+            verified_issuer=self.verified_issuer,
         )
         try:
             outcome = self.core.authenticator.authenticate(attempt)

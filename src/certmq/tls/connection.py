@@ -17,6 +17,7 @@ OpenSSL's verification result, from which the audit log's decision is made.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -234,6 +235,15 @@ class TlsServerConnection(asyncio.Protocol, asyncio.Transport):
             self._timer.cancel()
             self._timer = None
 
+    def _verified_issuer(self) -> bytes | None:
+        """The SHA-256 fingerprint of the certificate whose key verified the client certificate's
+        signature in this connection's handshake; None when the handshake verified no chain (a
+        resumed session, one-way mode) or the client's certificate was itself the trust anchor."""
+        chain = self._ssl.get_verified_chain()
+        if not chain or len(chain) < 2:
+            return None
+        return hashlib.sha256(crypto.dump_certificate(crypto.FILETYPE_ASN1, chain[1])).digest()
+
     # --- the MQTT side --------------------------------------------------------------------------
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -306,6 +316,8 @@ class TlsServerConnection(asyncio.Protocol, asyncio.Transport):
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "peer_certificate":
             return self._peer_certificate
+        if name == "verified_issuer":
+            return self._verified_issuer if self._peer_certificate is not None else default
         if name == "ssl_object":
             return self._ssl
         if name == "cipher":
