@@ -96,7 +96,8 @@ class Application:
             auth_mode=lambda: self.mode,
             anonymous=config.auth.anonymous,
             index=registry.index,
-            register_device=registry.register_device,
+            register_device=registry.begin_registration,
+            on_registration_failure=self._registration_failed,
             audit=self._audit,
             bind_client_id=config.auth.bind_client_id,
             serial_collision_errors=(SerialCollision,),
@@ -159,6 +160,13 @@ class Application:
                 ),
                 f"device certificate {event.device_sn} was {what}",
             )
+
+    def _registration_failed(self, ca_sn: str, device_sn: str, reason: str) -> None:
+        """A device let in on its first connection could not be registered: cut it off."""
+        self._revoke(
+            lambda c: c.identity.get("cert.ca_sn") == ca_sn and c.identity.get("cert.sn") == device_sn,
+            f"device certificate {device_sn} could not be registered ({reason})",
+        )
 
     def _revoke(self, matches: Any, reason: str) -> None:
         assert self.broker is not None

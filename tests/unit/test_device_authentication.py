@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from certmq import pki
 from certmq.auth.connect import AuthOutcome, ConnectAttempt
 from certmq.auth.decision import decide_device
-from certmq.auth.instance import InstanceAuthenticator
+from certmq.auth.instance import InstanceAuthenticator, SerialCollisionError
 from certmq.mqtt.reason_codes import ReasonCode
 from certmq.registry.index import CaEntry, TrustIndex, subject_key_identifier_of
 
@@ -58,12 +58,12 @@ def test_registered_devices_skip_the_signature_check_but_not_the_clock() -> None
     assert (later.allowed, later.step, later.reason) == (False, 5, "certificate-expired")
 
 
-def test_a_failed_registration_is_refused_and_recorded() -> None:
+def test_a_registration_that_cannot_start_is_refused_and_recorded() -> None:
     index, ca = make_fleet()
     recorded: list[dict[str, Any]] = []
 
-    async def broken_registrar(ca_sn: str, certificate: x509.Certificate) -> None:
-        raise RuntimeError("disk full")
+    def broken_registrar(ca_sn: str, certificate: x509.Certificate) -> asyncio.Future[None]:
+        raise RuntimeError("the registry service is closed")
 
     authenticator = InstanceAuthenticator(
         instance_id="mqtt-unit",
@@ -75,10 +75,70 @@ def test_a_failed_registration_is_refused_and_recorded() -> None:
         audit=lambda **fields: recorded.append(fields),
     )
     attempt = ConnectAttempt("tls", "127.0.0.1:1", "dev-2", None, None, 5, device_der(ca, "dev-2"))
-    outcome = asyncio.run(authenticator.authenticate(attempt))
-    assert not outcome.allowed
+    outcome = authenticator.authenticate(attempt)
+    assert isinstance(outcome, AuthOutcome) and not outcome.allowed
     assert [(r["result"], r["reason"]) for r in recorded] == [("deny", "registration-failed")]
+    assert "closed" in recorded[0]["detail"]
+
+
+class SlowRegistry:
+    """A registrar whose registrations end when the test says."""
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[str, asyncio.Future[None]]] = []
+        self.failures: list[tuple[str, str, str]] = []
+
+    def register(self, ca_sn: str, certificate: x509.Certificate) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append((ca_sn, future))
+        return future
+
+    def failed(self, ca_sn: str, device_sn: str, why: str) -> None:
+        self.failures.append((ca_sn, device_sn, why))
+
+
+async def test_a_first_time_device_is_let_in_at_once_and_cut_off_if_its_registration_fails() -> None:
+    index, ca = make_fleet()
+    registry = SlowRegistry()
+    recorded: list[dict[str, Any]] = []
+    authenticator = InstanceAuthenticator(
+        instance_id="mqtt-unit",
+        access_keys={},
+        auth_mode=lambda: "mutual",
+        anonymous=False,
+        index=index,
+        register_device=registry.register,
+        on_registration_failure=registry.failed,
+        audit=lambda **fields: recorded.append(fields),
+    )
+    outcomes = []
+    for name in ("kept", "lost", "clashed"):
+        attempt = ConnectAttempt("tls", "127.0.0.1:1", name, None, None, 5, device_der(ca, name))
+        outcome = authenticator.authenticate(attempt)
+        assert isinstance(outcome, AuthOutcome), "no waiting for the registry"
+        outcomes.append(outcome)
+    assert all(outcome.allowed for outcome in outcomes) and len(registry.pending) == 3
+    assert [(r["client_id"], r["reason"]) for r in recorded] == [
+        ("kept", "new-device"),
+        ("lost", "new-device"),
+        ("clashed", "new-device"),
+    ]
+    recorded.clear()
+    (_, kept), (_, lost), (_, clashed) = registry.pending
+    kept.set_result(None)
+    lost.set_exception(RuntimeError("disk full"))
+    clashed.set_exception(SerialCollisionError("another node registered another certificate"))
+    await asyncio.sleep(0)
+    assert [(r["client_id"], r["result"], r["reason"]) for r in recorded] == [
+        ("lost", "deny", "registration-failed"),
+        ("clashed", "deny", "serial-collision"),
+    ]
     assert "disk full" in recorded[0]["detail"]
+    cut = [(device_sn, why.split(":")[0]) for _, device_sn, why in registry.failures]
+    assert cut == [
+        (outcomes[1].identity["cert.sn"], "registration-failed"),
+        (outcomes[2].identity["cert.sn"], "serial-collision"),
+    ]
 
 
 def test_a_registered_device_is_decided_at_once_and_recorded() -> None:
@@ -116,31 +176,22 @@ def test_a_registered_device_is_decided_at_once_and_recorded() -> None:
     ]
 
 
-def test_a_first_connection_waits_for_the_registration() -> None:
+async def test_a_first_connection_starts_its_registration_before_the_client_id_policy() -> None:
     index, ca = make_fleet()
-    registered: list[str] = []
-
-    async def registrar(ca_sn: str, certificate: x509.Certificate) -> None:
-        registered.append(ca_sn)
-
+    registry = SlowRegistry()
     authenticator = InstanceAuthenticator(
         instance_id="mqtt-unit",
         access_keys={},
         auth_mode=lambda: "mutual",
         anonymous=False,
         index=index,
-        register_device=registrar,
+        register_device=registry.register,
         bind_client_id="cn",
     )
     attempt = ConnectAttempt("tls", "127.0.0.1:1", "someone-else", None, None, 4, device_der(ca, "dev-4"))
-    pending = authenticator.authenticate(attempt)
-    assert not isinstance(pending, AuthOutcome) and not registered
-
-    async def wait() -> AuthOutcome:
-        return await pending  # type: ignore[misc]
-
-    outcome = asyncio.run(wait())
-    assert len(registered) == 1
+    outcome = authenticator.authenticate(attempt)
+    assert isinstance(outcome, AuthOutcome)
+    assert len(registry.pending) == 1
     assert (outcome.allowed, outcome.reason_code) == (False, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID)
 
 

@@ -633,3 +633,55 @@ async def test_counts(registry: RegistryService, store: RegistryStore) -> None:
     assert (counts.cas_active, counts.cas_inactive, counts.cas) == (1, 1, 2)
     assert (counts.devices_active, counts.devices_inactive, counts.devices) == (1, 1, 2)
     assert (counts.cas_expiring, counts.devices_expiring) == (0, 1)
+
+
+async def test_registrations_started_together_share_a_commit_and_reads_see_them(
+    registry: RegistryService, store: RegistryStore
+) -> None:
+    ca = make_ca()
+    ca_record = await register(registry, ca)
+    commits: list[int] = []
+    event.listen(store.engine, "commit", lambda connection: commits.append(1))
+    certificates = [make_device(ca, f"burst-{n}") for n in range(12)]
+    # Started without waiting, as the broker does for first-time devices it lets in.
+    started = [registry.begin_registration(ca_record.sn, certificate) for certificate in certificates]
+    assert not any(future.done() for future in started)
+    # A read that starts meanwhile is not served before them: it sees every one.
+    listed = await registry.get_device(ca_record.sn, pki.serial_hex(certificates[-1]))
+    assert listed.name == "burst-11"
+    more = [make_device(ca, f"late-{n}") for n in range(3)]
+    started += [registry.begin_registration(ca_record.sn, certificate) for certificate in more]
+    page = await registry.list_devices(1, 50, ca_sn=ca_record.sn)  # its total from the index
+    assert (page.total, len(page.items)) == (15, 15)
+    records = await asyncio.gather(*started)
+    assert [record.name for record in records][:12] == [f"burst-{n}" for n in range(12)]
+    assert len(commits) == 2, "one transaction for each burst"
+    assert device_rows(store) == 15
+
+
+async def test_a_registration_waits_no_longer_than_its_delay(registry: RegistryService) -> None:
+    ca = make_ca()
+    ca_record = await register(registry, ca)
+    registration = registry.begin_registration(ca_record.sn, make_device(ca, "alone"))
+    record = await asyncio.wait_for(registration, registry.registration_delay + 5)
+    assert registry.index.device(ca_record.sn, record.device_sn) is not None
+
+
+async def test_a_clash_with_a_registration_under_way_is_known_at_once(registry: RegistryService) -> None:
+    ca = make_ca()
+    ca_record = await register(registry, ca)
+    first = registry.begin_registration(ca_record.sn, make_device(ca, "first", serial=0x4242))
+    with pytest.raises(SerialCollision):
+        registry.begin_registration(ca_record.sn, make_device(ca, "second", serial=0x4242))
+    assert (await first).name == "first"
+
+
+async def test_closing_the_service_writes_the_registrations_still_waiting(
+    registry: RegistryService, store: RegistryStore
+) -> None:
+    ca = make_ca()
+    ca_record = await register(registry, ca)
+    registration = registry.begin_registration(ca_record.sn, make_device(ca, "last-minute"))
+    await registry.close()
+    assert (await registration).name == "last-minute"
+    assert device_rows(store) == 1

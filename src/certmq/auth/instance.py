@@ -8,6 +8,8 @@ recorded in the audit log, with the step of SPEC 3 that decided it (0 for creden
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
@@ -34,9 +36,16 @@ APSARA_SEPARATOR = "@@@"
 
 
 class DeviceRegistrar(Protocol):
-    """Registers a device on its first allowed connection (SPEC 3 step 6)."""
+    """Starts registering a device on its first allowed connection (SPEC 3 step 6) without
+    waiting for it: raises at once what is known at once (a serial collision), and returns a
+    future that fails if the registration does."""
 
-    def __call__(self, ca_sn: str, certificate: x509.Certificate) -> Awaitable[Any]: ...
+    def __call__(self, ca_sn: str, certificate: x509.Certificate) -> asyncio.Future[Any]: ...
+
+
+# Called when a device let in on its first connection could not be registered after all:
+# (CA Sn, device Sn, why). The broker cuts the device's sessions.
+RegistrationFailureHandler = Callable[[str, str, str], None]
 
 
 class SerialCollisionError(Exception):
@@ -66,6 +75,7 @@ class InstanceAuthenticator:
         anonymous: bool,
         index: TrustIndexView | None = None,
         register_device: DeviceRegistrar | None = None,
+        on_registration_failure: RegistrationFailureHandler | None = None,
         audit: AuditSink | None = None,
         bind_client_id: str = "off",
         serial_collision_errors: tuple[type[BaseException], ...] = (SerialCollisionError,),
@@ -76,6 +86,7 @@ class InstanceAuthenticator:
         self.anonymous = anonymous
         self.index = index
         self.register_device = register_device
+        self.on_registration_failure = on_registration_failure
         self.audit = audit
         self.bind_client_id = bind_client_id
         self.serial_collision_errors = serial_collision_errors
@@ -153,16 +164,23 @@ class InstanceAuthenticator:
                 attempt.peer_certificate, self.index, verified_issuer=attempt.verified_issuer
             )
         if decision.allowed and decision.needs_registration and self.register_device is not None:
-            return self._register_device(attempt, decision)
+            decision = self._register_device(attempt, decision)
         return self._conclude_device(attempt, decision)
 
-    async def _register_device(self, attempt: ConnectAttempt, decision: DeviceDecision) -> AuthOutcome:
-        """A device's first allowed connection: registered (SPEC 3 step 6), or refused after all."""
+    def _register_device(self, attempt: ConnectAttempt, decision: DeviceDecision) -> DeviceDecision:
+        """A device's first allowed connection: let in at once, registered (SPEC 3 step 6) in the
+        registry's next batch; refused now if the registration cannot even start."""
         assert decision.certificate is not None and self.register_device is not None
         try:
-            await self.register_device(decision.ca_sn, decision.certificate)
-        except self.serial_collision_errors:
-            decision = replace(
+            registration = self.register_device(decision.ca_sn, decision.certificate)
+        except Exception as error:
+            return self._registration_refused(decision, error)
+        registration.add_done_callback(functools.partial(self._registration_settled, attempt, decision))
+        return decision
+
+    def _registration_refused(self, decision: DeviceDecision, error: BaseException) -> DeviceDecision:
+        if isinstance(error, self.serial_collision_errors):
+            return replace(
                 decision,
                 allowed=False,
                 step=2,
@@ -170,17 +188,33 @@ class InstanceAuthenticator:
                 detail="another certificate registered this serial first",
                 needs_registration=False,
             )
-        except Exception as error:
-            # The CA deleted meanwhile, the database unavailable...: refused, and recorded.
-            log.warning("could not register device %s of CA %s: %s", decision.cn, decision.ca_sn, error)
-            decision = replace(
-                decision,
-                allowed=False,
-                reason=REGISTRATION_FAILED,
-                detail=f"the device could not be registered: {error}",
-                needs_registration=False,
+        # The CA deleted meanwhile, the database unavailable...: refused, and recorded.
+        log.warning("could not register device %s of CA %s: %s", decision.cn, decision.ca_sn, error)
+        return replace(
+            decision,
+            allowed=False,
+            reason=REGISTRATION_FAILED,
+            detail=f"the device could not be registered: {error}",
+            needs_registration=False,
+        )
+
+    def _registration_settled(
+        self, attempt: ConnectAttempt, decision: DeviceDecision, registration: asyncio.Future[Any]
+    ) -> None:
+        """A first-time device's registration ended: if it failed, the device is cut off and the
+        refusal recorded, as if it had been refused when it connected."""
+        if registration.cancelled():
+            error: BaseException = RuntimeError("the registration was cancelled")
+        elif (failure := registration.exception()) is None:
+            return
+        else:
+            error = failure
+        refused = self._registration_refused(decision, error)
+        self._record_decision(attempt, refused)
+        if self.on_registration_failure is not None:
+            self.on_registration_failure(
+                decision.ca_sn, decision.device_sn, f"{refused.reason}: {refused.detail}"
             )
-        return self._conclude_device(attempt, decision)
 
     def _conclude_device(self, attempt: ConnectAttempt, decision: DeviceDecision) -> AuthOutcome:
         """The outcome of a device's decision, with the client id policy and any credentials."""

@@ -100,6 +100,8 @@ DECISION_BUFFER_LIMIT = 100_000
 RETENTION_INTERVAL = 60.0
 # At most this many first-time devices are written in one transaction (group commit).
 REGISTRATION_BATCH = 256
+# How long a first-time device's registration may wait for others to share its transaction.
+REGISTRATION_DELAY = 0.02
 # Column sizes of the decision table; longer values are cut to fit.
 _DECISION_LIMITS = {"listener": 32, "peer": 128, "ca_sn": 128, "device_sn": 128, "result": 8, "reason": 64}
 # The operations log of the RPC API: kept longer than decisions, it is the record of who changed
@@ -231,6 +233,31 @@ def _operation_row(operation: Operation) -> dict[str, Any]:
     }
 
 
+def _settle_registration(
+    mine: asyncio.Future[DeviceRecord], fingerprint: str, done: asyncio.Future[tuple[DeviceRecord, bool]]
+) -> None:
+    """Resolve one caller's registration from the shared one: its record, unless the committed
+    record is another certificate's (registered by another node first)."""
+    if mine.done():
+        return
+    if done.cancelled():
+        mine.cancel()
+    elif (error := done.exception()) is not None:
+        mine.set_exception(error)
+    else:
+        record, _ = done.result()
+        if record.fingerprint == fingerprint:
+            mine.set_result(record)
+        else:
+            mine.set_exception(
+                SerialCollision(
+                    f"another certificate is registered with CA Sn {record.ca_sn} and serial {record.device_sn}",
+                    ca_sn=record.ca_sn,
+                    device_sn=record.device_sn,
+                )
+            )
+
+
 class RegistryService:
     """CA and device certificates, registration codes, settings and the decision log.
 
@@ -252,6 +279,7 @@ class RegistryService:
         operation_max_rows: int = OPERATION_MAX_ROWS,
         operation_max_age: datetime.timedelta = OPERATION_MAX_AGE,
         retention_interval: float = RETENTION_INTERVAL,
+        registration_delay: float = REGISTRATION_DELAY,
         clock: Callable[[], datetime.datetime] = utc_now,
     ) -> None:
         self.store = store
@@ -267,12 +295,17 @@ class RegistryService:
         self.operation_max_rows = operation_max_rows
         self.operation_max_age = operation_max_age
         self.retention_interval = retention_interval
+        self.registration_delay = registration_delay
         self.clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="certmq-registry")
         self._settings: dict[str, Any] = {}
-        self._registering: dict[tuple[str, str], asyncio.Future[tuple[DeviceRecord, bool]]] = {}
-        # The registrations that the database thread has not taken yet: written in one transaction.
+        # (CA Sn, serial) -> the fingerprint being registered and its registration.
+        self._registering: dict[tuple[str, str], tuple[str, asyncio.Future[tuple[DeviceRecord, bool]]]] = {}
+        # The registrations that the database thread has not taken yet: written in one transaction,
+        # submitted after ``registration_delay`` or before any other database work, whichever first.
         self._registrations: list[_Registration] | None = None
+        self._registrations_timer: asyncio.TimerHandle | None = None
+        self._waiting_batch: list[_Registration] | None = None
         self._registrations_lock = threading.Lock()
         self._decisions: deque[Decision] = deque()
         self._decisions_dropped = 0
@@ -293,6 +326,9 @@ class RegistryService:
         """Run ``work`` on the worker thread and wait for it."""
         if self._closed:
             raise RuntimeError("the registry service is closed")
+        # Registrations queued before this work are written before it: reads see every device
+        # whose connection was allowed.
+        self._submit_registrations()
         return await asyncio.get_running_loop().run_in_executor(self._executor, work)
 
     def _submit(self, work: Callable[[], R], after_commit: Callable[[R], None]) -> asyncio.Future[R]:
@@ -300,6 +336,7 @@ class RegistryService:
         the loop before anyone awaiting the returned future resumes, even if they were cancelled."""
         if self._closed:
             raise RuntimeError("the registry service is closed")
+        self._submit_registrations()
         future = asyncio.get_running_loop().run_in_executor(self._executor, work)
 
         def apply(done: asyncio.Future[R]) -> None:
@@ -349,6 +386,7 @@ class RegistryService:
             await self.flush_operations()
         except Exception:
             log.exception("could not write the last API operations to the registry")
+        await self._registrations_written()
         self._closed = True
         await asyncio.get_running_loop().run_in_executor(
             None, functools.partial(self._executor.shutdown, wait=True)
@@ -506,6 +544,7 @@ class RegistryService:
         wanted = _status(status)
         if ca_sn is not None and self.index.ca(ca_sn) is None:
             raise _unknown_ca(ca_sn)
+        await self._registrations_written()  # the totals come from the index
         offset = (page_no - 1) * page_size
         total = self._device_total(ca_sn, wanted) if name is None else None
         if total is not None and offset >= total:
@@ -578,12 +617,22 @@ class RegistryService:
 
     async def register_device(self, ca_sn: str, certificate: x509.Certificate) -> DeviceRecord:
         """Auto-registration (SPEC 3 step 6): store the device certificate as active under the CA
-        ``ca_sn``. Idempotent: concurrent calls for one device share one registration and return
-        the same record, and a device that is already registered returns its record. Raises
-        SerialCollision when another certificate holds the (CA, serial) pair.
+        ``ca_sn`` and return its record once it is durable. See :meth:`begin_registration`."""
+        return await self.begin_registration(ca_sn, certificate)
 
-        Devices whose registrations wait for the database thread are written together, in one
-        transaction with one commit; each call still returns once its device is durable."""
+    def begin_registration(self, ca_sn: str, certificate: x509.Certificate) -> asyncio.Future[DeviceRecord]:
+        """Start registering a device certificate as active under the CA ``ca_sn``, without
+        waiting: the broker lets a first-time device in at once and registers it behind its back.
+
+        Raises SerialCollision at once when another certificate holds, or is being registered
+        with, the (CA, serial) pair. The returned future gives the record once it is committed,
+        or the error that kept it from the registry (SerialCollision when another node registered
+        another certificate first). Idempotent: concurrent calls for one device share one
+        registration, and a registered device gives its record.
+
+        Registrations are written together, one transaction and one commit per batch: a batch
+        waits up to ``registration_delay`` for others to join it, and is written before any other
+        database work that starts meanwhile, so that every read sees every device let in."""
         device_sn = serial_hex(certificate)
         # The DER once, for the fingerprint and the PEM (each of cryptography's calls encodes it).
         der = certificate.public_bytes(Encoding.DER)
@@ -598,8 +647,8 @@ class RegistryService:
             )
         fingerprint = digest.hex()
         key = (ca_sn, device_sn)
-        pending = self._registering.get(key)
-        if pending is None:
+        registering = self._registering.get(key)
+        if registering is None:
             new = NewDevice(
                 ca_sn=ca_sn,
                 device_sn=device_sn,
@@ -610,44 +659,70 @@ class RegistryService:
                 valid_end=certificate.not_valid_after_utc,
             )
             pending = self._queue_registration(new)
-            self._registering[key] = pending
+            self._registering[key] = (fingerprint, pending)
             pending.add_done_callback(functools.partial(self._forget_registration, key))
-        record, _ = await asyncio.shield(pending)
-        if record.fingerprint != fingerprint:
-            raise SerialCollision(
-                f"another certificate is being registered with CA Sn {ca_sn} and serial {device_sn}",
-                ca_sn=ca_sn,
-                device_sn=device_sn,
-            )
-        return record
+        else:
+            pending_fingerprint, pending = registering
+            if pending_fingerprint != fingerprint:
+                raise SerialCollision(
+                    f"another certificate is being registered with CA Sn {ca_sn} and serial {device_sn}",
+                    ca_sn=ca_sn,
+                    device_sn=device_sn,
+                )
+        mine: asyncio.Future[DeviceRecord] = asyncio.get_running_loop().create_future()
+        pending.add_done_callback(functools.partial(_settle_registration, mine, fingerprint))
+        return mine
 
     def _forget_registration(
         self, key: tuple[str, str], done: asyncio.Future[tuple[DeviceRecord, bool]]
     ) -> None:
-        if self._registering.get(key) is done:
+        registering = self._registering.get(key)
+        if registering is not None and registering[1] is done:
             del self._registering[key]
         if not done.cancelled():
             done.exception()  # retrieved here, so a failure is not reported as unhandled
 
     def _queue_registration(self, new: NewDevice) -> asyncio.Future[tuple[DeviceRecord, bool]]:
-        """Add ``new`` to the registrations that the database thread has not taken yet, and
-        start writing them when none is under way. The future is resolved on the loop, after the
-        commit, the index and the event."""
+        """Add ``new`` to the registrations that the database thread has not taken yet. A new
+        batch is submitted after ``registration_delay``, when it is full, or before other work.
+        The future is resolved on the loop, after the commit, the index and the event."""
         if self._closed:
             raise RuntimeError("the registry service is closed")
         loop = asyncio.get_running_loop()
         registration: _Registration = (new, loop.create_future())
         with self._registrations_lock:
             batch = self._registrations
-            start = batch is None or len(batch) >= REGISTRATION_BATCH
-            if start:
+            opened = batch is None or len(batch) >= REGISTRATION_BATCH
+            if opened:
                 batch = self._registrations = []
             assert batch is not None
             batch.append(registration)
-        if start:
-            written = loop.run_in_executor(self._executor, self._write_registrations, batch)
-            written.add_done_callback(functools.partial(self._apply_registrations, batch))
+        if opened:
+            self._submit_registrations()  # the previous batch, if it is still waiting
+            self._registrations_timer = loop.call_later(self.registration_delay, self._submit_registrations)
+            self._waiting_batch = batch
+        elif len(batch) >= REGISTRATION_BATCH:
+            self._submit_registrations()
         return registration[1]
+
+    async def _registrations_written(self) -> None:
+        """Wait until the registrations started so far are committed and in the index."""
+        pending = [future for _, future in self._registering.values()]
+        if pending:
+            self._submit_registrations()
+            await asyncio.wait(pending)
+
+    def _submit_registrations(self) -> None:
+        """Hand the waiting batch of registrations, if any, to the database thread."""
+        batch = self._waiting_batch
+        if batch is None:
+            return
+        self._waiting_batch = None
+        if self._registrations_timer is not None:
+            self._registrations_timer.cancel()
+            self._registrations_timer = None
+        written = asyncio.get_running_loop().run_in_executor(self._executor, self._write_registrations, batch)
+        written.add_done_callback(functools.partial(self._apply_registrations, batch))
 
     def _write_registrations(self, batch: list[_Registration]) -> list[tuple[DeviceRecord, bool] | Exception]:
         """On the database thread: close ``batch`` (later registrations start the next one) and
