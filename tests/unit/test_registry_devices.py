@@ -108,10 +108,8 @@ async def test_concurrent_first_connections_register_once(
     assert len(set(records)) == 1
     assert device_rows(store) == 1
     assert events.count(DeviceAdded(ca_record.sn, records[0].device_sn)) == 1
-    lines = [
-        r.getMessage() for r in caplog.records if r.getMessage().startswith(f"device {records[0].device_sn} ")
-    ]
-    assert len(lines) == 1 and "registered" in lines[0]
+    lines = [r.getMessage() for r in caplog.records if records[0].device_sn in r.getMessage()]
+    assert lines == [f"registered 1 device: {records[0].device_sn} of CA {ca_record.sn} ({records[0].name})"]
 
 
 def reopen(store: RegistryStore) -> RegistryStore:
@@ -636,8 +634,9 @@ async def test_counts(registry: RegistryService, store: RegistryStore) -> None:
 
 
 async def test_registrations_started_together_share_a_commit_and_reads_see_them(
-    registry: RegistryService, store: RegistryStore
+    registry: RegistryService, store: RegistryStore, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="certmq.registry")
     ca = make_ca()
     ca_record = await register(registry, ca)
     commits: list[int] = []
@@ -656,6 +655,9 @@ async def test_registrations_started_together_share_a_commit_and_reads_see_them(
     records = await asyncio.gather(*started)
     assert [record.name for record in records][:12] == [f"burst-{n}" for n in range(12)]
     assert len(commits) == 2, "one transaction for each burst"
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("registered ")]
+    assert lines[0].startswith("registered 12 devices: ") and lines[0].endswith("; and 2 more")
+    assert "(burst-0)" in lines[0] and "(burst-10)" not in lines[0]
     assert device_rows(store) == 15
 
 

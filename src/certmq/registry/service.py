@@ -101,7 +101,9 @@ RETENTION_INTERVAL = 60.0
 # At most this many first-time devices are written in one transaction (group commit).
 REGISTRATION_BATCH = 256
 # How long a first-time device's registration may wait for others to share its transaction.
-REGISTRATION_DELAY = 0.02
+REGISTRATION_DELAY = 0.05
+# Devices named in the log line of one batch of registrations.
+REGISTRATIONS_LOGGED = 10
 # Column sizes of the decision table; longer values are cut to fit.
 _DECISION_LIMITS = {"listener": 32, "peer": 128, "ca_sn": 128, "device_sn": 128, "result": 8, "reason": 64}
 # The operations log of the RPC API: kept longer than decisions, it is the record of who changed
@@ -741,7 +743,7 @@ class RegistryService:
         written: asyncio.Future[list[tuple[DeviceRecord, bool] | Exception]],
     ) -> None:
         """On the loop, in commit order with the other changes: update the index, emit
-        DeviceAdded and log each device registered, then resolve its future."""
+        DeviceAdded for each device registered and log them in one line, then resolve the futures."""
         results: list[tuple[DeviceRecord, bool] | Exception]
         if written.cancelled():
             results = [RuntimeError("the registration was cancelled")] * len(batch)
@@ -749,6 +751,7 @@ class RegistryService:
             results = [error if isinstance(error, Exception) else RuntimeError(str(error))] * len(batch)
         else:
             results = written.result()
+        added: list[str] = []
         for (new, future), result in zip(batch, results, strict=True):
             if isinstance(result, Exception):
                 if not future.done():
@@ -761,11 +764,17 @@ class RegistryService:
                 )
                 if created:
                     self._emit(DeviceAdded(new.ca_sn, new.device_sn))
-                    log.info("device %s of CA %s registered (%s)", new.device_sn, new.ca_sn, record.name)
+                    added.append(f"{new.device_sn} of CA {new.ca_sn} ({record.name})")
             except Exception:
                 log.exception("could not apply a committed registry change to the index")
             if not future.done():
                 future.set_result(result)
+        if added:
+            shown = "; ".join(added[:REGISTRATIONS_LOGGED])
+            more = (
+                f"; and {len(added) - REGISTRATIONS_LOGGED} more" if len(added) > REGISTRATIONS_LOGGED else ""
+            )
+            log.info("registered %d device%s: %s%s", len(added), "" if len(added) == 1 else "s", shown, more)
 
     # --- reapplying changes made elsewhere (SPEC 11) --------------------------------------------
 

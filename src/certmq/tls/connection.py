@@ -194,8 +194,7 @@ class TlsServerConnection(asyncio.Protocol, asyncio.Transport):
             self._protocol.data_received(chunks[0] if len(chunks) == 1 else b"".join(chunks))
         if closed_by_peer:
             self.close()
-        else:
-            self._flush()  # what reading made OpenSSL answer (a key update)
+        # What reading may make OpenSSL send (a key update's answer) goes out with the next write.
 
     def _flush(self) -> None:
         tcp = self._tcp
