@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from OpenSSL import SSL
 
 from certmq.auth.decision import (
     CA_NOT_REGISTERED,
@@ -306,3 +307,12 @@ async def test_a_client_that_hangs_up_mid_handshake_is_reported(pki: Pki, mutual
     await asyncio.wait_for(mutual.failed.wait(), 5)
     assert isinstance(mutual.failures[0], HandshakeError)
     assert decision_for_handshake_failure(mutual.failures[0]) is None
+
+
+def test_errors_without_openssls_queue_are_described_too() -> None:
+    error = HandshakeError.from_openssl(SSL.SysCallError(-1, "Unexpected EOF"), None)
+    assert (error.reason, error.verify_code) == (None, 0) and str(error)
+    assert decision_for_handshake_failure(error) is None
+    queued = SSL.Error([("SSL routines", "", "peer did not return a certificate")])
+    error = HandshakeError.from_openssl(queued, None)
+    assert error.reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE"

@@ -67,7 +67,9 @@ class HandshakeError(Exception):
 
     @classmethod
     def from_openssl(cls, error: SSL.Error, verify_failure: tuple[int, int] | None) -> HandshakeError:
-        reasons = [entry[2] for entry in error.args[0] if len(entry) == 3] if error.args else []
+        # OpenSSL's error queue, as pyOpenSSL gives it: [(library, function, reason), ...].
+        queue = error.args[0] if error.args and isinstance(error.args[0], list) else []
+        reasons = [entry[2] for entry in queue if isinstance(entry, tuple) and len(entry) == 3]
         reason = reasons[-1].upper().replace(" ", "_") if reasons else None
         code, depth = verify_failure or (0, 0)
         error_text = "; ".join(reasons) or str(error) or type(error).__name__
