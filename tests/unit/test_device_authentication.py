@@ -37,6 +37,13 @@ def make_fleet() -> tuple[TrustIndex, pki.CertifiedKey]:
     return index, ca
 
 
+def device_authenticator(**options: Any) -> InstanceAuthenticator:
+    """The authenticator of an instance in mutual mode, without anonymous access."""
+    return InstanceAuthenticator(
+        instance_id="mqtt-unit", access_keys={}, auth_mode=lambda: "mutual", anonymous=False, **options
+    )
+
+
 def device_der(ca: pki.CertifiedKey, name: str) -> bytes:
     certificate = pki.issue_device_certificate(
         ca.certificate, ca.key, name, pki.generate_key("ec").public_key()
@@ -65,11 +72,7 @@ def test_a_registration_that_cannot_start_is_refused_and_recorded() -> None:
     def broken_registrar(ca_sn: str, certificate: x509.Certificate) -> asyncio.Future[None]:
         raise RuntimeError("the registry service is closed")
 
-    authenticator = InstanceAuthenticator(
-        instance_id="mqtt-unit",
-        access_keys={},
-        auth_mode=lambda: "mutual",
-        anonymous=False,
+    authenticator = device_authenticator(
         index=index,
         register_device=broken_registrar,
         audit=lambda **fields: recorded.append(fields),
@@ -101,11 +104,7 @@ async def test_a_first_time_device_is_let_in_at_once_and_cut_off_if_its_registra
     index, ca = make_fleet()
     registry = SlowRegistry()
     recorded: list[dict[str, Any]] = []
-    authenticator = InstanceAuthenticator(
-        instance_id="mqtt-unit",
-        access_keys={},
-        auth_mode=lambda: "mutual",
-        anonymous=False,
+    authenticator = device_authenticator(
         index=index,
         register_device=registry.register,
         on_registration_failure=registry.failed,
@@ -147,11 +146,7 @@ def test_a_registered_device_is_decided_at_once_and_recorded() -> None:
     first = decide_device(der, index)
     index.put_device(first.ca_sn, first.device_sn, hashlib.sha256(der).digest(), True)
     recorded: list[dict[str, Any]] = []
-    authenticator = InstanceAuthenticator(
-        instance_id="mqtt-unit",
-        access_keys={},
-        auth_mode=lambda: "mutual",
-        anonymous=False,
+    authenticator = device_authenticator(
         index=index,
         audit=lambda **fields: recorded.append(fields),
     )
@@ -179,11 +174,7 @@ def test_a_registered_device_is_decided_at_once_and_recorded() -> None:
 async def test_a_first_connection_starts_its_registration_before_the_client_id_policy() -> None:
     index, ca = make_fleet()
     registry = SlowRegistry()
-    authenticator = InstanceAuthenticator(
-        instance_id="mqtt-unit",
-        access_keys={},
-        auth_mode=lambda: "mutual",
-        anonymous=False,
+    authenticator = device_authenticator(
         index=index,
         register_device=registry.register,
         bind_client_id="cn",
