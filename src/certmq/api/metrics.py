@@ -120,10 +120,16 @@ class Metrics:
             registry=self.registry,
         )
         self._collector = _SnapshotCollector()
+        self._decision_counters: dict[tuple[str, str], Any] = {}
         self.registry.register(self._collector)
 
     def count_decision(self, result: str, reason: str) -> None:
-        self.decisions.labels(result=result or "unknown", reason=reason or "unknown").inc()
+        # Once per CONNECT: the labelled child is looked up once per (result, reason), a few dozen.
+        child = self._decision_counters.get((result, reason))
+        if child is None:
+            child = self.decisions.labels(result=result or "unknown", reason=reason or "unknown")
+            self._decision_counters[(result, reason)] = child
+        child.inc()
 
     def count_api_call(self, action: str, code: str) -> None:
         """Count a call of the RPC API. ``action`` must be one the API serves (or "unknown"), never
