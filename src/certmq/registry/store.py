@@ -35,8 +35,6 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL, Connection, Row, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
@@ -215,7 +213,6 @@ def _operation_record(row: models.ApiOperation) -> OperationRecord:
 
 
 _DEVICE_COLUMNS = tuple(getattr(DeviceCertificate, field.name) for field in dataclasses.fields(DeviceRecord))
-_DEVICE_TABLE = models.Base.metadata.tables[DeviceCertificate.__tablename__]
 
 
 def _selected_device_record(row: Row[Any]) -> DeviceRecord:
@@ -260,19 +257,24 @@ class NewDevice:
     valid_end: datetime.datetime
 
 
-def _new_device_values(device: NewDevice, created_at: datetime.datetime) -> dict[str, Any]:
-    return {
-        "ca_sn": device.ca_sn,
-        "device_sn": device.device_sn,
-        "name": device.name,
-        "pem": device.pem,
-        "fingerprint": device.fingerprint,
-        "valid_begin": device.valid_begin,
-        "valid_end": device.valid_end,
-        "status": Status.ACTIVE.value,
-        "created_at": created_at,
-        "updated_at": created_at,
-    }
+_NEW_DEVICE_COLUMNS = (
+    "ca_sn, device_sn, name, pem, fingerprint, valid_begin, valid_end, status, created_at, updated_at"
+)
+
+
+def _stored_time(moment: datetime.datetime, sqlite: bool) -> object:
+    """What UtcDateTime stores: naive UTC text on SQLite, timestamptz elsewhere."""
+    if moment.tzinfo is None:
+        raise ValueError("registry times must be timezone-aware (UTC)")
+    utc = moment.astimezone(datetime.UTC)
+    return utc.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else utc
+
+
+def _device_row(device: NewDevice, created: object, sqlite: bool) -> tuple[object, ...]:
+    """The values of :data:`_NEW_DEVICE_COLUMNS` for a new, active device, as the driver takes them."""
+    valid_begin, valid_end = _stored_time(device.valid_begin, sqlite), _stored_time(device.valid_end, sqlite)
+    return (device.ca_sn, device.device_sn, device.name, device.pem, device.fingerprint,
+            valid_begin, valid_end, Status.ACTIVE.value, created, created)  # fmt: skip
 
 
 def _new_device_record(device: NewDevice, created_at: datetime.datetime) -> DeviceRecord:
@@ -341,13 +343,6 @@ class RegistryStore:
         self.engine = engine
         # Reads begin a plain (deferred) transaction on SQLite: they never wait for the write lock.
         self._read_engine = engine.execution_options(**{_READ_ONLY: True})
-        # The statement of auto-registration, built once: it runs on every first connection.
-        insert_of_dialect = postgresql_insert if engine.dialect.name == "postgresql" else sqlite_insert
-        self._insert_devices_statement = (
-            insert_of_dialect(_DEVICE_TABLE)
-            .on_conflict_do_nothing()
-            .returning(_DEVICE_TABLE.c.ca_sn, _DEVICE_TABLE.c.device_sn)
-        )
 
     @property
     def dialect(self) -> str:
@@ -568,11 +563,19 @@ class RegistryStore:
         read back: its record is what was inserted. The foreign key checks the CA (and, on
         PostgreSQL, locks it against deletion until the commit)."""
         created_at = now.astimezone(datetime.UTC)
-        rows = [_new_device_values(device, created_at) for device in devices]
+        sqlite = self.dialect == "sqlite"
+        created = _stored_time(created_at, sqlite)
+        # Through the driver: SQLAlchemy's per-value conversions would cost more than the insert.
+        row = f"({', '.join(['?' if sqlite else '%s'] * 10)})"
+        statement = (
+            f"INSERT INTO device_certificate ({_NEW_DEVICE_COLUMNS}) VALUES {', '.join([row] * len(devices))} "
+            "ON CONFLICT DO NOTHING RETURNING ca_sn, device_sn"
+        )
+        values = tuple(value for device in devices for value in _device_row(device, created, sqlite))
         with self.engine.begin() as connection:
             # A (CA, serial) pair or a fingerprint already stored, or stored at the same time by
             # another process, is skipped rather than an error, and is not returned.
-            returned = connection.execute(self._insert_devices_statement, rows)
+            returned = connection.exec_driver_sql(statement, values)
             inserted = {(row.ca_sn, row.device_sn) for row in returned}
             results: list[tuple[DeviceRecord, bool] | Exception] = []
             for device in devices:
@@ -600,19 +603,8 @@ class RegistryStore:
         index; rebuild it afterwards (``RegistryService.rebuild_index``). A row that breaks a
         constraint fails its whole batch."""
         sqlite = self.dialect == "sqlite"
-
-        def time_value(moment: datetime.datetime) -> object:
-            # What UtcDateTime stores: naive UTC text on SQLite, timestamptz elsewhere.
-            utc = moment.astimezone(datetime.UTC)
-            return utc.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else utc
-
-        marker = "?" if sqlite else "%s"
-        statement = (
-            "INSERT INTO device_certificate (ca_sn, device_sn, name, pem, fingerprint, valid_begin, "
-            f"valid_end, status, created_at, updated_at) VALUES ({', '.join([marker] * 10)})"
-        )
-        created = time_value(now)
-        active = Status.ACTIVE.value
+        statement = f"INSERT INTO device_certificate ({_NEW_DEVICE_COLUMNS}) VALUES ({', '.join(['?' if sqlite else '%s'] * 10)})"
+        created = _stored_time(now, sqlite)
         rows: list[tuple[object, ...]] = []
         count = 0
 
@@ -627,20 +619,7 @@ class RegistryStore:
             rows.clear()
 
         for device in devices:
-            rows.append(
-                (
-                    device.ca_sn,
-                    device.device_sn,
-                    device.name,
-                    device.pem,
-                    device.fingerprint,
-                    time_value(device.valid_begin),
-                    time_value(device.valid_end),
-                    active,
-                    created,
-                    created,
-                )
-            )
+            rows.append(_device_row(device, created, sqlite))
             count += 1
             if len(rows) >= batch:
                 write()
