@@ -69,7 +69,7 @@ def test_a_registration_that_cannot_start_is_refused_and_recorded() -> None:
     index, ca = make_fleet()
     recorded: list[dict[str, Any]] = []
 
-    def broken_registrar(ca_sn: str, certificate: x509.Certificate) -> asyncio.Future[None]:
+    def broken_registrar(ca_sn: str, certificate: x509.Certificate, **known: Any) -> asyncio.Future[None]:
         raise RuntimeError("the registry service is closed")
 
     authenticator = device_authenticator(
@@ -91,7 +91,7 @@ class SlowRegistry:
         self.pending: list[tuple[str, asyncio.Future[None]]] = []
         self.failures: list[tuple[str, str, str]] = []
 
-    def register(self, ca_sn: str, certificate: x509.Certificate) -> asyncio.Future[None]:
+    def register(self, ca_sn: str, certificate: x509.Certificate, **known: Any) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.pending.append((ca_sn, future))
         return future

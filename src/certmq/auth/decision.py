@@ -96,13 +96,13 @@ class DeviceCertificate:
     (:class:`DeviceCertificateCache`) and shared by every decision on those bytes."""
 
     __slots__ = (
+        "_issuer_name",
         "_usage_failure",
         "certificate",
         "cn",
         "device_sn",
         "fingerprint",
         "issuer",
-        "issuer_name",
         "not_valid_after",
         "not_valid_before",
     )
@@ -113,7 +113,7 @@ class DeviceCertificate:
         self.certificate = certificate
         self.device_sn = serial_hex(certificate)
         self.cn = common_name(certificate)
-        self.issuer_name = certificate.issuer.rfc4514_string()
+        self._issuer_name: str | None = None  # for refusals and traces only: written when asked
         self.fingerprint = hashlib.sha256(der).digest()
         self.not_valid_before = certificate.not_valid_before_utc
         self.not_valid_after = certificate.not_valid_after_utc
@@ -122,6 +122,13 @@ class DeviceCertificate:
         self.issuer: tuple[int, CaView | None] | None = None
         # Boxed once checked (the check may raise on a malformed extension, as it did unboxed).
         self._usage_failure: tuple[Failure | None] | None = None
+
+    @property
+    def issuer_name(self) -> str:
+        """The issuer's distinguished name, as RFC 4514 writes it."""
+        if self._issuer_name is None:
+            self._issuer_name = self.certificate.issuer.rfc4514_string()
+        return self._issuer_name
 
     def usage_failure(self) -> Failure | None:
         """The step 5 checks of the certificate's own key usages."""

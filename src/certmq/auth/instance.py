@@ -38,9 +38,12 @@ APSARA_SEPARATOR = "@@@"
 class DeviceRegistrar(Protocol):
     """Starts registering a device on its first allowed connection (SPEC 3 step 6) without
     waiting for it: raises at once what is known at once (a serial collision), and returns a
-    future that fails if the registration does."""
+    future that fails if the registration does. ``der`` and ``name`` (the certificate's DER and
+    CN), when given, spare working them out again."""
 
-    def __call__(self, ca_sn: str, certificate: x509.Certificate) -> asyncio.Future[Any]: ...
+    def __call__(
+        self, ca_sn: str, certificate: x509.Certificate, *, der: bytes | None = None, name: str | None = None
+    ) -> asyncio.Future[Any]: ...
 
 
 # Called when a device let in on its first connection could not be registered after all:
@@ -172,7 +175,9 @@ class InstanceAuthenticator:
         registry's next batch; refused now if the registration cannot even start."""
         assert decision.certificate is not None and self.register_device is not None
         try:
-            registration = self.register_device(decision.ca_sn, decision.certificate)
+            registration = self.register_device(
+                decision.ca_sn, decision.certificate, der=attempt.peer_certificate, name=decision.cn
+            )
         except Exception as error:
             return self._registration_refused(decision, error)
         registration.add_done_callback(functools.partial(self._registration_settled, attempt, decision))

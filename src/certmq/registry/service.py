@@ -622,7 +622,9 @@ class RegistryService:
         ``ca_sn`` and return its record once it is durable. See :meth:`begin_registration`."""
         return await self.begin_registration(ca_sn, certificate)
 
-    def begin_registration(self, ca_sn: str, certificate: x509.Certificate) -> asyncio.Future[DeviceRecord]:
+    def begin_registration(
+        self, ca_sn: str, certificate: x509.Certificate, *, der: bytes | None = None, name: str | None = None
+    ) -> asyncio.Future[DeviceRecord]:
         """Start registering a device certificate as active under the CA ``ca_sn``, without
         waiting: the broker lets a first-time device in at once and registers it behind its back.
 
@@ -634,10 +636,14 @@ class RegistryService:
 
         Registrations are written together, one transaction and one commit per batch: a batch
         waits up to ``registration_delay`` for others to join it, and is written before any other
-        database work that starts meanwhile, so that every read sees every device let in."""
+        database work that starts meanwhile, so that every read sees every device let in.
+
+        ``der`` and ``name``, the certificate's DER and CN, may be given by a caller that has them
+        (the broker's decision read them): each costs cryptography a new encoding or parse."""
         device_sn = serial_hex(certificate)
-        # The DER once, for the fingerprint and the PEM (each of cryptography's calls encodes it).
-        der = certificate.public_bytes(Encoding.DER)
+        # The DER once, for the fingerprint and the PEM.
+        if der is None:
+            der = certificate.public_bytes(Encoding.DER)
         digest = hashlib.sha256(der).digest()
         known = self.index.device(ca_sn, device_sn)
         if known is not None and known.fingerprint != digest:
@@ -654,7 +660,7 @@ class RegistryService:
             new = NewDevice(
                 ca_sn=ca_sn,
                 device_sn=device_sn,
-                name=common_name(certificate),
+                name=common_name(certificate) if name is None else name,
                 pem=_certificate_pem(der),
                 fingerprint=fingerprint,
                 valid_begin=certificate.not_valid_before_utc,
