@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from certmq.api.context import Context
-from certmq.api.paging import MAX_OFFSET
+from certmq.api.paging import MAX_OFFSET, query_time
 from certmq.registry.records import DecisionRecord
 
 router = APIRouter(prefix="/decisions", tags=["decisions"])
@@ -40,13 +40,6 @@ class DecisionList(BaseModel):
     offset: int
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    """Times without a zone are UTC, as everywhere in the API."""
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment
-
-
 @router.get("", response_model=DecisionList, summary="Search the decisions, newest first")
 async def search_decisions(
     context: Context,
@@ -69,8 +62,8 @@ async def search_decisions(
         client_id=client_id,
         result=result,
         reason=reason,
-        since=_utc(since),
-        until=_utc(until),
+        since=query_time(since),
+        until=query_time(until),
         limit=limit,
         offset=offset,
     )

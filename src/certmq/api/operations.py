@@ -3,14 +3,14 @@ every call, the AccessKey that made it, what it asked for and what it was answer
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from certmq.api.context import Context
-from certmq.api.paging import MAX_OFFSET
+from certmq.api.paging import MAX_OFFSET, query_time
 from certmq.registry.records import OperationRecord
 
 router = APIRouter(prefix="/operations", tags=["operations"])
@@ -46,12 +46,6 @@ class OperationList(BaseModel):
     offset: int
 
 
-def _utc(moment: datetime | None) -> datetime | None:
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment
-
-
 @router.get("", response_model=OperationList, summary="Search the RPC API's operations log, newest first")
 async def search_operations(
     context: Context,
@@ -70,8 +64,8 @@ async def search_operations(
         access_key_id=access_key_id,
         action=action,
         code=code,
-        since=_utc(since),
-        until=_utc(until),
+        since=query_time(since),
+        until=query_time(until),
         limit=limit,
         offset=offset,
     )

@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
-from typing import Any
 
-from certmq.cli.client import ApiClient, add_instance_arguments
-from certmq.cli.errors import CommandError
-from certmq.cli.output import print_json_items, print_table, short_time
-
-DEFAULT_LIMIT = 50
-BATCH = 1000  # the API's largest answer
+from certmq.cli.log_search import add_search_arguments, search
+from certmq.cli.output import short_time
 
 DECISION_COLUMNS = [
     ("TIME", lambda decision: short_time(decision["time"])),
@@ -40,43 +34,16 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--client-id", metavar="ID", help="only those of this MQTT client id")
     parser.add_argument("--result", choices=("allow", "deny"), help="only allowed or only denied")
     parser.add_argument("--reason", metavar="REASON", help="only this reason, e.g. device-inactive")
-    parser.add_argument(
-        "--since", metavar="TIME", help="from this time on, ISO 8601 (UTC unless a zone is given)"
-    )
-    parser.add_argument("--until", metavar="TIME", help="before this time, ISO 8601")
-    parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT, metavar="N",
-                        help=f"at most N decisions (default: {DEFAULT_LIMIT})")  # fmt: skip
-    add_instance_arguments(parser)
+    add_search_arguments(parser, "decisions")
     parser.set_defaults(run=run)
 
 
-def _batches(client: ApiClient, args: argparse.Namespace) -> Iterator[list[dict[str, Any]]]:
+def run(args: argparse.Namespace) -> int:
     filters = {
         "device_sn": args.device,
         "ca_sn": args.ca,
         "client_id": args.client_id,
         "result": args.result,
         "reason": args.reason,
-        "since": args.since,
-        "until": args.until,
     }
-    offset = 0
-    while offset < args.limit:
-        limit = min(BATCH, args.limit - offset)
-        items: list[dict[str, Any]] = client.get("/decisions", limit=limit, offset=offset, **filters)["items"]
-        if items:
-            yield items
-        if len(items) < limit:
-            return
-        offset += len(items)
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.limit < 1:
-        raise CommandError("--limit must be 1 or more")
-    with ApiClient.from_args(args) as client:
-        if args.json:
-            print_json_items(_batches(client, args))
-        else:
-            print_table(DECISION_COLUMNS, _batches(client, args), "no decisions match")
-    return 0
+    return search(args, "/decisions", filters, DECISION_COLUMNS, "no decisions match")

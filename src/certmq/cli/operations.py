@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
 from typing import Any
 
-from certmq.cli.client import ApiClient, add_instance_arguments
-from certmq.cli.errors import CommandError
-from certmq.cli.output import print_json_items, print_table, short_time
-
-DEFAULT_LIMIT = 50
-BATCH = 1000  # the API's largest answer
+from certmq.cli.log_search import add_search_arguments, search
+from certmq.cli.output import short_time
 
 
 def _target(operation: dict[str, Any]) -> str:
@@ -47,43 +42,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--access-key", metavar="ID", help="only the calls of this AccessKeyId")
     parser.add_argument("--action", metavar="ACTION", help="only this action, e.g. DeleteCaCertificate")
     parser.add_argument("--code", metavar="CODE", help="only this outcome: Success or an error code")
-    parser.add_argument(
-        "--since", metavar="TIME", help="from this time on, ISO 8601 (UTC unless a zone is given)"
-    )
-    parser.add_argument("--until", metavar="TIME", help="before this time, ISO 8601")
-    parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT, metavar="N",
-                        help=f"at most N calls (default: {DEFAULT_LIMIT})")  # fmt: skip
-    add_instance_arguments(parser)
+    add_search_arguments(parser, "calls")
     parser.set_defaults(run=run)
 
 
-def _batches(client: ApiClient, args: argparse.Namespace) -> Iterator[list[dict[str, Any]]]:
-    filters = {
-        "access_key_id": args.access_key,
-        "action": args.action,
-        "code": args.code,
-        "since": args.since,
-        "until": args.until,
-    }
-    offset = 0
-    while offset < args.limit:
-        limit = min(BATCH, args.limit - offset)
-        items: list[dict[str, Any]] = client.get("/operations", limit=limit, offset=offset, **filters)[
-            "items"
-        ]
-        if items:
-            yield items
-        if len(items) < limit:
-            return
-        offset += len(items)
-
-
 def run(args: argparse.Namespace) -> int:
-    if args.limit < 1:
-        raise CommandError("--limit must be 1 or more")
-    with ApiClient.from_args(args) as client:
-        if args.json:
-            print_json_items(_batches(client, args))
-        else:
-            print_table(OPERATION_COLUMNS, _batches(client, args), "no operations match")
-    return 0
+    filters = {"access_key_id": args.access_key, "action": args.action, "code": args.code}
+    return search(args, "/operations", filters, OPERATION_COLUMNS, "no operations match")
