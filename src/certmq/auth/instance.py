@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -134,7 +134,7 @@ class InstanceAuthenticator:
             attempt, result=result, reason=decision.reason, detail=decision.detail, decision=decision
         )
 
-    def authenticate(self, attempt: ConnectAttempt) -> AuthOutcome | Awaitable[AuthOutcome]:
+    def authenticate(self, attempt: ConnectAttempt) -> AuthOutcome:
         """The outcome at once, but for a device's first connection, which waits for its registration."""
         if attempt.listener == TLS_LISTENER and self.auth_mode() == "mutual":
             return self._authenticate_device(attempt)
@@ -159,7 +159,7 @@ class InstanceAuthenticator:
         )
         return outcome
 
-    def _authenticate_device(self, attempt: ConnectAttempt) -> AuthOutcome | Awaitable[AuthOutcome]:
+    def _authenticate_device(self, attempt: ConnectAttempt) -> AuthOutcome:
         if self.index is None:
             decision = decide_device(None, _EmptyIndex())
         else:

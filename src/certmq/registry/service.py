@@ -21,7 +21,6 @@ Typical use::
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import copy
 import datetime
@@ -61,7 +60,7 @@ from certmq.registry.events import (
 )
 from certmq.registry.index import CaEntry, TrustIndex
 from certmq.registry.models import Result, Status
-from certmq.registry.proof import check_ca_registration
+from certmq.registry.proof import certificate_pem, check_ca_registration
 from certmq.registry.records import (
     CaRecord,
     Decision,
@@ -163,13 +162,6 @@ def _unknown_device(ca_sn: str, device_sn: str) -> FindDeviceBySnError:
 def _text(value: object, limit: int | None = None) -> str:
     text = "" if value is None else str(value)
     return text[:limit] if limit is not None and len(text) > limit else text
-
-
-def _certificate_pem(der: bytes) -> str:
-    """PEM of a certificate's DER, as ``public_bytes(Encoding.PEM)`` writes it (64-column base64)."""
-    text = base64.b64encode(der).decode("ascii")
-    lines = "\n".join(text[start : start + 64] for start in range(0, len(text), 64))
-    return f"-----BEGIN CERTIFICATE-----\n{lines}\n-----END CERTIFICATE-----\n"
 
 
 def _decision_row(decision: Decision) -> dict[str, Any]:
@@ -641,7 +633,7 @@ class RegistryService:
         ``der`` and ``name``, the certificate's DER and CN, may be given by a caller that has them
         (the broker's decision read them): each costs cryptography a new encoding or parse."""
         device_sn = serial_hex(certificate)
-        # The DER once, for the fingerprint and the PEM.
+        # The DER, for the fingerprint.
         if der is None:
             der = certificate.public_bytes(Encoding.DER)
         digest = hashlib.sha256(der).digest()
@@ -661,7 +653,7 @@ class RegistryService:
                 ca_sn=ca_sn,
                 device_sn=device_sn,
                 name=common_name(certificate) if name is None else name,
-                pem=_certificate_pem(der),
+                pem=certificate_pem(certificate),
                 fingerprint=fingerprint,
                 valid_begin=certificate.not_valid_before_utc,
                 valid_end=certificate.not_valid_after_utc,

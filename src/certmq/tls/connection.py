@@ -17,6 +17,7 @@ OpenSSL's verification result, from which the audit log's decision is made.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 from collections.abc import Callable
@@ -275,10 +276,8 @@ class TlsServerConnection(asyncio.Protocol, asyncio.Transport):
         tcp = self._tcp
         if tcp is None:
             return
-        try:
+        with contextlib.suppress(SSL.Error):  # a connection in a failed state has no close_notify to send
             self._ssl.shutdown()
-        except SSL.Error:
-            pass
         self._flush()
         tcp.close()
 
