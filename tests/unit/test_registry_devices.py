@@ -308,6 +308,25 @@ async def test_store_batch_keeps_each_result(registry: RegistryService, store: R
         reopened.close()
 
 
+async def test_store_batch_with_a_row_already_stored(registry: RegistryService, store: RegistryStore) -> None:
+    """A batch in which one device is already stored (another node registered it first): the
+    others go in, in the same commit, and that one gives the stored record, not created."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_sn = (await register(registry, make_ca())).sn
+    first, second, third = synthetic_devices(ca_sn, 3)
+    (before,) = store.add_devices([second], now)
+    assert not isinstance(before, Exception)
+
+    results = store.add_devices([first, second, third], now + datetime.timedelta(seconds=1))
+
+    assert results == [
+        (store.get_device(ca_sn, first.device_sn), True),
+        (before[0], False),
+        (store.get_device(ca_sn, third.device_sn), True),
+    ]
+    assert device_rows(store) == 3
+
+
 async def test_concurrent_registration_from_two_services(tmp_path: Path) -> None:
     """Two services on one file (as two processes): the unique constraint decides, and both
     return the one stored record."""

@@ -558,34 +558,45 @@ class RegistryStore:
     def _insert_devices(
         self, devices: Sequence[NewDevice], now: datetime.datetime
     ) -> list[tuple[DeviceRecord, bool] | Exception]:
-        """One transaction: one INSERT … ON CONFLICT DO NOTHING … RETURNING of every device, and
-        a read of the stored row only for a device that conflicted. A device that went in is not
-        read back: its record is what was inserted. The foreign key checks the CA (and, on
-        PostgreSQL, locks it against deletion until the commit)."""
+        """One transaction: one INSERT … ON CONFLICT DO NOTHING of every device. When every row
+        went in, as it does unless another node registered one of them first, nothing is read:
+        each record is what was inserted. Else the transaction is rolled back and written again
+        with RETURNING, to learn which rows went in, and the stored row of each one that did not
+        is read. The foreign key checks the CA (and, on PostgreSQL, locks it against deletion
+        until the commit).
+
+        Not RETURNING at first because each returned row is one more step of the statement, and
+        the driver lets go of the interpreter lock around each: a handoff with the event loop per
+        device, which costs more than the insert."""
         created_at = now.astimezone(datetime.UTC)
         sqlite = self.dialect == "sqlite"
         created = _stored_time(created_at, sqlite)
         # Through the driver: SQLAlchemy's per-value conversions would cost more than the insert.
         row = f"({', '.join(['?' if sqlite else '%s'] * 10)})"
+        # A (CA, serial) pair or a fingerprint already stored, or stored at the same time by
+        # another process, is skipped rather than an error.
         statement = (
             f"INSERT INTO device_certificate ({_NEW_DEVICE_COLUMNS}) VALUES {', '.join([row] * len(devices))} "
-            "ON CONFLICT DO NOTHING RETURNING ca_sn, device_sn"
+            "ON CONFLICT DO NOTHING"
         )
         values = tuple(value for device in devices for value in _device_row(device, created, sqlite))
-        with self.engine.begin() as connection:
-            # A (CA, serial) pair or a fingerprint already stored, or stored at the same time by
-            # another process, is skipped rather than an error, and is not returned.
-            returned = connection.exec_driver_sql(statement, values)
-            inserted = {(row.ca_sn, row.device_sn) for row in returned}
-            results: list[tuple[DeviceRecord, bool] | Exception] = []
-            for device in devices:
-                key = (device.ca_sn, device.device_sn)
-                if key in inserted:
-                    inserted.discard(key)  # the same device twice in a batch: the second finds the first
-                    results.append((_new_device_record(device, created_at), True))
-                else:
-                    results.append(_already_registered(device, _conflicting_device(connection, device)))
-            return results
+        with self.engine.connect() as connection:
+            with connection.begin() as transaction:
+                if connection.exec_driver_sql(statement, values).rowcount == len(devices):
+                    return [(_new_device_record(device, created_at), True) for device in devices]
+                transaction.rollback()
+            with connection.begin():
+                returned = connection.exec_driver_sql(f"{statement} RETURNING ca_sn, device_sn", values)
+                inserted = {(row.ca_sn, row.device_sn) for row in returned}
+                results: list[tuple[DeviceRecord, bool] | Exception] = []
+                for device in devices:
+                    key = (device.ca_sn, device.device_sn)
+                    if key in inserted:
+                        inserted.discard(key)  # the same device twice in a batch: the second finds the first
+                        results.append((_new_device_record(device, created_at), True))
+                    else:
+                        results.append(_already_registered(device, _conflicting_device(connection, device)))
+                return results
 
     def _insert_error(self, device: NewDevice, error: Exception) -> Exception:
         """The error of a device whose own transaction failed: FindCaBySnError when it is the
