@@ -73,7 +73,12 @@ class TrustIndexView(Protocol):
     An index may also have a ``ca_generation`` attribute: a number that changes whenever its CAs
     change and that no other index shows (see :attr:`certmq.registry.index.TrustIndex.ca_generation`).
     The procedure then remembers which CA issued a certificate until it changes; without it, it
-    asks :meth:`issuer_of` at every call."""
+    asks :meth:`issuer_of` at every call.
+
+    An index may also have a ``ca_by_fingerprint(fingerprint)`` method: the registered CA whose
+    certificate has that SHA-256 fingerprint, or None. The procedure then takes the CA whose key
+    verified the certificate in the TLS handshake, when it is registered, as the one that issued
+    it, without reading the certificate's names and extensions."""
 
     def issuer_of(self, certificate: x509.Certificate) -> CaView | None: ...
     def device(self, ca_sn: str, device_sn: str) -> DeviceView | None: ...
@@ -262,14 +267,15 @@ def _usage_failure(certificate: x509.Certificate) -> Failure | None:
     return None
 
 
-def _validate(
-    device: DeviceCertificate, ca: CaView, now: datetime, verified_issuer: VerifiedIssuer | None
-) -> Failure | None:
-    """Step 5: the checks that the device certificate must pass against its CA."""
+def _validate(device: DeviceCertificate, ca: CaView, now: datetime, verified: bool) -> Failure | None:
+    """Step 5: the checks that the device certificate must pass against its CA.
+
+    ``verified``: this connection's full TLS handshake verified the certificate with this very
+    CA's key. OpenSSL then checked its signature, and its key usages for a TLS client (the
+    "sslclient" purpose that a server checks: the same rules as :func:`_usage_failure`), so these
+    are not checked again. A resumed session verified nothing: then everything is checked here."""
     issuer = ca.certificate
-    # A full handshake has just verified the signature with this very CA certificate's key; a
-    # resumed one verified nothing, and then the TLS layer names no issuer.
-    if verified_issuer is None or verified_issuer() != ca.fingerprint:
+    if not verified:
         try:
             device.certificate.verify_directly_issued_by(issuer)
         except (ValueError, TypeError, InvalidSignature) as error:
@@ -292,20 +298,29 @@ def _validate(
         issuer_usage = None
     if issuer_usage is not None and not issuer_usage.key_cert_sign:
         return ISSUER_NOT_A_CA, f"CA {ca.sn} key usage does not allow signing certificates"
-    return device.usage_failure()
+    return None if verified else device.usage_failure()
 
 
-def _issuer(device: DeviceCertificate, index: TrustIndexView) -> CaView | None:
+def _issuer(
+    device: DeviceCertificate, index: TrustIndexView, verified_issuer: VerifiedIssuer | None
+) -> CaView | None:
     """The registered CA that issued the device certificate, remembered while the index's CAs
-    do not change."""
+    do not change: the one whose key verified it in the handshake when that one is registered,
+    else the one the index finds by the certificate's names."""
     generation = getattr(index, "ca_generation", None)
-    if generation is None:
-        return index.issuer_of(device.certificate)
     known = device.issuer
-    if known is not None and known[0] == generation:
+    if generation is not None and known is not None and known[0] == generation:
         return known[1]
-    ca = index.issuer_of(device.certificate)
-    device.issuer = (generation, ca)
+    ca: CaView | None = None
+    by_fingerprint = getattr(index, "ca_by_fingerprint", None)
+    if verified_issuer is not None and by_fingerprint is not None:
+        verified_by = verified_issuer()
+        if verified_by is not None:
+            ca = by_fingerprint(verified_by)
+    if ca is None:
+        ca = index.issuer_of(device.certificate)
+    if generation is not None:
+        device.issuer = (generation, ca)
     return ca
 
 
@@ -350,8 +365,9 @@ def decide_device(
     """Run SPEC 3 steps 1–5 on the leaf certificate a client presented.
 
     ``verified_issuer``, from the TLS layer, names (by SHA-256 fingerprint) the certificate whose
-    key verified the leaf's signature in this connection's handshake, or None; the signature is
-    not checked again when that is the CA the registry says issued it.
+    key verified the leaf's signature in this connection's handshake, or None. When that is a
+    registered CA, it is the issuing CA (the certificate's names are not compared), and the
+    signature and key usages that the handshake checked are not checked again.
 
     What the certificate's bytes say is parsed once per distinct DER (:data:`device_certificates`);
     the registry (which CA issued it, the CA's and the device's status, the registered
@@ -366,7 +382,7 @@ def decide_device(
     now = now or datetime.now(UTC)
 
     # Step 2: registered (same CA, same serial)?
-    ca = _issuer(device, index)
+    ca = _issuer(device, index, verified_issuer)
     registered = None if ca is None else index.device(ca.sn, device.device_sn)
     if ca is not None and registered is not None:
         if registered.fingerprint != device.fingerprint:
@@ -402,7 +418,10 @@ def decide_device(
     if not ca.active:
         return _decision(device, ca.sn, False, 4, CA_INACTIVE, f"CA {ca.sn} is inactive")
     # Step 5: validate the certificate against the CA at the current time.
-    failure = _validate(device, ca, now, verified_issuer)
+    # A full handshake has just verified it with this very CA certificate's key; a resumed one
+    # verified nothing, and then the TLS layer names no issuer.
+    verified = verified_issuer is not None and verified_issuer() == ca.fingerprint
+    failure = _validate(device, ca, now, verified)
     if failure is not None:
         return _decision(device, ca.sn, False, 5, *failure)
     # Step 6: allow, registering the device (the caller's part).

@@ -121,6 +121,8 @@ class TrustIndex:
         self._device_count = 0
         self._inactive_count = 0
         self._ca_generation = next(_ca_generations)
+        # Built again on the first lookup after the CAs change: (generation, fingerprint -> CA).
+        self._cas_by_fingerprint: tuple[int, dict[bytes, CaEntry]] = (0, {})
 
     # --- reads (the hot path) -------------------------------------------------------------------
 
@@ -170,6 +172,16 @@ class TrustIndex:
                 continue
             return ca
         return candidates[0]
+
+    def ca_by_fingerprint(self, fingerprint: bytes) -> CaEntry | None:
+        """The registered CA (active or not) whose certificate has this SHA-256 fingerprint."""
+        by_fingerprint = self._cas_by_fingerprint
+        if by_fingerprint[0] != self._ca_generation:
+            by_fingerprint = self._cas_by_fingerprint = (
+                self._ca_generation,
+                {ca.fingerprint: ca for ca in self._cas.values()},
+            )
+        return by_fingerprint[1].get(fingerprint)
 
     @property
     def ca_generation(self) -> int:

@@ -80,12 +80,19 @@ class HandshakeError(Exception):
         return handshake_error
 
 
-def note_verify_result(connection: SSL.Connection, _: crypto.X509, code: int, depth: int, ok: int) -> bool:
-    """pyOpenSSL verify callback: keeps OpenSSL's verdict, remembers the first failure's code."""
-    if not ok:
-        tls = connection.get_app_data()
-        if tls is not None and tls.verify_failure is None:
-            tls.verify_failure = (code, depth)
+def note_verify_result(
+    connection: SSL.Connection, certificate: crypto.X509, code: int, depth: int, ok: int
+) -> bool:
+    """pyOpenSSL verify callback: keeps OpenSSL's verdict, remembers the first failure's code and
+    the certificate whose key verified the client's (depth 1: OpenSSL checks a chain from its
+    anchor down, the issuer's signature on each certificate before the certificate itself)."""
+    tls = connection.get_app_data()
+    if tls is not None:
+        if not ok:
+            if tls.verify_failure is None:
+                tls.verify_failure = (code, depth)
+        elif depth == 1:
+            tls.verifying_issuer = certificate
     return bool(ok)
 
 
@@ -115,6 +122,9 @@ class TlsServerConnection(asyncio.Protocol, asyncio.Transport):
         self._failed = False
         self._peer_certificate: bytes | None = None
         self.verify_failure: tuple[int, int] | None = None
+        # The client certificate's issuer as this handshake verified it, and its fingerprint.
+        self.verifying_issuer: crypto.X509 | None = None
+        self._verifying_issuer_fingerprint: bytes | None = None
 
     # --- the TCP side ---------------------------------------------------------------------------
 
@@ -241,10 +251,10 @@ class TlsServerConnection(asyncio.Protocol, asyncio.Transport):
         """The SHA-256 fingerprint of the certificate whose key verified the client certificate's
         signature in this connection's handshake; None when the handshake verified no chain (a
         resumed session, one-way mode) or the client's certificate was itself the trust anchor."""
-        chain = self._ssl.get_verified_chain()
-        if not chain or len(chain) < 2:
-            return None
-        return hashlib.sha256(crypto.dump_certificate(crypto.FILETYPE_ASN1, chain[1])).digest()
+        if self._verifying_issuer_fingerprint is None and self.verifying_issuer is not None:
+            der = crypto.dump_certificate(crypto.FILETYPE_ASN1, self.verifying_issuer)
+            self._verifying_issuer_fingerprint = hashlib.sha256(der).digest()
+        return self._verifying_issuer_fingerprint
 
     # --- the MQTT side --------------------------------------------------------------------------
 
