@@ -38,11 +38,17 @@ APSARA_SEPARATOR = "@@@"
 class DeviceRegistrar(Protocol):
     """Starts registering a device on its first allowed connection (SPEC 3 step 6) without
     waiting for it: raises at once what is known at once (a serial collision), and returns a
-    future that fails if the registration does. ``der`` and ``name`` (the certificate's DER and
-    CN), when given, spare working them out again."""
+    future that fails if the registration does. ``der``, ``name`` and ``sha256`` (the
+    certificate's DER, CN and SHA-256 digest), when given, spare working them out again."""
 
     def __call__(
-        self, ca_sn: str, certificate: x509.Certificate, *, der: bytes | None = None, name: str | None = None
+        self,
+        ca_sn: str,
+        certificate: x509.Certificate,
+        *,
+        der: bytes | None = None,
+        name: str | None = None,
+        sha256: bytes | None = None,
     ) -> asyncio.Future[Any]: ...
 
 
@@ -176,7 +182,11 @@ class InstanceAuthenticator:
         assert decision.certificate is not None and self.register_device is not None
         try:
             registration = self.register_device(
-                decision.ca_sn, decision.certificate, der=attempt.peer_certificate, name=decision.cn
+                decision.ca_sn,
+                decision.certificate,
+                der=attempt.peer_certificate,
+                name=decision.cn,
+                sha256=decision.fingerprint,
             )
         except Exception as error:
             return self._registration_refused(decision, error)

@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import secrets
+import ssl
 import threading
 import time
 from collections import deque
@@ -60,7 +61,7 @@ from certmq.registry.events import (
 )
 from certmq.registry.index import CaEntry, TrustIndex
 from certmq.registry.models import Result, Status
-from certmq.registry.proof import certificate_pem, check_ca_registration
+from certmq.registry.proof import check_ca_registration
 from certmq.registry.records import (
     CaRecord,
     Decision,
@@ -100,7 +101,7 @@ RETENTION_INTERVAL = 60.0
 # At most this many first-time devices are written in one transaction (group commit).
 REGISTRATION_BATCH = 256
 # How long a first-time device's registration may wait for others to share its transaction.
-REGISTRATION_DELAY = 0.05
+REGISTRATION_DELAY = 0.2
 # Devices named in the log line of one batch of registrations.
 REGISTRATIONS_LOGGED = 10
 # Column sizes of the decision table; longer values are cut to fit.
@@ -615,7 +616,13 @@ class RegistryService:
         return await self.begin_registration(ca_sn, certificate)
 
     def begin_registration(
-        self, ca_sn: str, certificate: x509.Certificate, *, der: bytes | None = None, name: str | None = None
+        self,
+        ca_sn: str,
+        certificate: x509.Certificate,
+        *,
+        der: bytes | None = None,
+        name: str | None = None,
+        sha256: bytes | None = None,
     ) -> asyncio.Future[DeviceRecord]:
         """Start registering a device certificate as active under the CA ``ca_sn``, without
         waiting: the broker lets a first-time device in at once and registers it behind its back.
@@ -630,13 +637,13 @@ class RegistryService:
         waits up to ``registration_delay`` for others to join it, and is written before any other
         database work that starts meanwhile, so that every read sees every device let in.
 
-        ``der`` and ``name``, the certificate's DER and CN, may be given by a caller that has them
-        (the broker's decision read them): each costs cryptography a new encoding or parse."""
+        ``der``, ``name`` and ``sha256``, the certificate's DER, CN and SHA-256 digest, may be
+        given by a caller that has them (the broker's decision read them): each costs a new
+        encoding, parse or hash."""
         device_sn = serial_hex(certificate)
-        # The DER, for the fingerprint.
         if der is None:
             der = certificate.public_bytes(Encoding.DER)
-        digest = hashlib.sha256(der).digest()
+        digest = hashlib.sha256(der).digest() if sha256 is None else sha256
         known = self.index.device(ca_sn, device_sn)
         if known is not None and known.fingerprint != digest:
             raise SerialCollision(
@@ -653,7 +660,7 @@ class RegistryService:
                 ca_sn=ca_sn,
                 device_sn=device_sn,
                 name=common_name(certificate) if name is None else name,
-                pem=certificate_pem(certificate),
+                pem=ssl.DER_cert_to_PEM_cert(der),  # as cryptography writes it, without a new encoding
                 fingerprint=fingerprint,
                 valid_begin=certificate.not_valid_before_utc,
                 valid_end=certificate.not_valid_after_utc,
