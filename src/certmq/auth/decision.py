@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -151,7 +152,9 @@ class DeviceCertificateCache:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._entries: dict[bytes, DeviceCertificate] = {}
+        # Ordered: the oldest is taken from the front, which a plain dict would find only after
+        # stepping over the slots of every entry deleted before it.
+        self._entries: OrderedDict[bytes, DeviceCertificate] = OrderedDict()
         # Lookups are single dict reads; adding and evicting take the lock, so that two threads
         # cannot both evict the same oldest entry.
         self._adding = threading.Lock()
@@ -166,7 +169,7 @@ class DeviceCertificateCache:
         with self._adding:
             entries = self._entries
             while len(entries) >= self.capacity and entries:
-                del entries[next(iter(entries))]
+                entries.popitem(last=False)
             return entries.setdefault(der, parsed)
 
     def __len__(self) -> int:
