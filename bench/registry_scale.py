@@ -141,6 +141,13 @@ async def run(devices: int, url: str, data_dir: Path) -> None:
         f"list_devices page {last_page:,} (100)": lambda: registry.list_devices(last_page, 100),
         "list_devices by CA, page 1": lambda: registry.list_devices(1, 100, ca_sn=ca_sn),
         "list_devices inactive, page 1": lambda: registry.list_devices(1, 100, status="inactive"),
+        f"list_devices inactive, page {last_page // 20:,}": lambda: registry.list_devices(
+            last_page // 20, 100, status="inactive"
+        ),
+        "list_devices active, page 1": lambda: registry.list_devices(1, 100, status="active"),
+        f"list_devices active, page {last_page // 2:,}": lambda: registry.list_devices(
+            last_page // 2, 100, status="active"
+        ),
         "list_devices by name": lambda: registry.list_devices(1, 100, name=sample.name),
         "get_device": lambda: registry.get_device(ca_sn, sample.device_sn),
     }

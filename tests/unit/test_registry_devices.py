@@ -712,3 +712,51 @@ async def test_closing_the_service_writes_the_registrations_still_waiting(
     await registry.close()
     assert (await registration).name == "last-minute"
     assert device_rows(store) == 1
+
+
+async def test_listings_by_status_page_in_order(registry: RegistryService, store: RegistryStore) -> None:
+    """Active and inactive listings, with and without a CA, page through exactly the devices with
+    that status in (CA, serial) order."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_sns = [(await register(registry, make_ca(f"Status CA {n}"))).sn for n in range(2)]
+    devices = [device for ca_sn in ca_sns for device in synthetic_devices(ca_sn, 30)]
+    assert store.import_devices(devices, now) == 60
+    await registry.rebuild_index()
+    inactive = {(device.ca_sn, device.device_sn) for device in devices[::4]}
+    for ca_sn, device_sn in sorted(inactive):
+        await registry.inactivate_device(ca_sn, device_sn)
+    keys = sorted((device.ca_sn, device.device_sn) for device in devices)
+
+    for status in ("active", "inactive"):
+        for ca_sn in (None, *ca_sns):
+            expected = [
+                key
+                for key in keys
+                if (key in inactive) == (status == "inactive") and ca_sn in (None, key[0])
+            ]
+            listed = []
+            for page_no in range(1, len(expected) // 7 + 2):
+                page = await registry.list_devices(page_no, 7, ca_sn=ca_sn, status=status)
+                assert page.total == len(expected)
+                assert all(item.status == status for item in page.items)
+                listed += [(item.ca_sn, item.device_sn) for item in page.items]
+            assert listed == expected
+
+
+def test_status_listings_read_an_index_without_sorting(tmp_path: Path) -> None:
+    """SQLite's plans for the page keys of each status listing, with or without a CA: the
+    status index alone, in listing order (a deep page skips index entries, not table rows)."""
+    store = open_registry("", tmp_path)
+    try:
+        with store.engine.connect() as connection:
+            index = "COVERING INDEX ix_device_certificate_status_ca_sn_device_sn"
+            for status in ("active", "inactive"):
+                for where in (f"status = '{status}'", f"ca_sn = 'ab' AND status = '{status}'"):
+                    plan = connection.exec_driver_sql(
+                        "EXPLAIN QUERY PLAN SELECT ca_sn, device_sn FROM device_certificate "
+                        f"WHERE {where} ORDER BY ca_sn, device_sn LIMIT 100 OFFSET 1000"
+                    ).all()
+                    details = " ".join(row[-1] for row in plan)
+                    assert index in details and "TEMP B-TREE" not in details, (where, details)
+    finally:
+        store.close()
