@@ -9,7 +9,7 @@ import pytest
 
 from certmq.registry import Decision, ParameterFieldCheckFailed, RegistryService
 from certmq.registry import service as service_module
-from certmq.registry.store import RegistryStore
+from certmq.registry.store import LOG_ROWS_PER_STATEMENT, RegistryStore
 
 from .registry_fixtures import INSTANCE_ID, Clock, clock, postgresql_server, registry, store
 
@@ -55,6 +55,26 @@ async def test_flush_and_search(registry: RegistryService, clock: Clock) -> None
         "new-device",
     )
     assert newest.detail == "registered on its first connection"
+
+
+async def test_a_flush_larger_than_one_statement(
+    registry: RegistryService, store: RegistryStore, clock: Clock
+) -> None:
+    """More decisions than one INSERT statement carries: every one is written, in order, with
+    its own values."""
+    count = 2 * LOG_ROWS_PER_STATEMENT + 3
+    base = clock.now
+    for n in range(count):
+        registry.record_decision(decision(n, time=base + datetime.timedelta(milliseconds=n)))
+    await registry.flush_decisions()
+    assert store.count_decisions() == count
+    found = await registry.search_decisions(limit=1000)
+    found += await registry.search_decisions(limit=1000, offset=1000)
+    assert [record.device_sn for record in found] == [f"{n:04x}" for n in reversed(range(count))]
+    assert [record.time for record in found[:2]] == [
+        base + datetime.timedelta(milliseconds=count - 1),
+        base + datetime.timedelta(milliseconds=count - 2),
+    ]
 
 
 async def test_search_filters(registry: RegistryService, clock: Clock) -> None:

@@ -730,9 +730,7 @@ async def test_listings_by_status_page_in_order(registry: RegistryService, store
     for status in ("active", "inactive"):
         for ca_sn in (None, *ca_sns):
             expected = [
-                key
-                for key in keys
-                if (key in inactive) == (status == "inactive") and ca_sn in (None, key[0])
+                key for key in keys if (key in inactive) == (status == "inactive") and ca_sn in (None, key[0])
             ]
             listed = []
             for page_no in range(1, len(expected) // 7 + 2):

@@ -30,7 +30,6 @@ from sqlalchemy import (
     delete,
     event,
     func,
-    insert,
     select,
     tuple_,
     update,
@@ -62,6 +61,9 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 # Page cache per connection: listing pages of a million devices stays in memory.
 SQLITE_CACHE_KIB = 65_536
+# Rows per INSERT statement of the decision and operations logs: 14 columns at most, so well
+# below the bound parameters a statement may have (SQLite 32,766, PostgreSQL 65,535).
+LOG_ROWS_PER_STATEMENT = 500
 # Rows fetched per round trip when streaming the device table into the in-memory index.
 STREAM_BATCH = 10_000
 IMPORT_BATCH = 50_000
@@ -861,10 +863,26 @@ class RegistryStore:
     def _append_log(
         self, table: type[models.Decision | models.ApiOperation], rows: Sequence[dict[str, Any]]
     ) -> None:
+        """Insert log rows (each with the same columns, ``time`` aware) in one transaction,
+        through the driver, :data:`LOG_ROWS_PER_STATEMENT` rows per statement. One statement of
+        many rows, not one execution per row: each execution hands the interpreter lock to the
+        event loop and back, and SQLAlchemy's per-value conversions cost more than the insert."""
         if not rows:
             return
+        sqlite = self.dialect == "sqlite"
+        columns = list(rows[0])
+        mark = "?" if sqlite else "%s"
+        row_marks = f"({', '.join([mark] * len(columns))})"
+        insert_into = f"INSERT INTO {table.__tablename__} ({', '.join(columns)}) VALUES "
         with self.engine.begin() as connection:
-            connection.execute(insert(table), list(rows))
+            for start in range(0, len(rows), LOG_ROWS_PER_STATEMENT):
+                chunk = rows[start : start + LOG_ROWS_PER_STATEMENT]
+                values = tuple(
+                    _stored_time(row[column], sqlite) if column == "time" else row[column]
+                    for row in chunk
+                    for column in columns
+                )
+                connection.exec_driver_sql(insert_into + ", ".join([row_marks] * len(chunk)), values)
 
     def _search_log(
         self,
