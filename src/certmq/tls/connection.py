@@ -80,6 +80,10 @@ class HandshakeError(Exception):
         return handshake_error
 
 
+# What SSL_version gives for TLS 1.3 (RFC 8446: legacy version 0x0304).
+_TLS_1_3 = 0x0304
+
+
 def note_verify_result(
     connection: SSL.Connection, certificate: crypto.X509, code: int, depth: int, ok: int
 ) -> bool:
@@ -183,7 +187,11 @@ class TlsServerConnection(asyncio.Protocol, asyncio.Transport):
             certificate = self._ssl.get_peer_certificate()
             if certificate is not None:
                 self._peer_certificate = crypto.dump_certificate(crypto.FILETYPE_ASN1, certificate)
-        self._flush()  # session tickets
+        if self._ssl.get_protocol_version() != _TLS_1_3:
+            self._flush()  # TLS 1.2: the server's Finished, which the client waits for
+        # TLS 1.3: the session tickets OpenSSL has just written wait for the first reply (a
+        # CONNACK) and go out in its segment, one send fewer per connection. A client needs no
+        # ticket before a reply, and a connection closed first sends them with its close_notify.
         self._protocol = self._make_protocol()
         self._protocol.connection_made(self)
 
