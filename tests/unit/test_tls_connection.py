@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import gc
 import hashlib
 import socket
 import ssl
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +101,7 @@ class Echo(asyncio.Protocol):
         self.seen.ciphers.append(transport.get_extra_info("cipher"))
         verified_issuer = transport.get_extra_info("verified_issuer")
         self.seen.verified_issuers.append(verified_issuer() if verified_issuer is not None else None)
+        self.seen.transports.append(weakref.ref(transport))
 
     def data_received(self, data: bytes) -> None:
         if data == b"bye":
@@ -117,6 +120,7 @@ class Listener:
     peer_certificates: list[bytes | None] = field(default_factory=list)
     ciphers: list[object] = field(default_factory=list)
     verified_issuers: list[bytes | None] = field(default_factory=list)
+    transports: list[weakref.ref[asyncio.BaseTransport]] = field(default_factory=list)
     failures: list[BaseException] = field(default_factory=list)
     lost: asyncio.Event = field(default_factory=asyncio.Event)
     failed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -218,6 +222,21 @@ async def test_close_sends_close_notify_after_the_data(pki: Pki, mutual: Listene
     assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()
     await asyncio.wait_for(mutual.lost.wait(), 5)
+
+
+async def test_a_closed_connection_is_freed_without_the_cycle_collector(pki: Pki, mutual: Listener) -> None:
+    """Its TLS layer and OpenSSL connection go when the last reference does: a broker that
+    leaves every connection to the cycle collector pays for its passes over them."""
+    gc.disable()
+    try:
+        await test_close_sends_close_notify_after_the_data(pki, mutual)
+        for _ in range(100):
+            if mutual.transports[0]() is None:
+                break
+            await asyncio.sleep(0.01)
+        assert mutual.transports[0]() is None
+    finally:
+        gc.enable()
 
 
 async def _refused(listener: Listener, context: ssl.SSLContext) -> HandshakeError:

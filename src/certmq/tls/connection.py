@@ -170,6 +170,9 @@ class TlsServerConnection(asyncio.Protocol, asyncio.Transport):
         elif not self._failed:
             self._fail(HandshakeError("the connection was lost during the TLS handshake"))
         self._tcp = None
+        # The OpenSSL connection points back here (for the verify callback): without that, both
+        # are freed by reference counting instead of waiting for the cycle collector.
+        self._ssl.set_app_data(None)
 
     def pause_writing(self) -> None:
         if self._protocol is not None:
