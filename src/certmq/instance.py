@@ -134,7 +134,11 @@ def new_instance_id() -> str:
 
 
 def new_admin_token() -> str:
-    return secrets.token_urlsafe(32)
+    """32 random bytes, URL-safe base64, never starting with "-": a token that did would be
+    read as an option by ``certmq … --token TOKEN`` (one in 64 did)."""
+    while (token := secrets.token_urlsafe(32)).startswith("-"):
+        pass
+    return token
 
 
 def new_access_key() -> AccessKey:

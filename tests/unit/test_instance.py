@@ -19,6 +19,7 @@ from certmq.instance import (
     InstanceError,
     init_instance,
     load_instance,
+    new_admin_token,
     open_secret,
     seal_secret,
 )
@@ -248,3 +249,12 @@ def test_version_and_help(tmp_path: Path) -> None:
     for command in ([], ["init"], ["serve"], ["pki"], ["pki", "ca"], ["pki", "device"], ["pki", "p12"]):
         done = certmq(*command, "--help", cwd=tmp_path)
         assert done.returncode == 0 and "usage: certmq" in done.stdout, command
+
+
+def test_admin_tokens_can_follow_the_token_option() -> None:
+    """``certmq … --token TOKEN`` reads a token that starts with "-" as another option: one
+    token in 64 did, which made CLI calls fail at random."""
+    tokens = {new_admin_token() for _ in range(2000)}
+    assert len(tokens) == 2000
+    assert not [token for token in tokens if token.startswith("-")]
+    assert all(len(token) == 43 for token in tokens)
