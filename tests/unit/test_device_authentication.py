@@ -219,8 +219,14 @@ def test_plain_listeners_record_credential_decisions() -> None:
     assert (refused.allowed, refused.reason_code) == (False, ReasonCode.NOT_AUTHORIZED)
 
 
-def forged_der(ca: pki.CertifiedKey, name: str) -> bytes:
-    """A certificate just like the CA's devices' but signed by another key."""
+def reissued_der(
+    ca: pki.CertifiedKey,
+    name: str,
+    signing_key: Any,
+    extensions: list[x509.ExtensionType] | None = None,
+) -> bytes:
+    """A certificate like the CA's device ``name``: its subject, issuer, key, serial and validity,
+    with ``extensions`` (by default the device's own, as they are), signed by ``signing_key``."""
     genuine = x509.load_der_x509_certificate(device_der(ca, name))
     builder = (
         x509.CertificateBuilder()
@@ -231,9 +237,18 @@ def forged_der(ca: pki.CertifiedKey, name: str) -> bytes:
         .not_valid_before(genuine.not_valid_before_utc)
         .not_valid_after(genuine.not_valid_after_utc)
     )
-    for extension in genuine.extensions:
-        builder = builder.add_extension(extension.value, extension.critical)
-    return builder.sign(pki.generate_key("ec"), hashes.SHA256()).public_bytes(Encoding.DER)
+    if extensions is None:
+        for extension in genuine.extensions:
+            builder = builder.add_extension(extension.value, extension.critical)
+    else:
+        for value in extensions:
+            builder = builder.add_extension(value, critical=False)
+    return builder.sign(signing_key, hashes.SHA256()).public_bytes(Encoding.DER)
+
+
+def forged_der(ca: pki.CertifiedKey, name: str) -> bytes:
+    """A certificate just like the CA's devices' but signed by another key."""
+    return reissued_der(ca, name, pki.generate_key("ec"))
 
 
 def test_the_signature_check_is_left_to_a_handshake_that_verified_it_with_that_ca() -> None:
@@ -272,18 +287,8 @@ def test_the_signature_check_is_left_to_a_handshake_that_verified_it_with_that_c
 
 def server_only_der(ca: pki.CertifiedKey, name: str) -> bytes:
     """A certificate of the CA's whose extended key usage is serverAuth only."""
-    genuine = x509.load_der_x509_certificate(device_der(ca, name))
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(genuine.subject)
-        .issuer_name(genuine.issuer)
-        .public_key(genuine.public_key())
-        .serial_number(genuine.serial_number)
-        .not_valid_before(genuine.not_valid_before_utc)
-        .not_valid_after(genuine.not_valid_after_utc)
-        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-    )
-    return builder.sign(ca.key, hashes.SHA256()).public_bytes(Encoding.DER)
+    server_auth = x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH])
+    return reissued_der(ca, name, ca.key, [server_auth])
 
 
 def test_the_ca_that_verified_the_certificate_in_the_handshake_is_its_issuer() -> None:
