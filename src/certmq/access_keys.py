@@ -1,4 +1,4 @@
-"""AccessKey pairs of a running instance (SPEC 5, 13): create, list, delete.
+"""AccessKey pairs of a running instance: create, list, delete.
 
 The pairs live in the instance's ``credentials.json`` (see :mod:`certmq.instance`), their secrets
 sealed with the instance key. :attr:`AccessKeyStore.secrets` is a live read-only mapping

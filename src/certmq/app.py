@@ -110,7 +110,7 @@ class Application:
             on_handshake_failure=self._handshake_failed,
         )
         self._unsubscribe = registry.events.subscribe(self._on_registry_event)
-        # SPEC 4.1: plain TCP is off in mutual mode unless the operator insists.
+        # Plain TCP is off in mutual mode unless the operator insists (listeners.tcp_in_mutual_mode).
         skip = frozenset() if self._tcp_allowed() else frozenset({"tcp"})
         await self.broker.start(skip=skip)
         await self._start_http()

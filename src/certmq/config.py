@@ -1,4 +1,4 @@
-"""The instance configuration (SPEC 13): a TOML file whose every key can be overridden by
+"""The instance configuration (docs/configuration.md): a TOML file whose every key can be overridden by
 an environment variable ``CERTMQ_<SECTION>_<KEY>``."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class ListenersSection:
     ws: str = "127.0.0.1:8083"
     wss: str = "127.0.0.1:8084"
     http: str = "127.0.0.1:8080"
-    # Beyond SPEC 13: plain TCP is off in mutual mode (SPEC 4.1) unless this is true.
+    # Plain TCP is off in mutual mode unless this is true.
     tcp_in_mutual_mode: bool = False
 
 
@@ -49,7 +49,7 @@ class StorageSection:
 class AuthSection:
     bind_client_id: str = "off"
     anonymous: bool = False
-    # Beyond SPEC 13: topic authorization (SPEC 12), see docs/configuration.md.
+    # Topic authorization (docs/configuration.md, "Topic authorization rules").
     acl_file: str = ""
     acl_default: str = "allow"
     subscribe_denied: str = "not-authorized"
@@ -60,7 +60,6 @@ class MqttSection:
     apsara_client_id: bool = False
     max_packet_size: int = 1048576
     server_keep_alive: int = 0
-    # Beyond SPEC 13; documented in docs/configuration.md.
     connect_timeout: float = 10.0
     receive_maximum: int = 65535
     max_inflight: int = 65535
@@ -69,7 +68,7 @@ class MqttSection:
     topic_alias_maximum: int = 10
     max_session_expiry: int = 0xFFFFFFFF
     retain_available: bool = True
-    # SPEC 5: `<parent>/p2p/<ClientId>` is delivered to that client without a subscription.
+    # ApsaraMQ point-to-point: `<parent>/p2p/<ClientId>` is delivered to that client without a subscription.
     p2p_topics: bool = True
     sys_interval: int = 10
     # Retained messages and persistent sessions kept across restarts in DATA_DIR/broker-state.db.
@@ -79,7 +78,7 @@ class MqttSection:
 
 @dataclass(slots=True)
 class ApiSection:
-    """Beyond SPEC 13: the ApsaraMQ-compatible RPC API (SPEC 7.1), see docs/api.md."""
+    """The ApsaraMQ-compatible RPC API, see docs/api.md."""
 
     rate_limit: float = 100.0  # calls per second per AccessKey, sustained; 0: no limit
     rate_burst: int = 200  # calls an AccessKey may make at once after a quiet time

@@ -50,7 +50,7 @@ async def ensure_demo_ca(registry: RegistryService, data_dir: Path) -> DemoFiles
         key = pki.generate_key("ec")
         ca = pki.CertifiedKey(pki.create_ca(DEMO_CA_NAME, key), key)
         pki.write_ca_dir(ca_directory, ca, overwrite=True)
-    # Proof of possession, exactly as an operator does it (SPEC 2.2).
+    # Proof of possession, exactly as an operator does it.
     code = await registry.issue_registration_code()
     verification = pki.issue_verification_certificate(ca.certificate, ca.key, code.code)
     record = await registry.register_ca("demo", _pem(ca.certificate), _pem(verification))

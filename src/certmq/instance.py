@@ -1,4 +1,4 @@
-"""An instance's data directory: what ``certmq init`` creates and ``certmq serve`` loads (SPEC 13).
+"""An instance's data directory: what ``certmq init`` creates and ``certmq serve`` loads.
 
 Layout of ``DATA_DIR``::
 
@@ -115,7 +115,7 @@ class InitResult:
     data_dir: Path
 
     def as_json(self) -> dict[str, str]:
-        """The object that ``certmq init --json`` prints (SPEC 13), with absolute paths."""
+        """The object that ``certmq init --json`` prints (README.md, "Commands"), with absolute paths."""
         return {
             "instance_id": self.instance_id,
             "admin_token": self.admin_token,
@@ -285,8 +285,9 @@ def is_initialised(data_dir: Path) -> bool:
 
 
 def init_instance(data_dir: Path, instance_id: str | None = None) -> InitResult | None:
-    """Create an instance in ``data_dir`` (SPEC 13). Returns what was created, with the secrets to
-    show once, or None when ``data_dir`` already holds an instance: then nothing is changed.
+    """Create an instance in ``data_dir`` (docs/cli.md, "certmq init"). Returns what was created,
+    with the secrets to show once, or None when ``data_dir`` already holds an instance: then
+    nothing is changed.
 
     A ``certmq.toml`` that is already there is kept (an operator may write it before the first
     start); its ``[instance] id`` is the instance id then.

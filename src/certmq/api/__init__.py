@@ -1,4 +1,4 @@
-"""The management interfaces over HTTP: REST API v1 (SPEC 7.3), Prometheus metrics (SPEC 6).
+"""The management interfaces over HTTP: REST API v1, Prometheus metrics (docs/api.md).
 
 :func:`create_app` builds the application of an instance, :class:`HttpListener` serves it inside
 the running event loop, and :func:`serve_http` does both for ``certmq serve``.

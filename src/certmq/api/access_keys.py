@@ -1,4 +1,4 @@
-"""``/api/v1/access-keys``: AccessKey pairs for Signature credentials and RPC signatures (SPEC 5).
+"""``/api/v1/access-keys``: AccessKey pairs for Signature credentials and RPC signatures.
 
 A secret is returned once, by the request that creates it; listings never show secrets.
 """

@@ -1,8 +1,8 @@
-"""The HTTP application of an instance: the ApsaraMQ-compatible RPC API at ``/`` (SPEC 7.1),
-REST API v1 under ``/api/v1`` (SPEC 7.3) and ``/metrics``.
+"""The HTTP application of an instance: the ApsaraMQ-compatible RPC API at ``/``,
+REST API v1 under ``/api/v1`` and ``/metrics`` (docs/api.md).
 
 The RPC API authenticates each request by its AccessKey signature (:mod:`certmq.api.rpc`) and
-answers in ApsaraMQ's shapes; the console (SPEC 8) is at ``/console``.
+answers in ApsaraMQ's shapes; the console (docs/console.md) is at ``/console``.
 
 Every ``/api/v1`` route except ``/api/v1/healthz`` requires the admin token as a bearer token.
 The OpenAPI document is ``/api/v1/openapi.json``, browsable at ``/api/v1/docs``.
@@ -63,7 +63,7 @@ _RESOURCE_ROUTERS = [
 ]
 
 DESCRIPTION = """\
-The native management API of a certmq instance (SPEC 7.3).
+The native management API of a certmq instance.
 
 **Authentication**: every request except `/api/v1/healthz` carries the instance's admin token,
 `Authorization: Bearer <admin token>` (printed by `certmq init`, kept in
@@ -92,7 +92,7 @@ def create_app(
     """The HTTP application of one instance. ``metrics`` is the collector that the instance
     counts its decisions with (:meth:`Metrics.count_decision`); a new one when not given.
     ``rpc_settings`` are the RPC API's rate limit and signature window (config ``[api]``).
-    ``console`` configures the web console's sessions (SPEC 8)."""
+    ``console`` configures the web console's sessions."""
     if not admin_token:
         raise ValueError("the REST API needs an admin token")
     app = FastAPI(

@@ -1,4 +1,4 @@
-"""``/api/v1/auth-mode``: one-way or mutual TLS, switched at run time (SPEC 4.3)."""
+"""``/api/v1/auth-mode``: one-way or mutual TLS, switched at run time."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``/api/v1/ca-certificates``: register, list, show, activate, inactivate, delete CAs (SPEC 2.2, 2.3)."""
+"""``/api/v1/ca-certificates``: register, list, show, activate, inactivate, delete CAs."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ Status = Literal["active", "inactive"]
 
 
 class CaCertificate(BaseModel):
-    sn: str = Field(description="serial number in Sn format (SPEC 1)")
+    sn: str = Field(description="serial number in Sn format")
     name: str
     status: Status
     subject: str = Field(description="Subject DN, RFC 4514")

@@ -1,4 +1,4 @@
-"""``/api/v1/decisions``: the audit log of authentication decisions (SPEC 6), newest first."""
+"""``/api/v1/decisions``: the audit log of authentication decisions, newest first."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ class Decision(BaseModel):
     ca_sn: str
     device_sn: str
     cn: str = Field(description="Subject CN of the device certificate")
-    step: int = Field(description="the step of SPEC 3 that decided (1-6); 0 for credentials")
+    step: int = Field(description="the step of the decision procedure that decided (1-6); 0 for credentials")
     result: Literal["allow", "deny"]
     reason: str = Field(description="e.g. new-device, device-inactive, ca-not-registered, bad-credentials")
     detail: str

@@ -1,5 +1,5 @@
-"""``/api/v1/device-certificates``: list, show, activate, inactivate, delete device certificates
-(SPEC 2.3). Devices are registered by their first allowed connection (SPEC 3 step 6), not here."""
+"""``/api/v1/device-certificates``: list, show, activate, inactivate, delete device certificates.
+Devices are registered by their first allowed connection (step 6 of the decision procedure), not here."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ Status = Literal["active", "inactive"]
 
 class DeviceCertificate(BaseModel):
     ca_sn: str = Field(description="Sn of the registered CA that issued it")
-    device_sn: str = Field(description="its serial number in Sn format (SPEC 1)")
+    device_sn: str = Field(description="its serial number in Sn format")
     name: str = Field(description="its Subject CN")
     status: Status
     fingerprint: str = Field(description="SHA-256 of the DER certificate, lower-case hex")

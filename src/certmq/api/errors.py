@@ -1,13 +1,13 @@
 """Errors of the REST API: every failure is a JSON object ``{"code": ..., "message": ...}``.
 
-``code`` is the error code of SPEC 7.2 where one applies (the same codes the ApsaraMQ RPC API
+``code`` is the ApsaraMQ error code where one applies (the same codes the ApsaraMQ RPC API
 answers with), so scripts can tell failures apart without parsing messages. The HTTP status is
-the registry error's own (SPEC 7.2), except where REST clients give a status a fixed meaning
+the registry error's own, except where REST clients give a status a fixed meaning
 (see ``REST_STATUS``):
 
 * an unknown CA or device is **404** (``FindCaBySnError``, ``FindDeviceBySnError``), as a REST
   client expects of a resource that does not exist;
-* SPEC 7.2 answers some content and conflict errors with 401 on the RPC API. On the REST API
+* ApsaraMQ answers some content and conflict errors with 401 on the RPC API. On the REST API
   401 means one thing only, "the bearer token is missing or wrong" (clients and the console
   react to it by asking for the token again), so those errors are 400 (bad content) or 409
   (conflict with what is registered) here.
@@ -55,7 +55,7 @@ REST_STATUS: dict[str, int] = {
 class ErrorBody(BaseModel):
     """The body of every error reply."""
 
-    code: str = Field(description="error code, e.g. FindCaBySnError (SPEC 7.2) or Unauthorized")
+    code: str = Field(description="error code, e.g. FindCaBySnError or Unauthorized")
     message: str = Field(description="what went wrong and what to do, for people")
 
 

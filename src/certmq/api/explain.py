@@ -1,5 +1,5 @@
-"""``/api/v1/explain``: what SPEC 3 decides for a device certificate, step by step, without a
-connection (``certmq explain``). Nothing is registered."""
+"""``/api/v1/explain``: what the decision procedure decides for a device certificate, step by step,
+without a connection (``certmq explain``). Nothing is registered."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class ExplainRequest(BaseModel):
 
 
 class ExplainStep(BaseModel):
-    step: int = Field(description="step number of SPEC 3, 1-6")
+    step: int = Field(description="step of the decision procedure, 1-6")
     text: str
 
 

@@ -1,4 +1,4 @@
-"""``/api/v1/instance``: the instance at a glance (SPEC 8 overview), and ``/api/v1/healthz``."""
+"""``/api/v1/instance``: the instance at a glance (the console's overview), and ``/api/v1/healthz``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``/metrics``: Prometheus metrics of the instance (SPEC 6).
+"""``/metrics``: Prometheus metrics of the instance (docs/api.md, "Metrics").
 
 Two kinds of metric:
 
@@ -109,7 +109,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.decisions = Counter(
             "certmq_decisions",
-            "authentication decisions by result and reason (SPEC 3, 5)",
+            "authentication decisions by result and reason",
             ["result", "reason"],
             registry=self.registry,
         )

@@ -31,7 +31,7 @@ class Operation(BaseModel):
         description="the call's parameters; certificate contents as their SHA-256 and length"
     )
     status: int = Field(description="HTTP status of the reply")
-    code: str = Field(description="Success, or the error code (SPEC 7.2)")
+    code: str = Field(description="Success, or the error code")
     message: str
     duration_ms: int
 

@@ -1,4 +1,4 @@
-"""``/api/v1/registration-codes``: one-time codes for CA registration (SPEC 2.2 step 1)."""
+"""``/api/v1/registration-codes``: one-time codes for CA registration."""
 
 from __future__ import annotations
 

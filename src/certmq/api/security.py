@@ -1,4 +1,4 @@
-"""Bearer-token authentication of the REST API (SPEC 7.3): the instance's admin token."""
+"""Bearer-token authentication of the REST API: the instance's admin token."""
 
 from __future__ import annotations
 

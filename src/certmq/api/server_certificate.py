@@ -1,5 +1,5 @@
-"""``/api/v1/server-certificate``: the broker's TLS certificate, shown and replaced at run time
-(SPEC 4.2): new handshakes use the new certificate, live connections are kept."""
+"""``/api/v1/server-certificate``: the broker's TLS certificate, shown and replaced at run time:
+new handshakes use the new certificate, live connections are kept."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class ServerCertificate(BaseModel):
     subject: str = Field(description="Subject DN, RFC 4514")
     issuer: str = Field(description="Issuer DN, RFC 4514")
     sans: list[str] = Field(description="subject alternative names: the host names clients may dial")
-    sn: str = Field(description="serial number in Sn format (SPEC 1)")
+    sn: str = Field(description="serial number in Sn format")
     fingerprint: str = Field(description="SHA-256 of the DER certificate, lower-case hex")
     valid_begin: datetime
     valid_end: datetime

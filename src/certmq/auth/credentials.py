@@ -1,4 +1,4 @@
-"""Signature credentials (SPEC 5, ApsaraMQ conventions).
+"""Signature credentials, ApsaraMQ's convention (README.md, "Quick start").
 
 Username ``Signature|<AccessKeyId>|<InstanceId>``; password
 ``Base64(HMAC-SHA1(key=AccessKeySecret, msg=ClientId))``.

@@ -1,4 +1,4 @@
-"""The mutual-authentication decision procedure (SPEC 3), step by step.
+"""The mutual-authentication decision procedure (docs/certificates.md), step by step.
 
 ``decide_device`` runs steps 1–5 on the device certificate a connection presented, against
 the in-memory trust index, and returns a :class:`DeviceDecision`: allow or deny, the step that
@@ -365,7 +365,7 @@ def decide_device(
     now: datetime | None = None,
     verified_issuer: VerifiedIssuer | None = None,
 ) -> DeviceDecision:
-    """Run SPEC 3 steps 1–5 on the leaf certificate a client presented.
+    """Run steps 1–5 of the decision procedure on the leaf certificate a client presented.
 
     ``verified_issuer``, from the TLS layer, names (by SHA-256 fingerprint) the certificate whose
     key verified the leaf's signature in this connection's handshake, or None. When that is a
@@ -433,7 +433,7 @@ def decide_device(
     )
 
 
-# OpenSSL X509_V_ERR codes that a refused client certificate carries, as SPEC 3 steps.
+# OpenSSL X509_V_ERR codes that a refused client certificate carries, as steps of the decision procedure.
 _VERIFY_CODES: dict[int, tuple[int, str]] = {
     2: (3, CA_NOT_REGISTERED),  # unable to get issuer certificate
     7: (5, BAD_SIGNATURE),  # certificate signature failure
@@ -451,7 +451,7 @@ _VERIFY_CODES: dict[int, tuple[int, str]] = {
 
 
 def decision_for_handshake_failure(error: BaseException) -> DeviceDecision | None:
-    """The SPEC 3 decision that a TLS handshake refused on certificate grounds amounts to;
+    """The decision that a TLS handshake refused on certificate grounds amounts to;
     None for failures that are not about the client certificate (the client hung up...).
 
     ``error`` is the TLS layer's: it carries OpenSSL's verification result as ``verify_code``

@@ -1,4 +1,4 @@
-"""``certmq explain``: the decision procedure of SPEC 3 run on a certificate, without a connection.
+"""``certmq explain``: the decision procedure run on a certificate, without a connection.
 
 It reads the same in-memory trust index as the broker at CONNECT, so its answer is the one a
 device presenting this certificate would get now. It registers nothing: for a new device the

@@ -1,7 +1,8 @@
-"""Topic authorization (SPEC 12): which topics a client may publish to and subscribe to.
+"""Topic authorization: which topics a client may publish to and subscribe to.
 
-Rules live in a TOML file (``auth.acl_file``) and are checked in order; the first rule that
-applies decides, and ``auth.acl_default`` decides when none does::
+Rules live in a TOML file (``auth.acl_file``; docs/configuration.md, "Topic authorization rules")
+and are checked in order; the first rule that applies decides, and ``auth.acl_default`` decides
+when none does::
 
     [[rule]]
     permission = "allow"              # "allow" | "deny"

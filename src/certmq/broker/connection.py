@@ -68,7 +68,8 @@ class Listener:
 
 
 def valid_apsara_client_id(client_id: str) -> bool:
-    """SPEC 5: `GroupID@@@DeviceID`, at most 64 characters, GroupID `GID_`/`GID-` + [A-Za-z0-9_-], 7-64 long."""
+    """An ApsaraMQ client id: `GroupID@@@DeviceID`, at most 64 characters, GroupID `GID_`/`GID-` +
+    [A-Za-z0-9_-], 7-64 long."""
     if len(client_id) > 64:
         return False
     group, separator, device = client_id.partition(APSARA_CLIENT_ID_SEPARATOR)
@@ -531,7 +532,7 @@ class MQTTConnection(asyncio.Protocol):
             self.send(PubRec(packet_id))
 
     def _refuse_publish(self, packet: Publish, topic: str) -> None:
-        """A denied publish is dropped; 5.0 clients are told so in PUBACK / PUBREC (SPEC 12)."""
+        """A denied publish is dropped; 5.0 clients are told so in PUBACK / PUBREC (0x87)."""
         log.info("%s may not publish to %s", self.client_id, topic)
         self.core.stats.publishes_denied += 1
         packet_id = packet.packet_id

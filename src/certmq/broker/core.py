@@ -170,7 +170,7 @@ class BrokerCore:
 
     def disconnect_where(self, matches: Callable[[MQTTConnection], bool], reason: str) -> int:
         """Disconnect every live connection ``matches`` selects, as an operator's revocation:
-        5.0 clients get DISCONNECT 0x87 with ``reason``, and no will is published (SPEC 2.3)."""
+        5.0 clients get DISCONNECT 0x87 with ``reason``, and no will is published."""
         chosen = [connection for connection in self.connections if matches(connection)]
         for connection in chosen:
             log.info("disconnecting %s: %s", connection.client_id or connection.peer, reason)
@@ -208,7 +208,7 @@ class BrokerCore:
         return self.route(message)
 
     def _deliver_point_to_point(self, message: Message, client_id: str) -> int:
-        """SPEC 5: `<parent>/p2p/<ClientId>` goes to that client alone, subscribed or not."""
+        """ApsaraMQ point-to-point: `<parent>/p2p/<ClientId>` goes to that client alone, subscribed or not."""
         session = self.sessions.get(client_id)
         if session is None:
             self.stats.messages_dropped += 1

@@ -1,5 +1,5 @@
-"""What survives a restart (SPEC 12): the broker's state saved to a :class:`StateStore` and read
-back at start.
+"""What survives a restart (docs/configuration.md): the broker's state saved to a
+:class:`StateStore` and read back at start.
 
 Saving is split in two so that the event loop is held only briefly: :func:`take_snapshot`
 copies references out of the core on the loop (the messages, deliveries and subscriptions they

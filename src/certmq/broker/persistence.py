@@ -1,4 +1,4 @@
-"""The durable store of broker state (SPEC 12): retained messages and persistent sessions.
+"""The durable store of broker state: retained messages and persistent sessions.
 
 The broker writes a whole snapshot at a time (at shutdown and every ``mqtt.autosave_interval``
 seconds) and reads it back once, at start; see :mod:`certmq.broker.durability`. A snapshot is

@@ -1,1 +1,1 @@
-"""The ``certmq`` command (SPEC 9 and 13): one module per command group."""
+"""The ``certmq`` command (docs/cli.md): one module per command group."""

@@ -1,4 +1,4 @@
-"""``certmq access-key``: AccessKey pairs of a running instance (SPEC 5, 13)."""
+"""``certmq access-key``: AccessKey pairs of a running instance."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``certmq ca``: registration codes and CA certificates of a running instance (SPEC 2.2, 2.3, 13)."""
+"""``certmq ca``: registration codes and CA certificates of a running instance."""
 
 from __future__ import annotations
 

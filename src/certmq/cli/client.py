@@ -1,4 +1,4 @@
-"""How registry commands talk to a running instance: its REST API (SPEC 13).
+"""How registry commands talk to a running instance: its REST API (docs/cli.md, "Registry commands").
 
 They find it with ``--data-dir DIR`` (the HTTP listener address in the configuration, the admin
 token in ``credentials.json``) or ``--url URL --token TOKEN``. A failed request becomes a

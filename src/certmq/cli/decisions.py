@@ -1,4 +1,4 @@
-"""``certmq decisions``: search the audit log of authentication decisions (SPEC 6)."""
+"""``certmq decisions``: search the audit log of authentication decisions."""
 
 from __future__ import annotations
 

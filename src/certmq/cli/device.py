@@ -1,4 +1,4 @@
-"""``certmq device``: device certificates of a running instance (SPEC 2.3, 13)."""
+"""``certmq device``: device certificates of a running instance."""
 
 from __future__ import annotations
 

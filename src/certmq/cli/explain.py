@@ -1,5 +1,5 @@
-"""``certmq explain``: run the decision procedure (SPEC 3) on a device certificate without
-connecting, against the live registry of a running instance, and print each step (SPEC 9)."""
+"""``certmq explain``: run the decision procedure on a device certificate without
+connecting, against the live registry of a running instance, and print each step."""
 
 from __future__ import annotations
 

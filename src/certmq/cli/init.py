@@ -1,4 +1,4 @@
-"""``certmq init``: create an instance in a data directory (SPEC 13)."""
+"""``certmq init``: create an instance in a data directory."""
 
 from __future__ import annotations
 

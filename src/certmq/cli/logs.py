@@ -1,4 +1,4 @@
-"""Log output of ``certmq serve``: readable text, or one JSON object per line (SPEC 6)."""
+"""Log output of ``certmq serve``: readable text, or one JSON object per line."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``certmq mode``: the auth mode of a running instance, one-way or mutual (SPEC 4.3, 13)."""
+"""``certmq mode``: the auth mode of a running instance, one-way or mutual."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """``certmq pki``: make CAs, server, device and verification certificates and PKCS#12 bundles
-from files only, with no instance (SPEC 13)."""
+from files only, with no instance."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``certmq serve``: run an instance until SIGTERM or SIGINT (SPEC 13)."""
+"""``certmq serve``: run an instance until SIGTERM or SIGINT."""
 
 from __future__ import annotations
 

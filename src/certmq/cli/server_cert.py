@@ -1,5 +1,4 @@
-"""``certmq server-cert``: the broker's TLS server certificate, shown and replaced at run time
-(SPEC 4.2, 13)."""
+"""``certmq server-cert``: the broker's TLS server certificate, shown and replaced at run time."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The web console (SPEC 8): the certificate system in a browser, at ``/console`` of the HTTP
+"""The web console (docs/console.md): the certificate system in a browser, at ``/console`` of the HTTP
 listener, behind a login with the instance's admin token.
 
 Pages are rendered on the server from Jinja2 templates, with a small stylesheet and script of

@@ -1,5 +1,5 @@
-"""``/console/ca-certificates``: list, register with the code flow (SPEC 2.2), show, activate,
-inactivate and delete CA certificates (SPEC 2.3). Inactivating and deleting ask first, saying
+"""``/console/ca-certificates``: list, register with the code flow, show, activate,
+inactivate and delete CA certificates. Inactivating and deleting ask first, saying
 how many live devices will be disconnected."""
 
 from __future__ import annotations

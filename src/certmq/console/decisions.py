@@ -1,6 +1,6 @@
-"""``/console/decisions``: the audit log of authentication decisions (SPEC 6), searched by
+"""``/console/decisions``: the audit log of authentication decisions, searched by
 device, CA, client, result, reason and time, newest first. Each row names the step of the
-decision procedure (SPEC 3) that decided."""
+decision procedure that decided."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/decisions")
 
 Session = Annotated[ConsoleSession, Depends(current_session)]
 PAGE_SIZE = 50
-# SPEC 3, for people: what each step of the decision procedure looks at.
+# For people: what each step of the decision procedure looks at.
 STEPS = {
     0: "TLS handshake or CONNECT credentials",
     1: "1 · read the device certificate",

@@ -1,6 +1,6 @@
 """``/console/device-certificates``: device certificates filtered by CA, status and name, a page
 at a time (the registry reads one page, however many millions are registered), shown, activated,
-inactivated and deleted (SPEC 2.3). Inactivating and deleting ask first, saying how many live
+inactivated and deleted. Inactivating and deleting ask first, saying how many live
 sessions will be cut."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Live connections as the console shows them: who they are, and how many an action would cut.
 
-The broker disconnects the sessions that a registry change revokes (SPEC 2.3); the console
+The broker disconnects the sessions that a registry change revokes; the console
 only counts them beforehand, from the identity each session authenticated with, so that a
 confirmation can say how many devices will be disconnected.
 """

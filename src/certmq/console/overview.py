@@ -1,4 +1,4 @@
-"""``/console``: the instance at a glance (SPEC 8): id, auth mode, listeners, what is registered,
+"""``/console``: the instance at a glance: id, auth mode, listeners, what is registered,
 who is connected, what expires soon, and how many decisions the broker is taking."""
 
 from __future__ import annotations

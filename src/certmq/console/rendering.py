@@ -249,7 +249,7 @@ async def pem_field(form: FormData, file_field: str, text_field_name: str, what:
 
 
 def failure(error: Exception) -> str:
-    """What went wrong, for the operator: the error code (SPEC 7.2) when there is one, and the
+    """What went wrong, for the operator: the error code when there is one, and the
     message, which says what to do."""
     code = getattr(error, "code", "")
     return f"{code}: {error}" if code else str(error)

@@ -1,5 +1,5 @@
-"""``/console/server-certificate``: the broker's TLS certificate, shown and replaced at run time
-(SPEC 4.2), and the auth mode, switched after a confirmation (SPEC 4.3)."""
+"""``/console/server-certificate``: the broker's TLS certificate, shown and replaced at run time,
+and the auth mode, switched after a confirmation."""
 
 from __future__ import annotations
 

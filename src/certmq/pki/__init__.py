@@ -1,5 +1,5 @@
 """X.509 for certmq: keys, issuing (CA, server, device, verification certificates), the ``Sn``
-serial format of SPEC 1, and PEM / PKCS#12 files.
+serial format (docs/api.md, "Conventions"), and PEM / PKCS#12 files.
 
 >>> from certmq import pki
 >>> ca_key = pki.generate_key("ec")

@@ -255,7 +255,7 @@ def issue_verification_certificate(
     *,
     valid_days: int = VERIFICATION_VALID_DAYS,
 ) -> x509.Certificate:
-    """The proof that the holder of ``ca_key`` registers the CA (SPEC 2.2): Subject CN = the
+    """The proof that the holder of ``ca_key`` registers the CA: Subject CN = the
     registration ``code``, signed by the CA. Its own key is irrelevant to the proof, so a
     throw-away key is used unless ``public_key`` is given."""
     if public_key is None:

@@ -1,4 +1,5 @@
-"""Private keys: the two families certmq issues and accepts (SPEC 4.1)."""
+"""Private keys: the two families certmq issues and accepts, EC (P-256, P-384) and RSA (2048 bits
+or more)."""
 
 from __future__ import annotations
 

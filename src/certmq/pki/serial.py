@@ -1,4 +1,4 @@
-"""Certificate serial numbers, fingerprints and names as certmq reads and writes them (SPEC 1, ``Sn``)."""
+"""Certificate serial numbers, fingerprints and names as certmq reads and writes them (``Sn``)."""
 
 from __future__ import annotations
 

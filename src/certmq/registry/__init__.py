@@ -1,5 +1,5 @@
-"""The CA and device certificate registry (SPEC 2): the store, the in-memory trust index, change
-events, the audit log of decisions, and the service that every interface calls.
+"""The CA and device certificate registry (docs/registry.md): the store, the in-memory trust
+index, change events, the audit log of decisions, and the service that every interface calls.
 
 >>> store = open_registry("", data_dir)                      # doctest: +SKIP
 >>> registry = RegistryService(store, instance_id="mqtt-local-1")

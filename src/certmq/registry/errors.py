@@ -1,4 +1,4 @@
-"""Errors raised by the registry. Each carries the ApsaraMQ error code of SPEC 7.2 and the HTTP
+"""Errors raised by the registry. Each carries the ApsaraMQ error code and the HTTP
 status that the APIs answer with, and its message tells the user what to do.
 
 The APIs turn a :class:`RegistryError` into ``{"Code": error.code, "Message": str(error)}`` with
@@ -83,7 +83,7 @@ class FindDeviceBySnError(RegistryError):
 class SerialCollision(RegistryError):
     """Auto-registration found another certificate already registered under the same CA and serial
     number (or the same certificate under another CA). Not an API error: the broker denies the
-    connection with ``serial-collision`` (SPEC 3 step 2)."""
+    connection with ``serial-collision`` (step 2 of the decision procedure)."""
 
     code = "SerialCollision"
     http_status = 409

@@ -1,4 +1,4 @@
-"""Change events of the registry, fanned out in process (SPEC 2.3, 11).
+"""Change events of the registry, fanned out in process (docs/registry.md, "The in-memory index").
 
 The registry service emits one event per committed change, on the event loop, after the change is
 durable and the in-memory index is updated. Subscribers react: the broker disconnects the sessions
@@ -8,8 +8,8 @@ changes, the console refreshes.
 ``CaDeleted`` stands for the deletion of the CA's device certificates too; no ``DeviceDeleted``
 follows for each of them.
 
-Several nodes (the seam for SPEC 11)
-------------------------------------
+Several nodes
+-------------
 Events carry keys only, never state, so that any node can act on them by reading the store. With
 PostgreSQL, a node that commits a change would also ``NOTIFY certmq_registry, <event_to_json(e)>``
 in the same transaction; every node ``LISTEN``\\ s and hands each payload to

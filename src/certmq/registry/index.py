@@ -1,4 +1,4 @@
-"""The in-memory trust index that the authentication hot path reads (SPEC 2.1, 3).
+"""The in-memory trust index that the authentication hot path reads (docs/registry.md).
 
 The broker reads it synchronously on the event loop at every CONNECT: which CA issued a
 certificate, and whether a device certificate is registered, with which fingerprint and status.

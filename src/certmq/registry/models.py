@@ -1,4 +1,4 @@
-"""The registry's tables (SPEC 2.1, 6), as SQLAlchemy 2 typed ORM classes.
+"""The registry's tables, as SQLAlchemy 2 typed ORM classes.
 
 The schema is owned by the Alembic migrations in ``certmq/registry/migrations``; these classes
 describe the same schema for queries, and a test checks that the two agree. A change to a table
@@ -90,7 +90,7 @@ class Base(DeclarativeBase):
 
 
 class CaCertificate(Base):
-    """A registered root or intermediate CA (SPEC 2.2)."""
+    """A registered root or intermediate CA."""
 
     __tablename__ = "ca_certificate"
 
@@ -112,7 +112,7 @@ class CaCertificate(Base):
 
 
 class DeviceCertificate(Base):
-    """A device certificate, registered on its first allowed connection (SPEC 3 step 6).
+    """A device certificate, registered on its first allowed connection (auto-registration).
 
     Listing pages in ``(ca_sn, device_sn)`` order: the unique index serves the unfiltered and the
     by-CA listings, the ``status`` index those filtered by status (with or without a CA), the
@@ -144,7 +144,7 @@ class DeviceCertificate(Base):
 
 
 class RegistrationCode(Base):
-    """A one-time code for the Subject CN of a verification certificate (SPEC 2.2 step 1)."""
+    """A one-time code for the Subject CN of a verification certificate."""
 
     __tablename__ = "registration_code"
 
@@ -166,7 +166,7 @@ class Setting(Base):
 
 
 class Decision(Base):
-    """The audit log: one row per authentication decision (SPEC 6)."""
+    """The audit log: one row per authentication decision (docs/registry.md, "The decision log")."""
 
     __tablename__ = "decision"
     __table_args__ = (
@@ -185,14 +185,14 @@ class Decision(Base):
     ca_sn: Mapped[str] = mapped_column(String(128))
     device_sn: Mapped[str] = mapped_column(String(128))
     cn: Mapped[str] = mapped_column(Text)
-    step: Mapped[int] = mapped_column(SmallInteger)  # 1-6 (SPEC 3), 0 before TLS or for credentials
+    step: Mapped[int] = mapped_column(SmallInteger)  # 1-6 (decision step); 0 before TLS or for credentials
     result: Mapped[str] = mapped_column(String(8))
     reason: Mapped[str] = mapped_column(String(64))
     detail: Mapped[str] = mapped_column(Text)
 
 
 class ApiOperation(Base):
-    """The operations log: one row per call of the ApsaraMQ-compatible RPC API (SPEC 7.1), who
+    """The operations log: one row per call of the ApsaraMQ-compatible RPC API, who
     made it, what it asked for and what it was answered, refused calls included."""
 
     __tablename__ = "api_operation"
@@ -213,6 +213,6 @@ class ApiOperation(Base):
     action: Mapped[str] = mapped_column(String(64))
     parameters: Mapped[str] = mapped_column(Text)  # JSON object; certificate contents summarised
     status: Mapped[int] = mapped_column(SmallInteger)  # HTTP status of the reply
-    code: Mapped[str] = mapped_column(String(64))  # "Success" or the error code of SPEC 7.2
+    code: Mapped[str] = mapped_column(String(64))  # "Success" or the error code
     message: Mapped[str] = mapped_column(Text)
     duration_ms: Mapped[int] = mapped_column(Integer)

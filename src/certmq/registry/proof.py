@@ -1,8 +1,8 @@
-"""The certificate checks of a CA registration, proof of possession of the CA key (SPEC 2.2).
+"""The certificate checks of a CA registration, proof of possession of the CA key.
 
-:func:`check_ca_registration` runs the checks that need only the two certificates, in the order of
-SPEC 2.2; the store then checks the registration code, uniqueness and the CA limit in the same
-transaction that consumes the code and stores the CA.
+:func:`check_ca_registration` runs the checks that need only the two certificates, in the order
+of docs/api.md, "Errors"; the store then checks the registration code, uniqueness and the CA
+limit in the same transaction that consumes the code and stores the CA.
 """
 
 from __future__ import annotations
@@ -107,8 +107,8 @@ def _check_proof(ca: x509.Certificate, verification: x509.Certificate) -> None:
 def check_ca_registration(
     name: str, ca_content: str | bytes, verification_content: str | bytes, now: datetime.datetime
 ) -> NewCa:
-    """Run the certificate checks of SPEC 2.2 in order and return the CA to store, with the code
-    the verification certificate claims in its CN (still to be checked against the store)."""
+    """Run the certificate checks of a CA registration in order and return the CA to store, with
+    the code the verification certificate claims in its CN (still to be checked against the store)."""
     ca = parse_one_certificate(ca_content, "the CA certificate (CaContent)")
     verification = parse_one_certificate(
         verification_content, "the verification certificate (VerificationContent)"

@@ -18,7 +18,7 @@ def utc_now() -> datetime.datetime:
 
 @dataclass(frozen=True, slots=True)
 class RegistrationCode:
-    """A one-time code for the Subject CN of a verification certificate (SPEC 2.2 step 1)."""
+    """A one-time code for the Subject CN of a verification certificate."""
 
     code: str
     created_at: datetime.datetime
@@ -27,7 +27,7 @@ class RegistrationCode:
 
 @dataclass(frozen=True, slots=True)
 class CaRecord:
-    """A registered CA certificate (SPEC 2.2). ``sn`` is the SPEC 1 ``Sn`` of the certificate."""
+    """A registered CA certificate. ``sn`` is the ``Sn`` of the certificate."""
 
     sn: str
     name: str
@@ -79,7 +79,7 @@ class Page(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """One authentication decision to record (SPEC 6). ``step`` is the step of SPEC 3 that decided
+    """One authentication decision to record. ``step`` is the step of the decision procedure that decided
     (1-6), or 0 for decisions taken before TLS or on credentials. Fields that do not apply are
     empty strings."""
 
@@ -116,7 +116,7 @@ class DecisionRecord:
 
 @dataclass(frozen=True, slots=True)
 class RegistryCounts:
-    """Sizes of the registry for the console overview and the metrics (SPEC 6, 8)."""
+    """Sizes of the registry for the console overview and the metrics."""
 
     cas_active: int
     cas_inactive: int
@@ -140,7 +140,7 @@ class Operation:
     """One call of the ApsaraMQ-compatible RPC API, for the operations log: who made it
     (``access_key_id``, authenticated or only claimed, and ``peer``), what it asked for
     (``action`` and ``parameters``, certificate contents summarised) and what it was answered
-    (``status``, ``code``: ``Success`` or the error code of SPEC 7.2)."""
+    (``status``, ``code``: ``Success`` or the error code)."""
 
     request_id: str
     action: str

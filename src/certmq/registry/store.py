@@ -1,5 +1,5 @@
 """The registry's database: SQLite in the data directory (the embedded default) or PostgreSQL
-(SPEC 2.1, 11).
+(docs/registry.md, "Where it is stored").
 
 :func:`open_registry` opens it and applies the migrations. :class:`RegistryStore` is synchronous:
 every method is one transaction, committed before it returns, so what a caller acknowledges is
@@ -71,7 +71,7 @@ _READ_ONLY = "certmq_read_only"
 
 
 def registry_url(url_or_path: str | Path, data_dir: Path | None = None) -> URL:
-    """The SQLAlchemy URL of a ``[storage] url`` setting (SPEC 13).
+    """The SQLAlchemy URL of a ``[storage] url`` setting.
 
     ``""`` is ``DATA_DIR/registry.db``; a path without a scheme is an SQLite file;
     ``postgresql://…`` (or ``postgres://…``) uses the psycopg driver."""
@@ -224,7 +224,7 @@ def _selected_device_record(row: Row[Any]) -> DeviceRecord:
 
 @dataclass(frozen=True, slots=True)
 class NewCa:
-    """A CA certificate that passed the certificate checks of SPEC 2.2, ready to be stored."""
+    """A CA certificate that passed the certificate checks of a registration, ready to be stored."""
 
     sn: str
     name: str
@@ -395,8 +395,8 @@ class RegistryStore:
 
     def add_ca(self, new: NewCa, *, now: datetime.datetime, ca_limit: int) -> CaRecord:
         """Store a CA whose certificates passed their checks: consume its registration code and
-        insert it in one transaction, after the code, uniqueness and limit checks of SPEC 2.2, in
-        that order. Of two registrations racing with one code, exactly one consumes it."""
+        insert it in one transaction, after the code, uniqueness and limit checks, in that order
+        (docs/api.md, "Errors"). Of two registrations racing with one code, exactly one consumes it."""
         with self._session() as session, session.begin():
             code = session.get(models.RegistrationCode, new.registration_code)
             if code is None:

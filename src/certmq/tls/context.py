@@ -91,7 +91,7 @@ def _mqtt_context(settings: TrustSettings) -> SSL.Context:
         context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, note_verify_result)
         store = context.get_cert_store()
         assert store is not None
-        # Trust ends at a registered CA, root or intermediate (SPEC 2.2): partial chains are fine.
+        # Trust ends at a registered CA, root or intermediate: partial chains are fine.
         store.set_flags(crypto.X509StoreFlags.PARTIAL_CHAIN)
         for pem in settings.client_cas:
             store.add_cert(crypto.X509.from_cryptography(x509.load_pem_x509_certificate(pem.encode())))

@@ -1,4 +1,4 @@
-"""Storing a replacement server certificate (SPEC 4.2) so that it survives a restart."""
+"""Storing a replacement server certificate so that it survives a restart."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ApsaraMQ-compatible RPC API (SPEC 7.1, 7.2): product onsmqtt, version 2020-04-20, served
+"""The ApsaraMQ-compatible RPC API (docs/api.md): product onsmqtt, version 2020-04-20, served
 at ``/`` of the HTTP listener and usable by Alibaba Cloud's official SDKs unchanged.
 
 ``endpoint`` runs a request through the layers, each in its module: ``parameters`` (query string

@@ -1,4 +1,4 @@
-"""The actions of onsmqtt 2020-04-20 that certmq serves (SPEC 7.1). The table says which
+"""The actions of onsmqtt 2020-04-20 that certmq serves (docs/api.md, "Actions"). The table says which
 parameters each takes; :func:`read_arguments` reads and checks them, and each handler makes one
 registry service call and shapes the ApsaraMQ reply.
 
@@ -54,7 +54,7 @@ def _integer(low: int, high: int) -> Reader:
     return read
 
 
-# How each parameter of this API is read. All are required strings (SPEC 7.1): missing or empty
+# How each parameter of this API is read. All are required strings: missing or empty
 # is ParameterFieldCheckFailed, and so is a value that is not of its kind.
 PARAMETERS: dict[str, Reader] = {
     "MqttInstanceId": _text(256),

@@ -1,4 +1,4 @@
-"""The RPC endpoint at ``/`` of the HTTP listener (SPEC 7.1): one request, in order,
+"""The RPC endpoint at ``/`` of the HTTP listener: one request, in order,
 
 1. its parameters read (query string and form body): ``ParameterFieldCheckFailed``;
 2. its signature verified: ``InvalidAccessKeyId.NotFound``, ``SignatureDoesNotMatch``,
@@ -7,7 +7,7 @@
    ``SignatureNonceUsed`` (403);
 4. the action found and its parameters read: ``ParameterFieldCheckFailed``;
 5. ``MqttInstanceId`` checked: ``MqttInstanceNotFound``;
-6. one registry call, whose errors carry the code and status of SPEC 7.2;
+6. one registry call, whose errors carry their ApsaraMQ code and status;
 
 and recorded in the operations log, whatever the outcome. Every reply has a ``RequestId`` (also in
 the ``x-acs-request-id`` header); errors are ``{"RequestId", "HostId", "Code", "Message"}``.

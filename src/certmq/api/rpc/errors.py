@@ -1,9 +1,9 @@
-"""Errors of the ApsaraMQ-compatible RPC API (SPEC 7.2) and the body they are answered with.
+"""Errors of the ApsaraMQ-compatible RPC API and the body they are answered with.
 
-Every failure is ``{"RequestId", "HostId", "Code", "Message"}`` with the HTTP status of SPEC 7.2.
-Registry errors carry their code and status already (:class:`certmq.registry.RegistryError`);
-:class:`RpcError` is for what the RPC layer itself refuses: malformed requests, signatures, rate
-limits.
+Every failure is ``{"RequestId", "HostId", "Code", "Message"}`` with ApsaraMQ's HTTP status
+(docs/api.md, "Errors" of the RPC API). Registry errors carry their code and status already
+(:class:`certmq.registry.RegistryError`); :class:`RpcError` is for what the RPC layer itself
+refuses: malformed requests, signatures, rate limits.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Rate limiting of the RPC API: a token bucket per AccessKey (SPEC 7.2 ``SystemOverFlow``).
+"""Rate limiting of the RPC API: a token bucket per AccessKey (403 ``SystemOverFlow``).
 
 Each AccessKey may make ``burst`` calls at once, then ``rate`` calls per second. Only requests
 whose signature verified are counted, so that nobody can use up another key's calls by sending
