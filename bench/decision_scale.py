@@ -1,4 +1,4 @@
-"""The cost of one mutual-authentication decision with a million registered devices (SPEC 2.1, 3).
+"""The cost of one mutual-authentication decision with a million registered devices.
 
 Run with ``.venv/bin/python bench/decision_scale.py [--devices N] [--real N]``; bench/connections.py
 runs it too. It fills a fresh SQLite registry in a temporary directory with:

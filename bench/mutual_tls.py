@@ -55,7 +55,7 @@ class DeviceIdentities:
 
     file: Path
     names: list[str]
-    serials: list[str]  # DeviceSn, SPEC 1
+    serials: list[str]  # DeviceSn
 
 
 def issue_identities(ca: DeviceCa, names: list[str], file: Path) -> DeviceIdentities:
@@ -76,7 +76,7 @@ def issue_identities(ca: DeviceCa, names: list[str], file: Path) -> DeviceIdenti
 
 
 class CertmqApi:
-    """The REST API of the certmq instance under test (SPEC 7.3), with its admin token."""
+    """The REST API of the certmq instance under test, with its admin token."""
 
     def __init__(self, port: int, data_dir: Path) -> None:
         token = json.loads((data_dir / "credentials.json").read_text())["admin_token"]
@@ -98,7 +98,7 @@ class CertmqApi:
         return response.json()
 
     def register_ca(self, ca: DeviceCa, name: str) -> str:
-        """The proof-of-possession flow of SPEC 2.2; returns the CA's Sn."""
+        """The proof-of-possession flow; returns the CA's Sn."""
         code = self.post("/registration-codes")["code"]
         verification = pki.issue_verification_certificate(ca.certificate, ca.key, code)
         record = self.post(

@@ -1,4 +1,4 @@
-"""The registry at scale: a million device certificates (SPEC 2.1).
+"""The registry at scale: a million device certificates.
 
 Run with ``PYTHONPATH=src python bench/registry_scale.py [--devices N] [--url URL]``. It fills a
 fresh registry (SQLite in a temporary directory unless ``--url`` names a PostgreSQL database, whose

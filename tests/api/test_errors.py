@@ -72,7 +72,7 @@ async def test_a_token_of_another_length_is_refused(api: Api) -> None:
         assert reply.status_code == 401
 
 
-# --- registration (SPEC 2.2) ------------------------------------------------------------------
+# --- registration -----------------------------------------------------------------------------
 
 
 async def test_register_code_error(api: Api) -> None:

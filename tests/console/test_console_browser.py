@@ -1,4 +1,4 @@
-"""The web console in headless chromium against a real `certmq serve` (SPEC 8): log in, register a
+"""The web console in headless chromium against a real `certmq serve`: log in, register a
 CA through the code flow, watch a real mutual-TLS device appear, cut it off and see why it is
 refused, kick a connection, replace the server certificate and switch the auth mode. Each page
 is saved as a screenshot under test-output/console/."""
@@ -27,7 +27,7 @@ from paho_client import PahoClient
 
 NOT_AUTHORIZED = 0x87
 ADMINISTRATIVE_ACTION = 0x98
-# SPEC 2.3: a revoked session is disconnected within one second.
+# A revoked session is disconnected within one second.
 REVOCATION_DEADLINE = 1.0
 WAIT_MS = 5000
 expect.set_options(timeout=WAIT_MS)
@@ -85,7 +85,7 @@ class Console:
         return self.page.locator(".flash").first.inner_text()
 
     def register_ca(self, ca: Issued, name: str, *, shot: str = "") -> str:
-        """SPEC 2.2 in the browser: a fresh code, a verification certificate made with openssl,
+        """The registration code flow in the browser: a fresh code, a verification certificate made with openssl,
         both files uploaded. Returns the CA's Sn as the page shows it."""
         page = self.open("/console/ca-certificates")
         page.get_by_role("button", name="Register a CA certificate").click()

@@ -250,7 +250,7 @@ def _start_certmq(data_dir: Path, settings: dict[str, str]) -> RunningBroker:
     serve = [*command, "serve", "--data-dir", str(data_dir)]
     process = _launch(serve, environment, data_dir, log_file)
     # The HTTP listener (API, console, metrics) is not part of what these tests exercise.
-    # Plain TCP stays closed in mutual mode unless asked for (SPEC 4.1); the HTTP API is there too.
+    # Plain TCP stays closed in mutual mode unless asked for; the HTTP API is there too.
     closed = set()
     if (
         settings.get("CERTMQ_INSTANCE_AUTH_MODE") == "mutual"

@@ -1,4 +1,4 @@
-"""ApsaraMQ client conventions (SPEC 5): point-to-point topics and GroupID@@@DeviceID client ids."""
+"""ApsaraMQ client conventions: point-to-point topics and GroupID@@@DeviceID client ids."""
 
 from __future__ import annotations
 

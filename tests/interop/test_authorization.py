@@ -1,4 +1,4 @@
-"""Topic authorization (SPEC 12): rules with identity variables, checked on SUBSCRIBE and PUBLISH."""
+"""Topic authorization: rules with identity variables, checked on SUBSCRIBE and PUBLISH."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Sessions, queued messages and retained messages survive a restart of the broker (SPEC 12)."""
+"""Sessions, queued messages and retained messages survive a restart of the broker."""
 
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ class Instance:
         return json.loads(self.cli(*args, "--json").stdout)
 
     def register_ca(self, ca: Issued, name: str) -> str:
-        """The code flow of SPEC 2.2 with certmq's commands and an openssl verification certificate."""
+        """The registration code flow with certmq's commands and an openssl verification certificate."""
         code = self.cli_json("ca", "code")["code"]
         verification = make_verification(self.work, ca, code)
         registered = self.cli_json("ca", "register", "--cert", str(ca.cert), "--verification", str(verification),

@@ -1,4 +1,4 @@
-"""Each branch of the decision procedure (SPEC 3), reached by a real mutual-TLS connection."""
+"""Each branch of the decision procedure, reached by a real mutual-TLS connection."""
 
 from __future__ import annotations
 

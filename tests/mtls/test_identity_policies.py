@@ -1,5 +1,5 @@
-"""Policies on the certificate identity: client id binding (SPEC 3) and topic rules with
-certificate variables (SPEC 12)."""
+"""Policies on the certificate identity: client id binding (``auth.bind_client_id``) and topic
+rules with certificate variables."""
 
 from __future__ import annotations
 

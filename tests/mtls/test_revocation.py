@@ -1,4 +1,4 @@
-"""Status changes take effect on live sessions at once (SPEC 2.3), also for resumed TLS sessions."""
+"""Status changes take effect on live sessions at once, also for resumed TLS sessions."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from paho_client import V5, V311
 from raw_mqtt import CONNACK, ConnectionClosed, RawClient
 
 NOT_AUTHORIZED = 0x87
-# SPEC 2.3: a revoked session is disconnected within one second.
+# A revoked session is disconnected within one second.
 REVOCATION_DEADLINE = 1.0
 
 

@@ -1,5 +1,5 @@
-"""Run-time changes without a restart: the server certificate (SPEC 4.2) and the auth mode
-(SPEC 4.3); and Signature credentials (SPEC 5)."""
+"""Run-time changes without a restart: the server certificate and the auth mode; and Signature
+credentials."""
 
 from __future__ import annotations
 
@@ -165,7 +165,7 @@ def test_switching_the_auth_mode_at_run_time(one_way: Instance, tmp_path: Path) 
         finally:
             client.close()
     one_way.device_client(device).connect()
-    # Plain TCP closes in mutual mode (SPEC 4.1): no new connections there.
+    # Plain TCP closes in mutual mode: no new connections there.
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", one_way.broker.tcp_port), timeout=2).close()
 

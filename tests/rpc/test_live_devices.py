@@ -32,7 +32,7 @@ from broker_process import RunningBroker, broker_kind, port_accepts, start_broke
 from paho_client import V5, PahoClient  # noqa: E402
 
 NOT_AUTHORIZED = 0x87
-REVOCATION_DEADLINE = 1.0  # SPEC 2.3: a revoked session is disconnected within one second
+REVOCATION_DEADLINE = 1.0  # a revoked session is disconnected within one second
 
 pytestmark = pytest.mark.skipif(broker_kind() != "certmq", reason="the RPC API is certmq's")
 
@@ -72,7 +72,7 @@ def test_a_device_registered_by_mutual_tls_is_listed_and_cut_off_through_the_sdk
         f"127.0.0.1:{broker.http_port}", info["access_key_id"], info["access_key_secret"], scheme
     )
 
-    # The CA, registered through the SDK with the code flow (SPEC 2.2).
+    # The CA, registered through the SDK with the code flow.
     ca = make_ca(tmp_path / "ca", f"rpc-fleet-{scheme.lower()}")
     code = sdk.get_register_code(models.GetRegisterCodeRequest(mqtt_instance_id=instance)).body.register_code
     verification = make_verification(tmp_path, ca, code)
@@ -85,7 +85,7 @@ def test_a_device_registered_by_mutual_tls_is_listed_and_cut_off_through_the_sdk
         )
     ).body.sn
 
-    # A device connects over mutual TLS: its first connection registers it (SPEC 3 step 6).
+    # A device connects over mutual TLS: its first connection registers it (step 6).
     name = f"meter-{uuid.uuid4().hex[:6]}"
     device = make_device(tmp_path / "device", ca, name)
     device_sn = serial_hex(x509.load_pem_x509_certificate(device.cert.read_bytes()))

@@ -229,11 +229,11 @@ def test_the_sm3_variant_of_acs3_works_too(live: LiveApi) -> None:
     assert reply.status_code == 200 and reply.body.register_code
 
 
-# --- every error code of SPEC 7.2, through the SDK ----------------------------------------------
+# --- every error code of the RPC API, through the SDK -------------------------------------------
 
 
 class Scenarios:
-    """One way to make the SDK meet each error of SPEC 7.2: each method makes the call that is
+    """One way to make the SDK meet each error of the RPC API: each method makes the call that is
     refused and returns the refusal."""
 
     def __init__(
@@ -356,7 +356,7 @@ class Scenarios:
         return refused(lambda: self.sdk.list_ca_certificate(request))
 
 
-# Every error code of SPEC 7.2 with its HTTP status.
+# Every error code of the RPC API with its HTTP status (docs/api.md, "Errors" of the RPC API).
 SPEC_7_2 = {
     "ParameterFieldCheckFailed": 400,
     "MqttInstanceNotFound": 400,

@@ -1,4 +1,4 @@
-"""The client samples (SPEC 10) run against a live certmq: each delivers a message end to end in
+"""The client samples (samples/README.md) run against a live certmq: each delivers a message end to end in
 mutual and in one-way mode, and each fails with one clear line and a non-zero status when the
 broker refuses it, the TLS handshake fails, nothing listens, or nothing answers."""
 
@@ -45,7 +45,7 @@ def test_mutual_tls_delivers_a_message(sample: Sample, brokers: Brokers) -> None
                       "--chain-file", str(device.chain), "--key-file", str(device.key),
                       "--client-id", client_id, "--topic", topic)  # fmt: skip
     assert_delivered(run, sample, "mutual", topic, client_id, port)
-    # The device was registered on that first connection (SPEC 3, step 6).
+    # The device was registered on that first connection (step 6).
     decision = brokers.mutual.decisions(client_id=client_id)[0]
     assert (decision["result"], decision["reason"], decision["cn"]) == (
         "allow",

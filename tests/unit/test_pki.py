@@ -303,7 +303,7 @@ def test_openssl_verifies_what_we_issue(tmp_path: Path, kind: str) -> None:
         "verify", "-CAfile", root_file, "-untrusted", intermediate_file, "-purpose", "sslclient",
         tmp_path / "device.pem",
     )  # fmt: skip
-    # Trust ending at the intermediate alone (SPEC 2.2): partial-chain verification.
+    # Trust ending at the intermediate alone: partial-chain verification.
     openssl("verify", "-partial_chain", "-CAfile", intermediate_file, tmp_path / "device.pem")
     openssl("verify", "-partial_chain", "-CAfile", intermediate_file, tmp_path / "verification.pem")
     # The device certificate is not a server certificate.

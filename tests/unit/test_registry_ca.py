@@ -1,4 +1,4 @@
-"""Registering CA certificates (SPEC 2.2): every check in order with its error, root and
+"""Registering CA certificates: every check in order with its error, root and
 intermediate CAs, RSA and EC, CAs made with certmq.pki and with the openssl command line, the CA
 limit, one code raced by two registrations, statuses, deletion and paging."""
 
@@ -148,7 +148,7 @@ async def test_register_intermediate_made_with_openssl(registry: RegistryService
     assert record.subject == "CN=OpenSSL Intermediate"
 
 
-# --- each check of SPEC 2.2, in order -------------------------------------------------------------
+# --- each check of a registration, in order -------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -367,7 +367,7 @@ async def test_ca_limit(store: RegistryStore, clock: Clock) -> None:
         await registry.close()
 
 
-# The checks run in SPEC order: an earlier failure wins over every later one.
+# The checks run in the order of docs/api.md, "Errors": an earlier failure wins over every later one.
 
 
 async def test_order_certificate_checks_before_the_code(registry: RegistryService) -> None:
@@ -593,7 +593,7 @@ def self_signed_ca(key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey, cn: str) 
 
 @pytest.mark.parametrize("kind", ["rsa-1024", "ed25519"])
 async def test_unsupported_ca_keys(registry: RegistryService, kind: str) -> None:
-    """SPEC 4.1: CAs are RSA (at least 2048 bits) or ECDSA (P-256, P-384)."""
+    """CAs are RSA (at least 2048 bits) or ECDSA (P-256, P-384)."""
     key = (
         rsa.generate_private_key(65537, 1024) if kind == "rsa-1024" else ed25519.Ed25519PrivateKey.generate()
     )

@@ -1,4 +1,4 @@
-"""The decision log (SPEC 6): cheap recording, batched background writes, search, retention."""
+"""The decision log: cheap recording, batched background writes, search, retention."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Device certificates: auto-registration (SPEC 3 step 6) and its races, serial collisions,
+"""Device certificates: auto-registration (step 6 of the decision procedure) and its races, serial collisions,
 statuses, deletion, listing, events after commit, and the index after a restart."""
 
 from __future__ import annotations
