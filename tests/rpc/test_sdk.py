@@ -357,7 +357,7 @@ class Scenarios:
 
 
 # Every error code of the RPC API with its HTTP status (docs/api.md, "Errors" of the RPC API).
-SPEC_7_2 = {
+RPC_ERRORS = {
     "ParameterFieldCheckFailed": 400,
     "MqttInstanceNotFound": 400,
     "RegisterCodeError": 400,
@@ -382,8 +382,8 @@ def scenarios(
     return Scenarios(live, sdk, fleet, scheme, monkeypatch)
 
 
-@pytest.mark.parametrize(("code", "status"), SPEC_7_2.items(), ids=list(SPEC_7_2))
-def test_every_error_of_spec_7_2_reaches_the_sdk(scenarios: Scenarios, code: str, status: int) -> None:
+@pytest.mark.parametrize(("code", "status"), RPC_ERRORS.items(), ids=list(RPC_ERRORS))
+def test_every_error_of_the_rpc_api_reaches_the_sdk(scenarios: Scenarios, code: str, status: int) -> None:
     refusal: Refusal = getattr(scenarios, code.replace(".", "_"))()
     assert (refusal.code, refusal.status) == (code, status), refusal.body
     assert refusal.body["Message"] and refusal.body["HostId"] and refusal.body["RequestId"]

@@ -1,9 +1,11 @@
-"""The instance's CONNECT check: device certificates (SPEC 3) and credentials (SPEC 5).
+"""The instance's CONNECT check: device certificates (docs/certificates.md, "The decision
+procedure") and Signature credentials (see :mod:`certmq.auth.credentials`).
 
 On the MQTT over TLS listener in mutual mode the device certificate decides (steps 1–6), and
 credentials, when sent, must be valid too. Everywhere else (one-way mode, plain TCP,
 WebSocket) Signature credentials are required unless anonymous access is on. Every outcome is
-recorded in the audit log, with the step of SPEC 3 that decided it (0 for credential checks).
+recorded in the audit log, with the step of the decision procedure that decided it (0 for
+credential checks).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ APSARA_SEPARATOR = "@@@"
 
 
 class DeviceRegistrar(Protocol):
-    """Starts registering a device on its first allowed connection (SPEC 3 step 6) without
+    """Starts registering a device on its first allowed connection (step 6 of the decision procedure) without
     waiting for it: raises at once what is known at once (a serial collision), and returns a
     future that fails if the registration does. ``der``, ``name`` and ``sha256`` (the
     certificate's DER, CN and SHA-256 digest), when given, spare working them out again."""
@@ -177,7 +179,7 @@ class InstanceAuthenticator:
         return self._conclude_device(attempt, decision)
 
     def _register_device(self, attempt: ConnectAttempt, decision: DeviceDecision) -> DeviceDecision:
-        """A device's first allowed connection: let in at once, registered (SPEC 3 step 6) in the
+        """A device's first allowed connection: let in at once, registered (step 6 of the decision procedure) in the
         registry's next batch; refused now if the registration cannot even start."""
         assert decision.certificate is not None and self.register_device is not None
         try:

@@ -1,5 +1,5 @@
 """The registry service: the one API over CA and device certificates, registration codes,
-settings and the decision log (SPEC 2, 6). The ApsaraMQ RPC API, the REST API, the CLI, the
+settings and the decision log (docs/registry.md). The ApsaraMQ RPC API, the REST API, the CLI, the
 console and the broker all call it.
 
 Every method that touches the database is ``async`` and runs the database work on one dedicated
@@ -90,7 +90,7 @@ MAX_PAGE_NO = 1_000_000_000
 MAX_CA_NAME = 128
 MAX_DECISION_SEARCH = 1000
 EXPIRING_WITHIN = datetime.timedelta(days=30)
-# The decision log (SPEC 6): how often pending decisions are written, and how much is kept.
+# The decision log: how often pending decisions are written, and how much is kept.
 DECISION_FLUSH_INTERVAL = 0.5
 DECISION_FLUSH_ROWS = 500
 DECISION_MAX_ROWS = 1_000_000
@@ -415,7 +415,7 @@ class RegistryService:
                 f"instance {instance_id!r} does not exist here; this instance is {self.instance_id!r}"
             )
 
-    # --- registration codes and CAs (SPEC 2.2) --------------------------------------------------
+    # --- registration codes and CAs -------------------------------------------------------------
 
     async def issue_registration_code(self) -> RegistrationCode:
         """A fresh random code for the CN of a verification certificate: single use, valid 24 h."""
@@ -425,8 +425,8 @@ class RegistryService:
         return code
 
     async def register_ca(self, name: str, ca_pem: str | bytes, verification_pem: str | bytes) -> CaRecord:
-        """Register a CA with proof of possession of its key (SPEC 2.2); every check in order,
-        each with its error. The CA is stored active and the code consumed, atomically."""
+        """Register a CA with proof of possession of its key; every check in order, each with its
+        error (docs/api.md, "Errors"). The CA is stored active and the code consumed, atomically."""
         if not isinstance(name, str) or len(name) > MAX_CA_NAME:
             raise ParameterFieldCheckFailed(f"CaName must be a string of at most {MAX_CA_NAME} characters")
         if not ca_pem:
@@ -490,7 +490,7 @@ class RegistryService:
         return await self._set_ca_status(sn, Status.INACTIVE)
 
     async def delete_ca(self, sn: str) -> None:
-        """Delete the CA and every device certificate it issued (SPEC 2.3)."""
+        """Delete the CA and every device certificate it issued."""
         _check_sn(sn, "Sn")
 
         def work() -> None:
@@ -504,7 +504,7 @@ class RegistryService:
         await self._commit(work, after_commit)
         log.info("CA %s deleted with its device certificates", sn)
 
-    # --- device certificates (SPEC 2.3, 3) ------------------------------------------------------
+    # --- device certificates --------------------------------------------------------------------
 
     def _device_or_error(self, ca_sn: str, device_sn: str) -> Exception:
         """The error for a device that the store did not find (runs on the worker thread)."""
@@ -611,8 +611,9 @@ class RegistryService:
         await self._commit(work, after_commit)
 
     async def register_device(self, ca_sn: str, certificate: x509.Certificate) -> DeviceRecord:
-        """Auto-registration (SPEC 3 step 6): store the device certificate as active under the CA
-        ``ca_sn`` and return its record once it is durable. See :meth:`begin_registration`."""
+        """Auto-registration (step 6 of the decision procedure): store the device certificate as
+        active under the CA ``ca_sn`` and return its record once it is durable. See
+        :meth:`begin_registration`."""
         return await self.begin_registration(ca_sn, certificate)
 
     def begin_registration(
@@ -781,7 +782,7 @@ class RegistryService:
             )
             log.info("registered %d device%s: %s%s", len(added), "" if len(added) == 1 else "s", shown, more)
 
-    # --- reapplying changes made elsewhere (SPEC 11) --------------------------------------------
+    # --- reapplying changes made elsewhere ------------------------------------------------------
 
     async def apply_change(self, event: RegistryEvent) -> None:
         """Bring the index and settings up to date with a change committed by another node, read
@@ -841,7 +842,7 @@ class RegistryService:
 
         await self._commit(functools.partial(self.store.set_setting, key, stored, now), after_commit)
 
-    # --- the decision log (SPEC 6) --------------------------------------------------------------
+    # --- the decision log -----------------------------------------------------------------------
 
     def record_decision(self, decision: Decision) -> None:
         """Queue a decision for the audit log. Cheap and synchronous, for the hot path: the
@@ -959,7 +960,7 @@ class RegistryService:
             )
         )
 
-    # --- the operations log of the RPC API (SPEC 7.1) --------------------------------------------
+    # --- the operations log of the RPC API ------------------------------------------------------
 
     def record_operation(self, operation: Operation) -> None:
         """Queue a call of the RPC API for the operations log. Cheap and synchronous: the call is
