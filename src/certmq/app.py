@@ -28,6 +28,7 @@ from certmq.control import (
     ListenerInfo,
     ServerCertificateInfo,
     ServerCertificateRejected,
+    conforms,
 )
 from certmq.demo import ensure_demo_ca
 from certmq.instance import Instance
@@ -259,15 +260,18 @@ class Application:
             lambda connection: not self._conforms(connection, mode), f"the auth mode changed to {mode}"
         )
 
+    def nonconforming(self, mode: str) -> int:
+        assert self.broker is not None
+        return sum(1 for connection in self.broker.core.connections if not self._conforms(connection, mode))
+
     def _conforms(self, connection: MQTTConnection, mode: str) -> bool:
-        identity = connection.identity
-        if mode == MUTUAL and connection.listener.name == "tls":
-            return "cert.sn" in identity
-        if mode == MUTUAL and connection.listener.name == "tcp":
-            return self.config.listeners.tcp_in_mutual_mode
-        if mode == ONE_WAY:
-            return "access_key_id" in identity or self.config.auth.anonymous
-        return True
+        return conforms(
+            connection.listener.name,
+            connection.identity,
+            mode,
+            tcp_in_mutual_mode=self.config.listeners.tcp_in_mutual_mode,
+            anonymous=self.config.auth.anonymous,
+        )
 
     def server_certificate(self) -> ServerCertificateInfo:
         assert self.contexts is not None

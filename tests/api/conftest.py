@@ -16,7 +16,13 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from certmq import pki
 from certmq.access_keys import AccessKeyStore
 from certmq.api import HttpListener, Metrics, create_app
-from certmq.control import ConnectionInfo, ListenerInfo, ServerCertificateInfo, ServerCertificateRejected
+from certmq.control import (
+    ConnectionInfo,
+    ListenerInfo,
+    ServerCertificateInfo,
+    ServerCertificateRejected,
+    conforms,
+)
 from certmq.instance import InitResult, init_instance, load_instance
 from certmq.registry import RegistryService, open_registry
 
@@ -89,6 +95,14 @@ class StandInBroker:
         self.mode = mode
         self.mode_changes.append((mode, disconnect_nonconforming))
         return 1 if disconnect_nonconforming else 0
+
+    def nonconforming(self, mode: str) -> int:
+        # The broker's rule, with its defaults: no plain TCP in mutual mode, no anonymous access.
+        return sum(
+            1
+            for info in self.live.values()
+            if not conforms(info.listener, info.identity, mode, tcp_in_mutual_mode=False, anonymous=False)
+        )
 
     def server_certificate(self) -> ServerCertificateInfo:
         return server_certificate_info(self._chain, self._cert_file, self._generation)

@@ -407,6 +407,10 @@ def test_switching_the_auth_mode(console: Console, fleet: tuple[Issued, str], de
     page = console.open("/console/server-certificate")
     page.get_by_role("link", name="Switch to one-way authentication").click()
     expect(page.locator(".confirm")).to_contain_text("with a device certificate")
+    # The device sent no credentials, and one-way mode here has no anonymous access.
+    expect(page.locator("#disconnect-count")).to_have_text(
+        re.compile(r"\s*Ticked, \d+ live connections? will be disconnected\.\s*")
+    )
     console.shot("13-auth-mode-confirm")
     page.get_by_role("button", name="Switch to one-way authentication").click()
     expect(page.locator(".flash-success")).to_contain_text("One-way authentication is on")

@@ -270,6 +270,15 @@ async def test_confirmations_count_the_live_sessions_an_action_cuts(served: Serv
     assert await count("/console/connections/kick?client_id=c") == "1 live connection will be disconnected."
     mode = await served.client.get("/console/server-certificate/auth-mode", params={"mode": "mutual"})
     assert "2 with a device certificate, 1 with AccessKey credentials, 0 with neither" in mode.text
+    # Mutual mode refuses the AccessKey session on plain TCP (closed in mutual mode unless
+    # configured open); one-way mode, without anonymous access, refuses the two device
+    # certificates that sent no credentials.
+    assert await count("/console/server-certificate/auth-mode?mode=mutual") == (
+        "Ticked, 1 live connection will be disconnected."
+    )
+    assert await count("/console/server-certificate/auth-mode?mode=one-way") == (
+        "Ticked, 2 live connections will be disconnected."
+    )
 
 
 async def test_actions_answer_with_a_page_and_a_message(served: Served) -> None:

@@ -90,6 +90,7 @@ async def confirm_mode(
         current=context.control.auth_mode(),
         modes=MODES,
         kinds=live.identity_kinds(connections),
+        refused=context.control.nonconforming(mode),
     )
 
 
