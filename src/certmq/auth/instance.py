@@ -38,10 +38,11 @@ APSARA_SEPARATOR = "@@@"
 
 
 class DeviceRegistrar(Protocol):
-    """Starts registering a device on its first allowed connection (step 6 of the decision procedure) without
-    waiting for it: raises at once what is known at once (a serial collision), and returns a
-    future that fails if the registration does. ``der``, ``name`` and ``sha256`` (the
-    certificate's DER, CN and SHA-256 digest), when given, spare working them out again."""
+    """Starts registering a device on its first allowed connection (step 6 of the decision
+    procedure) without waiting for it: raises at once what is known at once (a serial
+    collision), and returns a future that fails if the registration does. ``der``, ``name`` and
+    ``sha256`` (the certificate's DER, CN and SHA-256 digest), when given, spare working them out
+    again."""
 
     def __call__(
         self,
