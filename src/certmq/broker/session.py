@@ -59,6 +59,8 @@ class Session:
     client_id: str
     protocol_version: int
     expiry_interval: int = 0
+    # The identity that created the session (its owner key); "" for a client without one.
+    owner: str = ""
     subscriptions: dict[str, SubscriptionEntry] = field(default_factory=dict)
     inflight: dict[int, OutgoingFlight] = field(default_factory=dict)
     pending: deque[Delivery] = field(default_factory=deque)
