@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,14 @@ class Application:
     async def start(self) -> None:
         config = self.config
         store = open_registry(config.storage.url, config.data_dir)
-        registry = self.registry = RegistryService(store, instance_id=self.instance.id)
+        audit = config.audit
+        registry = self.registry = RegistryService(
+            store,
+            instance_id=self.instance.id,
+            decision_max_rows=audit.max_rows,
+            decision_max_age=timedelta(days=audit.retention_days),
+            decision_fold_window=timedelta(seconds=audit.fold_window),
+        )
         await registry.open()
         if self.demo:
             await ensure_demo_ca(registry, config.data_dir)
@@ -205,6 +212,7 @@ class Application:
             result="deny",
             reason=decision.reason,
             detail=decision.detail,
+            identity_known=False,  # a failed handshake proves no identity, whatever it presented
         )
 
     # -- BrokerControl ------------------------------------------------------------------

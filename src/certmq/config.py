@@ -86,6 +86,15 @@ class ApiSection:
 
 
 @dataclass(slots=True)
+class AuditSection:
+    """The decision log: retention and folding (docs/configuration.md, "[audit]")."""
+
+    retention_days: int = 30  # a decision is deleted this many days after it was taken
+    max_rows: int = 1_000_000  # beyond it the oldest go, the strangers' rows first
+    fold_window: int = 60  # seconds; a stranger's refusals of one source and reason make one row
+
+
+@dataclass(slots=True)
 class Config:
     instance: InstanceSection = field(default_factory=InstanceSection)
     listeners: ListenersSection = field(default_factory=ListenersSection)
@@ -94,6 +103,7 @@ class Config:
     auth: AuthSection = field(default_factory=AuthSection)
     mqtt: MqttSection = field(default_factory=MqttSection)
     api: ApiSection = field(default_factory=ApiSection)
+    audit: AuditSection = field(default_factory=AuditSection)
     data_dir: Path = field(default_factory=lambda: Path("data"))
 
 
@@ -137,10 +147,20 @@ def _apply(config: Config, section: str, values: Mapping[str, Any], source: str)
         if key not in known:
             raise ConfigError(f"{section}.{key} ({source}): unknown key; known: {', '.join(known)}")
         kind = type(getattr(type(target)(), key))
-        setattr(target, key, _coerce(section, key, value, kind, source))
+        coerced = _coerce(section, key, value, kind, source)
+        minimum = _MINIMUMS.get((section, key))
+        if minimum is not None and coerced < minimum:
+            raise ConfigError(f"{section}.{key} ({source}): must be at least {minimum}, got {value!r}")
+        setattr(target, key, coerced)
 
 
-SECTIONS = ("instance", "listeners", "tls", "storage", "auth", "mqtt", "api")
+SECTIONS = ("instance", "listeners", "tls", "storage", "auth", "mqtt", "api", "audit")
+# The smallest value of numeric keys that have one.
+_MINIMUMS: dict[tuple[str, str], int] = {
+    ("audit", "retention_days"): 1,
+    ("audit", "max_rows"): 1000,
+    ("audit", "fold_window"): 0,
+}
 
 
 def load_config(

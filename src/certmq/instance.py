@@ -244,6 +244,11 @@ autosave_interval = {mqtt_autosave_interval}       # seconds between saves while
 rate_limit = {api_rate_limit}            # calls per second per AccessKey, sustained; 0: no limit
 rate_burst = {api_rate_burst}            # calls an AccessKey may make at once after a quiet time
 signature_window = {api_signature_window}      # seconds a request's signed timestamp may be off this clock
+
+[audit]                      # the decision log (docs/registry.md, "Retention and folding")
+retention_days = {audit_retention_days}         # days a decision is kept
+max_rows = {audit_max_rows}          # rows kept at most; the strangers' rows go first
+fold_window = {audit_fold_window}            # seconds; a stranger's refusals of one source and reason make one row
 """
 
 

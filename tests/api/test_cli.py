@@ -4,6 +4,7 @@ loopback). The command runs in a worker thread while the API serves on the test'
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -185,13 +186,31 @@ async def test_connections_and_decisions_commands(cli: Cli, api: Api) -> None:
         Decision(client_id="c2", device_sn="0b", result="deny", reason="device-inactive", step=2)
     )
     table = (await cli.ok("decisions")).splitlines()
-    assert table[0].split()[:4] == ["TIME", "RESULT", "REASON", "STEP"]
+    assert table[0].split()[:7] == ["TIME", "RESULT", "REASON", "COUNT", "FIRST", "SEEN", "STEP"]
     assert len(table) == 3
     denied = await cli.json("decisions", "--result", "deny")
     assert [decision["client_id"] for decision in denied] == ["c2"]
     of_device = await cli.json("decisions", "--device", "0a", "--limit", "5")
     assert [decision["reason"] for decision in of_device] == ["new-device"]
     assert len(await cli.json("decisions", "--limit", "1")) == 1
+
+    # A stranger's refusals: the first at once, the next four folded into one row, closed by the
+    # first refusal after the window.
+    start = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=datetime.UTC)
+    for seconds in (0, 1, 2, 3, 4, 3600):
+        api.registry.record_decision(
+            Decision(listener="tcp", peer="203.0.113.7:4000", client_id="x", result="deny",
+                     reason="bad-credentials", identity_known=False,
+                     time=start + datetime.timedelta(seconds=seconds))
+        )  # fmt: skip
+    folded = await cli.json("decisions", "--reason", "bad-credentials")
+    assert [(row["count"], row["peer"]) for row in folded] == [
+        (1, "203.0.113.7:4000"), (4, "203.0.113.7"), (1, "203.0.113.7:4000")
+    ]  # fmt: skip
+    assert folded[1]["first_seen"].startswith("2030-01-01T12:00:01")
+    assert folded[1]["last_seen"].startswith("2030-01-01T12:00:04")
+    rows = (await cli.ok("decisions", "--reason", "bad-credentials")).splitlines()
+    assert rows[2].split()[:6] == ["2030-01-01", "12:00:04Z", "deny", "bad-credentials", "4", "2030-01-01"]
 
 
 async def test_explain_command(cli: Cli, api: Api, tmp_path: Path) -> None:

@@ -167,6 +167,7 @@ def test_a_registered_device_is_decided_at_once_and_recorded() -> None:
             "result": "allow",
             "reason": "registered-device",
             "detail": recorded[0]["detail"],
+            "identity_known": True,
         }
     ]
 
@@ -209,6 +210,7 @@ def test_plain_listeners_record_credential_decisions() -> None:
             "result": "allow",
             "reason": "anonymous",
             "detail": "anonymous access is on",
+            "identity_known": False,
         }
     ]
     strict = InstanceAuthenticator(

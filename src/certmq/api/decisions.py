@@ -17,9 +17,12 @@ router = APIRouter(prefix="/decisions", tags=["decisions"])
 
 class Decision(BaseModel):
     id: int
-    time: datetime
+    time: datetime = Field(description="when it was decided; of a folded row, the last refusal (last_seen)")
     listener: str
-    peer: str = Field(description="the client's address, host:port")
+    peer: str = Field(
+        description="the client's address, host:port; of a folded row, its source: the IPv4 address, "
+        "the IPv6 /64, or * for the sources beyond the open windows"
+    )
     client_id: str
     ca_sn: str
     device_sn: str
@@ -28,6 +31,13 @@ class Decision(BaseModel):
     result: Literal["allow", "deny"]
     reason: str = Field(description="e.g. new-device, device-inactive, ca-not-registered, bad-credentials")
     detail: str
+    count: int = Field(description="refusals this row stands for: 1, or more for a folded row")
+    first_seen: datetime = Field(description="the first refusal of a folded row; else the same as time")
+    last_seen: datetime = Field(description="the last refusal of a folded row; always the same as time")
+    identity_known: bool = Field(
+        description="whether the client proved an identity the instance knows (a certificate of a "
+        "registered CA, an AccessKey's signature); refusals of the others are folded"
+    )
 
     @classmethod
     def of(cls, record: DecisionRecord) -> Decision:

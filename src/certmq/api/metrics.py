@@ -6,8 +6,8 @@ Two kinds of metric:
   decision it records, through :meth:`Metrics.count_decision` (or a recorder wrapped with
   :meth:`Metrics.counting`);
 * read at each scrape: connections by listener, the broker's counters (messages in and out,
-  TLS handshake failures...), the registry's sizes and the certificates that expire within
-  30 days. Reading them at scrape time keeps the hot paths free of metric updates.
+  TLS handshake failures...), the registry's sizes, the certificates that expire within
+  30 days and the strangers' refusals folded in the decision log. Reading them at scrape time keeps the hot paths free of metric updates.
 
 The metrics live in a registry of their own (not prometheus-client's global one), so several
 instances, or tests, in one process do not mix.
@@ -58,6 +58,7 @@ class Snapshot:
     stats: dict[str, int]
     connections_by_listener: dict[str, int]
     counts: RegistryCounts
+    refusals_folded: dict[str, int]  # by reason
 
 
 class _SnapshotCollector(Collector):
@@ -100,6 +101,15 @@ class _SnapshotCollector(Collector):
         expiring.add_metric(["ca"], counts.cas_expiring)
         expiring.add_metric(["device"], counts.devices_expiring)
         yield expiring
+        folded = CounterMetricFamily(
+            "certmq_decisions_folded",
+            "refusals of peers that proved no known identity, counted into folded rows of the "
+            "decision log instead of written one by one, by reason",
+            labels=["reason"],
+        )
+        for reason, count in sorted(snapshot.refusals_folded.items()):
+            folded.add_metric([reason or "unknown"], count)
+        yield folded
 
 
 class Metrics:
@@ -165,12 +175,20 @@ class Metrics:
 
         return record_and_count  # type: ignore[return-value]
 
-    def render(self, control: BrokerControl, counts: RegistryCounts) -> bytes:
-        """The metrics in the Prometheus text format, as of now."""
+    def render(
+        self, control: BrokerControl, counts: RegistryCounts, refusals_folded: dict[str, int] | None = None
+    ) -> bytes:
+        """The metrics in the Prometheus text format, as of now. ``refusals_folded``: the
+        registry's :attr:`~certmq.registry.service.RegistryService.refusals_folded`."""
         by_listener = {listener.name: 0 for listener in control.listeners()}
         for connection in control.connections():
             by_listener[connection.listener] = by_listener.get(connection.listener, 0) + 1
-        snapshot = Snapshot(stats=dict(control.stats()), connections_by_listener=by_listener, counts=counts)
+        snapshot = Snapshot(
+            stats=dict(control.stats()),
+            connections_by_listener=by_listener,
+            counts=counts,
+            refusals_folded=dict(refusals_folded or {}),
+        )
         # Setting the snapshot and rendering it happen in one synchronous stretch: scrapes that
         # run at the same time cannot see each other's snapshot.
         self._collector.snapshot = snapshot
@@ -180,5 +198,5 @@ class Metrics:
 @router.get("/metrics", include_in_schema=False)
 async def metrics(context: Context) -> Response:
     counts = await context.registry.counts()
-    body = context.metrics.render(context.control, counts)
+    body = context.metrics.render(context.control, counts, context.registry.refusals_folded)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -22,6 +22,7 @@ from cryptography import x509
 from certmq.auth.connect import ALLOW, AuthOutcome, ConnectAttempt
 from certmq.auth.credentials import check_signature
 from certmq.auth.decision import (
+    BAD_SIGNATURE,
     SERIAL_COLLISION,
     DeviceDecision,
     TrustIndexView,
@@ -65,6 +66,13 @@ class SerialCollisionError(Exception):
 
 
 AuditSink = Callable[..., None]
+
+
+def proves_identity(decision: DeviceDecision) -> bool:
+    """Whether a device decision is about an identity the instance knows: a certificate that a
+    registered CA really issued (a forged one names the CA too, and fails its signature). The
+    refusals of the others are folded in the audit log (docs/registry.md, "Retention and folding")."""
+    return decision.allowed or (bool(decision.ca_sn) and decision.reason != BAD_SIGNATURE)
 
 
 def _client_id_binding_error(policy: str, client_id: str, cn: str) -> str | None:
@@ -111,9 +119,11 @@ class InstanceAuthenticator:
         reason: str,
         detail: str,
         decision: DeviceDecision | None = None,
+        identity_known: bool,
     ) -> None:
         """One audit record: the attempt, the certificate's names when a decision read them
-        (credential checks read none), and the outcome."""
+        (credential checks read none), the outcome, and whether the client proved an identity
+        the instance knows (a certificate of a registered CA, an AccessKey's signature)."""
         if self.audit is None:
             return
         if decision is None:
@@ -133,6 +143,7 @@ class InstanceAuthenticator:
                 result=result,
                 reason=reason,
                 detail=detail,
+                identity_known=identity_known,
             )
         except Exception:
             log.exception("could not record the decision for %s", attempt.client_id)
@@ -140,7 +151,12 @@ class InstanceAuthenticator:
     def _record_decision(self, attempt: ConnectAttempt, decision: DeviceDecision) -> None:
         result = "allow" if decision.allowed else "deny"
         self._record(
-            attempt, result=result, reason=decision.reason, detail=decision.detail, decision=decision
+            attempt,
+            result=result,
+            reason=decision.reason,
+            detail=decision.detail,
+            decision=decision,
+            identity_known=proves_identity(decision),
         )
 
     def authenticate(self, attempt: ConnectAttempt) -> AuthOutcome:
@@ -153,9 +169,21 @@ class InstanceAuthenticator:
         if attempt.username is None and attempt.password is None:
             if required:
                 outcome = AuthOutcome(False, ReasonCode.NOT_AUTHORIZED, "credentials are required")
-                self._record(attempt, result="deny", reason="no-credentials", detail=outcome.reason)
+                self._record(
+                    attempt,
+                    result="deny",
+                    reason="no-credentials",
+                    detail=outcome.reason,
+                    identity_known=False,
+                )
                 return outcome
-            self._record(attempt, result="allow", reason="anonymous", detail="anonymous access is on")
+            self._record(
+                attempt,
+                result="allow",
+                reason="anonymous",
+                detail="anonymous access is on",
+                identity_known=False,
+            )
             return ALLOW
         outcome = check_signature(
             attempt.username, attempt.password, attempt.client_id, self.instance_id, self.access_keys
@@ -165,6 +193,8 @@ class InstanceAuthenticator:
             result="allow" if outcome.allowed else "deny",
             reason="signature" if outcome.allowed else "bad-credentials",
             detail=outcome.reason or "valid Signature credentials",
+            # An AccessKeyId travels in the clear in the username: naming a known one proves nothing.
+            identity_known=outcome.allowed,
         )
         return outcome
 
@@ -242,7 +272,12 @@ class InstanceAuthenticator:
         binding_error = _client_id_binding_error(self.bind_client_id, attempt.client_id, decision.cn)
         if binding_error is not None:
             self._record(
-                attempt, result="deny", reason="client-id-not-bound", detail=binding_error, decision=decision
+                attempt,
+                result="deny",
+                reason="client-id-not-bound",
+                detail=binding_error,
+                decision=decision,
+                identity_known=True,
             )
             return AuthOutcome(False, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, binding_error)
         identity = {"cert.cn": decision.cn, "cert.sn": decision.device_sn, "cert.ca_sn": decision.ca_sn}
@@ -257,6 +292,7 @@ class InstanceAuthenticator:
                     reason="bad-credentials",
                     detail=credentials.reason,
                     decision=decision,
+                    identity_known=True,  # the certificate proved who it is
                 )
                 return credentials
             identity.update(credentials.identity)

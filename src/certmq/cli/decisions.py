@@ -11,8 +11,14 @@ DECISION_COLUMNS = [
     ("TIME", lambda decision: short_time(decision["time"])),
     ("RESULT", lambda decision: decision["result"]),
     ("REASON", lambda decision: decision["reason"]),
+    ("COUNT", lambda decision: decision.get("count", 1)),
+    (
+        "FIRST SEEN",
+        lambda decision: short_time(decision["first_seen"]) if decision.get("count", 1) > 1 else "",
+    ),
     ("STEP", lambda decision: decision["step"]),
     ("LISTENER", lambda decision: decision["listener"]),
+    ("PEER", lambda decision: decision["peer"]),
     ("CLIENT ID", lambda decision: decision["client_id"]),
     ("CN", lambda decision: decision["cn"]),
     ("DEVICE SN", lambda decision: decision["device_sn"]),
@@ -25,7 +31,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "decisions",
         help="search the authentication decisions",
         description="Search the recorded authentication decisions, newest first: who was allowed "
-        "or denied, at which step of the decision procedure, and why.",
+        "or denied, at which step of the decision procedure, and why. Repeated refusals of clients "
+        "that proved no known identity are folded: COUNT says how many one row stands for, from "
+        "FIRST SEEN to TIME, and PEER is their source.",
     )
     parser.add_argument(
         "--device", metavar="SN", help="only those of the device certificate with this DeviceSn"

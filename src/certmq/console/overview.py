@@ -54,10 +54,12 @@ async def decision_rates(context: Context, now: datetime) -> list[DecisionRate]:
     for window, since in (("last minute", now - timedelta(minutes=1)), ("last hour", hour_ago)):
         recent = [record for record in records if record.time >= since]
         allowed = sum(1 for record in recent if record.result == "allow")
+        # A folded row stands for its count of refusals (counted in the window of its last one).
+        denied = sum(record.count for record in recent if record.result != "allow")
         # The oldest rows of a capped search are the hour's; the last minute is complete
         # unless every row returned falls within it.
         window_capped = capped and (window == "last hour" or len(recent) == len(records))
-        rates.append(DecisionRate(window, allowed, len(recent) - allowed, window_capped))
+        rates.append(DecisionRate(window, allowed, denied, window_capped))
     return rates
 
 

@@ -29,6 +29,8 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -175,6 +177,8 @@ class Decision(Base):
         Index("ix_decision_result_time", "result", "time"),
         Index("ix_decision_reason_time", "reason", "time"),
         Index("ix_decision_client_id_time", "client_id", "time"),
+        # Retention deletes the strangers' rows first, oldest first.
+        Index("ix_decision_identity_known_id", "identity_known", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -189,6 +193,11 @@ class Decision(Base):
     result: Mapped[str] = mapped_column(String(8))
     reason: Mapped[str] = mapped_column(String(64))
     detail: Mapped[str] = mapped_column(Text)
+    # A folded row stands for ``count`` refusals of a stranger, from ``first_seen`` to ``time``
+    # (docs/registry.md, "Retention and folding"); NULL ``first_seen``: the row's ``time``.
+    count: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    first_seen: Mapped[datetime.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    identity_known: Mapped[bool] = mapped_column(Boolean, server_default=true())
 
 
 class ApiOperation(Base):

@@ -81,7 +81,13 @@ class Page(Generic[T]):
 class Decision:
     """One authentication decision to record. ``step`` is the step of the decision procedure that decided
     (1-6), or 0 for decisions taken before TLS or on credentials. Fields that do not apply are
-    empty strings."""
+    empty strings.
+
+    ``identity_known`` is False when the peer proved no identity the instance knows (a failed TLS
+    handshake, no or wrong credentials, a certificate of no registered CA): such refusals are
+    folded into counted rows (:mod:`certmq.registry.folding`), and their rows are the first to go
+    when the log is full. A folded row stands for ``count`` refusals, from ``first_seen`` to
+    ``time``."""
 
     listener: str = ""
     peer: str = ""
@@ -94,11 +100,15 @@ class Decision:
     reason: str = ""  # short code such as "device-inactive"
     detail: str = ""
     time: datetime.datetime = field(default_factory=utc_now)
+    identity_known: bool = True
+    count: int = 1
+    first_seen: datetime.datetime | None = None  # None: ``time``
 
 
 @dataclass(frozen=True, slots=True)
 class DecisionRecord:
-    """A recorded decision, as read back from the audit log."""
+    """A recorded decision, as read back from the audit log. A folded row stands for ``count``
+    refusals of one source for one reason, the first at ``first_seen``, the last at ``time``."""
 
     id: int
     time: datetime.datetime
@@ -112,6 +122,13 @@ class DecisionRecord:
     result: str
     reason: str
     detail: str
+    count: int
+    first_seen: datetime.datetime
+    identity_known: bool
+
+    @property
+    def last_seen(self) -> datetime.datetime:
+        return self.time
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,7 @@ from certmq.registry.events import (
     RegistryEvents,
     SettingChanged,
 )
+from certmq.registry.folding import RefusalFolding
 from certmq.registry.index import CaEntry, TrustIndex
 from certmq.registry.models import Result, Status
 from certmq.registry.proof import check_ca_registration
@@ -95,6 +96,9 @@ DECISION_FLUSH_INTERVAL = 0.5
 DECISION_FLUSH_ROWS = 500
 DECISION_MAX_ROWS = 1_000_000
 DECISION_MAX_AGE = datetime.timedelta(days=30)
+# Refusals of strangers from one source for one reason within this window make one row
+# (certmq.registry.folding).
+DECISION_FOLD_WINDOW = datetime.timedelta(seconds=60)
 # Decisions waiting in memory when the database cannot keep up; beyond it the oldest are dropped.
 DECISION_BUFFER_LIMIT = 100_000
 RETENTION_INTERVAL = 60.0
@@ -177,6 +181,15 @@ def _decision_row(decision: Decision) -> dict[str, Any]:
         step = min(max(int(decision.step), 0), 32767)
     except (TypeError, ValueError):
         step = 0
+    try:
+        count = min(max(int(decision.count), 1), 2**31 - 1)
+    except (TypeError, ValueError):
+        count = 1
+    first_seen = decision.first_seen
+    if not isinstance(first_seen, datetime.datetime) or count == 1:
+        first_seen = None
+    elif first_seen.tzinfo is None:
+        first_seen = first_seen.replace(tzinfo=datetime.UTC)
     return {
         "time": moment,
         "listener": _text(decision.listener, _DECISION_LIMITS["listener"]),
@@ -189,6 +202,9 @@ def _decision_row(decision: Decision) -> dict[str, Any]:
         "result": _text(decision.result, _DECISION_LIMITS["result"]),
         "reason": _text(decision.reason, _DECISION_LIMITS["reason"]),
         "detail": _text(decision.detail),
+        "count": count,
+        "first_seen": first_seen,
+        "identity_known": bool(decision.identity_known),
     }
 
 
@@ -271,6 +287,7 @@ class RegistryService:
         decision_flush_rows: int = DECISION_FLUSH_ROWS,
         decision_max_rows: int = DECISION_MAX_ROWS,
         decision_max_age: datetime.timedelta = DECISION_MAX_AGE,
+        decision_fold_window: datetime.timedelta = DECISION_FOLD_WINDOW,
         operation_max_rows: int = OPERATION_MAX_ROWS,
         operation_max_age: datetime.timedelta = OPERATION_MAX_AGE,
         retention_interval: float = RETENTION_INTERVAL,
@@ -305,6 +322,7 @@ class RegistryService:
         self._decisions: deque[Decision] = deque()
         self._decisions_dropped = 0
         self._decisions_written = 0
+        self._folding = RefusalFolding(decision_fold_window)
         self._operations: deque[Operation] = deque()
         self._operations_dropped = 0
         self._flush_wakeup = asyncio.Event()
@@ -374,7 +392,7 @@ class RegistryService:
                 await self._writer
             self._writer = None
         try:
-            await self.flush_decisions()
+            await self.flush_decisions(close_all_windows=True)
         except Exception:
             log.exception("could not write the last decisions to the registry")
         try:
@@ -846,7 +864,16 @@ class RegistryService:
 
     def record_decision(self, decision: Decision) -> None:
         """Queue a decision for the audit log. Cheap and synchronous, for the hot path: the
-        decision is written within about half a second, in a batch, by a background task."""
+        decision is written within about half a second, in a batch, by a background task. A
+        refusal of a stranger (``identity_known`` false) is folded with the others of its source
+        and reason, in memory (:mod:`certmq.registry.folding`)."""
+        if decision.identity_known:
+            self._queue_decision(decision)
+        else:
+            for row in self._folding.add(decision):
+                self._queue_decision(row)
+
+    def _queue_decision(self, decision: Decision) -> None:
         decisions = self._decisions
         decisions.append(decision)
         if len(decisions) > DECISION_BUFFER_LIMIT:
@@ -857,6 +884,22 @@ class RegistryService:
         if len(decisions) >= self.decision_flush_rows:
             self._flush_wakeup.set()
 
+    def _close_fold_windows(self, *, every: bool = False) -> None:
+        """Queue the rows of the fold windows that have closed by now (all of them with ``every``)."""
+        folding = self._folding
+        if folding.open_windows:
+            for row in folding.close_all() if every else folding.close_expired(self.clock()):
+                self._queue_decision(row)
+
+    @property
+    def refusals_folded(self) -> dict[str, int]:
+        """Refusals of strangers counted into folded rows instead of written one by one, by reason."""
+        return dict(self._folding.folded)
+
+    @property
+    def open_fold_windows(self) -> int:
+        return self._folding.open_windows
+
     @property
     def decisions_pending(self) -> int:
         return len(self._decisions)
@@ -865,8 +908,10 @@ class RegistryService:
     def decisions_dropped(self) -> int:
         return self._decisions_dropped
 
-    async def flush_decisions(self) -> None:
-        """Write every queued decision now, and wait for the writes already under way."""
+    async def flush_decisions(self, *, close_all_windows: bool = False) -> None:
+        """Write every queued decision now, with the rows of the fold windows that have closed
+        (all of them with ``close_all_windows``), and wait for the writes already under way."""
+        self._close_fold_windows(every=close_all_windows)
         batch = list(self._decisions)
         self._decisions.clear()
 
@@ -891,6 +936,7 @@ class RegistryService:
                 await asyncio.wait_for(self._flush_wakeup.wait(), timeout=self.decision_flush_interval)
             self._flush_wakeup.clear()
             try:
+                self._close_fold_windows()
                 if self._decisions:
                     await self.flush_decisions()
                 if self._operations:

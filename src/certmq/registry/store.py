@@ -68,6 +68,8 @@ LOG_ROWS_PER_STATEMENT = 500
 STREAM_BATCH = 10_000
 IMPORT_BATCH = 50_000
 _READ_ONLY = "certmq_read_only"
+# The columns of the two logs that hold times (converted for the driver by _stored_time).
+_LOG_TIME_COLUMNS = frozenset({"time", "first_seen"})
 
 
 def registry_url(url_or_path: str | Path, data_dir: Path | None = None) -> URL:
@@ -189,6 +191,9 @@ def _decision_record(row: models.Decision) -> DecisionRecord:
         result=row.result,
         reason=row.reason,
         detail=row.detail,
+        count=row.count,
+        first_seen=row.time if row.first_seen is None else row.first_seen,
+        identity_known=row.identity_known,
     )
 
 
@@ -825,9 +830,24 @@ class RegistryStore:
         return self._count_log(models.Decision)
 
     def prune_decisions(self, *, max_rows: int, older_than: datetime.datetime) -> int:
-        """Delete decisions older than ``older_than``, then the oldest beyond the newest
-        ``max_rows``. Returns how many rows went."""
-        return self._prune_log(models.Decision, max_rows, older_than)
+        """Delete decisions older than ``older_than``; then, while more than ``max_rows`` are left,
+        the oldest rows of strangers (``identity_known`` false) first, and only when they are not
+        enough the oldest of the others. Returns how many rows went."""
+        table = models.Decision
+        with self._session() as session, session.begin():
+            deleted = session.execute(delete(table).where(table.time < older_than))
+            removed = int(getattr(deleted, "rowcount", 0) or 0)
+            excess = (session.scalar(select(func.count()).select_from(table)) or 0) - max_rows
+            if excess <= 0:
+                return removed
+            strangers = table.identity_known.is_(False)
+            cutoff = session.scalar(
+                select(table.id).where(strangers).order_by(table.id).offset(excess - 1).limit(1)
+            )
+            condition = strangers if cutoff is None else strangers & (table.id <= cutoff)
+            deleted = session.execute(delete(table).where(condition))
+            removed += int(getattr(deleted, "rowcount", 0) or 0)
+            return removed + self._delete_beyond_newest(session, table, max_rows)
 
     # --- the operations log of the RPC API ------------------------------------------------------
 
@@ -878,7 +898,9 @@ class RegistryStore:
             for start in range(0, len(rows), LOG_ROWS_PER_STATEMENT):
                 chunk = rows[start : start + LOG_ROWS_PER_STATEMENT]
                 values = tuple(
-                    _stored_time(row[column], sqlite) if column == "time" else row[column]
+                    _stored_time(row[column], sqlite)
+                    if column in _LOG_TIME_COLUMNS and row[column] is not None
+                    else row[column]
                     for row in chunk
                     for column in columns
                 )
@@ -919,8 +941,13 @@ class RegistryStore:
         with self._session() as session, session.begin():
             deleted = session.execute(delete(table).where(table.time < older_than))
             removed = int(getattr(deleted, "rowcount", 0) or 0)
-            cutoff = session.scalar(select(table.id).order_by(table.id.desc()).offset(max_rows).limit(1))
-            if cutoff is not None:
-                deleted = session.execute(delete(table).where(table.id <= cutoff))
-                removed += int(getattr(deleted, "rowcount", 0) or 0)
-            return removed
+            return removed + self._delete_beyond_newest(session, table, max_rows)
+
+    @staticmethod
+    def _delete_beyond_newest(session: Session, table: Any, max_rows: int) -> int:
+        """Delete the rows of a log older than its newest ``max_rows``; return how many went."""
+        cutoff = session.scalar(select(table.id).order_by(table.id.desc()).offset(max_rows).limit(1))
+        if cutoff is None:
+            return 0
+        deleted = session.execute(delete(table).where(table.id <= cutoff))
+        return int(getattr(deleted, "rowcount", 0) or 0)
