@@ -326,3 +326,82 @@ def test_the_ca_that_verified_the_certificate_in_the_handshake_is_its_issuer() -
     assert decide_device(server_only_der(ca, "resumed-server"), index).reason == "wrong-key-usage"
     trusted = decide_device(server_only_der(ca, "server"), index, verified_issuer=lambda: ca_fingerprint)
     assert trusted.reason == "new-device"
+
+
+def test_every_route_says_whether_the_client_proved_a_known_identity() -> None:
+    """What the audit log folds (docs/registry.md, "Retention and folding"): a refusal is of a
+    known identity only when the client proved one: a certificate a registered CA issued, or a
+    signature of a known AccessKey. A route missing here records without saying, and fails."""
+    from certmq.auth.credentials import signature_password, signature_username
+
+    index, ca = make_fleet()
+    _, stranger_ca = make_fleet()
+    inactive = device_der(ca, "inactive")
+    first = decide_device(inactive, index)
+    index.put_device(first.ca_sn, first.device_sn, hashlib.sha256(inactive).digest(), False)
+    registered = device_der(ca, "registered")
+    first = decide_device(registered, index)
+    index.put_device(first.ca_sn, first.device_sn, hashlib.sha256(registered).digest(), True)
+    keys = {"AK1": "secret-1"}
+    good = (signature_username("AK1", "mqtt-unit"), signature_password("secret-1", "c-1").encode())
+    wrong = (signature_username("AK1", "mqtt-unit"), b"not the signature")
+    unknown = (signature_username("AK-none", "mqtt-unit"), b"x")
+
+    def recorded(
+        mode: str,
+        listener: str,
+        der: bytes | None,
+        credentials: Any = (None, None),
+        client_id: str = "c-1",
+        anonymous: bool = False,
+        **options: Any,
+    ) -> tuple[str, str, bool]:
+        seen: list[dict[str, Any]] = []
+        authenticator = InstanceAuthenticator(
+            instance_id="mqtt-unit",
+            access_keys=keys,
+            auth_mode=lambda: mode,
+            anonymous=anonymous,
+            index=index,
+            audit=lambda **fields: seen.append(fields),
+            **options,
+        )
+        authenticator.authenticate(ConnectAttempt(listener, "127.0.0.1:1", client_id, *credentials, 4, der))
+        (fields,) = seen
+        return fields["result"], fields["reason"], fields["identity_known"]
+
+    routes = {
+        "no credentials": (recorded("one-way", "tcp", None), ("deny", "no-credentials", False)),
+        "unknown AccessKey": (recorded("one-way", "tcp", None, unknown), ("deny", "bad-credentials", False)),
+        "known AccessKey, wrong signature": (
+            recorded("one-way", "tcp", None, wrong),
+            ("deny", "bad-credentials", False),
+        ),
+        "valid signature": (recorded("one-way", "tcp", None, good), ("allow", "signature", True)),
+        "anonymous": (recorded("one-way", "tcp", None, anonymous=True), ("allow", "anonymous", False)),
+        "no certificate": (recorded("mutual", "tls", None), ("deny", "no-client-certificate", False)),
+        "unreadable certificate": (
+            recorded("mutual", "tls", b"garbage"),
+            ("deny", "unreadable-certificate", False),
+        ),
+        "certificate of no registered CA": (
+            recorded("mutual", "tls", device_der(stranger_ca, "x")),
+            ("deny", "ca-not-registered", False),
+        ),
+        "forged certificate naming a registered CA": (
+            recorded("mutual", "tls", forged_der(ca, "forged")),
+            ("deny", "bad-signature", False),
+        ),
+        "inactive device": (recorded("mutual", "tls", inactive), ("deny", "device-inactive", True)),
+        "registered device": (recorded("mutual", "tls", registered), ("allow", "registered-device", True)),
+        "client id not bound": (
+            recorded("mutual", "tls", registered, bind_client_id="cn"),
+            ("deny", "client-id-not-bound", True),
+        ),
+        "valid certificate, wrong credentials": (
+            recorded("mutual", "tls", registered, wrong),
+            ("deny", "bad-credentials", True),
+        ),
+    }
+    for route, (seen, expected) in routes.items():
+        assert seen == expected, route

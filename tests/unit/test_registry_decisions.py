@@ -271,3 +271,157 @@ async def test_odd_decisions_do_not_spoil_a_batch(registry: RegistryService) -> 
     assert records["0001"].time == datetime.datetime(2030, 1, 1, 12, 0, tzinfo=datetime.UTC)
     assert (records["0002"].cn, records["0002"].client_id, records["0002"].step) == ("", "", 0)
     assert records["0003"].step == 32767
+
+
+# --- folding and retention of the strangers' refusals (docs/registry.md, "Retention and folding") ---
+
+
+def stranger(n: int, moment: datetime.datetime, reason: str = "bad-credentials") -> Decision:
+    return Decision(
+        listener="tcp",
+        peer=f"203.0.113.7:{1024 + n}",
+        client_id=f"guess-{n}",
+        step=0,
+        result="deny",
+        reason=reason,
+        detail="unknown AccessKeyId",
+        identity_known=False,
+        time=moment,
+    )
+
+
+async def test_a_strangers_refusals_are_folded_before_they_are_written(
+    registry: RegistryService, store: RegistryStore, clock: Clock
+) -> None:
+    base = clock.now
+    for n in range(1000):
+        registry.record_decision(stranger(n, base + datetime.timedelta(milliseconds=n)))
+        if n % 250 == 0:  # known identities in between, refused and allowed
+            registry.record_decision(decision(n, time=base + datetime.timedelta(milliseconds=n)))
+            registry.record_decision(
+                decision(n + 1, result="deny", reason="device-inactive", step=2,
+                         time=base + datetime.timedelta(milliseconds=n))
+            )  # fmt: skip
+    await registry.flush_decisions()
+    assert store.count_decisions() == 8 + 1  # the known ones, and the stranger's first refusal
+    assert registry.refusals_folded == {"bad-credentials": 999}
+
+    clock.advance(seconds=61)  # the window closes
+    await registry.flush_decisions()
+    rows = await registry.search_decisions(reason="bad-credentials")
+    assert [(row.peer, row.count, row.identity_known) for row in rows] == [
+        ("203.0.113.7", 999, False),
+        ("203.0.113.7:1024", 1, False),
+    ]
+    assert (rows[0].first_seen, rows[0].last_seen) == (
+        base + datetime.timedelta(milliseconds=1),
+        base + datetime.timedelta(milliseconds=999),
+    )
+    assert (rows[1].first_seen, rows[1].last_seen) == (base, base)
+    known = await registry.search_decisions(reason="device-inactive")
+    assert [(row.count, row.identity_known) for row in known] == [(1, True)] * 4
+
+
+async def test_close_writes_the_open_windows(store: RegistryStore, clock: Clock) -> None:
+    registry = RegistryService(store, instance_id=INSTANCE_ID, clock=clock, decision_flush_interval=3600)
+    await registry.open()
+    for n in range(50):
+        registry.record_decision(stranger(n, clock.now))
+    await registry.close()
+    assert store.count_decisions() == 2
+    assert sum(row.count for row in store.search_decisions()) == 50
+
+
+async def test_a_fold_window_of_zero_writes_every_refusal(store: RegistryStore, clock: Clock) -> None:
+    registry = RegistryService(
+        store, instance_id=INSTANCE_ID, clock=clock, decision_fold_window=datetime.timedelta(0)
+    )
+    await registry.open()
+    try:
+        for n in range(20):
+            registry.record_decision(stranger(n, clock.now))
+        await registry.flush_decisions()
+        assert store.count_decisions() == 20
+    finally:
+        await registry.close()
+
+
+async def test_retention_by_size_deletes_the_strangers_rows_first(store: RegistryStore, clock: Clock) -> None:
+    """The oldest rows are the known identities'; a newer flood of strangers fills the log: the
+    size limit is met by deleting the strangers' rows, the known ones stay until their age limit."""
+    registry = RegistryService(
+        store,
+        instance_id=INSTANCE_ID,
+        decision_max_rows=10,
+        decision_fold_window=datetime.timedelta(0),  # one row per refusal: the worst case
+        clock=clock,
+    )
+    await registry.open()
+    try:
+        base = clock.now - datetime.timedelta(hours=1)
+        for n in range(8):
+            registry.record_decision(decision(n, time=base + datetime.timedelta(seconds=n)))
+        for n in range(30):
+            registry.record_decision(stranger(n, base + datetime.timedelta(minutes=1, seconds=n)))
+        await registry.flush_decisions()
+        assert await registry.enforce_retention() == 28
+        kept = await registry.search_decisions(limit=100)
+        assert [row.identity_known for row in kept] == [False, False] + [True] * 8
+        assert [row.client_id for row in kept[:2]] == ["guess-29", "guess-28"]
+
+        # Known identities alone beyond the limit: then their oldest go.
+        for n in range(8, 20):
+            registry.record_decision(decision(n, time=base + datetime.timedelta(minutes=2, seconds=n)))
+        await registry.flush_decisions()
+        assert await registry.enforce_retention() == 12
+        kept = await registry.search_decisions(limit=100)
+        assert [row.device_sn for row in kept] == [f"{n:04x}" for n in reversed(range(10, 20))]
+    finally:
+        await registry.close()
+
+
+async def test_retention_by_age_takes_a_folded_row_by_its_last_refusal(
+    registry: RegistryService, clock: Clock
+) -> None:
+    limit = clock.now - datetime.timedelta(days=30)
+    registry.record_decision(stranger(0, limit - datetime.timedelta(seconds=30)))  # written at once
+    registry.record_decision(stranger(1, limit - datetime.timedelta(seconds=20)))  # folded...
+    registry.record_decision(stranger(2, limit + datetime.timedelta(seconds=20)))  # ...up to here
+    registry.record_decision(decision(1, time=limit - datetime.timedelta(seconds=1)))
+    await registry.flush_decisions()  # the window is long closed by the clock
+    assert await registry.enforce_retention() == 2
+    (row,) = await registry.search_decisions()
+    assert (row.count, row.first_seen, row.last_seen) == (
+        2,
+        limit - datetime.timedelta(seconds=20),
+        limit + datetime.timedelta(seconds=20),
+    )
+
+
+async def test_the_upgrade_keeps_the_rows_written_before_it(store: RegistryStore) -> None:
+    """Rows of the schema before folding read back as single decisions of known identities."""
+    from alembic import command
+
+    from certmq.registry.store import _alembic_config
+
+    config = _alembic_config()
+    with store.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0003")
+    moment = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=datetime.UTC)
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO decision (time, listener, peer, client_id, ca_sn, device_sn, cn, step, result,"
+            " reason, detail) VALUES ("
+            + ("'2030-01-01 12:00:00.000000'" if store.dialect == "sqlite" else "'2030-01-01 12:00:00+00'")
+            + ", 'tls', '10.0.0.1:1', 'c', 'aa', '01', 'd', 2, 'deny', 'device-inactive', 'old')"
+        )
+    store.migrate()
+    (row,) = store.search_decisions()
+    assert (row.reason, row.count, row.first_seen, row.last_seen, row.identity_known) == (
+        "device-inactive",
+        1,
+        moment,
+        moment,
+        True,
+    )

@@ -44,23 +44,25 @@ def source_of(peer: str) -> str:
     """The source that the refusals of ``peer`` (``host:port``) are folded by: the IPv4 address,
     the /64 network of an IPv6 address (one subscriber's share, which any host there can change
     its address within), or the host as given when it is not an IP address."""
-    host = peer
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        host, separator, port = peer.rpartition(":")
-        if not separator or not port.isdigit():
-            host = peer
-        host = host.strip("[]")
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
+    host, separator, port = peer.rpartition(":")
+    address = _ip_address(host.strip("[]")) if separator and port.isdigit() else None
+    if address is None:  # no port after all
+        host = peer.strip("[]")
+        address = _ip_address(host)
+        if address is None:
             return host[:FOLDED_TEXT_LIMIT]
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
             return str(address.ipv4_mapped)
         return str(ipaddress.IPv6Network((address, IPV6_SOURCE_PREFIX), strict=False))
     return str(address)
+
+
+def _ip_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
 
 
 def folds(decision: Decision) -> bool:
