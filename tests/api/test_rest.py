@@ -335,6 +335,8 @@ async def test_metrics(api: Api) -> None:
     for reason in ("new-device", "registered-device", "registered-device"):
         record(Decision(result="allow", reason=reason))
     record(Decision(result="deny", reason="ca-not-registered"))
+    for _ in range(5):  # a stranger: the first is a row, the other four are folded
+        record(Decision(result="deny", reason="no-credentials", peer="203.0.113.7:1", identity_known=False))
 
     reply = await api.client.get("/metrics", headers={"Authorization": ""})
     assert reply.status_code == 200
@@ -349,6 +351,8 @@ async def test_metrics(api: Api) -> None:
     assert samples['certmq_decisions_total{reason="registered-device",result="allow"}'] == 2
     assert samples['certmq_decisions_total{reason="new-device",result="allow"}'] == 1
     assert samples['certmq_decisions_total{reason="ca-not-registered",result="deny"}'] == 1
+    assert samples['certmq_decisions_total{reason="no-credentials",result="deny"}'] == 5
+    assert samples['certmq_decisions_folded_total{reason="no-credentials"}'] == 4
     assert samples["certmq_messages_received_total"] == 7
     assert samples["certmq_messages_sent_total"] == 11
     assert samples["certmq_tls_handshake_failures_total"] == 2

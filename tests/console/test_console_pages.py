@@ -405,6 +405,24 @@ async def test_decisions_are_searched_with_the_step_that_decided(served: Served)
     assert "6 · allow (and register)" in page.text
 
 
+async def test_a_folded_row_shows_how_many_refusals_it_stands_for(served: Served) -> None:
+    """Repeated refusals of a stranger: one row for the first, one counting the rest, and the
+    overview counts every refusal."""
+    now = utc_now()
+    for seconds in (40, 30, 20, 10):
+        served.registry.record_decision(
+            Decision(result="deny", reason="no-credentials", peer="203.0.113.7:5", identity_known=False,
+                     time=now - datetime.timedelta(seconds=seconds))
+        )  # fmt: skip
+    await served.registry.flush_decisions(close_all_windows=True)
+    await served.login()
+    page = await served.client.get("/console/decisions", params={"reason": "no-credentials"})
+    folded = re.search(r'<span class="folded" data-count="3">×3 since ([^<]+)</span>', page.text)
+    assert folded, page.text
+    overview = " ".join(re.sub(r"<[^>]+>", " ", (await served.client.get("/console")).text).split())
+    assert "4 in the last minute: 0 allowed , 4 denied" in overview
+
+
 async def test_pages_carry_security_headers_and_stay_out_of_the_api_document(served: Served) -> None:
     await served.login()
     page = await served.client.get("/console")
