@@ -112,6 +112,9 @@ def test_process_environment_is_the_default(tmp_path: Path, monkeypatch: pytest.
         ("[mqtt]\nmax_packet_size = true\n", "mqtt.max_packet_size .*expected a number"),
         ("[listeners]\ntcp = 1883\n", "listeners.tcp .*expected a string"),
         ("title = 1\n", "unknown section"),
+        ("[audit]\nretention_days = 0\n", "audit.retention_days .*must be at least 1"),
+        ("[audit]\nmax_rows = 10\n", "audit.max_rows .*must be at least 1000"),
+        ("[audit]\nfold_window = -1\n", "audit.fold_window .*must be at least 0"),
     ],
 )
 def test_file_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
@@ -126,6 +129,7 @@ def test_file_errors_name_the_key(tmp_path: Path, text: str, message: str) -> No
         ("CERTMQ_INSTANCE_AUTH_MODE", "none", r"instance.auth_mode \(environment\)"),
         ("CERTMQ_MQTT_SERVER_KEEP_ALIVE", "soon", r"mqtt.server_keep_alive \(environment\)"),
         ("CERTMQ_AUTH_NOSUCH", "1", r"auth.nosuch \(environment\): unknown key"),
+        ("CERTMQ_AUDIT_MAX_ROWS", "-5", r"audit.max_rows \(environment\): must be at least 1000"),
     ],
 )
 def test_environment_errors_name_the_key(tmp_path: Path, name: str, value: str, message: str) -> None:
