@@ -197,6 +197,23 @@ def test_sessions_end_with_their_lifetime_the_key_and_the_admin_token(
     assert signer.session_of(with_cookie) is None
 
 
+async def test_the_revoked_sessions_stay_bounded() -> None:
+    revoked = console_sessions.RevokedSessions(limit=3)
+    now = int(time.time())
+    sessions = [console_sessions.ConsoleSession(f"s{n}", "csrf", now + 100 + n) for n in range(5)]
+    for session in sessions:
+        await revoked.revoke(session)
+    assert len(revoked) == 3
+    # The two that expire first left the list, and every session that expires no later than they
+    # do is refused with them; later ones only when revoked.
+    assert all(revoked.refuses(session.id, session.expires_at) for session in sessions)
+    assert revoked.refuses("never-revoked", now + 100)
+    assert not revoked.refuses("never-revoked", now + 102)
+    # Expired entries are pruned at the next revocation.
+    await revoked.revoke(console_sessions.ConsoleSession("late", "csrf", now + 500))
+    assert len(revoked) == 3
+
+
 async def test_every_change_needs_the_csrf_token(served: Served) -> None:
     _, sn = await served.register_ca("fleet")
     token = await served.login()

@@ -70,5 +70,5 @@ async def logout(request: Request) -> Response:
         form = await request.form(max_files=0, max_fields=5)
         console.signer.check_csrf(request, session, form.get("csrf_token"))
     response = redirect(request, "/console/login")
-    console.signer.logout(response, session)
+    await console.signer.logout(response, session)
     return response
