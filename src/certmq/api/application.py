@@ -35,6 +35,7 @@ from certmq.api.http import HttpListener
 from certmq.api.metrics import Metrics
 from certmq.api.metrics import router as metrics_router
 from certmq.api.rpc import RpcEndpoint, RpcSettings
+from certmq.api.secret_failures import SecretFailures
 from certmq.api.security import require_admin_token
 from certmq.config import Config, parse_address
 from certmq.console import ConsoleSettings, derive_session_key, install_console
@@ -104,19 +105,21 @@ def create_app(
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
     )
+    metrics = metrics or Metrics()
     app.state.context = ApiContext(
         registry=registry,
         control=control,
         instance_id=instance_id,
         admin_token=admin_token,
         access_keys=access_keys_manager,
-        metrics=metrics or Metrics(),
+        metrics=metrics,
+        secret_failures=SecretFailures(metrics),
     )
     install_error_handlers(app)
     authenticated = [Depends(require_admin_token)]
     for router in _RESOURCE_ROUTERS:
         app.include_router(
-            router, prefix=API_PREFIX, dependencies=authenticated, responses=error_responses(400, 401)
+            router, prefix=API_PREFIX, dependencies=authenticated, responses=error_responses(400, 401, 429)
         )
     app.include_router(instance.health_router, prefix=API_PREFIX)
     app.include_router(metrics_router)
@@ -125,7 +128,8 @@ def create_app(
         instance_id=instance_id,
         secrets=access_keys_manager.secrets,
         settings=rpc_settings,
-        metrics=app.state.context.metrics,
+        metrics=metrics,
+        secret_failures=app.state.context.secret_failures,
     )
     app.add_route("/", rpc.handle, methods=["GET", "POST"], include_in_schema=False)
     install_console(app, admin_token, console)
