@@ -30,6 +30,7 @@ from certmq.api import (
     server_certificate,
 )
 from certmq.api.context import ApiContext
+from certmq.api.docs_page import install_docs_page
 from certmq.api.errors import ErrorBody, error_responses, install_error_handlers
 from certmq.api.http import HttpListener
 from certmq.api.metrics import Metrics
@@ -101,7 +102,7 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         openapi_url=OPENAPI_URL,
-        docs_url=DOCS_URL,
+        docs_url=None,  # served by install_docs_page, from the package, under the console's CSP
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
     )
@@ -133,6 +134,7 @@ def create_app(
     )
     app.add_route("/", rpc.handle, methods=["GET", "POST"], include_in_schema=False)
     install_console(app, admin_token, console)
+    install_docs_page(app, DOCS_URL, OPENAPI_URL)
     _document_errors(app)
     return app
 
