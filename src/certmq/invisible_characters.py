@@ -20,11 +20,13 @@ from __future__ import annotations
 import re
 import unicodedata
 
+# The letters and marks that draw nothing: str.isprintable() counts them as printable.
+_BLANK_LETTERS = "\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0"
 _CHARACTERS = (
-    "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\xad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891"
-    "\u08e2\u115f\u1160\u17b4\u17b5\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f"
-    "\u3164\ud800-\udfff\ufeff\uffa0\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f"
-    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f"
+    "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891"
+    "\u08e2\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ud800-\udfff\ufeff"
+    "\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3"
+    f"\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f{_BLANK_LETTERS}"
 )
 # Tab, line feed and carriage return kept: a web page's text, JSON (which escapes them itself).
 INVISIBLE = re.compile(f"[{_CHARACTERS}]")
@@ -32,6 +34,14 @@ INVISIBLE = re.compile(f"[{_CHARACTERS}]")
 INVISIBLE_ON_A_TERMINAL = re.compile(f"[\r{_CHARACTERS}]")
 # A value shown on one line (a table cell, a field): every control.
 INVISIBLE_ON_ONE_LINE = re.compile(f"[\t\n\r{_CHARACTERS}]")
+
+
+def holds_invisible(text: str) -> bool:
+    """Whether ``text`` holds a character of :data:`INVISIBLE`. Most texts are answered by
+    str.isprintable(), at C speed (ten times faster than the regular expression on a page)."""
+    if text.replace("\n", "").replace("\t", "").replace("\r", "").isprintable():
+        return any(letter in text for letter in _BLANK_LETTERS)
+    return INVISIBLE.search(text) is not None
 
 
 def escape_sequence(character: str) -> str:

@@ -17,6 +17,7 @@ from certmq.invisible_characters import (
     character_name,
     escape_invisible,
     escape_sequence,
+    holds_invisible,
 )
 
 LAYOUT = "\t\n\r"
@@ -37,6 +38,19 @@ def test_every_control_and_format_character_is_escaped() -> None:
         assert INVISIBLE.match(character), character_name(character)
     for layout in LAYOUT:
         assert INVISIBLE.match(layout) is None and INVISIBLE_ON_ONE_LINE.match(layout)
+
+
+def test_the_quick_check_finds_each_of_them() -> None:
+    for code in range(0x110000):
+        character = chr(code)
+        if INVISIBLE.match(character):
+            assert holds_invisible(f"<p>line\n{character}·</p>"), f"U+{code:04X}"
+    assert not holds_invisible("<p>sensor-001 · 传感器 …</p>\n\t")
+
+
+@given(st.text())
+def test_the_quick_check_agrees_with_the_pattern(text: str) -> None:
+    assert holds_invisible(text) == (INVISIBLE.search(text) is not None)
 
 
 def test_what_people_write_is_left_alone() -> None:

@@ -31,7 +31,13 @@ from certmq.console.sessions import (
     SessionSigner,
     is_https,
 )
-from certmq.invisible_characters import INVISIBLE, character_name, escape_invisible, escape_sequence
+from certmq.invisible_characters import (
+    INVISIBLE,
+    character_name,
+    escape_invisible,
+    escape_sequence,
+    holds_invisible,
+)
 
 if TYPE_CHECKING:
     from certmq.console import ConsoleSettings
@@ -140,7 +146,7 @@ def show_invisible_characters(html: str) -> str:
     in titles and options, which hold text only, as the bare escape. Every page goes through
     here (:func:`render`), so no certificate-derived string can be shown raw. Attribute values
     and text areas are left as they are: they are data that forms send back."""
-    if INVISIBLE.search(html) is None:
+    if not holds_invisible(html):
         return html
     parts = _TAG.split(html)
     text_only = ""
