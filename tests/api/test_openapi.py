@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from openapi_spec_validator import validate
@@ -82,9 +83,17 @@ async def test_errors_and_authentication_are_documented(api: Api) -> None:
     assert "HTTPValidationError" not in document["components"]["schemas"]
 
 
-async def test_swagger_ui_is_served(api: Api) -> None:
+async def test_swagger_ui_is_served_from_the_package(api: Api) -> None:
     reply = await api.client.get("/api/v1/docs", headers={"Authorization": ""})
-    assert reply.status_code == 200 and "/api/v1/openapi.json" in reply.text
+    assert reply.status_code == 200 and 'data-openapi-url="/api/v1/openapi.json"' in reply.text
+    assert reply.headers["content-security-policy"].startswith("default-src 'self'; script-src 'self';")
+    # Every file the page names is certmq's own, and served.
+    references = re.findall(r'(?:src|href)="([^"]*)"', reply.text)
+    assert len(references) == 4 and "<script>" not in reply.text
+    for reference in references:
+        assert reference.startswith("/api/v1/docs/assets/"), reference
+        asset = await api.client.get(reference, headers={"Authorization": ""})
+        assert asset.status_code == 200 and len(asset.content) > 500, reference
 
 
 async def test_the_root_is_the_rpc_endpoint(api: Api) -> None:

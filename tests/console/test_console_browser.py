@@ -22,7 +22,16 @@ from cryptography.hazmat.primitives import serialization
 from openssl_pki import Issued, make_ca, make_device
 from playwright.sync_api import Browser, Page, expect
 
-from certmq.pki import generate_key, issue_server_certificate, load_certified_key, serial_hex
+from certmq.pki import (
+    create_ca,
+    generate_key,
+    issue_device_certificate,
+    issue_server_certificate,
+    load_certified_key,
+    serial_hex,
+    write_certificates,
+    write_private_key,
+)
 from paho_client import PahoClient
 
 NOT_AUTHORIZED = 0x87
@@ -453,6 +462,70 @@ def test_changes_need_the_session_and_its_csrf_token(console: Console, fleet: tu
     assert response.status == 303 and "/console/login" in response.headers["location"]
     anonymous.close()
     assert console.instance.api.get(f"/ca-certificates/{fleet_sn}").json()["status"] == "active"
+
+
+RLO = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: "sensor-<RLO>gnp.exe" reads "sensor-exe.png"
+
+
+def issued_with(directory: Path, cn: str, issuer: Issued | None = None) -> Issued:
+    """A CA (or, with ``issuer``, a device certificate of it) whose CN is ``cn`` as given, any
+    character included: made with certmq's PKI functions, written as files."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = generate_key("ec")
+    if issuer is None:
+        certificate = create_ca(cn, key)
+        chain: tuple[x509.Certificate, ...] = (certificate,)
+    else:
+        (ca_certificate, *_), ca_key = load_certified_key(issuer.cert, issuer.key)
+        certificate = issue_device_certificate(ca_certificate, ca_key, cn, key.public_key())
+        chain = (certificate, ca_certificate)
+    issued = Issued(directory / "cert.pem", directory / "key.pem", directory / "chain.pem")
+    write_certificates(issued.cert, certificate)
+    write_certificates(issued.chain, *chain)
+    write_private_key(issued.key, key)
+    return issued
+
+
+def test_invisible_characters_in_certificates_are_shown_escaped(console: Console, tmp_path: Path) -> None:
+    """A CA and a device whose CNs hold a right-to-left override, registered as usual (the code flow
+    in the browser; the device's first connection over mutual TLS): the console and the CLI show
+    the override as the escape \\u202e, in a style of its own, never the character itself."""
+    ca = issued_with(tmp_path / "ca", f"bidi-{RLO}AC")
+    ca_sn = console.register_ca(ca, "bidi")
+    device = issued_with(tmp_path / "device", f"sensor-{RLO}gnp.exe", ca)
+    connect(console, device)
+    device_sn = serial_of(device)
+
+    page = console.open(f"/console/device-certificates?ca_sn={ca_sn}")
+    row = page.locator(f"tr[data-device-sn='{device_sn}']")
+    expect(row).to_contain_text("sensor-\\u202egnp.exe")
+    marked = row.locator(".invisible-char")
+    expect(marked).to_have_text("\\u202e")
+    expect(marked).to_have_attribute("title", "U+202E RIGHT-TO-LEFT OVERRIDE")
+    assert marked.evaluate("element => getComputedStyle(element).backgroundColor") != "rgba(0, 0, 0, 0)"
+    console.shot("14-invisible-characters")
+    for path in (
+        f"/console/device-certificates?ca_sn={ca_sn}",
+        f"/console/device-certificates/{ca_sn}/{device_sn}",
+        f"/console/ca-certificates/{ca_sn}",
+        "/console/ca-certificates",
+        "/console/connections",
+        f"/console/decisions?device_sn={device_sn}",
+    ):
+        page = console.open(path)
+        shown = page.locator("body").inner_text()
+        assert RLO not in shown and RLO not in page.title(), path
+        assert "\\u202e" in shown, path
+
+    listing = console.instance.cli("device", "list", "--ca", ca_sn).stdout
+    assert "sensor-\\u202egnp.exe" in listing and RLO not in listing
+    shown = console.instance.cli("device", "show", ca_sn, device_sn).stdout
+    assert "sensor-\\u202egnp.exe" in shown and RLO not in shown
+    cas = console.instance.cli("ca", "list").stdout
+    assert "CN=bidi-\\u202eAC" in cas and RLO not in cas
+    # JSON stays JSON: the escape stands for the character itself.
+    devices = console.instance.cli_json("device", "list", "--ca", ca_sn)
+    assert [item["name"] for item in devices] == [f"sensor-{RLO}gnp.exe"]
 
 
 PAGES = [

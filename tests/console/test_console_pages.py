@@ -21,8 +21,9 @@ from certmq.api import HttpListener, Metrics, create_app
 from certmq.console import ConsoleSettings, derive_session_key
 from certmq.console import sessions as console_sessions
 from certmq.console.login import safe_next
-from certmq.console.rendering import relative_time
+from certmq.console.rendering import relative_time, show_invisible_characters
 from certmq.instance import init_instance, load_instance
+from certmq.invisible_characters import INVISIBLE
 from certmq.registry import RegistryService, open_registry
 from certmq.registry.records import Decision, utc_now
 from unit.registry_fixtures import synthetic_devices
@@ -195,6 +196,23 @@ def test_sessions_end_with_their_lifetime_the_key_and_the_admin_token(
     later = time.time() + console_sessions.SESSION_LIFETIME + 1
     monkeypatch.setattr(console_sessions.time, "time", lambda: later)
     assert signer.session_of(with_cookie) is None
+
+
+async def test_the_revoked_sessions_stay_bounded() -> None:
+    revoked = console_sessions.RevokedSessions(limit=3)
+    now = int(time.time())
+    sessions = [console_sessions.ConsoleSession(f"s{n}", "csrf", now + 100 + n) for n in range(5)]
+    for session in sessions:
+        await revoked.revoke(session)
+    assert len(revoked) == 3
+    # The two that expire first left the list, and every session that expires no later than they
+    # do is refused with them; later ones only when revoked.
+    assert all(revoked.refuses(session.id, session.expires_at) for session in sessions)
+    assert revoked.refuses("never-revoked", now + 100)
+    assert not revoked.refuses("never-revoked", now + 102)
+    # Expired entries are pruned at the next revocation.
+    await revoked.revoke(console_sessions.ConsoleSession("late", "csrf", now + 500))
+    assert len(revoked) == 3
 
 
 async def test_every_change_needs_the_csrf_token(served: Served) -> None:
@@ -370,6 +388,77 @@ async def test_errors_are_explained_on_the_page(served: Served) -> None:
     assert api.status_code == 400 and api.json()["code"] == "ParameterFieldCheckFailed"
     bad_time = await served.client.get("/console/decisions", params={"since": "yesterday"})
     assert bad_time.status_code == 200 and "since and until must be times" in bad_time.text
+
+
+RLO = "\u202e"  # RIGHT-TO-LEFT OVERRIDE: "sensor-<RLO>gnp.exe" reads "sensor-exe.png"
+MARKED_RLO = '<span class="invisible-char" title="U+202E RIGHT-TO-LEFT OVERRIDE">\\u202e</span>'
+
+
+def shown_text(html: str) -> str:
+    """What a page shows: its text, without tags (attribute values are not shown)."""
+    return re.sub(r"<[^>]*>", "", html)
+
+
+async def test_invisible_characters_of_certificates_are_shown_escaped(served: Served) -> None:
+    authority = Pki.create(f"plant-{RLO}AC")
+    code = (await served.registry.issue_registration_code()).code
+    ca = await served.registry.register_ca(
+        f"plant-{RLO}1", authority.ca_pem, authority.verification_pem(code)
+    )
+    device = await served.registry.register_device(ca.sn, authority.device(f"sensor-{RLO}gnp.exe"))
+    client_id = "sensor\u200b-1\x1b[2J"
+    identity = {"cert.ca_sn": ca.sn, "cert.sn": device.device_sn, "cert.cn": device.name}
+    served.broker.connect(client_id, **identity)
+    served.registry.record_decision(
+        Decision(result="deny", reason="device-inactive", step=2, cn=device.name, client_id=client_id,
+                 ca_sn=ca.sn, device_sn=device.device_sn, detail=f"the device {device.name} is inactive")
+    )  # fmt: skip
+    await served.registry.flush_decisions()
+    token = await served.login()
+    device_path = f"/console/device-certificates/{ca.sn}/{device.device_sn}"
+    reply = await served.client.post(f"{device_path}/inactivate", data={"csrf_token": token})
+    assert reply.status_code == 303
+
+    pages = [
+        "/console",
+        "/console/ca-certificates",
+        f"/console/ca-certificates/{ca.sn}",
+        f"/console/ca-certificates/{ca.sn}/delete",
+        "/console/device-certificates",
+        device_path,  # with the flash message that names the device
+        f"{device_path}/delete",
+        "/console/connections",
+        "/console/decisions",
+    ]
+    for path in pages:
+        page = await served.client.get(path)
+        assert page.status_code == 200, path
+        text = shown_text(page.text)
+        assert INVISIBLE.search(text) is None, (path, [c for c in text if INVISIBLE.match(c)])
+        assert MARKED_RLO in page.text, path
+    detail = (await served.client.get(device_path)).text
+    assert f"<dd>sensor-{MARKED_RLO}gnp.exe</dd>" in detail
+    assert "<title>Device sensor-\\u202egnp.exe" in detail, "a title holds text only: the bare escape"
+    assert f"CN=plant-{MARKED_RLO}AC" in (await served.client.get("/console/ca-certificates")).text
+    listed = (await served.client.get("/console/device-certificates")).text
+    assert ">plant-\\u202e1 (" in listed, "an option holds text only: the bare escape"
+    connections = (await served.client.get("/console/connections")).text
+    assert "sensor\\u200b-1\\u001b[2J" in shown_text(connections)
+    # Values that forms send back keep the characters themselves.
+    assert f'data-client-id="{client_id}"' in connections
+
+
+def test_a_page_shows_escapes_in_its_text_and_keeps_its_form_values() -> None:
+    page = (
+        '<title>Device a\u202eb</title><p data-id="a\u202eb">a\u202eb</p>'
+        '<select><option value="x\u200by">x\u200by</option></select><textarea>c\u202ed</textarea>'
+    )
+    assert show_invisible_characters(page) == (
+        '<title>Device a\\u202eb</title><p data-id="a\u202eb">a<span class="invisible-char" '
+        'title="U+202E RIGHT-TO-LEFT OVERRIDE">\\u202e</span>b</p><select><option value="x\u200by">'
+        "x\\u200by</option></select><textarea>c\u202ed</textarea>"
+    )
+    assert show_invisible_characters("<p>plain</p>\n") == "<p>plain</p>\n"
 
 
 async def test_overview_counts_recent_decisions(served: Served) -> None:

@@ -17,6 +17,7 @@ from cryptography import x509
 
 from api.conftest import Pki
 from certmq.api.rpc import ACTIONS, RpcSettings
+from certmq.api.secret_failures import FREE_FAILURES
 
 from .conftest import Fleet
 from .live_api import LiveApi, sdk_client
@@ -347,6 +348,21 @@ class Scenarios:
         assert caught.value.retry_after is not None and caught.value.retry_after > 0
         return Refusal(caught.value.status_code, caught.value.data)
 
+    def Throttling_User(self) -> Refusal:
+        """Wrong secrets from one address: then even the right one waits."""
+        guessed = LiveApi(self.live.directory / f"guessed-{self.scheme}").start()
+        try:
+            request = models.GetRegisterCodeRequest(mqtt_instance_id=guessed.instance_id)
+            wrong = guessed.sdk(self.scheme, secret=guessed.access_key_secret + "x")
+            for _ in range(FREE_FAILURES):
+                assert refused(lambda: wrong.get_register_code(request)).code == "SignatureDoesNotMatch"
+            with pytest.raises(ThrottlingException) as caught:
+                guessed.sdk(self.scheme).get_register_code(request)
+        finally:
+            guessed.stop()
+        assert caught.value.retry_after is not None and caught.value.retry_after > 0
+        return Refusal(caught.value.status_code, caught.value.data)
+
     def InternalError(self) -> Refusal:
         async def broken(*args: Any, **kwargs: Any) -> Any:
             raise RuntimeError("the database went away")
@@ -371,6 +387,7 @@ RPC_ERRORS = {
     "SignatureDoesNotMatch": 403,
     "SignatureNonceUsed": 403,
     "SystemOverFlow": 403,
+    "Throttling.User": 429,
     "InternalError": 500,
 }
 

@@ -30,11 +30,13 @@ from certmq.api import (
     server_certificate,
 )
 from certmq.api.context import ApiContext
+from certmq.api.docs_page import install_docs_page
 from certmq.api.errors import ErrorBody, error_responses, install_error_handlers
 from certmq.api.http import HttpListener
 from certmq.api.metrics import Metrics
 from certmq.api.metrics import router as metrics_router
 from certmq.api.rpc import RpcEndpoint, RpcSettings
+from certmq.api.secret_failures import SecretFailures
 from certmq.api.security import require_admin_token
 from certmq.config import Config, parse_address
 from certmq.console import ConsoleSettings, derive_session_key, install_console
@@ -100,23 +102,25 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         openapi_url=OPENAPI_URL,
-        docs_url=DOCS_URL,
+        docs_url=None,  # served by install_docs_page, from the package, under the console's CSP
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
     )
+    metrics = metrics or Metrics()
     app.state.context = ApiContext(
         registry=registry,
         control=control,
         instance_id=instance_id,
         admin_token=admin_token,
         access_keys=access_keys_manager,
-        metrics=metrics or Metrics(),
+        metrics=metrics,
+        secret_failures=SecretFailures(metrics),
     )
     install_error_handlers(app)
     authenticated = [Depends(require_admin_token)]
     for router in _RESOURCE_ROUTERS:
         app.include_router(
-            router, prefix=API_PREFIX, dependencies=authenticated, responses=error_responses(400, 401)
+            router, prefix=API_PREFIX, dependencies=authenticated, responses=error_responses(400, 401, 429)
         )
     app.include_router(instance.health_router, prefix=API_PREFIX)
     app.include_router(metrics_router)
@@ -125,10 +129,12 @@ def create_app(
         instance_id=instance_id,
         secrets=access_keys_manager.secrets,
         settings=rpc_settings,
-        metrics=app.state.context.metrics,
+        metrics=metrics,
+        secret_failures=app.state.context.secret_failures,
     )
     app.add_route("/", rpc.handle, methods=["GET", "POST"], include_in_schema=False)
     install_console(app, admin_token, console)
+    install_docs_page(app, DOCS_URL, OPENAPI_URL)
     _document_errors(app)
     return app
 

@@ -6,12 +6,13 @@ and call one service function on it: the registry, the broker control, the Acces
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
 from certmq.access_keys import AccessKeyStore
+from certmq.api.secret_failures import SecretFailures
 from certmq.control import BrokerControl
 
 if TYPE_CHECKING:
@@ -27,6 +28,8 @@ class ApiContext:
     admin_token: str
     access_keys: AccessKeyStore
     metrics: Metrics
+    # The wrong secrets of each source, shared by every route that checks one.
+    secret_failures: SecretFailures = field(default_factory=SecretFailures)
 
 
 def get_context(request: Request) -> ApiContext:

@@ -160,6 +160,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "missing or wrong bearer token (code Unauthorized)",
         404: "unknown resource (FindCaBySnError, FindDeviceBySnError...)",
         409: "conflicts with what is registered (SnNotUnique, RegisterCodeUsed, CaNumExceed)",
+        429: "too many wrong bearer tokens from this address (code TooManyFailures): wait Retry-After seconds",
     }
     return {
         status: {"model": ErrorBody, "description": descriptions.get(status, http.HTTPStatus(status).phrase)}

@@ -129,6 +129,18 @@ class Metrics:
             ["action", "code"],
             registry=self.registry,
         )
+        self.secret_failures = Counter(
+            "certmq_http_secret_failures",
+            "HTTP requests refused for a wrong secret (admin token, AccessKey signature), by route",
+            ["route"],
+            registry=self.registry,
+        )
+        self.secret_throttled = Counter(
+            "certmq_http_secret_throttled",
+            "HTTP requests answered 429 unchecked because their source sent too many wrong secrets, by route",
+            ["route"],
+            registry=self.registry,
+        )
         self._collector = _SnapshotCollector()
         self._decision_counters: dict[tuple[str, str], Any] = {}
         self.registry.register(self._collector)
@@ -145,6 +157,12 @@ class Metrics:
         """Count a call of the RPC API. ``action`` must be one the API serves (or "unknown"), never
         a name a client made up: each label value is a time series."""
         self.api_calls.labels(action=action or "unknown", code=code).inc()
+
+    def count_secret_failure(self, route: str) -> None:
+        self.secret_failures.labels(route=route).inc()
+
+    def count_secret_throttled(self, route: str) -> None:
+        self.secret_throttled.labels(route=route).inc()
 
     def counting(self, record_decision: F) -> F:
         """``record_decision`` that also counts each decision it records. The decision is its

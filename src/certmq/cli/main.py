@@ -23,6 +23,7 @@ from certmq.cli import (
     server_cert,
 )
 from certmq.cli.errors import CommandError
+from certmq.cli.output import escaped_output
 from certmq.config import ConfigError
 from certmq.instance import InstanceError
 from certmq.pki import PkiError
@@ -58,6 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A command group given without its subcommand prints that group's help.
         (getattr(args, "help_parser", None) or parser).print_help(sys.stderr)
         return 2
+    with escaped_output():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         status: int = args.run(args)
     except (CommandError, ConfigError, InstanceError, PkiError) as error:

@@ -1,12 +1,21 @@
-"""What registry commands print: aligned tables and key-value blocks, or JSON with ``--json``."""
+"""What registry commands print: aligned tables and key-value blocks, or JSON with ``--json``.
+
+Whatever a command prints goes through :func:`escaped_output`: an invisible character that a
+certificate or a client brought (a bidirectional override in a CN, an ANSI escape) is printed as
+its escape ``\\u202e`` (:mod:`certmq.invisible_characters`), also inside JSON, where the escape
+means the same character.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TextIO, cast
+
+from certmq.invisible_characters import INVISIBLE_ON_A_TERMINAL, INVISIBLE_ON_ONE_LINE, escape_invisible
 
 Column = tuple[str, Callable[[dict[str, Any]], object]]
 
@@ -46,7 +55,7 @@ def print_table(columns: Sequence[Column], pages: Iterable[Sequence[dict[str, An
     widths: list[int] | None = None
     count = 0
     for items in pages:
-        rows = [[_cell(value(item)) for _, value in columns] for item in items]
+        rows = [[one_line(value(item)) for _, value in columns] for item in items]
         if widths is None:
             widths = [max([len(name), *(len(row[i]) for row in rows)]) for i, name in enumerate(header)]
             print(_line(header, widths))
@@ -70,11 +79,38 @@ def print_fields(item: dict[str, Any], fields: Sequence[tuple[str, str]]) -> Non
             value = ", ".join(str(part) for part in value)
         elif key.endswith(("_at", "_begin", "_end", "time")):
             value = short_time(value)
-        print(f"{label.ljust(width)}  {'' if value is None else value}")
+        print(f"{label.ljust(width)}  {one_line(value)}")
 
 
-def _cell(value: object) -> str:
-    return "" if value is None else str(value).replace("\n", " ")
+class EscapingStream:
+    """A text stream that writes each invisible character (carriage return included) escaped."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        self.stream.write(escape_invisible(text, INVISIBLE_ON_A_TERMINAL))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def escaped_output() -> Iterator[None]:
+    """Standard output and error escape invisible characters until the block ends."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout = cast(TextIO, EscapingStream(sys.stdout))
+    sys.stderr = cast(TextIO, EscapingStream(sys.stderr))
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def one_line(value: object) -> str:
+    """A value on one line of a table or a field: line breaks and tabs escaped too."""
+    return "" if value is None else escape_invisible(str(value), INVISIBLE_ON_ONE_LINE)
 
 
 def _line(cells: Sequence[str], widths: Sequence[int]) -> str:

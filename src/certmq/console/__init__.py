@@ -13,7 +13,7 @@ import inspect
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
@@ -29,7 +29,13 @@ from certmq.console import (
     server_certificate,
 )
 from certmq.console.rendering import console_of, make_console, redirect, render
-from certmq.console.sessions import CsrfRejected, LoginRequired, SessionSigner, derive_session_key
+from certmq.console.sessions import (
+    CsrfRejected,
+    LoginRequired,
+    RevokedSessions,
+    SessionSigner,
+    derive_session_key,
+)
 
 __all__ = ["ConsoleSettings", "derive_session_key", "install_console"]
 
@@ -46,6 +52,12 @@ class ConsoleSettings:
     session_key: bytes | None = None
     credentials_file: str | None = None
     server_ca_file: str | None = None
+
+
+async def _revocations_read(request: Request) -> None:
+    """Before any console page: the sessions revoked since the last request (by a logout here,
+    before a restart, or on another node) are known."""
+    await console_of(request).signer.revoked.load()
 
 
 async def _login_required(request: Request, error: Exception) -> Response:
@@ -92,7 +104,8 @@ def _answer_invalid_addresses_with_a_page(app: FastAPI) -> None:
 def install_console(app: FastAPI, admin_token: str, settings: ConsoleSettings | None = None) -> None:
     """Serve the console at ``/console`` of ``app``, whose ``state.context`` is the ApiContext."""
     settings = settings or ConsoleSettings()
-    app.state.console = make_console(SessionSigner(settings.session_key, admin_token), settings)
+    revoked = RevokedSessions(app.state.context.registry)
+    app.state.console = make_console(SessionSigner(settings.session_key, admin_token, revoked), settings)
     for module in (
         login,
         overview,
@@ -102,7 +115,9 @@ def install_console(app: FastAPI, admin_token: str, settings: ConsoleSettings | 
         connections,
         decisions,
     ):
-        app.include_router(module.router, prefix=PREFIX, include_in_schema=False)
+        app.include_router(
+            module.router, prefix=PREFIX, include_in_schema=False, dependencies=[Depends(_revocations_read)]
+        )
     app.mount(f"{PREFIX}/static", StaticFiles(packages=[("certmq.console", "static")]), name="console-static")
     app.add_exception_handler(LoginRequired, _login_required)
     app.add_exception_handler(CsrfRejected, _csrf_rejected)

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from certmq.api.context import get_context
+from certmq.api.secret_failures import SecretRoute, TooManyFailures, source_of
 from certmq.console.rendering import console_of, redirect, render, text_field
 from certmq.console.sessions import CsrfRejected, same_origin
 
@@ -47,19 +48,33 @@ async def login(request: Request) -> Response:
         raise CsrfRejected(f"a login was sent from another site ({origin})")
     form = await request.form(max_files=0, max_fields=5)
     target = safe_next(text_field(form, "next"))
-    if not console.signer.check_admin_token(text_field(form, "token"), get_context(request).admin_token):
-        return render(
-            request,
-            "login.html",
-            session=None,
-            status_code=401,
-            next=target,
-            error="That is not this instance's admin token.",
-            credentials=console.credentials_file,
-        )
+    context, source = get_context(request), source_of(request)
+    try:
+        context.secret_failures.check(source, SecretRoute.CONSOLE_LOGIN)
+    except TooManyFailures as error:
+        wait = f"Too many wrong tokens from {source}: try again in {error.retry_after} s."
+        page = login_refused(request, target, 429, wait)
+        page.headers["Retry-After"] = str(error.retry_after)
+        return page
+    if not console.signer.check_admin_token(text_field(form, "token"), context.admin_token):
+        context.secret_failures.failed(source, SecretRoute.CONSOLE_LOGIN)
+        return login_refused(request, target, 401, "That is not this instance's admin token.")
+    context.secret_failures.succeeded(source)
     response = redirect(request, target)
     console.signer.login(response, request)
     return response
+
+
+def login_refused(request: Request, target: str, status: int, error: str) -> Response:
+    return render(
+        request,
+        "login.html",
+        session=None,
+        status_code=status,
+        next=target,
+        error=error,
+        credentials=console_of(request).credentials_file,
+    )
 
 
 @router.post("/logout")
@@ -70,5 +85,5 @@ async def logout(request: Request) -> Response:
         form = await request.form(max_files=0, max_fields=5)
         console.signer.check_csrf(request, session, form.get("csrf_token"))
     response = redirect(request, "/console/login")
-    console.signer.logout(response, session)
+    await console.signer.logout(response, session)
     return response

@@ -8,6 +8,7 @@ signed cookie.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -29,6 +30,13 @@ from certmq.console.sessions import (
     LoginRequired,
     SessionSigner,
     is_https,
+)
+from certmq.invisible_characters import (
+    INVISIBLE,
+    character_name,
+    escape_invisible,
+    escape_sequence,
+    holds_invisible,
 )
 
 if TYPE_CHECKING:
@@ -118,6 +126,44 @@ def query(base: str, **parameters: object) -> str:
     return f"{base}?{urlencode(present)}" if present else base
 
 
+# A page's markup: its tags (whose attribute values are escaped, so hold no ">") and the text
+# between them. Titles and options can hold text only; a text area holds what was typed.
+_TAG = re.compile(r"(<[^>]*>)")
+_TEXT_ONLY = re.compile(r"<(/?)(title|option|textarea)\b", re.IGNORECASE)
+
+
+def _marked(found: re.Match[str]) -> str:
+    character = found.group()
+    return (
+        f'<span class="invisible-char" title="{character_name(character)}">'
+        f"{escape_sequence(character)}</span>"
+    )
+
+
+def show_invisible_characters(html: str) -> str:
+    """The page with each invisible character in its text (a bidirectional override in a CN, a
+    zero-width space in a client id...) shown as its escape ``\\u202e`` in a style of its own;
+    in titles and options, which hold text only, as the bare escape. Every page goes through
+    here (:func:`render`), so no certificate-derived string can be shown raw. Attribute values
+    and text areas are left as they are: they are data that forms send back."""
+    if not holds_invisible(html):
+        return html
+    parts = _TAG.split(html)
+    text_only = ""
+    for index, part in enumerate(parts):
+        if index % 2:
+            # They hold no tags: the next tag, whatever it is, ends them.
+            element = _TEXT_ONLY.match(part)
+            text_only = element.group(2).lower() if element and not element.group(1) else ""
+        elif text_only == "textarea" or INVISIBLE.search(part) is None:
+            continue
+        elif text_only:
+            parts[index] = escape_invisible(part)
+        else:
+            parts[index] = INVISIBLE.sub(_marked, part)
+    return "".join(parts)
+
+
 def make_console(signer: SessionSigner, settings: ConsoleSettings) -> Console:
     templates = jinja2.Environment(
         loader=jinja2.PackageLoader("certmq.console", "templates"),
@@ -177,7 +223,9 @@ def render(
         flashes=flashes,
         **values,
     )
-    response = HTMLResponse(html, status_code=status_code, headers=SECURITY_HEADERS)
+    response = HTMLResponse(
+        show_invisible_characters(html), status_code=status_code, headers=SECURITY_HEADERS
+    )
     if flashes:
         response.delete_cookie(FLASH_COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
     return response

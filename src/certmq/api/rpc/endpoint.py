@@ -2,7 +2,8 @@
 
 1. its parameters read (query string and form body): ``ParameterFieldCheckFailed``;
 2. its signature verified: ``InvalidAccessKeyId.NotFound``, ``SignatureDoesNotMatch``,
-   ``InvalidTimeStamp.Expired`` (403);
+   ``InvalidTimeStamp.Expired`` (403); not even tried while its source must wait after too many
+   wrong signatures (:mod:`certmq.api.secret_failures`): ``Throttling.User`` (429);
 3. the AccessKey's rate limit: ``SystemOverFlow`` (403), then its nonce spent:
    ``SignatureNonceUsed`` (403);
 4. the action found and its parameters read: ``ParameterFieldCheckFailed``;
@@ -35,6 +36,8 @@ from certmq.api.rpc.errors import (
     INTERNAL_ERROR,
     SUCCESS,
     SYSTEM_OVERFLOW,
+    THROTTLING_USER,
+    CredentialsRefused,
     RpcError,
     parameter_error,
 )
@@ -49,6 +52,7 @@ from certmq.api.rpc.signature import (
     Signer,
     claimed_signer,
 )
+from certmq.api.secret_failures import SecretFailures, SecretRoute, TooManyFailures, source_of
 from certmq.config import ApiSection
 from certmq.registry.errors import RegistryError
 from certmq.registry.records import Operation
@@ -103,6 +107,7 @@ class RpcEndpoint:
         settings: RpcSettings | None = None,
         metrics: Metrics | None = None,
         nonces: NonceCache | None = None,
+        secret_failures: SecretFailures | None = None,
     ) -> None:
         settings = settings or RpcSettings()
         self.registry = registry
@@ -110,6 +115,7 @@ class RpcEndpoint:
         self.instance_id = instance_id
         self.verifier = SignatureVerifier(secrets, window=settings.signature_window, nonces=nonces)
         self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
+        self.secret_failures = secret_failures if secret_failures is not None else SecretFailures(metrics)
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -120,7 +126,7 @@ class RpcEndpoint:
         try:
             parameters = await read_parameters(request)
             signed = _signed_request(request, parameters)
-            signer = self.verifier.authenticate(signed)
+            signer = self._authenticate(request, signed)
             self._take_turn(signer.access_key_id)
             self.verifier.spend_nonce(signer)
             action = _action(signed, signer)
@@ -148,6 +154,26 @@ class RpcEndpoint:
             "Message": message,
         }
         return _JsonResponse(body, status_code=status, headers=headers)
+
+    def _authenticate(self, request: Request, signed: SignedRequest) -> Signer:
+        source = source_of(request)
+        try:
+            self.secret_failures.check(source, SecretRoute.RPC_API)
+        except TooManyFailures as error:
+            wait = error.retry_after
+            raise RpcError(
+                429,
+                THROTTLING_USER,
+                str(error),
+                {"Retry-After": str(wait), "x-acs-retry-after": str(wait * 1000)},
+            ) from None
+        try:
+            signer = self.verifier.authenticate(signed)
+        except CredentialsRefused:
+            self.secret_failures.failed(source, SecretRoute.RPC_API)
+            raise
+        self.secret_failures.succeeded(source)
+        return signer
 
     def _take_turn(self, access_key_id: str) -> None:
         wait = self.limiter.acquire(access_key_id)

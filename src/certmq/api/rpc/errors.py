@@ -15,6 +15,8 @@ SIGNATURE_NONCE_USED = "SignatureNonceUsed"
 # Alibaba Cloud's code for a Timestamp outside the accepted window; a signature failure, so 403.
 TIMESTAMP_EXPIRED = "InvalidTimeStamp.Expired"
 SYSTEM_OVERFLOW = "SystemOverFlow"
+# Alibaba Cloud's code for a caller slowed down; here, a source that sent too many wrong signatures.
+THROTTLING_USER = "Throttling.User"
 INTERNAL_ERROR = "InternalError"
 SUCCESS = "Success"  # the code an operations log entry has when the call succeeded
 
@@ -28,6 +30,11 @@ class RpcError(Exception):
         self.code = code
         self.message = message
         self.headers = headers or {}
+
+
+class CredentialsRefused(RpcError):
+    """The request names an AccessKey this instance does not have, or its signature is not the
+    one its secret makes: a wrong secret, counted against the request's source."""
 
 
 def parameter_error(message: str) -> RpcError:

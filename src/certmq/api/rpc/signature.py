@@ -57,6 +57,7 @@ from certmq.api.rpc.errors import (
     SIGNATURE_NONCE_USED,
     SYSTEM_OVERFLOW,
     TIMESTAMP_EXPIRED,
+    CredentialsRefused,
     RpcError,
     signature_error,
 )
@@ -247,7 +248,8 @@ class SignatureVerifier:
     def _secret(self, access_key_id: str) -> str:
         secret = self.secrets.get(access_key_id) if access_key_id else None
         if secret is None:
-            raise signature_error(
+            raise CredentialsRefused(
+                403,
                 INVALID_ACCESS_KEY_ID,
                 f"the AccessKeyId {_shorten(access_key_id)!r} is not an AccessKey of this instance; "
                 f"see certmq access-key list",
@@ -335,10 +337,12 @@ class SignatureVerifier:
         string_to_sign = f"{algorithm}\n{_hash(algorithm, canonical_request.encode('utf-8')).hex()}"
         expected = _hmac(algorithm, secret.encode("utf-8"), string_to_sign.encode("utf-8")).hex()
         if not _same(expected, given.lower()):
-            raise refuse(
+            raise CredentialsRefused(
+                403,
+                SIGNATURE_DOES_NOT_MATCH,
                 "the request signature does not match the one computed with the AccessKey secret: check "
                 "the secret, and that nothing between the client and certmq changes the Host header, the "
-                "query or the body"
+                "query or the body",
             )
         return Signer(access_key_id, algorithm, nonce, timestamp)
 
@@ -372,9 +376,11 @@ class SignatureVerifier:
             digest = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha1).digest()
             if _same(base64.b64encode(digest).decode("ascii"), given):
                 return Signer(access_key_id, method, nonce, timestamp)
-        raise refuse(
+        raise CredentialsRefused(
+            403,
+            SIGNATURE_DOES_NOT_MATCH,
             "the request signature does not match the one computed with the AccessKey secret: check the "
-            "secret, and that nothing between the client and certmq changes the query or the body"
+            "secret, and that nothing between the client and certmq changes the query or the body",
         )
 
 
