@@ -118,6 +118,8 @@ class BrokerCore:
     def _authorize(self, session: Session, permissions: ClientPermissions | None) -> None:
         """Give ``session`` its permissions; a subscription they do not wholly allow any more
         (the rules or the client changed since it was made) has each message checked."""
+        if permissions is None and session.permissions is None:
+            return  # no rules before, none now: no subscription is filtered
         session.permissions = permissions
         for entry in list(session.subscriptions.values()):
             filtered = not may_subscribe(permissions, entry.topic_filter)
