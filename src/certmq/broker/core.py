@@ -13,7 +13,6 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from certmq.auth.connect import AnonymousAuthenticator, Authenticator
-from certmq.auth.instance import AuditSink
 from certmq.auth.ownership import ANONYMOUS_OWNER, UNKNOWN_OWNER, SessionOwnerPolicy, may_resume
 from certmq.auth.topics import ClientPermissions, TopicRules, may_publish, may_receive, may_subscribe
 from certmq.broker.messages import FORWARDED_PROPERTIES, Message
@@ -27,6 +26,7 @@ from certmq.mqtt.properties import PropertyId
 from certmq.mqtt.reason_codes import ReasonCode
 
 if TYPE_CHECKING:
+    from certmq.auth.instance import AuditSink
     from certmq.broker.connection import MQTTConnection
 
 log = logging.getLogger("certmq.broker")
