@@ -19,9 +19,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from certmq.access_keys import AccessKeyStore
 from certmq.api import Metrics, serve_http
 from certmq.auth.decision import decision_for_handshake_failure
-from certmq.auth.instance import InstanceAuthenticator
+from certmq.auth.instance import CERTIFICATE_NOT_AFTER, InstanceAuthenticator
 from certmq.broker.connection import MQTTConnection
 from certmq.broker.server import Broker
+from certmq.broker.session import Session
 from certmq.config import Config
 from certmq.control import (
     ConnectionInfo,
@@ -117,6 +118,8 @@ class Application:
             contexts=self.contexts,
             on_handshake_failure=self._handshake_failed,
         )
+        self.broker.core.audit = self._audit
+        self.broker.core.identity_valid = self._identity_still_valid
         self._unsubscribe = registry.events.subscribe(self._on_registry_event)
         # Plain TCP is off in mutual mode unless the operator insists (listeners.tcp_in_mutual_mode).
         skip = frozenset() if self._tcp_allowed() else frozenset({"tcp"})
@@ -168,6 +171,27 @@ class Application:
                 ),
                 f"device certificate {event.device_sn} was {what}",
             )
+
+    def _identity_still_valid(self, session: Session) -> bool:
+        """Whether the identity a session's client authenticated with still stands: its device
+        certificate registered and active, not expired, issued by a registered, active CA that
+        has not expired; its AccessKey not deleted."""
+        assert self.registry is not None
+        identity = session.identity
+        ca_sn, device_sn = identity.get("cert.ca_sn"), identity.get("cert.sn")
+        if ca_sn and device_sn:
+            index = self.registry.index
+            ca, device = index.ca(ca_sn), index.device(ca_sn, device_sn)
+            if ca is None or not ca.active or device is None or not device.active:
+                return False
+            now = datetime.now(UTC)
+            not_after = identity.get(CERTIFICATE_NOT_AFTER)
+            if ca.certificate.not_valid_after_utc < now or (
+                not_after and datetime.fromisoformat(not_after) < now
+            ):
+                return False
+        access_key_id = identity.get("access_key_id")
+        return not access_key_id or access_key_id in self.access_keys.secrets
 
     def _registration_failed(self, ca_sn: str, device_sn: str, reason: str) -> None:
         """A device let in on its first connection could not be registered: cut it off."""
@@ -338,6 +362,7 @@ class Application:
             tls_handshake_failures=stats.tls_handshake_failures,
             malformed_packets=stats.malformed_packets,
             publishes_denied=stats.publishes_denied,
+            wills_dropped=stats.wills_dropped,
         )
         return counts
 

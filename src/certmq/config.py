@@ -10,6 +10,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from certmq.auth.ownership import SessionOwnerPolicy
+
 CONFIG_FILE_NAME = "certmq.toml"
 
 
@@ -53,6 +55,8 @@ class AuthSection:
     acl_file: str = ""
     acl_default: str = "allow"
     subscribe_denied: str = "not-authorized"
+    # Who may resume a persistent session (certmq.auth.ownership).
+    session_owner: str = "identity"
 
 
 @dataclass(slots=True)
@@ -112,6 +116,7 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("auth", "bind_client_id"): ("off", "cn", "device-id"),
     ("auth", "acl_default"): ("allow", "deny"),
     ("auth", "subscribe_denied"): ("not-authorized", "unspecified-error"),
+    ("auth", "session_owner"): tuple(SessionOwnerPolicy),
 }
 
 

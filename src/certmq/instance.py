@@ -222,6 +222,8 @@ acl_file = {auth_acl_file}                # topic authorization rules (TOML); ""
 acl_default = {auth_acl_default}           # "allow" | "deny" when no rule applies
 subscribe_denied = {auth_subscribe_denied}  # SUBACK code for a refused subscription on MQTT 5:
                              # "not-authorized" (0x87) | "unspecified-error" (0x80)
+session_owner = {auth_session_owner}     # "identity": a session is resumed only by the identity that
+                             # created it | "any": by any client sending its client id
 
 [mqtt]
 apsara_client_id = {mqtt_apsara_client_id}     # require Client Ids of the form GroupID@@@DeviceID

@@ -154,7 +154,13 @@ def test_a_registered_device_is_decided_at_once_and_recorded() -> None:
     outcome = authenticator.authenticate(attempt)
     assert isinstance(outcome, AuthOutcome), "no registration to wait for: the outcome comes at once"
     assert outcome.allowed
-    assert outcome.identity == {"cert.cn": "dev-3", "cert.sn": first.device_sn, "cert.ca_sn": first.ca_sn}
+    assert first.certificate is not None
+    assert outcome.identity == {
+        "cert.cn": "dev-3",
+        "cert.sn": first.device_sn,
+        "cert.ca_sn": first.ca_sn,
+        "cert.not_after": first.certificate.not_valid_after_utc.isoformat(),
+    }
     assert recorded == [
         {
             "listener": "tls",

@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
+from certmq.auth.ownership import session_owner
 from certmq.broker.core import BrokerCore
 from certmq.broker.durability import StateKeeper, restore_snapshot, snapshot_to_state, take_snapshot
 from certmq.broker.messages import Message
 from certmq.broker.persistence import (
+    SCHEMA_VERSION,
     STATE_FILE_NAME,
     BrokerState,
     SqliteStateStore,
@@ -85,6 +87,9 @@ def a_state() -> BrokerState:
                     {PropertyId.WILL_DELAY_INTERVAL: 30, PropertyId.CORRELATION_DATA: b"\x01"},
                     SAVED_AT + 20,
                 ),
+                "cert:0a1b:77",
+                None,
+                {"cert.cn": "sensor-5", "cert.sn": "77", "cert.ca_sn": "0a1b"},
             ),
             StoredSession(
                 "durable-3",
@@ -96,6 +101,9 @@ def a_state() -> BrokerState:
                 [StoredDelivery(queued, 1, False, ())],
                 [],
                 None,
+                "access-key:LTAI5",
+                "Signature|LTAI5|mqtt-1",
+                {"access_key_id": "LTAI5"},
             ),
         ],
     )
@@ -149,8 +157,19 @@ class _Client:
         raise AssertionError("no take-over expected")
 
 
-def connect(core: BrokerCore, client_id: str, expiry: int, version: int = 5) -> Session:
-    session, _ = core.attach(_Client(version), client_id, True, expiry)  # type: ignore[arg-type]
+def connect(
+    core: BrokerCore, client_id: str, expiry: int, version: int = 5, identity: dict[str, str] | None = None
+) -> Session:
+    identity = identity or {}
+    session, _ = core.attach(
+        _Client(version),  # type: ignore[arg-type]
+        client_id,
+        True,
+        expiry,
+        owner=session_owner(identity),
+        username=f"user-{client_id}",
+        identity=identity,
+    )
     return session
 
 
@@ -158,7 +177,9 @@ def a_busy_core() -> BrokerCore:
     """A core in the middle of things: offline sessions with queues, messages in flight both ways,
     a delayed will, retained messages with and without expiry, one client still connected."""
     core = BrokerCore(MqttSection())
-    offline = connect(core, "offline-5", 3600)
+    offline = connect(
+        core, "offline-5", 3600, identity={"cert.ca_sn": "0a", "cert.sn": "5", "cert.cn": "five"}
+    )
     core.subscribe(offline, SubscriptionEntry("offline-5", "sensors/#", 2, no_local=True, subscription_id=4))
     core.subscribe(offline, SubscriptionEntry("offline-5", "$share/g/jobs/+", 1))
     offline.will = Will("wills/offline-5", b"bye", 1, False, {PropertyId.WILL_DELAY_INTERVAL: 600})
@@ -194,6 +215,9 @@ def comparable(core: BrokerCore) -> dict[str, Any]:
         sessions[client_id] = (
             session.protocol_version,
             session.expiry_interval,
+            session.owner,
+            session.username,
+            session.identity,
             session.subscriptions,
             {
                 packet_id: (f.delivery.message.topic, f.delivery.qos, f.released)
@@ -299,7 +323,7 @@ def test_a_failed_save_keeps_the_previous_snapshot(tmp_path: Path) -> None:
     second = BrokerState(
         SAVED_AT + 60,
         [],  # the deletes and part of the inserts have run when the will fails to encode
-        [StoredSession("other", 5, 60, SAVED_AT, [], [], [], [], broken_will)],
+        [StoredSession("other", 5, 60, SAVED_AT, [], [], [], [], broken_will, "anonymous", None, {})],
     )
     with pytest.raises(TypeError):
         store.save(second)
@@ -342,8 +366,66 @@ def test_a_newer_format_is_refused_with_what_to_do(tmp_path: Path) -> None:
     SqliteStateStore(path).save(a_state())
     with sqlite3.connect(path) as raw:
         raw.execute("UPDATE schema_version SET version = 99")
-    with pytest.raises(StateFormatError, match=r"format 99.*reads format 1.*newer certmq"):
+    with pytest.raises(StateFormatError, match=rf"format 99.*reads format {SCHEMA_VERSION}.*newer certmq"):
         SqliteStateStore(path).load()
+
+
+async def test_a_format_1_file_is_converted_and_its_sessions_are_adopted(tmp_path: Path) -> None:
+    path = tmp_path / STATE_FILE_NAME
+    SqliteStateStore(path).save(a_state())
+    with sqlite3.connect(path) as raw:  # as certmq wrote it before sessions had owners
+        for column in ("owner", "username", "identity"):
+            raw.execute(f"ALTER TABLE sessions DROP COLUMN {column}")
+        raw.execute("UPDATE schema_version SET version = 1")
+    state = SqliteStateStore(path).load()
+    assert state is not None
+    assert [(s.client_id, s.owner, s.username, s.identity) for s in state.sessions] == [
+        ("durable-5", "", None, {}),
+        ("durable-3", "", None, {}),
+    ]
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT version FROM schema_version").fetchone() == (SCHEMA_VERSION,)
+
+    # The first identity that resumes such a session becomes its owner; another one is refused.
+    core = BrokerCore(MqttSection())
+    restore_snapshot(core, state, SAVED_AT, asyncio.get_running_loop().time())
+    assert core.may_resume("durable-5", "access-key:LTAI5")
+    device = {"cert.ca_sn": "0a", "cert.sn": "5"}
+    session = connect_again(core, "durable-5", device)
+    assert session.owner == session_owner(device) == "cert:0a:5"
+    core.detach(session, publish_will=False)
+    assert not core.may_resume("durable-5", "access-key:LTAI5")
+    assert core.may_resume("durable-5", "cert:0a:5")
+
+
+def connect_again(core: BrokerCore, client_id: str, identity: dict[str, str]) -> Session:
+    session, present = core.attach(
+        _Client(),  # type: ignore[arg-type]
+        client_id,
+        False,
+        3600,
+        owner=session_owner(identity),
+        identity=identity,
+    )
+    assert present
+    return session
+
+
+async def test_the_owner_and_the_identity_survive_a_restart(tmp_path: Path) -> None:
+    loop = asyncio.get_running_loop()
+    core = BrokerCore(MqttSection())
+    device = {"cert.ca_sn": "0a", "cert.sn": "5", "cert.cn": "five"}
+    core.detach(connect(core, "five", 3600, identity=device), publish_will=False)
+    store = SqliteStateStore(tmp_path / STATE_FILE_NAME)
+    store.save(snapshot_to_state(take_snapshot(core, SAVED_AT, loop.time())))
+    state = store.load()
+    assert state is not None
+    restored = BrokerCore(MqttSection())
+    restore_snapshot(restored, state, SAVED_AT, loop.time())
+    session = restored.sessions["five"]
+    assert (session.owner, session.username, session.identity) == ("cert:0a:5", "user-five", device)
+    assert not restored.may_resume("five", "cert:0a:6")
+    assert not restored.may_resume("five", "anonymous")
 
 
 def test_an_unknown_older_format_is_refused(tmp_path: Path) -> None:

@@ -1,8 +1,21 @@
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from certmq.auth.topics import TopicRules, TopicRulesError, filter_covers, filters_overlap
+from certmq.auth.topics import (
+    ClientPermissions,
+    TopicRule,
+    TopicRules,
+    TopicRulesError,
+    filter_covers,
+    filters_overlap,
+    may_publish,
+    may_receive,
+    may_subscribe,
+)
+from certmq.mqtt.topics import matches
 
 RULES = """
 [[rule]]
@@ -93,3 +106,104 @@ def test_filter_covering_and_overlap() -> None:
     assert filters_overlap("+/b", "a/+")
     assert not filters_overlap("a/b", "a/c")
     assert not filters_overlap("a/b", "a/b/c")
+
+
+# -- the one check every route makes ---------------------------------------------------------
+
+ALLOW_EVERYTHING = TopicRules([], default_allow=True).for_client("dev-1", None, {})
+
+
+@pytest.mark.parametrize("permissions", [None, ALLOW_EVERYTHING], ids=["no rules", "acl_default allow"])
+def test_no_client_publishes_under_sys(permissions: ClientPermissions | None) -> None:
+    assert not may_publish(permissions, "$SYS/broker/version")
+    assert not may_publish(permissions, "$SYS")
+    assert may_publish(permissions, "$SYSTEM/x")  # another `$` topic: the rules decide
+    assert may_publish(permissions, "devices/a")
+    assert may_subscribe(permissions, "$SYS/#")  # subscribing is up to the rules
+    assert may_receive(permissions, "$SYS/broker/version")
+
+
+def test_a_shared_subscription_is_judged_by_its_filter(tmp_path: Path) -> None:
+    permissions = load(tmp_path, default_allow=True).for_client("dev-1", None, {})
+    assert not may_subscribe(permissions, "devices/+/secrets/#")
+    assert not may_subscribe(permissions, "$share/group/devices/+/secrets/#")
+    assert not may_subscribe(permissions, "$share/group/devices/#")  # overlaps the deny rule
+    assert may_subscribe(permissions, "$share/group/commands/dev-1/reboot")
+    assert may_subscribe(None, "$share/group/#")
+
+
+def test_receiving_applies_the_subscribe_rules_to_one_topic(tmp_path: Path) -> None:
+    permissions = load(tmp_path).for_client("dev-1", None, {"cert.cn": "sensor-7"})
+    assert may_receive(permissions, "commands/dev-1/reboot")
+    assert not may_receive(permissions, "commands/dev-2/reboot")
+    assert not may_receive(permissions, "devices/sensor-7/temperature")  # a publish rule only
+    assert not may_receive(permissions, "devices/x/secrets/key")
+    assert may_receive(None, "anything/at/all")
+
+
+def test_a_first_level_wildcard_covers_no_dollar_filter() -> None:
+    # `#` and `+/...` match no topic starting with `$` (MQTT 4.7.2): an allow rule written so
+    # must not grant a subscription whose messages it would refuse one by one.
+    assert not filter_covers("#", "$SYS/#")
+    assert not filter_covers("+/status", "$private/status")
+    assert filter_covers("$SYS/#", "$SYS/broker/+")
+    permissions = TopicRules(
+        [
+            TopicRule(allow=True, publish=False, subscribe=True, topic="+/public/#"),
+            TopicRule(allow=False, publish=False, subscribe=True, topic="$private/#"),
+        ],
+        default_allow=True,
+    ).for_client("dev-1", None, {})
+    assert not may_receive(permissions, "$private/public/x")
+    assert not may_subscribe(permissions, "$private/public/#")
+    assert may_subscribe(permissions, "home/public/#")
+
+
+LEVELS = st.sampled_from(["a", "b", "$s", "+", "#"])
+
+
+@st.composite
+def topic_filters(draw: st.DrawFn) -> str:
+    levels = draw(st.lists(LEVELS, min_size=1, max_size=4))
+    if "#" in levels:
+        levels = levels[: levels.index("#") + 1]
+    return "/".join(levels)
+
+
+def topic_names(topic_filter: str) -> st.SearchStrategy[str]:
+    """Topic names that ``topic_filter`` matches (and a few it does not)."""
+    parts = []
+    for level in topic_filter.split("/"):
+        if level == "+":
+            parts.append(st.sampled_from(["a", "b", "$s"]).map(lambda name: [name]))
+        elif level == "#":
+            parts.append(st.lists(st.sampled_from(["a", "b"]), max_size=2))
+        else:
+            parts.append(st.just([level]))
+    return st.tuples(*parts).map(lambda chunks: "/".join(level for chunk in chunks for level in chunk) or "a")
+
+
+@given(
+    rules=st.lists(
+        st.builds(
+            TopicRule,
+            allow=st.booleans(),
+            publish=st.just(False),
+            subscribe=st.just(True),
+            topic=topic_filters(),
+        ),
+        max_size=4,
+    ),
+    default_allow=st.booleans(),
+    data=st.data(),
+)
+def test_an_allowed_subscription_is_allowed_every_topic_it_matches(
+    rules: list[TopicRule], default_allow: bool, data: st.DataObject
+) -> None:
+    """What makes a subscription cost nothing per message: once granted, each message it matches
+    would be allowed on its own too."""
+    permissions = TopicRules(rules, default_allow).for_client("c", None, {})
+    topic_filter = data.draw(topic_filters())
+    topic = data.draw(topic_names(topic_filter))
+    if may_subscribe(permissions, topic_filter) and matches(topic_filter, topic):
+        assert may_receive(permissions, topic)

@@ -25,7 +25,8 @@ class Connection(BaseModel):
     protocol_version: int = Field(description="4: MQTT 3.1.1, 5: MQTT 5.0")
     connected_at: datetime
     identity: dict[str, str] = Field(
-        description='what authentication established: "cert.cn", "cert.sn", "cert.ca_sn", "access_key_id"'
+        description='what authentication established: "cert.cn", "cert.sn", "cert.ca_sn", "cert.not_after",'
+        ' "access_key_id"'
     )
 
     @classmethod

@@ -46,6 +46,7 @@ _BROKER_COUNTERS: dict[str, tuple[str, str]] = {
     "tls_handshake_failures": ("certmq_tls_handshake_failures", "TLS handshakes that failed"),
     "malformed_packets": ("certmq_malformed_packets", "connections closed for a malformed packet"),
     "publishes_denied": ("certmq_publishes_denied", "PUBLISH packets refused by topic authorization"),
+    "wills_dropped": ("certmq_wills_dropped", "wills not published: the topic rules or the identity changed"),
 }
 _CONNECTIONS_PREFIX = "connections_"
 _IGNORED_STATS = {"clients_connected"}  # the same number as the sum of certmq_connections

@@ -33,6 +33,9 @@ from certmq.mqtt.reason_codes import ReasonCode
 log = logging.getLogger("certmq.auth")
 
 CREDENTIALS_STEP = 0
+# The identity's entry for the end of the device certificate's validity (ISO 8601, UTC): a
+# session's will is not published after it (see the broker core's identity_valid).
+CERTIFICATE_NOT_AFTER = "cert.not_after"
 REGISTRATION_FAILED = "registration-failed"
 TLS_LISTENER = "tls"
 APSARA_SEPARATOR = "@@@"
@@ -281,6 +284,8 @@ class InstanceAuthenticator:
             )
             return AuthOutcome(False, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, binding_error)
         identity = {"cert.cn": decision.cn, "cert.sn": decision.device_sn, "cert.ca_sn": decision.ca_sn}
+        if decision.certificate is not None:
+            identity[CERTIFICATE_NOT_AFTER] = decision.certificate.not_valid_after_utc.isoformat()
         if attempt.username is not None or attempt.password is not None:
             credentials = check_signature(
                 attempt.username, attempt.password, attempt.client_id, self.instance_id, self.access_keys

@@ -16,8 +16,14 @@ provides (``${cert.cn}``, ``${cert.sn}``, ``${cert.ca_sn}``, ``${access_key_id}`
 whose variable has no value for a client, or a value holding ``+``, ``#`` or ``/``, does not
 apply to that client: a variable can never widen a rule.
 
-Rules are compiled once per connection, when it is accepted, so a PUBLISH costs one topic
-match per rule and nothing when no rules are configured.
+Rules are compiled once per client, when it connects (and again when the rules are reloaded),
+so a PUBLISH costs one topic match per rule and nothing when no rules are configured.
+
+Every route by which a client makes the broker publish, or gets messages from it, asks one of
+:func:`may_publish`, :func:`may_subscribe` and :func:`may_receive` when it takes effect: PUBLISH
+(point-to-point topics too), the will (at CONNECT and again when it is published), SUBSCRIBE
+(a shared subscription by its filter), the retained messages a SUBSCRIBE hands out, and routed
+and point-to-point messages to a client whose rights no longer cover all of a subscription.
 """
 
 from __future__ import annotations
@@ -30,9 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from certmq.mqtt.errors import MQTTError
-from certmq.mqtt.topics import matches, validate_topic_filter
+from certmq.mqtt.topics import matches, parse_shared_subscription, validate_topic_filter
 
 ACTIONS = ("publish", "subscribe", "all")
+# The broker's own statistics (sys_topics): no client may publish there, whatever the rules say.
+SYSTEM_TOPIC = "$SYS"
+# The audit log's reason for a CONNECT refused because the rules deny the topic of its will.
+WILL_TOPIC_DENIED = "will-topic-denied"
 PERMISSIONS = ("allow", "deny")
 _VARIABLE = re.compile(r"\$\{([A-Za-z0-9_.]+)\}")
 
@@ -55,6 +65,9 @@ def filter_covers(outer: str, inner: str) -> bool:
     """True when every topic that ``inner`` matches is also matched by ``outer``."""
     outer_levels = outer.split("/")
     inner_levels = inner.split("/")
+    if outer_levels[0] in ("+", "#") and inner.startswith("$"):
+        # A wildcard in the first level matches no `$` topic (MQTT 4.7.2): it covers no `$` filter.
+        return False
     for index, level in enumerate(outer_levels):
         if level == "#":
             return True
@@ -85,7 +98,7 @@ def filters_overlap(first: str, second: str) -> bool:
 
 
 class ClientPermissions:
-    """The rules as they apply to one connected client."""
+    """The rules as they apply to one client."""
 
     __slots__ = ("_default", "_rules")
 
@@ -100,6 +113,8 @@ class ClientPermissions:
         return self._default
 
     def can_subscribe(self, topic_filter: str) -> bool:
+        """Whether the subscription as a whole is allowed (take the filter of a shared subscription
+        without its `$share/<group>/`)."""
         for allow, _, subscribe, rule_filter in self._rules:
             if not subscribe:
                 continue
@@ -109,6 +124,40 @@ class ClientPermissions:
             if not allow and filters_overlap(rule_filter, topic_filter):
                 return False
         return self._default
+
+    def can_receive(self, topic: str) -> bool:
+        """Whether a message on the topic name ``topic`` may be delivered to the client: the
+        subscribe rules, applied to one topic."""
+        for allow, _, subscribe, rule_filter in self._rules:
+            if subscribe and matches(rule_filter, topic):
+                return allow
+        return self._default
+
+
+def is_system_topic(topic: str) -> bool:
+    return topic == SYSTEM_TOPIC or topic.startswith(SYSTEM_TOPIC + "/")
+
+
+def may_publish(permissions: ClientPermissions | None, topic: str) -> bool:
+    """Whether a client may make the broker publish on ``topic`` (by PUBLISH or by its will).
+    ``permissions`` None: no rules are configured."""
+    if is_system_topic(topic):
+        return False
+    return permissions is None or permissions.can_publish(topic)
+
+
+def may_subscribe(permissions: ClientPermissions | None, topic_filter: str) -> bool:
+    """Whether a client may subscribe to ``topic_filter``; a shared subscription is judged by its
+    filter, without `$share/<group>/`."""
+    if permissions is None:
+        return True
+    _, real_filter = parse_shared_subscription(topic_filter)
+    return permissions.can_subscribe(real_filter)
+
+
+def may_receive(permissions: ClientPermissions | None, topic: str) -> bool:
+    """Whether a message on ``topic`` may be delivered to a client."""
+    return permissions is None or permissions.can_receive(topic)
 
 
 class TopicRules:

@@ -16,7 +16,14 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from certmq.auth.connect import AuthOutcome, ConnectAttempt
-from certmq.auth.topics import ClientPermissions
+from certmq.auth.ownership import SESSION_OWNED_BY_ANOTHER_IDENTITY, session_owner
+from certmq.auth.topics import (
+    WILL_TOPIC_DENIED,
+    ClientPermissions,
+    may_publish,
+    may_receive,
+    may_subscribe,
+)
 from certmq.broker.messages import FORWARDED_PROPERTIES, Message
 from certmq.broker.session import NEVER_EXPIRES, Delivery, OutgoingFlight, Session, SubscriptionEntry
 from certmq.mqtt.codec import PacketDecoder, encode
@@ -108,7 +115,6 @@ class MQTTConnection(asyncio.Protocol):
         "outbound_aliases",
         "peer",
         "peer_certificate",
-        "permissions",
         "protocol_version",
         "request_problem_information",
         "session",
@@ -138,8 +144,6 @@ class MQTTConnection(asyncio.Protocol):
         self.identity: dict[str, str] = {}
         self.username: str | None = None
         self.connected_at: datetime  # set when the CONNECT is accepted
-        # Topic authorization for this client; None when no rules are configured.
-        self.permissions: ClientPermissions | None = None
         self.keep_alive = 0
         self.last_activity = 0.0
         # Limits the client set in CONNECT (MQTT 5.0).
@@ -406,11 +410,48 @@ class MQTTConnection(asyncio.Protocol):
             self._refuse(outcome.reason_code, outcome.reason)
             return
         self.identity = outcome.identity
-        if self.core.topic_rules is not None:
-            self.permissions = self.core.topic_rules.for_client(
-                self.client_id, packet.username, outcome.identity
+        permissions = self.core.permissions_for(self.client_id, packet.username, outcome.identity)
+        will = packet.will
+        if will is not None and not may_publish(permissions, will.topic):
+            self._refuse_recorded(
+                ReasonCode.NOT_AUTHORIZED,
+                WILL_TOPIC_DENIED,
+                f"the topic rules do not allow this client to publish its will to {will.topic!r}",
             )
-        self._accept(packet, assigned)
+            return
+        owner = session_owner(outcome.identity)
+        if not self.core.may_resume(self.client_id, owner):
+            # The session, and the connection that may be carrying it, are left untouched.
+            self._refuse_recorded(
+                ReasonCode.CLIENT_IDENTIFIER_NOT_VALID,
+                SESSION_OWNED_BY_ANOTHER_IDENTITY,
+                "the session of this client id belongs to another identity",
+            )
+            return
+        self._accept(packet, assigned, owner, permissions)
+
+    def _refuse_recorded(self, reason_code: int, reason: str, detail: str) -> None:
+        """Refuse an authenticated client for what the broker itself checks, and say why in the
+        audit log as the authentication step does."""
+        audit = self.core.audit
+        if audit is not None:
+            identity = self.identity
+            try:
+                audit(
+                    listener=self.listener.name,
+                    peer=self.peer,
+                    client_id=self.client_id,
+                    ca_sn=identity.get("cert.ca_sn", ""),
+                    device_sn=identity.get("cert.sn", ""),
+                    cn=identity.get("cert.cn", ""),
+                    step=0,
+                    result="deny",
+                    reason=reason,
+                    detail=detail,
+                )
+            except Exception:
+                log.exception("could not record the refusal of %s", self.client_id)
+        self._refuse(reason_code, detail)
 
     def _refuse(self, reason_code: int, reason: str) -> None:
         code = connack_code_for(self.protocol_version, reason_code)
@@ -421,7 +462,9 @@ class MQTTConnection(asyncio.Protocol):
         self.send(ConnAck(code, False, properties))
         self.close(None, publish_will=False)
 
-    def _accept(self, packet: Connect, assigned: bool) -> None:
+    def _accept(
+        self, packet: Connect, assigned: bool, owner: str, permissions: ClientPermissions | None
+    ) -> None:
         settings = self.settings
         properties = packet.properties
         if self.protocol_version == 5:
@@ -429,7 +472,16 @@ class MQTTConnection(asyncio.Protocol):
         else:
             expiry = 0 if packet.clean_start else NEVER_EXPIRES
         granted_expiry = min(expiry, settings.max_session_expiry)
-        session, present = self.core.attach(self, self.client_id, packet.clean_start, granted_expiry)
+        session, present = self.core.attach(
+            self,
+            self.client_id,
+            packet.clean_start,
+            granted_expiry,
+            owner=owner,
+            username=packet.username,
+            identity=self.identity,
+            permissions=permissions,
+        )
         self.session = session
         session.will = packet.will
         self.state = CONNECTED
@@ -507,7 +559,9 @@ class MQTTConnection(asyncio.Protocol):
             )
             return
         qos = packet.qos
-        if self.permissions is not None and not self.permissions.can_publish(topic):
+        permissions = session.permissions
+        # The test before the call spares it on the common path: no rules, an ordinary topic.
+        if (permissions is not None or topic[0] == "$") and not may_publish(permissions, topic):
             self._refuse_publish(packet, topic)
             return
         message = Message(topic, packet.payload, qos, packet.retain, forwarded, expires_at, self.client_id)
@@ -713,7 +767,7 @@ class MQTTConnection(asyncio.Protocol):
             if group is not None and subscription.no_local:
                 self.close(ReasonCode.PROTOCOL_ERROR, "no-local on a shared subscription", publish_will=True)
                 return
-            if self.permissions is not None and not self.permissions.can_subscribe(subscription.topic_filter):
+            if not may_subscribe(session.permissions, subscription.topic_filter):
                 log.info("%s may not subscribe to %s", self.client_id, subscription.topic_filter)
                 codes.append(self.subscription_refused_code())
                 continue
@@ -734,8 +788,9 @@ class MQTTConnection(asyncio.Protocol):
             if group is None and send_retained:
                 ids = () if subscription_id is None else (subscription_id,)
                 now = self._loop.time()
+                permissions = session.permissions
                 for message in self.core.retained.matching(topic_filter):
-                    if not message.expired(now):
+                    if not message.expired(now) and may_receive(permissions, message.topic):
                         qos = min(message.qos, subscription.qos)
                         retained.append(Delivery(message, qos, True, ids))
         self.send(SubAck(packet.packet_id, codes))

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from certmq.auth.connect import AnonymousAuthenticator, Authenticator
-from certmq.auth.topics import TopicRules
+from certmq.auth.ownership import ANONYMOUS_OWNER, UNKNOWN_OWNER, SessionOwnerPolicy, may_resume
+from certmq.auth.topics import ClientPermissions, TopicRules, may_publish, may_receive, may_subscribe
 from certmq.broker.messages import FORWARDED_PROPERTIES, Message
 from certmq.broker.retained import MemoryRetainedStore, RetainedStore
 from certmq.broker.session import NEVER_EXPIRES, Delivery, Session, SubscriptionEntry
@@ -24,6 +26,7 @@ from certmq.mqtt.properties import PropertyId
 from certmq.mqtt.reason_codes import ReasonCode
 
 if TYPE_CHECKING:
+    from certmq.auth.instance import AuditSink
     from certmq.broker.connection import MQTTConnection
 
 log = logging.getLogger("certmq.broker")
@@ -56,6 +59,10 @@ def message_from_will(will: Will, client_id: str, now: float) -> Message:
     )
 
 
+def _always_valid(session: Session) -> bool:
+    return True
+
+
 class BrokerCore:
     def __init__(
         self,
@@ -65,9 +72,18 @@ class BrokerCore:
         retained: RetainedStore | None = None,
         topic_rules: TopicRules | None = None,
         subscribe_denied_code: int = ReasonCode.NOT_AUTHORIZED,
+        session_owner: SessionOwnerPolicy = SessionOwnerPolicy.IDENTITY,
     ) -> None:
         self.settings = settings
         self.topic_rules = topic_rules
+        self.session_owner = session_owner
+        # Whether the identity a session's client authenticated with is still valid (its
+        # certificate registered, active and not expired...), asked before its will goes out,
+        # which may be long after the client left. The application sets it.
+        self.identity_valid: Callable[[Session], bool] = _always_valid
+        # Where CONNECT refusals the broker decides (a will the rules deny, a session of another
+        # identity) are recorded, with the fields of the audit log; the application sets it.
+        self.audit: AuditSink | None = None
         # SUBACK code for a subscription the rules deny, on 5.0 (3.1.1 only has 0x80).
         self.subscribe_denied_code = subscribe_denied_code
         self.authenticator: Authenticator = authenticator or AnonymousAuthenticator()
@@ -81,12 +97,60 @@ class BrokerCore:
     def loop(self) -> asyncio.AbstractEventLoop:
         return asyncio.get_running_loop()
 
+    # -- topic permissions ----------------------------------------------------------------
+
+    def permissions_for(
+        self, client_id: str, username: str | None, identity: Mapping[str, str]
+    ) -> ClientPermissions | None:
+        """The topic rules in force, compiled for one client; None when there are none."""
+        rules = self.topic_rules
+        return None if rules is None else rules.for_client(client_id, username, identity)
+
+    def reload_topic_rules(self, rules: TopicRules | None) -> None:
+        """Put other topic rules in force: every session, online or offline, gets its
+        permissions compiled again, and its subscriptions judged again."""
+        self.topic_rules = rules
+        for session in self.sessions.values():
+            self._authorize(
+                session, self.permissions_for(session.client_id, session.username, session.identity)
+            )
+
+    def _authorize(self, session: Session, permissions: ClientPermissions | None) -> None:
+        """Give ``session`` its permissions; a subscription they do not wholly allow any more
+        (the rules or the client changed since it was made) has each message checked."""
+        if permissions is None and session.permissions is None:
+            return  # no rules before, none now: no subscription is filtered
+        session.permissions = permissions
+        for entry in list(session.subscriptions.values()):
+            filtered = not may_subscribe(permissions, entry.topic_filter)
+            if filtered != entry.filtered:
+                # Replaced, not changed in place: a snapshot being saved may hold the old entry.
+                self.subscribe(session, replace(entry, filtered=filtered))
+
     # -- sessions -------------------------------------------------------------------------
 
+    def may_resume(self, client_id: str, owner: str) -> bool:
+        """Whether a client whose owner key is ``owner`` may use the session of ``client_id``
+        (any there is, online or offline), by ``auth.session_owner``."""
+        existing = self.sessions.get(client_id)
+        return existing is None or may_resume(existing.owner, owner, self.session_owner)
+
     def attach(
-        self, connection: MQTTConnection, client_id: str, clean_start: bool, expiry_interval: int
+        self,
+        connection: MQTTConnection,
+        client_id: str,
+        clean_start: bool,
+        expiry_interval: int,
+        *,
+        owner: str = ANONYMOUS_OWNER,
+        username: str | None = None,
+        identity: dict[str, str] | None = None,
+        permissions: ClientPermissions | None = None,
     ) -> tuple[Session, bool]:
-        """Give a newly accepted connection its session; returns (session, session_present)."""
+        """Give a newly accepted connection its session; returns (session, session_present).
+
+        ``owner`` is the owner key of the client's identity (see :meth:`may_resume`), and
+        ``permissions`` its topic permissions, compiled from ``username`` and ``identity``."""
         existing = self.sessions.get(client_id)
         if existing is not None and existing.connection is not None:
             existing.connection.take_over(clean_start)
@@ -100,12 +164,17 @@ class BrokerCore:
             existing.will = None
             session, present = existing, True
         else:
-            session = Session(client_id, connection.protocol_version)
+            session = Session(client_id, connection.protocol_version, owner=owner)
             self.sessions[client_id] = session
             present = False
+        if session.owner == UNKNOWN_OWNER:
+            session.owner = owner
         session.protocol_version = connection.protocol_version
         session.expiry_interval = expiry_interval
         session.connection = connection
+        session.username = username
+        session.identity = {} if identity is None else identity
+        self._authorize(session, permissions)
         self.stats.clients_connected += 1
         return session, present
 
@@ -122,7 +191,7 @@ class BrokerCore:
                 session.will = will
                 session.will_handle = self.loop.call_later(delay, self._publish_delayed_will, session)
             else:
-                self.publish(message_from_will(will, session.client_id, self.loop.time()))
+                self._publish_will(session, will)
         if session.expiry_interval == 0:
             self.end_session(session)
         elif session.expiry_interval != NEVER_EXPIRES:
@@ -133,7 +202,7 @@ class BrokerCore:
         self._cancel_timers(session)
         if session.will is not None:
             will, session.will = session.will, None
-            self.publish(message_from_will(will, session.client_id, self.loop.time()))
+            self._publish_will(session, will)
         for topic_filter in session.subscriptions:
             self.subscriptions.remove(session.client_id, topic_filter)
         session.subscriptions.clear()
@@ -150,6 +219,7 @@ class BrokerCore:
         self.sessions[session.client_id] = session
         for entry in session.subscriptions.values():
             self.subscriptions.add(entry)
+        self._authorize(session, self.permissions_for(session.client_id, session.username, session.identity))
         if session.will is not None and will_in is not None:
             session.will_handle = self.loop.call_later(max(0.0, will_in), self._publish_delayed_will, session)
         if expires_in is not None:
@@ -159,7 +229,20 @@ class BrokerCore:
         session.will_handle = None
         if session.will is not None and session.connection is None:
             will, session.will = session.will, None
+            self._publish_will(session, will)
+
+    def _publish_will(self, session: Session, will: Will) -> None:
+        """Publish a will, if its client may still: the will was allowed at CONNECT, but the
+        rules in force now and the client's identity as it stands now decide."""
+        if not self.identity_valid(session):
+            why = "its identity is no longer valid"
+        elif not may_publish(session.permissions, will.topic):
+            why = "the topic rules do not allow its topic"
+        else:
             self.publish(message_from_will(will, session.client_id, self.loop.time()))
+            return
+        self.stats.wills_dropped += 1
+        log.info("dropped the will of %s to %s: %s", session.client_id, will.topic, why)
 
     @staticmethod
     def _cancel_timers(session: Session) -> None:
@@ -210,12 +293,16 @@ class BrokerCore:
     def _deliver_point_to_point(self, message: Message, client_id: str) -> int:
         """ApsaraMQ point-to-point: `<parent>/p2p/<ClientId>` goes to that client alone, subscribed or not."""
         session = self.sessions.get(client_id)
-        if session is None:
+        if session is None or not may_receive(session.permissions, message.topic):
             self.stats.messages_dropped += 1
             return 0
         self._deliver(session, Delivery(message, message.qos, False), {})
         self.stats.messages_routed += 1
         return 1
+
+    def _may_receive(self, client_id: str, topic: str) -> bool:
+        session = self.sessions.get(client_id)
+        return session is not None and may_receive(session.permissions, topic)
 
     def _is_online(self, client_id: str) -> bool:
         session = self.sessions.get(client_id)
@@ -245,7 +332,9 @@ class BrokerCore:
                 else:
                     entry = candidate
                 session = sessions.get(entry.client_id)
-                if session is None:
+                if session is None or (
+                    entry.filtered and not may_receive(session.permissions, message.topic)
+                ):
                     continue
                 qos = entry.qos if entry.qos < message_qos else message_qos
                 sid = entry.subscription_id
@@ -276,6 +365,8 @@ class BrokerCore:
                     continue
                 else:
                     entry = candidate
+                if entry.filtered and not self._may_receive(entry.client_id, message.topic):
+                    continue
                 qos = entry.qos if entry.qos < message_qos else message_qos
                 retain = message.retain and entry.retain_as_published
                 target = merged.get(entry.client_id)

@@ -52,6 +52,9 @@ class SessionSnapshot(NamedTuple):
     incoming_qos2: tuple[int, ...]
     will: Will | None
     will_at: float | None  # wall clock
+    owner: str
+    username: str | None
+    identity: dict[str, str]
 
 
 class Snapshot(NamedTuple):
@@ -111,6 +114,9 @@ def take_snapshot(core: BrokerCore, wall_now: float, loop_now: float) -> Snapsho
                 tuple(session.incoming_qos2),
                 will if will_at is not None else None,
                 will_at,
+                session.owner,
+                session.username,
+                session.identity,
             )
         )
     return Snapshot(wall_now, loop_now, list(core.retained), sessions)
@@ -195,6 +201,9 @@ def snapshot_to_state(snapshot: Snapshot) -> BrokerState:
                 else StoredWill(
                     will.topic, will.payload, will.qos, will.retain, will.properties, session.will_at
                 ),
+                session.owner,
+                session.username,
+                session.identity,
             )
         )
     return BrokerState(snapshot.wall_now, retained, sessions)
@@ -231,7 +240,14 @@ def restore_snapshot(core: BrokerCore, state: BrokerState, wall_now: float, loop
             core.retained.set(message_of(record))
     for saved in state.sessions:
         client_id = saved.client_id
-        session = Session(client_id, saved.protocol_version, saved.expiry_interval)
+        session = Session(
+            client_id,
+            saved.protocol_version,
+            saved.expiry_interval,
+            owner=saved.owner,
+            username=saved.username,
+            identity=dict(saved.identity),
+        )
         session.subscriptions = {
             subscription.topic_filter: SubscriptionEntry(client_id, *subscription)
             for subscription in saved.subscriptions

@@ -97,6 +97,10 @@ class StoredSession(NamedTuple):
     pending: Sequence[StoredDelivery]  # queued, oldest first
     incoming_qos2: Sequence[int]  # packet ids of QoS 2 PUBLISHes answered with PUBREC, awaiting PUBREL
     will: StoredWill | None
+    owner: str  # the owner key of the identity that created it (certmq.auth.ownership)
+    # Who the client connected as last: its topic permissions are compiled again from these.
+    username: str | None
+    identity: Mapping[str, str]
 
 
 class BrokerState(NamedTuple):
@@ -155,7 +159,7 @@ def properties_from_json(text: str) -> dict[int, Any]:
 
 # -- SQLite ----------------------------------------------------------------------------------
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
@@ -187,7 +191,10 @@ CREATE TABLE sessions (
     protocol_version INTEGER NOT NULL,
     expiry_interval INTEGER NOT NULL,
     disconnected_at REAL NOT NULL,
-    incoming_qos2 TEXT NOT NULL
+    incoming_qos2 TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    username TEXT,
+    identity TEXT NOT NULL
 );
 CREATE TABLE subscriptions (
     client_id TEXT NOT NULL,
@@ -232,7 +239,15 @@ CREATE TABLE wills (
 
 # SQL that brings a file from format version N to N + 1, run in one transaction with the
 # version update. Add an entry whenever SCHEMA_VERSION goes up.
-MIGRATIONS: dict[int, str] = {}
+MIGRATIONS: dict[int, str] = {
+    # 2: sessions keep their owner and their client's identity. A session saved without an owner
+    # ("") is adopted by the first identity that resumes it.
+    1: """
+    ALTER TABLE sessions ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE sessions ADD COLUMN username TEXT;
+    ALTER TABLE sessions ADD COLUMN identity TEXT NOT NULL DEFAULT '{}';
+    """,
+}
 
 _TABLES = ("snapshot", "retained", "messages", "sessions", "subscriptions", "inflight", "queued", "wills")
 
@@ -382,6 +397,9 @@ class SqliteStateStore:
                     session.expiry_interval,
                     session.disconnected_at,
                     json.dumps(sorted(session.incoming_qos2)),
+                    session.owner,
+                    session.username,
+                    json.dumps(dict(session.identity)),
                 )
             )
             subscription_rows.extend((client_id, *subscription) for subscription in session.subscriptions)
@@ -422,7 +440,7 @@ class SqliteStateStore:
                         will.publish_at,
                     )
                 )
-        connection.executemany("INSERT INTO sessions VALUES (?, ?, ?, ?, ?)", session_rows)
+        connection.executemany("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", session_rows)
         connection.executemany("INSERT INTO subscriptions VALUES (?, ?, ?, ?, ?, ?, ?)", subscription_rows)
         connection.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)", message_rows)
         connection.executemany("INSERT INTO inflight VALUES (?, ?, ?, ?, ?, ?, ?, ?)", inflight_rows)
@@ -511,9 +529,22 @@ class SqliteStateStore:
                 pending.get(client_id, []),
                 json.loads(incoming_qos2),
                 wills.get(client_id),
+                owner,
+                username,
+                json.loads(identity),
             )
-            for client_id, protocol_version, expiry_interval, disconnected_at, incoming_qos2 in connection.execute(
-                "SELECT client_id, protocol_version, expiry_interval, disconnected_at, incoming_qos2 FROM sessions"
+            for (
+                client_id,
+                protocol_version,
+                expiry_interval,
+                disconnected_at,
+                incoming_qos2,
+                owner,
+                username,
+                identity,
+            ) in connection.execute(
+                "SELECT client_id, protocol_version, expiry_interval, disconnected_at, incoming_qos2,"
+                " owner, username, identity FROM sessions"
             )
         ]
         return BrokerState(saved_at, retained, sessions)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from certmq.auth.connect import AnonymousAuthenticator, Authenticator, DenyWithoutCredentials
+from certmq.auth.ownership import SessionOwnerPolicy
 from certmq.auth.topics import TopicRules
 from certmq.broker.connection import Listener, MQTTConnection
 from certmq.broker.core import BrokerCore
@@ -72,6 +73,7 @@ class Broker:
             subscribe_denied_code=ReasonCode.NOT_AUTHORIZED
             if denied == "not-authorized"
             else ReasonCode.UNSPECIFIED_ERROR,
+            session_owner=SessionOwnerPolicy(config.auth.session_owner),
         )
         self.state: StateKeeper | None = None
         if config.mqtt.persistence:

@@ -16,6 +16,7 @@ from certmq.broker.messages import Message
 if TYPE_CHECKING:
     import asyncio
 
+    from certmq.auth.topics import ClientPermissions
     from certmq.broker.connection import MQTTConnection
     from certmq.mqtt.packets import Will
 
@@ -33,6 +34,9 @@ class SubscriptionEntry:
     retain_as_published: bool = False
     retain_handling: int = 0
     subscription_id: int | None = None
+    # True when the client's rights do not cover every topic of the filter (the topic rules
+    # changed since it subscribed): each message is then checked before it is delivered.
+    filtered: bool = False
 
 
 @dataclass(slots=True)
@@ -59,8 +63,15 @@ class Session:
     client_id: str
     protocol_version: int
     expiry_interval: int = 0
-    # The identity that created the session (its owner key); "" for a client without one.
+    # The identity that created the session (its owner key, certmq.auth.ownership); "" when
+    # unknown (a session saved by a certmq that did not record it).
     owner: str = ""
+    # Who the client connected as last, from which its topic permissions are compiled; kept
+    # while it is offline, for its will.
+    username: str | None = None
+    identity: dict[str, str] = field(default_factory=dict)
+    # Its topic permissions; None when no topic rules are configured.
+    permissions: ClientPermissions | None = None
     subscriptions: dict[str, SubscriptionEntry] = field(default_factory=dict)
     inflight: dict[int, OutgoingFlight] = field(default_factory=dict)
     pending: deque[Delivery] = field(default_factory=deque)

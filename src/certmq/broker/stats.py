@@ -18,3 +18,4 @@ class BrokerStats:
     malformed_packets: int = 0
     tls_handshake_failures: int = 0
     publishes_denied: int = 0
+    wills_dropped: int = 0  # wills not published: the rules or the client's identity changed
