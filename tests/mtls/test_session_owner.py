@@ -138,7 +138,8 @@ def relaxed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
 
 def instance_with(tmp_path_factory: pytest.TempPathFactory, **settings: str) -> Iterator[Instance]:
     broker, work = start_instance(
-        tmp_path_factory, CERTMQ_INSTANCE_AUTH_MODE="mutual", CERTMQ_AUTH_ANONYMOUS="false", **settings
+        tmp_path_factory,
+        **{"CERTMQ_INSTANCE_AUTH_MODE": "mutual", "CERTMQ_AUTH_ANONYMOUS": "false", **settings},
     )
     instance = Instance(broker, work)
     instance.fleet_ca = make_ca(work / "ca", "owners-ca")
@@ -213,3 +214,47 @@ def wills_dropped(instance: Instance) -> float:
         if line.startswith("certmq_wills_dropped_total "):
             return float(line.split()[1])
     raise AssertionError("no certmq_wills_dropped_total in /metrics")
+
+
+@pytest.fixture
+def anonymous_beside_devices(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
+    """Mutual mode with plain TCP kept open to anonymous clients, folding refusals per second."""
+    yield from instance_with(
+        tmp_path_factory,
+        CERTMQ_AUTH_ANONYMOUS="true",
+        CERTMQ_LISTENERS_TCP_IN_MUTUAL_MODE="true",
+        CERTMQ_AUDIT_FOLD_WINDOW="1",
+    )
+
+
+def test_anonymous_claims_of_a_device_session_are_refused_and_folded(
+    anonymous_beside_devices: Instance, tmp_path: Path
+) -> None:
+    """An anonymous client proves no identity: it cannot take a device's session, and its
+    repeated claims cost the audit log a few counted rows, not one row each."""
+    instance = anonymous_beside_devices
+    assert instance.fleet_ca is not None
+    owner = make_device(tmp_path / "owner", instance.fleet_ca, f"owner-{uuid.uuid4().hex[:6]}")
+    client_id = f"meter-{uuid.uuid4().hex[:6]}"
+    device = instance.device_client(owner, client_id=client_id)
+    device.connect(props=PERSISTENT)
+    device.disconnect()
+
+    claims = 200
+    for _ in range(claims):
+        stranger = PahoClient(
+            "127.0.0.1", instance.broker.tcp_port, client_id=client_id, version=V5, clean=False
+        )
+        result = stranger.connect(props=PERSISTENT, expect_success=False)
+        assert result.reason_code == CLIENT_IDENTIFIER_NOT_VALID
+    instance.broker.restart()
+    rows = instance.decisions(reason=OWNED_ELSEWHERE, limit="1000")
+    assert sum(row["count"] for row in rows) == claims
+    assert len(rows) < claims / 10
+    assert all(not row["identity_known"] and row["listener"] == "tcp" for row in rows)
+    # The owner still has its session.
+    assert (
+        instance.device_client(owner, client_id=client_id)
+        .connect(clean_start=False, props=PERSISTENT)
+        .session_present
+    )

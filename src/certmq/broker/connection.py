@@ -448,6 +448,8 @@ class MQTTConnection(asyncio.Protocol):
                     result="deny",
                     reason=reason,
                     detail=detail,
+                    # An anonymous client proves no identity: its refusals are folded per source.
+                    identity_known=bool(identity),
                 )
             except Exception:
                 log.exception("could not record the refusal of %s", self.client_id)
