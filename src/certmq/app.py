@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from certmq.access_keys import AccessKeyStore
 from certmq.api import Metrics, serve_http
+from certmq.auth.admission import MQTT_LISTENERS, ListenerPolicy
 from certmq.auth.decision import decision_for_handshake_failure
 from certmq.auth.instance import InstanceAuthenticator
 from certmq.broker.connection import MQTTConnection
@@ -28,7 +29,6 @@ from certmq.control import (
     ListenerInfo,
     ServerCertificateInfo,
     ServerCertificateRejected,
-    conforms,
 )
 from certmq.demo import ensure_demo_ca
 from certmq.instance import Instance
@@ -65,6 +65,8 @@ class Application:
         self.broker: Broker | None = None
         self.contexts: ServerContexts | None = None
         self.mode = config.instance.auth_mode
+        # Which listeners each mode opens, and to whom.
+        self.policy = ListenerPolicy.from_config(config)
         self.started_at = datetime.now(UTC)
         self._http: Any = None
         self._unsubscribe: Any = None
@@ -102,6 +104,7 @@ class Application:
             audit=self._audit,
             bind_client_id=config.auth.bind_client_id,
             serial_collision_errors=(SerialCollision,),
+            policy=self.policy,
         )
         self.broker = Broker(
             config,
@@ -109,15 +112,13 @@ class Application:
             authenticator,
             contexts=self.contexts,
             on_handshake_failure=self._handshake_failed,
+            policy=self.policy,
         )
         self._unsubscribe = registry.events.subscribe(self._on_registry_event)
-        # Plain TCP is off in mutual mode unless the operator insists (listeners.tcp_in_mutual_mode).
-        skip = frozenset() if self._tcp_allowed() else frozenset({"tcp"})
-        await self.broker.start(skip=skip)
+        log.info("auth mode %s: %s", self.mode, self.policy.describe(self.mode))
+        closed = frozenset(name for name in MQTT_LISTENERS if not self.policy.is_open(name, self.mode))
+        await self.broker.start(skip=closed)
         await self._start_http()
-
-    def _tcp_allowed(self) -> bool:
-        return self.mode != MUTUAL or self.config.listeners.tcp_in_mutual_mode
 
     async def _start_http(self) -> None:
         address = self.config.listeners.http
@@ -190,12 +191,12 @@ class Application:
         self.registry.record_decision(Decision(**fields))
         self.metrics.count_decision(fields["result"], fields["reason"])
 
-    def _handshake_failed(self, peer: str, error: BaseException) -> None:
+    def _handshake_failed(self, listener: str, peer: str, error: BaseException) -> None:
         decision = decision_for_handshake_failure(error)
         if decision is None or self.registry is None:
             return
         self._audit(
-            listener="tls",
+            listener=listener,
             peer=peer,
             client_id="",
             ca_sn="",
@@ -248,12 +249,12 @@ class Application:
         await self.registry.set_setting(AUTH_MODE_SETTING, mode)
         self.mode = mode
         await self.contexts.update(auth_mode=mode)
-        if self.config.listeners.tcp:
-            if self._tcp_allowed():
-                await self.broker.open_listener("tcp")
+        for name in MQTT_LISTENERS:
+            if self.policy.is_open(name, mode):
+                await self.broker.open_listener(name)
             else:
-                await self.broker.close_listener("tcp")
-        log.info("auth mode is now %s", mode)
+                await self.broker.close_listener(name)
+        log.info("auth mode is now %s: %s", mode, self.policy.describe(mode))
         if not disconnect_nonconforming:
             return 0
         return self.broker.core.disconnect_where(
@@ -265,13 +266,10 @@ class Application:
         return sum(1 for connection in self.broker.core.connections if not self._conforms(connection, mode))
 
     def _conforms(self, connection: MQTTConnection, mode: str) -> bool:
-        return conforms(
-            connection.listener.name,
-            connection.identity,
-            mode,
-            tcp_in_mutual_mode=self.config.listeners.tcp_in_mutual_mode,
-            anonymous=self.config.auth.anonymous,
-        )
+        return self.policy.conforms(connection.listener.name, connection.identity, mode)
+
+    def describe_listeners(self, mode: str) -> str:
+        return self.policy.describe(mode)
 
     def server_certificate(self) -> ServerCertificateInfo:
         assert self.contexts is not None

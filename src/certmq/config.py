@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 CONFIG_FILE_NAME = "certmq.toml"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")  # readable lines, or one JSON object per line
 
 
 class ConfigError(Exception):
@@ -30,8 +32,11 @@ class ListenersSection:
     ws: str = "127.0.0.1:8083"
     wss: str = "127.0.0.1:8084"
     http: str = "127.0.0.1:8080"
-    # Plain TCP is off in mutual mode unless this is true.
+    # In mutual mode plain TCP and plain WebSocket are closed unless these are true, and secure
+    # WebSocket takes "credentials" or asks for "certificates" (certmq.auth.admission).
     tcp_in_mutual_mode: bool = False
+    ws_in_mutual_mode: bool = False
+    wss_in_mutual_mode: str = "credentials"
 
 
 @dataclass(slots=True)
@@ -86,6 +91,14 @@ class ApiSection:
 
 
 @dataclass(slots=True)
+class LogSection:
+    """What ``certmq serve`` logs; reloaded on SIGHUP."""
+
+    level: str = "info"
+    format: str = "text"
+
+
+@dataclass(slots=True)
 class Config:
     instance: InstanceSection = field(default_factory=InstanceSection)
     listeners: ListenersSection = field(default_factory=ListenersSection)
@@ -94,11 +107,15 @@ class Config:
     auth: AuthSection = field(default_factory=AuthSection)
     mqtt: MqttSection = field(default_factory=MqttSection)
     api: ApiSection = field(default_factory=ApiSection)
+    log: LogSection = field(default_factory=LogSection)
     data_dir: Path = field(default_factory=lambda: Path("data"))
 
 
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("instance", "auth_mode"): ("one-way", "mutual"),
+    ("listeners", "wss_in_mutual_mode"): ("credentials", "certificates"),
+    ("log", "level"): LOG_LEVELS,
+    ("log", "format"): LOG_FORMATS,
     ("auth", "bind_client_id"): ("off", "cn", "device-id"),
     ("auth", "acl_default"): ("allow", "deny"),
     ("auth", "subscribe_denied"): ("not-authorized", "unspecified-error"),
@@ -140,7 +157,7 @@ def _apply(config: Config, section: str, values: Mapping[str, Any], source: str)
         setattr(target, key, _coerce(section, key, value, kind, source))
 
 
-SECTIONS = ("instance", "listeners", "tls", "storage", "auth", "mqtt", "api")
+SECTIONS = ("instance", "listeners", "tls", "storage", "auth", "mqtt", "api", "log")
 
 
 def load_config(

@@ -206,6 +206,9 @@ ws = {listeners_ws}        # MQTT over WebSocket, path /mqtt
 wss = {listeners_wss}       # MQTT over secure WebSocket, path /mqtt
 http = {listeners_http}      # REST API, ApsaraMQ RPC API, console, /metrics
 tcp_in_mutual_mode = {listeners_tcp_in_mutual_mode}  # keep plain TCP open in mutual mode (it is closed by default)
+ws_in_mutual_mode = {listeners_ws_in_mutual_mode}   # keep plain WebSocket open in mutual mode (closed by default)
+wss_in_mutual_mode = {listeners_wss_in_mutual_mode}  # secure WebSocket in mutual mode: "credentials" (browsers)
+                             # | "certificates" (asks for a device certificate, as tls does)
 
 [tls]
 cert_file = {tls_cert_file}               # server certificate chain, PEM; "": server/server.pem made by init
@@ -244,6 +247,10 @@ autosave_interval = {mqtt_autosave_interval}       # seconds between saves while
 rate_limit = {api_rate_limit}            # calls per second per AccessKey, sustained; 0: no limit
 rate_burst = {api_rate_burst}            # calls an AccessKey may make at once after a quiet time
 signature_window = {api_signature_window}      # seconds a request's signed timestamp may be off this clock
+
+[log]                        # reloaded on SIGHUP; `serve --log-level` / `--log-format` win over these
+level = {log_level}               # "debug" | "info" | "warning" | "error"
+format = {log_format}              # "text" | "json" (one object per line)
 """
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from certmq.auth.admission import ListenerPolicy
 from certmq.auth.connect import AnonymousAuthenticator, Authenticator, DenyWithoutCredentials
 from certmq.auth.topics import TopicRules
 from certmq.broker.connection import Listener, MQTTConnection
@@ -18,10 +19,10 @@ from certmq.broker.durability import StateKeeper
 from certmq.broker.listeners import serve_tls
 from certmq.broker.persistence import STATE_FILE_NAME, SqliteStateStore
 from certmq.broker.sys_topics import publish_sys_topics
-from certmq.broker.websocket import serve_websocket
+from certmq.broker.websocket import WebSocketConnection
 from certmq.config import Config, parse_address
 from certmq.mqtt.reason_codes import ReasonCode
-from certmq.tls.context import ServerContexts, TrustSettings, build_server_context
+from certmq.tls.context import ServerContexts, TrustSettings
 
 if TYPE_CHECKING:
     from certmq.instance import Instance
@@ -36,18 +37,6 @@ class BoundListener:
     port: int
 
 
-def _front_context(contexts: ServerContexts) -> ssl.SSLContext:
-    """A context whose handshakes switch to the newest generation (for servers built once)."""
-    settings = contexts.generation.settings
-    front = build_server_context(settings.cert_file, settings.key_file)
-
-    def use_newest(ssl_object: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
-        ssl_object.context = contexts.current_one_way()
-
-    front.sni_callback = use_newest
-    return front
-
-
 class Broker:
     def __init__(
         self,
@@ -56,12 +45,15 @@ class Broker:
         authenticator: Authenticator | None = None,
         *,
         contexts: ServerContexts | None = None,
-        on_handshake_failure: Callable[[str, BaseException], None] | None = None,
+        on_handshake_failure: Callable[[str, str, BaseException], None] | None = None,
+        policy: ListenerPolicy | None = None,
     ) -> None:
         self.config = config
         self.instance = instance
         self.contexts = contexts
+        # (listener, peer, error) of a TLS handshake that failed.
         self.on_handshake_failure = on_handshake_failure
+        self.policy = policy or ListenerPolicy.from_config(config)
         if authenticator is None:
             authenticator = self._default_authenticator()
         denied = config.auth.subscribe_denied
@@ -140,29 +132,32 @@ class Broker:
         def make_connection() -> MQTTConnection:
             return MQTTConnection(core, listener)
 
-        server: Any
-        if name == "tcp":
-            server = await asyncio.get_running_loop().create_server(
-                make_connection, host, port, reuse_address=True, backlog=1024
-            )
-            sockets = list(server.sockets)
-        elif name == "tls":
+        loop = asyncio.get_running_loop()
+        settings = self.config.mqtt
+
+        def make_websocket() -> WebSocketConnection:
+            return WebSocketConnection(make_connection, settings.max_packet_size, settings.connect_timeout)
+
+        make_protocol: Callable[[], asyncio.Protocol] = (
+            make_websocket if name in ("ws", "wss") else make_connection
+        )
+
+        server: asyncio.Server
+        if name in ("tls", "wss"):
             assert self.contexts is not None
+            policy = self.policy
             server = await serve_tls(
-                make_connection,
+                make_protocol,
                 self.contexts,
                 host,
                 port,
-                self.config.mqtt.connect_timeout,
-                self._handshake_failed,
+                settings.connect_timeout,
+                functools.partial(self._handshake_failed, name),
+                asks_for_certificate=lambda mode: policy.asks_for_certificate(name, mode),
             )
-            sockets = list(server.sockets)
         else:
-            front = _front_context(self.contexts) if name == "wss" and self.contexts else None
-            server = await serve_websocket(
-                make_connection, host, port, front, self.config.mqtt.max_packet_size
-            )
-            sockets = list(server.sockets)
+            server = await loop.create_server(make_protocol, host, port, reuse_address=True, backlog=1024)
+        sockets = list(server.sockets)
         self._servers[name] = server
         bound_port = sockets[0].getsockname()[1] if sockets else port
         self.listeners.append(BoundListener(name, host, bound_port))
@@ -179,11 +174,11 @@ class Broker:
         self.listeners = [bound for bound in self.listeners if bound.name != name]
         log.info("closed listener %s", name)
 
-    def _handshake_failed(self, peer: str, error: BaseException) -> None:
+    def _handshake_failed(self, listener: str, peer: str, error: BaseException) -> None:
         self.core.stats.tls_handshake_failures += 1
-        log.info("TLS handshake with %s failed: %s", peer, error)
+        log.info("TLS handshake with %s on %s failed: %s", peer, listener, error)
         if self.on_handshake_failure is not None:
-            self.on_handshake_failure(peer, error)
+            self.on_handshake_failure(listener, peer, error)
 
     async def stop(self) -> None:
         for task in self._tasks:

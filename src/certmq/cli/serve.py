@@ -16,8 +16,8 @@ from typing import Any
 from certmq import __version__
 from certmq.cli.errors import CommandError
 from certmq.cli.init import DEFAULT_DATA_DIR, summary
-from certmq.cli.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
-from certmq.config import Config, load_config
+from certmq.cli.logs import configure_logging
+from certmq.config import LOG_FORMATS, LOG_LEVELS, Config, load_config
 from certmq.instance import Instance, init_instance, is_initialised, load_instance
 
 log = logging.getLogger("certmq")
