@@ -23,7 +23,8 @@ from certmq.auth.decision import decision_for_handshake_failure
 from certmq.auth.instance import InstanceAuthenticator
 from certmq.broker.connection import MQTTConnection
 from certmq.broker.server import Broker
-from certmq.config import Config
+from certmq.broker.topic_rules_file import TopicRulesFile
+from certmq.config import Config, TlsSection, changed_settings
 from certmq.control import (
     ConnectionInfo,
     ListenerInfo,
@@ -31,7 +32,7 @@ from certmq.control import (
     ServerCertificateRejected,
 )
 from certmq.demo import ensure_demo_ca
-from certmq.instance import Instance
+from certmq.instance import Instance, server_certificate_files
 from certmq.mqtt.reason_codes import ReasonCode
 from certmq.pki import fingerprint_sha256, serial_hex
 from certmq.registry.errors import SerialCollision
@@ -51,6 +52,14 @@ from certmq.tls.context import MUTUAL, ONE_WAY, ServerCertificateError, ServerCo
 log = logging.getLogger("certmq")
 
 AUTH_MODE_SETTING = "auth_mode"
+# What a reload applies (see Application.reload): the log settings are applied by `certmq serve`.
+RELOADED_SETTINGS = frozenset(
+    {"auth.acl_file", "auth.acl_default", "tls.cert_file", "tls.key_file", "log.level", "log.format"}
+)
+RESTART_HINTS = {
+    "instance.auth_mode": "the auth mode in use is switched at run time with `certmq mode set`, "
+    "the API or the console",
+}
 SERVER_CERTIFICATE_SETTING = "server_certificate"
 MODES = (ONE_WAY, MUTUAL)
 
@@ -86,10 +95,7 @@ class Application:
         stored_mode = await registry.get_setting(AUTH_MODE_SETTING)
         if stored_mode in MODES:
             self.mode = stored_mode
-        cert_file, key_file = self.instance.server_cert_file, self.instance.server_key_file
-        stored_certificate = await registry.get_setting(SERVER_CERTIFICATE_SETTING)
-        if isinstance(stored_certificate, dict):
-            cert_file, key_file = Path(stored_certificate["cert_file"]), Path(stored_certificate["key_file"])
+        cert_file, key_file = await self._server_certificate_files(config.tls)
         self.contexts = ServerContexts(
             TrustSettings(cert_file, key_file, self.mode, tuple(self._registered_ca_pems()))
         )
@@ -120,6 +126,15 @@ class Application:
         await self.broker.start(skip=closed)
         await self._start_http()
 
+    async def _server_certificate_files(self, tls: TlsSection) -> tuple[Path, Path]:
+        """The pair set through the API or the console, which is kept in the registry, or else
+        the one ``[tls]`` names."""
+        assert self.registry is not None
+        stored = await self.registry.get_setting(SERVER_CERTIFICATE_SETTING)
+        if isinstance(stored, dict):
+            return Path(stored["cert_file"]), Path(stored["key_file"])
+        return server_certificate_files(self.instance.data_dir, tls)
+
     async def _start_http(self) -> None:
         address = self.config.listeners.http
         if not address:
@@ -136,6 +151,38 @@ class Application:
         if self.registry is not None:
             await self.registry.close()
             self.registry.store.close()
+
+    # -- reload (SIGHUP) ----------------------------------------------------------------
+
+    async def reload(self, config: Config) -> None:
+        """Apply a configuration read again without dropping a session: the topic rules file and
+        the server certificate files are read again (whether or not their keys changed); every
+        other changed key is logged as needing a restart. The log settings are the command's."""
+        assert self.broker is not None
+        self.broker.reload_topic_rules(TopicRulesFile.from_config(config))
+        await self._reload_server_certificate(config.tls)
+        for name in changed_settings(self.config, config):
+            if name not in RELOADED_SETTINGS:
+                how = RESTART_HINTS.get(name, "it takes effect at the next start")
+                log.warning("%s changed in the configuration but is not reloaded: %s", name, how)
+
+    async def _reload_server_certificate(self, tls: TlsSection) -> None:
+        assert self.contexts is not None
+        before = self.contexts.generation
+        cert_file, key_file = await self._server_certificate_files(tls)
+        try:
+            after = await self.contexts.update(cert_file=cert_file, key_file=key_file)
+        except ServerCertificateError as error:
+            log.error("server certificate not reloaded, the one in use stays: %s", error)
+            return
+        if after.certificate_sha256 == before.certificate_sha256:
+            log.info("server certificate in %s: unchanged", cert_file)
+        else:
+            info = self.server_certificate()
+            log.info(
+                "server certificate reloaded from %s: %s, Sn %s, valid until %s; live connections are kept",
+                cert_file, info.subject, info.serial, info.not_after.isoformat(),
+            )  # fmt: skip
 
     # -- registry events ----------------------------------------------------------------
 

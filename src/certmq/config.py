@@ -189,6 +189,16 @@ def load_config(
     return config
 
 
+def changed_settings(before: Config, after: Config) -> list[str]:
+    """The ``section.key`` names whose values differ between two configurations."""
+    return [
+        f"{section}.{key.name}"
+        for section in SECTIONS
+        for key in fields(getattr(before, section))
+        if getattr(getattr(before, section), key.name) != getattr(getattr(after, section), key.name)
+    ]
+
+
 def parse_address(address: str) -> tuple[str, int]:
     """``host:port`` (IPv6 as ``[::1]:1883``) to a (host, port) pair."""
     host, sep, port = address.rpartition(":")

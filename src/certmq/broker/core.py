@@ -177,6 +177,17 @@ class BrokerCore:
             connection.close(ReasonCode.NOT_AUTHORIZED, reason, publish_will=False)
         return len(chosen)
 
+    def reload_topic_rules(self, rules: TopicRules | None) -> None:
+        """Use ``rules`` from now on, for live connections too: each one's permissions are
+        compiled again from its client id, username and identity (None: no rules)."""
+        self.topic_rules = rules
+        for connection in self.connections:
+            connection.permissions = (
+                None
+                if rules is None
+                else rules.for_client(connection.client_id, connection.username, connection.identity)
+            )
+
     # -- subscriptions --------------------------------------------------------------------
 
     def subscribe(self, session: Session, entry: SubscriptionEntry) -> bool:

@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from certmq.auth.admission import ListenerPolicy
 from certmq.auth.connect import AnonymousAuthenticator, Authenticator, DenyWithoutCredentials
-from certmq.auth.topics import TopicRules
+from certmq.auth.topics import TopicRules, TopicRulesError
 from certmq.broker.connection import Listener, MQTTConnection
 from certmq.broker.core import BrokerCore
 from certmq.broker.durability import StateKeeper
 from certmq.broker.listeners import serve_tls
 from certmq.broker.persistence import STATE_FILE_NAME, SqliteStateStore
 from certmq.broker.sys_topics import publish_sys_topics
+from certmq.broker.topic_rules_file import CHECK_INTERVAL, TopicRulesFile
 from certmq.broker.websocket import WebSocketConnection
 from certmq.config import Config, parse_address
 from certmq.mqtt.reason_codes import ReasonCode
@@ -57,10 +58,12 @@ class Broker:
         if authenticator is None:
             authenticator = self._default_authenticator()
         denied = config.auth.subscribe_denied
+        # Read again on SIGHUP and when it changes on disk (see reload_topic_rules).
+        self.rules_file = TopicRulesFile.from_config(config)
         self.core = BrokerCore(
             config.mqtt,
             authenticator=authenticator,
-            topic_rules=self._topic_rules(),
+            topic_rules=None if self.rules_file is None else self.rules_file.load(),
             subscribe_denied_code=ReasonCode.NOT_AUTHORIZED
             if denied == "not-authorized"
             else ReasonCode.UNSPECIFIED_ERROR,
@@ -82,14 +85,44 @@ class Broker:
             return SignatureAuthenticator(self.instance.id, self.instance.access_keys)
         return DenyWithoutCredentials()
 
-    def _topic_rules(self) -> TopicRules | None:
-        auth = self.config.auth
-        if not auth.acl_file:
-            return None
-        path = Path(auth.acl_file)
-        if not path.is_absolute():
-            path = self.config.data_dir / path
-        return TopicRules.load(path, default_allow=auth.acl_default == "allow")
+    def reload_topic_rules(self, rules_file: TopicRulesFile | None) -> None:
+        """Read the topic rules from ``rules_file`` (the one the configuration names now; None:
+        no rules) and apply them to every live connection. A file that does not load is refused
+        with a log line, and the rules in use stay."""
+        self.rules_file = rules_file
+        before = self.core.topic_rules
+        if rules_file is None:
+            if before is not None:
+                self.core.reload_topic_rules(None)
+                log.info(
+                    "topic rules: none any more (auth.acl_file is empty): every client may publish and subscribe"
+                )
+            return
+        try:
+            rules = rules_file.load()
+        except TopicRulesError as error:
+            log.error("topic rules not reloaded, the rules in use stay: %s", error)
+            return
+        if before is not None and _same_rules(before, rules):
+            log.info("topic rules in %s: unchanged (%d rules)", rules_file.path, len(rules.rules))
+            return
+        self.core.reload_topic_rules(rules)
+        log.info(
+            "topic rules reloaded from %s: %d rules (before: %s), default %s; applied to %d live connections",
+            rules_file.path,
+            len(rules.rules),
+            "none" if before is None else len(before.rules),
+            "allow" if rules.default_allow else "deny",
+            len(self.core.connections),
+        )
+
+    async def _watch_topic_rules(self) -> None:
+        while True:
+            await asyncio.sleep(CHECK_INTERVAL)
+            rules_file = self.rules_file
+            if rules_file is not None and rules_file.changed():
+                log.info("topic rules file %s changed on disk", rules_file.path)
+                self.reload_topic_rules(rules_file)
 
     def _certificate_files(self) -> tuple[Path, Path]:
         tls = self.config.tls
@@ -118,6 +151,7 @@ class Broker:
                 await self.open_listener(name)
         if self.config.mqtt.sys_interval > 0:
             self._tasks.append(loop.create_task(publish_sys_topics(self.core, self.config.mqtt.sys_interval)))
+        self._tasks.append(loop.create_task(self._watch_topic_rules()))
         if self.state is not None:
             self.state.start_autosave()
 
@@ -200,3 +234,7 @@ class Broker:
         if self.contexts is not None:
             self.contexts.close()
         await asyncio.sleep(0)
+
+
+def _same_rules(first: TopicRules, second: TopicRules) -> bool:
+    return first.rules == second.rules and first.default_allow == second.default_allow

@@ -23,8 +23,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from OpenSSL import SSL, crypto
 
+from certmq.file_stamp import file_stamp
 from certmq.tls.connection import note_verify_result
 
 log = logging.getLogger("certmq.tls")
@@ -56,6 +58,8 @@ class ContextGeneration:
     one_way: SSL.Context
     # Asks for a device certificate and verifies it against the registered CAs; mutual mode only.
     mutual: SSL.Context | None
+    # SHA-256 of the server certificate it presents: tells a reload that changed it from one that did not.
+    certificate_sha256: bytes
 
     def context(self, asks_for_certificate: bool) -> SSL.Context:
         if asks_for_certificate and self.mutual is not None:
@@ -94,16 +98,12 @@ def _server_context(settings: TrustSettings, asks_for_certificate: bool) -> SSL.
 
 
 def build_generation(number: int, settings: TrustSettings) -> ContextGeneration:
+    one_way = _server_context(settings, False)
     mutual = _server_context(settings, True) if settings.auth_mode == MUTUAL else None
-    return ContextGeneration(number, settings, _server_context(settings, False), mutual)
-
-
-def _file_stamp(path: Path) -> tuple[int, int] | None:
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return stat.st_mtime_ns, stat.st_size
+    certificate = SSL.Connection(one_way, None).get_certificate()
+    assert certificate is not None  # the context loaded one, or raised
+    sha256 = certificate.to_cryptography().fingerprint(hashes.SHA256())
+    return ContextGeneration(number, settings, one_way, mutual, sha256)
 
 
 class ServerContexts:
@@ -117,7 +117,7 @@ class ServerContexts:
 
     @staticmethod
     def _read_stamps(settings: TrustSettings) -> tuple[object, object]:
-        return _file_stamp(settings.cert_file), _file_stamp(settings.key_file)
+        return file_stamp(settings.cert_file), file_stamp(settings.key_file)
 
     @property
     def generation(self) -> ContextGeneration:
