@@ -94,9 +94,9 @@ class Broker:
         if rules_file is None:
             if before is not None:
                 self.core.reload_topic_rules(None)
-                log.info(
-                    "topic rules: none any more (auth.acl_file is empty): every client may publish and subscribe"
-                )
+            log.info(
+                "topic rules: none (auth.acl_file is empty): every client may publish and subscribe anywhere"
+            )
             return
         try:
             rules = rules_file.load()
