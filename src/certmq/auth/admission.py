@@ -36,6 +36,12 @@ class Admission(enum.Enum):
     DISABLED = "disabled"
 
 
+# Reading a member off its Enum class is a property call in Python 3.11 (about 170 ns): the
+# questions asked per connection compare with these.
+CERTIFICATES = Admission.CERTIFICATES
+CREDENTIALS = Admission.CREDENTIALS
+
+
 @dataclass(frozen=True, slots=True)
 class ListenerPolicy:
     """The listener settings that decide admission; the auth mode is given to each question."""
@@ -45,23 +51,24 @@ class ListenerPolicy:
     wss_in_mutual_mode: str = WSS_CREDENTIALS
     anonymous: bool = False
     configured: frozenset[str] = frozenset(MQTT_LISTENERS)
-    _table: Mapping[tuple[str, str], Admission] = field(init=False, repr=False, compare=False)
+    # mode -> listener -> Admission, for every mode and MQTT listener.
+    table: Mapping[str, Mapping[str, Admission]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         open_in_mutual_mode = {
-            "tcp": Admission.CREDENTIALS if self.tcp_in_mutual_mode else Admission.CLOSED,
-            "tls": Admission.CERTIFICATES,
-            "ws": Admission.CREDENTIALS if self.ws_in_mutual_mode else Admission.CLOSED,
-            "wss": Admission.CERTIFICATES
-            if self.wss_in_mutual_mode == WSS_CERTIFICATES
-            else Admission.CREDENTIALS,
+            "tcp": CREDENTIALS if self.tcp_in_mutual_mode else Admission.CLOSED,
+            "tls": CERTIFICATES,
+            "ws": CREDENTIALS if self.ws_in_mutual_mode else Admission.CLOSED,
+            "wss": CERTIFICATES if self.wss_in_mutual_mode == WSS_CERTIFICATES else CREDENTIALS,
         }
-        table: dict[tuple[str, str], Admission] = {}
-        for listener in MQTT_LISTENERS:
-            configured = listener in self.configured
-            table[ONE_WAY, listener] = Admission.CREDENTIALS if configured else Admission.DISABLED
-            table[MUTUAL, listener] = open_in_mutual_mode[listener] if configured else Admission.DISABLED
-        object.__setattr__(self, "_table", table)
+        disabled = {
+            listener: Admission.DISABLED for listener in MQTT_LISTENERS if listener not in self.configured
+        }
+        table = {
+            ONE_WAY: {listener: CREDENTIALS for listener in MQTT_LISTENERS} | disabled,
+            MUTUAL: open_in_mutual_mode | disabled,
+        }
+        object.__setattr__(self, "table", table)
 
     @classmethod
     def from_config(cls, config: Config) -> ListenerPolicy:
@@ -76,22 +83,23 @@ class ListenerPolicy:
 
     def admission(self, listener: str, mode: str) -> Admission:
         """What ``listener`` asks of a client in ``mode`` (a listener it does not know: credentials)."""
-        return self._table.get((mode, listener), Admission.CREDENTIALS)
+        return self.table.get(mode, {}).get(listener, CREDENTIALS)
 
     def is_open(self, listener: str, mode: str) -> bool:
-        return self.admission(listener, mode) in (Admission.CERTIFICATES, Admission.CREDENTIALS)
+        admission = self.admission(listener, mode)
+        return admission is CERTIFICATES or admission is CREDENTIALS
 
     def asks_for_certificate(self, listener: str, mode: str) -> bool:
-        return self.admission(listener, mode) is Admission.CERTIFICATES
+        return self.admission(listener, mode) is CERTIFICATES
 
     def conforms(self, listener: str, identity: Mapping[str, str], mode: str) -> bool:
         """Whether ``mode`` would let in a live connection on ``listener`` authenticated as
         ``identity``: a device certificate where the listener asks for one, Signature credentials
         (or none, with anonymous access) where it takes credentials, nothing where it is closed."""
         admission = self.admission(listener, mode)
-        if admission is Admission.CERTIFICATES:
+        if admission is CERTIFICATES:
             return "cert.sn" in identity
-        if admission is Admission.CREDENTIALS:
+        if admission is CREDENTIALS:
             return "access_key_id" in identity or self.anonymous
         return False
 
@@ -106,7 +114,7 @@ class ListenerPolicy:
             if admission not in groups:
                 continue
             who = admission.value
-            if admission is Admission.CREDENTIALS and self.anonymous:
+            if admission is CREDENTIALS and self.anonymous:
                 who += " or none (anonymous access is on)"
             parts.append(f"{', '.join(groups[admission])}: {who}")
         return "; ".join(parts)

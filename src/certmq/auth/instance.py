@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from cryptography import x509
 
-from certmq.auth.admission import Admission, ListenerPolicy
+from certmq.auth.admission import CERTIFICATES, CREDENTIALS, ListenerPolicy
 from certmq.auth.connect import ALLOW, AuthOutcome, ConnectAttempt
 from certmq.auth.credentials import check_signature
 from certmq.auth.decision import (
@@ -106,6 +106,7 @@ class InstanceAuthenticator:
         self.bind_client_id = bind_client_id
         self.serial_collision_errors = serial_collision_errors
         self.policy = policy or ListenerPolicy(anonymous=anonymous)
+        self._admissions = self.policy.table
 
     def _record(
         self,
@@ -149,10 +150,11 @@ class InstanceAuthenticator:
 
     def authenticate(self, attempt: ConnectAttempt) -> AuthOutcome:
         """The outcome at once, but for a device's first connection, which waits for its registration."""
-        admission = self.policy.admission(attempt.listener, self.auth_mode())
-        if admission is Admission.CERTIFICATES:
+        # The policy's table itself: this runs at every CONNECT.
+        admission = self._admissions[self.auth_mode()].get(attempt.listener, CREDENTIALS)
+        if admission is CERTIFICATES:
             return self._authenticate_device(attempt)
-        if admission is Admission.CREDENTIALS:
+        if admission is CREDENTIALS:
             return self._authenticate_credentials(attempt, required=not self.anonymous)
         outcome = AuthOutcome(
             False,
