@@ -212,6 +212,7 @@ class _StandInTransport:
 
 async def _in_process(listener_name: str, connections: int, device: RegisteredDevice | None) -> float:
     """Seconds of CPU per connection: connection_made, CONNECT, CONNACK, DISCONNECT, connection_lost."""
+    from certmq.auth.admission import ListenerPolicy
     from certmq.auth.instance import InstanceAuthenticator
     from certmq.broker.connection import AUTHENTICATING, Listener, MQTTConnection
     from certmq.broker.core import BrokerCore
@@ -226,6 +227,8 @@ async def _in_process(listener_name: str, connections: int, device: RegisteredDe
         anonymous=True,
         index=device.index if device else None,
         audit=lambda **fields: decisions.append(Decision(**fields)),
+        # The plain TCP cell measures a listener that mutual mode closes unless configured open.
+        policy=ListenerPolicy(tcp_in_mutual_mode=True, anonymous=True),
     )
     core = BrokerCore(MqttSection(), authenticator=authenticator)
     listener = Listener(listener_name)

@@ -18,21 +18,22 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from certmq.access_keys import AccessKeyStore
 from certmq.api import Metrics, serve_http
+from certmq.auth.admission import MQTT_LISTENERS, ListenerPolicy
 from certmq.auth.decision import decision_for_handshake_failure
 from certmq.auth.instance import CERTIFICATE_NOT_AFTER, InstanceAuthenticator
 from certmq.broker.connection import MQTTConnection
 from certmq.broker.server import Broker
 from certmq.broker.session import Session
-from certmq.config import Config
+from certmq.broker.topic_rules_file import TopicRulesFile
+from certmq.config import Config, TlsSection, changed_settings
 from certmq.control import (
     ConnectionInfo,
     ListenerInfo,
     ServerCertificateInfo,
     ServerCertificateRejected,
-    conforms,
 )
 from certmq.demo import ensure_demo_ca
-from certmq.instance import Instance
+from certmq.instance import Instance, server_certificate_files
 from certmq.mqtt.reason_codes import ReasonCode
 from certmq.pki import fingerprint_sha256, serial_hex
 from certmq.registry.errors import SerialCollision
@@ -52,6 +53,14 @@ from certmq.tls.context import MUTUAL, ONE_WAY, ServerCertificateError, ServerCo
 log = logging.getLogger("certmq")
 
 AUTH_MODE_SETTING = "auth_mode"
+# What a reload applies (see Application.reload): the log settings are applied by `certmq serve`.
+RELOADED_SETTINGS = frozenset(
+    {"auth.acl_file", "auth.acl_default", "tls.cert_file", "tls.key_file", "log.level", "log.format"}
+)
+RESTART_HINTS = {
+    "instance.auth_mode": "the auth mode in use is switched at run time with `certmq mode set`, "
+    "the API or the console",
+}
 SERVER_CERTIFICATE_SETTING = "server_certificate"
 MODES = (ONE_WAY, MUTUAL)
 
@@ -66,6 +75,8 @@ class Application:
         self.broker: Broker | None = None
         self.contexts: ServerContexts | None = None
         self.mode = config.instance.auth_mode
+        # Which listeners each mode opens, and to whom.
+        self.policy = ListenerPolicy.from_config(config)
         self.started_at = datetime.now(UTC)
         self._http: Any = None
         self._unsubscribe: Any = None
@@ -92,10 +103,7 @@ class Application:
         stored_mode = await registry.get_setting(AUTH_MODE_SETTING)
         if stored_mode in MODES:
             self.mode = stored_mode
-        cert_file, key_file = self.instance.server_cert_file, self.instance.server_key_file
-        stored_certificate = await registry.get_setting(SERVER_CERTIFICATE_SETTING)
-        if isinstance(stored_certificate, dict):
-            cert_file, key_file = Path(stored_certificate["cert_file"]), Path(stored_certificate["key_file"])
+        cert_file, key_file = await self._server_certificate_files(config.tls)
         self.contexts = ServerContexts(
             TrustSettings(cert_file, key_file, self.mode, tuple(self._registered_ca_pems()))
         )
@@ -110,6 +118,7 @@ class Application:
             audit=self._audit,
             bind_client_id=config.auth.bind_client_id,
             serial_collision_errors=(SerialCollision,),
+            policy=self.policy,
         )
         self.broker = Broker(
             config,
@@ -117,17 +126,24 @@ class Application:
             authenticator,
             contexts=self.contexts,
             on_handshake_failure=self._handshake_failed,
+            policy=self.policy,
         )
         self.broker.core.audit = self._audit
         self.broker.core.identity_valid = self._identity_still_valid
         self._unsubscribe = registry.events.subscribe(self._on_registry_event)
-        # Plain TCP is off in mutual mode unless the operator insists (listeners.tcp_in_mutual_mode).
-        skip = frozenset() if self._tcp_allowed() else frozenset({"tcp"})
-        await self.broker.start(skip=skip)
+        log.info("auth mode %s: %s", self.mode, self.policy.describe(self.mode))
+        closed = frozenset(name for name in MQTT_LISTENERS if not self.policy.is_open(name, self.mode))
+        await self.broker.start(skip=closed)
         await self._start_http()
 
-    def _tcp_allowed(self) -> bool:
-        return self.mode != MUTUAL or self.config.listeners.tcp_in_mutual_mode
+    async def _server_certificate_files(self, tls: TlsSection) -> tuple[Path, Path]:
+        """The pair set through the API or the console, which is kept in the registry, or else
+        the one ``[tls]`` names."""
+        assert self.registry is not None
+        stored = await self.registry.get_setting(SERVER_CERTIFICATE_SETTING)
+        if isinstance(stored, dict):
+            return Path(stored["cert_file"]), Path(stored["key_file"])
+        return server_certificate_files(self.instance.data_dir, tls)
 
     async def _start_http(self) -> None:
         address = self.config.listeners.http
@@ -145,6 +161,38 @@ class Application:
         if self.registry is not None:
             await self.registry.close()
             self.registry.store.close()
+
+    # -- reload (SIGHUP) ----------------------------------------------------------------
+
+    async def reload(self, config: Config) -> None:
+        """Apply a configuration read again without dropping a session: the topic rules file and
+        the server certificate files are read again (whether or not their keys changed); every
+        other changed key is logged as needing a restart. The log settings are the command's."""
+        assert self.broker is not None
+        self.broker.reload_topic_rules(TopicRulesFile.from_config(config))
+        await self._reload_server_certificate(config.tls)
+        for name in changed_settings(self.config, config):
+            if name not in RELOADED_SETTINGS:
+                how = RESTART_HINTS.get(name, "it takes effect at the next start")
+                log.warning("%s changed in the configuration but is not reloaded: %s", name, how)
+
+    async def _reload_server_certificate(self, tls: TlsSection) -> None:
+        assert self.contexts is not None
+        before = self.contexts.generation
+        cert_file, key_file = await self._server_certificate_files(tls)
+        try:
+            after = await self.contexts.update(cert_file=cert_file, key_file=key_file)
+        except ServerCertificateError as error:
+            log.error("server certificate not reloaded, the one in use stays: %s", error)
+            return
+        if after.certificate_sha256 == before.certificate_sha256:
+            log.info("server certificate in %s: unchanged", cert_file)
+        else:
+            info = self.server_certificate()
+            log.info(
+                "server certificate reloaded from %s: %s, Sn %s, valid until %s; live connections are kept",
+                cert_file, info.subject, info.serial, info.not_after.isoformat(),
+            )  # fmt: skip
 
     # -- registry events ----------------------------------------------------------------
 
@@ -221,12 +269,12 @@ class Application:
         self.registry.record_decision(Decision(**fields))
         self.metrics.count_decision(fields["result"], fields["reason"])
 
-    def _handshake_failed(self, peer: str, error: BaseException) -> None:
+    def _handshake_failed(self, listener: str, peer: str, error: BaseException) -> None:
         decision = decision_for_handshake_failure(error)
         if decision is None or self.registry is None:
             return
         self._audit(
-            listener="tls",
+            listener=listener,
             peer=peer,
             client_id="",
             ca_sn="",
@@ -280,12 +328,12 @@ class Application:
         await self.registry.set_setting(AUTH_MODE_SETTING, mode)
         self.mode = mode
         await self.contexts.update(auth_mode=mode)
-        if self.config.listeners.tcp:
-            if self._tcp_allowed():
-                await self.broker.open_listener("tcp")
+        for name in MQTT_LISTENERS:
+            if self.policy.is_open(name, mode):
+                await self.broker.open_listener(name)
             else:
-                await self.broker.close_listener("tcp")
-        log.info("auth mode is now %s", mode)
+                await self.broker.close_listener(name)
+        log.info("auth mode is now %s: %s", mode, self.policy.describe(mode))
         if not disconnect_nonconforming:
             return 0
         return self.broker.core.disconnect_where(
@@ -297,13 +345,10 @@ class Application:
         return sum(1 for connection in self.broker.core.connections if not self._conforms(connection, mode))
 
     def _conforms(self, connection: MQTTConnection, mode: str) -> bool:
-        return conforms(
-            connection.listener.name,
-            connection.identity,
-            mode,
-            tcp_in_mutual_mode=self.config.listeners.tcp_in_mutual_mode,
-            anonymous=self.config.auth.anonymous,
-        )
+        return self.policy.conforms(connection.listener.name, connection.identity, mode)
+
+    def describe_listeners(self, mode: str) -> str:
+        return self.policy.describe(mode)
 
     def server_certificate(self) -> ServerCertificateInfo:
         assert self.contexts is not None

@@ -13,6 +13,8 @@ from typing import Any
 from certmq.auth.ownership import SessionOwnerPolicy
 
 CONFIG_FILE_NAME = "certmq.toml"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")  # readable lines, or one JSON object per line
 
 
 class ConfigError(Exception):
@@ -32,8 +34,11 @@ class ListenersSection:
     ws: str = "127.0.0.1:8083"
     wss: str = "127.0.0.1:8084"
     http: str = "127.0.0.1:8080"
-    # Plain TCP is off in mutual mode unless this is true.
+    # In mutual mode plain TCP and plain WebSocket are closed unless these are true, and secure
+    # WebSocket takes "credentials" or asks for "certificates" (certmq.auth.admission).
     tcp_in_mutual_mode: bool = False
+    ws_in_mutual_mode: bool = False
+    wss_in_mutual_mode: str = "credentials"
 
 
 @dataclass(slots=True)
@@ -99,6 +104,14 @@ class AuditSection:
 
 
 @dataclass(slots=True)
+class LogSection:
+    """What ``certmq serve`` logs; reloaded on SIGHUP."""
+
+    level: str = "info"
+    format: str = "text"
+
+
+@dataclass(slots=True)
 class Config:
     instance: InstanceSection = field(default_factory=InstanceSection)
     listeners: ListenersSection = field(default_factory=ListenersSection)
@@ -108,11 +121,15 @@ class Config:
     mqtt: MqttSection = field(default_factory=MqttSection)
     api: ApiSection = field(default_factory=ApiSection)
     audit: AuditSection = field(default_factory=AuditSection)
+    log: LogSection = field(default_factory=LogSection)
     data_dir: Path = field(default_factory=lambda: Path("data"))
 
 
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("instance", "auth_mode"): ("one-way", "mutual"),
+    ("listeners", "wss_in_mutual_mode"): ("credentials", "certificates"),
+    ("log", "level"): LOG_LEVELS,
+    ("log", "format"): LOG_FORMATS,
     ("auth", "bind_client_id"): ("off", "cn", "device-id"),
     ("auth", "acl_default"): ("allow", "deny"),
     ("auth", "subscribe_denied"): ("not-authorized", "unspecified-error"),
@@ -159,7 +176,7 @@ def _apply(config: Config, section: str, values: Mapping[str, Any], source: str)
         setattr(target, key, coerced)
 
 
-SECTIONS = ("instance", "listeners", "tls", "storage", "auth", "mqtt", "api", "audit")
+SECTIONS = ("instance", "listeners", "tls", "storage", "auth", "mqtt", "api", "audit", "log")
 # The smallest value of numeric keys that have one.
 _MINIMUMS: dict[tuple[str, str], int] = {
     ("audit", "retention_days"): 1,
@@ -195,6 +212,16 @@ def load_config(
         if overrides:
             _apply(config, section, overrides, "environment")
     return config
+
+
+def changed_settings(before: Config, after: Config) -> list[str]:
+    """The ``section.key`` names whose values differ between two configurations."""
+    return [
+        f"{section}.{key.name}"
+        for section in SECTIONS
+        for key in fields(getattr(before, section))
+        if getattr(getattr(before, section), key.name) != getattr(getattr(after, section), key.name)
+    ]
 
 
 def parse_address(address: str) -> tuple[str, int]:

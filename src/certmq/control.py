@@ -6,12 +6,9 @@ broker to it. Registry operations go through :class:`certmq.registry.service.Reg
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
-
-from certmq.tls.context import MUTUAL, ONE_WAY
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,21 +42,6 @@ class ListenerInfo:
     port: int
 
 
-def conforms(
-    listener: str, identity: Mapping[str, str], mode: str, *, tcp_in_mutual_mode: bool, anonymous: bool
-) -> bool:
-    """Whether ``mode`` would let in a live connection on ``listener`` authenticated as
-    ``identity``: in mutual mode a device certificate on the TLS listener (plain TCP only while it
-    stays open in mutual mode); in one-way mode AccessKey credentials, or anonymous access."""
-    if mode == MUTUAL and listener == "tls":
-        return "cert.sn" in identity
-    if mode == MUTUAL and listener == "tcp":
-        return tcp_in_mutual_mode
-    if mode == ONE_WAY:
-        return "access_key_id" in identity or anonymous
-    return True
-
-
 class ServerCertificateRejected(Exception):
     """The certificate and key given to replace the server certificate cannot be used."""
 
@@ -81,8 +63,14 @@ class BrokerControl(Protocol):
         ...
 
     def nonconforming(self, mode: str) -> int:
-        """How many live connections ``mode`` would refuse (see :func:`conforms`): the ones that
-        switching to it with ``disconnect_nonconforming`` disconnects."""
+        """How many live connections ``mode`` would refuse (the rule is
+        :meth:`certmq.auth.admission.ListenerPolicy.conforms`): the ones that switching to it with
+        ``disconnect_nonconforming`` disconnects."""
+        ...
+
+    def describe_listeners(self, mode: str) -> str:
+        """Which MQTT listeners ``mode`` opens and to whom, in one line
+        (:meth:`certmq.auth.admission.ListenerPolicy.describe`)."""
         ...
 
     def server_certificate(self) -> ServerCertificateInfo: ...

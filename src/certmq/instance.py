@@ -51,7 +51,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from certmq import pki
-from certmq.config import CONFIG_FILE_NAME, SECTIONS, Config, ConfigError, load_config
+from certmq.config import CONFIG_FILE_NAME, SECTIONS, Config, ConfigError, TlsSection, load_config
 
 INSTANCE_KEY_FILE = "instance.key"
 CREDENTIALS_FILE = "credentials.json"
@@ -206,6 +206,9 @@ ws = {listeners_ws}        # MQTT over WebSocket, path /mqtt
 wss = {listeners_wss}       # MQTT over secure WebSocket, path /mqtt
 http = {listeners_http}      # REST API, ApsaraMQ RPC API, console, /metrics
 tcp_in_mutual_mode = {listeners_tcp_in_mutual_mode}  # keep plain TCP open in mutual mode (it is closed by default)
+ws_in_mutual_mode = {listeners_ws_in_mutual_mode}   # keep plain WebSocket open in mutual mode (closed by default)
+wss_in_mutual_mode = {listeners_wss_in_mutual_mode}  # secure WebSocket in mutual mode: "credentials" (browsers)
+                             # | "certificates" (asks for a device certificate, as tls does)
 
 [tls]
 cert_file = {tls_cert_file}               # server certificate chain, PEM; "": server/server.pem made by init
@@ -251,6 +254,10 @@ signature_window = {api_signature_window}      # seconds a request's signed time
 retention_days = {audit_retention_days}         # days a decision is kept
 max_rows = {audit_max_rows}          # rows kept at most; the strangers' rows go first
 fold_window = {audit_fold_window}            # seconds; a stranger's refusals of one source and reason make one row
+
+[log]                        # reloaded on SIGHUP; `serve --log-level` / `--log-format` win over these
+level = {log_level}               # "debug" | "info" | "warning" | "error"
+format = {log_format}              # "text" | "json" (one object per line)
 """
 
 
@@ -400,6 +407,16 @@ def _configured_path(data_dir: Path, value: str, default: Path) -> Path:
     return path if path.is_absolute() else data_dir / path
 
 
+def server_certificate_files(data_dir: Path, tls: TlsSection) -> tuple[Path, Path]:
+    """The server certificate and key files ``[tls]`` names, relative to ``data_dir``; by
+    default the pair init made."""
+    server_dir = data_dir / SERVER_DIR
+    cert_file = _configured_path(data_dir, tls.cert_file, server_dir / SERVER_CERT_FILE)
+    # A configured certificate without a key file is a PEM holding both, as mosquitto allows.
+    key_default = cert_file if tls.cert_file else server_dir / SERVER_KEY_FILE
+    return cert_file, _configured_path(data_dir, tls.key_file, key_default)
+
+
 def load_instance(data_dir: Path, config: Config | None = None, config_file: Path | None = None) -> Instance:
     """The instance in ``data_dir``. The instance id and the server certificate files come from
     ``config`` (read from ``config_file``, default ``data_dir/certmq.toml``, and the environment
@@ -420,11 +437,7 @@ def load_instance(data_dir: Path, config: Config | None = None, config_file: Pat
         admin_token = str(credentials["admin_token"])
     except (KeyError, TypeError) as error:
         raise InstanceError(f"{data_dir / CREDENTIALS_FILE}: missing or malformed field {error}") from None
-    server_dir = data_dir / SERVER_DIR
-    cert_file = _configured_path(data_dir, config.tls.cert_file, server_dir / SERVER_CERT_FILE)
-    # A configured certificate without a key file is a PEM holding both, as mosquitto allows.
-    key_default = cert_file if config.tls.cert_file else server_dir / SERVER_KEY_FILE
-    key_file = _configured_path(data_dir, config.tls.key_file, key_default)
+    cert_file, key_file = server_certificate_files(data_dir, config.tls)
     return Instance(
         id=config.instance.id,
         data_dir=data_dir,

@@ -16,12 +16,12 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from certmq import pki
 from certmq.access_keys import AccessKeyStore
 from certmq.api import HttpListener, Metrics, create_app
+from certmq.auth.admission import ListenerPolicy
 from certmq.control import (
     ConnectionInfo,
     ListenerInfo,
     ServerCertificateInfo,
     ServerCertificateRejected,
-    conforms,
 )
 from certmq.instance import InitResult, init_instance, load_instance
 from certmq.registry import RegistryService, open_registry
@@ -96,13 +96,16 @@ class StandInBroker:
         self.mode_changes.append((mode, disconnect_nonconforming))
         return 1 if disconnect_nonconforming else 0
 
+    # The broker's rule, with its defaults: no plain listeners in mutual mode, no anonymous access.
+    policy = ListenerPolicy()
+
     def nonconforming(self, mode: str) -> int:
-        # The broker's rule, with its defaults: no plain TCP in mutual mode, no anonymous access.
         return sum(
-            1
-            for info in self.live.values()
-            if not conforms(info.listener, info.identity, mode, tcp_in_mutual_mode=False, anonymous=False)
+            1 for info in self.live.values() if not self.policy.conforms(info.listener, info.identity, mode)
         )
+
+    def describe_listeners(self, mode: str) -> str:
+        return self.policy.describe(mode)
 
     def server_certificate(self) -> ServerCertificateInfo:
         return server_certificate_info(self._chain, self._cert_file, self._generation)

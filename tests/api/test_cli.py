@@ -139,11 +139,16 @@ async def test_long_listings_page_and_show_progress(
 
 
 async def test_mode_server_cert_and_access_key_commands(cli: Cli, api: Api, tmp_path: Path) -> None:
-    assert (await cli.ok("mode", "show")).strip() == "one-way"
-    assert (await cli.ok("mode", "set", "mutual")).strip() == "auth mode is mutual"
+    one_way = "listeners: tcp, tls, ws, wss: clients with Signature credentials"
+    assert (await cli.ok("mode", "show")).splitlines() == ["one-way", one_way]
+    assert (await cli.ok("mode", "set", "mutual")).splitlines() == [
+        "auth mode is mutual",
+        "listeners: tls: devices with certificates of registered CAs; wss: clients with Signature credentials; "
+        "tcp, ws: closed",
+    ]
     out = await cli.ok("mode", "set", "one-way", "--disconnect-nonconforming")
-    assert out.strip() == "auth mode is one-way; 1 session(s) disconnected"
-    assert await cli.json("mode", "show") == {"mode": "one-way"}
+    assert out.splitlines() == ["auth mode is one-way; 1 session(s) disconnected", one_way]
+    assert await cli.json("mode", "show") == {"mode": "one-way", "listeners": one_way[len("listeners: ") :]}
 
     assert "subject      CN=localhost" in await cli.ok("server-cert", "show")
     ca_dir = api.data_dir / "server-ca"
@@ -252,7 +257,7 @@ async def test_errors_are_one_line_with_the_api_code(cli: Cli, api: Api, tmp_pat
 
 
 async def test_finding_the_instance(cli: Cli, api: Api, tmp_path: Path) -> None:
-    assert (await cli.ok("mode", "show", where="url")).strip() == "one-way"
+    assert (await cli.ok("mode", "show", where="url")).splitlines()[0] == "one-way"
     status, _, err = await cli.run("mode", "show", "--url", api.url, "--token", "wrong", where="none")
     assert (
         status == 1

@@ -148,15 +148,17 @@ async def test_server_certificate(api: Api) -> None:
 
 
 async def test_auth_mode(api: Api) -> None:
-    assert (await api.client.get("/api/v1/auth-mode")).json() == {"mode": "one-way"}
+    one_way = {"mode": "one-way", "listeners": "tcp, tls, ws, wss: clients with Signature credentials"}
+    mutual = "tls: devices with certificates of registered CAs; wss: clients with Signature credentials; tcp, ws: closed"
+    assert (await api.client.get("/api/v1/auth-mode")).json() == one_way
     changed = await api.client.put("/api/v1/auth-mode", json={"mode": "mutual"})
-    assert changed.json() == {"mode": "mutual", "disconnected": 0}
+    assert changed.json() == {"mode": "mutual", "disconnected": 0, "listeners": mutual}
     assert api.broker.mode_changes == [("mutual", False)]
     changed = await api.client.put(
         "/api/v1/auth-mode", json={"mode": "one-way", "disconnect_nonconforming": True}
     )
-    assert changed.json() == {"mode": "one-way", "disconnected": 1}
-    assert (await api.client.get("/api/v1/auth-mode")).json() == {"mode": "one-way"}
+    assert changed.json() == one_way | {"disconnected": 1}
+    assert (await api.client.get("/api/v1/auth-mode")).json() == one_way
 
 
 async def test_access_keys(api: Api) -> None:

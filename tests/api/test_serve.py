@@ -157,7 +157,10 @@ class Device:
 def test_registry_commands_against_a_running_instance(
     served: Served, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    assert certmq(capsys, served, "mode", "show").strip() == "one-way"
+    assert certmq(capsys, served, "mode", "show").splitlines() == [
+        "one-way",
+        "listeners: tcp, tls: clients with Signature credentials; ws, wss: disabled",
+    ]
     assert certmq_json(capsys, served, "access-key", "list")[0]["id"] == served.init["access_key_id"]
 
     # A pair created through the API signs CONNECT credentials at once, and stops when deleted.
@@ -177,7 +180,10 @@ def test_registry_commands_against_a_running_instance(
     assert ca["status"] == "active" and ca["name"] == "Factory CA"
 
     # Mutual TLS: a device of that CA connects and is registered by its first connection.
-    assert certmq(capsys, served, "mode", "set", "mutual").strip() == "auth mode is mutual"
+    assert certmq(capsys, served, "mode", "set", "mutual").splitlines() == [
+        "auth mode is mutual",
+        "listeners: tls: devices with certificates of registered CAs; tcp: closed; ws, wss: disabled",
+    ]
     pki(
         capsys,
         "device",

@@ -250,13 +250,14 @@ def _start_certmq(data_dir: Path, settings: dict[str, str]) -> RunningBroker:
     serve = [*command, "serve", "--data-dir", str(data_dir)]
     process = _launch(serve, environment, data_dir, log_file)
     # The HTTP listener (API, console, metrics) is not part of what these tests exercise.
-    # Plain TCP stays closed in mutual mode unless asked for; the HTTP API is there too.
+    # Plain TCP and WebSocket stay closed in mutual mode unless asked for; the HTTP API is there too.
     closed = set()
-    if (
-        settings.get("CERTMQ_INSTANCE_AUTH_MODE") == "mutual"
-        and settings.get("CERTMQ_LISTENERS_TCP_IN_MUTUAL_MODE", "false") != "true"
-    ):
-        closed.add("tcp")
+    if settings.get("CERTMQ_INSTANCE_AUTH_MODE") == "mutual":
+        closed = {
+            name
+            for name in ("tcp", "ws")
+            if settings.get(f"CERTMQ_LISTENERS_{name.upper()}_IN_MUTUAL_MODE", "false") != "true"
+        }
     mqtt_ports = [port for name, port in ports.items() if name not in closed]
     _wait_for_ports(process, mqtt_ports, log_file, "certmq serve")
     return RunningBroker(

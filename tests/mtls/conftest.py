@@ -4,6 +4,7 @@ and paho-mqtt devices that present them over real TLS."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 import subprocess
@@ -100,6 +101,25 @@ class Instance:
 def start_instance(tmp_path_factory: pytest.TempPathFactory, **settings: str) -> tuple[RunningBroker, Path]:
     broker = start_broker(tmp_path_factory.mktemp("certmq"), settings)
     return broker, tmp_path_factory.mktemp("pki")
+
+
+@contextlib.contextmanager
+def running_instance(tmp_path_factory: pytest.TempPathFactory, **settings: str) -> Iterator[Instance]:
+    """An instance of the test's own with these settings, stopped (cleanly) when it ends."""
+    broker, work = start_instance(tmp_path_factory, **settings)
+    instance = Instance(broker, work)
+    try:
+        yield instance
+    finally:
+        instance.close()
+    assert broker.stop() == 0, broker.log_tail()
+
+
+@pytest.fixture
+def one_way(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
+    """certmq in one-way mode: clients authenticate with Signature credentials."""
+    with running_instance(tmp_path_factory, CERTMQ_AUTH_ANONYMOUS="false") as instance:
+        yield instance
 
 
 @pytest.fixture(scope="session")

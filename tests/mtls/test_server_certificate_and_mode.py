@@ -7,7 +7,6 @@ import socket
 import ssl
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from openssl_pki import Issued, make_ca, make_device
 
 from certmq.auth.credentials import signature_password, signature_username
 from certmq.pki import generate_key, issue_server_certificate, load_certified_key, serial_hex
-from conftest import Instance, start_instance
+from conftest import Instance
 from paho_client import V5, V311, PahoClient
 from raw_mqtt import ConnectionClosed, RawClient
 
@@ -100,16 +99,6 @@ def test_a_certificate_that_does_not_match_its_key_is_rejected(mutual: Instance,
     )
     assert response.status_code == 400
     assert "key" in response.json()["message"]
-
-
-@pytest.fixture
-def one_way(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
-    """certmq in one-way mode: clients authenticate with Signature credentials."""
-    broker, work = start_instance(tmp_path_factory, CERTMQ_AUTH_ANONYMOUS="false")
-    instance = Instance(broker, work)
-    yield instance
-    instance.close()
-    assert broker.stop() == 0, broker.log_tail()
 
 
 def signed_client(

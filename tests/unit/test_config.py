@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from certmq.config import SECTIONS, Config, ConfigError, load_config, parse_address
+from certmq.config import SECTIONS, Config, ConfigError, changed_settings, load_config, parse_address
 from certmq.instance import render_config
 
 
@@ -176,3 +176,25 @@ def test_configuration_reference_documents_every_key() -> None:
         for key in fields(getattr(Config(), section)):
             variable = f"CERTMQ_{section.upper()}_{key.name.upper()}"
             assert variable in text, f"{variable} is not documented in docs/configuration.md"
+
+
+def test_the_log_settings_and_their_variables(tmp_path: Path) -> None:
+    write(tmp_path / "certmq.toml", '[log]\nlevel = "debug"\n')
+    config = load_config(tmp_path, environ={"CERTMQ_LOG_FORMAT": "json"})
+    assert (config.log.level, config.log.format) == ("debug", "json")
+    with pytest.raises(
+        ConfigError, match=r"log.level \(environment\): must be one of debug, info, warning, error"
+    ):
+        load_config(tmp_path, environ={"CERTMQ_LOG_LEVEL": "verbose"})
+    with pytest.raises(ConfigError, match=r"listeners\.wss_in_mutual_mode"):
+        load_config(tmp_path, environ={"CERTMQ_LISTENERS_WSS_IN_MUTUAL_MODE": "both"})
+
+
+def test_changed_settings_names_each_key_that_differs(tmp_path: Path) -> None:
+    before = Config(data_dir=tmp_path)
+    after = Config(data_dir=tmp_path)
+    assert changed_settings(before, after) == []
+    after.auth.acl_file = "rules.toml"
+    after.mqtt.max_packet_size = 4096
+    after.log.level = "debug"
+    assert changed_settings(before, after) == ["auth.acl_file", "mqtt.max_packet_size", "log.level"]

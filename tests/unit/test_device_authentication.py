@@ -7,11 +7,13 @@ import asyncio
 import hashlib
 from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certmq import pki
+from certmq.auth.admission import ListenerPolicy
 from certmq.auth.connect import AuthOutcome, ConnectAttempt
 from certmq.auth.decision import decide_device
 from certmq.auth.instance import InstanceAuthenticator, SerialCollisionError
@@ -201,6 +203,7 @@ def test_plain_listeners_record_credential_decisions() -> None:
         auth_mode=lambda: "mutual",
         anonymous=True,
         audit=lambda **fields: recorded.append(fields),
+        policy=ListenerPolicy(tcp_in_mutual_mode=True, anonymous=True),
     )
     outcome = authenticator.authenticate(ConnectAttempt("tcp", "127.0.0.1:2", "c-1", None, None, 4))
     assert isinstance(outcome, AuthOutcome) and outcome.allowed
@@ -225,6 +228,33 @@ def test_plain_listeners_record_credential_decisions() -> None:
     refused = strict.authenticate(ConnectAttempt("tcp", "127.0.0.1:2", "c-1", None, None, 4))
     assert isinstance(refused, AuthOutcome)
     assert (refused.allowed, refused.reason_code) == (False, ReasonCode.NOT_AUTHORIZED)
+
+
+@pytest.mark.parametrize("listener", ["tcp", "ws"])
+def test_a_listener_the_mode_closes_lets_no_one_in(listener: str) -> None:
+    """A connection accepted before the switch to mutual mode closed its listener sends CONNECT
+    after it: refused, valid credentials or not, and recorded."""
+    recorded: list[dict[str, Any]] = []
+    mode = "one-way"
+    authenticator = InstanceAuthenticator(
+        instance_id="mqtt-unit",
+        access_keys={},
+        auth_mode=lambda: mode,
+        anonymous=True,
+        audit=lambda **fields: recorded.append(fields),
+    )
+    attempt = ConnectAttempt(listener, "127.0.0.1:2", "c-1", None, None, 4)
+    allowed = authenticator.authenticate(attempt)
+    assert isinstance(allowed, AuthOutcome) and allowed.allowed
+    mode = "mutual"
+    refused = authenticator.authenticate(attempt)
+    assert isinstance(refused, AuthOutcome)
+    assert (refused.allowed, refused.reason_code) == (False, ReasonCode.NOT_AUTHORIZED)
+    assert refused.reason == f"the {listener} listener is closed in mutual mode"
+    assert [(row["result"], row["reason"]) for row in recorded] == [
+        ("allow", "anonymous"),
+        ("deny", "listener-closed"),
+    ]
 
 
 def reissued_der(
@@ -407,6 +437,10 @@ def test_every_route_says_whether_the_client_proved_a_known_identity() -> None:
         "valid certificate, wrong credentials": (
             recorded("mutual", "tls", registered, wrong),
             ("deny", "bad-credentials", True),
+        ),
+        "listener closed in this mode": (
+            recorded("mutual", "tcp", None, good),
+            ("deny", "listener-closed", False),
         ),
     }
     for route, (seen, expected) in routes.items():

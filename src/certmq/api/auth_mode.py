@@ -15,8 +15,15 @@ router = APIRouter(prefix="/auth-mode", tags=["auth mode"])
 Mode = Literal["one-way", "mutual"]
 
 
+LISTENERS = Field(
+    description="which MQTT listeners the mode opens and to whom, e.g. "
+    '"tls: devices with certificates of registered CAs; wss: clients with Signature credentials; tcp, ws: closed"'
+)
+
+
 class AuthMode(BaseModel):
     mode: Mode = Field(description="one-way: credentials; mutual: device certificates as well")
+    listeners: str = LISTENERS
 
 
 class AuthModeChange(BaseModel):
@@ -29,11 +36,13 @@ class AuthModeChange(BaseModel):
 class AuthModeChanged(BaseModel):
     mode: Mode
     disconnected: int = Field(description="live sessions disconnected because they do not conform")
+    listeners: str = LISTENERS
 
 
 @router.get("", response_model=AuthMode, summary="Show the auth mode")
 async def get_auth_mode(context: Context) -> AuthMode:
-    return AuthMode(mode=context.control.auth_mode())  # type: ignore[arg-type]
+    mode = context.control.auth_mode()
+    return AuthMode(mode=mode, listeners=context.control.describe_listeners(mode))  # type: ignore[arg-type]
 
 
 @router.put(
@@ -46,4 +55,6 @@ async def set_auth_mode(change: AuthModeChange, context: Context) -> AuthModeCha
     disconnected = await context.control.set_auth_mode(
         change.mode, disconnect_nonconforming=change.disconnect_nonconforming
     )
-    return AuthModeChanged(mode=change.mode, disconnected=disconnected)
+    return AuthModeChanged(
+        mode=change.mode, disconnected=disconnected, listeners=context.control.describe_listeners(change.mode)
+    )

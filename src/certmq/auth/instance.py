@@ -1,11 +1,12 @@
 """The instance's CONNECT check: device certificates (docs/certificates.md, "The decision
 procedure") and Signature credentials (see :mod:`certmq.auth.credentials`).
 
-On the MQTT over TLS listener in mutual mode the device certificate decides (steps 1–6), and
-credentials, when sent, must be valid too. Everywhere else (one-way mode, plain TCP,
-WebSocket) Signature credentials are required unless anonymous access is on. Every outcome is
-recorded in the audit log, with the step of the decision procedure that decided it (0 for
-credential checks).
+Where the listener asks for a device certificate (the MQTT over TLS listener in mutual mode,
+and secure WebSocket when configured so: :mod:`certmq.auth.admission`) the device certificate
+decides (steps 1–6), and credentials, when sent, must be valid too. Everywhere else Signature
+credentials are required unless anonymous access is on; a listener the mode closes lets no
+one in, even a connection it accepted before it closed. Every outcome is recorded in the audit
+log, with the step of the decision procedure that decided it (0 for credential checks).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 
 from cryptography import x509
 
+from certmq.auth.admission import CERTIFICATES, CREDENTIALS, ListenerPolicy
 from certmq.auth.connect import ALLOW, AuthOutcome, ConnectAttempt
 from certmq.auth.credentials import check_signature
 from certmq.auth.decision import (
@@ -37,7 +39,7 @@ CREDENTIALS_STEP = 0
 # session's will is not published after it (see the broker core's identity_valid).
 CERTIFICATE_NOT_AFTER = "cert.not_after"
 REGISTRATION_FAILED = "registration-failed"
-TLS_LISTENER = "tls"
+LISTENER_CLOSED = "listener-closed"
 APSARA_SEPARATOR = "@@@"
 
 
@@ -102,6 +104,7 @@ class InstanceAuthenticator:
         audit: AuditSink | None = None,
         bind_client_id: str = "off",
         serial_collision_errors: tuple[type[BaseException], ...] = (SerialCollisionError,),
+        policy: ListenerPolicy | None = None,
     ) -> None:
         self.instance_id = instance_id
         self.access_keys = access_keys
@@ -113,6 +116,8 @@ class InstanceAuthenticator:
         self.audit = audit
         self.bind_client_id = bind_client_id
         self.serial_collision_errors = serial_collision_errors
+        self.policy = policy or ListenerPolicy(anonymous=anonymous)
+        self._admissions = self.policy.table
 
     def _record(
         self,
@@ -164,9 +169,22 @@ class InstanceAuthenticator:
 
     def authenticate(self, attempt: ConnectAttempt) -> AuthOutcome:
         """The outcome at once, but for a device's first connection, which waits for its registration."""
-        if attempt.listener == TLS_LISTENER and self.auth_mode() == "mutual":
+        # The policy's table itself: this runs at every CONNECT.
+        admission = self._admissions[self.auth_mode()].get(attempt.listener, CREDENTIALS)
+        if admission is CERTIFICATES:
             return self._authenticate_device(attempt)
-        return self._authenticate_credentials(attempt, required=not self.anonymous)
+        if admission is CREDENTIALS:
+            return self._authenticate_credentials(attempt, required=not self.anonymous)
+        outcome = AuthOutcome(
+            False,
+            ReasonCode.NOT_AUTHORIZED,
+            f"the {attempt.listener} listener is closed in {self.auth_mode()} mode",
+        )
+        # Nothing was proved before the listener's refusal: folded like any stranger's.
+        self._record(
+            attempt, result="deny", reason=LISTENER_CLOSED, detail=outcome.reason, identity_known=False
+        )
+        return outcome
 
     def _authenticate_credentials(self, attempt: ConnectAttempt, *, required: bool) -> AuthOutcome:
         if attempt.username is None and attempt.password is None:

@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from certmq.auth.admission import ListenerPolicy
 from certmq.auth.connect import AnonymousAuthenticator, Authenticator, DenyWithoutCredentials
 from certmq.auth.ownership import SessionOwnerPolicy
-from certmq.auth.topics import TopicRules
+from certmq.auth.topics import TopicRules, TopicRulesError
 from certmq.broker.connection import Listener, MQTTConnection
 from certmq.broker.core import BrokerCore
 from certmq.broker.durability import StateKeeper
 from certmq.broker.listeners import serve_tls
 from certmq.broker.persistence import STATE_FILE_NAME, SqliteStateStore
 from certmq.broker.sys_topics import publish_sys_topics
-from certmq.broker.websocket import serve_websocket
+from certmq.broker.topic_rules_file import CHECK_INTERVAL, TopicRulesFile
+from certmq.broker.websocket import WebSocketConnection
 from certmq.config import Config, parse_address
 from certmq.mqtt.reason_codes import ReasonCode
-from certmq.tls.context import ServerContexts, TrustSettings, build_server_context
+from certmq.tls.context import ServerContexts, TrustSettings
 
 if TYPE_CHECKING:
     from certmq.instance import Instance
@@ -37,18 +39,6 @@ class BoundListener:
     port: int
 
 
-def _front_context(contexts: ServerContexts) -> ssl.SSLContext:
-    """A context whose handshakes switch to the newest generation (for servers built once)."""
-    settings = contexts.generation.settings
-    front = build_server_context(settings.cert_file, settings.key_file)
-
-    def use_newest(ssl_object: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
-        ssl_object.context = contexts.current_one_way()
-
-    front.sni_callback = use_newest
-    return front
-
-
 class Broker:
     def __init__(
         self,
@@ -57,19 +47,24 @@ class Broker:
         authenticator: Authenticator | None = None,
         *,
         contexts: ServerContexts | None = None,
-        on_handshake_failure: Callable[[str, BaseException], None] | None = None,
+        on_handshake_failure: Callable[[str, str, BaseException], None] | None = None,
+        policy: ListenerPolicy | None = None,
     ) -> None:
         self.config = config
         self.instance = instance
         self.contexts = contexts
+        # (listener, peer, error) of a TLS handshake that failed.
         self.on_handshake_failure = on_handshake_failure
+        self.policy = policy or ListenerPolicy.from_config(config)
         if authenticator is None:
             authenticator = self._default_authenticator()
         denied = config.auth.subscribe_denied
+        # Read again on SIGHUP and when it changes on disk (see reload_topic_rules).
+        self.rules_file = TopicRulesFile.from_config(config)
         self.core = BrokerCore(
             config.mqtt,
             authenticator=authenticator,
-            topic_rules=self._topic_rules(),
+            topic_rules=None if self.rules_file is None else self.rules_file.load(),
             subscribe_denied_code=ReasonCode.NOT_AUTHORIZED
             if denied == "not-authorized"
             else ReasonCode.UNSPECIFIED_ERROR,
@@ -92,14 +87,44 @@ class Broker:
             return SignatureAuthenticator(self.instance.id, self.instance.access_keys)
         return DenyWithoutCredentials()
 
-    def _topic_rules(self) -> TopicRules | None:
-        auth = self.config.auth
-        if not auth.acl_file:
-            return None
-        path = Path(auth.acl_file)
-        if not path.is_absolute():
-            path = self.config.data_dir / path
-        return TopicRules.load(path, default_allow=auth.acl_default == "allow")
+    def reload_topic_rules(self, rules_file: TopicRulesFile | None) -> None:
+        """Read the topic rules from ``rules_file`` (the one the configuration names now; None:
+        no rules) and apply them to every live connection. A file that does not load is refused
+        with a log line, and the rules in use stay."""
+        self.rules_file = rules_file
+        before = self.core.topic_rules
+        if rules_file is None:
+            if before is not None:
+                self.core.reload_topic_rules(None)
+            log.info(
+                "topic rules: none (auth.acl_file is empty): every client may publish and subscribe anywhere"
+            )
+            return
+        try:
+            rules = rules_file.load()
+        except TopicRulesError as error:
+            log.error("topic rules not reloaded, the rules in use stay: %s", error)
+            return
+        if before is not None and _same_rules(before, rules):
+            log.info("topic rules in %s: unchanged (%d rules)", rules_file.path, len(rules.rules))
+            return
+        self.core.reload_topic_rules(rules)
+        log.info(
+            "topic rules reloaded from %s: %d rules (before: %s), default %s; applied to %d live connections",
+            rules_file.path,
+            len(rules.rules),
+            "none" if before is None else len(before.rules),
+            "allow" if rules.default_allow else "deny",
+            len(self.core.connections),
+        )
+
+    async def _watch_topic_rules(self) -> None:
+        while True:
+            await asyncio.sleep(CHECK_INTERVAL)
+            rules_file = self.rules_file
+            if rules_file is not None and rules_file.changed():
+                log.info("topic rules file %s changed on disk", rules_file.path)
+                self.reload_topic_rules(rules_file)
 
     def _certificate_files(self) -> tuple[Path, Path]:
         tls = self.config.tls
@@ -128,6 +153,7 @@ class Broker:
                 await self.open_listener(name)
         if self.config.mqtt.sys_interval > 0:
             self._tasks.append(loop.create_task(publish_sys_topics(self.core, self.config.mqtt.sys_interval)))
+        self._tasks.append(loop.create_task(self._watch_topic_rules()))
         if self.state is not None:
             self.state.start_autosave()
 
@@ -142,29 +168,32 @@ class Broker:
         def make_connection() -> MQTTConnection:
             return MQTTConnection(core, listener)
 
-        server: Any
-        if name == "tcp":
-            server = await asyncio.get_running_loop().create_server(
-                make_connection, host, port, reuse_address=True, backlog=1024
-            )
-            sockets = list(server.sockets)
-        elif name == "tls":
+        loop = asyncio.get_running_loop()
+        settings = self.config.mqtt
+
+        def make_websocket() -> WebSocketConnection:
+            return WebSocketConnection(make_connection, settings.max_packet_size, settings.connect_timeout)
+
+        make_protocol: Callable[[], asyncio.Protocol] = (
+            make_websocket if name in ("ws", "wss") else make_connection
+        )
+
+        server: asyncio.Server
+        if name in ("tls", "wss"):
             assert self.contexts is not None
+            policy = self.policy
             server = await serve_tls(
-                make_connection,
+                make_protocol,
                 self.contexts,
                 host,
                 port,
-                self.config.mqtt.connect_timeout,
-                self._handshake_failed,
+                settings.connect_timeout,
+                functools.partial(self._handshake_failed, name),
+                asks_for_certificate=lambda mode: policy.asks_for_certificate(name, mode),
             )
-            sockets = list(server.sockets)
         else:
-            front = _front_context(self.contexts) if name == "wss" and self.contexts else None
-            server = await serve_websocket(
-                make_connection, host, port, front, self.config.mqtt.max_packet_size
-            )
-            sockets = list(server.sockets)
+            server = await loop.create_server(make_protocol, host, port, reuse_address=True, backlog=1024)
+        sockets = list(server.sockets)
         self._servers[name] = server
         bound_port = sockets[0].getsockname()[1] if sockets else port
         self.listeners.append(BoundListener(name, host, bound_port))
@@ -181,11 +210,11 @@ class Broker:
         self.listeners = [bound for bound in self.listeners if bound.name != name]
         log.info("closed listener %s", name)
 
-    def _handshake_failed(self, peer: str, error: BaseException) -> None:
+    def _handshake_failed(self, listener: str, peer: str, error: BaseException) -> None:
         self.core.stats.tls_handshake_failures += 1
-        log.info("TLS handshake with %s failed: %s", peer, error)
+        log.info("TLS handshake with %s on %s failed: %s", peer, listener, error)
         if self.on_handshake_failure is not None:
-            self.on_handshake_failure(peer, error)
+            self.on_handshake_failure(listener, peer, error)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -207,3 +236,7 @@ class Broker:
         if self.contexts is not None:
             self.contexts.close()
         await asyncio.sleep(0)
+
+
+def _same_rules(first: TopicRules, second: TopicRules) -> bool:
+    return first.rules == second.rules and first.default_allow == second.default_allow

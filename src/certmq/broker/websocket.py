@@ -1,142 +1,154 @@
 """MQTT over WebSocket (MQTT 5.0 section 6): binary frames carry the MQTT byte stream.
 
-The WebSocket library owns the HTTP upgrade and framing; :class:`WebSocketTransport` makes a
-WebSocket connection look like an asyncio transport, so the same :class:`MQTTConnection`
-serves TCP, TLS and WebSocket clients.
+The ``websockets`` library's sans-io protocol parses the HTTP upgrade and the frames;
+:class:`WebSocketConnection` feeds it the bytes of an asyncio transport: plain TCP for ``ws``,
+and for ``wss`` the TLS layer of :mod:`certmq.tls.connection`, the very one MQTT over TLS runs
+on, so a secure WebSocket that asks for a device certificate verifies it, names its issuer and
+records a refused handshake just as the TLS listener does. To the MQTT connection above it, it
+is the transport: the same :class:`MQTTConnection` serves TCP, TLS and WebSocket clients.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import ssl
-from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
+from websockets.frames import CloseCode, Frame, Opcode
+from websockets.http11 import Request
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+from websockets.typing import Subprotocol
 
-from certmq.broker.connection import MQTTConnection
+from certmq.stacked_transport import StackedTransport
 
 log = logging.getLogger("certmq.websocket")
 
 MQTT_PATH = "/mqtt"
+# Seconds a client has to answer our close frame before its connection is cut.
+CLOSE_TIMEOUT = 5.0
+# Frames may carry several packets, or part of one: one maximal packet plus slack.
+FRAME_SLACK = 1024
+_SUBPROTOCOLS = [Subprotocol("mqtt")]
 
 
-class WebSocketTransport(asyncio.Transport):
-    def __init__(self, websocket: ServerConnection) -> None:
+class WebSocketConnection(StackedTransport):
+    """One WebSocket connection: the lower transport's protocol, the MQTT protocol's transport."""
+
+    def __init__(
+        self, make_protocol: Callable[[], asyncio.Protocol], max_packet_size: int, upgrade_timeout: float
+    ) -> None:
         super().__init__()
-        self._websocket = websocket
-        self._queue: deque[bytes] = deque()
-        self._size = 0
+        self._websocket = ServerProtocol(subprotocols=_SUBPROTOCOLS, max_size=max_packet_size + FRAME_SLACK)
+        self._make_protocol = make_protocol
+        self._upgrade_timeout = upgrade_timeout
+        self._transport: asyncio.Transport | None = None
+        self._protocol: asyncio.Protocol | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._closing = False
-        self._wakeup = asyncio.Event()
-        self.reading = asyncio.Event()
-        self.reading.set()
-        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    # --- the lower transport's side -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        # Until the upgrade request has come: a connection that sends nothing is cut.
+        self._timer = asyncio.get_running_loop().call_later(self._upgrade_timeout, self.abort)
+
+    def data_received(self, data: bytes) -> None:
+        websocket = self._websocket
+        websocket.receive_data(data)
+        for event in websocket.events_received():
+            if isinstance(event, Request):
+                self._upgrade(event)
+            elif not isinstance(event, Frame):
+                continue
+            elif event.opcode is Opcode.BINARY or event.opcode is Opcode.CONT:
+                if self._protocol is not None and event.data:
+                    self._protocol.data_received(bytes(event.data))
+            elif event.opcode is Opcode.TEXT:
+                # MQTT 5.0 6.0: text frames are not MQTT; close the connection.
+                websocket.fail(CloseCode.UNSUPPORTED_DATA, "MQTT is carried in binary frames")
+                break
+            # Ping, pong and close frames: the sans-io protocol has answered them already.
+        self._send()
+
+    def _upgrade(self, request: Request) -> None:
+        websocket = self._websocket
+        if request.path.split("?", 1)[0] != MQTT_PATH:
+            response = websocket.reject(HTTPStatus.NOT_FOUND, f"MQTT is served at {MQTT_PATH}\n")
+        else:
+            response = websocket.accept(request)
+        websocket.send_response(response)
+        if websocket.state is State.OPEN:
+            self._cancel_timer()
+            self._protocol = self._make_protocol()
+            self._protocol.connection_made(self)
+
+    def _send(self) -> None:
+        """Write what the WebSocket protocol has to send; at its end of stream, close."""
+        transport = self._transport
+        if transport is None:
+            return
+        for data in self._websocket.data_to_send():
+            if data:
+                transport.write(data)
+            else:
+                # A server closes the TCP connection first (RFC 6455 7.1.1).
+                transport.close()
+        if self._websocket.close_expected() and self._timer is None and not transport.is_closing():
+            self._timer = asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.abort)
+
+    def eof_received(self) -> bool:
+        self._websocket.receive_eof()
+        self._send()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        self._closing = True
+        self._transport = None
+        if self._protocol is not None:
+            protocol, self._protocol = self._protocol, None
+            protocol.connection_lost(exc)
+
+    def _below(self) -> asyncio.Transport | None:
+        return self._transport
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # --- the MQTT side --------------------------------------------------------------------------
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._closing:
+        if self._closing or self._websocket.state is not State.OPEN:
             return
-        self._queue.append(bytes(data))
-        self._size += len(data)
-        self._wakeup.set()
-
-    def get_write_buffer_size(self) -> int:
-        return self._size
+        self._websocket.send_binary(data)
+        self._send()
 
     def is_closing(self) -> bool:
-        return self._closing
+        return self._closing or self._transport is None or self._transport.is_closing()
 
     def close(self) -> None:
+        """Send a close frame; the connection ends when the client answers it (or does not in time)."""
+        if self._closing:
+            return
         self._closing = True
-        self._wakeup.set()
+        if self._websocket.state is State.OPEN:
+            self._websocket.send_close(CloseCode.NORMAL_CLOSURE)
+        self._send()
 
     def abort(self) -> None:
         self._closing = True
-        self._queue.clear()
-        self._writer.cancel()
-        self._websocket.transport.abort()
-
-    def pause_reading(self) -> None:
-        self.reading.clear()
-
-    def resume_reading(self) -> None:
-        self.reading.set()
-
-    def is_reading(self) -> bool:
-        return self.reading.is_set()
+        self._cancel_timer()
+        if self._transport is not None:
+            self._transport.abort()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        if name == "peername":
-            return self._websocket.remote_address
-        return self._websocket.transport.get_extra_info(name, default)
-
-    async def _write_loop(self) -> None:
-        websocket = self._websocket
-        try:
-            while True:
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                while self._queue:
-                    data = b"".join(self._queue)
-                    self._queue.clear()
-                    self._size = 0
-                    await websocket.send(data)
-                if self._closing:
-                    await websocket.close()
-                    return
-        except ConnectionClosed:
-            return
-
-
-def _only_mqtt_path(connection: ServerConnection, request: Request) -> Response | None:
-    if request.path.split("?", 1)[0] != MQTT_PATH:
-        return connection.respond(HTTPStatus.NOT_FOUND, f"MQTT is served at {MQTT_PATH}\n")
-    return None
-
-
-async def serve_websocket(
-    make_connection: Callable[[], MQTTConnection],
-    host: str,
-    port: int,
-    ssl_context: ssl.SSLContext | None,
-    max_packet_size: int,
-) -> Server:
-    async def handle(websocket: ServerConnection) -> None:
-        connection = make_connection()
-        transport = WebSocketTransport(websocket)
-        connection.connection_made(transport)
-        try:
-            async for frame in websocket:
-                if isinstance(frame, str):
-                    # MQTT 5.0 6.0: text frames are not MQTT; close the connection.
-                    connection.close(None, publish_will=True)
-                    break
-                if not transport.reading.is_set():
-                    await transport.reading.wait()
-                connection.data_received(frame)
-                if transport.is_closing():
-                    break
-        except ConnectionClosed:
-            pass
-        finally:
-            connection.connection_lost(None)
-            with contextlib.suppress(Exception):
-                await websocket.wait_closed()
-
-    return await serve(
-        handle,
-        host,
-        port,
-        ssl=ssl_context,
-        subprotocols=["mqtt"],  # type: ignore[list-item]
-        process_request=_only_mqtt_path,
-        # Frames may carry several packets; allow one maximal packet plus slack.
-        max_size=max_packet_size + 1024,
-        compression=None,
-    )
+        # The peer's address and, on wss, its TLS details and device certificate.
+        if self._transport is None:
+            return default
+        return self._transport.get_extra_info(name, default)

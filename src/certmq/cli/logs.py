@@ -8,8 +8,6 @@ import logging
 import sys
 from typing import Any
 
-LOG_FORMATS = ("text", "json")
-LOG_LEVELS = ("debug", "info", "warning", "error")
 # Attributes every LogRecord has; anything else was passed with extra= and goes into the JSON object.
 _STANDARD_ATTRIBUTES = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 

@@ -14,7 +14,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="show or switch the auth mode (one-way or mutual TLS)",
         description="Show or switch the auth mode. one-way: clients verify the broker and "
         "authenticate with credentials. mutual: the broker also requires a registered device "
-        "certificate on the MQTT over TLS listener.",
+        "certificate on the MQTT over TLS listener, and closes the plain listeners. Both commands "
+        "say which listeners are open and to whom.",
     )
     parser.set_defaults(help_parser=parser)
     commands_of_mode = parser.add_subparsers(title="commands", metavar="COMMAND")
@@ -42,6 +43,7 @@ def run_show(args: argparse.Namespace) -> int:
         print_json(mode)
     else:
         print(mode["mode"])
+        print(f"listeners: {mode['listeners']}")
     return 0
 
 
@@ -56,4 +58,5 @@ def run_set(args: argparse.Namespace) -> int:
             f"; {changed['disconnected']} session(s) disconnected" if args.disconnect_nonconforming else ""
         )
         print(f"auth mode is {changed['mode']}{suffix}")
+        print(f"listeners: {changed['listeners']}")
     return 0

@@ -1,4 +1,5 @@
-"""``certmq serve``: run an instance until SIGTERM or SIGINT."""
+"""``certmq serve``: run an instance until SIGTERM or SIGINT; SIGHUP reloads what can be reloaded
+without dropping a session (docs/configuration.md, "Reloading")."""
 
 from __future__ import annotations
 
@@ -10,15 +11,19 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from certmq import __version__
 from certmq.cli.errors import CommandError
 from certmq.cli.init import DEFAULT_DATA_DIR, summary
-from certmq.cli.logs import LOG_FORMATS, LOG_LEVELS, configure_logging
-from certmq.config import Config, load_config
+from certmq.cli.logs import configure_logging
+from certmq.config import CONFIG_FILE_NAME, LOG_FORMATS, LOG_LEVELS, Config, ConfigError, load_config
 from certmq.instance import Instance, init_instance, is_initialised, load_instance
+
+if TYPE_CHECKING:
+    from certmq.app import Application
 
 log = logging.getLogger("certmq")
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")
@@ -35,17 +40,19 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = commands.add_parser(
         "serve",
         help="run the broker",
-        description="Run the instance in DIR until SIGTERM or SIGINT. When DIR holds no instance yet, "
+        description="Run the instance in DIR until SIGTERM or SIGINT. SIGHUP reads the configuration "
+        "again and reloads the topic rules, the server certificate files and the log settings, "
+        "keeping every session. When DIR holds no instance yet, "
         "one is created first (as certmq init does) and the server CA's path is printed.",
     )
     parser.add_argument("--config", type=Path, metavar="FILE",
                         help="configuration file (default: DIR/certmq.toml)")  # fmt: skip
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, metavar="DIR",
                         help="the instance's data directory (default: ./data)")  # fmt: skip
-    parser.add_argument("--log-format", choices=LOG_FORMATS, default=os.environ.get("CERTMQ_LOG_FORMAT", "text"),
-                        help="text, or one JSON object per line (default: text; env CERTMQ_LOG_FORMAT)")  # fmt: skip
-    parser.add_argument("--log-level", choices=LOG_LEVELS, default=os.environ.get("CERTMQ_LOG_LEVEL", "info"),
-                        help="default: info (env CERTMQ_LOG_LEVEL)")  # fmt: skip
+    parser.add_argument("--log-format", choices=LOG_FORMATS,
+                        help="text, or one JSON object per line; wins over log.format (default: text)")  # fmt: skip
+    parser.add_argument("--log-level", choices=LOG_LEVELS,
+                        help="wins over log.level, also on SIGHUP (default: info)")  # fmt: skip
     parser.add_argument("--demo", action="store_true", default=os.environ.get("CERTMQ_DEMO", "") == "true",
                         help="on an instance with no CA registered, register a demo device CA and issue one "
                         "device certificate under DIR/demo (what `make run` does; env CERTMQ_DEMO=true)")  # fmt: skip
@@ -54,14 +61,34 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(run=run)
 
 
+@dataclass(frozen=True, slots=True)
+class LogSettings:
+    """What the process logs: ``[log]``, unless the command line says otherwise."""
+
+    level: str
+    format: str
+
+    @classmethod
+    def of(cls, args: argparse.Namespace, config: Config) -> LogSettings:
+        return cls(args.log_level or config.log.level, args.log_format or config.log.format)
+
+    def apply(self) -> None:
+        configure_logging(self.format, self.level)
+
+
 def run(args: argparse.Namespace) -> int:
-    configure_logging(args.log_format, args.log_level)
+    # Until the configuration is read: the command line's settings, or the environment's.
+    configure_logging(
+        args.log_format or os.environ.get("CERTMQ_LOG_FORMAT", "text"),
+        args.log_level or os.environ.get("CERTMQ_LOG_LEVEL", "info"),
+    )
     data_dir: Path = args.data_dir.absolute()
     if not is_initialised(data_dir):
         result = init_instance(data_dir)
         if result is not None:
             print(summary(result), flush=True)
     config = load_config(data_dir, args.config)
+    LogSettings.of(args, config).apply()
     instance = load_instance(data_dir, config, args.config)
     # The broker reads [tls] itself: hand it the paths resolved against the data directory.
     if config.tls.cert_file:
@@ -74,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
     log.info("server CA for clients: %s", instance.server_ca_file)
     if config.auth.anonymous:
         log.warning("anonymous clients are allowed (auth.anonymous = true)")
-    return run_event_loop(lambda: serve(config, instance, demo=args.demo), args.event_loop)
+    reloader = Reloader(args, data_dir)
+    return run_event_loop(lambda: serve(config, instance, demo=args.demo, reloader=reloader), args.event_loop)
 
 
 def run_event_loop(main: Callable[[], Coroutine[Any, Any, int]], event_loop: str = "auto") -> int:
@@ -91,8 +119,43 @@ def run_event_loop(main: Callable[[], Coroutine[Any, Any, int]], event_loop: str
     return asyncio.run(main())
 
 
-async def serve(config: Config, instance: Instance, *, demo: bool = False) -> int:
-    """Start the broker, wait for SIGTERM or SIGINT, stop it; the exit status."""
+class Reloader:
+    """SIGHUP: read the configuration file again, apply the log settings and hand the rest to
+    :meth:`certmq.app.Application.reload`. A configuration that does not load changes nothing."""
+
+    def __init__(self, args: argparse.Namespace, data_dir: Path) -> None:
+        self.args = args
+        self.data_dir = data_dir
+        self._lock = asyncio.Lock()
+
+    async def reload(self, application: Application) -> None:
+        async with self._lock:  # one reload at a time, however fast the signals come
+            config_file = self.args.config or self.data_dir / CONFIG_FILE_NAME
+            log.info("SIGHUP: reloading %s, the topic rules and the server certificate", config_file)
+            try:
+                config = load_config(self.data_dir, self.args.config)
+            except ConfigError as error:
+                log.error("SIGHUP: the configuration was not reloaded, nothing changed: %s", error)
+                return
+            before, after = LogSettings.of(self.args, application.config), LogSettings.of(self.args, config)
+            if after != before:
+                after.apply()
+                log.info(
+                    "log level %s, format %s (before: %s, %s)",
+                    after.level,
+                    after.format,
+                    before.level,
+                    before.format,
+                )
+            application.config.log = config.log
+            await application.reload(config)
+            log.info("SIGHUP: reload done")
+
+
+async def serve(
+    config: Config, instance: Instance, *, demo: bool = False, reloader: Reloader | None = None
+) -> int:
+    """Start the broker, reload on SIGHUP, wait for SIGTERM or SIGINT, stop it; the exit status."""
     from certmq.app import Application
     from certmq.broker.persistence import StateStoreError
 
@@ -111,6 +174,17 @@ async def serve(config: Config, instance: Instance, *, demo: bool = False) -> in
         loop.add_signal_handler(signal_number, on_signal, signal_number)
 
     application = Application(config, instance, demo=demo)
+    ready = False
+
+    def on_hangup() -> None:
+        if not ready or stopping.is_set() or reloader is None:
+            log.info("SIGHUP while %s: ignored", "stopping" if stopping.is_set() else "starting")
+            return
+        task = loop.create_task(reloader.reload(application))
+        task.add_done_callback(_log_reload_failure)
+
+    # Without a handler SIGHUP would end the process at once, unsaved.
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         await application.start()
     except StateStoreError as error:
@@ -128,6 +202,7 @@ async def serve(config: Config, instance: Instance, *, demo: bool = False) -> in
     gc.freeze()
     # See YOUNG_GENERATION_THRESHOLD.
     gc.set_threshold(YOUNG_GENERATION_THRESHOLD, *gc.get_threshold()[1:])
+    ready = True
     log.info("ready")
     await stopping.wait()
     try:
@@ -137,3 +212,8 @@ async def serve(config: Config, instance: Instance, *, demo: bool = False) -> in
     log.info("stopped")
     sys.stdout.flush()
     return 0
+
+
+def _log_reload_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("SIGHUP: the reload failed", exc_info=task.exception())

@@ -52,6 +52,7 @@ KNOWN_REASONS = [
     "no-credentials",
     "bad-credentials",
     "client-id-not-bound",
+    "listener-closed",
 ]
 
 

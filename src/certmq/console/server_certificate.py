@@ -45,6 +45,7 @@ async def server_certificate(request: Request, session: Session, context: Contex
         modes=MODES,
         error="",
         listeners={listener.name: listener for listener in context.control.listeners()},
+        admission=context.control.describe_listeners(context.control.auth_mode()),
     )
 
 
@@ -67,6 +68,7 @@ async def replace(request: Request, session: Session, context: Context) -> Respo
             modes=MODES,
             error=failure(error),
             listeners={listener.name: listener for listener in context.control.listeners()},
+            admission=context.control.describe_listeners(context.control.auth_mode()),
         )
     return redirect(
         request,
@@ -91,6 +93,7 @@ async def confirm_mode(
         modes=MODES,
         kinds=live.identity_kinds(connections),
         refused=context.control.nonconforming(mode),
+        admission=context.control.describe_listeners(mode),
     )
 
 
@@ -110,5 +113,6 @@ async def set_mode(request: Request, session: Session, context: Context) -> Resp
         request,
         "/console/server-certificate",
         success=f"{MODES[mode]} is on: new handshakes follow it{kept}"
-        + (f"; {disconnected} non-conforming session(s) disconnected." if disconnect else "."),
+        + (f"; {disconnected} non-conforming session(s) disconnected" if disconnect else "")
+        + f". Listeners: {context.control.describe_listeners(mode)}.",
     )

@@ -25,6 +25,8 @@ from typing import Any
 
 from OpenSSL import SSL, crypto
 
+from certmq.stacked_transport import StackedTransport
+
 log = logging.getLogger("certmq.tls")
 
 # The largest read from a memory BIO at once: below malloc's mmap threshold, above a TLS record.
@@ -100,7 +102,7 @@ def note_verify_result(
     return bool(ok)
 
 
-class TlsServerConnection(asyncio.Protocol, asyncio.Transport):
+class TlsServerConnection(StackedTransport):
     """One TLS server connection: the TCP transport's protocol, the MQTT protocol's transport."""
 
     def __init__(
@@ -174,13 +176,8 @@ class TlsServerConnection(asyncio.Protocol, asyncio.Transport):
         # are freed by reference counting instead of waiting for the cycle collector.
         self._ssl.set_app_data(None)
 
-    def pause_writing(self) -> None:
-        if self._protocol is not None:
-            self._protocol.pause_writing()
-
-    def resume_writing(self) -> None:
-        if self._protocol is not None:
-            self._protocol.resume_writing()
+    def _below(self) -> asyncio.Transport | None:
+        return self._tcp
 
     # --- TLS ------------------------------------------------------------------------------------
 
@@ -280,12 +277,6 @@ class TlsServerConnection(asyncio.Protocol, asyncio.Transport):
             return
         self._flush()
 
-    def writelines(self, list_of_data: Any) -> None:
-        self.write(b"".join(list_of_data))
-
-    def can_write_eof(self) -> bool:
-        return False
-
     def is_closing(self) -> bool:
         return self._closing or self._tcp is None or self._tcp.is_closing()
 
@@ -306,33 +297,6 @@ class TlsServerConnection(asyncio.Protocol, asyncio.Transport):
         self._closing = True
         if self._tcp is not None:
             self._tcp.abort()
-
-    def pause_reading(self) -> None:
-        if self._tcp is not None:
-            self._tcp.pause_reading()
-
-    def resume_reading(self) -> None:
-        if self._tcp is not None:
-            self._tcp.resume_reading()
-
-    def is_reading(self) -> bool:
-        return self._tcp is not None and self._tcp.is_reading()
-
-    def get_write_buffer_size(self) -> int:
-        return self._tcp.get_write_buffer_size() if self._tcp is not None else 0
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        if self._tcp is not None:
-            self._tcp.set_write_buffer_limits(high, low)
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return self._tcp.get_write_buffer_limits() if self._tcp is not None else (0, 0)
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._protocol  # type: ignore[return-value]
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self._protocol = protocol  # type: ignore[assignment]
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "peer_certificate":

@@ -7,22 +7,26 @@ so a replaced server certificate, a switched mode or a changed CA set applies to
 handshake without a restart, while live connections keep the context they began with.
 Contexts are built in a worker thread: loading keys and certificates must not stall the loop.
 
-The MQTT over TLS listener's context is pyOpenSSL's (see :mod:`certmq.tls.connection`); the
-secure WebSocket listener, served by the ``websockets`` library, takes the ``ssl`` module's.
+Every TLS listener (MQTT over TLS, secure WebSocket) runs on pyOpenSSL (see
+:mod:`certmq.tls.connection`). A generation holds a context that asks for no client
+certificate and, in mutual mode, one that asks for a device certificate and verifies it
+against the registered CAs; each listener takes the one its admission calls for
+(:mod:`certmq.auth.admission`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from OpenSSL import SSL, crypto
 
+from certmq.file_stamp import file_stamp
 from certmq.tls.connection import note_verify_result
 
 log = logging.getLogger("certmq.tls")
@@ -50,29 +54,24 @@ class TrustSettings:
 class ContextGeneration:
     number: int
     settings: TrustSettings
-    # For the MQTT over TLS listener: asks for a device certificate in mutual mode.
-    mqtt: SSL.Context
-    # For listeners that never take device certificates (secure WebSocket).
-    one_way: ssl.SSLContext
+    # Asks for no client certificate: one-way mode, and listeners that take credentials.
+    one_way: SSL.Context
+    # Asks for a device certificate and verifies it against the registered CAs; mutual mode only.
+    mutual: SSL.Context | None
+    # SHA-256 of the server certificate it presents: tells a reload that changed it from one that did not.
+    certificate_sha256: bytes
 
-
-def _base_context(settings: TrustSettings) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(str(settings.cert_file), str(settings.key_file))
-    except (OSError, ssl.SSLError) as error:
-        raise ServerCertificateError(
-            f"cannot use server certificate {settings.cert_file} with key {settings.key_file}: {error}"
-        ) from error
-    return context
+    def context(self, asks_for_certificate: bool) -> SSL.Context:
+        if asks_for_certificate and self.mutual is not None:
+            return self.mutual
+        return self.one_way
 
 
 # Python's ssl module's choice for TLS 1.2 (TLS 1.3 suites are OpenSSL's defaults).
 _TLS12_CIPHERS = b"@SECLEVEL=2:ECDH+AESGCM:ECDH+CHACHA20:ECDH+AES:DHE+AES:!aNULL:!eNULL:!aDSS:!SHA1:!AESCCM"
 
 
-def _mqtt_context(settings: TrustSettings) -> SSL.Context:
+def _server_context(settings: TrustSettings, asks_for_certificate: bool) -> SSL.Context:
     context = SSL.Context(SSL.TLS_SERVER_METHOD)
     context.set_min_proto_version(SSL.TLS1_2_VERSION)
     context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE | SSL.OP_NO_RENEGOTIATION)
@@ -87,7 +86,7 @@ def _mqtt_context(settings: TrustSettings) -> SSL.Context:
         raise ServerCertificateError(
             f"cannot use server certificate {settings.cert_file} with key {settings.key_file}: {error}"
         ) from error
-    if settings.auth_mode == MUTUAL:
+    if asks_for_certificate:
         context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, note_verify_result)
         store = context.get_cert_store()
         assert store is not None
@@ -99,20 +98,12 @@ def _mqtt_context(settings: TrustSettings) -> SSL.Context:
 
 
 def build_generation(number: int, settings: TrustSettings) -> ContextGeneration:
-    return ContextGeneration(number, settings, _mqtt_context(settings), _base_context(settings))
-
-
-def build_server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
-    """A one-way server context for the given certificate (raises ServerCertificateError)."""
-    return _base_context(TrustSettings(cert_file, key_file))
-
-
-def _file_stamp(path: Path) -> tuple[int, int] | None:
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return stat.st_mtime_ns, stat.st_size
+    one_way = _server_context(settings, False)
+    mutual = _server_context(settings, True) if settings.auth_mode == MUTUAL else None
+    certificate = SSL.Connection(one_way, None).get_certificate()
+    assert certificate is not None  # the context loaded one, or raised
+    sha256 = certificate.to_cryptography().fingerprint(hashes.SHA256())
+    return ContextGeneration(number, settings, one_way, mutual, sha256)
 
 
 class ServerContexts:
@@ -126,17 +117,11 @@ class ServerContexts:
 
     @staticmethod
     def _read_stamps(settings: TrustSettings) -> tuple[object, object]:
-        return _file_stamp(settings.cert_file), _file_stamp(settings.key_file)
+        return file_stamp(settings.cert_file), file_stamp(settings.key_file)
 
     @property
     def generation(self) -> ContextGeneration:
         return self._generation
-
-    def current(self) -> SSL.Context:
-        return self._generation.mqtt
-
-    def current_one_way(self) -> ssl.SSLContext:
-        return self._generation.one_way
 
     async def update(
         self,
