@@ -161,6 +161,8 @@ def start_guarded(directory: Path) -> tuple[RunningBroker, Path]:
             "CERTMQ_AUTH_ACL_FILE": str(rules_file),
             "CERTMQ_AUTH_ACL_DEFAULT": "allow",
             "CERTMQ_MQTT_SYS_INTERVAL": "0",
+            # The clients here are anonymous: every refusal gets a row of its own, unfolded.
+            "CERTMQ_AUDIT_FOLD_WINDOW": "0",
         },
     )
     return broker, rules_file
