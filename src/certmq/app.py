@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from certmq.access_keys import AccessKeyStore
 from certmq.api import Metrics, serve_http
-from certmq.auth.decision import decision_for_handshake_failure
+from certmq.auth.decision import DeviceDecision, decision_for_handshake_failure
 from certmq.auth.instance import InstanceAuthenticator
 from certmq.broker.connection import MQTTConnection
 from certmq.broker.server import Broker
@@ -191,20 +191,26 @@ class Application:
         self.metrics.count_decision(fields["result"], fields["reason"])
 
     def _handshake_failed(self, peer: str, error: BaseException) -> None:
-        decision = decision_for_handshake_failure(error)
-        if decision is None or self.registry is None:
+        if self.registry is None:
             return
+        decision = decision_for_handshake_failure(error, self.registry.index)
+        if decision is not None:
+            self._audit_refusal(decision, "tls", peer, "", decision.detail)
+
+    def _audit_refusal(
+        self, decision: DeviceDecision, listener: str, peer: str, client_id: str, detail: str
+    ) -> None:
         self._audit(
-            listener="tls",
+            listener=listener,
             peer=peer,
-            client_id="",
-            ca_sn="",
-            device_sn="",
-            cn="",
+            client_id=client_id,
+            ca_sn=decision.ca_sn,
+            device_sn=decision.device_sn,
+            cn=decision.cn,
             step=decision.step,
             result="deny",
             reason=decision.reason,
-            detail=decision.detail,
+            detail=detail,
         )
 
     # -- BrokerControl ------------------------------------------------------------------
