@@ -1,6 +1,6 @@
 """Step 1 of the decision procedure: certificates that no registry entry can make a device's
-(too large, a CA's, unknown critical extensions, weak keys, unreadable extensions), the CA's own
-validity at step 5, and how a refused handshake is described in the same terms."""
+(too large, a CA's, unknown critical extensions, unreadable extensions); step 5's checks of key
+strength and of the CA's own validity; and how a refused handshake is described in the same terms."""
 
 from __future__ import annotations
 
@@ -157,7 +157,7 @@ def test_a_weak_device_key_is_refused() -> None:
     ca = make_ca()
     der = device(ca, key=rsa.generate_private_key(public_exponent=65537, key_size=1024))
     refused = decide_device(der, index_of(ca))
-    assert outcome(refused) == (False, 1, "weak-key")
+    assert outcome(refused) == (False, 5, "weak-key")
     assert "1024-bit RSA" in refused.detail
 
 
@@ -214,11 +214,12 @@ def test_a_refused_handshake_is_described_as_explain_would() -> None:
     described = decision_for_handshake_failure(Refused(10, 0, expired), index)
     assert described is not None and outcome(described) == (False, 5, "certificate-expired")
     assert described.ca_sn == ca_sn and described.cn == "shape"
-    # OpenSSL stopped at a code of its own, but step 1 rules the certificate out: its reason wins,
-    # as `certmq explain` gives it.
-    weak = device(ca, key=rsa.generate_private_key(public_exponent=65537, key_size=1024))
-    described = decision_for_handshake_failure(Refused(20, 0, weak), index)
-    assert described is not None and (outcome(described), described.ca_sn) == ((False, 1, "weak-key"), "")
+    # OpenSSL gives "unable to get local issuer certificate" for a malformed extension; step 1
+    # rules the certificate out first, and its reason is the one recorded, as `certmq explain` gives it.
+    malformed = device(ca, (x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, b"\x01"), False))
+    described = decision_for_handshake_failure(Refused(20, 0, malformed), index)
+    assert described is not None
+    assert (outcome(described), described.ca_sn) == ((False, 1, "unreadable-certificate"), "")
     # The same code about a CA certificate.
     described = decision_for_handshake_failure(Refused(10, 1), index)
     assert described is not None and outcome(described) == (False, 5, "ca-expired")

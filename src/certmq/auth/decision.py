@@ -151,8 +151,8 @@ class DeviceCertificate:
 
     __slots__ = (
         "_defect",
+        "_handshake_failure",
         "_issuer_name",
-        "_usage_failure",
         "certificate",
         "cn",
         "device_sn",
@@ -176,7 +176,7 @@ class DeviceCertificate:
         # tuple, replaced whole, so that a reader never pairs a CA with the wrong generation.
         self.issuer: tuple[int, CaView | None] | None = None
         # Boxed once checked, so that "checked, no failure" differs from "not checked yet".
-        self._usage_failure: tuple[Failure | None] | None = None
+        self._handshake_failure: tuple[Failure | None] | None = None
         self._defect: tuple[Failure | None] | None = None
 
     @property
@@ -186,11 +186,15 @@ class DeviceCertificate:
             self._issuer_name = self.certificate.issuer.rfc4514_string()
         return self._issuer_name
 
-    def usage_failure(self) -> Failure | None:
-        """The step 5 checks of the certificate's own key usages."""
-        checked = self._usage_failure
+    def handshake_failure(self) -> Failure | None:
+        """The step 5 checks of the certificate alone that a full TLS handshake makes: the
+        strength of its key and signature, its key usages."""
+        checked = self._handshake_failure
         if checked is None:
-            checked = self._usage_failure = (_usage_failure(self.certificate),)
+            certificate = self.certificate
+            checked = self._handshake_failure = (
+                _strength_failure(certificate) or _usage_failure(certificate),
+            )
         return checked[0]
 
     def defect(self) -> Failure | None:
@@ -259,9 +263,8 @@ def _read(der: bytes, remember: bool = True) -> tuple[DeviceCertificate | None, 
     and why it cannot be a device certificate, whoever issued it (None when it can). Parsed and
     remembered once per distinct DER unless ``remember`` is false (for certificates that the TLS
     layer refused: nobody's to remember)."""
-    too_large = certificate_size_failure(der)
-    if too_large is not None:
-        return None, too_large
+    if len(der) > MAX_DEVICE_CERTIFICATE_SIZE:
+        return None, certificate_size_failure(der)
     try:
         device = device_certificates.get(der) if remember else DeviceCertificate(der)
     except ValueError as error:
@@ -366,15 +369,12 @@ def _chain_failure(
     certificate: x509.Certificate, whose: str, understood: frozenset[ObjectIdentifier], unreadable: str
 ) -> Failure | None:
     """What OpenSSL's verification refuses in any certificate of a chain: extensions it cannot
-    read (refused as ``unreadable``), a key below security level 2, a critical extension it does
-    not understand (for a device certificate: one outside ``understood``)."""
+    read (refused as ``unreadable``), a critical extension it does not understand (for a device
+    certificate: one outside ``understood``)."""
     try:
         extensions = certificate.extensions
     except (ValueError, x509.DuplicateExtension) as error:
         return unreadable, f"cannot read the extensions of {whose}: {error}"
-    weakness = _weak_key(certificate)
-    if weakness is not None:
-        return WEAK_KEY, f"{whose} has {weakness}"
     for extension in extensions:
         if extension.critical and extension.oid not in understood:
             return (
@@ -391,16 +391,7 @@ def _defect(certificate: x509.Certificate) -> Failure | None:
     )
     if failure is not None:
         return failure
-    try:
-        digest = certificate.signature_hash_algorithm
-    except UnsupportedAlgorithm:
-        digest = None  # and then its signature does not verify
-    if isinstance(digest, WEAK_SIGNATURE_HASHES):
-        return (
-            WEAK_SIGNATURE,
-            f"the device certificate is signed with {digest.name.upper()}, which is too weak",
-        )
-    for extension in certificate.extensions:
+    for extension in certificate.extensions:  # parsed once, by the check above
         value = extension.value
         if isinstance(value, x509.BasicConstraints) and value.ca:
             return (
@@ -412,6 +403,25 @@ def _defect(certificate: x509.Certificate) -> Failure | None:
                 CERTIFICATE_IS_A_CA,
                 "key usage keyCertSign: a device certificate must not sign certificates",
             )
+    return None
+
+
+def _strength_failure(certificate: x509.Certificate) -> Failure | None:
+    """The strength of the device's key and of its CA's signature on it (security level 2).
+    Checked at step 5 when no full handshake has (loading an elliptic curve key costs more than
+    the rest of a decision), not at step 1."""
+    weakness = _weak_key(certificate)
+    if weakness is not None:
+        return WEAK_KEY, f"the device certificate has {weakness}"
+    try:
+        digest = certificate.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        digest = None  # and then its signature does not verify
+    if isinstance(digest, WEAK_SIGNATURE_HASHES):
+        return (
+            WEAK_SIGNATURE,
+            f"the device certificate is signed with {digest.name.upper()}, which is too weak",
+        )
     return None
 
 
@@ -456,6 +466,9 @@ def _ca_failure(sn: str, certificate: x509.Certificate) -> Failure | None:
     failure = _chain_failure(certificate, f"CA {sn}", CA_CRITICAL_EXTENSIONS, ISSUER_NOT_A_CA)
     if failure is not None:
         return failure
+    weakness = _weak_key(certificate)
+    if weakness is not None:
+        return WEAK_KEY, f"CA {sn} has {weakness}"
     extensions = certificate.extensions
     try:
         constraints = extensions.get_extension_for_class(x509.BasicConstraints).value
@@ -503,21 +516,22 @@ def _validate(
     """Step 5: the checks that the device certificate must pass against its CA.
 
     ``verified``: this connection's full TLS handshake verified the certificate with this very
-    CA's key. OpenSSL then checked its signature, and its key usages for a TLS client (the
-    "sslclient" purpose that a server checks: the same rules as :func:`_usage_failure`), so these
-    are not checked again. A resumed session verified nothing: then everything is checked here."""
+    CA's key. OpenSSL then checked its signature and the strength of its key and signature, and
+    its key usages for a TLS client (the "sslclient" purpose that a server checks: the same rules
+    as :func:`_usage_failure`), so these are not checked again. A resumed session verified
+    nothing: then everything is checked here, in OpenSSL's order."""
     if not verified:
+        failure = device.handshake_failure()
+        if failure is not None:
+            return failure
         try:
             device.certificate.verify_directly_issued_by(ca.certificate)
-        except (ValueError, TypeError, InvalidSignature) as error:
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as error:
             return (
                 BAD_SIGNATURE,
                 f"the signature does not verify with CA {ca.sn}: {error or 'invalid signature'}",
             )
-    failure = _validity_failure(device, now) or _ca_validity_failure(ca, facts, now) or facts.failure
-    if failure is not None:
-        return failure
-    return None if verified else device.usage_failure()
+    return facts.failure or _validity_failure(device, now) or _ca_validity_failure(ca, facts, now)
 
 
 def _issuer(
@@ -680,9 +694,9 @@ _VERIFY_CODES: dict[int, tuple[int, str]] = {
     28: (5, WRONG_KEY_USAGE),  # certificate rejected
     32: (5, ISSUER_NOT_A_CA),  # key usage does not include certificate signing
     34: (1, UNSUPPORTED_CRITICAL_EXTENSION),  # unhandled critical extension
-    66: (1, WEAK_KEY),  # EE certificate key too weak
+    66: (5, WEAK_KEY),  # EE certificate key too weak
     67: (5, WEAK_KEY),  # CA certificate key too weak
-    68: (1, WEAK_SIGNATURE),  # CA signature digest algorithm too weak
+    68: (5, WEAK_SIGNATURE),  # CA signature digest algorithm too weak
 }
 # ... and where the same code means something else when the fault is in a CA certificate.
 _CA_VERIFY_CODES: dict[int, tuple[int, str]] = {
