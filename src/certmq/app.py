@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from certmq.access_keys import AccessKeyStore
 from certmq.api import Metrics, serve_http
-from certmq.auth.decision import DeviceDecision, decision_for_handshake_failure
+from certmq.auth.decision import DeviceDecision, decide_device, decision_for_handshake_failure
 from certmq.auth.instance import InstanceAuthenticator
 from certmq.broker.connection import MQTTConnection
 from certmq.broker.server import Broker
@@ -110,6 +110,7 @@ class Application:
             contexts=self.contexts,
             on_handshake_failure=self._handshake_failed,
         )
+        self.broker.core.certificate_expiry.on_expired = self._certificate_expired
         self._unsubscribe = registry.events.subscribe(self._on_registry_event)
         # Plain TCP is off in mutual mode unless the operator insists (listeners.tcp_in_mutual_mode).
         skip = frozenset() if self._tcp_allowed() else frozenset({"tcp"})
@@ -196,6 +197,19 @@ class Application:
         decision = decision_for_handshake_failure(error, self.registry.index)
         if decision is not None:
             self._audit_refusal(decision, "tls", peer, "", decision.detail)
+
+    def _certificate_expired(self, connection: MQTTConnection, valid_until: datetime) -> None:
+        """A live session is cut as its certificate expires: recorded as the decision procedure
+        decides on that certificate just after ``valid_until``."""
+        assert self.registry is not None
+        decision = decide_device(
+            connection.peer_certificate,
+            self.registry.index,
+            now=valid_until + timedelta(seconds=1),
+            verified_issuer=connection.verified_issuer,
+        )
+        detail = f"connected session disconnected at the end of the certificate's validity: {decision.detail}"
+        self._audit_refusal(decision, connection.listener.name, connection.peer, connection.client_id, detail)
 
     def _audit_refusal(
         self, decision: DeviceDecision, listener: str, peer: str, client_id: str, detail: str

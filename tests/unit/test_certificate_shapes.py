@@ -216,7 +216,9 @@ def test_a_refused_handshake_is_described_as_explain_would() -> None:
     assert described.ca_sn == ca_sn and described.cn == "shape"
     # OpenSSL gives "unable to get local issuer certificate" for a malformed extension; step 1
     # rules the certificate out first, and its reason is the one recorded, as `certmq explain` gives it.
-    malformed = device(ca, (x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, b"\x01"), False))
+    malformed = device(
+        ca, (x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, b"\x01"), False)
+    )
     described = decision_for_handshake_failure(Refused(20, 0, malformed), index)
     assert described is not None
     assert (outcome(described), described.ca_sn) == ((False, 1, "unreadable-certificate"), "")

@@ -84,6 +84,7 @@ class MQTTConnection(asyncio.Protocol):
     # One per connection, thousands a second when devices connect briefly: no __dict__, and no
     # reference cycle (handlers are looked up in the class), so it is freed as soon as it closes.
     __slots__ = (
+        "__weakref__",  # the certificate expiry heap's references do not keep a connection alive
         "_backlog",
         "_flush_scheduled",
         "_in_batch",
@@ -411,6 +412,8 @@ class MQTTConnection(asyncio.Protocol):
                 self.client_id, packet.username, outcome.identity
             )
         self._accept(packet, assigned)
+        if outcome.valid_until is not None and self.state == CONNECTED:
+            self.core.certificate_expiry.watch(self, outcome.valid_until)
 
     def _refuse(self, reason_code: int, reason: str) -> None:
         code = connack_code_for(self.protocol_version, reason_code)

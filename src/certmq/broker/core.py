@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from certmq.auth.connect import AnonymousAuthenticator, Authenticator
 from certmq.auth.topics import TopicRules
+from certmq.broker.certificate_expiry import CertificateExpiry
 from certmq.broker.messages import FORWARDED_PROPERTIES, Message
 from certmq.broker.retained import MemoryRetainedStore, RetainedStore
 from certmq.broker.session import NEVER_EXPIRES, Delivery, Session, SubscriptionEntry
@@ -76,6 +77,7 @@ class BrokerCore:
         self.retained: RetainedStore = retained or MemoryRetainedStore()
         self.stats = BrokerStats()
         self.connections: set[MQTTConnection] = set()
+        self.certificate_expiry = CertificateExpiry(self.connections)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
