@@ -8,7 +8,8 @@ decided, a reason code and a sentence. It is synchronous and touches no database
 It runs at every CONNECT, also on resumed TLS sessions, whose handshake re-verified nothing:
 the TLS layer's verification is never taken as proof that a device may connect now. Where
 OpenSSL's verification refuses a certificate, the procedure refuses it too, for the same reason,
-so that `certmq explain`, a resumed session and a full handshake agree on every certificate.
+so that `certmq explain`, a resumed session and a full handshake agree (but for a CA's name
+constraints, which only OpenSSL applies: docs/certificates.md).
 
 Handshakes that the TLS layer refused are described in the same terms by
 :func:`decision_for_handshake_failure`, so the audit log tells one story.

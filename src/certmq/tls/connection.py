@@ -65,8 +65,8 @@ class HandshakeError(Exception):
     ``PEER_DID_NOT_RETURN_A_CERTIFICATE``...), or None when the client went away or timed out;
     ``verify_code`` is the X509_V_ERR code of the first certificate check that failed, 0 if none,
     and ``verify_depth`` where in the chain it failed (0: the client's own certificate);
-    ``certificate`` is the DER of the client certificate that was refused, when known;
-    ``after_server_hello`` says that the server had answered the client's hello, so that what
+    ``certificate`` is the DER of the client certificate that was refused, when known, and
+    ``refusal`` why, when this layer refused what OpenSSL had accepted; ``after_server_hello`` says that the server had answered the client's hello, so that what
     failed came in the client's certificate flight.
     """
 
@@ -179,7 +179,8 @@ class TlsServerConnection(asyncio.Protocol, asyncio.Transport):
         self._failed = False
         self._peer_certificate: bytes | None = None
         self.verify_failure: tuple[int, int] | None = None
-        # The client certificate that verification refused (DER), and step 1's reason if it did.
+        # The client certificate that verification refused (DER), and why, when OpenSSL had
+        # accepted it and this layer refused it (its size).
         self.refused_certificate: bytes | None = None
         self._refusal: str | None = None
         self._answered_hello = False
