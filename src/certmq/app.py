@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from certmq.access_keys import AccessKeyStore
 from certmq.api import Metrics, serve_http
 from certmq.auth.admission import MQTT_LISTENERS, ListenerPolicy
-from certmq.auth.decision import decision_for_handshake_failure
+from certmq.auth.decision import DeviceDecision, decide_device, decision_for_handshake_failure
 from certmq.auth.instance import CERTIFICATE_NOT_AFTER, InstanceAuthenticator
 from certmq.broker.connection import MQTTConnection
 from certmq.broker.server import Broker
@@ -130,6 +130,7 @@ class Application:
         )
         self.broker.core.audit = self._audit
         self.broker.core.identity_valid = self._identity_still_valid
+        self.broker.core.certificate_expiry.on_expired = self._certificate_expired
         self._unsubscribe = registry.events.subscribe(self._on_registry_event)
         log.info("auth mode %s: %s", self.mode, self.policy.describe(self.mode))
         closed = frozenset(name for name in MQTT_LISTENERS if not self.policy.is_open(name, self.mode))
@@ -270,21 +271,55 @@ class Application:
         self.metrics.count_decision(fields["result"], fields["reason"])
 
     def _handshake_failed(self, listener: str, peer: str, error: BaseException) -> None:
-        decision = decision_for_handshake_failure(error)
-        if decision is None or self.registry is None:
+        if self.registry is None:
             return
+        decision = decision_for_handshake_failure(error, self.registry.index)
+        if decision is not None:
+            # A failed handshake proves no identity, whatever it presented.
+            self._audit_refusal(decision, listener, peer, "", decision.detail, identity_known=False)
+
+    def _certificate_expired(self, connection: MQTTConnection, valid_until: datetime) -> None:
+        """A live session is cut as its certificate expires: recorded as the decision procedure
+        decides on that certificate just after ``valid_until``."""
+        assert self.registry is not None
+        decision = decide_device(
+            connection.peer_certificate,
+            self.registry.index,
+            now=valid_until + timedelta(seconds=1),
+            verified_issuer=connection.verified_issuer,
+        )
+        detail = f"connected session disconnected at the end of the certificate's validity: {decision.detail}"
+        self._audit_refusal(
+            decision,
+            connection.listener.name,
+            connection.peer,
+            connection.client_id,
+            detail,
+            identity_known=True,
+        )
+
+    def _audit_refusal(
+        self,
+        decision: DeviceDecision,
+        listener: str,
+        peer: str,
+        client_id: str,
+        detail: str,
+        *,
+        identity_known: bool,
+    ) -> None:
         self._audit(
             listener=listener,
             peer=peer,
-            client_id="",
-            ca_sn="",
-            device_sn="",
-            cn="",
+            client_id=client_id,
+            ca_sn=decision.ca_sn,
+            device_sn=decision.device_sn,
+            cn=decision.cn,
             step=decision.step,
             result="deny",
             reason=decision.reason,
-            detail=decision.detail,
-            identity_known=False,  # a failed handshake proves no identity, whatever it presented
+            detail=detail,
+            identity_known=identity_known,
         )
 
     # -- BrokerControl ------------------------------------------------------------------

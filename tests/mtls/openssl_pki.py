@@ -91,9 +91,11 @@ def make_device(
     not_after: str | None = None,
     extended_key_usage: str = "clientAuth",
     kind: str = "ec",
+    digest: str = "sha256",
 ) -> Issued:
     """A device certificate issued by ``ca``. ``not_before``/``not_after`` take openssl's
-    YYYYMMDDHHMMSSZ form and make expired or not-yet-valid certificates."""
+    YYYYMMDDHHMMSSZ form and make expired or not-yet-valid certificates; ``digest`` is the one
+    its signature uses."""
     directory.mkdir(parents=True, exist_ok=True)
     stem = directory / name
     key, request, cert = stem.with_suffix(".key"), stem.with_suffix(".csr"), stem.with_suffix(".pem")
@@ -127,7 +129,7 @@ def make_device(
     else:
         serial_arguments = ["-set_serial", f"0x{serial}"] if serial else ["-CAcreateserial"]
         openssl("x509", "-req", "-in", str(request), "-CA", str(ca.cert), "-CAkey", str(ca.key), *serial_arguments,
-                "-out", str(cert), "-days", str(days), "-extfile", str(extensions))  # fmt: skip
+                "-out", str(cert), "-days", str(days), "-extfile", str(extensions), f"-{digest}")  # fmt: skip
     chain = stem.with_name(f"{name}-chain.pem")
     chain.write_text(cert.read_text() + ca.cert.read_text())
     return Issued(cert, key, chain)

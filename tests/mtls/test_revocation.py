@@ -124,26 +124,35 @@ def _mqtt_connect(sock: ssl.SSLSocket, client_id: str) -> int:
     return header[3]
 
 
-def test_a_resumed_tls_session_is_still_checked_at_connect(mutual: Instance, fleet_device: Issued) -> None:
-    context = mutual.tls_context(fleet_device)
-    # TLS 1.2 session ids are resumed in one round trip, and the session is available at once.
+def tls12_context(instance: Instance, device: Issued) -> ssl.SSLContext:
+    """TLS 1.2, whose session ids are resumed in one round trip, and available at once."""
+    context = instance.tls_context(device)
     context.maximum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def connect_over_tls(
+    instance: Instance, context: ssl.SSLContext, session: ssl.SSLSession | None = None
+) -> tuple[int, ssl.SSLSession | None]:
+    """A 3.1.1 CONNECT over a new TLS connection, resuming ``session`` (one of ``context``'s) when
+    given and asserting that the broker did: the CONNACK return code and the TLS session."""
     with (
-        socket.create_connection(("127.0.0.1", mutual.broker.tls_port), timeout=5) as plain,
-        context.wrap_socket(plain, server_hostname="localhost") as first,
+        socket.create_connection(("127.0.0.1", instance.broker.tls_port), timeout=5) as plain,
+        context.wrap_socket(plain, server_hostname="localhost", session=session) as tls,
     ):
-        assert _mqtt_connect(first, "resumer") == 0
-        session = first.session
-    assert session is not None
+        if session is not None:
+            assert tls.session_reused, "the broker did not resume the TLS session"
+        return _mqtt_connect(tls, "resumer"), tls.session
+
+
+def test_a_resumed_tls_session_is_still_checked_at_connect(mutual: Instance, fleet_device: Issued) -> None:
+    context = tls12_context(mutual, fleet_device)
+    code, session = connect_over_tls(mutual, context)
+    assert code == 0 and session is not None
 
     device_sn = device_sn_of(mutual, fleet_device)
     mutual.cli("device", "inactivate", mutual.fleet_sn, device_sn)
     time.sleep(0.1)
-    with (
-        socket.create_connection(("127.0.0.1", mutual.broker.tls_port), timeout=5) as plain,
-        context.wrap_socket(plain, server_hostname="localhost", session=session) as resumed,
-    ):
-        assert resumed.session_reused, "the broker did not resume the TLS session"
-        assert _mqtt_connect(resumed, "resumer") == 0x05
+    assert connect_over_tls(mutual, context, session)[0] == 0x05
     decision = mutual.decisions(device_sn=device_sn)[0]
     assert (decision["result"], decision["reason"]) == ("deny", "device-inactive")

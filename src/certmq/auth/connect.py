@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from certmq.mqtt.reason_codes import ReasonCode
@@ -38,6 +39,9 @@ class AuthOutcome:
     reason: str = ""
     # Values that topic authorization rules may refer to, e.g. {"cert.cn": "device-1"}.
     identity: dict[str, str] = field(default_factory=dict)
+    # When the credentials stop being valid (a device certificate's notAfter, or its CA's if
+    # sooner): the broker ends the session then. None: they do not expire.
+    valid_until: datetime | None = None
 
 
 ALLOW = AuthOutcome(True)

@@ -6,7 +6,10 @@ decided, a reason code and a sentence. It is synchronous and touches no database
 (auto-registration) is the caller's, because it writes to the registry.
 
 It runs at every CONNECT, also on resumed TLS sessions, whose handshake re-verified nothing:
-the TLS layer's verification is never taken as proof that a device may connect now.
+the TLS layer's verification is never taken as proof that a device may connect now. Where
+OpenSSL's verification refuses a certificate, the procedure refuses it too, for the same reason,
+so that `certmq explain`, a resumed session and a full handshake agree (but for a CA's name
+constraints, which only OpenSSL applies: docs/certificates.md).
 
 Handshakes that the TLS layer refused are described in the same terms by
 :func:`decision_for_handshake_failure`, so the audit log tells one story.
@@ -23,14 +26,21 @@ from datetime import UTC, datetime
 from typing import NamedTuple, Protocol
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, ObjectIdentifier
 
 from certmq.pki import common_name, serial_hex
 
 # Reasons, as recorded in the audit log and shown by `certmq explain`.
 NO_CLIENT_CERTIFICATE = "no-client-certificate"
 UNREADABLE_CERTIFICATE = "unreadable-certificate"
+CERTIFICATE_TOO_LARGE = "certificate-too-large"
+CERTIFICATE_IS_A_CA = "certificate-is-a-ca"
+UNSUPPORTED_CRITICAL_EXTENSION = "unsupported-critical-extension"
+WEAK_KEY = "weak-key"
+WEAK_SIGNATURE = "weak-signature"
 SERIAL_COLLISION = "serial-collision"
 DEVICE_INACTIVE = "device-inactive"
 CA_NOT_REGISTERED = "ca-not-registered"
@@ -38,12 +48,51 @@ CA_INACTIVE = "ca-inactive"
 BAD_SIGNATURE = "bad-signature"
 CERTIFICATE_EXPIRED = "certificate-expired"
 CERTIFICATE_NOT_YET_VALID = "certificate-not-yet-valid"
+CA_EXPIRED = "ca-expired"
+CA_NOT_YET_VALID = "ca-not-yet-valid"
 ISSUER_NOT_A_CA = "issuer-not-a-ca"
 WRONG_KEY_USAGE = "wrong-key-usage"
 DEVICE_REVOKED = "device-revoked"
 CERTIFICATE_INVALID = "certificate-invalid"
 REGISTERED_DEVICE = "registered-device"
 NEW_DEVICE = "new-device"
+
+
+# The largest device certificate, in DER bytes. Device certificates are a few hundred bytes to a
+# few KB; a larger one is refused at step 1 before it is parsed or remembered. The TLS layer could
+# not take much more anyway: OpenSSL refuses a client's certificates above 100 KiB in all, and
+# fails to write the session ticket of a certificate above about 64 KB.
+MAX_DEVICE_CERTIFICATE_SIZE = 16 * 1024
+
+# The critical extensions that a device certificate may carry: those whose meaning the procedure
+# checks or that restrict nothing it relies on. OpenSSL understands a few more (name constraints,
+# policy mappings...), none of which belongs in a device certificate.
+DEVICE_CRITICAL_EXTENSIONS = frozenset(
+    {
+        ExtensionOID.BASIC_CONSTRAINTS,
+        ExtensionOID.KEY_USAGE,
+        ExtensionOID.EXTENDED_KEY_USAGE,
+        ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
+        ExtensionOID.CERTIFICATE_POLICIES,
+    }
+)
+NETSCAPE_CERTIFICATE_TYPE = ObjectIdentifier("2.16.840.1.113730.1.1")
+# Those that OpenSSL's verification understands when critical (any other fails it, X509_V_ERR 34),
+# which a registered CA's certificate may therefore carry.
+CA_CRITICAL_EXTENSIONS = DEVICE_CRITICAL_EXTENSIONS | {
+    ExtensionOID.CRL_DISTRIBUTION_POINTS,
+    ExtensionOID.NAME_CONSTRAINTS,
+    ExtensionOID.POLICY_CONSTRAINTS,
+    ExtensionOID.POLICY_MAPPINGS,
+    ExtensionOID.INHIBIT_ANY_POLICY,
+    ExtensionOID.OCSP_NO_CHECK,
+    NETSCAPE_CERTIFICATE_TYPE,
+}
+# The TLS listener's security level 2 (docs/certificates.md): 112-bit security, which OpenSSL also
+# asks of the keys and signatures of the certificates it verifies.
+MIN_RSA_KEY_BITS = 2048
+MIN_EC_KEY_BITS = 224
+WEAK_SIGNATURE_HASHES = (hashes.MD5, hashes.SHA1)
 
 
 # Asked, only when needed, for the fingerprint of the certificate that verified the leaf's signature.
@@ -102,8 +151,9 @@ class DeviceCertificate:
     (:class:`DeviceCertificateCache`) and shared by every decision on those bytes."""
 
     __slots__ = (
+        "_defect",
+        "_handshake_failure",
         "_issuer_name",
-        "_usage_failure",
         "certificate",
         "cn",
         "device_sn",
@@ -126,8 +176,9 @@ class DeviceCertificate:
         # ``(ca_generation, issuing CA)`` as last looked up in an index with that generation: one
         # tuple, replaced whole, so that a reader never pairs a CA with the wrong generation.
         self.issuer: tuple[int, CaView | None] | None = None
-        # Boxed once checked (the check may raise on a malformed extension, as it did unboxed).
-        self._usage_failure: tuple[Failure | None] | None = None
+        # Boxed once checked, so that "checked, no failure" differs from "not checked yet".
+        self._handshake_failure: tuple[Failure | None] | None = None
+        self._defect: tuple[Failure | None] | None = None
 
     @property
     def issuer_name(self) -> str:
@@ -136,11 +187,22 @@ class DeviceCertificate:
             self._issuer_name = self.certificate.issuer.rfc4514_string()
         return self._issuer_name
 
-    def usage_failure(self) -> Failure | None:
-        """The step 5 checks of the certificate's own key usages."""
-        checked = self._usage_failure
+    def handshake_failure(self) -> Failure | None:
+        """The step 5 checks of the certificate alone that a full TLS handshake makes: the
+        strength of its key and signature, its key usages."""
+        checked = self._handshake_failure
         if checked is None:
-            checked = self._usage_failure = (_usage_failure(self.certificate),)
+            certificate = self.certificate
+            checked = self._handshake_failure = (
+                _strength_failure(certificate) or _usage_failure(certificate),
+            )
+        return checked[0]
+
+    def defect(self) -> Failure | None:
+        """Step 1: what rules the certificate out as a device's, whoever issued it."""
+        checked = self._defect
+        if checked is None:
+            checked = self._defect = (_defect(self.certificate),)
         return checked[0]
 
 
@@ -185,6 +247,32 @@ DEVICE_CERTIFICATES_REMEMBERED = 4096
 device_certificates = DeviceCertificateCache(DEVICE_CERTIFICATES_REMEMBERED)
 
 
+def certificate_size_failure(der: bytes) -> Failure | None:
+    """The first check of step 1, which needs no parsing: is ``der`` small enough to be a device
+    certificate? The TLS layer asks it of the certificate its verification accepted, and refuses
+    the handshake of a larger one, whose session it could not carry anyway."""
+    if len(der) > MAX_DEVICE_CERTIFICATE_SIZE:
+        return (
+            CERTIFICATE_TOO_LARGE,
+            f"the certificate has {len(der)} bytes; a device certificate may have {MAX_DEVICE_CERTIFICATE_SIZE}",
+        )
+    return None
+
+
+def _read(der: bytes, remember: bool = True) -> tuple[DeviceCertificate | None, Failure | None]:
+    """Step 1 on the DER of a presented certificate: the certificate (None when it cannot be read)
+    and why it cannot be a device certificate, whoever issued it (None when it can). Parsed and
+    remembered once per distinct DER unless ``remember`` is false (for certificates that the TLS
+    layer refused: nobody's to remember)."""
+    if len(der) > MAX_DEVICE_CERTIFICATE_SIZE:
+        return None, certificate_size_failure(der)
+    try:
+        device = device_certificates.get(der) if remember else DeviceCertificate(der)
+    except ValueError as error:
+        return None, (UNREADABLE_CERTIFICATE, f"cannot parse the client certificate: {error}")
+    return device, device.defect()
+
+
 class _Course(NamedTuple):
     """How the procedure went, enough to write out its steps when someone asks."""
 
@@ -208,6 +296,8 @@ class _Course(NamedTuple):
         taken = [
             Step(1, f"device certificate CN={device.cn!r} Sn={device.device_sn} issuer={device.issuer_name}")
         ]
+        if step == 1:  # the certificate itself is refused
+            return (*taken, verdict)
         if self.registered:
             if step > 2:
                 taken.append(Step(2, "registered and active: go to step 5"))
@@ -218,7 +308,7 @@ class _Course(NamedTuple):
             if step > 4:
                 taken.append(Step(4, f"CA {self.ca_sn} is active"))
         if step > 5:
-            taken.append(Step(5, "signature, validity period, CA flag and key usage are valid"))
+            taken.append(Step(5, "signature, validity period, CA and key usage are valid"))
         taken.append(verdict)
         return tuple(taken)
 
@@ -236,6 +326,8 @@ class DeviceDecision:
     fingerprint: bytes = b""
     # True when the device is not registered yet: allowing it means registering it (step 6).
     needs_registration: bool = False
+    # When an allowed certificate stops being valid: its notAfter, or its CA's when that is sooner.
+    valid_until: datetime | None = None
     # What `trace` is written from: only `certmq explain` reads it, so the CONNECT path does not
     # pay for its sentences.
     _course: _Course | None = field(default=None, repr=False, compare=False)
@@ -254,7 +346,93 @@ def _validity_failure(device: DeviceCertificate, now: datetime) -> Failure | Non
     return None
 
 
+def _extension_name(extension: x509.Extension[x509.ExtensionType]) -> str:
+    value = extension.value
+    known = "" if isinstance(value, x509.UnrecognizedExtension) else f"{type(value).__name__} "
+    return f"{known}({extension.oid.dotted_string})"
+
+
+def _weak_key(certificate: x509.Certificate) -> str | None:
+    """What makes the certificate's key weaker than security level 2 allows, or None."""
+    try:
+        key = certificate.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        return None  # a key the procedure cannot read is not one it can call weak
+    if isinstance(key, rsa.RSAPublicKey | dsa.DSAPublicKey) and key.key_size < MIN_RSA_KEY_BITS:
+        kind = "RSA" if isinstance(key, rsa.RSAPublicKey) else "DSA"
+        return f"a {key.key_size}-bit {kind} key, below the {MIN_RSA_KEY_BITS} bits required"
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.key_size < MIN_EC_KEY_BITS:
+        return f"a {key.curve.key_size}-bit {key.curve.name} key, below the {MIN_EC_KEY_BITS} bits required"
+    return None
+
+
+def _chain_failure(
+    certificate: x509.Certificate, whose: str, understood: frozenset[ObjectIdentifier], unreadable: str
+) -> Failure | None:
+    """What OpenSSL's verification refuses in any certificate of a chain: extensions it cannot
+    read (refused as ``unreadable``), a critical extension it does not understand (for a device
+    certificate: one outside ``understood``)."""
+    try:
+        extensions = certificate.extensions
+    except (ValueError, x509.DuplicateExtension) as error:
+        return unreadable, f"cannot read the extensions of {whose}: {error}"
+    for extension in extensions:
+        if extension.critical and extension.oid not in understood:
+            return (
+                UNSUPPORTED_CRITICAL_EXTENSION,
+                f"{whose} has critical extension {_extension_name(extension)}, which it may not carry",
+            )
+    return None
+
+
+def _defect(certificate: x509.Certificate) -> Failure | None:
+    """Step 1's checks of what the certificate says about itself (see :meth:`DeviceCertificate.defect`)."""
+    failure = _chain_failure(
+        certificate, "the device certificate", DEVICE_CRITICAL_EXTENSIONS, UNREADABLE_CERTIFICATE
+    )
+    if failure is not None:
+        return failure
+    for extension in certificate.extensions:  # parsed once, by the check above
+        value = extension.value
+        if isinstance(value, x509.BasicConstraints) and value.ca:
+            return (
+                CERTIFICATE_IS_A_CA,
+                "basicConstraints CA:TRUE: a CA certificate is not a device certificate",
+            )
+        if isinstance(value, x509.KeyUsage) and value.key_cert_sign:
+            return (
+                CERTIFICATE_IS_A_CA,
+                "key usage keyCertSign: a device certificate must not sign certificates",
+            )
+    return None
+
+
+def _strength_failure(certificate: x509.Certificate) -> Failure | None:
+    """The strength of the device's key and of its CA's signature on it (security level 2).
+    Checked at step 5 when no full handshake has (loading an elliptic curve key costs more than
+    the rest of a decision), not at step 1."""
+    weakness = _weak_key(certificate)
+    if weakness is not None:
+        return WEAK_KEY, f"the device certificate has {weakness}"
+    try:
+        digest = certificate.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        digest = None  # and then its signature does not verify
+    if isinstance(digest, WEAK_SIGNATURE_HASHES):
+        return (
+            WEAK_SIGNATURE,
+            f"the device certificate is signed with {digest.name.upper()}, which is too weak",
+        )
+    return None
+
+
+def _netscape_allows_ssl_client(value: bytes) -> bool:
+    """The SSL client bit of a Netscape certificate type, a DER BIT STRING (03 len unused bits)."""
+    return len(value) >= 4 and value[0] == 0x03 and bool(value[3] & 0x80)
+
+
 def _usage_failure(certificate: x509.Certificate) -> Failure | None:
+    """The rules of OpenSSL's "sslclient" purpose, the one a TLS server checks a client's certificate for."""
     try:
         usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
     except x509.ExtensionNotFound:
@@ -267,41 +445,94 @@ def _usage_failure(certificate: x509.Certificate) -> Failure | None:
         extended = None
     if extended is not None and ExtendedKeyUsageOID.CLIENT_AUTH not in extended:
         return WRONG_KEY_USAGE, "extended key usage does not include clientAuth"
+    try:
+        netscape = certificate.extensions.get_extension_for_oid(NETSCAPE_CERTIFICATE_TYPE).value
+    except x509.ExtensionNotFound:
+        netscape = None
+    if isinstance(netscape, x509.UnrecognizedExtension) and not _netscape_allows_ssl_client(netscape.value):
+        return WRONG_KEY_USAGE, "Netscape certificate type does not include SSL client"
     return None
 
 
-def _validate(device: DeviceCertificate, ca: CaView, now: datetime, verified: bool) -> Failure | None:
+class _CaFacts(NamedTuple):
+    """What a registered CA certificate says by itself, worked out once per CA."""
+
+    not_valid_before: datetime
+    not_valid_after: datetime
+    failure: Failure | None  # why it cannot have issued a valid device certificate, at any time
+
+
+def _ca_failure(sn: str, certificate: x509.Certificate) -> Failure | None:
+    """The checks OpenSSL makes of the issuing CA's certificate when it verifies a client's."""
+    failure = _chain_failure(certificate, f"CA {sn}", CA_CRITICAL_EXTENSIONS, ISSUER_NOT_A_CA)
+    if failure is not None:
+        return failure
+    weakness = _weak_key(certificate)
+    if weakness is not None:
+        return WEAK_KEY, f"CA {sn} has {weakness}"
+    extensions = certificate.extensions
+    try:
+        constraints = extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        constraints = None
+    if constraints is None or not constraints.ca:
+        return ISSUER_NOT_A_CA, f"CA {sn} lacks basicConstraints CA:TRUE"
+    try:
+        issuer_usage = extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        issuer_usage = None
+    if issuer_usage is not None and not issuer_usage.key_cert_sign:
+        return ISSUER_NOT_A_CA, f"CA {sn} key usage does not allow signing certificates"
+    return None
+
+
+# By CA certificate fingerprint; a CA certificate's bytes never change, only whether it is registered.
+_ca_facts: dict[bytes, _CaFacts] = {}
+CA_FACTS_REMEMBERED = 4096
+
+
+def _facts_of(ca: CaView) -> _CaFacts:
+    facts = _ca_facts.get(ca.fingerprint)
+    if facts is None:
+        if len(_ca_facts) >= CA_FACTS_REMEMBERED:
+            _ca_facts.clear()
+        certificate = ca.certificate
+        facts = _ca_facts[ca.fingerprint] = _CaFacts(
+            certificate.not_valid_before_utc, certificate.not_valid_after_utc, _ca_failure(ca.sn, certificate)
+        )
+    return facts
+
+
+def _ca_validity_failure(ca: CaView, facts: _CaFacts, now: datetime) -> Failure | None:
+    if now < facts.not_valid_before:
+        return CA_NOT_YET_VALID, f"CA {ca.sn} is valid only from {facts.not_valid_before.isoformat()}"
+    if now > facts.not_valid_after:
+        return CA_EXPIRED, f"CA {ca.sn} expired on {facts.not_valid_after.isoformat()}"
+    return None
+
+
+def _validate(
+    device: DeviceCertificate, ca: CaView, facts: _CaFacts, now: datetime, verified: bool
+) -> Failure | None:
     """Step 5: the checks that the device certificate must pass against its CA.
 
     ``verified``: this connection's full TLS handshake verified the certificate with this very
-    CA's key. OpenSSL then checked its signature, and its key usages for a TLS client (the
-    "sslclient" purpose that a server checks: the same rules as :func:`_usage_failure`), so these
-    are not checked again. A resumed session verified nothing: then everything is checked here."""
-    issuer = ca.certificate
+    CA's key. OpenSSL then checked its signature and the strength of its key and signature, and
+    its key usages for a TLS client (the "sslclient" purpose that a server checks: the same rules
+    as :func:`_usage_failure`), so these are not checked again. A resumed session verified
+    nothing: then everything is checked here, in OpenSSL's order."""
     if not verified:
+        failure = device.handshake_failure()
+        if failure is not None:
+            return failure
         try:
-            device.certificate.verify_directly_issued_by(issuer)
-        except (ValueError, TypeError, InvalidSignature) as error:
+            device.certificate.verify_directly_issued_by(ca.certificate)
+        except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as error:
             return (
                 BAD_SIGNATURE,
                 f"the signature does not verify with CA {ca.sn}: {error or 'invalid signature'}",
             )
-    validity = _validity_failure(device, now)
-    if validity is not None:
-        return validity
-    try:
-        constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        constraints = None
-    if constraints is None or not constraints.ca:
-        return ISSUER_NOT_A_CA, f"CA {ca.sn} lacks basicConstraints CA:TRUE"
-    try:
-        issuer_usage = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        issuer_usage = None
-    if issuer_usage is not None and not issuer_usage.key_cert_sign:
-        return ISSUER_NOT_A_CA, f"CA {ca.sn} key usage does not allow signing certificates"
-    return None if verified else device.usage_failure()
+    return facts.failure or _validity_failure(device, now) or _ca_validity_failure(ca, facts, now)
 
 
 def _issuer(
@@ -336,6 +567,7 @@ def _decision(
     detail: str,
     *,
     allowed: bool = False,
+    valid_until: datetime | None = None,
 ) -> DeviceDecision:
     return DeviceDecision(
         allowed,
@@ -347,13 +579,24 @@ def _decision(
         device.device_sn,
         device.cn,
         device.fingerprint,
-        allowed and not registered,
-        _Course(device, registered, ca_sn, allowed, step, reason, detail),
+        needs_registration=allowed and not registered,
+        valid_until=valid_until,
+        _course=_Course(device, registered, ca_sn, allowed, step, reason, detail),
     )
 
 
+def _allow(device: DeviceCertificate, ca_sn: str, facts: _CaFacts, *, registered: bool) -> DeviceDecision:
+    """Step 6: allowed until the certificate expires, or its CA's if that comes first."""
+    if registered:
+        reason, detail = REGISTERED_DEVICE, "registered and active"
+    else:
+        reason, detail = NEW_DEVICE, "new device: registered on this connection"
+    valid_until = min(device.not_valid_after, facts.not_valid_after)
+    return _decision(device, ca_sn, registered, 6, reason, detail, allowed=True, valid_until=valid_until)
+
+
 def _without_certificate(reason: str, detail: str) -> DeviceDecision:
-    """A refusal at step 1: there is no certificate to describe."""
+    """A refusal at step 1 with no readable certificate to describe."""
     return DeviceDecision(
         False, 1, reason, detail, _course=_Course(None, False, "", False, 1, reason, detail)
     )
@@ -374,14 +617,17 @@ def decide_device(
 
     What the certificate's bytes say is parsed once per distinct DER (:data:`device_certificates`);
     the registry (which CA issued it, the CA's and the device's status, the registered
-    fingerprint) and the clock are read anew at every call."""
-    # Step 1: the leaf certificate, its serial, issuer and fingerprint.
+    fingerprint) and the clock are read anew at every call. An allowed decision says until when
+    the certificate stays valid (``valid_until``): the broker ends the session then."""
+    # Step 1: the leaf certificate, its serial, issuer and fingerprint, and what it says of itself.
     if not certificate_der:
         return _without_certificate(NO_CLIENT_CERTIFICATE, "the client presented no certificate")
-    try:
-        device = device_certificates.get(certificate_der)
-    except ValueError as error:
-        return _without_certificate(UNREADABLE_CERTIFICATE, f"cannot parse the client certificate: {error}")
+    device, defect = _read(certificate_der)
+    if device is None:
+        assert defect is not None
+        return _without_certificate(*defect)
+    if defect is not None:
+        return _decision(device, "", False, 1, *defect)
     now = now or datetime.now(UTC)
 
     # Step 2: registered (same CA, same serial)?
@@ -406,11 +652,12 @@ def decide_device(
             return _decision(device, ca.sn, True, 5, CA_INACTIVE, f"CA {ca.sn} is inactive")
         # A registered device presented the very bytes (same fingerprint) whose signature and
         # usages were checked when it was registered, so only what time changes is checked again.
-        failure = _validity_failure(device, now)
+        facts = _facts_of(ca)
+        failure = _validity_failure(device, now) or _ca_validity_failure(ca, facts, now)
         if failure is not None:
             return _decision(device, ca.sn, True, 5, *failure)
         # Step 6: allow.
-        return _decision(device, ca.sn, True, 6, REGISTERED_DEVICE, "registered and active", allowed=True)
+        return _allow(device, ca.sn, facts, registered=True)
 
     # Step 3: not registered; the registered CA that issued it.
     if ca is None:
@@ -424,16 +671,16 @@ def decide_device(
     # A full handshake has just verified it with this very CA certificate's key; a resumed one
     # verified nothing, and then the TLS layer names no issuer.
     verified = verified_issuer is not None and verified_issuer() == ca.fingerprint
-    failure = _validate(device, ca, now, verified)
+    facts = _facts_of(ca)
+    failure = _validate(device, ca, facts, now, verified)
     if failure is not None:
         return _decision(device, ca.sn, False, 5, *failure)
     # Step 6: allow, registering the device (the caller's part).
-    return _decision(
-        device, ca.sn, False, 6, NEW_DEVICE, "new device: registered on this connection", allowed=True
-    )
+    return _allow(device, ca.sn, facts, registered=False)
 
 
-# OpenSSL X509_V_ERR codes that a refused client certificate carries, as steps of the decision procedure.
+# OpenSSL X509_V_ERR codes that a refused client certificate carries, as steps of the decision
+# procedure: when OpenSSL found the fault in the device certificate (depth 0 of the chain)...
 _VERIFY_CODES: dict[int, tuple[int, str]] = {
     2: (3, CA_NOT_REGISTERED),  # unable to get issuer certificate
     7: (5, BAD_SIGNATURE),  # certificate signature failure
@@ -447,20 +694,56 @@ _VERIFY_CODES: dict[int, tuple[int, str]] = {
     26: (5, WRONG_KEY_USAGE),  # unsupported certificate purpose
     28: (5, WRONG_KEY_USAGE),  # certificate rejected
     32: (5, ISSUER_NOT_A_CA),  # key usage does not include certificate signing
+    34: (1, UNSUPPORTED_CRITICAL_EXTENSION),  # unhandled critical extension
+    66: (5, WEAK_KEY),  # EE certificate key too weak
+    67: (5, WEAK_KEY),  # CA certificate key too weak
+    68: (5, WEAK_SIGNATURE),  # CA signature digest algorithm too weak
 }
+# ... and where the same code means something else when the fault is in a CA certificate.
+_CA_VERIFY_CODES: dict[int, tuple[int, str]] = {
+    9: (5, CA_NOT_YET_VALID),
+    10: (5, CA_EXPIRED),
+    34: (5, UNSUPPORTED_CRITICAL_EXTENSION),
+    68: (5, WEAK_SIGNATURE),
+}
+# Where OpenSSL stops: it refuses a client's certificates (the whole chain) above this size.
+TLS_CERTIFICATES_LIMIT = 100 * 1024
 
 
-def decision_for_handshake_failure(error: BaseException) -> DeviceDecision | None:
+def decision_for_handshake_failure(
+    error: BaseException, index: TrustIndexView | None = None
+) -> DeviceDecision | None:
     """The decision that a TLS handshake refused on certificate grounds amounts to;
     None for failures that are not about the client certificate (the client hung up...).
 
-    ``error`` is the TLS layer's: it carries OpenSSL's verification result as ``verify_code``
-    and ``verify_message`` and the failed step of the handshake as ``reason``."""
-    verify_code = getattr(error, "verify_code", None)
-    if verify_code:
-        step, reason = _VERIFY_CODES.get(verify_code, (5, CERTIFICATE_INVALID))
-        message = getattr(error, "verify_message", None) or str(error)
-        return DeviceDecision(False, step, reason, f"TLS handshake refused: {message}")
-    if getattr(error, "reason", None) in ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "CERTIFICATE_REQUIRED"):
+    ``error`` is the TLS layer's: it carries OpenSSL's verification result as ``verify_code``,
+    ``verify_depth`` and ``verify_message``, the failed step of the handshake as ``reason``, the
+    DER of the refused client certificate as ``certificate`` when the handshake got that far,
+    and ``after_server_hello`` when the server had answered the client's hello.
+
+    A refused certificate is described as step 1 would describe it when step 1 rules it out, as
+    `certmq explain` does, and by OpenSSL's verdict otherwise; its Sn, CN and fingerprint are given
+    when it can be read, and its CA's Sn when ``index`` knows the CA and the step is past 3."""
+    certificate = getattr(error, "certificate", None)
+    device, defect = _read(certificate, remember=False) if certificate else (None, None)
+    verify_code = getattr(error, "verify_code", 0)
+    if defect is not None:
+        step, (reason, detail) = 1, defect
+    elif verify_code:
+        depth = getattr(error, "verify_depth", 0)
+        known = _CA_VERIFY_CODES.get(verify_code) if depth else None
+        step, reason = known or _VERIFY_CODES.get(verify_code, (5, CERTIFICATE_INVALID))
+        detail = f"TLS handshake refused: {getattr(error, 'verify_message', None) or error}"
+    elif getattr(error, "reason", None) in ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "CERTIFICATE_REQUIRED"):
         return DeviceDecision(False, 1, NO_CLIENT_CERTIFICATE, "TLS handshake refused: no client certificate")
-    return None
+    elif getattr(error, "reason", None) == "EXCESSIVE_MESSAGE_SIZE" and getattr(
+        error, "after_server_hello", False
+    ):
+        step, reason = 1, CERTIFICATE_TOO_LARGE
+        detail = f"TLS handshake refused: the client's certificates exceed {TLS_CERTIFICATES_LIMIT} bytes"
+    else:
+        return None
+    if device is None:
+        return DeviceDecision(False, step, reason, detail)
+    ca = _issuer(device, index, None) if index is not None and step > 3 else None
+    return _decision(device, "" if ca is None else ca.sn, False, step, reason, detail)

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from cryptography.hazmat.primitives.serialization import Encoding
-
 from certmq.auth.decision import DeviceDecision, TrustIndexView, decide_device
-from certmq.pki import parse_certificates
+from certmq.pki import certificate_ders
 
 
 def explain_certificate(
     certificate_pem: str, index: TrustIndexView, now: datetime | None = None
 ) -> DeviceDecision:
     """Steps 1–5 (and the verdict of step 6) for the first certificate of ``certificate_pem``: a
-    device certificate, or a chain file whose first certificate is the device's. Raises
+    device certificate, or a chain file whose first certificate is the device's. Its DER goes to
+    the procedure as it is, as a device's would from the TLS layer: one that does not parse, or is
+    too large, is refused at step 1 as it would be at CONNECT. Raises
     :class:`certmq.pki.PemFileError` when the text holds no PEM certificate."""
-    certificates = parse_certificates(certificate_pem.encode(), "the certificate text")
-    return decide_device(certificates[0].public_bytes(Encoding.DER), index, now)
+    der = certificate_ders(certificate_pem.encode(), "the certificate text")[0]
+    return decide_device(der, index, now)

@@ -320,7 +320,7 @@ class InstanceAuthenticator:
                 return credentials
             identity.update(credentials.identity)
         self._record_decision(attempt, decision)
-        return AuthOutcome(True, identity=identity)
+        return AuthOutcome(True, identity=identity, valid_until=decision.valid_until)
 
 
 class _EmptyIndex:

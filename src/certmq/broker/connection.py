@@ -91,6 +91,7 @@ class MQTTConnection(asyncio.Protocol):
     # One per connection, thousands a second when devices connect briefly: no __dict__, and no
     # reference cycle (handlers are looked up in the class), so it is freed as soon as it closes.
     __slots__ = (
+        "__weakref__",  # the certificate expiry heap's references do not keep a connection alive
         "_backlog",
         "_flush_scheduled",
         "_in_batch",
@@ -429,6 +430,8 @@ class MQTTConnection(asyncio.Protocol):
             )
             return
         self._accept(packet, assigned, owner, permissions)
+        if outcome.valid_until is not None and self.state == CONNECTED:
+            self.core.certificate_expiry.watch(self, outcome.valid_until)
 
     def _refuse_recorded(self, reason_code: int, reason: str, detail: str) -> None:
         """Refuse an authenticated client for what the broker itself checks, and say why in the

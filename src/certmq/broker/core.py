@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from certmq.auth.connect import AnonymousAuthenticator, Authenticator
 from certmq.auth.ownership import ANONYMOUS_OWNER, UNKNOWN_OWNER, SessionOwnerPolicy, may_resume
 from certmq.auth.topics import ClientPermissions, TopicRules, may_publish, may_receive, may_subscribe
+from certmq.broker.certificate_expiry import CertificateExpiry
 from certmq.broker.messages import FORWARDED_PROPERTIES, Message
 from certmq.broker.retained import MemoryRetainedStore, RetainedStore
 from certmq.broker.session import NEVER_EXPIRES, Delivery, Session, SubscriptionEntry
@@ -92,6 +93,7 @@ class BrokerCore:
         self.retained: RetainedStore = retained or MemoryRetainedStore()
         self.stats = BrokerStats()
         self.connections: set[MQTTConnection] = set()
+        self.certificate_expiry = CertificateExpiry(self.connections)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:

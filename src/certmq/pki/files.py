@@ -6,7 +6,10 @@ never sees half a certificate. Private keys are created with mode 0600 from the 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -81,6 +84,23 @@ def parse_certificates(data: bytes, source: str = "PEM data") -> list[x509.Certi
             f"{source} holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)"
         ) from None
     return certificates
+
+
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----([A-Za-z0-9+/=\s]*)-----END CERTIFICATE-----")
+
+
+def certificate_ders(data: bytes, source: str = "PEM data") -> list[bytes]:
+    """The DER bytes of every PEM certificate in ``data``, in order, as they are: not parsed, so
+    that a certificate that does not parse is still there to be judged (as a TLS peer would send
+    it). PemFileError when there is none."""
+    try:
+        blocks = [base64.b64decode(body) for body in _PEM_CERTIFICATE.findall(data)]
+    except binascii.Error as error:
+        raise PemFileError(f"{source} holds a PEM certificate that is not base64: {error}") from None
+    blocks = [block for block in blocks if block]
+    if not blocks:
+        raise PemFileError(f"{source} holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)")
+    return blocks
 
 
 def load_certificates(path: Path) -> list[x509.Certificate]:

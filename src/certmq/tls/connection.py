@@ -11,7 +11,10 @@ the OpenSSL 3.0 that Python's ``ssl`` module is linked with on Debian 12 (see
 docs/benchmarks.md); the handshake is most of what a device connection costs a broker.
 
 A handshake refused on certificate grounds is reported as a :class:`HandshakeError` carrying
-OpenSSL's verification result, from which the audit log's decision is made.
+OpenSSL's verification result, from which the audit log's decision is made. A client certificate
+that OpenSSL's verification accepts is refused all the same when it is larger than a device
+certificate may be (:func:`certmq.auth.decision.certificate_size_failure`): the session ticket
+could not hold one above 64 KB, and the CONNECT's decision would refuse it anyway.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 from OpenSSL import SSL, crypto
 
+from certmq.auth.decision import certificate_size_failure
 from certmq.stacked_transport import StackedTransport
 
 log = logging.getLogger("certmq.tls")
@@ -46,7 +50,13 @@ _VERIFY_MESSAGES = {
     26: "unsupported certificate purpose",
     28: "certificate rejected",
     32: "key usage does not include certificate signing",
+    34: "unhandled critical extension",
+    66: "EE certificate key too weak",
+    67: "CA certificate key too weak",
+    68: "CA signature digest algorithm too weak",
 }
+# X509_V_ERR_APPLICATION_VERIFICATION: the verify callback refused a certificate OpenSSL accepted.
+_APPLICATION_VERIFICATION = 50
 
 
 class HandshakeError(Exception):
@@ -54,29 +64,65 @@ class HandshakeError(Exception):
 
     ``reason`` is OpenSSL's reason in upper case with underscores (``CERTIFICATE_VERIFY_FAILED``,
     ``PEER_DID_NOT_RETURN_A_CERTIFICATE``...), or None when the client went away or timed out;
-    ``verify_code`` is the X509_V_ERR code of the first certificate check that failed, 0 if none.
+    ``verify_code`` is the X509_V_ERR code of the first certificate check that failed, 0 if none,
+    and ``verify_depth`` where in the chain it failed (0: the client's own certificate);
+    ``certificate`` is the DER of the client certificate that was refused, when known, and
+    ``refusal`` why, when this layer refused what OpenSSL had accepted; ``after_server_hello`` says that the server had answered the client's hello, so that what
+    failed came in the client's certificate flight.
     """
 
-    def __init__(self, message: str, reason: str | None = None, verify_code: int = 0, depth: int = 0) -> None:
+    def __init__(
+        self,
+        message: str,
+        reason: str | None = None,
+        verify_code: int = 0,
+        depth: int = 0,
+        *,
+        certificate: bytes | None = None,
+        refusal: str | None = None,
+        after_server_hello: bool = False,
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.verify_code = verify_code
-        self.verify_message = (
-            f"{_VERIFY_MESSAGES.get(verify_code, f'certificate verify error {verify_code}')}"
-            f"{f' (depth {depth} of the chain)' if depth else ''}"
-            if verify_code
-            else None
-        )
+        self.verify_depth = depth
+        self.certificate = certificate
+        self.after_server_hello = after_server_hello
+        if refusal is not None:
+            self.verify_message: str | None = refusal
+        elif verify_code:
+            self.verify_message = (
+                f"{_VERIFY_MESSAGES.get(verify_code, f'certificate verify error {verify_code}')}"
+                f"{f' (depth {depth} of the chain)' if depth else ''}"
+            )
+        else:
+            self.verify_message = None
 
     @classmethod
-    def from_openssl(cls, error: SSL.Error, verify_failure: tuple[int, int] | None) -> HandshakeError:
+    def from_openssl(
+        cls,
+        error: SSL.Error,
+        verify_failure: tuple[int, int] | None,
+        *,
+        certificate: bytes | None = None,
+        refusal: str | None = None,
+        after_server_hello: bool = False,
+    ) -> HandshakeError:
         # OpenSSL's error queue, as pyOpenSSL gives it: [(library, function, reason), ...].
         queue = error.args[0] if error.args and isinstance(error.args[0], list) else []
         reasons = [entry[2] for entry in queue if isinstance(entry, tuple) and len(entry) == 3]
         reason = reasons[-1].upper().replace(" ", "_") if reasons else None
         code, depth = verify_failure or (0, 0)
         error_text = "; ".join(reasons) or str(error) or type(error).__name__
-        handshake_error = cls(error_text, reason, code, depth)
+        handshake_error = cls(
+            error_text,
+            reason,
+            code,
+            depth,
+            certificate=certificate,
+            refusal=refusal,
+            after_server_hello=after_server_hello,
+        )
         if handshake_error.verify_message:
             handshake_error.args = (f"{error_text}: {handshake_error.verify_message}",)
         return handshake_error
@@ -89,16 +135,22 @@ _TLS_1_3 = 0x0304
 def note_verify_result(
     connection: SSL.Connection, certificate: crypto.X509, code: int, depth: int, ok: int
 ) -> bool:
-    """pyOpenSSL verify callback: keeps OpenSSL's verdict, remembers the first failure's code and
-    the certificate whose key verified the client's (depth 1: OpenSSL checks a chain from its
-    anchor down, the issuer's signature on each certificate before the certificate itself)."""
+    """pyOpenSSL verify callback: keeps OpenSSL's verdict, remembers the first failure's code (and
+    the client's certificate when that failed) and the certificate whose key verified the
+    client's (depth 1: OpenSSL checks a chain from its anchor down, the issuer's signature on each
+    certificate before the certificate itself), and checks the size of the client's certificate
+    once OpenSSL has accepted it (depth 0, last)."""
     tls = connection.get_app_data()
     if tls is not None:
         if not ok:
             if tls.verify_failure is None:
                 tls.verify_failure = (code, depth)
+                if depth == 0:
+                    tls.refused_certificate = crypto.dump_certificate(crypto.FILETYPE_ASN1, certificate)
         elif depth == 1:
             tls.verifying_issuer = certificate
+        elif depth == 0:
+            return bool(tls.client_certificate_verified(certificate))
     return bool(ok)
 
 
@@ -128,6 +180,11 @@ class TlsServerConnection(StackedTransport):
         self._failed = False
         self._peer_certificate: bytes | None = None
         self.verify_failure: tuple[int, int] | None = None
+        # The client certificate that verification refused (DER), and why, when OpenSSL had
+        # accepted it and this layer refused it (its size).
+        self.refused_certificate: bytes | None = None
+        self._refusal: str | None = None
+        self._answered_hello = False
         # The client certificate's issuer as this handshake verified it, and its fingerprint.
         self.verifying_issuer: crypto.X509 | None = None
         self._verifying_issuer_fingerprint: bytes | None = None
@@ -149,11 +206,20 @@ class TlsServerConnection(StackedTransport):
             try:
                 tls.do_handshake()
             except SSL.WantReadError:
-                self._flush()
+                if self._flush():
+                    self._answered_hello = True
                 return
             except SSL.Error as error:
                 self._flush()  # the alert that tells the client why
-                self._fail(HandshakeError.from_openssl(error, self.verify_failure))
+                self._fail(
+                    HandshakeError.from_openssl(
+                        error,
+                        self.verify_failure,
+                        certificate=self.refused_certificate,
+                        refusal=self._refusal,
+                        after_server_hello=self._answered_hello,
+                    )
+                )
                 return
             self._handshake_done()
         self._read()
@@ -181,9 +247,23 @@ class TlsServerConnection(StackedTransport):
 
     # --- TLS ------------------------------------------------------------------------------------
 
+    def client_certificate_verified(self, certificate: crypto.X509) -> bool:
+        """OpenSSL's verification accepted the client's certificate: is it small enough? Its DER
+        is kept for the CONNECT's decision, which checks the rest."""
+        der = crypto.dump_certificate(crypto.FILETYPE_ASN1, certificate)
+        failure = certificate_size_failure(der)
+        if failure is None:
+            self._peer_certificate = der
+            return True
+        self.verify_failure = (_APPLICATION_VERIFICATION, 0)
+        self.refused_certificate = der
+        self._refusal = f"{failure[0]}: {failure[1]}"
+        return False
+
     def _handshake_done(self) -> None:
         self._cancel_timer()
-        if self._wants_client_certificate:
+        if self._wants_client_certificate and self._peer_certificate is None:
+            # A resumed session: no verification ran, the certificate is the session's.
             certificate = self._ssl.get_peer_certificate()
             if certificate is not None:
                 self._peer_certificate = crypto.dump_certificate(crypto.FILETYPE_ASN1, certificate)
@@ -217,18 +297,21 @@ class TlsServerConnection(StackedTransport):
             self.close()
         # What reading may make OpenSSL send (a key update's answer) goes out with the next write.
 
-    def _flush(self) -> None:
+    def _flush(self) -> bool:
+        """Send what OpenSSL has written; True if there was something."""
         tcp = self._tcp
         tls = self._ssl
+        sent = False
         while True:
             try:
                 data = tls.bio_read(_CHUNK)
             except SSL.WantReadError:
-                return
+                return sent
+            sent = True
             if tcp is not None:
                 tcp.write(data)
             if len(data) < _CHUNK:
-                return
+                return sent
 
     def _fail(self, error: HandshakeError) -> None:
         self._failed = True
