@@ -124,9 +124,13 @@ def one_way(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
 
 @pytest.fixture(scope="session")
 def mutual(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
-    """certmq in mutual mode, no anonymous access, with the CA `fleet-ca` registered."""
+    """certmq in mutual mode, no anonymous access, with the CA `fleet-ca` registered. Every
+    decision is a row of its own (no folding): the tests find each attempt's row by its peer."""
     broker, work = start_instance(
-        tmp_path_factory, CERTMQ_INSTANCE_AUTH_MODE="mutual", CERTMQ_AUTH_ANONYMOUS="false"
+        tmp_path_factory,
+        CERTMQ_INSTANCE_AUTH_MODE="mutual",
+        CERTMQ_AUTH_ANONYMOUS="false",
+        CERTMQ_AUDIT_FOLD_WINDOW="0",
     )
     instance = Instance(broker, work)
     instance.fleet_ca = make_ca(work / "fleet", "fleet-ca")
