@@ -179,13 +179,16 @@ class MQTTConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.state == CLOSED:
             return
-        self.last_activity = self._loop.time()
         self.core.stats.bytes_received += len(data)
         try:
             packets = self.decoder.feed(data)
         except MQTTError as error:
             packets = getattr(error, "packets", [])
             self._pending_error = error
+        if packets:
+            # Only a complete packet counts for keep alive (MQTT 3.1.2.10): a client that
+            # trickles a packet it never finishes is not kept alive by it.
+            self.last_activity = self._loop.time()
         self._in_batch = True
         try:
             if self._backlog:
