@@ -356,7 +356,10 @@ class MQTTConnection(asyncio.Protocol):
             properties.get(PropertyId.RECEIVE_MAXIMUM, 65535), self.settings.max_inflight
         )
         self.client_maximum_packet_size = properties.get(PropertyId.MAXIMUM_PACKET_SIZE, 0)
-        self.client_topic_alias_maximum = properties.get(PropertyId.TOPIC_ALIAS_MAXIMUM, 0)
+        # The broker keeps a topic per alias it sends: no more than it lets a client keep.
+        self.client_topic_alias_maximum = min(
+            properties.get(PropertyId.TOPIC_ALIAS_MAXIMUM, 0), self.settings.topic_alias_maximum
+        )
         self.request_problem_information = properties.get(PropertyId.REQUEST_PROBLEM_INFORMATION, 1) == 1
         self.state = AUTHENTICATING
         attempt = ConnectAttempt(
