@@ -330,7 +330,12 @@ class Application:
             tls_handshake_failures=stats.tls_handshake_failures,
             malformed_packets=stats.malformed_packets,
             publishes_denied=stats.publishes_denied,
+            messages_dropped_queue_full=stats.messages_dropped_queue_full,
+            retained_refused=stats.retained_refused,
+            subscriptions_over_limit=stats.subscriptions_over_limit,
+            topics_over_limit=stats.topics_over_limit,
         )
+        counts.update(self.broker.core.holdings())
         return counts
 
 

@@ -18,3 +18,8 @@ class BrokerStats:
     malformed_packets: int = 0
     tls_handshake_failures: int = 0
     publishes_denied: int = 0
+    # Refusals by the limits on what a client can make the broker hold (docs/configuration.md).
+    messages_dropped_queue_full: int = 0
+    retained_refused: int = 0
+    subscriptions_over_limit: int = 0
+    topics_over_limit: int = 0
