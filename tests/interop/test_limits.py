@@ -178,6 +178,25 @@ def test_user_properties_count_for_what_they_cost_to_hold(limited, clients, topi
     assert 1 <= kept <= 10, f"{kept:.0f} messages of 4000 user properties (36 kB on the wire) kept in 4 MiB"
 
 
+@expect_failure_on_mosquitto("has no limit on the size of a will")
+def test_a_will_larger_than_a_session_may_hold_is_refused(limited, clients, topic):
+    """A will of 30,000 user properties is 270 kB on the wire and 5 MB to hold: more than the
+    4 MiB a session of this broker may hold."""
+    clients = clients.for_broker(limited)
+    properties = {raw_mqtt.USER_PROPERTY: [("ab", "cd")] * 30_000}
+    client = clients.raw()
+    connack = client.connect(
+        clients.client_id("will"), will=(f"{topic}/will", b"gone", 1, False), will_properties=properties
+    )
+    assert connack.reason_code == 0x97
+    smaller = {raw_mqtt.USER_PROPERTY: [("ab", "cd")] * 10_000}
+    client = clients.raw()
+    connack = client.connect(
+        clients.client_id("will"), will=(f"{topic}/will", b"gone", 1, False), will_properties=smaller
+    )
+    assert connack.reason_code == 0
+
+
 # ---- retained messages --------------------------------------------------------------------------
 
 

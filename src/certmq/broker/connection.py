@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from certmq.auth.connect import AuthOutcome, ConnectAttempt
 from certmq.auth.topics import ClientPermissions
-from certmq.broker.messages import FORWARDED_PROPERTIES, Message
+from certmq.broker.messages import FORWARDED_PROPERTIES, Message, content_size
 from certmq.broker.quotas import topic_within_limits
 from certmq.broker.session import NEVER_EXPIRES, Delivery, OutgoingFlight, Session, SubscriptionEntry
 from certmq.mqtt.codec import PacketDecoder, encode
@@ -351,9 +351,17 @@ class MQTTConnection(asyncio.Protocol):
         elif self.settings.apsara_client_id and not valid_apsara_client_id(client_id):
             self._refuse(ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, "client id must be GroupID@@@DeviceID")
             return
-        if packet.will is not None and not self._topic_within_limits(packet.will.topic):
-            self._refuse(ReasonCode.TOPIC_NAME_INVALID, "the will topic is too long or has too many levels")
-            return
+        will = packet.will
+        if will is not None:
+            if not self._topic_within_limits(will.topic):
+                self._refuse(
+                    ReasonCode.TOPIC_NAME_INVALID, "the will topic is too long or has too many levels"
+                )
+                return
+            if content_size(will.topic, will.payload, will.properties) > self.settings.max_queued_bytes:
+                # The session holds its will as long as itself: no more than it may queue.
+                self._refuse(ReasonCode.QUOTA_EXCEEDED, "the will is larger than a session may hold")
+                return
         self.client_id = client_id
         self.username = packet.username
         self.client_receive_maximum = min(

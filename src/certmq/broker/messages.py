@@ -35,6 +35,9 @@ class Message:
     expires_at: float | None = None
     # Client id of the publisher (also of a will's owner), for no-local subscriptions; None for $SYS.
     sender: str | None = None
+    # message_size's result once computed (the message does not change), so that each of its
+    # deliveries to a session costs an attribute read, not a count.
+    size: int = field(default=-1, compare=False, repr=False)
 
     def remaining_expiry(self, now: float) -> int | None:
         """Seconds left, as the Message Expiry Interval to send on; None when it never expires."""
@@ -49,9 +52,18 @@ class Message:
 def message_size(message: Message) -> int:
     """What ``message`` counts for against the queue and retained quotas (docs/configuration.md,
     "Limits"): its topic, payload and forwarded properties."""
-    size = len(message.topic) + len(message.payload)
-    if message.properties:
-        for key, value in message.properties.items():
+    size = message.size
+    if size < 0:
+        size = message.size = content_size(message.topic, message.payload, message.properties)
+    return size
+
+
+def content_size(topic: str, payload: bytes, properties: dict[int, Any]) -> int:
+    """The size of a message (or a will) to be held: topic, payload, and the properties with
+    text or bytes, each user property with what holding it costs."""
+    size = len(topic) + len(payload)
+    if properties:
+        for key, value in properties.items():
             if key == PropertyId.USER_PROPERTY:
                 for name, text in value:
                     size += len(name) + len(text) + USER_PROPERTY_OVERHEAD
