@@ -54,7 +54,12 @@ def message_size(message: Message) -> int:
     "Limits"): its topic, payload and forwarded properties."""
     size = message.size
     if size < 0:
-        size = message.size = content_size(message.topic, message.payload, message.properties)
+        properties = message.properties
+        if properties:
+            size = content_size(message.topic, message.payload, properties)
+        else:  # most messages: no call
+            size = len(message.topic) + len(message.payload)
+        message.size = size
     return size
 
 
