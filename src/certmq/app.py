@@ -443,7 +443,12 @@ class Application:
             malformed_packets=stats.malformed_packets,
             publishes_denied=stats.publishes_denied,
             wills_dropped=stats.wills_dropped,
+            messages_dropped_queue_full=stats.messages_dropped_queue_full,
+            retained_refused=stats.retained_refused,
+            subscriptions_over_limit=stats.subscriptions_over_limit,
+            topics_over_limit=stats.topics_over_limit,
         )
+        counts.update(self.broker.core.holdings())
         return counts
 
 

@@ -73,6 +73,13 @@ class MqttSection:
     receive_maximum: int = 65535
     max_inflight: int = 65535
     max_queued_messages: int = 1000
+    # Limits on what one client can make the broker hold (docs/configuration.md, "Limits").
+    max_queued_bytes: int = 16 * 1024 * 1024
+    max_retained_messages: int = 100_000
+    max_retained_bytes: int = 128 * 1024 * 1024
+    max_subscriptions_per_client: int = 100
+    max_topic_length: int = 1024
+    max_topic_levels: int = 128
     max_outgoing_bytes: int = 16 * 1024 * 1024
     topic_alias_maximum: int = 10
     max_session_expiry: int = 0xFFFFFFFF

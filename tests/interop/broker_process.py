@@ -43,6 +43,8 @@ MOSQUITTO_EQUIVALENTS = {
     "CERTMQ_MQTT_MAX_PACKET_SIZE": "max_packet_size",
     "CERTMQ_MQTT_SERVER_KEEP_ALIVE": "max_keepalive",
     "CERTMQ_MQTT_MAX_QUEUED_MESSAGES": "max_queued_messages",
+    # mosquitto counts only the queued messages' payloads, not those in flight.
+    "CERTMQ_MQTT_MAX_QUEUED_BYTES": "max_queued_bytes",
     "CERTMQ_MQTT_MAX_INFLIGHT": "max_inflight_messages",
     # mosquitto's in-flight limit is also the Receive Maximum it announces and enforces.
     "CERTMQ_MQTT_RECEIVE_MAXIMUM": "max_inflight_messages",
@@ -53,7 +55,14 @@ MOSQUITTO_EQUIVALENTS = {
 # mosquitto options that belong to each listener rather than to the whole broker.
 MOSQUITTO_LISTENER_OPTIONS = {"max_topic_alias"}
 # certmq settings that mosquitto 2.0 cannot express; tests that need them expect failure there.
-MOSQUITTO_UNSUPPORTED = {"CERTMQ_MQTT_CONNECT_TIMEOUT"}
+MOSQUITTO_UNSUPPORTED = {
+    "CERTMQ_MQTT_CONNECT_TIMEOUT",
+    "CERTMQ_MQTT_MAX_RETAINED_MESSAGES",
+    "CERTMQ_MQTT_MAX_RETAINED_BYTES",
+    "CERTMQ_MQTT_MAX_SUBSCRIPTIONS_PER_CLIENT",
+    "CERTMQ_MQTT_MAX_TOPIC_LENGTH",
+    "CERTMQ_MQTT_MAX_TOPIC_LEVELS",
+}
 
 
 def broker_kind() -> str:

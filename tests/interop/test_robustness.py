@@ -108,3 +108,65 @@ def test_client_that_pings_stays_connected(clients, topic):
         assert client.read_packet().kind == raw_mqtt.PINGRESP
         time.sleep(0.5)
     client.subscribe([(topic, 1)])
+
+
+@pytest.mark.parametrize("version", [4, 5], ids=["v311", "v5"])
+def test_a_packet_trickled_byte_by_byte_does_not_keep_the_connection_alive(clients, topic, version):
+    """Only complete packets count for keep alive: a client that sends one byte of a PUBLISH it
+    never finishes every 0.5 s is closed after 1.5 x its keep alive of 2 s, while a client that
+    sends PINGREQ stays."""
+    control = clients.raw(version=version)
+    control.connect(clients.client_id("pinging"), keep_alive=2)
+    trickler = clients.raw(version=version)
+    trickler.connect(clients.client_id("trickling"), keep_alive=2)
+    connected = time.monotonic()
+    # A QoS 0 PUBLISH announcing 1000 bytes, never finished.
+    unfinished = bytes([0x30]) + raw_mqtt.encode_varint(1000) + raw_mqtt.encode_string(topic) + bytes(1000)
+    closed_after = None
+    for index, byte in enumerate(unfinished):
+        if time.monotonic() - connected > 8:
+            break
+        if index % 2 == 0:
+            control.send_packet(raw_mqtt.PINGREQ, 0, b"")
+            assert control.read_packet().kind == raw_mqtt.PINGRESP, "the pinging client was cut"
+        try:
+            trickler.send_raw(bytes([byte]))
+            packet = trickler.read_packet(timeout=0.5)
+        except TimeoutError:
+            continue
+        except (raw_mqtt.ConnectionClosed, OSError):
+            closed_after = time.monotonic() - connected
+            break
+        assert (packet.kind, packet.reason_code) == (raw_mqtt.DISCONNECT, 0x8D), f"unexpected {packet!r}"
+        closed_after = time.monotonic() - connected
+        break
+    assert closed_after is not None, (
+        "a client trickling a packet it never finishes is still connected after 8 s"
+    )
+    # 1.5 x 2 s, and the timer's and the loop's margins.
+    assert 2.5 <= closed_after < 4.5, f"closed after {closed_after:.1f} s"
+    control.send_packet(raw_mqtt.PINGREQ, 0, b"")
+    assert control.read_packet().kind == raw_mqtt.PINGRESP
+
+
+@expect_failure_on_mosquitto("has no setting for the CONNECT timeout")
+def test_a_connect_trickled_byte_by_byte_is_closed_after_the_connect_timeout(broker_factory, clients):
+    quick = broker_factory(CERTMQ_MQTT_CONNECT_TIMEOUT=1)
+    trickler = clients.for_broker(quick).raw()
+    # A CONNECT announcing 1000 bytes, sent one byte every 0.2 s.
+    unfinished = bytes([0x10]) + raw_mqtt.encode_varint(1000) + raw_mqtt.encode_string("MQTT") + bytes(1000)
+    opened = time.monotonic()
+    closed_after = None
+    for byte in unfinished:
+        if time.monotonic() - opened > 6:
+            break
+        try:
+            trickler.send_raw(bytes([byte]))
+            trickler.read_packet(timeout=0.2)
+        except TimeoutError:
+            continue
+        except (raw_mqtt.ConnectionClosed, OSError):
+            closed_after = time.monotonic() - opened
+            break
+    assert closed_after is not None, "a client trickling its CONNECT is still connected after 6 s"
+    assert 0.8 <= closed_after < 3, f"closed after {closed_after:.1f} s"

@@ -306,3 +306,17 @@ def test_broker_receive_maximum_announced_and_enforced(broker_factory, clients, 
         assert client.read_until(raw_mqtt.PUBREC).reason_code in (None, 0, 0x10)
     client.publish(topic, b"one-too-many", qos=2)
     _assert_disconnected_with(client, 0x93)  # Receive Maximum exceeded
+
+
+@expect_failure_on_mosquitto("never sends topic aliases to clients")
+def test_the_broker_keeps_no_more_aliases_for_a_client_than_topic_alias_maximum(clients, topic):
+    """Each alias the broker sends is a topic it keeps for the connection: a client allowing
+    65535 gets no more than the broker's topic_alias_maximum (10 by default)."""
+    receiver = clients.raw()
+    receiver.connect(clients.client_id("aliases"), properties={raw_mqtt.TOPIC_ALIAS_MAXIMUM: 65535})
+    receiver.subscribe([(f"{topic}/#", 0)])
+    publisher = clients.connected(V5)
+    for index in range(30):
+        publisher.publish(f"{topic}/{index}", b"x", qos=1)
+    aliases = {packet.properties.get(raw_mqtt.TOPIC_ALIAS) for packet in receiver.read_publishes(30)}
+    assert aliases - {None} == set(range(1, 11))

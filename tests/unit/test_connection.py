@@ -148,3 +148,19 @@ async def test_a_keep_alive_shorter_than_the_connect_deadline_gets_its_own_timer
     assert timer.when() - asyncio.get_running_loop().time() <= 3.0
     connection.data_received(DISCONNECT)
     assert connection._timer is None and transport.closed
+
+
+async def test_only_complete_packets_keep_a_connection_alive() -> None:
+    core = BrokerCore(MqttSection(), authenticator=Authenticator())
+    connection, transport = connection_on(core)
+    connection.data_received(connect_packet("device-6", keep_alive=1))
+    accepted = time.monotonic()
+    # A PUBLISH announcing 100 bytes, one byte every 0.2 s, never finished.
+    unfinished = b"\x30\x64\x00\x01t" + bytes(97)
+    for byte in unfinished:
+        if transport.closed or time.monotonic() - accepted > 4:
+            break
+        connection.data_received(bytes([byte]))
+        await asyncio.sleep(0.2)
+    closed_after = time.monotonic() - accepted
+    assert transport.closed and 1.4 <= closed_after < 2.5, closed_after

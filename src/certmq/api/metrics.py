@@ -47,6 +47,33 @@ _BROKER_COUNTERS: dict[str, tuple[str, str]] = {
     "malformed_packets": ("certmq_malformed_packets", "connections closed for a malformed packet"),
     "publishes_denied": ("certmq_publishes_denied", "PUBLISH packets refused by topic authorization"),
     "wills_dropped": ("certmq_wills_dropped", "wills not published: the topic rules or the identity changed"),
+    "messages_dropped_queue_full": (
+        "certmq_messages_dropped_queue_full",
+        "QoS 1 and 2 messages dropped for a session whose queue was full (messages or bytes)",
+    ),
+    "retained_refused": (
+        "certmq_retained_refused",
+        "retained messages not stored: the retained messages were at their limits",
+    ),
+    "subscriptions_over_limit": (
+        "certmq_subscriptions_over_limit",
+        "subscriptions refused: the client had as many as it may have",
+    ),
+    "topics_over_limit": (
+        "certmq_topics_over_limit",
+        "topics and filters refused for their length or levels (PUBLISH, SUBSCRIBE, will)",
+    ),
+}
+# Quantities the limits bound, exported as gauges: name, help.
+_BROKER_GAUGES: dict[str, tuple[str, str]] = {
+    "retained_messages": ("certmq_retained_messages", "retained messages stored"),
+    "retained_bytes": ("certmq_retained_bytes", "bytes the retained messages hold (mqtt.max_retained_bytes)"),
+    "subscriptions": ("certmq_subscriptions", "subscriptions of all sessions"),
+    "queued_messages": ("certmq_queued_messages", "QoS 1 and 2 messages queued for sessions"),
+    "queued_bytes": (
+        "certmq_queued_bytes",
+        "bytes of the messages queued and in flight for sessions (mqtt.max_queued_bytes each)",
+    ),
 }
 _CONNECTIONS_PREFIX = "connections_"
 _IGNORED_STATS = {"clients_connected"}  # the same number as the sum of certmq_connections
@@ -80,6 +107,9 @@ class _SnapshotCollector(Collector):
             if key in _BROKER_COUNTERS:
                 name, documentation = _BROKER_COUNTERS[key]
                 yield CounterMetricFamily(name, documentation, value=value)
+            elif key in _BROKER_GAUGES:
+                name, documentation = _BROKER_GAUGES[key]
+                yield GaugeMetricFamily(name, documentation, value=value)
             elif not key.startswith(_CONNECTIONS_PREFIX) and key not in _IGNORED_STATS:
                 yield GaugeMetricFamily(f"certmq_broker_{key}", f"broker statistic {key}", value=value)
         counts = snapshot.counts

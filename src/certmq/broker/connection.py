@@ -24,7 +24,8 @@ from certmq.auth.topics import (
     may_receive,
     may_subscribe,
 )
-from certmq.broker.messages import FORWARDED_PROPERTIES, Message
+from certmq.broker.messages import FORWARDED_PROPERTIES, Message, content_size, message_size
+from certmq.broker.quotas import topic_within_limits
 from certmq.broker.session import NEVER_EXPIRES, Delivery, OutgoingFlight, Session, SubscriptionEntry
 from certmq.mqtt.codec import PacketDecoder, encode
 from certmq.mqtt.errors import MQTTError, ProtocolError, UnsupportedProtocolVersion
@@ -184,13 +185,16 @@ class MQTTConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.state == CLOSED:
             return
-        self.last_activity = self._loop.time()
         self.core.stats.bytes_received += len(data)
         try:
             packets = self.decoder.feed(data)
         except MQTTError as error:
             packets = getattr(error, "packets", [])
             self._pending_error = error
+        if packets:
+            # Only a complete packet counts for keep alive (MQTT 3.1.2.10): a client that
+            # trickles a packet it never finishes is not kept alive by it.
+            self.last_activity = self._loop.time()
         self._in_batch = True
         try:
             if self._backlog:
@@ -352,13 +356,27 @@ class MQTTConnection(asyncio.Protocol):
         elif self.settings.apsara_client_id and not valid_apsara_client_id(client_id):
             self._refuse(ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, "client id must be GroupID@@@DeviceID")
             return
+        will = packet.will
+        if will is not None:
+            if not self._topic_within_limits(will.topic):
+                self._refuse(
+                    ReasonCode.TOPIC_NAME_INVALID, "the will topic is too long or has too many levels"
+                )
+                return
+            if content_size(will.topic, will.payload, will.properties) > self.settings.max_queued_bytes:
+                # The session holds its will as long as itself: no more than it may queue.
+                self._refuse(ReasonCode.QUOTA_EXCEEDED, "the will is larger than a session may hold")
+                return
         self.client_id = client_id
         self.username = packet.username
         self.client_receive_maximum = min(
             properties.get(PropertyId.RECEIVE_MAXIMUM, 65535), self.settings.max_inflight
         )
         self.client_maximum_packet_size = properties.get(PropertyId.MAXIMUM_PACKET_SIZE, 0)
-        self.client_topic_alias_maximum = properties.get(PropertyId.TOPIC_ALIAS_MAXIMUM, 0)
+        # The broker keeps a topic per alias it sends: no more than it lets a client keep.
+        self.client_topic_alias_maximum = min(
+            properties.get(PropertyId.TOPIC_ALIAS_MAXIMUM, 0), self.settings.topic_alias_maximum
+        )
         self.request_problem_information = properties.get(PropertyId.REQUEST_PROBLEM_INFORMATION, 1) == 1
         self.state = AUTHENTICATING
         attempt = ConnectAttempt(
@@ -558,6 +576,10 @@ class MQTTConnection(asyncio.Protocol):
         if not topic:
             self.close(ReasonCode.PROTOCOL_ERROR, "empty topic without a topic alias", publish_will=True)
             return
+        if len(topic) > self.core.longest_unchecked_topic and not self._topic_within_limits(topic):
+            log.debug("%s published to a topic over the topic limits", self.client_id)
+            self._answer_refused_publish(packet, ReasonCode.TOPIC_NAME_INVALID)
+            return
         if packet.retain and not self.settings.retain_available:
             self.close(
                 ReasonCode.RETAIN_NOT_SUPPORTED, "retained messages are not available", publish_will=True
@@ -570,6 +592,12 @@ class MQTTConnection(asyncio.Protocol):
             self._refuse_publish(packet, topic)
             return
         message = Message(topic, packet.payload, qos, packet.retain, forwarded, expires_at, self.client_id)
+        if packet.retain and qos and self.protocol_version == 5 and not self.core.retained_fits(message):
+            # A publisher that can be told is refused outright, so that it knows to try again;
+            # otherwise the message is delivered and not kept (BrokerCore.publish).
+            self.core.refuse_retained(message)
+            self._answer_refused_publish(packet, ReasonCode.QUOTA_EXCEEDED)
+            return
         if qos == 0:
             self.core.publish(message)
         elif qos == 1:
@@ -594,10 +622,14 @@ class MQTTConnection(asyncio.Protocol):
         """A denied publish is dropped; 5.0 clients are told so in PUBACK / PUBREC (0x87)."""
         log.info("%s may not publish to %s", self.client_id, topic)
         self.core.stats.publishes_denied += 1
+        self._answer_refused_publish(packet, ReasonCode.NOT_AUTHORIZED)
+
+    def _answer_refused_publish(self, packet: Publish, reason_code: int) -> None:
+        """Drop a refused publish: 5.0 clients are told ``reason_code`` in PUBACK / PUBREC."""
         packet_id = packet.packet_id
         if packet_id is None:
             return
-        code = ReasonCode.NOT_AUTHORIZED if self.protocol_version == 5 else ReasonCode.SUCCESS
+        code = reason_code if self.protocol_version == 5 else ReasonCode.SUCCESS
         if packet.qos == 1:
             self.send(PubAck(packet_id, code))
         elif self.protocol_version == 5:
@@ -624,7 +656,7 @@ class MQTTConnection(asyncio.Protocol):
         session = self.session
         if self.state != CONNECTED or session is None:
             if delivery.qos and session is not None:
-                session.queue(delivery, self.settings.max_queued_messages)
+                self.core.queue(session, delivery)
             return
         message = delivery.message
         if message.expires_at is not None and message.expired(self._loop.time()):
@@ -653,15 +685,26 @@ class MQTTConnection(asyncio.Protocol):
         if len(session.inflight) >= self.client_receive_maximum or (
             session.pending and delivery is not session.pending[0]
         ):
-            if not session.queue(delivery, self.settings.max_queued_messages):
-                self.core.stats.messages_dropped += 1
+            self.core.queue(session, delivery)
             return
+        # Session.hold written out: this runs for every QoS 1 and 2 delivery.
+        size = message.size
+        if size < 0:
+            size = message_size(message)
+        held = session.held_bytes + size
+        if held > self.settings.max_queued_bytes:
+            session.dropped_messages += 1
+            self.core.count_queue_full()
+            return
+        session.held_bytes = held
         self._send_in_flight(session, delivery)
 
     def _send_in_flight(self, session: Session, delivery: Delivery) -> None:
+        """Send a delivery the session holds (Session.hold) with a packet id."""
         packet_id = session.allocate_packet_id()
         data = self._encode_publish(delivery, packet_id, False)
         if data is None:
+            session.release(delivery)
             return
         session.inflight[packet_id] = OutgoingFlight(delivery)
         self.core.stats.messages_sent += 1
@@ -709,8 +752,10 @@ class MQTTConnection(asyncio.Protocol):
         while pending and len(session.inflight) < self.client_receive_maximum and self.state == CONNECTED:
             delivery = pending.popleft()
             if delivery.message.expired(now):
+                session.release(delivery)
                 continue
             if delivery.qos == 0:
+                session.release(delivery)
                 self.deliver(delivery)
             else:
                 self._send_in_flight(session, delivery)
@@ -731,6 +776,8 @@ class MQTTConnection(asyncio.Protocol):
         flight = session.inflight.get(packet.packet_id)
         if flight is not None and flight.delivery.qos == 1:
             del session.inflight[packet.packet_id]
+            # Session.release written out: the message's size was kept when it was held.
+            session.held_bytes -= flight.delivery.message.size
             if session.pending:
                 self._send_pending()
 
@@ -743,6 +790,7 @@ class MQTTConnection(asyncio.Protocol):
             return
         if packet.reason_code >= 0x80:
             del session.inflight[packet.packet_id]
+            session.release(flight.delivery)
             if session.pending:
                 self._send_pending()
             return
@@ -755,6 +803,7 @@ class MQTTConnection(asyncio.Protocol):
         flight = session.inflight.get(packet.packet_id)
         if flight is not None and flight.released:
             del session.inflight[packet.packet_id]
+            session.release(flight.delivery)
             if session.pending:
                 self._send_pending()
 
@@ -772,6 +821,10 @@ class MQTTConnection(asyncio.Protocol):
             if group is not None and subscription.no_local:
                 self.close(ReasonCode.PROTOCOL_ERROR, "no-local on a shared subscription", publish_will=True)
                 return
+            refused = self._subscription_over_limits(session, subscription.topic_filter)
+            if refused is not None:
+                codes.append(refused)
+                continue
             if not may_subscribe(session.permissions, subscription.topic_filter):
                 log.info("%s may not subscribe to %s", self.client_id, subscription.topic_filter)
                 codes.append(self.subscription_refused_code())
@@ -815,6 +868,33 @@ class MQTTConnection(asyncio.Protocol):
 
     def subscription_refused_code(self) -> int:
         return self.core.subscribe_denied_code if self.protocol_version == 5 else SUBACK_FAILURE_3_1_1
+
+    def _subscription_over_limits(self, session: Session, topic_filter: str) -> int | None:
+        """The SUBACK code refusing a filter over the topic limits (0x8F) or a new subscription
+        beyond the client's (0x97); None when it is within them. 3.1.1 has only 0x80."""
+        if not self._topic_within_limits(topic_filter):
+            log.debug("%s subscribed to a filter over the topic limits", self.client_id)
+            code = ReasonCode.TOPIC_FILTER_INVALID
+        elif (
+            len(session.subscriptions) >= self.settings.max_subscriptions_per_client
+            and topic_filter not in session.subscriptions
+        ):
+            log.debug(
+                "%s has %d subscriptions, the most a client may have",
+                self.client_id,
+                len(session.subscriptions),
+            )
+            self.core.stats.subscriptions_over_limit += 1
+            code = ReasonCode.QUOTA_EXCEEDED
+        else:
+            return None
+        return code if self.protocol_version == 5 else SUBACK_FAILURE_3_1_1
+
+    def _topic_within_limits(self, topic: str) -> bool:
+        if len(topic) <= self.core.longest_unchecked_topic or topic_within_limits(topic, self.settings):
+            return True
+        self.core.stats.topics_over_limit += 1
+        return False
 
     # -- PINGREQ, DISCONNECT, AUTH ---------------------------------------------------------
 

@@ -17,6 +17,7 @@ from certmq.auth.ownership import ANONYMOUS_OWNER, UNKNOWN_OWNER, SessionOwnerPo
 from certmq.auth.topics import ClientPermissions, TopicRules, may_publish, may_receive, may_subscribe
 from certmq.broker.certificate_expiry import CertificateExpiry
 from certmq.broker.messages import FORWARDED_PROPERTIES, Message
+from certmq.broker.quotas import longest_unchecked_topic, retained_fits
 from certmq.broker.retained import MemoryRetainedStore, RetainedStore
 from certmq.broker.session import NEVER_EXPIRES, Delivery, Session, SubscriptionEntry
 from certmq.broker.stats import BrokerStats
@@ -92,6 +93,7 @@ class BrokerCore:
         self.subscriptions = SubscriptionIndex()
         self.retained: RetainedStore = retained or MemoryRetainedStore()
         self.stats = BrokerStats()
+        self.longest_unchecked_topic = longest_unchecked_topic(settings)
         self.connections: set[MQTTConnection] = set()
         self.certificate_expiry = CertificateExpiry(self.connections)
 
@@ -219,6 +221,7 @@ class BrokerCore:
         as the loop runs again, after every saved session is back, so its will reaches them too.
         """
         self.sessions[session.client_id] = session
+        session.count_held_bytes()
         for entry in session.subscriptions.values():
             self.subscriptions.add(entry)
         self._authorize(session, self.permissions_for(session.client_id, session.username, session.identity))
@@ -262,6 +265,18 @@ class BrokerCore:
             connection.close(ReasonCode.NOT_AUTHORIZED, reason, publish_will=False)
         return len(chosen)
 
+    def holdings(self) -> dict[str, int]:
+        """What the broker holds now, the quantities its limits bound (for the metrics)."""
+        sessions = self.sessions.values()
+        return {
+            "retained_messages": len(self.retained),
+            "retained_bytes": self.retained.size,
+            "subscriptions": len(self.subscriptions),
+            "queued_messages": sum(len(session.pending) for session in sessions),
+            # Queued and in flight: what mqtt.max_queued_bytes bounds per session.
+            "queued_bytes": sum(session.held_bytes for session in sessions),
+        }
+
     # -- subscriptions --------------------------------------------------------------------
 
     def subscribe(self, session: Session, entry: SubscriptionEntry) -> bool:
@@ -286,11 +301,36 @@ class BrokerCore:
             if target is not None:
                 return self._deliver_point_to_point(message, target)
         if message.retain and self.settings.retain_available:
-            if message.payload:
+            if not message.payload:
+                self.retained.clear(message.topic)
+            elif self.retained_fits(message):
                 self.retained.set(message)
             else:
-                self.retained.clear(message.topic)
+                # Delivered to the subscribers of now, not kept for later ones.
+                self.refuse_retained(message)
         return self.route(message)
+
+    def retained_fits(self, message: Message) -> bool:
+        """Whether publishing retained ``message`` keeps the retained messages within their
+        limits (docs/configuration.md, "Limits"). What is not stored always fits: an empty
+        payload (it clears the topic), a point-to-point message; so do the broker's own `$SYS`
+        messages."""
+        if message.sender is None or not message.payload:
+            return True
+        if self.settings.p2p_topics and p2p_target(message.topic) is not None:
+            return True
+        return retained_fits(self.retained, message, self.settings)
+
+    def refuse_retained(self, message: Message) -> None:
+        # Counted in the metrics; a line each would let one client flood the log.
+        log.debug(
+            "retained message on %s from %s not stored: the retained limits are reached (%d messages, %d bytes)",
+            message.topic,
+            message.sender,
+            len(self.retained),
+            self.retained.size,
+        )
+        self.stats.retained_refused += 1
 
     def _deliver_point_to_point(self, message: Message, client_id: str) -> int:
         """ApsaraMQ point-to-point: `<parent>/p2p/<ClientId>` goes to that client alone, subscribed or not."""
@@ -394,7 +434,17 @@ class BrokerCore:
             connection.deliver(delivery, cache)
         elif delivery.qos > 0:
             # Offline persistent session: keep QoS 1 and 2 messages (MQTT 3.1.2.4); QoS 0 is dropped.
-            if not session.queue(delivery, self.settings.max_queued_messages):
-                self.stats.messages_dropped += 1
+            self.queue(session, delivery)
         else:
             self.stats.messages_dropped += 1
+
+    def queue(self, session: Session, delivery: Delivery) -> None:
+        """Keep a QoS 1 or 2 delivery in ``session`` for later; when its queue is full (messages
+        or bytes, docs/configuration.md "Limits") the delivery is dropped and counted."""
+        settings = self.settings
+        if not session.queue(delivery, settings.max_queued_messages, settings.max_queued_bytes):
+            self.count_queue_full()
+
+    def count_queue_full(self) -> None:
+        self.stats.messages_dropped += 1
+        self.stats.messages_dropped_queue_full += 1

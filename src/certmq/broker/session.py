@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from certmq.broker.messages import Message
+from certmq.broker.messages import Message, message_size
 
 if TYPE_CHECKING:
     import asyncio
@@ -82,6 +82,8 @@ class Session:
     expiry_handle: asyncio.TimerHandle | None = None
     will_handle: asyncio.TimerHandle | None = None
     dropped_messages: int = 0
+    # The size (message_size) of the deliveries queued and in flight, held to mqtt.max_queued_bytes.
+    held_bytes: int = 0
     _next_packet_id: int = 1
 
     def allocate_packet_id(self) -> int:
@@ -95,10 +97,38 @@ class Session:
         self._next_packet_id = packet_id % 65535 + 1
         return packet_id
 
-    def queue(self, delivery: Delivery, limit: int) -> bool:
-        """Keep a delivery for later; False (and counted as dropped) when the queue is full."""
-        if len(self.pending) >= limit:
+    def queue(self, delivery: Delivery, limit: int, byte_limit: int) -> bool:
+        """Keep a delivery for later; False (and counted as dropped) when the queue is full:
+        ``limit`` messages queued, or ``byte_limit`` bytes queued and in flight."""
+        if len(self.pending) >= limit or not self.hold(delivery, byte_limit):
             self.dropped_messages += 1
             return False
         self.pending.append(delivery)
         return True
+
+    def hold(self, delivery: Delivery, byte_limit: int) -> bool:
+        """Count a delivery the session is to keep (queued or in flight) against ``byte_limit``;
+        False, and nothing counted, when it does not fit."""
+        # Once per delivery: the size the message keeps saves a call when it has one.
+        size = delivery.message.size
+        if size < 0:
+            size = message_size(delivery.message)
+        held = self.held_bytes + size
+        if held > byte_limit:
+            return False
+        self.held_bytes = held
+        return True
+
+    def release(self, delivery: Delivery) -> None:
+        """A delivery the session held is gone: acknowledged, expired, or not sendable."""
+        size = delivery.message.size
+        if size < 0:
+            size = message_size(delivery.message)
+        self.held_bytes -= size
+
+    def count_held_bytes(self) -> None:
+        """Count anew what the queue and the messages in flight hold, for a session whose queue
+        and flights were set directly (restored from disk)."""
+        self.held_bytes = sum(message_size(delivery.message) for delivery in self.pending) + sum(
+            message_size(flight.delivery.message) for flight in self.inflight.values()
+        )

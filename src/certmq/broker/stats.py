@@ -19,3 +19,8 @@ class BrokerStats:
     tls_handshake_failures: int = 0
     publishes_denied: int = 0
     wills_dropped: int = 0  # wills not published: the rules or the client's identity changed
+    # Refusals by the limits on what a client can make the broker hold (docs/configuration.md).
+    messages_dropped_queue_full: int = 0
+    retained_refused: int = 0
+    subscriptions_over_limit: int = 0
+    topics_over_limit: int = 0
