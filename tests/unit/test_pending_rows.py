@@ -45,6 +45,7 @@ def test_a_decision_with_a_client_id_of_60_kb_keeps_its_beginning_and_says_it_wa
     )
     assert (len(bounded.client_id), len(bounded.detail), len(bounded.cn)) == (TEXT_LIMIT,) * 3
     assert bounded.peer == "10.0.0.1:1" and bounded.time == decision.time
+    assert bounded_decision(bounded) is bounded  # bounding again changes nothing
     usual = Decision(client_id="GID_sensors@@@device-0001", detail="new device")
     assert bounded_decision(usual) is usual  # nothing to cut: the same object
 
@@ -64,6 +65,7 @@ def test_a_call_keeps_a_few_parameters_each_of_a_bounded_length() -> None:
     assert all(len(name) <= PARAMETER_NAME_LIMIT for name in bounded.parameters)
     assert all(len(value) <= PARAMETER_VALUE_LIMIT for value in bounded.parameters.values())
     assert len(bounded.message) == TEXT_LIMIT
+    assert bounded_operation(bounded) is bounded  # bounding again changes nothing
     alike = bounded_operation(operation_with({f"{'N' * 200}{n:02d}": "v" for n in range(3)}))
     assert alike.parameters == {
         cut_text("N" * 202, PARAMETER_NAME_LIMIT): "v",

@@ -94,7 +94,8 @@ def bounded_operation(operation: Operation, limit: int = TEXT_LIMIT) -> Operatio
     cut = _cut_texts(_operation_texts(operation), _OPERATION_TEXTS, limit)
     parameters = operation.parameters if isinstance(operation.parameters, dict) else {}
     value_limit = min(limit, PARAMETER_VALUE_LIMIT)
-    if len(parameters) > MAX_PARAMETERS or not all(
+    # A call bounded before keeps its count of the parameters left out: bounding again changes nothing.
+    if len(parameters) - (MORE_PARAMETERS in parameters) > MAX_PARAMETERS or not all(
         _fits(name, PARAMETER_NAME_LIMIT) and _fits(value, value_limit) for name, value in parameters.items()
     ):
         kept: dict[str, str] = {}
