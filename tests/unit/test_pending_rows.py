@@ -119,6 +119,28 @@ async def test_memory_of_the_pending_decisions_stays_within_the_bound(
     assert registry.decisions_pending + registry.decisions_dropped == 20_000
 
 
+async def test_memory_of_the_pending_calls_stays_within_the_bound(store: RegistryStore) -> None:
+    """Calls with many small parameters, the rows whose memory is least in their texts."""
+    bound = 16 * 1024 * 1024
+    registry = RegistryService(store, instance_id=INSTANCE_ID, pending_max_bytes=bound)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(20_000):
+            registry.record_operation(
+                Operation(request_id=f"R{n}", action="ListCaCertificate", status=200, code="Success",
+                          authenticated=True, parameters={f"P{index:02d}-{n}": f"{n}" for index in range(64)})
+            )  # fmt: skip
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert registry.operations_pending_bytes <= bound
+    assert held <= bound, f"{held / 2**20:.1f} MiB held for a bound of {bound / 2**20:.0f} MiB"
+    assert registry.operations_pending + registry.operations_dropped == 20_000
+    assert registry.operations_dropped > 0
+
+
 @pytest.fixture
 def store(tmp_path: object) -> RegistryStore:
     from pathlib import Path

@@ -36,10 +36,12 @@ MORE_PARAMETERS = "…"
 PENDING_MAX_ROWS = 100_000
 PENDING_MAX_BYTES = 128 * 1024 * 1024
 # The estimate of a row: what it takes beyond its texts (the record, its time, the small values:
-# about 450 bytes for a decision or an operation, measured with tracemalloc on CPython 3.11), and
-# 4 bytes per character of its texts, what a character may take at most: never less than the row
-# takes. A usual decision is estimated at about 1.3 KB (it takes 0.7 KB).
+# about 450 bytes for a decision or an operation, measured with tracemalloc on CPython 3.11), what
+# each parameter of a call takes beyond its texts (about 120 bytes), and 4 bytes per character of
+# its texts, what a character may take at most: never less than the row takes. A usual decision
+# is estimated at about 1.3 KB (it takes 0.7 KB).
 ROW_BYTES = 512
+PARAMETER_BYTES = 160
 BYTES_PER_CHARACTER = 4
 
 R = TypeVar("R", Decision, Operation)
@@ -125,7 +127,7 @@ def measured_operation(operation: Operation) -> tuple[Operation, int]:
     parameters = operation.parameters if isinstance(operation.parameters, dict) else {}
     characters = sum(_lengths(_operation_texts(operation)))
     characters += sum(_lengths(tuple(parameters))) + sum(_lengths(tuple(parameters.values())))
-    return operation, ROW_BYTES + BYTES_PER_CHARACTER * characters
+    return operation, ROW_BYTES + PARAMETER_BYTES * len(parameters) + BYTES_PER_CHARACTER * characters
 
 
 class PendingRows(Generic[R]):
