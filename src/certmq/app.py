@@ -95,7 +95,7 @@ class Application:
             instance_id=self.instance.id,
             decision_max_rows=audit.max_rows,
             decision_max_age=timedelta(days=audit.retention_days),
-            decision_fold_window=timedelta(seconds=audit.fold_window),
+            fold_window=timedelta(seconds=audit.fold_window),
         )
         await registry.open()
         if self.demo:

@@ -8,7 +8,7 @@ from cryptography import x509
 
 from api.conftest import Api, Pki, pem
 from certmq import pki
-from certmq.registry import Decision
+from certmq.registry import Decision, Operation
 
 
 async def test_registration_code(api: Api) -> None:
@@ -339,6 +339,10 @@ async def test_metrics(api: Api) -> None:
     record(Decision(result="deny", reason="ca-not-registered"))
     for _ in range(5):  # a stranger: the first is a row, the other four are folded
         record(Decision(result="deny", reason="no-credentials", peer="203.0.113.7:1", identity_known=False))
+    for code in ("SignatureDoesNotMatch",) * 3 + ("Throttling.User",) * 2:  # calls that did not verify
+        api.registry.record_operation(
+            Operation(request_id="R", action="ListCaCertificate", status=403, code=code, peer="203.0.113.7:2")
+        )
 
     reply = await api.client.get("/metrics", headers={"Authorization": ""})
     assert reply.status_code == 200
@@ -355,6 +359,8 @@ async def test_metrics(api: Api) -> None:
     assert samples['certmq_decisions_total{reason="ca-not-registered",result="deny"}'] == 1
     assert samples['certmq_decisions_total{reason="no-credentials",result="deny"}'] == 5
     assert samples['certmq_decisions_folded_total{reason="no-credentials"}'] == 4
+    assert samples['certmq_api_calls_folded_total{code="SignatureDoesNotMatch"}'] == 2
+    assert samples['certmq_api_calls_folded_total{code="Throttling.User"}'] == 1
     assert samples["certmq_messages_received_total"] == 7
     assert samples["certmq_messages_sent_total"] == 11
     assert samples["certmq_tls_handshake_failures_total"] == 2

@@ -16,10 +16,14 @@ import httpx
 import pytest
 from openssl_pki import make_ca, make_device
 
+from certmq.registry.folding import FOLDED_TEXT_LIMIT
+from certmq.registry.pending import TEXT_LIMIT
 from conftest import Instance, start_instance
+from paho_client import PahoClient
 
 FOLD_WINDOW = 2  # seconds, so that a flood of a few seconds spans several windows
 NOT_AUTHORIZED_5 = 0x87
+BAD_USER_NAME_OR_PASSWORD_5 = 0x86
 
 
 def _string(value: bytes) -> bytes:
@@ -158,3 +162,33 @@ def test_a_strangers_flood_costs_a_few_counted_rows_and_every_known_decision_is_
         ("allow", 1)
     ] * rounds
     assert all(row["identity_known"] for row in log if row["client_id"] in ("revoked", "allowed"))
+
+
+def test_a_client_id_of_60_kb_is_kept_cut_with_a_marker_that_says_so(
+    flooded: Instance, tmp_path: Path
+) -> None:
+    """MQTT allows a client id of 65,535 bytes, within the 1 MiB packets certmq takes: the log keeps
+    its first characters and a marker with its length (docs/registry.md, "What a row holds")."""
+    ca = make_ca(flooded.work / "long", "long-ca")
+    flooded.register_ca(ca, "long")
+    device = make_device(tmp_path / "device", ca, f"long-{uuid.uuid4().hex[:6]}")
+    client = flooded.device_client(device, client_id="L" * 61_440)
+    client.connect()
+    client.disconnect()
+    for _ in range(3):  # a stranger: the first refusal is written at once, the others folded
+        stranger = PahoClient("127.0.0.1", flooded.broker.tcp_port, client_id="S" * 61_440)
+        stranger.client.username_pw_set("Signature|LTAI-no-such-key|mqtt-somewhere", "bm90IGEgc2lnbmF0dXJl")
+        assert stranger.connect(expect_success=False).reason_code == BAD_USER_NAME_OR_PASSWORD_5
+        stranger.close()
+    flooded.broker.restart()  # a clean stop writes the window still open
+
+    log = flooded.decisions(limit="1000")
+    (known,) = [row for row in log if row["client_id"].startswith("L")]
+    assert (known["result"], known["identity_known"]) == ("allow", True)
+    assert known["client_id"] == "L" * (TEXT_LIMIT - 28) + "…[cut from 61440 characters]"
+    strangers = sorted((row for row in log if row["client_id"].startswith("S")), key=lambda row: row["count"])
+    assert [(row["count"], len(row["client_id"])) for row in strangers] == [
+        (1, TEXT_LIMIT),
+        (2, FOLDED_TEXT_LIMIT),
+    ]
+    assert all(row["client_id"].endswith("…[cut from 61440 characters]") for row in strangers)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from certmq.api.rpc import RpcSettings
 from certmq.api.rpc.rate_limit import RateLimiter
 from certmq.api.rpc.signature import NonceCache, NonceUse
 from certmq.config import ConfigError
@@ -80,6 +81,37 @@ def test_a_nonce_is_accepted_once_per_access_key(live: LiveApi, scheme: str) -> 
     bad = live.rpc("GetRegisterCode", parameters, scheme=scheme, nonce="fresh-" + scheme, secret="wrong")
     assert code_of(bad) == (403, "SignatureDoesNotMatch")
     assert live.rpc("GetRegisterCode", parameters, scheme=scheme, nonce="fresh-" + scheme).is_success
+
+
+def test_replays_use_up_none_of_the_access_keys_calls(
+    live: LiveApi, scheme: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Someone who saw a signed request sends it again and again: each replay is refused for its
+    nonce before the AccessKey's rate limit is asked, so the key's own calls still go through,
+    and the replays are logged as calls that were not authenticated."""
+    limited = LiveApi(
+        tmp_path_factory.mktemp("replays"), rpc_settings=RpcSettings(rate_limit=0.01, rate_burst=2)
+    )
+    limited.start()
+    try:
+        parameters = {"MqttInstanceId": limited.instance_id}
+        assert limited.rpc("GetRegisterCode", parameters, scheme=scheme, nonce="seen-" + scheme).is_success
+        for _ in range(5):
+            replay = limited.rpc("GetRegisterCode", parameters, scheme=scheme, nonce="seen-" + scheme)
+            assert code_of(replay) == (403, "SignatureNonceUsed")
+        assert limited.rpc("GetRegisterCode", parameters, scheme=scheme).is_success
+        assert code_of(limited.rpc("GetRegisterCode", parameters, scheme=scheme)) == (403, "SystemOverFlow")
+        limited.run(limited.registry.flush_operations(close_all_windows=True))
+        logged = limited.run(limited.registry.search_operations())
+        assert sorted((row.code, row.authenticated, row.count) for row in logged) == [
+            ("SignatureNonceUsed", False, 1),
+            ("SignatureNonceUsed", False, 4),
+            ("Success", True, 1),
+            ("Success", True, 1),
+            ("SystemOverFlow", True, 1),
+        ]
+    finally:
+        limited.stop()
 
 
 def test_an_unsigned_request_is_refused(live: LiveApi) -> None:

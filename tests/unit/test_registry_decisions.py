@@ -8,7 +8,7 @@ import datetime
 import pytest
 
 from certmq.registry import Decision, ParameterFieldCheckFailed, RegistryService
-from certmq.registry import service as service_module
+from certmq.registry.pending import TEXT_LIMIT
 from certmq.registry.store import LOG_ROWS_PER_STATEMENT, RegistryStore
 
 from .registry_fixtures import INSTANCE_ID, Clock, clock, postgresql_server, registry, store
@@ -179,8 +179,9 @@ async def test_long_values_are_cut_to_their_columns(registry: RegistryService) -
         128,
         64,
         32,
-        5000,
+        TEXT_LIMIT,
     )
+    assert record.detail.endswith("d…[cut from 5000 characters]")
 
 
 async def test_retention_by_rows(store: RegistryStore, clock: Clock) -> None:
@@ -234,17 +235,19 @@ async def test_retention_runs_periodically(store: RegistryStore) -> None:
         await registry.close()
 
 
-async def test_buffer_is_bounded_when_the_database_cannot_keep_up(
-    registry: RegistryService, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(service_module, "DECISION_BUFFER_LIMIT", 100)
-    for n in range(150):
-        registry.record_decision(decision(n))
-    assert registry.decisions_pending == 100
-    assert registry.decisions_dropped == 50
-    await registry.flush_decisions()
-    kept = await registry.search_decisions(limit=1000)
-    assert len(kept) == 100 and kept[-1].device_sn == f"{50:04x}"  # the oldest went
+async def test_buffer_is_bounded_when_the_database_cannot_keep_up(store: RegistryStore) -> None:
+    registry = RegistryService(store, instance_id=INSTANCE_ID, pending_max_rows=100)
+    await registry.open()
+    try:
+        for n in range(150):
+            registry.record_decision(decision(n))
+        assert registry.decisions_pending == 100
+        assert registry.decisions_dropped == 50
+        await registry.flush_decisions()
+        kept = await registry.search_decisions(limit=1000)
+        assert len(kept) == 100 and kept[-1].device_sn == f"{50:04x}"  # the oldest went
+    finally:
+        await registry.close()
 
 
 async def test_record_decision_is_cheap(registry: RegistryService) -> None:
@@ -333,9 +336,7 @@ async def test_close_writes_the_open_windows(store: RegistryStore, clock: Clock)
 
 
 async def test_a_fold_window_of_zero_writes_every_refusal(store: RegistryStore, clock: Clock) -> None:
-    registry = RegistryService(
-        store, instance_id=INSTANCE_ID, clock=clock, decision_fold_window=datetime.timedelta(0)
-    )
+    registry = RegistryService(store, instance_id=INSTANCE_ID, clock=clock, fold_window=datetime.timedelta(0))
     await registry.open()
     try:
         for n in range(20):
@@ -353,7 +354,7 @@ async def test_retention_by_size_deletes_the_strangers_rows_first(store: Registr
         store,
         instance_id=INSTANCE_ID,
         decision_max_rows=10,
-        decision_fold_window=datetime.timedelta(0),  # one row per refusal: the worst case
+        fold_window=datetime.timedelta(0),  # one row per refusal: the worst case
         clock=clock,
     )
     await registry.open()

@@ -9,6 +9,7 @@ import datetime
 import pytest
 
 from certmq.registry import Operation, ParameterFieldCheckFailed, RegistryService
+from certmq.registry.pending import PARAMETER_VALUE_LIMIT, TEXT_LIMIT
 from certmq.registry.store import RegistryStore
 
 from .registry_fixtures import INSTANCE_ID, Clock, clock, postgresql_server, registry, store
@@ -105,7 +106,9 @@ async def test_odd_values_are_made_to_fit(registry: RegistryService) -> None:
     (record,) = await registry.search_operations()
     assert (len(record.request_id), len(record.action), len(record.access_key_id)) == (64, 64, 128)
     assert (len(record.peer), len(record.code), record.status, record.duration_ms) == (128, 64, 32767, 0)
-    assert len(record.message) == 2000 and len(record.parameters["Sn"]) == 256
+    assert len(record.message) == TEXT_LIMIT and record.message.endswith("M…[cut from 10000 characters]")
+    assert len(record.parameters["Sn"]) == PARAMETER_VALUE_LIMIT
+    assert record.parameters["Sn"].endswith("…[cut from 2000 characters]")
     assert record.parameters["Ünïcode"] == "välue"
     assert record.time == datetime.datetime(2025, 1, 1, 12, 0, tzinfo=datetime.UTC)
 
@@ -154,3 +157,130 @@ async def test_page_numbers_are_bounded(registry: RegistryService) -> None:
         with pytest.raises(ParameterFieldCheckFailed, match="PageNo"):
             await registry.list_devices(page_no, 10)  # type: ignore[arg-type]
     assert (await registry.list_devices(1_000_000_000, 100)).items == ()
+
+
+# --- folding and retention of calls that were not authenticated (docs/registry.md) --------------
+
+
+def refused_call(n: int, moment: datetime.datetime, code: str = "SignatureDoesNotMatch") -> Operation:
+    return operation(
+        n,
+        authenticated=False,
+        access_key_id=f"LTAI-guess-{n}",
+        status=403,
+        code=code,
+        action="DeleteCaCertificate",
+        peer=f"203.0.113.7:{1024 + n}",
+        time=moment,
+    )
+
+
+async def test_calls_that_were_not_authenticated_are_folded_before_they_are_written(
+    registry: RegistryService, store: RegistryStore, clock: Clock
+) -> None:
+    base = clock.now
+    for n in range(1000):
+        registry.record_operation(refused_call(n, base + datetime.timedelta(milliseconds=n)))
+        if n % 250 == 0:  # authenticated calls in between, refused and allowed
+            moment = base + datetime.timedelta(milliseconds=n)
+            registry.record_operation(operation(n, time=moment))
+            registry.record_operation(operation(n + 1, code="FindCaBySnError", status=404, time=moment))
+    await registry.flush_operations()
+    assert store.count_operations() == 8 + 1  # the authenticated ones, and the stranger's first call
+    assert registry.calls_folded == {"SignatureDoesNotMatch": 999}
+
+    clock.advance(seconds=61)  # the window closes
+    await registry.flush_operations()
+    rows = await registry.search_operations(code="SignatureDoesNotMatch")
+    assert [(row.peer, row.count, row.authenticated, row.access_key_id) for row in rows] == [
+        ("203.0.113.7", 999, False, "LTAI-guess-999"),
+        ("203.0.113.7:1024", 1, False, "LTAI-guess-0"),
+    ]
+    assert (rows[0].first_seen, rows[0].last_seen) == (
+        base + datetime.timedelta(milliseconds=1),
+        base + datetime.timedelta(milliseconds=999),
+    )
+    assert (rows[1].first_seen, rows[1].last_seen) == (base, base)
+    authenticated = [row for row in await registry.search_operations() if row.authenticated]
+    assert [(row.count, row.first_seen) for row in authenticated] == [(1, row.time) for row in authenticated]
+    assert len(authenticated) == 8
+
+
+async def test_close_writes_the_open_windows_of_calls(store: RegistryStore, clock: Clock) -> None:
+    registry = RegistryService(store, instance_id=INSTANCE_ID, clock=clock, decision_flush_interval=3600)
+    await registry.open()
+    for n in range(50):
+        registry.record_operation(refused_call(n, clock.now))
+        registry.record_operation(refused_call(n, clock.now, code="Throttling.User"))
+    await registry.close()
+    assert store.count_operations() == 4
+    assert sum(row.count for row in store.search_operations()) == 100
+
+
+async def test_retention_by_size_deletes_the_rows_of_calls_not_authenticated_first(
+    store: RegistryStore, clock: Clock
+) -> None:
+    """The oldest rows are authenticated calls; a newer flood of refused calls fills the log: the
+    size limit is met by deleting the refused calls' rows, the authenticated ones stay until
+    their age limit."""
+    registry = RegistryService(
+        store,
+        instance_id=INSTANCE_ID,
+        operation_max_rows=10,
+        fold_window=datetime.timedelta(0),  # one row per call: the worst case
+        clock=clock,
+    )
+    await registry.open()
+    try:
+        base = clock.now - datetime.timedelta(hours=1)
+        for n in range(8):
+            registry.record_operation(operation(n, time=base + datetime.timedelta(seconds=n)))
+        for n in range(30):
+            registry.record_operation(refused_call(n, base + datetime.timedelta(minutes=1, seconds=n)))
+        await registry.flush_operations()
+        await registry.enforce_retention()
+        kept = await registry.search_operations(limit=100)
+        assert [row.authenticated for row in kept] == [False, False] + [True] * 8
+        assert [row.access_key_id for row in kept[:2]] == ["LTAI-guess-29", "LTAI-guess-28"]
+
+        # Authenticated calls alone beyond the limit: then their oldest go.
+        for n in range(8, 20):
+            registry.record_operation(operation(n, time=base + datetime.timedelta(minutes=2, seconds=n)))
+        await registry.flush_operations()
+        await registry.enforce_retention()
+        kept = await registry.search_operations(limit=100)
+        assert [row.request_id for row in kept] == [f"REQUEST-{n:04d}" for n in reversed(range(10, 20))]
+        assert store.count_operations() == 10
+    finally:
+        await registry.close()
+
+
+async def test_the_upgrade_keeps_the_calls_logged_before_it(store: RegistryStore) -> None:
+    """Rows of the schema before folding read back as single calls."""
+    from alembic import command
+
+    from certmq.registry.store import _alembic_config
+
+    config = _alembic_config()
+    with store.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0004")
+    moment = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=datetime.UTC)
+    with store.engine.begin() as connection:
+        connection.exec_driver_sql(
+            "INSERT INTO api_operation (time, request_id, peer, access_key_id, authenticated,"
+            " signature_method, action, parameters, status, code, message, duration_ms) VALUES ("
+            + ("'2030-01-01 12:00:00.000000'" if store.dialect == "sqlite" else "'2030-01-01 12:00:00+00'")
+            + ", 'R-OLD', '10.0.0.1:1', 'LTAIkey1', "
+            + ("1" if store.dialect == "sqlite" else "true")
+            + ", 'HMAC-SHA1', 'ListCaCertificate', '{}', 200, 'Success', '', 3)"
+        )
+    store.migrate()
+    (row,) = store.search_operations()
+    assert (row.request_id, row.count, row.first_seen, row.last_seen, row.authenticated) == (
+        "R-OLD",
+        1,
+        moment,
+        moment,
+        True,
+    )

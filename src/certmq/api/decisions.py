@@ -23,7 +23,10 @@ class Decision(BaseModel):
         description="the client's address, host:port; of a folded row, its source: the IPv4 address, "
         "the IPv6 /64, or * for the sources beyond the open windows"
     )
-    client_id: str
+    client_id: str = Field(
+        description="the MQTT client id; one longer than 1024 characters is cut, and ends with a marker "
+        "that says how long it was (docs/registry.md, 'What a row holds')"
+    )
     ca_sn: str
     device_sn: str
     cn: str = Field(description="Subject CN of the device certificate")

@@ -7,7 +7,9 @@ Two kinds of metric:
   :meth:`Metrics.counting`);
 * read at each scrape: connections by listener, the broker's counters (messages in and out,
   TLS handshake failures...), the registry's sizes, the certificates that expire within
-  30 days and the strangers' refusals folded in the decision log. Reading them at scrape time keeps the hot paths free of metric updates.
+  30 days, the strangers' refusals folded in the decision log and the calls that were not
+  authenticated folded in the operations log. Reading them at scrape time keeps the hot paths
+  free of metric updates.
 
 The metrics live in a registry of their own (not prometheus-client's global one), so several
 instances, or tests, in one process do not mix.
@@ -87,6 +89,7 @@ class Snapshot:
     connections_by_listener: dict[str, int]
     counts: RegistryCounts
     refusals_folded: dict[str, int]  # by reason
+    calls_folded: dict[str, int]  # by error code
 
 
 class _SnapshotCollector(Collector):
@@ -132,15 +135,27 @@ class _SnapshotCollector(Collector):
         expiring.add_metric(["ca"], counts.cas_expiring)
         expiring.add_metric(["device"], counts.devices_expiring)
         yield expiring
-        folded = CounterMetricFamily(
+        yield _counted(
             "certmq_decisions_folded",
             "refusals of peers that proved no known identity, counted into folded rows of the "
             "decision log instead of written one by one, by reason",
-            labels=["reason"],
+            "reason",
+            snapshot.refusals_folded,
         )
-        for reason, count in sorted(snapshot.refusals_folded.items()):
-            folded.add_metric([reason or "unknown"], count)
-        yield folded
+        yield _counted(
+            "certmq_api_calls_folded",
+            "calls of the RPC API that were not authenticated, counted into folded rows of the "
+            "operations log instead of written one by one, by error code",
+            "code",
+            snapshot.calls_folded,
+        )
+
+
+def _counted(name: str, documentation: str, label: str, counts: dict[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, count in sorted(counts.items()):
+        family.add_metric([value or "unknown"], count)
+    return family
 
 
 class Metrics:
@@ -225,10 +240,16 @@ class Metrics:
         return record_and_count  # type: ignore[return-value]
 
     def render(
-        self, control: BrokerControl, counts: RegistryCounts, refusals_folded: dict[str, int] | None = None
+        self,
+        control: BrokerControl,
+        counts: RegistryCounts,
+        refusals_folded: dict[str, int] | None = None,
+        calls_folded: dict[str, int] | None = None,
     ) -> bytes:
-        """The metrics in the Prometheus text format, as of now. ``refusals_folded``: the
-        registry's :attr:`~certmq.registry.service.RegistryService.refusals_folded`."""
+        """The metrics in the Prometheus text format, as of now. ``refusals_folded`` and
+        ``calls_folded``: the registry's
+        :attr:`~certmq.registry.service.RegistryService.refusals_folded` and
+        :attr:`~certmq.registry.service.RegistryService.calls_folded`."""
         by_listener = {listener.name: 0 for listener in control.listeners()}
         for connection in control.connections():
             by_listener[connection.listener] = by_listener.get(connection.listener, 0) + 1
@@ -237,6 +258,7 @@ class Metrics:
             connections_by_listener=by_listener,
             counts=counts,
             refusals_folded=dict(refusals_folded or {}),
+            calls_folded=dict(calls_folded or {}),
         )
         # Setting the snapshot and rendering it happen in one synchronous stretch: scrapes that
         # run at the same time cannot see each other's snapshot.
@@ -247,5 +269,6 @@ class Metrics:
 @router.get("/metrics", include_in_schema=False)
 async def metrics(context: Context) -> Response:
     counts = await context.registry.counts()
-    body = context.metrics.render(context.control, counts, context.registry.refusals_folded)
+    registry = context.registry
+    body = context.metrics.render(context.control, counts, registry.refusals_folded, registry.calls_folded)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from certmq.cli.log_search import add_search_arguments, search
+from certmq.cli.log_search import FOLDED_COLUMNS, add_search_arguments, search
 from certmq.cli.output import short_time
 
 DECISION_COLUMNS = [
     ("TIME", lambda decision: short_time(decision["time"])),
     ("RESULT", lambda decision: decision["result"]),
     ("REASON", lambda decision: decision["reason"]),
-    ("COUNT", lambda decision: decision.get("count", 1)),
-    (
-        "FIRST SEEN",
-        lambda decision: short_time(decision["first_seen"]) if decision.get("count", 1) > 1 else "",
-    ),
+    *FOLDED_COLUMNS,
     ("STEP", lambda decision: decision["step"]),
     ("LISTENER", lambda decision: decision["listener"]),
     ("PEER", lambda decision: decision["peer"]),

@@ -9,12 +9,19 @@ from typing import Any
 
 from certmq.cli.client import ApiClient, add_instance_arguments
 from certmq.cli.errors import CommandError
-from certmq.cli.output import print_json_items, print_table
+from certmq.cli.output import print_json_items, print_table, short_time
 
 DEFAULT_LIMIT = 50
 BATCH = 1000  # the API's largest answer
 
 Columns = Sequence[tuple[str, Callable[[dict[str, Any]], Any]]]
+
+# Both logs fold the repeated refusals of strangers: how many calls or decisions a row stands for,
+# and the first of them (the last is its TIME).
+FOLDED_COLUMNS: Columns = [
+    ("COUNT", lambda entry: entry.get("count", 1)),
+    ("FIRST SEEN", lambda entry: short_time(entry["first_seen"]) if entry.get("count", 1) > 1 else ""),
+]
 
 
 def add_search_arguments(parser: argparse.ArgumentParser, entries: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from certmq.cli.log_search import add_search_arguments, search
+from certmq.cli.log_search import FOLDED_COLUMNS, add_search_arguments, search
 from certmq.cli.output import short_time
 
 
@@ -26,6 +26,7 @@ OPERATION_COLUMNS = [
     ("TARGET", _target),
     ("STATUS", lambda operation: operation["status"]),
     ("CODE", lambda operation: operation["code"]),
+    *FOLDED_COLUMNS,
     ("PEER", lambda operation: operation["peer"]),
     ("REQUEST ID", lambda operation: operation["request_id"]),
 ]
@@ -37,7 +38,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="search the operations log of the ApsaraMQ-compatible API",
         description="Search the calls made to the ApsaraMQ-compatible RPC API, newest first: which "
         "AccessKey called which action on what, and what it was answered. '(?)' marks an AccessKey "
-        "that a refused call only claimed.",
+        "that a refused call only claimed. Repeated calls that were not authenticated are folded: "
+        "COUNT says how many one row stands for, from FIRST SEEN to TIME, and PEER is their source.",
     )
     parser.add_argument("--access-key", metavar="ID", help="only the calls of this AccessKeyId")
     parser.add_argument("--action", metavar="ACTION", help="only this action, e.g. DeleteCaCertificate")

@@ -1,19 +1,25 @@
-"""Folding the refusals of strangers in the decision log (docs/registry.md, "Retention and folding").
+"""Folding the refusals of strangers in the audit logs (docs/registry.md, "Retention and folding").
 
-A stranger is a peer that proved no identity the instance knows: its TLS handshake failed, it
-sent no credentials or wrong ones, its certificate was issued by no registered CA. Anyone can be
-refused hundreds of times a second; were each refusal a row, a flood would push the whole history
-out of the log within the hour. So the refusals of strangers are folded in memory, before
-anything is written. Per listener, source (the IPv4 address, or the IPv6 /64, without the port)
-and reason, a window opens at a refusal, which is written as it happens; the refusals that follow
-within the window are only counted, and when it closes they become one row that carries their
-count and the times of the first and the last. A flood from one source costs two rows per window
-and reason, however fast it goes.
+A stranger is a peer that proved no identity the instance knows. In the decision log: a client
+whose TLS handshake failed, that sent no credentials or wrong ones, whose certificate was issued
+by no registered CA. In the operations log of the RPC API: a caller whose signature did not verify,
+whatever AccessKeyId it named, or that replayed a request already accepted. Anyone can be refused
+hundreds of times a second; were each refusal a row, a flood would push the whole history out of
+the log within the hour. So each log folds the refusals of strangers in memory, before anything is
+written, with a :class:`RefusalFolding` and the log's :class:`FoldingRule` (:data:`DECISIONS`,
+:data:`OPERATIONS`). Per source (the IPv4 address, or the IPv6 /64, without the port) and what the
+rule says a refusal is (its listener and reason; its action and error code), a window opens at a
+refusal, which is written as it happens; the refusals that follow within the window are only
+counted, and when it closes they become one row that carries their count and the times of the
+first and the last. A flood from one source costs two rows per window and kind, however fast it
+goes.
 
 The map of open windows is bounded: once :data:`MAX_OPEN_WINDOWS` are open, refusals from further
-sources fold into one window per listener and reason whose source is :data:`OTHER_SOURCES`.
+sources fold into one window per kind whose source is :data:`OTHER_SOURCES`. The kinds are small
+vocabularies that certmq chooses (listeners, reasons, error codes, the actions the API serves),
+never a client's text, so that bound holds whatever strangers send.
 
-Sans-io: decisions in, rows out; the clock is the decisions' own times and what the caller passes
+Sans-io: records in, rows out; the clock is the records' own times and what the caller passes
 to :meth:`RefusalFolding.close_expired`.
 """
 
@@ -21,23 +27,28 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from certmq.registry.models import Result
-from certmq.registry.records import Decision
+from certmq.registry.pending import bounded_decision, bounded_operation
+from certmq.registry.records import Decision, Operation
 
-# Open windows at most: each holds one decision with its texts cut to FOLDED_TEXT_LIMIT, so the
+# Open windows at most: each holds one record with its texts cut to FOLDED_TEXT_LIMIT, so the
 # map stays within a few megabytes whatever the peers send.
 MAX_OPEN_WINDOWS = 10_000
 # The source of the refusals folded once the map is full.
 OTHER_SOURCES = "*"
-# Characters of the client id, CN and detail kept from the last refusal of a window.
+# Characters of each text kept from the last refusal of a window (client id, CN, detail; an API
+# call's parameter values and message).
 FOLDED_TEXT_LIMIT = 256
 IPV6_SOURCE_PREFIX = 64
-_NOTHING: tuple[Decision, ...] = ()
 
-WindowKey = tuple[str, str, str]  # listener, source, reason
+R = TypeVar("R", Decision, Operation)
+WindowKey = tuple[str, str, str]  # source, and the kind of refusal (two words) the rule says
 
 
 def source_of(peer: str) -> str:
@@ -65,55 +76,64 @@ def _ip_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | No
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class FoldingRule(Generic[R]):
+    """What one log folds, and how it tells its refusals apart."""
+
+    folds: Callable[[R], bool]  # whether a record is a stranger's refusal, to be folded
+    kind: Callable[[R], tuple[str, str]]  # what a window is of, besides its source
+    label: Callable[[R], str]  # the label of a folded refusal in the metrics
+    kept: Callable[[R], R]  # what a window keeps of its last refusal
+
+
 def folds(decision: Decision) -> bool:
     """Whether ``decision`` is folded: a refusal of a peer that proved no known identity."""
     return decision.result == Result.DENY and not decision.identity_known
 
 
-def _cut(text: str) -> str:
-    return text[:FOLDED_TEXT_LIMIT] if isinstance(text, str) else ""
+DECISIONS: FoldingRule[Decision] = FoldingRule(
+    folds=folds,
+    kind=lambda decision: (decision.listener, decision.reason),
+    label=lambda decision: decision.reason,
+    kept=functools.partial(bounded_decision, limit=FOLDED_TEXT_LIMIT),
+)
+
+# The action of a call is the name of one the API serves, or "" (the RPC endpoint sees to it: a
+# name it does not serve goes to the parameters), and its code one of the API's error codes.
+OPERATIONS: FoldingRule[Operation] = FoldingRule(
+    folds=lambda operation: not operation.authenticated,
+    kind=lambda operation: (operation.action, operation.code),
+    label=lambda operation: operation.code,
+    kept=functools.partial(bounded_operation, limit=FOLDED_TEXT_LIMIT),
+)
 
 
 @dataclass(slots=True)
-class _Window:
+class _Window(Generic[R]):
     opened: datetime.datetime  # the time of the refusal written when the window opened
     count: int = 0  # refusals folded since
     first_seen: datetime.datetime | None = None
-    last: Decision | None = None  # the last refusal folded, its texts cut
+    last: R | None = None  # the last refusal folded, as the rule keeps it
 
-    def fold(self, decision: Decision) -> None:
-        if self.count == 0:
-            self.first_seen = decision.time
-        self.count += 1
-        if (
-            len(decision.client_id) > FOLDED_TEXT_LIMIT
-            or len(decision.cn) > FOLDED_TEXT_LIMIT
-            or len(decision.detail) > FOLDED_TEXT_LIMIT
-        ):
-            decision = dataclasses.replace(
-                decision,
-                client_id=_cut(decision.client_id),
-                cn=_cut(decision.cn),
-                detail=_cut(decision.detail),
-            )
-        self.last = decision
-
-    def row(self, source: str) -> Decision | None:
+    def row(self, source: str) -> R | None:
         """The row of the refusals folded in this window, or None when there were none."""
         if self.count == 0 or self.last is None:
             return None
         return dataclasses.replace(self.last, peer=source, count=self.count, first_seen=self.first_seen)
 
 
-class RefusalFolding:
-    """The open windows of the strangers' refusals. ``window`` 0 folds nothing."""
+class RefusalFolding(Generic[R]):
+    """The open windows of the strangers' refusals in one log. ``window`` 0 folds nothing."""
 
-    def __init__(self, window: datetime.timedelta, max_open_windows: int = MAX_OPEN_WINDOWS) -> None:
+    def __init__(
+        self, rule: FoldingRule[R], window: datetime.timedelta, max_open_windows: int = MAX_OPEN_WINDOWS
+    ) -> None:
+        self.rule: FoldingRule[R] = rule
         self.window = window
         self.max_open_windows = max_open_windows
         # In the order the windows opened: the oldest first, so expiry stops at the first open one.
-        self._windows: dict[WindowKey, _Window] = {}
-        # Refusals counted into folded rows instead of written one by one, by reason.
+        self._windows: dict[WindowKey, _Window[R]] = {}
+        # Refusals counted into folded rows instead of written one by one, by the rule's label.
         self.folded: dict[str, int] = {}
 
     @property
@@ -124,31 +144,37 @@ class RefusalFolding:
     def folded_total(self) -> int:
         return sum(self.folded.values())
 
-    def add(self, decision: Decision) -> tuple[Decision, ...]:
-        """Take one decision; return the rows to write now: the decision itself when it is not
+    def add(self, record: R) -> tuple[R, ...]:
+        """Take one record; return the rows to write now: the record itself when it is not
         folded or opens a window (after the row of the window it replaces, if any), nothing
         when it was counted into an open window."""
-        if self.window <= datetime.timedelta(0) or not folds(decision):
-            return (decision,)
+        rule = self.rule
+        if self.window <= datetime.timedelta(0) or not rule.folds(record):
+            return (record,)
         windows = self._windows
-        key = (decision.listener, source_of(decision.peer), decision.reason)
+        first, second = rule.kind(record)
+        key = (source_of(record.peer), first, second)
         window = windows.get(key)
         if window is None and len(windows) >= self.max_open_windows:
-            key = (decision.listener, OTHER_SOURCES, decision.reason)
+            key = (OTHER_SOURCES, first, second)
             window = windows.get(key)
         if window is not None:
-            if decision.time - window.opened < self.window:
-                window.fold(decision)
-                self.folded[decision.reason] = self.folded.get(decision.reason, 0) + 1
-                return _NOTHING
+            if record.time - window.opened < self.window:
+                if window.count == 0:
+                    window.first_seen = record.time
+                window.count += 1
+                window.last = rule.kept(record)
+                label = rule.label(record)
+                self.folded[label] = self.folded.get(label, 0) + 1
+                return ()
             del windows[key]
-        windows[key] = _Window(opened=decision.time)
-        closed = None if window is None else window.row(key[1])
-        return (decision,) if closed is None else (closed, decision)
+        windows[key] = _Window(opened=record.time)
+        closed = None if window is None else window.row(key[0])
+        return (record,) if closed is None else (closed, record)
 
-    def close_expired(self, now: datetime.datetime) -> list[Decision]:
+    def close_expired(self, now: datetime.datetime) -> list[R]:
         """Close the windows opened ``window`` or longer before ``now``; return their rows."""
-        rows: list[Decision] = []
+        rows: list[R] = []
         windows = self._windows
         while windows:
             key = next(iter(windows))
@@ -156,13 +182,13 @@ class RefusalFolding:
             if now - window.opened < self.window:
                 break
             del windows[key]
-            row = window.row(key[1])
+            row = window.row(key[0])
             if row is not None:
                 rows.append(row)
         return rows
 
-    def close_all(self) -> list[Decision]:
+    def close_all(self) -> list[R]:
         """Close every window (at shutdown); return their rows."""
-        rows = [row for key, window in self._windows.items() if (row := window.row(key[1])) is not None]
+        rows = [row for key, window in self._windows.items() if (row := window.row(key[0])) is not None]
         self._windows.clear()
         return rows

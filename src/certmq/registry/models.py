@@ -202,7 +202,9 @@ class Decision(Base):
 
 class ApiOperation(Base):
     """The operations log: one row per call of the ApsaraMQ-compatible RPC API, who
-    made it, what it asked for and what it was answered, refused calls included."""
+    made it, what it asked for and what it was answered, refused calls included; the calls
+    that were not authenticated folded per source, action and code (docs/registry.md,
+    "Retention and folding")."""
 
     __tablename__ = "api_operation"
     __table_args__ = (
@@ -210,6 +212,8 @@ class ApiOperation(Base):
         Index("ix_api_operation_access_key_id_time", "access_key_id", "time"),
         Index("ix_api_operation_action_time", "action", "time"),
         Index("ix_api_operation_code_time", "code", "time"),
+        # Retention deletes the rows of calls that were not authenticated first, oldest first.
+        Index("ix_api_operation_authenticated_id", "authenticated", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -225,3 +229,7 @@ class ApiOperation(Base):
     code: Mapped[str] = mapped_column(String(64))  # "Success" or the error code
     message: Mapped[str] = mapped_column(Text)
     duration_ms: Mapped[int] = mapped_column(Integer)
+    # A folded row stands for ``count`` calls that were not authenticated, from ``first_seen`` to
+    # ``time``; NULL ``first_seen``: the row's ``time``.
+    count: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    first_seen: Mapped[datetime.datetime | None] = mapped_column(UtcDateTime, nullable=True)

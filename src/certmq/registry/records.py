@@ -157,7 +157,12 @@ class Operation:
     """One call of the ApsaraMQ-compatible RPC API, for the operations log: who made it
     (``access_key_id``, authenticated or only claimed, and ``peer``), what it asked for
     (``action`` and ``parameters``, certificate contents summarised) and what it was answered
-    (``status``, ``code``: ``Success`` or the error code)."""
+    (``status``, ``code``: ``Success`` or the error code).
+
+    The calls that are not ``authenticated`` (their signature did not verify, or they replayed a
+    request already accepted) are folded into counted rows (:mod:`certmq.registry.folding`), and
+    their rows are the first to go when the log is full. A folded row stands for ``count`` calls,
+    from ``first_seen`` to ``time``."""
 
     request_id: str
     action: str
@@ -171,11 +176,15 @@ class Operation:
     message: str = ""
     duration_ms: int = 0
     time: datetime.datetime = field(default_factory=utc_now)
+    count: int = 1
+    first_seen: datetime.datetime | None = None  # None: ``time``
 
 
 @dataclass(frozen=True, slots=True)
 class OperationRecord:
-    """A recorded call, as read back from the operations log."""
+    """A recorded call, as read back from the operations log. A folded row stands for ``count``
+    calls of one source that were not authenticated, for one action and error code, the first at
+    ``first_seen``, the last at ``time``."""
 
     id: int
     time: datetime.datetime
@@ -190,3 +199,9 @@ class OperationRecord:
     code: str
     message: str
     duration_ms: int
+    count: int
+    first_seen: datetime.datetime
+
+    @property
+    def last_seen(self) -> datetime.datetime:
+        return self.time

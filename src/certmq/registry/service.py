@@ -32,8 +32,7 @@ import secrets
 import ssl
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -59,9 +58,19 @@ from certmq.registry.events import (
     RegistryEvents,
     SettingChanged,
 )
-from certmq.registry.folding import RefusalFolding
+from certmq.registry.folding import DECISIONS, OPERATIONS, RefusalFolding
 from certmq.registry.index import CaEntry, TrustIndex
 from certmq.registry.models import Result, Status
+from certmq.registry.pending import (
+    PARAMETER_NAME_LIMIT,
+    PARAMETER_VALUE_LIMIT,
+    PENDING_MAX_BYTES,
+    PENDING_MAX_ROWS,
+    TEXT_LIMIT,
+    PendingRows,
+    measured_decision,
+    measured_operation,
+)
 from certmq.registry.proof import check_ca_registration
 from certmq.registry.records import (
     CaRecord,
@@ -80,6 +89,7 @@ from certmq.registry.store import NewDevice, RegistryStore
 log = logging.getLogger("certmq.registry")
 
 R = TypeVar("R")
+Logged = TypeVar("Logged", Decision, Operation)  # a row of one of the two audit logs
 # A device waiting for the database thread, and the future of its registration.
 _Registration = tuple[NewDevice, "asyncio.Future[tuple[DeviceRecord, bool]]"]
 
@@ -96,11 +106,10 @@ DECISION_FLUSH_INTERVAL = 0.5
 DECISION_FLUSH_ROWS = 500
 DECISION_MAX_ROWS = 1_000_000
 DECISION_MAX_AGE = datetime.timedelta(days=30)
-# Refusals of strangers from one source for one reason within this window make one row
+# Refusals of strangers from one source for one reason (in the operations log: calls that were
+# not authenticated, for one action and code) within this window make one row
 # (certmq.registry.folding).
-DECISION_FOLD_WINDOW = datetime.timedelta(seconds=60)
-# Decisions waiting in memory when the database cannot keep up; beyond it the oldest are dropped.
-DECISION_BUFFER_LIMIT = 100_000
+FOLD_WINDOW = datetime.timedelta(seconds=60)
 RETENTION_INTERVAL = 60.0
 # At most this many first-time devices are written in one transaction (group commit).
 REGISTRATION_BATCH = 256
@@ -111,8 +120,8 @@ REGISTRATIONS_LOGGED = 10
 # Column sizes of the decision table; longer values are cut to fit.
 _DECISION_LIMITS = {"listener": 32, "peer": 128, "ca_sn": 128, "device_sn": 128, "result": 8, "reason": 64}
 # The operations log of the RPC API: kept longer than decisions, it is the record of who changed
-# the registry. Written in batches with the decisions, so that a flood of refused calls costs one
-# write per batch, not one per call.
+# the registry. Written in batches with the decisions; the calls that were not authenticated are
+# folded like the refusals of strangers.
 OPERATION_MAX_ROWS = 1_000_000
 OPERATION_MAX_AGE = datetime.timedelta(days=365)
 MAX_OPERATION_SEARCH = 1000
@@ -124,8 +133,6 @@ _OPERATION_LIMITS = {
     "action": 64,
     "code": 64,
 }
-_OPERATION_PARAMETER_LIMIT = 256  # characters of one parameter value kept in the log
-_OPERATION_MESSAGE_LIMIT = 2000
 
 
 def _status(value: Status | str | None, what: str = "status") -> Status | None:
@@ -169,6 +176,20 @@ def _text(value: object, limit: int | None = None) -> str:
     return text[:limit] if limit is not None and len(text) > limit else text
 
 
+def _folded(count: Any, first_seen: object) -> tuple[int, datetime.datetime | None]:
+    """The ``count`` and ``first_seen`` columns of a row that may be folded: a count from 1 that
+    fits the column, and no first time unless the row stands for more than one."""
+    try:
+        counted = min(max(int(count), 1), 2**31 - 1)
+    except (TypeError, ValueError):
+        counted = 1
+    if not isinstance(first_seen, datetime.datetime) or counted == 1:
+        return counted, None
+    if first_seen.tzinfo is None:
+        first_seen = first_seen.replace(tzinfo=datetime.UTC)
+    return counted, first_seen
+
+
 def _decision_row(decision: Decision) -> dict[str, Any]:
     """The row of a decision. Every value is made to fit its column, so that one odd decision
     (a naive time, a None, an overlong peer) can never make a whole batch fail."""
@@ -181,15 +202,7 @@ def _decision_row(decision: Decision) -> dict[str, Any]:
         step = min(max(int(decision.step), 0), 32767)
     except (TypeError, ValueError):
         step = 0
-    try:
-        count = min(max(int(decision.count), 1), 2**31 - 1)
-    except (TypeError, ValueError):
-        count = 1
-    first_seen = decision.first_seen
-    if not isinstance(first_seen, datetime.datetime) or count == 1:
-        first_seen = None
-    elif first_seen.tzinfo is None:
-        first_seen = first_seen.replace(tzinfo=datetime.UTC)
+    count, first_seen = _folded(decision.count, decision.first_seen)
     return {
         "time": moment,
         "listener": _text(decision.listener, _DECISION_LIMITS["listener"]),
@@ -224,6 +237,7 @@ def _operation_row(operation: Operation) -> dict[str, Any]:
     except (TypeError, ValueError):
         duration = 0
     parameters = operation.parameters if isinstance(operation.parameters, dict) else {}
+    count, first_seen = _folded(operation.count, operation.first_seen)
     return {
         "time": moment,
         "request_id": _text(operation.request_id, _OPERATION_LIMITS["request_id"]),
@@ -233,14 +247,19 @@ def _operation_row(operation: Operation) -> dict[str, Any]:
         "signature_method": _text(operation.signature_method, _OPERATION_LIMITS["signature_method"]),
         "action": _text(operation.action, _OPERATION_LIMITS["action"]),
         "parameters": json.dumps(
-            {_text(key, 64): _text(value, _OPERATION_PARAMETER_LIMIT) for key, value in parameters.items()},
+            {
+                _text(key, PARAMETER_NAME_LIMIT): _text(value, PARAMETER_VALUE_LIMIT)
+                for key, value in parameters.items()
+            },
             ensure_ascii=False,
             sort_keys=True,
         ),
         "status": status,
         "code": _text(operation.code, _OPERATION_LIMITS["code"]),
-        "message": _text(operation.message, _OPERATION_MESSAGE_LIMIT),
+        "message": _text(operation.message, TEXT_LIMIT),
         "duration_ms": duration,
+        "count": count,
+        "first_seen": first_seen,
     }
 
 
@@ -287,9 +306,11 @@ class RegistryService:
         decision_flush_rows: int = DECISION_FLUSH_ROWS,
         decision_max_rows: int = DECISION_MAX_ROWS,
         decision_max_age: datetime.timedelta = DECISION_MAX_AGE,
-        decision_fold_window: datetime.timedelta = DECISION_FOLD_WINDOW,
+        fold_window: datetime.timedelta = FOLD_WINDOW,
         operation_max_rows: int = OPERATION_MAX_ROWS,
         operation_max_age: datetime.timedelta = OPERATION_MAX_AGE,
+        pending_max_rows: int = PENDING_MAX_ROWS,
+        pending_max_bytes: int = PENDING_MAX_BYTES,
         retention_interval: float = RETENTION_INTERVAL,
         registration_delay: float = REGISTRATION_DELAY,
         clock: Callable[[], datetime.datetime] = utc_now,
@@ -319,12 +340,24 @@ class RegistryService:
         self._registrations_timer: asyncio.TimerHandle | None = None
         self._waiting_batch: list[_Registration] | None = None
         self._registrations_lock = threading.Lock()
-        self._decisions: deque[Decision] = deque()
-        self._decisions_dropped = 0
+        # What waits to be written, bounded in rows and bytes (certmq.registry.pending).
+        self._decisions = PendingRows[Decision](
+            "decision log",
+            "decisions",
+            measured_decision,
+            max_rows=pending_max_rows,
+            max_bytes=pending_max_bytes,
+        )
         self._decisions_written = 0
-        self._folding = RefusalFolding(decision_fold_window)
-        self._operations: deque[Operation] = deque()
-        self._operations_dropped = 0
+        self._folding = RefusalFolding(DECISIONS, fold_window)
+        self._operations = PendingRows[Operation](
+            "operations log",
+            "API operations",
+            measured_operation,
+            max_rows=pending_max_rows,
+            max_bytes=pending_max_bytes,
+        )
+        self._operation_folding = RefusalFolding(OPERATIONS, fold_window)
         self._flush_wakeup = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._opened = False
@@ -396,7 +429,7 @@ class RegistryService:
         except Exception:
             log.exception("could not write the last decisions to the registry")
         try:
-            await self.flush_operations()
+            await self.flush_operations(close_all_windows=True)
         except Exception:
             log.exception("could not write the last API operations to the registry")
         await self._registrations_written()
@@ -868,33 +901,33 @@ class RegistryService:
         refusal of a stranger (``identity_known`` false) is folded with the others of its source
         and reason, in memory (:mod:`certmq.registry.folding`)."""
         if decision.identity_known:
-            self._queue_decision(decision)
+            self._queue((decision,), self._decisions)
         else:
-            for row in self._folding.add(decision):
-                self._queue_decision(row)
+            self._queue(self._folding.add(decision), self._decisions)
 
-    def _queue_decision(self, decision: Decision) -> None:
-        decisions = self._decisions
-        decisions.append(decision)
-        if len(decisions) > DECISION_BUFFER_LIMIT:
-            decisions.popleft()
-            self._decisions_dropped += 1
-            if self._decisions_dropped in (1, 1000) or self._decisions_dropped % 100_000 == 0:
-                log.warning("the decision log cannot keep up: %d decisions dropped", self._decisions_dropped)
-        if len(decisions) >= self.decision_flush_rows:
+    def _queue(self, rows: Iterable[Logged], pending: PendingRows[Logged]) -> None:
+        for row in rows:
+            pending.append(row)
+        if len(pending) >= self.decision_flush_rows:
             self._flush_wakeup.set()
 
-    def _close_fold_windows(self, *, every: bool = False) -> None:
+    def _close_fold_windows(
+        self, folding: RefusalFolding[Logged], pending: PendingRows[Logged], *, every: bool = False
+    ) -> None:
         """Queue the rows of the fold windows that have closed by now (all of them with ``every``)."""
-        folding = self._folding
         if folding.open_windows:
-            for row in folding.close_all() if every else folding.close_expired(self.clock()):
-                self._queue_decision(row)
+            self._queue(folding.close_all() if every else folding.close_expired(self.clock()), pending)
 
     @property
     def refusals_folded(self) -> dict[str, int]:
         """Refusals of strangers counted into folded rows instead of written one by one, by reason."""
         return dict(self._folding.folded)
+
+    @property
+    def calls_folded(self) -> dict[str, int]:
+        """Calls of the RPC API that were not authenticated, counted into folded rows of the
+        operations log instead of written one by one, by error code."""
+        return dict(self._operation_folding.folded)
 
     @property
     def open_fold_windows(self) -> int:
@@ -906,14 +939,18 @@ class RegistryService:
 
     @property
     def decisions_dropped(self) -> int:
-        return self._decisions_dropped
+        return self._decisions.dropped
+
+    @property
+    def decisions_pending_bytes(self) -> int:
+        """What the queued decisions take in memory, estimated."""
+        return self._decisions.bytes
 
     async def flush_decisions(self, *, close_all_windows: bool = False) -> None:
         """Write every queued decision now, with the rows of the fold windows that have closed
         (all of them with ``close_all_windows``), and wait for the writes already under way."""
-        self._close_fold_windows(every=close_all_windows)
-        batch = list(self._decisions)
-        self._decisions.clear()
+        self._close_fold_windows(self._folding, self._decisions, every=close_all_windows)
+        batch = self._decisions.take()
 
         def write() -> None:
             self.store.add_decisions([_decision_row(decision) for decision in batch])
@@ -922,10 +959,7 @@ class RegistryService:
             await self._run(write)
         except Exception:
             # Put them back, in order, so that the next flush tries again.
-            self._decisions.extendleft(reversed(batch))
-            while len(self._decisions) > DECISION_BUFFER_LIMIT:
-                self._decisions.popleft()
-                self._decisions_dropped += 1
+            self._decisions.put_back(batch)
             raise
         self._decisions_written += len(batch)
 
@@ -936,7 +970,8 @@ class RegistryService:
                 await asyncio.wait_for(self._flush_wakeup.wait(), timeout=self.decision_flush_interval)
             self._flush_wakeup.clear()
             try:
-                self._close_fold_windows()
+                self._close_fold_windows(self._folding, self._decisions)
+                self._close_fold_windows(self._operation_folding, self._operations)
                 if self._decisions:
                     await self.flush_decisions()
                 if self._operations:
@@ -1010,27 +1045,29 @@ class RegistryService:
 
     def record_operation(self, operation: Operation) -> None:
         """Queue a call of the RPC API for the operations log. Cheap and synchronous: the call is
-        written within about half a second, in a batch with others."""
-        operations = self._operations
-        operations.append(operation)
-        if len(operations) > DECISION_BUFFER_LIMIT:
-            operations.popleft()
-            self._operations_dropped += 1
-            if self._operations_dropped in (1, 1000) or self._operations_dropped % 100_000 == 0:
-                log.warning(
-                    "the operations log cannot keep up: %d API operations dropped", self._operations_dropped
-                )
-        if len(operations) >= self.decision_flush_rows:
-            self._flush_wakeup.set()
+        written within about half a second, in a batch with others. A call that was not
+        authenticated is folded with the others of its source, action and code, in memory
+        (:mod:`certmq.registry.folding`)."""
+        self._queue(self._operation_folding.add(operation), self._operations)
+
+    @property
+    def operations_pending(self) -> int:
+        return len(self._operations)
+
+    @property
+    def operations_pending_bytes(self) -> int:
+        """What the queued calls take in memory, estimated."""
+        return self._operations.bytes
 
     @property
     def operations_dropped(self) -> int:
-        return self._operations_dropped
+        return self._operations.dropped
 
-    async def flush_operations(self) -> None:
-        """Write every queued call now."""
-        batch = list(self._operations)
-        self._operations.clear()
+    async def flush_operations(self, *, close_all_windows: bool = False) -> None:
+        """Write every queued call now, with the rows of the fold windows that have closed (all
+        of them with ``close_all_windows``)."""
+        self._close_fold_windows(self._operation_folding, self._operations, every=close_all_windows)
+        batch = self._operations.take()
 
         def write() -> None:
             self.store.add_operations([_operation_row(operation) for operation in batch])
@@ -1038,10 +1075,7 @@ class RegistryService:
         try:
             await self._run(write)
         except Exception:
-            self._operations.extendleft(reversed(batch))
-            while len(self._operations) > DECISION_BUFFER_LIMIT:
-                self._operations.popleft()
-                self._operations_dropped += 1
+            self._operations.put_back(batch)
             raise
 
     async def search_operations(

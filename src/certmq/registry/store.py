@@ -216,6 +216,8 @@ def _operation_record(row: models.ApiOperation) -> OperationRecord:
         code=row.code,
         message=row.message,
         duration_ms=row.duration_ms,
+        count=row.count,
+        first_seen=row.time if row.first_seen is None else row.first_seen,
     )
 
 
@@ -834,20 +836,7 @@ class RegistryStore:
         the oldest rows of strangers (``identity_known`` false) first, and only when they are not
         enough the oldest of the others. Returns how many rows went."""
         table = models.Decision
-        with self._session() as session, session.begin():
-            deleted = session.execute(delete(table).where(table.time < older_than))
-            removed = int(getattr(deleted, "rowcount", 0) or 0)
-            excess = (session.scalar(select(func.count()).select_from(table)) or 0) - max_rows
-            if excess <= 0:
-                return removed
-            strangers = table.identity_known.is_(False)
-            cutoff = session.scalar(
-                select(table.id).where(strangers).order_by(table.id).offset(excess - 1).limit(1)
-            )
-            condition = strangers if cutoff is None else strangers & (table.id <= cutoff)
-            deleted = session.execute(delete(table).where(condition))
-            removed += int(getattr(deleted, "rowcount", 0) or 0)
-            return removed + self._delete_beyond_newest(session, table, max_rows)
+        return self._prune_log(table, max_rows, older_than, table.identity_known.is_(False))
 
     # --- the operations log of the RPC API ------------------------------------------------------
 
@@ -874,9 +863,11 @@ class RegistryStore:
         return self._count_log(models.ApiOperation)
 
     def prune_operations(self, *, max_rows: int, older_than: datetime.datetime) -> int:
-        """Delete calls older than ``older_than``, then the oldest beyond the newest ``max_rows``.
-        Returns how many rows went."""
-        return self._prune_log(models.ApiOperation, max_rows, older_than)
+        """Delete calls older than ``older_than``; then, while more than ``max_rows`` are left, the
+        oldest rows of calls that were not authenticated first, and only when they are not enough
+        the oldest of the others. Returns how many rows went."""
+        table = models.ApiOperation
+        return self._prune_log(table, max_rows, older_than, table.authenticated.is_(False))
 
     # --- what the two logs (decisions, operations) share: append, search, count, prune ----------
 
@@ -937,10 +928,24 @@ class RegistryStore:
         with self._read_session() as session:
             return session.scalar(select(func.count()).select_from(table)) or 0
 
-    def _prune_log(self, table: Any, max_rows: int, older_than: datetime.datetime) -> int:
+    def _prune_log(
+        self, table: Any, max_rows: int, older_than: datetime.datetime, strangers: ColumnElement[bool]
+    ) -> int:
+        """Delete the rows older than ``older_than``; then, while more than ``max_rows`` are left,
+        the oldest of the ``strangers`` rows first, and only when they are not enough the oldest
+        of the others (docs/registry.md, "Retention and folding")."""
         with self._session() as session, session.begin():
             deleted = session.execute(delete(table).where(table.time < older_than))
             removed = int(getattr(deleted, "rowcount", 0) or 0)
+            excess = (session.scalar(select(func.count()).select_from(table)) or 0) - max_rows
+            if excess <= 0:
+                return removed
+            cutoff = session.scalar(
+                select(table.id).where(strangers).order_by(table.id).offset(excess - 1).limit(1)
+            )
+            condition = strangers if cutoff is None else strangers & (table.id <= cutoff)
+            deleted = session.execute(delete(table).where(condition))
+            removed += int(getattr(deleted, "rowcount", 0) or 0)
             return removed + self._delete_beyond_newest(session, table, max_rows)
 
     @staticmethod

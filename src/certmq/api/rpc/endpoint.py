@@ -4,13 +4,15 @@
 2. its signature verified: ``InvalidAccessKeyId.NotFound``, ``SignatureDoesNotMatch``,
    ``InvalidTimeStamp.Expired`` (403); not even tried while its source must wait after too many
    wrong signatures (:mod:`certmq.api.secret_failures`): ``Throttling.User`` (429);
-3. the AccessKey's rate limit: ``SystemOverFlow`` (403), then its nonce spent:
-   ``SignatureNonceUsed`` (403);
+3. its nonce spent: ``SignatureNonceUsed`` (403), a request replayed; then the AccessKey's rate
+   limit: ``SystemOverFlow`` (403), which a replay thus never uses up;
 4. the action found and its parameters read: ``ParameterFieldCheckFailed``;
 5. ``MqttInstanceId`` checked: ``MqttInstanceNotFound``;
 6. one registry call, whose errors carry their ApsaraMQ code and status;
 
-and recorded in the operations log, whatever the outcome. Every reply has a ``RequestId`` (also in
+and recorded in the operations log, whatever the outcome: a call is authenticated once its
+signature verified and its nonce was spent; the others are folded per source, action and code
+(docs/registry.md, "Retention and folding"). Every reply has a ``RequestId`` (also in
 the ``x-acs-request-id`` header); errors are ``{"RequestId", "HostId", "Code", "Message"}``.
 
 The REST API's exception handlers are application-wide and answer in the REST shape, so this
@@ -41,7 +43,7 @@ from certmq.api.rpc.errors import (
     RpcError,
     parameter_error,
 )
-from certmq.api.rpc.operations_log import logged_parameters
+from certmq.api.rpc.operations_log import logged_call
 from certmq.api.rpc.parameters import RequestParameters, read_parameters
 from certmq.api.rpc.rate_limit import RateLimiter
 from certmq.api.rpc.signature import (
@@ -121,14 +123,16 @@ class RpcEndpoint:
         started = time.perf_counter()
         request_id = str(uuid.uuid4()).upper()
         signed: SignedRequest | None = None
-        signer: Signer | None = None
+        caller: Signer | None = None  # the signer of a request known to be no replay
         headers: dict[str, str] = {"x-acs-request-id": request_id}
         try:
             parameters = await read_parameters(request)
             signed = _signed_request(request, parameters)
             signer = self._authenticate(request, signed)
-            self._take_turn(signer.access_key_id)
+            # A replayed request verifies as well as the first, but proves nothing about who sent it.
             self.verifier.spend_nonce(signer)
+            caller = signer
+            self._take_turn(signer.access_key_id)
             action = _action(signed, signer)
             values = read_arguments(("MqttInstanceId", *action.parameters), parameters.merged())
             self.registry.check_instance_id(values["MqttInstanceId"])
@@ -142,11 +146,11 @@ class RpcEndpoint:
             log.exception("RPC request %s failed", request_id)
             status, code, message = 500, INTERNAL_ERROR, "internal error; the server log has the details"
         else:
-            self._record(request, request_id, signed, signer, 200, SUCCESS, "", started)
+            self._record(request, request_id, signed, caller, 200, SUCCESS, "", started)
             if action.changes:
                 log.info("%s by AccessKey %s: done (%s)", action.name, signer.access_key_id, request_id)
             return _JsonResponse({"RequestId": request_id, **reply}, headers=headers)
-        self._record(request, request_id, signed, signer, status, code, message, started)
+        self._record(request, request_id, signed, caller, status, code, message, started)
         body = {
             "RequestId": request_id,
             "HostId": request.headers.get("host", "")[:255] or self.instance_id,
@@ -207,9 +211,10 @@ class RpcEndpoint:
             else:
                 access_key_id, signature_method = "", ""
             merged: dict[str, Any] = {} if signed is None else signed.parameters.merged()
-            action = merged.get("Action") or (signed.header("x-acs-action") if signed else None) or ""
+            named = merged.get("Action") or (signed.header("x-acs-action") if signed else None) or ""
+            action, parameters = logged_call(named, merged)
             if self.metrics is not None:
-                self.metrics.count_api_call(action if action in ACTIONS else "unknown", code)
+                self.metrics.count_api_call(action or "unknown", code)
             client = request.client
             self.registry.record_operation(
                 Operation(
@@ -221,7 +226,7 @@ class RpcEndpoint:
                     authenticated=signer is not None,
                     signature_method=signature_method,
                     peer=f"{client.host}:{client.port}" if client else "",
-                    parameters=logged_parameters(merged),
+                    parameters=parameters,
                     message=message,
                     duration_ms=round((time.perf_counter() - started) * 1000),
                 )
