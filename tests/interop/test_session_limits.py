@@ -8,13 +8,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 from paho.mqtt.packettypes import PacketTypes
 
 import raw_mqtt
-from broker_process import RunningBroker, expect_failure_on_mosquitto
+from broker_process import RunningBroker, expect_failure_on_mosquitto, start_broker
 from paho_client import PahoClient, properties
 from test_limits import MIB, metric, resident_bytes, subscribe_many
 
@@ -131,3 +133,74 @@ def test_the_broker_holds_no_more_than_max_sessions_of_all_identities(broker_fac
     assert [(row["result"], row["client_id"]) for row in rows] == [("deny", f"{topic}-key-4")]
     assert metric(broker, "certmq_sessions") == 12
     assert metric(broker, "certmq_sessions_over_limit_total") == 2
+
+
+# ---- every way a CONNECT makes a session ---------------------------------------------------------
+
+FULL_LIMIT = 3
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBroker]:
+    """A broker whose anonymous clients hold as many sessions as they may, ``full-0`` to ``full-2``:
+    one persistent offline, one persistent online, one clean online."""
+    running = start_broker(
+        tmp_path_factory.mktemp("full"), {"CERTMQ_MQTT_MAX_ANONYMOUS_SESSIONS": FULL_LIMIT}
+    )
+    assert persistent_session(running, "full-0", []).reason_code == 0
+    online = []
+    for client_id, clean in (("full-1", False), ("full-2", True)):
+        client = raw_mqtt.RawClient(running.host, running.tcp_port)
+        assert (
+            client.connect(client_id, clean=clean, properties=None if clean else PERSISTENT).reason_code == 0
+        )
+        online.append(client)
+    yield running
+    for client in online:
+        client.close()
+    assert running.stop() == 0, running.log_tail()
+
+
+# version, client id ("" asks the broker to assign one), clean start / clean session, session expiry
+NEW_SESSIONS = [
+    pytest.param(5, "full-new", False, 3600, QUOTA_EXCEEDED, id="v5-persistent"),
+    pytest.param(5, "full-new", True, 0, QUOTA_EXCEEDED, id="v5-clean-start-no-expiry"),
+    pytest.param(5, "", True, 3600, QUOTA_EXCEEDED, id="v5-assigned-client-id"),
+    pytest.param(4, "full-new", False, None, SERVER_UNAVAILABLE, id="v311-clean-session-off"),
+    pytest.param(4, "full-new", True, None, SERVER_UNAVAILABLE, id="v311-clean-session-on"),
+    pytest.param(4, "", True, None, SERVER_UNAVAILABLE, id="v311-empty-client-id"),
+]
+
+
+def connack_of(broker: RunningBroker, version: int, client_id: str, clean: bool, expiry: int | None) -> int:
+    client = raw_mqtt.RawClient(broker.host, broker.tcp_port, version=version)
+    try:
+        properties = None if expiry is None else {raw_mqtt.SESSION_EXPIRY_INTERVAL: expiry}
+        connack = client.connect(client_id, clean=clean, properties=properties)
+        return connack.reason_code or 0
+    finally:
+        client.close()
+
+
+@expect_failure_on_mosquitto("has no limit on the sessions of one identity")
+@pytest.mark.parametrize(("version", "client_id", "clean", "expiry", "expected"), NEW_SESSIONS)
+def test_every_way_of_making_a_new_session_is_refused_at_the_limit(
+    full: RunningBroker, version: int, client_id: str, clean: bool, expiry: int | None, expected: int
+) -> None:
+    assert connack_of(full, version, client_id, clean, expiry) == expected
+
+
+# Coming back to a session of one's own, offline or online (taken over), or starting it afresh.
+RESUMED = [
+    pytest.param(5, "full-0", False, 3600, id="v5-resume-offline"),
+    pytest.param(4, "full-0", False, None, id="v311-resume-offline"),
+    pytest.param(5, "full-1", False, 3600, id="v5-take-over-online"),
+    pytest.param(5, "full-0", True, 3600, id="v5-clean-start-of-its-own"),
+]
+
+
+@pytest.mark.parametrize(("version", "client_id", "clean", "expiry"), RESUMED)
+def test_a_session_of_ones_own_is_never_refused_at_the_limit(
+    full: RunningBroker, version: int, client_id: str, clean: bool, expiry: int | None
+) -> None:
+    assert connack_of(full, version, client_id, clean, expiry) == 0
