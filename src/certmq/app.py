@@ -447,6 +447,7 @@ class Application:
             retained_refused=stats.retained_refused,
             subscriptions_over_limit=stats.subscriptions_over_limit,
             topics_over_limit=stats.topics_over_limit,
+            sessions_over_limit=stats.sessions_over_limit,
         )
         counts.update(self.broker.core.holdings())
         return counts

@@ -78,6 +78,11 @@ class MqttSection:
     max_retained_messages: int = 100_000
     max_retained_bytes: int = 128 * 1024 * 1024
     max_subscriptions_per_client: int = 100
+    # Sessions, online and offline: in all, and per identity (0: no limit of its own).
+    max_sessions: int = 100_000
+    max_sessions_per_certificate: int = 10
+    max_sessions_per_access_key: int = 0
+    max_anonymous_sessions: int = 1000
     max_topic_length: int = 1024
     max_topic_levels: int = 128
     max_outgoing_bytes: int = 16 * 1024 * 1024
@@ -189,6 +194,10 @@ _MINIMUMS: dict[tuple[str, str], int] = {
     ("audit", "retention_days"): 1,
     ("audit", "max_rows"): 1000,
     ("audit", "fold_window"): 0,
+    ("mqtt", "max_sessions"): 1,
+    ("mqtt", "max_sessions_per_certificate"): 0,
+    ("mqtt", "max_sessions_per_access_key"): 0,
+    ("mqtt", "max_anonymous_sessions"): 0,
 }
 
 

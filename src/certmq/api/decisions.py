@@ -32,7 +32,8 @@ class Decision(BaseModel):
     cn: str = Field(description="Subject CN of the device certificate")
     step: int = Field(
         description="the step of the decision procedure that decided (1-6); 0 for credentials and for"
-        " what the broker checks after them (the will's topic, the session's owner)"
+        " what the broker checks after them (the will's topic, the session's owner, the limits on"
+        " sessions)"
     )
     result: Literal["allow", "deny"]
     reason: str = Field(description="e.g. new-device, device-inactive, ca-not-registered, bad-credentials")

@@ -65,11 +65,16 @@ _BROKER_COUNTERS: dict[str, tuple[str, str]] = {
         "certmq_topics_over_limit",
         "topics and filters refused for their length or levels (PUBLISH, SUBSCRIBE, will)",
     ),
+    "sessions_over_limit": (
+        "certmq_sessions_over_limit",
+        "CONNECTs refused: the session they would create goes beyond a limit on sessions",
+    ),
 }
 # Quantities the limits bound, exported as gauges: name, help.
 _BROKER_GAUGES: dict[str, tuple[str, str]] = {
     "retained_messages": ("certmq_retained_messages", "retained messages stored"),
     "retained_bytes": ("certmq_retained_bytes", "bytes the retained messages hold (mqtt.max_retained_bytes)"),
+    "sessions": ("certmq_sessions", "sessions the broker holds, online and offline (mqtt.max_sessions)"),
     "subscriptions": ("certmq_subscriptions", "subscriptions of all sessions"),
     "queued_messages": ("certmq_queued_messages", "QoS 1 and 2 messages queued for sessions"),
     "queued_bytes": (

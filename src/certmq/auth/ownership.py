@@ -20,6 +20,17 @@ SESSION_OWNED_BY_ANOTHER_IDENTITY = "session-owned-by-another-identity"
 ANONYMOUS_OWNER = "anonymous"
 # A session saved before owners were recorded: the first identity that resumes it adopts it.
 UNKNOWN_OWNER = ""
+_CERTIFICATE_PREFIX = "cert:"
+_ACCESS_KEY_PREFIX = "access-key:"
+
+
+class IdentityKind(StrEnum):
+    """What kind of identity an owner key is of; each has its own limit on sessions."""
+
+    CERTIFICATE = "certificate"
+    ACCESS_KEY = "access-key"
+    ANONYMOUS = "anonymous"
+    UNKNOWN = "unknown"
 
 
 class SessionOwnerPolicy(StrEnum):
@@ -34,11 +45,22 @@ def session_owner(identity: Mapping[str, str]) -> str:
     ca_sn = identity.get("cert.ca_sn")
     device_sn = identity.get("cert.sn")
     if ca_sn and device_sn:
-        return f"cert:{ca_sn}:{device_sn}"
+        return f"{_CERTIFICATE_PREFIX}{ca_sn}:{device_sn}"
     access_key_id = identity.get("access_key_id")
     if access_key_id:
-        return f"access-key:{access_key_id}"
+        return f"{_ACCESS_KEY_PREFIX}{access_key_id}"
     return ANONYMOUS_OWNER
+
+
+def identity_kind(owner: str) -> IdentityKind:
+    """The kind of identity of the owner key ``owner`` (made by :func:`session_owner`)."""
+    if owner.startswith(_CERTIFICATE_PREFIX):
+        return IdentityKind.CERTIFICATE
+    if owner.startswith(_ACCESS_KEY_PREFIX):
+        return IdentityKind.ACCESS_KEY
+    if owner == ANONYMOUS_OWNER:
+        return IdentityKind.ANONYMOUS
+    return IdentityKind.UNKNOWN
 
 
 def may_resume(owner: str, claimant: str, policy: SessionOwnerPolicy) -> bool:

@@ -447,6 +447,11 @@ class MQTTConnection(asyncio.Protocol):
                 "the session of this client id belongs to another identity",
             )
             return
+        refusal = self.core.session_refusal(self.client_id, owner, packet.clean_start)
+        if refusal is not None:
+            self.core.stats.sessions_over_limit += 1
+            self._refuse_recorded(ReasonCode.QUOTA_EXCEEDED, refusal.reason, refusal.detail)
+            return
         self._accept(packet, assigned, owner, permissions)
         if outcome.valid_until is not None and self.state == CONNECTED:
             self.core.certificate_expiry.watch(self, outcome.valid_until)

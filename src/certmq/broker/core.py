@@ -20,6 +20,7 @@ from certmq.broker.messages import FORWARDED_PROPERTIES, Message
 from certmq.broker.quotas import longest_unchecked_topic, retained_fits
 from certmq.broker.retained import MemoryRetainedStore, RetainedStore
 from certmq.broker.session import NEVER_EXPIRES, Delivery, Session, SubscriptionEntry
+from certmq.broker.session_limits import SessionCounts, SessionRefusal
 from certmq.broker.stats import BrokerStats
 from certmq.broker.subscriptions import SharedGroup, SubscriptionIndex
 from certmq.config import MqttSection
@@ -90,6 +91,8 @@ class BrokerCore:
         self.subscribe_denied_code = subscribe_denied_code
         self.authenticator: Authenticator = authenticator or AnonymousAuthenticator()
         self.sessions: dict[str, Session] = {}
+        # Kept by _keep_session and _forget_session, the only ways in and out of self.sessions.
+        self.session_counts = SessionCounts(settings)
         self.subscriptions = SubscriptionIndex()
         self.retained: RetainedStore = retained or MemoryRetainedStore()
         self.stats = BrokerStats()
@@ -139,6 +142,23 @@ class BrokerCore:
         existing = self.sessions.get(client_id)
         return existing is None or may_resume(existing.owner, owner, self.session_owner)
 
+    def session_refusal(self, client_id: str, owner: str, clean_start: bool) -> SessionRefusal | None:
+        """Why a client of ``owner`` may not connect with ``client_id`` without going beyond the
+        limits on sessions (docs/configuration.md, "Limits"); None when it may. Resuming, or
+        starting afresh, a session the owner holds takes no new place. A session that becomes
+        the owner's (adopted when saved without an owner; or, with ``session_owner = "any"``,
+        another's replaced by a clean start or by taking over its clean session's connection)
+        takes a place of the owner's, not of the broker's."""
+        existing = self.sessions.get(client_id)
+        if existing is None:
+            return self.session_counts.refusal(owner, creates_session=True)
+        if existing.owner == owner:
+            return None
+        replaced = clean_start or (existing.connection is not None and existing.expiry_interval == 0)
+        if existing.owner != UNKNOWN_OWNER and not replaced:
+            return None  # resumed, it stays its owner's
+        return self.session_counts.refusal(owner, creates_session=False)
+
     def attach(
         self,
         connection: MQTTConnection,
@@ -169,10 +189,13 @@ class BrokerCore:
             session, present = existing, True
         else:
             session = Session(client_id, connection.protocol_version, owner=owner)
-            self.sessions[client_id] = session
+            self._keep_session(session)
             present = False
         if session.owner == UNKNOWN_OWNER:
+            # Adopted: it counts for its new owner from now on.
+            self._forget_session(session)
             session.owner = owner
+            self._keep_session(session)
         session.protocol_version = connection.protocol_version
         session.expiry_interval = expiry_interval
         session.connection = connection
@@ -210,8 +233,7 @@ class BrokerCore:
         for topic_filter in session.subscriptions:
             self.subscriptions.remove(session.client_id, topic_filter)
         session.subscriptions.clear()
-        if self.sessions.get(session.client_id) is session:
-            del self.sessions[session.client_id]
+        self._forget_session(session)
 
     def restore_session(self, session: Session, expires_in: float | None, will_in: float | None) -> None:
         """Take back an offline session saved by an earlier run of the broker, with its timers.
@@ -220,7 +242,7 @@ class BrokerCore:
         its delayed will goes out. A deadline that passed while the broker was down fires as soon
         as the loop runs again, after every saved session is back, so its will reaches them too.
         """
-        self.sessions[session.client_id] = session
+        self._keep_session(session)
         session.count_held_bytes()
         for entry in session.subscriptions.values():
             self.subscriptions.add(entry)
@@ -229,6 +251,19 @@ class BrokerCore:
             session.will_handle = self.loop.call_later(max(0.0, will_in), self._publish_delayed_will, session)
         if expires_in is not None:
             session.expiry_handle = self.loop.call_later(max(0.0, expires_in), self.end_session, session)
+
+    def _keep_session(self, session: Session) -> None:
+        """Hold ``session`` under its client id, counted for the limits on sessions."""
+        replaced = self.sessions.get(session.client_id)
+        if replaced is not None:
+            self.session_counts.removed(replaced.owner)
+        self.sessions[session.client_id] = session
+        self.session_counts.added(session.owner)
+
+    def _forget_session(self, session: Session) -> None:
+        if self.sessions.get(session.client_id) is session:
+            del self.sessions[session.client_id]
+            self.session_counts.removed(session.owner)
 
     def _publish_delayed_will(self, session: Session) -> None:
         session.will_handle = None
@@ -271,6 +306,7 @@ class BrokerCore:
         return {
             "retained_messages": len(self.retained),
             "retained_bytes": self.retained.size,
+            "sessions": self.session_counts.total,
             "subscriptions": len(self.subscriptions),
             "queued_messages": sum(len(session.pending) for session in sessions),
             # Queued and in flight: what mqtt.max_queued_bytes bounds per session.

@@ -24,3 +24,4 @@ class BrokerStats:
     retained_refused: int = 0
     subscriptions_over_limit: int = 0
     topics_over_limit: int = 0
+    sessions_over_limit: int = 0
