@@ -1,0 +1,600 @@
+"""The journal's record format, sans-io: what the broker appends to its write-ahead log before it
+acknowledges anything durable, and reading it back (docs/configuration.md, "What survives a
+restart").
+
+A record is ``length (u32) | CRC-32 (u32) | type (u8) | body``, little-endian; the length and the
+CRC cover the type and the body. A segment file is :data:`SEGMENT_HEADER` followed by records.
+:class:`RecordDecoder` stops at the first record that is cut short or whose CRC does not match:
+a process killed in the middle of a write leaves a partial record at the end of the log, and
+everything before it is intact.
+
+Records describe changes to the state :mod:`certmq.broker.persistence` saves whole at a
+checkpoint: a message body is written once (:class:`MessageStored`) and referred to by its id
+from every session it is queued for. Times are wall-clock times (``time.time()``), which mean
+the same thing to the next process.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from enum import IntEnum
+from typing import Any, NamedTuple, TypeAlias
+from zlib import crc32
+
+from certmq.mqtt.codec import decode_properties, encode_properties
+from certmq.mqtt.errors import MQTTError
+from certmq.mqtt.packets import PacketType, Will
+from certmq.mqtt.properties import WILL
+
+SEGMENT_HEADER = b"certmq journal 1"
+
+
+class JournalFormatError(Exception):
+    """A record whose CRC is right but whose content this certmq cannot read."""
+
+
+class RecordType(IntEnum):
+    MESSAGE_STORED = 1
+    RETAINED_SET = 2
+    RETAINED_CLEARED = 3
+    SESSION_CONNECTED = 4
+    SESSION_OFFLINE = 5
+    SESSION_ENDED = 6
+    SUBSCRIBED = 7
+    UNSUBSCRIBED = 8
+    DELIVERY_QUEUED = 9
+    DELIVERY_SENT = 10
+    FLIGHT_RELEASED = 11
+    FLIGHT_COMPLETED = 12
+    INCOMING_QOS2_ADDED = 13
+    INCOMING_QOS2_REMOVED = 14
+    WILL_CLEARED = 15
+    CLOCK = 16
+
+
+# -- records ---------------------------------------------------------------------------------
+
+
+class MessageStored(NamedTuple):
+    """A message body, written once before the first record that refers to ``message_id``."""
+
+    message_id: int
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    properties: Mapping[int, Any]  # the forwarded PUBLISH properties
+    expires_at: float | None  # wall clock; None: never
+    sender: str | None
+
+
+class RetainedSet(NamedTuple):
+    message_id: int
+
+
+class RetainedCleared(NamedTuple):
+    topic: str
+
+
+class SessionConnected(NamedTuple):
+    """A client connected to a session with an expiry interval above 0, new or resumed; its will
+    replaces any earlier one."""
+
+    client_id: str
+    protocol_version: int
+    expiry_interval: int
+    owner: str
+    connected_at: float
+    will: Will | None
+
+
+class SessionOffline(NamedTuple):
+    """The session's client went away; ``will_kept``: its will waits for its delay."""
+
+    client_id: str
+    expiry_interval: int
+    disconnected_at: float
+    will_kept: bool
+
+
+class SessionEnded(NamedTuple):
+    client_id: str
+
+
+class Subscribed(NamedTuple):
+    client_id: str
+    topic_filter: str
+    qos: int
+    no_local: bool
+    retain_as_published: bool
+    retain_handling: int
+    subscription_id: int | None
+
+
+class Unsubscribed(NamedTuple):
+    client_id: str
+    topic_filter: str
+
+
+class DeliveryQueued(NamedTuple):
+    """A message on its way to one session; ``packet_id`` 0: queued, otherwise sent at once."""
+
+    client_id: str
+    delivery_id: int
+    message_id: int
+    qos: int
+    retain: bool
+    subscription_ids: tuple[int, ...]
+    packet_id: int
+
+
+class DeliverySent(NamedTuple):
+    """A queued delivery sent with ``packet_id``."""
+
+    client_id: str
+    delivery_id: int
+    packet_id: int
+
+
+class FlightReleased(NamedTuple):
+    """PUBREC received for the QoS 2 delivery in flight as ``packet_id``; PUBREL sent."""
+
+    client_id: str
+    packet_id: int
+
+
+class FlightCompleted(NamedTuple):
+    """The delivery in flight as ``packet_id`` is acknowledged (PUBACK, PUBCOMP) or refused."""
+
+    client_id: str
+    packet_id: int
+
+
+class IncomingQos2Added(NamedTuple):
+    """A QoS 2 PUBLISH from the client answered with PUBREC: a repeat is not delivered again."""
+
+    client_id: str
+    packet_id: int
+
+
+class IncomingQos2Removed(NamedTuple):
+    client_id: str
+    packet_id: int
+
+
+class WillCleared(NamedTuple):
+    client_id: str
+
+
+class Clock(NamedTuple):
+    """The time, written now and then while clients are connected: a crash happened after it."""
+
+    wall_time: float
+
+
+Record: TypeAlias = (
+    MessageStored
+    | RetainedSet
+    | RetainedCleared
+    | SessionConnected
+    | SessionOffline
+    | SessionEnded
+    | Subscribed
+    | Unsubscribed
+    | DeliveryQueued
+    | DeliverySent
+    | FlightReleased
+    | FlightCompleted
+    | IncomingQos2Added
+    | IncomingQos2Removed
+    | WillCleared
+    | Clock
+)
+
+# -- encoding --------------------------------------------------------------------------------
+
+_FRAME = struct.Struct("<II")
+_U16 = struct.Struct("<H")
+_MESSAGE = struct.Struct("<BQBBd")  # type, message id, qos, flags, expires_at
+_ID = struct.Struct("<BQ")  # type, message id
+_CONNECTED = struct.Struct("<BBIdB")  # type, protocol version, expiry, connected_at, will flags
+_OFFLINE = struct.Struct("<BIdB")  # type, expiry, disconnected_at, will kept
+_SUBSCRIBED = struct.Struct("<BBBI")  # type, qos, options, subscription id
+_QUEUED = struct.Struct("<BQQBBHH")  # type, delivery id, message id, qos, retain, packet id, ids
+_SENT = struct.Struct("<BQH")  # type, delivery id, packet id
+_PACKET = struct.Struct("<BH")  # type, packet id
+_CLOCK = struct.Struct("<Bd")
+_TYPE = [bytes((value,)) for value in range(256)]
+
+# MessageStored flags.
+_RETAIN = 1
+_EXPIRES = 2
+_HAS_SENDER = 4
+# Subscribed options, as in a SUBSCRIBE packet's options byte (MQTT 5.0 3.8.3.1).
+_NO_LOCAL = 4
+_RETAIN_AS_PUBLISHED = 8
+
+
+def _frame(body: bytes) -> bytes:
+    """The record whose type and body are ``body``."""
+    return _FRAME.pack(len(body), crc32(body)) + body
+
+
+def _text(value: str) -> bytes:
+    encoded = value.encode()
+    if len(encoded) > 0xFFFF:
+        raise ValueError(f"a journal string holds at most 65535 bytes, not {len(encoded)}")
+    return _U16.pack(len(encoded)) + encoded
+
+
+def encode_message_stored(
+    message_id: int,
+    topic: str,
+    payload: bytes,
+    qos: int,
+    retain: bool,
+    properties: Mapping[int, Any],
+    expires_at: float | None,
+    sender: str | None,
+) -> bytes:
+    flags = _RETAIN if retain else 0
+    if expires_at is not None:
+        flags |= _EXPIRES
+    if sender is not None:
+        flags |= _HAS_SENDER
+    return _frame(
+        b"".join(
+            (
+                _MESSAGE.pack(RecordType.MESSAGE_STORED, message_id, qos, flags, expires_at or 0.0),
+                _text(topic),
+                b"" if sender is None else _text(sender),
+                encode_properties(properties) if properties else b"\x00",
+                payload,
+            )
+        )
+    )
+
+
+def encode_retained_set(message_id: int) -> bytes:
+    return _frame(_ID.pack(RecordType.RETAINED_SET, message_id))
+
+
+def encode_retained_cleared(topic: str) -> bytes:
+    return _frame(_TYPE[RecordType.RETAINED_CLEARED] + _text(topic))
+
+
+def encode_session_connected(
+    client_id: str,
+    protocol_version: int,
+    expiry_interval: int,
+    owner: str,
+    connected_at: float,
+    will: Will | None,
+) -> bytes:
+    if will is None:
+        return _frame(
+            _CONNECTED.pack(RecordType.SESSION_CONNECTED, protocol_version, expiry_interval, connected_at, 0)
+            + _text(client_id)
+            + _text(owner)
+        )
+    will_flags = 1 | (2 if will.retain else 0) | will.qos << 2
+    return _frame(
+        b"".join(
+            (
+                _CONNECTED.pack(
+                    RecordType.SESSION_CONNECTED, protocol_version, expiry_interval, connected_at, will_flags
+                ),
+                _text(client_id),
+                _text(owner),
+                _text(will.topic),
+                encode_properties(will.properties),
+                will.payload,
+            )
+        )
+    )
+
+
+def encode_session_offline(
+    client_id: str, expiry_interval: int, disconnected_at: float, will_kept: bool
+) -> bytes:
+    return _frame(
+        _OFFLINE.pack(RecordType.SESSION_OFFLINE, expiry_interval, disconnected_at, will_kept)
+        + _text(client_id)
+    )
+
+
+def _encode_client_only(record_type: RecordType) -> Callable[[str], bytes]:
+    prefix = _TYPE[record_type]
+
+    def encode_client_only(client_id: str) -> bytes:
+        return _frame(prefix + _text(client_id))
+
+    return encode_client_only
+
+
+encode_session_ended = _encode_client_only(RecordType.SESSION_ENDED)
+encode_will_cleared = _encode_client_only(RecordType.WILL_CLEARED)
+
+
+def encode_subscribed(
+    client_id: str,
+    topic_filter: str,
+    qos: int,
+    no_local: bool,
+    retain_as_published: bool,
+    retain_handling: int,
+    subscription_id: int | None,
+) -> bytes:
+    options = (_NO_LOCAL if no_local else 0) | (_RETAIN_AS_PUBLISHED if retain_as_published else 0)
+    options |= retain_handling << 4
+    return _frame(
+        _SUBSCRIBED.pack(RecordType.SUBSCRIBED, qos, options, subscription_id or 0)
+        + _text(client_id)
+        + _text(topic_filter)
+    )
+
+
+def encode_unsubscribed(client_id: str, topic_filter: str) -> bytes:
+    return _frame(_TYPE[RecordType.UNSUBSCRIBED] + _text(client_id) + _text(topic_filter))
+
+
+def encode_delivery_queued(
+    client_id: str,
+    delivery_id: int,
+    message_id: int,
+    qos: int,
+    retain: bool,
+    subscription_ids: Sequence[int],
+    packet_id: int,
+) -> bytes:
+    head = _QUEUED.pack(
+        RecordType.DELIVERY_QUEUED, delivery_id, message_id, qos, retain, packet_id, len(subscription_ids)
+    )
+    if subscription_ids:
+        head += struct.pack(f"<{len(subscription_ids)}I", *subscription_ids)
+    return _frame(head + _text(client_id))
+
+
+def encode_delivery_sent(client_id: str, delivery_id: int, packet_id: int) -> bytes:
+    return _frame(_SENT.pack(RecordType.DELIVERY_SENT, delivery_id, packet_id) + _text(client_id))
+
+
+def _encode_packet_id(record_type: RecordType) -> Callable[[str, int], bytes]:
+    def encode_packet_id(client_id: str, packet_id: int) -> bytes:
+        return _frame(_PACKET.pack(record_type, packet_id) + _text(client_id))
+
+    return encode_packet_id
+
+
+encode_flight_released = _encode_packet_id(RecordType.FLIGHT_RELEASED)
+encode_flight_completed = _encode_packet_id(RecordType.FLIGHT_COMPLETED)
+encode_incoming_qos2_added = _encode_packet_id(RecordType.INCOMING_QOS2_ADDED)
+encode_incoming_qos2_removed = _encode_packet_id(RecordType.INCOMING_QOS2_REMOVED)
+
+
+def encode_clock(wall_time: float) -> bytes:
+    return _frame(_CLOCK.pack(RecordType.CLOCK, wall_time))
+
+
+_ENCODERS: dict[type, Callable[..., bytes]] = {
+    MessageStored: encode_message_stored,
+    RetainedSet: encode_retained_set,
+    RetainedCleared: encode_retained_cleared,
+    SessionConnected: encode_session_connected,
+    SessionOffline: encode_session_offline,
+    SessionEnded: encode_session_ended,
+    Subscribed: encode_subscribed,
+    Unsubscribed: encode_unsubscribed,
+    DeliveryQueued: encode_delivery_queued,
+    DeliverySent: encode_delivery_sent,
+    FlightReleased: encode_flight_released,
+    FlightCompleted: encode_flight_completed,
+    IncomingQos2Added: encode_incoming_qos2_added,
+    IncomingQos2Removed: encode_incoming_qos2_removed,
+    WillCleared: encode_will_cleared,
+    Clock: encode_clock,
+}
+
+
+def encode_record(record: Record) -> bytes:
+    """The bytes of one record. The broker calls the ``encode_*`` functions directly, with the
+    values it has at hand, rather than building a record first."""
+    return _ENCODERS[type(record)](*record)
+
+
+# -- decoding --------------------------------------------------------------------------------
+
+
+def _read_text(data: bytes, position: int) -> tuple[str, int]:
+    start = position + 2
+    end = start + (data[position] | data[position + 1] << 8)
+    if end > len(data):
+        raise IndexError("a string runs past the end of its record")
+    return data[start:end].decode(), end
+
+
+def _decode_message_stored(data: bytes) -> MessageStored:
+    _, message_id, qos, flags, expires_at = _MESSAGE.unpack_from(data)
+    topic, position = _read_text(data, _MESSAGE.size)
+    sender = None
+    if flags & _HAS_SENDER:
+        sender, position = _read_text(data, position)
+    properties, position = decode_properties(data, position, PacketType.PUBLISH)
+    return MessageStored(
+        message_id,
+        topic,
+        data[position:],
+        qos,
+        bool(flags & _RETAIN),
+        properties,
+        expires_at if flags & _EXPIRES else None,
+        sender,
+    )
+
+
+def _decode_retained_set(data: bytes) -> RetainedSet:
+    return RetainedSet(_ID.unpack(data)[1])
+
+
+def _decode_retained_cleared(data: bytes) -> RetainedCleared:
+    return RetainedCleared(_read_text(data, 1)[0])
+
+
+def _decode_session_connected(data: bytes) -> SessionConnected:
+    _, protocol_version, expiry_interval, connected_at, will_flags = _CONNECTED.unpack_from(data)
+    client_id, position = _read_text(data, _CONNECTED.size)
+    owner, position = _read_text(data, position)
+    will = None
+    if will_flags & 1:
+        topic, position = _read_text(data, position)
+        properties, position = decode_properties(data, position, WILL)
+        will = Will(topic, data[position:], will_flags >> 2 & 3, bool(will_flags & 2), properties)
+    elif position != len(data):
+        raise IndexError("bytes after the last field")
+    return SessionConnected(client_id, protocol_version, expiry_interval, owner, connected_at, will)
+
+
+def _decode_session_offline(data: bytes) -> SessionOffline:
+    _, expiry_interval, disconnected_at, will_kept = _OFFLINE.unpack_from(data)
+    return SessionOffline(
+        _client_only(data, _OFFLINE.size), expiry_interval, disconnected_at, bool(will_kept)
+    )
+
+
+def _client_only(data: bytes, position: int) -> str:
+    client_id, end = _read_text(data, position)
+    if end != len(data):
+        raise IndexError("bytes after the last field")
+    return client_id
+
+
+def _decode_session_ended(data: bytes) -> SessionEnded:
+    return SessionEnded(_client_only(data, 1))
+
+
+def _decode_will_cleared(data: bytes) -> WillCleared:
+    return WillCleared(_client_only(data, 1))
+
+
+def _decode_subscribed(data: bytes) -> Subscribed:
+    _, qos, options, subscription_id = _SUBSCRIBED.unpack_from(data)
+    client_id, position = _read_text(data, _SUBSCRIBED.size)
+    return Subscribed(
+        client_id,
+        _client_only(data, position),
+        qos,
+        bool(options & _NO_LOCAL),
+        bool(options & _RETAIN_AS_PUBLISHED),
+        options >> 4 & 3,
+        subscription_id or None,
+    )
+
+
+def _decode_unsubscribed(data: bytes) -> Unsubscribed:
+    client_id, position = _read_text(data, 1)
+    return Unsubscribed(client_id, _client_only(data, position))
+
+
+def _decode_delivery_queued(data: bytes) -> DeliveryQueued:
+    _, delivery_id, message_id, qos, retain, packet_id, count = _QUEUED.unpack_from(data)
+    position = _QUEUED.size
+    subscription_ids: tuple[int, ...] = ()
+    if count:
+        subscription_ids = struct.unpack_from(f"<{count}I", data, position)
+        position += 4 * count
+    return DeliveryQueued(
+        _client_only(data, position), delivery_id, message_id, qos, bool(retain), subscription_ids, packet_id
+    )
+
+
+def _decode_delivery_sent(data: bytes) -> DeliverySent:
+    _, delivery_id, packet_id = _SENT.unpack_from(data)
+    return DeliverySent(_client_only(data, _SENT.size), delivery_id, packet_id)
+
+
+def _decode_packet_id(record: type[NamedTuple]) -> Callable[[bytes], Any]:
+    def decode_packet_id(data: bytes) -> Any:
+        return record(_client_only(data, _PACKET.size), _PACKET.unpack_from(data)[1])
+
+    return decode_packet_id
+
+
+def _decode_clock(data: bytes) -> Clock:
+    return Clock(_CLOCK.unpack(data)[1])
+
+
+_DECODERS: dict[int, Callable[[bytes], Record]] = {
+    RecordType.MESSAGE_STORED: _decode_message_stored,
+    RecordType.RETAINED_SET: _decode_retained_set,
+    RecordType.RETAINED_CLEARED: _decode_retained_cleared,
+    RecordType.SESSION_CONNECTED: _decode_session_connected,
+    RecordType.SESSION_OFFLINE: _decode_session_offline,
+    RecordType.SESSION_ENDED: _decode_session_ended,
+    RecordType.SUBSCRIBED: _decode_subscribed,
+    RecordType.UNSUBSCRIBED: _decode_unsubscribed,
+    RecordType.DELIVERY_QUEUED: _decode_delivery_queued,
+    RecordType.DELIVERY_SENT: _decode_delivery_sent,
+    RecordType.FLIGHT_RELEASED: _decode_packet_id(FlightReleased),
+    RecordType.FLIGHT_COMPLETED: _decode_packet_id(FlightCompleted),
+    RecordType.INCOMING_QOS2_ADDED: _decode_packet_id(IncomingQos2Added),
+    RecordType.INCOMING_QOS2_REMOVED: _decode_packet_id(IncomingQos2Removed),
+    RecordType.WILL_CLEARED: _decode_will_cleared,
+    RecordType.CLOCK: _decode_clock,
+}
+
+
+def decode_record(data: bytes) -> Record:
+    """The record whose type and body are ``data`` (a record without its length and CRC)."""
+    decoder = _DECODERS.get(data[0])
+    if decoder is None:
+        raise JournalFormatError(f"unknown journal record type {data[0]}: written by a newer certmq?")
+    try:
+        return decoder(data)
+    except (IndexError, struct.error, UnicodeDecodeError, MQTTError) as error:
+        raise JournalFormatError(f"malformed {RecordType(data[0]).name} record: {error}") from None
+
+
+class RecordDecoder:
+    """Records out of the bytes of a segment after its header, fed in pieces of any size.
+
+    :attr:`offset` is where the last whole, intact record ends. Reading stops for good at a
+    record whose checksum does not match (:attr:`damage` says so); bytes left after
+    :attr:`offset` when the file ends are a torn tail.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self.offset = 0
+        self.damage: str | None = None
+
+    @property
+    def pending(self) -> int:
+        """Bytes after the last whole record."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[Record]:
+        """The records completed by ``data``."""
+        if self.damage is not None:
+            self._buffer += data
+            return []
+        buffer = self._buffer + data if self._buffer else data
+        end = len(buffer)
+        position = 0
+        records: list[Record] = []
+        unpack_frame = _FRAME.unpack_from
+        with memoryview(buffer) as view:
+            while end - position >= 8:
+                length, checksum = unpack_frame(buffer, position)
+                stop = position + 8 + length
+                if stop > end:
+                    break
+                body = view[position + 8 : stop]
+                if length == 0 or crc32(body) != checksum:
+                    self.damage = f"the record at offset {self.offset + position} is damaged"
+                    break
+                records.append(decode_record(bytes(body)))
+                position = stop
+        self.offset += position
+        self._buffer = buffer[position:]
+        return records
