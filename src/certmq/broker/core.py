@@ -25,8 +25,12 @@ from certmq.mqtt.reason_codes import ReasonCode
 
 if TYPE_CHECKING:
     from certmq.broker.connection import MQTTConnection
+    from certmq.broker.recorder import Recorder
 
 log = logging.getLogger("certmq.broker")
+
+# Retained `$SYS` topics are statistics of the running broker, published again after a start.
+NOT_KEPT_PREFIX = "$SYS/"
 
 
 P2P_MARKER = "/p2p/"
@@ -76,6 +80,8 @@ class BrokerCore:
         self.retained: RetainedStore = retained or MemoryRetainedStore()
         self.stats = BrokerStats()
         self.connections: set[MQTTConnection] = set()
+        # The journal of what must survive a crash; None with persistence off.
+        self.recorder: Recorder | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -107,6 +113,15 @@ class BrokerCore:
         session.expiry_interval = expiry_interval
         session.connection = connection
         self.stats.clients_connected += 1
+        recorder = self.recorder
+        if recorder is not None:
+            if expiry_interval > 0:
+                # Recorded from here on; the connection records the session once its will is set.
+                session.recorder = recorder
+            elif session.recorder is not None:
+                # Resumed with expiry 0: it ends with this connection, and with a crash.
+                session.recorder.session_ended(session)
+                session.recorder = None
         return session, present
 
     def detach(self, session: Session, publish_will: bool) -> None:
@@ -125,7 +140,10 @@ class BrokerCore:
                 self.publish(message_from_will(will, session.client_id, self.loop.time()))
         if session.expiry_interval == 0:
             self.end_session(session)
-        elif session.expiry_interval != NEVER_EXPIRES:
+            return
+        if session.recorder is not None:
+            session.recorder.session_offline(session)
+        if session.expiry_interval != NEVER_EXPIRES:
             session.expiry_handle = self.loop.call_later(session.expiry_interval, self.end_session, session)
 
     def end_session(self, session: Session) -> None:
@@ -139,6 +157,9 @@ class BrokerCore:
         session.subscriptions.clear()
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
+            if session.recorder is not None:
+                session.recorder.session_ended(session)
+        session.recorder = None
 
     def restore_session(self, session: Session, expires_in: float | None, will_in: float | None) -> None:
         """Take back an offline session saved by an earlier run of the broker, with its timers.
@@ -160,6 +181,8 @@ class BrokerCore:
         if session.will is not None and session.connection is None:
             will, session.will = session.will, None
             self.publish(message_from_will(will, session.client_id, self.loop.time()))
+            if session.recorder is not None:
+                session.recorder.will_cleared(session)
 
     @staticmethod
     def _cancel_timers(session: Session) -> None:
@@ -184,12 +207,16 @@ class BrokerCore:
         existed = entry.topic_filter in session.subscriptions
         session.subscriptions[entry.topic_filter] = entry
         self.subscriptions.add(entry)
+        if session.recorder is not None:
+            session.recorder.subscribed(session, entry)
         return existed
 
     def unsubscribe(self, session: Session, topic_filter: str) -> bool:
         if session.subscriptions.pop(topic_filter, None) is None:
             return False
         self.subscriptions.remove(session.client_id, topic_filter)
+        if session.recorder is not None:
+            session.recorder.unsubscribed(session, topic_filter)
         return True
 
     # -- routing --------------------------------------------------------------------------
@@ -201,10 +228,17 @@ class BrokerCore:
             if target is not None:
                 return self._deliver_point_to_point(message, target)
         if message.retain and self.settings.retain_available:
+            recorder = self.recorder
+            if recorder is not None and message.topic.startswith(NOT_KEPT_PREFIX):
+                recorder = None
             if message.payload:
                 self.retained.set(message)
+                if recorder is not None:
+                    recorder.retained_set(message)
             else:
                 self.retained.clear(message.topic)
+                if recorder is not None:
+                    recorder.retained_cleared(message.topic)
         return self.route(message)
 
     def _deliver_point_to_point(self, message: Message, client_id: str) -> int:

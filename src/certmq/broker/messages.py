@@ -30,6 +30,8 @@ class Message:
     expires_at: float | None = None
     # Client id of the publisher (also of a will's owner), for no-local subscriptions; None for $SYS.
     sender: str | None = None
+    # Its id in the journal, once its body is recorded there (see certmq.broker.recorder).
+    journal_id: int = 0
 
     def remaining_expiry(self, now: float) -> int | None:
         """Seconds left, as the Message Expiry Interval to send on; None when it never expires."""

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from certmq.broker.connection import MQTTConnection
+    from certmq.broker.recorder import Recorder
     from certmq.mqtt.packets import Will
 
 NEVER_EXPIRES = 0xFFFFFFFF
@@ -34,6 +35,17 @@ class SubscriptionEntry:
     retain_handling: int = 0
     subscription_id: int | None = None
 
+    def options(self) -> tuple[str, int, bool, bool, int, int | None]:
+        """Every field but the client id, in order: what is kept of a subscription."""
+        return (
+            self.topic_filter,
+            self.qos,
+            self.no_local,
+            self.retain_as_published,
+            self.retain_handling,
+            self.subscription_id,
+        )
+
 
 @dataclass(slots=True)
 class Delivery:
@@ -43,6 +55,8 @@ class Delivery:
     qos: int
     retain: bool
     subscription_ids: tuple[int, ...] = ()
+    # Its id in the journal, once recorded for a session that outlives its connection.
+    journal_id: int = 0
 
 
 @dataclass(slots=True)
@@ -71,6 +85,8 @@ class Session:
     expiry_handle: asyncio.TimerHandle | None = None
     will_handle: asyncio.TimerHandle | None = None
     dropped_messages: int = 0
+    # Where changes to the session are recorded: set while its expiry interval is above 0.
+    recorder: Recorder | None = None
     _next_packet_id: int = 1
 
     def allocate_packet_id(self) -> int:
@@ -90,4 +106,6 @@ class Session:
             self.dropped_messages += 1
             return False
         self.pending.append(delivery)
+        if self.recorder is not None:
+            self.recorder.delivery_queued(self, delivery)
         return True
