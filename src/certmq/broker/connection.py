@@ -600,9 +600,11 @@ class MQTTConnection(asyncio.Protocol):
                     )
                     return
                 session.incoming_qos2.add(packet_id)
-                if session.recorder is not None:
-                    session.recorder.incoming_qos2_added(session, packet_id)
                 self.core.publish(message)
+                if session.recorder is not None:
+                    # After the message: a log cut between the two must not keep the id alone,
+                    # which would drop the client's retry as a duplicate.
+                    session.recorder.incoming_qos2_added(session, packet_id)
             self.send(PubRec(packet_id))
 
     def _refuse_publish(self, packet: Publish, topic: str) -> None:
