@@ -282,6 +282,8 @@ class MQTTConnection(asyncio.Protocol):
         until the journal has written them."""
         sequence = recorder.appended
         held = self._held
+        if not held and written == len(self._out):
+            return  # nothing written: nothing to hold
         if held is None:
             held = self._held = deque()
         if held:

@@ -221,7 +221,7 @@ def _frame(body: bytes) -> bytes:
     return _FRAME.pack(len(body), crc32(body)) + body
 
 
-def _text(value: str) -> bytes:
+def _string(value: str) -> bytes:
     encoded = value.encode()
     if len(encoded) > 0xFFFF:
         raise ValueError(f"a journal string holds at most 65535 bytes, not {len(encoded)}")
@@ -247,8 +247,8 @@ def encode_message_stored(
         b"".join(
             (
                 _MESSAGE.pack(RecordType.MESSAGE_STORED, message_id, qos, flags, expires_at or 0.0),
-                _text(topic),
-                b"" if sender is None else _text(sender),
+                _string(topic),
+                b"" if sender is None else _string(sender),
                 encode_properties(properties) if properties else b"\x00",
                 payload,
             )
@@ -261,7 +261,7 @@ def encode_retained_set(message_id: int) -> bytes:
 
 
 def encode_retained_cleared(topic: str) -> bytes:
-    return _frame(_TYPE[RecordType.RETAINED_CLEARED] + _text(topic))
+    return _frame(_TYPE[RecordType.RETAINED_CLEARED] + _string(topic))
 
 
 def encode_session_connected(
@@ -275,8 +275,8 @@ def encode_session_connected(
     if will is None:
         return _frame(
             _CONNECTED.pack(RecordType.SESSION_CONNECTED, protocol_version, expiry_interval, connected_at, 0)
-            + _text(client_id)
-            + _text(owner)
+            + _string(client_id)
+            + _string(owner)
         )
     will_flags = 1 | (2 if will.retain else 0) | will.qos << 2
     return _frame(
@@ -285,9 +285,9 @@ def encode_session_connected(
                 _CONNECTED.pack(
                     RecordType.SESSION_CONNECTED, protocol_version, expiry_interval, connected_at, will_flags
                 ),
-                _text(client_id),
-                _text(owner),
-                _text(will.topic),
+                _string(client_id),
+                _string(owner),
+                _string(will.topic),
                 encode_properties(will.properties),
                 will.payload,
             )
@@ -300,7 +300,7 @@ def encode_session_offline(
 ) -> bytes:
     return _frame(
         _OFFLINE.pack(RecordType.SESSION_OFFLINE, expiry_interval, disconnected_at, will_kept)
-        + _text(client_id)
+        + _string(client_id)
     )
 
 
@@ -308,7 +308,7 @@ def _encode_client_only(record_type: RecordType) -> Callable[[str], bytes]:
     prefix = _TYPE[record_type]
 
     def encode_client_only(client_id: str) -> bytes:
-        return _frame(prefix + _text(client_id))
+        return _frame(prefix + _string(client_id))
 
     return encode_client_only
 
@@ -330,13 +330,13 @@ def encode_subscribed(
     options |= retain_handling << 4
     return _frame(
         _SUBSCRIBED.pack(RecordType.SUBSCRIBED, qos, options, subscription_id or 0)
-        + _text(client_id)
-        + _text(topic_filter)
+        + _string(client_id)
+        + _string(topic_filter)
     )
 
 
 def encode_unsubscribed(client_id: str, topic_filter: str) -> bytes:
-    return _frame(_TYPE[RecordType.UNSUBSCRIBED] + _text(client_id) + _text(topic_filter))
+    return _frame(_TYPE[RecordType.UNSUBSCRIBED] + _string(client_id) + _string(topic_filter))
 
 
 def encode_delivery_queued(
@@ -353,16 +353,16 @@ def encode_delivery_queued(
     )
     if subscription_ids:
         head += struct.pack(f"<{len(subscription_ids)}I", *subscription_ids)
-    return _frame(head + _text(client_id))
+    return _frame(head + _string(client_id))
 
 
 def encode_delivery_sent(client_id: str, delivery_id: int, packet_id: int) -> bytes:
-    return _frame(_SENT.pack(RecordType.DELIVERY_SENT, delivery_id, packet_id) + _text(client_id))
+    return _frame(_SENT.pack(RecordType.DELIVERY_SENT, delivery_id, packet_id) + _string(client_id))
 
 
 def _encode_packet_id(record_type: RecordType) -> Callable[[str, int], bytes]:
     def encode_packet_id(client_id: str, packet_id: int) -> bytes:
-        return _frame(_PACKET.pack(record_type, packet_id) + _text(client_id))
+        return _frame(_PACKET.pack(record_type, packet_id) + _string(client_id))
 
     return encode_packet_id
 
@@ -404,85 +404,116 @@ def encode_record(record: Record) -> bytes:
 
 
 # -- decoding --------------------------------------------------------------------------------
+#
+# Each decoder reads the record at ``data[start:end]`` (its type byte and body) in place: a start
+# reads millions of records, so they are not copied out of the segment first.
 
 
-def _read_text(data: bytes, position: int) -> tuple[str, int]:
-    start = position + 2
-    end = start + (data[position] | data[position + 1] << 8)
-    if end > len(data):
-        raise IndexError("a string runs past the end of its record")
-    return data[start:end].decode(), end
+# Builds a record from a tuple of its fields in one call, skipping the generated __new__.
+_new = tuple.__new__
 
 
-def _decode_message_stored(data: bytes) -> MessageStored:
-    _, message_id, qos, flags, expires_at = _MESSAGE.unpack_from(data)
-    topic, position = _read_text(data, _MESSAGE.size)
+class _Truncated(Exception):
+    """A field runs past the end of its record."""
+
+
+def _text(data: bytes, position: int, end: int) -> tuple[str, int]:
+    stop = position + 2 + (data[position] | data[position + 1] << 8)
+    if stop > end:
+        raise _Truncated("a string runs past the end of its record")
+    return data[position + 2 : stop].decode(), stop
+
+
+def _last_text(data: bytes, position: int, end: int) -> str:
+    """The string that ends the record."""
+    text, stop = _text(data, position, end)
+    if stop != end:
+        raise _Truncated("bytes after the last field")
+    return text
+
+
+def _properties(data: bytes, position: int, end: int, context: int) -> tuple[dict[int, Any], int]:
+    if data[position] == 0:  # none: the common case
+        return {}, position + 1
+    properties, length = decode_properties(data[position:end], 0, context)
+    return properties, position + length
+
+
+def _decode_message_stored(data: bytes, start: int, end: int) -> MessageStored:
+    _, message_id, qos, flags, expires_at = _MESSAGE.unpack_from(data, start)
+    position = start + _MESSAGE.size
+    stop = position + 2 + (data[position] | data[position + 1] << 8)
+    topic = data[position + 2 : stop].decode()
     sender = None
     if flags & _HAS_SENDER:
-        sender, position = _read_text(data, position)
-    properties, position = decode_properties(data, position, PacketType.PUBLISH)
-    return MessageStored(
-        message_id,
-        topic,
-        data[position:],
-        qos,
-        bool(flags & _RETAIN),
-        properties,
-        expires_at if flags & _EXPIRES else None,
-        sender,
+        position = stop
+        stop = position + 2 + (data[position] | data[position + 1] << 8)
+        sender = data[position + 2 : stop].decode()
+    if stop >= end:
+        raise _Truncated("a string runs past the end of its record")
+    if data[stop] == 0:
+        properties: dict[int, Any] = {}
+        stop += 1
+    else:
+        properties, stop = _properties(data, stop, end, PacketType.PUBLISH)
+    return _new(
+        MessageStored,
+        (
+            message_id,
+            topic,
+            data[stop:end],
+            qos,
+            bool(flags & _RETAIN),
+            properties,
+            expires_at if flags & _EXPIRES else None,
+            sender,
+        ),
     )
 
 
-def _decode_retained_set(data: bytes) -> RetainedSet:
-    return RetainedSet(_ID.unpack(data)[1])
+def _decode_retained_set(data: bytes, start: int, end: int) -> RetainedSet:
+    if end - start != _ID.size:
+        raise _Truncated("wrong length")
+    return RetainedSet(_ID.unpack_from(data, start)[1])
 
 
-def _decode_retained_cleared(data: bytes) -> RetainedCleared:
-    return RetainedCleared(_read_text(data, 1)[0])
+def _decode_retained_cleared(data: bytes, start: int, end: int) -> RetainedCleared:
+    return RetainedCleared(_last_text(data, start + 1, end))
 
 
-def _decode_session_connected(data: bytes) -> SessionConnected:
-    _, protocol_version, expiry_interval, connected_at, will_flags = _CONNECTED.unpack_from(data)
-    client_id, position = _read_text(data, _CONNECTED.size)
-    owner, position = _read_text(data, position)
-    will = None
-    if will_flags & 1:
-        topic, position = _read_text(data, position)
-        properties, position = decode_properties(data, position, WILL)
-        will = Will(topic, data[position:], will_flags >> 2 & 3, bool(will_flags & 2), properties)
-    elif position != len(data):
-        raise IndexError("bytes after the last field")
+def _decode_session_connected(data: bytes, start: int, end: int) -> SessionConnected:
+    _, protocol_version, expiry_interval, connected_at, will_flags = _CONNECTED.unpack_from(data, start)
+    client_id, position = _text(data, start + _CONNECTED.size, end)
+    if not will_flags & 1:
+        owner = _last_text(data, position, end)
+        return SessionConnected(client_id, protocol_version, expiry_interval, owner, connected_at, None)
+    owner, position = _text(data, position, end)
+    topic, position = _text(data, position, end)
+    properties, position = _properties(data, position, end, WILL)
+    will = Will(topic, data[position:end], will_flags >> 2 & 3, bool(will_flags & 2), properties)
     return SessionConnected(client_id, protocol_version, expiry_interval, owner, connected_at, will)
 
 
-def _decode_session_offline(data: bytes) -> SessionOffline:
-    _, expiry_interval, disconnected_at, will_kept = _OFFLINE.unpack_from(data)
-    return SessionOffline(
-        _client_only(data, _OFFLINE.size), expiry_interval, disconnected_at, bool(will_kept)
-    )
+def _decode_session_offline(data: bytes, start: int, end: int) -> SessionOffline:
+    _, expiry_interval, disconnected_at, will_kept = _OFFLINE.unpack_from(data, start)
+    client_id = _last_text(data, start + _OFFLINE.size, end)
+    return SessionOffline(client_id, expiry_interval, disconnected_at, bool(will_kept))
 
 
-def _client_only(data: bytes, position: int) -> str:
-    client_id, end = _read_text(data, position)
-    if end != len(data):
-        raise IndexError("bytes after the last field")
-    return client_id
+def _decode_session_ended(data: bytes, start: int, end: int) -> SessionEnded:
+    return SessionEnded(_last_text(data, start + 1, end))
 
 
-def _decode_session_ended(data: bytes) -> SessionEnded:
-    return SessionEnded(_client_only(data, 1))
+def _decode_will_cleared(data: bytes, start: int, end: int) -> WillCleared:
+    return WillCleared(_last_text(data, start + 1, end))
 
 
-def _decode_will_cleared(data: bytes) -> WillCleared:
-    return WillCleared(_client_only(data, 1))
-
-
-def _decode_subscribed(data: bytes) -> Subscribed:
-    _, qos, options, subscription_id = _SUBSCRIBED.unpack_from(data)
-    client_id, position = _read_text(data, _SUBSCRIBED.size)
+def _decode_subscribed(data: bytes, start: int, end: int) -> Subscribed:
+    _, qos, options, subscription_id = _SUBSCRIBED.unpack_from(data, start)
+    client_id, position = _text(data, start + _SUBSCRIBED.size, end)
     return Subscribed(
         client_id,
-        _client_only(data, position),
+        _last_text(data, position, end),
         qos,
         bool(options & _NO_LOCAL),
         bool(options & _RETAIN_AS_PUBLISHED),
@@ -491,40 +522,54 @@ def _decode_subscribed(data: bytes) -> Subscribed:
     )
 
 
-def _decode_unsubscribed(data: bytes) -> Unsubscribed:
-    client_id, position = _read_text(data, 1)
-    return Unsubscribed(client_id, _client_only(data, position))
+def _decode_unsubscribed(data: bytes, start: int, end: int) -> Unsubscribed:
+    client_id, position = _text(data, start + 1, end)
+    return Unsubscribed(client_id, _last_text(data, position, end))
 
 
-def _decode_delivery_queued(data: bytes) -> DeliveryQueued:
-    _, delivery_id, message_id, qos, retain, packet_id, count = _QUEUED.unpack_from(data)
-    position = _QUEUED.size
+def _decode_delivery_queued(data: bytes, start: int, end: int) -> DeliveryQueued:
+    _, delivery_id, message_id, qos, retain, packet_id, count = _QUEUED.unpack_from(data, start)
+    position = start + _QUEUED.size
     subscription_ids: tuple[int, ...] = ()
     if count:
         subscription_ids = struct.unpack_from(f"<{count}I", data, position)
         position += 4 * count
-    return DeliveryQueued(
-        _client_only(data, position), delivery_id, message_id, qos, bool(retain), subscription_ids, packet_id
+    stop = position + 2 + (data[position] | data[position + 1] << 8)
+    if stop != end:
+        raise _Truncated("the client id does not end the record")
+    return _new(
+        DeliveryQueued,
+        (
+            data[position + 2 : stop].decode(),
+            delivery_id,
+            message_id,
+            qos,
+            bool(retain),
+            subscription_ids,
+            packet_id,
+        ),
     )
 
 
-def _decode_delivery_sent(data: bytes) -> DeliverySent:
-    _, delivery_id, packet_id = _SENT.unpack_from(data)
-    return DeliverySent(_client_only(data, _SENT.size), delivery_id, packet_id)
+def _decode_delivery_sent(data: bytes, start: int, end: int) -> DeliverySent:
+    _, delivery_id, packet_id = _SENT.unpack_from(data, start)
+    return DeliverySent(_last_text(data, start + _SENT.size, end), delivery_id, packet_id)
 
 
-def _decode_packet_id(record: type[NamedTuple]) -> Callable[[bytes], Any]:
-    def decode_packet_id(data: bytes) -> Any:
-        return record(_client_only(data, _PACKET.size), _PACKET.unpack_from(data)[1])
+def _decode_packet_id(record: type[NamedTuple]) -> Callable[[bytes, int, int], Any]:
+    def decode_packet_id(data: bytes, start: int, end: int) -> Any:
+        return record(_last_text(data, start + _PACKET.size, end), _PACKET.unpack_from(data, start)[1])
 
     return decode_packet_id
 
 
-def _decode_clock(data: bytes) -> Clock:
-    return Clock(_CLOCK.unpack(data)[1])
+def _decode_clock(data: bytes, start: int, end: int) -> Clock:
+    if end - start != _CLOCK.size:
+        raise _Truncated("wrong length")
+    return Clock(_CLOCK.unpack_from(data, start)[1])
 
 
-_DECODERS: dict[int, Callable[[bytes], Record]] = {
+_DECODERS: dict[int, Callable[[bytes, int, int], Record]] = {
     RecordType.MESSAGE_STORED: _decode_message_stored,
     RecordType.RETAINED_SET: _decode_retained_set,
     RecordType.RETAINED_CLEARED: _decode_retained_cleared,
@@ -543,16 +588,22 @@ _DECODERS: dict[int, Callable[[bytes], Record]] = {
     RecordType.CLOCK: _decode_clock,
 }
 
+_MALFORMED = (_Truncated, IndexError, struct.error, UnicodeDecodeError, MQTTError)
+
+
+def _malformed(data: bytes, start: int, error: Exception) -> JournalFormatError:
+    record_type = data[start]
+    if record_type not in _DECODERS:
+        return JournalFormatError(f"unknown journal record type {record_type}: written by a newer certmq?")
+    return JournalFormatError(f"malformed {RecordType(record_type).name} record: {error}")
+
 
 def decode_record(data: bytes) -> Record:
     """The record whose type and body are ``data`` (a record without its length and CRC)."""
-    decoder = _DECODERS.get(data[0])
-    if decoder is None:
-        raise JournalFormatError(f"unknown journal record type {data[0]}: written by a newer certmq?")
     try:
-        return decoder(data)
-    except (IndexError, struct.error, UnicodeDecodeError, MQTTError) as error:
-        raise JournalFormatError(f"malformed {RecordType(data[0]).name} record: {error}") from None
+        return _DECODERS[data[0]](data, 0, len(data))
+    except (KeyError, *_MALFORMED) as error:
+        raise _malformed(data, 0, error) from None
 
 
 class RecordDecoder:
@@ -560,7 +611,8 @@ class RecordDecoder:
 
     :attr:`offset` is where the last whole, intact record ends. Reading stops for good at a
     record whose checksum does not match (:attr:`damage` says so); bytes left after
-    :attr:`offset` when the file ends are a torn tail.
+    :attr:`offset` when the file ends are a torn tail. A record whose checksum matches but
+    which this certmq cannot read raises :class:`JournalFormatError`.
     """
 
     def __init__(self) -> None:
@@ -582,19 +634,25 @@ class RecordDecoder:
         end = len(buffer)
         position = 0
         records: list[Record] = []
+        append = records.append
         unpack_frame = _FRAME.unpack_from
+        decoders = _DECODERS
         with memoryview(buffer) as view:
-            while end - position >= 8:
-                length, checksum = unpack_frame(buffer, position)
-                stop = position + 8 + length
-                if stop > end:
-                    break
-                body = view[position + 8 : stop]
-                if length == 0 or crc32(body) != checksum:
-                    self.damage = f"the record at offset {self.offset + position} is damaged"
-                    break
-                records.append(decode_record(bytes(body)))
-                position = stop
-        self.offset += position
-        self._buffer = buffer[position:]
+            try:
+                while end - position >= 8:
+                    length, checksum = unpack_frame(buffer, position)
+                    start = position + 8
+                    stop = start + length
+                    if stop > end:
+                        break
+                    if length == 0 or crc32(view[start:stop]) != checksum:
+                        self.damage = f"the record at offset {self.offset + position} is damaged"
+                        break
+                    append(decoders[buffer[start]](buffer, start, stop))
+                    position = stop
+            except (KeyError, *_MALFORMED) as error:
+                raise _malformed(buffer, position + 8, error) from None
+            finally:
+                self.offset += position
+                self._buffer = buffer[position:]
         return records

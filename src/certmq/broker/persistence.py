@@ -269,6 +269,10 @@ def _ids_to_json(ids: tuple[int, ...]) -> str:
     return "[]" if not ids else json.dumps(ids)
 
 
+def _ids_from_json(text: str) -> tuple[int, ...]:
+    return () if text == "[]" else tuple(json.loads(text))
+
+
 class SqliteStateStore:
     """The broker state in one SQLite file (WAL mode), rewritten whole in one transaction."""
 
@@ -538,7 +542,7 @@ class SqliteStateStore:
             "SELECT client_id, packet_id, message_id, qos, retain, subscription_ids, released"
             " FROM inflight ORDER BY client_id, position"
         ):
-            delivery = StoredDelivery(messages[message_id], qos, bool(retain), tuple(json.loads(ids)))
+            delivery = StoredDelivery(messages[message_id], qos, bool(retain), _ids_from_json(ids))
             inflight[client_id].append(StoredFlight(packet_id, delivery, bool(released)))
         pending: defaultdict[str, list[StoredDelivery]] = defaultdict(list)
         for client_id, message_id, qos, retain, ids, delivery_id in connection.execute(
@@ -546,7 +550,7 @@ class SqliteStateStore:
             " ORDER BY client_id, position"
         ):
             pending[client_id].append(
-                StoredDelivery(messages[message_id], qos, bool(retain), tuple(json.loads(ids)), delivery_id)
+                StoredDelivery(messages[message_id], qos, bool(retain), _ids_from_json(ids), delivery_id)
             )
         wills = {
             client_id: StoredWill(

@@ -91,7 +91,7 @@ class Recovery:
         # Records that refer to a session or a message the journal no longer holds (an
         # expired message left out of a checkpoint, say); they change nothing.
         self.unresolved = 0
-        self._handlers: dict[type, Callable[[Any], None]] = {
+        self._handlers: dict[type, Callable[[Any], object]] = {
             MessageStored: self._message_stored,
             RetainedSet: self._retained_set,
             RetainedCleared: self._retained_cleared,
@@ -122,9 +122,8 @@ class Recovery:
         def message_of(record: StoredMessage) -> Message:
             message = by_record.get(id(record))
             if message is None:
-                message = by_record[id(record)] = self._message(
-                    record.message_id or self._new_message_id(), record
-                )
+                message_id = record.message_id or self._new_message_id()
+                message = by_record[id(record)] = self._message_stored(MessageStored(message_id, *record[:7]))
             return message
 
         def delivery_of(record: StoredDelivery) -> Delivery:
@@ -170,16 +169,16 @@ class Recovery:
         self.next_delivery_id += 1
         return delivery_id
 
-    def _message(self, message_id: int, record: StoredMessage | MessageStored) -> Message:
-        expires_at = record.expires_at
+    def _message_stored(self, record: MessageStored) -> Message:
+        message_id, topic, payload, qos, retain, properties, expires_at, sender = record
         message = Message(
-            record.topic,
-            record.payload,
-            record.qos,
-            record.retain,
-            dict(record.properties),
+            topic,
+            payload,
+            qos,
+            retain,
+            dict(properties) if properties else {},
             None if expires_at is None else expires_at + self._to_loop,
-            record.sender,
+            sender,
             message_id,
         )
         self.messages[message_id] = message
@@ -200,9 +199,6 @@ class Recovery:
         if recovered is None:
             self.unresolved += 1
         return recovered
-
-    def _message_stored(self, record: MessageStored) -> None:
-        self._message(record.message_id, record)
 
     def _retained_set(self, record: RetainedSet) -> None:
         message = self.messages.get(record.message_id)
@@ -252,20 +248,20 @@ class Recovery:
             recovered.session.subscriptions.pop(record.topic_filter, None)
 
     def _delivery_queued(self, record: DeliveryQueued) -> None:
-        if record.delivery_id >= self.next_delivery_id:
-            self.next_delivery_id = record.delivery_id + 1
-        recovered = self._session(record.client_id)
-        message = self.messages.get(record.message_id)
-        if recovered is None:
-            return
-        if message is None:
+        # Unpacked at once: this and _message_stored run for every message a start reads.
+        client_id, delivery_id, message_id, qos, retain, subscription_ids, packet_id = record
+        if delivery_id >= self.next_delivery_id:
+            self.next_delivery_id = delivery_id + 1
+        recovered = self.sessions.get(client_id)
+        message = self.messages.get(message_id)
+        if recovered is None or message is None:
             self.unresolved += 1
             return
-        delivery = Delivery(message, record.qos, record.retain, record.subscription_ids, record.delivery_id)
-        if record.packet_id:
-            recovered.session.inflight[record.packet_id] = OutgoingFlight(delivery)
+        delivery = Delivery(message, qos, retain, subscription_ids, delivery_id)
+        if packet_id:
+            recovered.session.inflight[packet_id] = OutgoingFlight(delivery)
         else:
-            recovered.pending[record.delivery_id] = delivery
+            recovered.pending[delivery_id] = delivery
 
     def _delivery_sent(self, record: DeliverySent) -> None:
         recovered = self._session(record.client_id)

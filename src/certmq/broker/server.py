@@ -199,7 +199,10 @@ class Broker:
             server.close()
         if self.state is not None:
             # Acknowledgements waiting for the journal go out before the connections close.
-            await self.state.flush()
+            try:
+                await asyncio.wait_for(self.state.flush(), 10)
+            except TimeoutError:
+                log.warning("the journal took too long to write; acknowledgements still waiting are not sent")
         for connection in list(self.core.connections):
             connection.close(
                 ReasonCode.SERVER_SHUTTING_DOWN, "the broker is shutting down", publish_will=True
