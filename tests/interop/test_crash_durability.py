@@ -388,3 +388,21 @@ def test_damage_before_the_end_of_the_journal_stops_the_start_and_loses_nothing(
         b"in the first segment",
         b"in the second segment",
     ]
+
+
+def test_a_crash_after_a_clean_restart_keeps_both_runs_messages(broker_factory, clients, topic) -> None:
+    restarting = broker_factory()
+    on_it = clients.for_broker(restarting)
+    subscriber_id = offline_subscriber(on_it, f"{topic}/#", qos=1)
+    publisher = on_it.connected()
+    publisher.publish(f"{topic}/m", b"before the clean stop", qos=1)
+    restarting.restart()  # SIGTERM: a checkpoint, and the journal starts afresh
+    publisher = on_it.connected()
+    publisher.publish(f"{topic}/m", b"after the clean stop", qos=1)
+    kill(restarting)
+    restarting.crash_and_restart()
+
+    assert everything_received(reconnect(on_it, subscriber_id)) == [
+        b"before the clean stop",
+        b"after the clean stop",
+    ]

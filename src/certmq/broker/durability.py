@@ -285,7 +285,8 @@ class StateKeeper:
         )
         recorder = Recorder(
             writer,
-            segment=contents.last_segment + 1,
+            # After the checkpoint's segments, even when they are gone (a clean stop deletes them).
+            segment=max(contents.last_segment, 0 if state is None else state.journal_segment) + 1,
             next_message_id=recovery.next_message_id,
             next_delivery_id=recovery.next_delivery_id,
             log_size=contents.size,

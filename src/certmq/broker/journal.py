@@ -16,6 +16,7 @@ the same thing to the next process.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from enum import IntEnum
@@ -221,6 +222,8 @@ def _frame(body: bytes) -> bytes:
     return _FRAME.pack(len(body), crc32(body)) + body
 
 
+# Client ids and topics repeat from record to record: each is encoded once in a while.
+@functools.lru_cache(maxsize=4096)
 def _string(value: str) -> bytes:
     encoded = value.encode()
     if len(encoded) > 0xFFFF:
@@ -411,6 +414,9 @@ def encode_record(record: Record) -> bytes:
 
 # Builds a record from a tuple of its fields in one call, skipping the generated __new__.
 _new = tuple.__new__
+# Topics and client ids repeat from record to record: a start that reads a million messages
+# keeps one string of each instead of a million.
+_shared_text = functools.lru_cache(maxsize=1 << 16)(bytes.decode)
 
 
 class _Truncated(Exception):
@@ -443,12 +449,12 @@ def _decode_message_stored(data: bytes, start: int, end: int) -> MessageStored:
     _, message_id, qos, flags, expires_at = _MESSAGE.unpack_from(data, start)
     position = start + _MESSAGE.size
     stop = position + 2 + (data[position] | data[position + 1] << 8)
-    topic = data[position + 2 : stop].decode()
+    topic = _shared_text(data[position + 2 : stop])
     sender = None
     if flags & _HAS_SENDER:
         position = stop
         stop = position + 2 + (data[position] | data[position + 1] << 8)
-        sender = data[position + 2 : stop].decode()
+        sender = _shared_text(data[position + 2 : stop])
     if stop >= end:
         raise _Truncated("a string runs past the end of its record")
     if data[stop] == 0:
@@ -540,7 +546,7 @@ def _decode_delivery_queued(data: bytes, start: int, end: int) -> DeliveryQueued
     return _new(
         DeliveryQueued,
         (
-            data[position + 2 : stop].decode(),
+            _shared_text(data[position + 2 : stop]),
             delivery_id,
             message_id,
             qos,
