@@ -20,6 +20,7 @@ from broker_process import RunningBroker, expect_failure_on_mosquitto
 from certmq.broker.journal import SEGMENT_HEADER, DeliveryQueued, RecordDecoder, encode_record
 from paho_client import V5, V311, PahoClient, properties
 from raw_mqtt import (
+    PUBACK,
     PUBCOMP,
     PUBLISH,
     PUBREC,
@@ -406,3 +407,35 @@ def test_a_crash_after_a_clean_restart_keeps_both_runs_messages(broker_factory, 
         b"before the clean stop",
         b"after the clean stop",
     ]
+
+
+def test_power_loss_durability_keeps_every_acknowledged_message(broker_factory, clients, topic) -> None:
+    crashing = broker_factory(
+        CERTMQ_MQTT_DURABILITY="power-loss", CERTMQ_MQTT_MAX_QUEUED_MESSAGES=10 * STREAM
+    )
+    on_it = clients.for_broker(crashing)
+    subscriber_id = offline_subscriber(on_it, f"{topic}/#", qos=1)
+
+    acknowledged = publish_stream(on_it, crashing, topic, KillPoint(acknowledgements=100))
+    crashing.crash_and_restart()
+
+    delivered = set(everything_received(reconnect(on_it, subscriber_id)))
+    assert len(acknowledged) >= 100
+    assert not [payload for payload in acknowledged if payload not in delivered]
+
+
+def test_acknowledgements_keep_the_order_of_the_publishes(broker_factory, clients, topic) -> None:
+    """A PUBACK that waits for the journal holds back those after it (MQTT 4.6), even those
+    that wait for nothing."""
+    broker = broker_factory()
+    on_it = clients.for_broker(broker)
+    offline_subscriber(on_it, f"{topic}/kept", qos=1)
+    publisher = on_it.raw()
+    publisher.connect(on_it.client_id("publisher"))
+    sent = []
+    for number in range(300):
+        # Every third message goes to the kept session: its PUBACK waits for the journal.
+        kept = number % 3 == 0
+        sent.append(publisher.publish(f"{topic}/kept" if kept else f"{topic}/nobody", b"x", qos=1))
+    acknowledged = [publisher.read_until(PUBACK).packet_id for _ in sent]
+    assert acknowledged == sent
