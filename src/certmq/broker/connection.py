@@ -201,11 +201,17 @@ class MQTTConnection(asyncio.Protocol):
             else:
                 handlers = self.HANDLERS
                 recorder = self.core.recorder
+                out = self._out
                 for index, packet in enumerate(packets):
                     if recorder is None:
                         handlers[packet.packet_type](self, packet)
                     else:
-                        self._handle_recorded(packet, recorder)
+                        # _handle_recorded, inline: this loop runs for every packet.
+                        appended = recorder.appended
+                        written = len(out)
+                        handlers[packet.packet_type](self, packet)
+                        if recorder.appended != appended:
+                            self._hold_replies(written, recorder)
                     if self.state != CONNECTED:
                         if self.state == AUTHENTICATING:
                             self._backlog.extend(packets[index + 1 :])

@@ -84,13 +84,13 @@ class Recorder:
             self._loop.call_soon(self._submit)
         records.append(record)
         self.appended += 1
-        self.log_size += len(record)
 
     def _submit(self) -> None:
         records = self._records
         if not records:
             return
         self._records = []
+        self.log_size += sum(map(len, records))
         self._writer.write(self.segment, records, self.appended)
         if (
             self.checkpoint_bytes
