@@ -509,9 +509,7 @@ class MQTTConnection(asyncio.Protocol):
         granted_expiry = min(expiry, settings.max_session_expiry)
         session, present = self.core.attach(self, self.client_id, packet.clean_start, granted_expiry)
         self.session = session
-        session.will = packet.will
-        if session.recorder is not None:
-            session.recorder.session_connected(session)
+        self.core.set_will(session, packet.will)
         self.state = CONNECTED
         self.connected_at = datetime.now(UTC)
         self.keep_alive = settings.server_keep_alive or packet.keep_alive

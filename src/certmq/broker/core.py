@@ -116,13 +116,20 @@ class BrokerCore:
         recorder = self.recorder
         if recorder is not None:
             if expiry_interval > 0:
-                # Recorded from here on; the connection records the session once its will is set.
+                # Recorded from here on: the session itself once its will is set (set_will).
                 session.recorder = recorder
             elif session.recorder is not None:
                 # Resumed with expiry 0: it ends with this connection, and with a crash.
                 session.recorder.session_ended(session)
                 session.recorder = None
         return session, present
+
+    def set_will(self, session: Session, will: Will | None) -> None:
+        """The will of the connection just attached to ``session`` (None: none); a session kept
+        across restarts is recorded, with it, from now on."""
+        session.will = will
+        if session.recorder is not None:
+            session.recorder.session_connected(session)
 
     def detach(self, session: Session, publish_will: bool) -> None:
         """The connection carrying ``session`` has closed."""
