@@ -15,7 +15,7 @@ import pytest
 
 from certmq.broker.core import BrokerCore
 from certmq.broker.durability import StateKeeper, snapshot_to_state, take_snapshot
-from certmq.broker.journal_log import segment_numbers
+from certmq.broker.journal_log import JournalError, segment_numbers
 from certmq.broker.messages import Message
 from certmq.broker.persistence import (
     STATE_FILE_NAME,
@@ -501,3 +501,10 @@ async def test_a_failing_checkpoint_keeps_the_journal(tmp_path: Path) -> None:
         store.saves == 2 and store.state is not None and [m.topic for m in store.state.retained] == ["kept"]
     )
     assert not segment_numbers(tmp_path / "journal")
+
+
+async def test_a_journal_directory_that_cannot_be_made_stops_the_start(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    keeper = StateKeeper(BrokerCore(MqttSection()), _MemoryStore(), tmp_path / "a-file" / "journal")
+    with pytest.raises(JournalError, match="data directory must be writable"):
+        await keeper.restore()

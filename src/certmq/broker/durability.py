@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from certmq.broker.core import NOT_KEPT_PREFIX
-from certmq.broker.journal_log import LogContents, LogWriter, delete_segments, read_log
+from certmq.broker.journal_log import LogContents, LogWriter, delete_segments, prepare_directory, read_log
 from certmq.broker.messages import Message
 from certmq.broker.persistence import (
     BrokerState,
@@ -324,7 +324,7 @@ class StateKeeper:
             state = self.store.load()
             if state is not None:
                 recovery.load_checkpoint(state)
-            self.journal_directory.mkdir(mode=0o700, exist_ok=True)
+            prepare_directory(self.journal_directory)
             covered = 0 if state is None else state.journal_segment
             return state, read_log(self.journal_directory, covered, recovery.apply)
         finally:

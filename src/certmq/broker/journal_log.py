@@ -35,6 +35,23 @@ class JournalError(StateStoreError):
     """The journal cannot be read; the message says what to do."""
 
 
+def prepare_directory(directory: Path) -> None:
+    """Create the journal's directory if need be; raise JournalError unless the broker can
+    write in it (the acknowledgements of durable messages would wait for ever)."""
+    try:
+        directory.mkdir(mode=0o700, exist_ok=True)
+    except OSError as error:
+        raise JournalError(
+            f"{directory}: cannot create the journal directory ({error.strerror}). The data "
+            "directory must be writable by the broker; or set mqtt.persistence = false."
+        ) from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise JournalError(
+            f"{directory}: the broker cannot write in its journal directory. Give its user write "
+            "access, or set mqtt.persistence = false."
+        )
+
+
 def segment_path(directory: Path, number: int) -> Path:
     return directory / f"{number:016d}{_SUFFIX}"
 
