@@ -297,7 +297,7 @@ class StateKeeper:
         # A client still connected at the last record went away with the broker, at the latest
         # time the journal shows the broker running.
         crashed_at = max(recovery.latest_time, contents.last_write)
-        counts = recovery.restore(self.core, recorder, crashed_at)
+        counts = recovery.restore(self.core, recorder, crashed_at, time.time())
         self.core.recorder = recorder
         if state is None and not contents.records:
             return

@@ -305,22 +305,25 @@ class Recovery:
 
     # -- into the core ---------------------------------------------------------------------
 
-    def restore(self, core: BrokerCore, recorder: Recorder | None, crashed_at: float) -> RecoveryCounts:
+    def restore(
+        self, core: BrokerCore, recorder: Recorder | None, crashed_at: float, wall_now: float | None = None
+    ) -> RecoveryCounts:
         """Put the rebuilt state into an empty ``core``, on the event loop, before any client
         connects; sessions are recorded in ``recorder`` from now on.
 
-        ``crashed_at``: when a client still connected at the end of the records went away.
-        Deadlines that passed while the broker was down fire as soon as the loop runs again,
-        after every session is back, so that a will reaches them all.
+        ``crashed_at``: when a client still connected at the end of the records went away;
+        ``wall_now``: the time now (default: the one given at construction; reading a large
+        journal takes seconds). Deadlines that passed while the broker was down fire as soon as
+        the loop runs again, after every session is back, so that a will reaches them all.
         """
-        wall_now = self.wall_now
+        wall_now = self.wall_now if wall_now is None else wall_now
+        now_loop = wall_now + self._to_loop
         for message in self.retained.values():
-            if message.expires_at is None or message.expires_at > self.wall_now + self._to_loop:
+            if message.expires_at is None or message.expires_at > now_loop:
                 core.retained.set(message)
         queued = inflight = 0
         for recovered in self.sessions.values():
             session = recovered.session
-            now_loop = wall_now + self._to_loop
             session.pending = deque(
                 delivery
                 for delivery in recovered.pending.values()
