@@ -124,10 +124,12 @@ def read_log(directory: Path, covered: int, apply: Callable[[list[Record]], None
                     ) from None
                 if records:
                     if torn is not None:
+                        damaged, offset, reason = torn
                         raise JournalError(
-                            f"{torn[0]} is damaged at byte {torn[1]} ({torn[2]}), and later segments "
-                            f"hold records. Move {torn[0]} away to start without the records after "
-                            "the damage, or restore the journal directory from a backup."
+                            f"{damaged} is damaged at byte {offset} ({reason}), and later segments "
+                            "hold records: starting would lose the records after the damage. Restore "
+                            f"the journal directory from a backup, or cut the file there (truncate -s "
+                            f"{offset} {damaged}) to start without them."
                         )
                     contents.records += len(records)
                     apply(records)
