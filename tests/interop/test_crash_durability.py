@@ -4,7 +4,6 @@ on the same data directory, and what the clients were told is counted against wh
 
 from __future__ import annotations
 
-import itertools
 import queue
 import random
 import threading
@@ -17,7 +16,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 
 from broker_process import RunningBroker, expect_failure_on_mosquitto
-from certmq.broker.journal import SEGMENT_HEADER, DeliveryQueued, RecordDecoder, encode_record
+from certmq.broker.journal import SEGMENT_HEADER, DeliveryQueued, RecordDecoder
 from paho_client import V5, V311, PahoClient, properties
 from raw_mqtt import (
     PUBACK,
@@ -316,14 +315,16 @@ def test_a_client_connected_at_a_crash_has_its_will_published(broker_factory, cl
     assert everything_received(reconnect(on_it, watcher_id)) == [b"lost with the broker"]
 
 
-def journal_records(segment: Path) -> tuple[list[Any], list[int]]:
-    """The records of a journal segment and where each ends in the file."""
+def journal_blocks(segment: Path) -> list[tuple[int, int, list[Any]]]:
+    """Where each block of a journal segment starts and ends, and its records."""
     data = segment.read_bytes()
-    records = RecordDecoder().feed(data[len(SEGMENT_HEADER) :])
-    ends = list(
-        itertools.accumulate((len(encode_record(record)) for record in records), initial=len(SEGMENT_HEADER))
-    )
-    return records, ends[1:]
+    blocks = []
+    position = len(SEGMENT_HEADER)
+    while position < len(data):
+        end = position + 8 + int.from_bytes(data[position : position + 4], "little")
+        blocks.append((position, end, RecordDecoder().feed(data[position:end])))
+        position = end
+    return blocks
 
 
 def newest_segment(broker: RunningBroker) -> Path:
@@ -331,9 +332,7 @@ def newest_segment(broker: RunningBroker) -> Path:
 
 
 @pytest.mark.parametrize("damage", ["cut-short", "garbled"])
-def test_a_torn_tail_of_the_journal_loses_only_its_last_record(
-    broker_factory, clients, topic, damage
-) -> None:
+def test_a_torn_tail_of_the_journal_loses_only_its_last_block(broker_factory, clients, topic, damage) -> None:
     crashing = broker_factory()
     on_it = clients.for_broker(crashing)
     subscriber_id = offline_subscriber(on_it, f"{topic}/#", qos=1)
@@ -343,12 +342,14 @@ def test_a_torn_tail_of_the_journal_loses_only_its_last_record(
     kill(crashing)
     crashing.process.wait(30)
 
-    # What a process killed in the middle of a write leaves: the last record, queueing the last
-    # message for the subscriber, cut short or garbled half-way.
+    # What a process killed in the middle of a write leaves: the last block written, which
+    # queues the last message for the subscriber, cut short or garbled.
     segment = newest_segment(crashing)
-    records, ends = journal_records(segment)
-    last = max(index for index, record in enumerate(records) if isinstance(record, DeliveryQueued))
-    start, end = (ends[last - 1] if last else len(SEGMENT_HEADER)), ends[last]
+    start, end, _ = [
+        block
+        for block in journal_blocks(segment)
+        if any(isinstance(record, DeliveryQueued) for record in block[2])
+    ][-1]
     data = segment.read_bytes()
     if damage == "cut-short":
         segment.write_bytes(data[: (start + end) // 2])

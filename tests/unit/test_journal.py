@@ -3,6 +3,7 @@ and a log cut or damaged anywhere gives back every record before the cut and not
 
 from __future__ import annotations
 
+import itertools
 import struct
 import zlib
 from typing import get_args
@@ -32,6 +33,7 @@ from certmq.broker.journal import (
     Subscribed,
     Unsubscribed,
     WillCleared,
+    encode_block,
     encode_record,
 )
 from certmq.broker.messages import FORWARDED_PROPERTIES
@@ -132,57 +134,84 @@ def test_every_record_type_has_a_strategy() -> None:
     assert len(RECORD_STRATEGIES) == len(RecordType)
 
 
+# What commits write: blocks of records.
+blocks = st.lists(st.lists(records, min_size=1, max_size=4), min_size=1, max_size=4)
+
+
+def encoded_blocks(written: list[list[Record]]) -> list[bytes]:
+    return [encode_block([encode_record(record) for record in block]) for block in written]
+
+
+def records_of(written: list[list[Record]]) -> list[Record]:
+    return [record for block in written for record in block]
+
+
 @SETTINGS
-@given(st.lists(records, max_size=8), st.data())
-def test_records_round_trip_however_the_stream_is_split(written: list[Record], data: st.DataObject) -> None:
-    stream = b"".join(encode_record(record) for record in written)
+@given(blocks, st.data())
+def test_records_round_trip_however_the_stream_is_split(
+    written: list[list[Record]], data: st.DataObject
+) -> None:
+    stream = b"".join(encoded_blocks(written))
     decoder = RecordDecoder()
-    assert fed_in_pieces(decoder.feed, stream, data, 5) == written
+    assert fed_in_pieces(decoder.feed, stream, data, 5) == records_of(written)
     assert (decoder.offset, decoder.pending, decoder.damage) == (len(stream), 0, None)
 
 
 @SETTINGS
-@given(st.lists(records, min_size=1, max_size=6), st.data())
-def test_a_log_cut_anywhere_keeps_every_whole_record_before_the_cut(
-    written: list[Record], data: st.DataObject
+@given(blocks, st.data())
+def test_a_log_cut_anywhere_keeps_every_whole_block_before_the_cut(
+    written: list[list[Record]], data: st.DataObject
 ) -> None:
-    encoded = [encode_record(record) for record in written]
+    encoded = encoded_blocks(written)
     stream = b"".join(encoded)
     cut = data.draw(st.integers(0, len(stream)))
     decoder = RecordDecoder()
     read = decoder.feed(stream[:cut])
-    boundaries = [sum(map(len, encoded[:count])) for count in range(len(encoded) + 1)]
-    whole = max(count for count, boundary in enumerate(boundaries) if boundary <= cut)
-    assert read == written[:whole]
-    assert decoder.offset == boundaries[whole]
-    assert decoder.pending == cut - boundaries[whole]
+    ends = list(itertools.accumulate(map(len, encoded), initial=0))
+    whole = max(count for count, end in enumerate(ends) if end <= cut)
+    # A block cut short was never acknowledged: none of its records is read.
+    assert read == records_of(written[:whole])
+    assert decoder.offset == ends[whole]
+    assert decoder.pending == cut - ends[whole]
 
 
 @SETTINGS
-@given(st.lists(records, min_size=1, max_size=6), st.data())
-def test_a_damaged_byte_stops_reading_at_its_record(written: list[Record], data: st.DataObject) -> None:
-    encoded = [encode_record(record) for record in written]
+@given(blocks, st.data())
+def test_a_damaged_byte_stops_reading_at_its_block(written: list[list[Record]], data: st.DataObject) -> None:
+    encoded = encoded_blocks(written)
     stream = bytearray(b"".join(encoded))
     position = data.draw(st.integers(0, len(stream) - 1))
     stream[position] ^= data.draw(st.integers(1, 255))
-    damaged = next(index for index in range(len(encoded)) if sum(map(len, encoded[: index + 1])) > position)
+    ends = list(itertools.accumulate(map(len, encoded)))
+    damaged = next(index for index, end in enumerate(ends) if end > position)
     decoder = RecordDecoder()
     read = decoder.feed(bytes(stream))
-    # The records before the damaged one are all there; none after it is read.
-    assert read == written[:damaged]
-    assert decoder.offset == sum(map(len, encoded[:damaged]))
+    # The blocks before the damaged one are all there; nothing after it is read.
+    assert read == records_of(written[:damaged])
+    assert decoder.offset == (ends[damaged - 1] if damaged else 0)
 
 
 def test_a_zero_filled_tail_is_damage_not_records() -> None:
-    record = encode_record(Clock(1.0))
+    block = encode_block([encode_record(Clock(1.0))])
     decoder = RecordDecoder()
-    assert decoder.feed(record + bytes(4096)) == [Clock(1.0)]
-    assert decoder.offset == len(record)
+    assert decoder.feed(block + bytes(4096)) == [Clock(1.0)]
+    assert decoder.offset == len(block)
     assert decoder.damage is not None
 
 
+def block_of(*bodies: bytes) -> bytes:
+    """A block with a right checksum around records of any content."""
+    payload = b"".join(struct.pack("<I", len(body)) + body for body in bodies)
+    return struct.pack("<II", len(payload), zlib.crc32(payload)) + payload
+
+
 def test_a_record_of_an_unknown_type_is_refused_as_a_newer_format() -> None:
-    body = bytes((200,)) + b"future"
-    record = struct.pack("<II", len(body), zlib.crc32(body)) + body
     with pytest.raises(JournalFormatError, match="newer certmq"):
-        RecordDecoder().feed(record)
+        RecordDecoder().feed(block_of(bytes((200,)) + b"future"))
+
+
+def test_a_record_that_runs_past_its_block_is_refused() -> None:
+    clock = encode_record(Clock(1.0))
+    payload = clock[:-1]  # its length says one byte more than the block holds
+    with pytest.raises(JournalFormatError, match="runs past"):
+        RecordDecoder().feed(struct.pack("<II", len(payload), zlib.crc32(payload)) + payload)

@@ -2,11 +2,13 @@
 acknowledges anything durable, and reading it back (docs/configuration.md, "What survives a
 restart").
 
-A record is ``length (u32) | CRC-32 (u32) | type (u8) | body``, little-endian; the length and the
-CRC cover the type and the body. A segment file is :data:`SEGMENT_HEADER` followed by records.
-:class:`RecordDecoder` stops at the first record that is cut short or whose CRC does not match:
-a process killed in the middle of a write leaves a partial record at the end of the log, and
-everything before it is intact.
+A segment file is :data:`SEGMENT_HEADER` followed by blocks: ``length (u32) | CRC-32 (u32) |
+records``, little-endian, the length and the CRC covering the records. A block is what one
+commit writes, with one ``write(2)``: the broker acknowledges none of its records before the
+whole block is written. A record is ``length (u32) | type (u8) | body``. :class:`RecordDecoder`
+stops at the first block that is cut short or whose CRC does not match: a process killed in the
+middle of a write leaves a partial block at the end of the log, whose records were never
+acknowledged, and everything before it is intact.
 
 Records describe changes to the state :mod:`certmq.broker.persistence` saves whole at a
 checkpoint: a message body is written once (:class:`MessageStored`) and referred to by its id
@@ -195,7 +197,8 @@ Record: TypeAlias = (
 
 # -- encoding --------------------------------------------------------------------------------
 
-_FRAME = struct.Struct("<II")
+_BLOCK = struct.Struct("<II")  # length, CRC-32 of the records
+_LENGTH = struct.Struct("<I")
 _U16 = struct.Struct("<H")
 _MESSAGE = struct.Struct("<BQBBd")  # type, message id, qos, flags, expires_at
 _ID = struct.Struct("<BQ")  # type, message id
@@ -219,7 +222,13 @@ _RETAIN_AS_PUBLISHED = 8
 
 def _frame(body: bytes) -> bytes:
     """The record whose type and body are ``body``."""
-    return _FRAME.pack(len(body), crc32(body)) + body
+    return _LENGTH.pack(len(body)) + body
+
+
+def encode_block(records: Sequence[bytes]) -> bytes:
+    """The block of encoded ``records`` one commit writes."""
+    payload = b"".join(records)
+    return _BLOCK.pack(len(payload), crc32(payload)) + payload
 
 
 # Client ids and topics repeat from record to record: each is encoded once in a while.
@@ -615,10 +624,10 @@ def decode_record(data: bytes) -> Record:
 class RecordDecoder:
     """Records out of the bytes of a segment after its header, fed in pieces of any size.
 
-    :attr:`offset` is where the last whole, intact record ends. Reading stops for good at a
-    record whose checksum does not match (:attr:`damage` says so); bytes left after
-    :attr:`offset` when the file ends are a torn tail. A record whose checksum matches but
-    which this certmq cannot read raises :class:`JournalFormatError`.
+    :attr:`offset` is where the last whole, intact block ends. Reading stops for good at a
+    block whose checksum does not match (:attr:`damage` says so); bytes left after
+    :attr:`offset` when the file ends are a torn tail. A block whose checksum matches but which
+    this certmq cannot read raises :class:`JournalFormatError`.
     """
 
     def __init__(self) -> None:
@@ -628,36 +637,42 @@ class RecordDecoder:
 
     @property
     def pending(self) -> int:
-        """Bytes after the last whole record."""
+        """Bytes after the last whole block."""
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[Record]:
-        """The records completed by ``data``."""
+        """The records of the blocks completed by ``data``."""
         if self.damage is not None:
             self._buffer += data
             return []
         buffer = self._buffer + data if self._buffer else data
         end = len(buffer)
-        position = 0
+        position = record = start = 0
         records: list[Record] = []
         append = records.append
-        unpack_frame = _FRAME.unpack_from
+        unpack_block = _BLOCK.unpack_from
+        unpack_length = _LENGTH.unpack_from
         decoders = _DECODERS
         with memoryview(buffer) as view:
             try:
                 while end - position >= 8:
-                    length, checksum = unpack_frame(buffer, position)
-                    start = position + 8
-                    stop = start + length
+                    length, checksum = unpack_block(buffer, position)
+                    record = position + 8
+                    stop = record + length
                     if stop > end:
                         break
-                    if length == 0 or crc32(view[start:stop]) != checksum:
-                        self.damage = f"the record at offset {self.offset + position} is damaged"
+                    if length == 0 or crc32(view[record:stop]) != checksum:
+                        self.damage = f"the block at offset {self.offset + position} is damaged"
                         break
-                    append(decoders[buffer[start]](buffer, start, stop))
+                    while record < stop:
+                        start = record + 4
+                        record = start + unpack_length(buffer, record)[0]
+                        if record > stop or record == start:
+                            raise _Truncated("a record runs past the end of its block")
+                        append(decoders[buffer[start]](buffer, start, record))
                     position = stop
             except (KeyError, *_MALFORMED) as error:
-                raise _malformed(buffer, position + 8, error) from None
+                raise _malformed(buffer, start, error) from None
             finally:
                 self.offset += position
                 self._buffer = buffer[position:]

@@ -2,7 +2,7 @@
 the event loop never waits on the disk, and read back in order at start.
 
 The event loop hands the writer a batch of encoded records per turn (:meth:`LogWriter.write`);
-the thread writes every batch waiting for it with one ``write(2)`` (group commit), adds an
+the thread writes every batch waiting for it as one block with one ``write(2)`` (group commit), adds an
 ``fdatasync(2)`` when the broker promises to survive a power loss, and then reports the
 sequence number of the last record written. A checkpoint moves the writer to a new segment;
 once the checkpoint is saved, the segments it covers are deleted.
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from certmq.broker.journal import SEGMENT_HEADER, JournalFormatError, Record, RecordDecoder
+from certmq.broker.journal import SEGMENT_HEADER, JournalFormatError, Record, RecordDecoder, encode_block
 from certmq.broker.persistence import StateStoreError
 
 log = logging.getLogger("certmq.broker")
@@ -214,7 +214,7 @@ class LogWriter:
     def _persist(self, records: list[bytes]) -> None:
         if not records:
             return
-        data = memoryview(b"".join(records))
+        data = memoryview(encode_block(records))
         while True:
             try:
                 while data:
