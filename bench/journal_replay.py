@@ -167,12 +167,13 @@ def restart(
 ) -> tuple[broker_processes.RunningBroker, float, str, str]:
     """Stop ``previous`` (``kill``: SIGKILL; otherwise SIGTERM) and start again; the new broker,
     the seconds from launch to listening, its restore log line, and what it had to read."""
+    stopping = time.perf_counter()
     if how == "kill":
         previous.process.kill()
     else:
         processes.stop(previous.process, grace_seconds=600)
     previous.process.wait()
-    read = sizes(workdir / "certmq" / "data")
+    read = f"stopped in {time.perf_counter() - stopping:.1f} s; read {sizes(workdir / 'certmq' / 'data')}"
     started = time.perf_counter()
     running = broker_processes.start_certmq(workdir, python, "auto", None, ENVIRONMENT)
     seconds = time.perf_counter() - started

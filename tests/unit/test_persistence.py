@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -508,3 +509,49 @@ async def test_a_journal_directory_that_cannot_be_made_stops_the_start(tmp_path:
     keeper = StateKeeper(BrokerCore(MqttSection()), _MemoryStore(), tmp_path / "a-file" / "journal")
     with pytest.raises(JournalError, match="data directory must be writable"):
         await keeper.restore()
+
+
+async def test_a_journal_that_grows_a_whole_step_during_a_checkpoint_gets_another(tmp_path: Path) -> None:
+    class Slow(_MemoryStore):
+        def save(self, state: BrokerState) -> None:
+            time.sleep(0.2)  # in the checkpoint's worker thread: the broker goes on meanwhile
+            super().save(state)
+
+    core = BrokerCore(MqttSection())
+    store = Slow()
+    keeper = StateKeeper(core, store, tmp_path / "journal", checkpoint_bytes=2000)
+    await keeper.restore()
+    for round_ in range(2):  # a step's worth before the first checkpoint, another during it
+        for number in range(30):
+            core.publish(Message(f"kept/{round_}/{number}", b"x" * 100, 1, True))
+        await keeper.flush()
+        await asyncio.sleep(0.05)
+    for _ in range(200):
+        if store.saves >= 2 and not segment_numbers(tmp_path / "journal")[:-1]:
+            break
+        await asyncio.sleep(0.01)
+    assert store.saves == 2 and store.state is not None and len(store.state.retained) == 60
+    await keeper.close()
+
+
+async def test_with_a_large_state_the_journal_grows_as_large_before_a_checkpoint(tmp_path: Path) -> None:
+    core = BrokerCore(MqttSection())
+    store = _MemoryStore()
+    keeper = StateKeeper(core, store, tmp_path / "journal", checkpoint_bytes=2000)
+    await keeper.restore()
+    recorder = keeper.recorder
+    assert recorder is not None
+    for number in range(100):  # about 13 kB of retained messages: a checkpoint follows
+        core.publish(Message(f"kept/{number}", b"x" * 100, 1, True))
+    await keeper.flush()
+    for _ in range(200):
+        if recorder.checkpoint_bytes > 13_000:
+            break
+        await asyncio.sleep(0.01)
+    assert store.saves == 1 and recorder.checkpoint_bytes > 13_000
+    for number in range(30):  # a step's worth of journal, far less than the state
+        core.publish(Message(f"changed/{number}", b"y" * 100, 1, True))
+    await keeper.flush()
+    await asyncio.sleep(0.1)
+    assert store.saves == 1
+    await keeper.close()

@@ -242,10 +242,37 @@ def snapshot_to_state(snapshot: Snapshot, recorder: Recorder | None = None) -> B
     )
 
 
+# What a journal record costs besides its strings and payload, about (journal.py).
+_RECORD_OVERHEAD = 30
+
+
+def rebuilt_size(state: BrokerState) -> int:
+    """About how many journal bytes it takes to rebuild ``state``: a checkpoint costs about as
+    much work as reading this much journal."""
+    size = 0
+    counted: set[int] = set()
+    for message in state.retained:
+        size += _RECORD_OVERHEAD + len(message.topic) + len(message.payload)
+    for session in state.sessions:
+        deliveries = [*session.pending, *(flight.delivery for flight in session.inflight)]
+        size += (_RECORD_OVERHEAD + len(session.client_id)) * (
+            len(deliveries) + len(session.subscriptions) + 1
+        )
+        for delivery in deliveries:
+            if id(delivery.message) not in counted:
+                counted.add(id(delivery.message))
+                size += _RECORD_OVERHEAD + len(delivery.message.topic) + len(delivery.message.payload)
+    return size
+
+
 class StateKeeper:
     """Restores the broker's state at start, records every durable change in the journal while
     it runs, and checkpoints the journal when it has grown by ``checkpoint_bytes`` (0: only at
-    shutdown) and at shutdown.
+    shutdown), or by as much as the state itself when that is larger, and at shutdown.
+
+    The second rule keeps the work of checkpoints in proportion to the traffic: a checkpoint
+    writes the whole state, so with a large backlog of queued messages (a million, say) fixed
+    64 MiB steps would have the broker checkpointing all the time.
 
     ``sync``: every commit of the journal waits for ``fdatasync(2)`` (``durability =
     "power-loss"``); otherwise a record counts as written once the kernel has it.
@@ -269,6 +296,7 @@ class StateKeeper:
         self._writer: LogWriter | None = None
         self._lock = asyncio.Lock()
         self._checkpoint_task: asyncio.Task[None] | None = None
+        self._checkpoint_wanted = False
         self._clock: asyncio.TimerHandle | None = None
 
     async def restore(self) -> None:
@@ -290,7 +318,7 @@ class StateKeeper:
             next_message_id=recovery.next_message_id,
             next_delivery_id=recovery.next_delivery_id,
             log_size=contents.size,
-            checkpoint_bytes=self.checkpoint_bytes,
+            checkpoint_bytes=self._checkpoint_step(state),
             on_log_full=self._checkpoint_soon,
         )
         self._writer, self.recorder = writer, recorder
@@ -314,6 +342,12 @@ class StateKeeper:
             contents.records,
             (time.perf_counter() - started) * 1000,
         )
+
+    def _checkpoint_step(self, state: BrokerState | None) -> int:
+        """How much the journal grows before the next checkpoint, after ``state`` was saved."""
+        if not self.checkpoint_bytes or state is None:
+            return self.checkpoint_bytes
+        return max(self.checkpoint_bytes, rebuilt_size(state))
 
     def _read(self, recovery: Recovery) -> tuple[BrokerState | None, LogContents]:
         # Millions of objects, none in a cycle: the cyclic collector would only walk them again
@@ -342,14 +376,20 @@ class StateKeeper:
         self._clock = asyncio.get_running_loop().call_later(CLOCK_INTERVAL, self._tick)
 
     def _checkpoint_soon(self) -> None:
+        # The journal may grow by a whole step while a checkpoint is being written: then another
+        # follows it.
+        self._checkpoint_wanted = True
         if self._checkpoint_task is None or self._checkpoint_task.done():
-            self._checkpoint_task = asyncio.get_running_loop().create_task(self._checkpoint_logging_errors())
+            self._checkpoint_task = asyncio.get_running_loop().create_task(self._checkpoints())
 
-    async def _checkpoint_logging_errors(self) -> None:
-        try:
-            await self.checkpoint()
-        except Exception:
-            log.exception("writing a checkpoint failed; the journal is kept until the next one")
+    async def _checkpoints(self) -> None:
+        while self._checkpoint_wanted:
+            self._checkpoint_wanted = False
+            try:
+                await self.checkpoint()
+            except Exception:
+                log.exception("writing a checkpoint failed; the journal is kept until the next one")
+                return
 
     async def flush(self) -> None:
         """Return once every journal record appended so far is written."""
@@ -368,6 +408,7 @@ class StateKeeper:
             snapshot = take_snapshot(self.core, time.time(), loop.time(), covered, recorder)
             snapshot_ms = (time.perf_counter() - started) * 1000
             state = await asyncio.to_thread(self._write, snapshot, recorder)
+            recorder.checkpoint_bytes = await asyncio.to_thread(self._checkpoint_step, state)
             log.log(
                 level,
                 "checkpoint: saved %d retained messages and %d sessions, journal segments up to %d "
