@@ -87,9 +87,12 @@ def start_mosquitto(
     certificate: ServerCertificate,
     cpus: set[int] | None,
     tls_listener_settings: str = "",
+    persistence: bool = False,
 ) -> RunningBroker:
     """``tls_listener_settings``: more lines for the TLS listener (bench/connections.py asks
-    for client certificates with them)."""
+    for client certificates with them). ``persistence``: mosquitto keeps sessions and retained
+    messages in ``mosquitto.db``, saved every ``autosave_interval`` (1800 s by default) and at
+    exit."""
     directory = workdir / "mosquitto"
     directory.mkdir(parents=True, exist_ok=True)
     tcp_port, tls_port = processes.free_port(), processes.free_port()
@@ -102,7 +105,8 @@ def start_mosquitto(
         f"""# Written by bench/run.py for one benchmark run.
 per_listener_settings false
 allow_anonymous true
-persistence false
+persistence {"true" if persistence else "false"}
+persistence_location {directory}/
 log_dest file {log_file}
 log_type error
 log_type warning
@@ -130,7 +134,8 @@ keyfile {certificate.key_file}
         "version": mosquitto_version(),
         "server_key": str(certificate.key_kind),
         "config": f"set_tcp_nodelay true, max_inflight_messages {MAX_INFLIGHT}, max_queued_messages {MAX_QUEUED}, "
-        "persistence false, logging to a file (errors and warnings)",
+        f"persistence {'true (saved every 1800 s and at exit)' if persistence else 'false'}, "
+        "logging to a file (errors and warnings)",
     }
     _wait_listening(broker)
     return broker

@@ -50,10 +50,13 @@ class Cell:
     transport: str  # "tcp" | "tls"
     qos: int
     subscribers: int
+    # Subscribers with sessions the broker keeps (clean session off): what it acknowledges must
+    # survive a crash, so certmq writes it to its journal first.
+    durable: bool = False
 
     @property
     def name(self) -> str:
-        return f"{self.transport} qos{self.qos} 1->{self.subscribers}"
+        return f"{self.transport} qos{self.qos} 1->{self.subscribers}" + (" durable" if self.durable else "")
 
 
 def run_cell(
@@ -95,6 +98,8 @@ def run_cell(
     ]
     if cell.transport == "tls":
         args += ["--tls", "--cafile", str(broker.ca_file), "--servername", "localhost"]
+    if cell.durable:
+        args.append("--persistent")
     stderr_file = log_dir / f"{tag}.stderr"
     with open(stderr_file, "wb") as stderr:
         process = processes.start(

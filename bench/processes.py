@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -38,6 +39,15 @@ def stop(process: subprocess.Popen[bytes], grace_seconds: float = 10.0) -> None:
             process.wait(5)
     if process in _started:
         _started.remove(process)
+
+
+def finish(workdir: Path, keep: bool) -> None:
+    """Stop every process started here, and remove ``workdir`` unless told to keep it."""
+    stop_all()
+    if keep:
+        print(f"kept {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def stop_all() -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import shutil
 import signal
 import statistics
 import sys
@@ -129,9 +128,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def plan_cells(args: argparse.Namespace) -> list[Cell]:
     transports = [args.only] if args.only else ["tcp", "tls"]
-    return [
+    cells = [
         Cell(t, qos, subscribers) for t in transports for subscribers in (1, args.fanout) for qos in (0, 1)
     ]
+    return cells + [Cell(t, 1, 1, durable=True) for t in transports]
 
 
 def fit_duration(args: argparse.Namespace, runs: int) -> None:
@@ -160,7 +160,9 @@ def start_brokers(
         running["certmq"] = certmq
     if "mosquitto" in args.broker_names:
         certificate = certificates.make_server_certificate(workdir / "mosquitto-tls", key_kind)
-        running["mosquitto"] = broker_processes.start_mosquitto(workdir, certificate, cpus.broker)
+        running["mosquitto"] = broker_processes.start_mosquitto(
+            workdir, certificate, cpus.broker, persistence=True
+        )
     for name, broker in running.items():
         details = ", ".join(f"{k} {v}" for k, v in broker.facts.items() if k != "config")
         print(
@@ -398,11 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
-        processes.stop_all()
-        if args.keep_workdir:
-            print(f"kept {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        processes.finish(workdir, args.keep_workdir)
 
     names = args.broker_names
     summary = report.summarise(runs, [cell.name for cell in cells], names)

@@ -1,4 +1,4 @@
-"""How long saving and restoring the broker state takes, and how long the event loop is held.
+"""How long a checkpoint of the broker state and restoring it take, and how long the event loop is held.
 
 Run with ``PYTHONPATH=src python bench/state_save.py [--retained N] [--sessions N]``. Builds a core
 with N retained messages and N offline persistent sessions (5 subscriptions, 10 queued and 2
@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 from certmq.broker.core import BrokerCore
-from certmq.broker.durability import StateKeeper, restore_snapshot, snapshot_to_state, take_snapshot
+from certmq.broker.durability import StateKeeper, snapshot_to_state, take_snapshot
 from certmq.broker.messages import Message
 from certmq.broker.persistence import STATE_FILE_NAME, SqliteStateStore
+from certmq.broker.recovery import Recovery
 from certmq.broker.session import Delivery, OutgoingFlight, Session, SubscriptionEntry
 from certmq.config import MqttSection
 from certmq.mqtt.properties import PropertyId
@@ -72,11 +73,13 @@ async def measure(retained: int, sessions: int, repeat: int) -> None:
             assert loaded is not None
             restored = BrokerCore(MqttSection())
             started = time.perf_counter()
-            restore_snapshot(restored, loaded, time.time(), loop.time())
+            recovery = Recovery(time.time(), loop.time())
+            recovery.load_checkpoint(loaded)
+            recovery.restore(restored, None, loaded.saved_at)
             restore_times.append(time.perf_counter() - started)
             for session in restored.sessions.values():
                 restored._cancel_timers(session)
-        lag = await loop_delay_during_saves(core, store, repeat)
+        lag = await loop_delay_during_saves(core, store, Path(directory) / "journal", repeat)
         size = (Path(directory) / STATE_FILE_NAME).stat().st_size
         store.close()
     print(f"{retained} retained messages, {sessions} sessions; file {size / 1e6:.1f} MB")
@@ -93,13 +96,16 @@ async def measure(retained: int, sessions: int, repeat: int) -> None:
     )
 
 
-async def loop_delay_during_saves(core: BrokerCore, store: SqliteStateStore, repeat: int) -> float:
-    """The longest a 1 ms timer fired late while StateKeeper saves: what clients would feel."""
-    keeper = StateKeeper(core, store, autosave_interval=0)
+async def loop_delay_during_saves(
+    core: BrokerCore, store: SqliteStateStore, journal: Path, repeat: int
+) -> float:
+    """The longest a 1 ms timer fired late while StateKeeper checkpoints: what clients would feel."""
+    keeper = StateKeeper(core, store, journal)
+    await keeper.restore()
     loop = asyncio.get_running_loop()
     worst = 0.0
     for _ in range(repeat):
-        saving = loop.create_task(keeper.save())
+        saving = loop.create_task(keeper.checkpoint())
         while not saving.done():
             before = loop.time()
             await asyncio.sleep(0.001)

@@ -65,6 +65,7 @@ typedef struct {
     int write_batch; /* bytes of PUBLISH packets the publisher gathers before a write; 1: one packet per write */
     double idle_timeout;
     int timeout;
+    int persistent; /* subscribers keep their sessions: clean session 0, or Session Expiry on 5.0 */
 } options_t;
 
 typedef struct {
@@ -232,20 +233,27 @@ static void flush(connection_t *c) {
 
 /* ---- MQTT packets ---- */
 
-static void queue_connect(connection_t *c, const char *client_id, int receive_maximum) {
+static void queue_connect(connection_t *c, const char *client_id, int receive_maximum, int persistent) {
     unsigned char body[512], packet[520];
     size_t n = 0, id_len = strlen(client_id);
     memcpy(body, "\0\4MQTT", 6);
     n = 6;
     body[n++] = (unsigned char)opt.protocol;
-    body[n++] = 0x02; /* clean start */
+    body[n++] = persistent ? 0x00 : 0x02; /* clean start, unless the session is to be kept */
     body[n++] = 0x01; /* keep alive 300 s: longer than any cell */
     body[n++] = 0x2c;
     if (opt.protocol == 5) {
-        body[n++] = 3; /* properties: Receive Maximum */
+        body[n++] = persistent ? 8 : 3; /* properties: Receive Maximum, Session Expiry Interval */
         body[n++] = 0x21;
         body[n++] = (unsigned char)(receive_maximum >> 8);
         body[n++] = (unsigned char)receive_maximum;
+        if (persistent) {
+            body[n++] = 0x11; /* one hour */
+            body[n++] = 0;
+            body[n++] = 0;
+            body[n++] = 0x0e;
+            body[n++] = 0x10;
+        }
     }
     body[n++] = (unsigned char)(id_len >> 8);
     body[n++] = (unsigned char)id_len;
@@ -485,7 +493,7 @@ static void usage(void) {
             "                [--subscribers K] [--qos 0|1] [--size BYTES] [--count N] [--duration SECONDS]\n"
             "                [--window N] [--protocol 4|5] [--topic T] [--client-prefix P]\n"
             "                [--max-lead DELIVERIES] [--write-batch BYTES] [--fanout-pause-us N]\n"
-            "                [--idle-timeout SECONDS] [--timeout SECONDS]\n");
+            "                [--idle-timeout SECONDS] [--timeout SECONDS] [--persistent]\n");
     exit(2);
 }
 
@@ -496,7 +504,7 @@ int main(int argc, char **argv) {
         {"qos", 1, 0, 'q'},        {"size", 1, 0, 's'},      {"count", 1, 0, 'N'},
         {"duration", 1, 0, 'd'},   {"window", 1, 0, 'w'},    {"protocol", 1, 0, 'V'},
         {"topic", 1, 0, 'T'},      {"client-prefix", 1, 0, 'P'}, {"max-lead", 1, 0, 'L'}, {"write-batch", 1, 0, 'B'}, {"fanout-pause-us", 1, 0, 'F'},  {"idle-timeout", 1, 0, 'i'},
-        {"timeout", 1, 0, 'x'},    {0, 0, 0, 0},
+        {"timeout", 1, 0, 'x'},    {"persistent", 0, 0, 'S'}, {0, 0, 0, 0},
     };
     int ch;
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -520,6 +528,7 @@ int main(int argc, char **argv) {
         case 'F': fanout_pause_microseconds = atoi(optarg); break;
         case 'i': opt.idle_timeout = atof(optarg); break;
         case 'x': opt.timeout = atoi(optarg); break;
+        case 'S': opt.persistent = 1; break;
         default: usage();
         }
     }
@@ -544,14 +553,14 @@ int main(int argc, char **argv) {
     for (int i = 0; i < k; i++) {
         connect_socket(&subs[i]);
         snprintf(client_id, sizeof client_id, "%s-sub-%d", opt.client_prefix, i);
-        queue_connect(&subs[i], client_id, 65535);
+        queue_connect(&subs[i], client_id, 65535, opt.persistent);
         queue_subscribe(&subs[i]);
         flush(&subs[i]);
     }
     for (int i = 0; i < k; i++) pump_until(&subs[i], is_subacked, "SUBACK");
     connect_socket(&publisher);
     snprintf(client_id, sizeof client_id, "%s-pub", opt.client_prefix);
-    queue_connect(&publisher, client_id, 65535);
+    queue_connect(&publisher, client_id, 65535, 0);
     pump_until(&publisher, is_connacked, "CONNACK");
 
     const char *tls_version = opt.tls ? SSL_get_version(publisher.ssl) : "";

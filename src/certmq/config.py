@@ -92,9 +92,13 @@ class MqttSection:
     # ApsaraMQ point-to-point: `<parent>/p2p/<ClientId>` is delivered to that client without a subscription.
     p2p_topics: bool = True
     sys_interval: int = 10
-    # Retained messages and persistent sessions kept across restarts in DATA_DIR/broker-state.db.
+    # Retained messages and persistent sessions kept across restarts and crashes: a journal in
+    # DATA_DIR/journal, checkpointed to DATA_DIR/broker-state.db.
     persistence: bool = True
-    autosave_interval: int = 60  # seconds between saves while running; 0: only at shutdown
+    # What an acknowledged message survives: "process-crash" (written to the kernel before the
+    # acknowledgement) or "power-loss" (also on the disk: fdatasync before the acknowledgement).
+    durability: str = "process-crash"
+    checkpoint_bytes: int = 64 * 1024 * 1024  # journal growth between checkpoints; 0: only at shutdown
 
 
 @dataclass(slots=True)
@@ -146,6 +150,12 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("auth", "acl_default"): ("allow", "deny"),
     ("auth", "subscribe_denied"): ("not-authorized", "unspecified-error"),
     ("auth", "session_owner"): tuple(SessionOwnerPolicy),
+    ("mqtt", "durability"): ("process-crash", "power-loss"),
+}
+
+# Keys earlier versions wrote into certmq.toml that mean nothing any more: accepted, ignored.
+RETIRED_KEYS: dict[tuple[str, str], str] = {
+    ("mqtt", "autosave_interval"): "the journal records every change as it happens",
 }
 
 
@@ -178,6 +188,8 @@ def _apply(config: Config, section: str, values: Mapping[str, Any], source: str)
     target = getattr(config, section)
     known = {f.name: f for f in fields(target)}
     for key, value in values.items():
+        if (section, key) in RETIRED_KEYS:
+            continue
         if key not in known:
             raise ConfigError(f"{section}.{key} ({source}): unknown key; known: {', '.join(known)}")
         kind = type(getattr(type(target)(), key))

@@ -252,8 +252,9 @@ max_session_expiry = {mqtt_max_session_expiry}  # seconds; caps the Session Expi
 retain_available = {mqtt_retain_available}      # store and deliver retained messages
 p2p_topics = {mqtt_p2p_topics}         # <parent>/p2p/<ClientId> goes to that client, subscribed or not
 sys_interval = {mqtt_sys_interval}            # seconds between $SYS statistics updates; 0 disables them
-persistence = {mqtt_persistence}          # keep retained messages and sessions across restarts (broker-state.db)
-autosave_interval = {mqtt_autosave_interval}       # seconds between saves while running; 0: only at shutdown
+persistence = {mqtt_persistence}          # keep retained messages and sessions across restarts and crashes
+durability = {mqtt_durability}  # what an acknowledged message survives: "process-crash" | "power-loss"
+checkpoint_bytes = {mqtt_checkpoint_bytes}  # journal bytes between checkpoints to broker-state.db; 0: at shutdown only
 
 [api]                        # the ApsaraMQ-compatible RPC API at / of the http listener
 rate_limit = {api_rate_limit}            # calls per second per AccessKey, sustained; 0: no limit

@@ -1,9 +1,9 @@
-"""Sessions, queued messages and retained messages survive a restart of the broker."""
+"""Sessions, queued messages and retained messages survive a clean restart of the broker (a crash:
+test_crash_durability.py)."""
 
 from __future__ import annotations
 
 import struct
-import time
 
 from paho.mqtt.packettypes import PacketTypes
 
@@ -97,54 +97,3 @@ def test_qos2_exchanges_in_flight_resume_after_a_restart(broker_factory, clients
     assert release.packet_id == second.packet_id
     back.acknowledge(release)  # PUBCOMP: both exchanges complete
     assert not back.skipped, f"unexpected packets: {back.skipped}"
-
-
-@expect_failure_on_mosquitto("runs here with persistence off")
-def test_after_a_crash_the_broker_starts_from_its_last_autosave(broker_factory, clients, topic):
-    crashing = broker_factory(CERTMQ_MQTT_AUTOSAVE_INTERVAL=1)
-    on_it = clients.for_broker(crashing)
-    session = properties(PacketTypes.CONNECT, SessionExpiryInterval=3600)
-    subscriber_id = on_it.client_id("subscriber")
-    subscriber = on_it.paho(client_id=subscriber_id)
-    subscriber.connect(clean_start=False, props=session)
-    subscriber.subscribe(f"{topic}/queued", qos=1)
-    subscriber.disconnect()
-    publisher = on_it.connected(V5)
-    publisher.publish(f"{topic}/retained", b"saved by autosave", qos=1, retain=True)
-    publisher.publish(f"{topic}/queued", b"queued before the crash", qos=1)
-    publisher.disconnect()
-    time.sleep(2.5)  # at least one save after the last change
-
-    crashing.crash_and_restart()
-
-    back = on_it.paho(client_id=subscriber_id)
-    assert back.connect(clean_start=False, props=session).session_present, "session lost in the crash"
-    assert back.expect_message().payload == b"queued before the crash"
-    late = on_it.connected(V5)
-    late.subscribe(f"{topic}/retained", qos=1)
-    assert late.expect_message().payload == b"saved by autosave"
-
-
-@expect_failure_on_mosquitto(
-    "runs here with persistence off, and keeps no will of a client connected at a crash"
-)
-def test_a_client_connected_at_a_crash_has_its_will_published(broker_factory, clients, topic):
-    crashing = broker_factory(CERTMQ_MQTT_AUTOSAVE_INTERVAL=1)
-    on_it = clients.for_broker(crashing)
-    session = properties(PacketTypes.CONNECT, SessionExpiryInterval=3600)
-    watcher_id = on_it.client_id("watcher")
-    watcher = on_it.paho(client_id=watcher_id)
-    watcher.connect(clean_start=False, props=session)
-    watcher.subscribe(f"{topic}/will", qos=1)
-    watcher.disconnect()
-    # Connected when the broker dies: its connection is gone as of the last save.
-    connected = on_it.paho(client_id=on_it.client_id("connected"))
-    connected.will_set(f"{topic}/will", b"lost with the broker", qos=1)
-    connected.connect(clean_start=False, props=session)
-    time.sleep(2.5)  # at least one save while it is connected
-
-    crashing.crash_and_restart()
-
-    back = on_it.paho(client_id=watcher_id)
-    assert back.connect(clean_start=False, props=session).session_present, "session lost in the crash"
-    assert back.expect_message().payload == b"lost with the broker"

@@ -111,6 +111,7 @@ def test_process_environment_is_the_default(tmp_path: Path, monkeypatch: pytest.
         ('[mqtt]\nmax_packet_size = "big"\n', "mqtt.max_packet_size .*expected a number"),
         ("[mqtt]\nmax_packet_size = true\n", "mqtt.max_packet_size .*expected a number"),
         ("[listeners]\ntcp = 1883\n", "listeners.tcp .*expected a string"),
+        ('[mqtt]\ndurability = "disk"\n', "mqtt.durability .*must be one of process-crash, power-loss"),
         ("title = 1\n", "unknown section"),
         ("[audit]\nretention_days = 0\n", "audit.retention_days .*must be at least 1"),
         ("[audit]\nmax_rows = 10\n", "audit.max_rows .*must be at least 1000"),
@@ -135,6 +136,12 @@ def test_file_errors_name_the_key(tmp_path: Path, text: str, message: str) -> No
 def test_environment_errors_name_the_key(tmp_path: Path, name: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(tmp_path, environ={name: value})
+
+
+def test_a_key_an_earlier_version_wrote_is_ignored(tmp_path: Path) -> None:
+    write(tmp_path / "certmq.toml", "[mqtt]\nautosave_interval = 60\n")
+    config = load_config(tmp_path, environ={"CERTMQ_MQTT_AUTOSAVE_INTERVAL": "1"})
+    assert config == Config(data_dir=tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -1,13 +1,14 @@
-"""The durable broker state: the SQLite store, snapshots of the core, and restoring them."""
+"""The durable broker state: the SQLite store of checkpoints, snapshots of the core, restoring
+them, and the keeper that checkpoints the journal."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ import pytest
 
 from certmq.auth.ownership import session_owner
 from certmq.broker.core import BrokerCore
-from certmq.broker.durability import StateKeeper, restore_snapshot, snapshot_to_state, take_snapshot
+from certmq.broker.durability import StateKeeper, snapshot_to_state, take_snapshot
+from certmq.broker.journal_log import JournalError, segment_numbers
 from certmq.broker.messages import Message
 from certmq.broker.persistence import (
     SCHEMA_VERSION,
@@ -33,6 +35,7 @@ from certmq.broker.persistence import (
     properties_from_json,
     properties_to_json,
 )
+from certmq.broker.recovery import Recovery
 from certmq.broker.session import NEVER_EXPIRES, Delivery, OutgoingFlight, Session, SubscriptionEntry
 from certmq.config import MqttSection
 from certmq.mqtt.packets import Will
@@ -52,13 +55,13 @@ MESSAGE_PROPERTIES: dict[int, Any] = {
 def a_state() -> BrokerState:
     """One of every kind of record."""
     queued = StoredMessage(
-        "sensors/1", b"\x00\x01binary", 2, False, MESSAGE_PROPERTIES, SAVED_AT + 30, "pub-1"
+        "sensors/1", b"\x00\x01binary", 2, False, MESSAGE_PROPERTIES, SAVED_AT + 30, "pub-1", 41
     )
     plain = StoredMessage("sensors/2", b"", 1, False, {}, None, None)
     return BrokerState(
         SAVED_AT,
         [
-            StoredMessage("status/a", b"online", 1, True, MESSAGE_PROPERTIES, None, "device-a"),
+            StoredMessage("status/a", b"online", 1, True, MESSAGE_PROPERTIES, None, "device-a", 40),
             StoredMessage("status/b", b"offline", 0, True, {}, SAVED_AT + 3600, None),
             StoredMessage("$SYS/custom", "ünïcode".encode(), 2, True, {}, None, "x"),
         ],
@@ -77,7 +80,7 @@ def a_state() -> BrokerState:
                     StoredFlight(8, StoredDelivery(queued, 1, True, (17, 18)), False),
                     StoredFlight(9, StoredDelivery(plain, 2, False, ()), True),
                 ],
-                [StoredDelivery(queued, 2, False, ()), StoredDelivery(plain, 1, False, (3,))],
+                [StoredDelivery(queued, 2, False, (), 900), StoredDelivery(plain, 1, False, (3,))],
                 [3, 12, 65535],
                 StoredWill(
                     "wills/durable-5",
@@ -90,6 +93,7 @@ def a_state() -> BrokerState:
                 "cert:0a1b:77",
                 None,
                 {"cert.cn": "sensor-5", "cert.sn": "77", "cert.ca_sn": "0a1b"},
+                connected=True,
             ),
             StoredSession(
                 "durable-3",
@@ -106,6 +110,9 @@ def a_state() -> BrokerState:
                 {"access_key_id": "LTAI5"},
             ),
         ],
+        journal_segment=12,
+        next_message_id=42,
+        next_delivery_id=901,
     )
 
 
@@ -128,6 +135,7 @@ def test_every_kind_of_state_round_trips(tmp_path: Path) -> None:
     reopened = SqliteStateStore(path)
     loaded = reopened.load()
     assert loaded == state
+    assert loaded is not None and loaded.sessions[0].pending[0].delivery_id == 900
     assert path.stat().st_mode & 0o777 == 0o600
     # A message queued for several sessions (or several times) is stored and loaded once.
     with sqlite3.connect(path) as raw:
@@ -155,6 +163,13 @@ class _Client:
 
     def take_over(self, clean_start: bool) -> None:
         raise AssertionError("no take-over expected")
+
+
+def restore_snapshot(core: BrokerCore, state: BrokerState, wall_now: float, loop_now: float) -> None:
+    """Load a checkpoint into ``core`` as a start without journal records does."""
+    recovery = Recovery(wall_now, loop_now)
+    recovery.load_checkpoint(state)
+    recovery.restore(core, None, state.saved_at)
 
 
 def connect(
@@ -311,8 +326,19 @@ async def test_a_connected_client_is_saved_as_gone_at_the_snapshot() -> None:
     online = connect(core, "online", 300)
     online.will = Will("wills/online", b"lost", 1, False, {PropertyId.WILL_DELAY_INTERVAL: 60})
     (saved,) = snapshot_to_state(take_snapshot(core, SAVED_AT, loop.time())).sessions
-    assert saved.disconnected_at == SAVED_AT
+    assert saved.connected and saved.disconnected_at == SAVED_AT
     assert saved.will is not None and saved.will.publish_at == SAVED_AT + 60
+    # Restored after a crash 30 s later: gone as of the crash, its will due 60 s after that.
+    restored = BrokerCore(MqttSection())
+    recovery = Recovery(SAVED_AT + 40, loop.time())
+    recovery.load_checkpoint(snapshot_to_state(take_snapshot(core, SAVED_AT, loop.time())))
+    recovery.restore(restored, None, SAVED_AT + 30)
+    back = restored.sessions["online"]
+    assert back.connection is None and back.will is not None
+    assert back.will_handle is not None and back.will_handle.when() - loop.time() == pytest.approx(50, abs=1)
+    assert back.expiry_handle is not None and back.expiry_handle.when() - loop.time() == pytest.approx(
+        290, abs=1
+    )
 
 
 def test_a_failed_save_keeps_the_previous_snapshot(tmp_path: Path) -> None:
@@ -374,8 +400,8 @@ async def test_a_format_1_file_is_converted_and_its_sessions_are_adopted(tmp_pat
     path = tmp_path / STATE_FILE_NAME
     SqliteStateStore(path).save(a_state())
     with sqlite3.connect(path) as raw:  # as certmq wrote it before sessions had owners
-        for column in ("owner", "username", "identity"):
-            raw.execute(f"ALTER TABLE sessions DROP COLUMN {column}")
+        for table, column in FIRST_FORMAT_LACKED:
+            raw.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         raw.execute("UPDATE schema_version SET version = 1")
     state = SqliteStateStore(path).load()
     assert state is not None
@@ -427,6 +453,36 @@ async def test_the_owner_and_the_identity_survive_a_restart(tmp_path: Path) -> N
     assert not restored.may_resume("five", "cert:0a:6")
     assert not restored.may_resume("five", "anonymous")
 
+# What the first format lacked: journal ids and positions, the owner, the client's identity,
+# the connected flag.
+FIRST_FORMAT_LACKED = [
+    ("snapshot", "journal_segment"),
+    ("snapshot", "next_message_id"),
+    ("snapshot", "next_delivery_id"),
+    ("retained", "message_id"),
+    ("sessions", "owner"),
+    ("sessions", "username"),
+    ("sessions", "identity"),
+    ("sessions", "connected"),
+    ("queued", "delivery_id"),
+]
+
+
+def test_a_file_of_the_first_format_is_converted(tmp_path: Path) -> None:
+    path = tmp_path / STATE_FILE_NAME
+    state = a_state()
+    SqliteStateStore(path).save(state)
+        with sqlite3.connect(path) as raw:
+        for table, column in FIRST_FORMAT_LACKED:
+            raw.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        raw.execute("UPDATE schema_version SET version = 1")
+    loaded = SqliteStateStore(path).load()
+    assert loaded is not None
+    assert (loaded.journal_segment, loaded.next_message_id, loaded.next_delivery_id) == (0, 1, 1)
+    assert [session.owner for session in loaded.sessions] == ["", ""]
+    assert [session.connected for session in loaded.sessions] == [False, False]
+    assert [record.topic for record in loaded.retained] == [record.topic for record in state.retained]
+
 
 def test_an_unknown_older_format_is_refused(tmp_path: Path) -> None:
     path = tmp_path / STATE_FILE_NAME
@@ -471,42 +527,117 @@ class _MemoryStore:
         self.closed = True
 
 
-async def test_the_keeper_saves_periodically_and_at_close() -> None:
+async def test_the_keeper_checkpoints_when_the_journal_has_grown_and_at_close(tmp_path: Path) -> None:
     core = BrokerCore(MqttSection())
     store = _MemoryStore()
-    keeper = StateKeeper(core, store, autosave_interval=0.01)
+    keeper = StateKeeper(core, store, tmp_path / "journal", checkpoint_bytes=2000)
     await keeper.restore()
-    keeper.start_autosave()
     core.publish(Message("kept", b"1", 1, True))
-    await asyncio.sleep(0.1)
-    assert store.saves >= 2
+    await keeper.flush()
+    assert store.saves == 0 and segment_numbers(tmp_path / "journal") == [1]
+    for number in range(50):
+        core.publish(Message(f"kept/{number}", b"x" * 100, 1, True))
+    await keeper.flush()
+    for _ in range(100):  # the checkpoint runs in the background: saved, then segment 1 deleted
+        if store.saves and not segment_numbers(tmp_path / "journal"):
+            break
+        await asyncio.sleep(0.01)
+    # The checkpoint covers segment 1 and deletes it; what came after goes to segment 2.
+    assert store.saves == 1 and store.state is not None and store.state.journal_segment == 1
+    assert len(store.state.retained) == 51
+    assert not segment_numbers(tmp_path / "journal")
+    core.publish(Message("kept/later", b"2", 1, True))
+    await keeper.flush()
+    assert segment_numbers(tmp_path / "journal") == [2]
     await keeper.close()
-    assert store.closed
-    assert store.state is not None and [m.topic for m in store.state.retained] == ["kept"]
+    assert store.closed and store.saves == 2
+    assert (
+        store.state.journal_segment == 2
+        and len(store.state.retained) == 52
+        and not segment_numbers(tmp_path / "journal")
+    )
 
 
-async def test_a_state_that_cannot_be_read_is_never_overwritten(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_state_that_cannot_be_read_is_never_overwritten(tmp_path: Path) -> None:
     store = _MemoryStore(fail_load=True)
-    keeper = StateKeeper(BrokerCore(MqttSection()), store, autosave_interval=0)
+    keeper = StateKeeper(BrokerCore(MqttSection()), store, tmp_path / "journal")
     with pytest.raises(StateFormatError):
         await keeper.restore()
     await keeper.close()
     assert store.saves == 0 and store.closed
 
 
-async def test_a_failing_autosave_is_logged_and_retried(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_failing_checkpoint_keeps_the_journal(tmp_path: Path) -> None:
     class Flaky(_MemoryStore):
         def save(self, state: BrokerState) -> None:
             self.saves += 1
             if self.saves == 1:
                 raise OSError("disk full")
+            self.state = state
 
     store = Flaky()
-    keeper = StateKeeper(BrokerCore(MqttSection()), store, autosave_interval=0.01)
+    core = BrokerCore(MqttSection())
+    keeper = StateKeeper(core, store, tmp_path / "journal")
     await keeper.restore()
-    with caplog.at_level(logging.ERROR, logger="certmq.broker"):
-        keeper.start_autosave()
-        await asyncio.sleep(0.1)
-        await keeper.close()
-    assert "saving the broker state failed" in caplog.text
-    assert store.saves >= 3
+    core.publish(Message("kept", b"1", 1, True))
+    with pytest.raises(OSError, match="disk full"):
+        await keeper.checkpoint()
+    assert segment_numbers(tmp_path / "journal") == [1]  # the records stay until a checkpoint holds them
+    await keeper.close()
+    assert (
+        store.saves == 2 and store.state is not None and [m.topic for m in store.state.retained] == ["kept"]
+    )
+    assert not segment_numbers(tmp_path / "journal")
+
+
+async def test_a_journal_directory_that_cannot_be_made_stops_the_start(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    keeper = StateKeeper(BrokerCore(MqttSection()), _MemoryStore(), tmp_path / "a-file" / "journal")
+    with pytest.raises(JournalError, match="data directory must be writable"):
+        await keeper.restore()
+
+
+async def test_a_journal_that_grows_a_whole_step_during_a_checkpoint_gets_another(tmp_path: Path) -> None:
+    class Slow(_MemoryStore):
+        def save(self, state: BrokerState) -> None:
+            time.sleep(0.2)  # in the checkpoint's worker thread: the broker goes on meanwhile
+            super().save(state)
+
+    core = BrokerCore(MqttSection())
+    store = Slow()
+    keeper = StateKeeper(core, store, tmp_path / "journal", checkpoint_bytes=2000)
+    await keeper.restore()
+    for round_ in range(2):  # a step's worth before the first checkpoint, another during it
+        for number in range(30):
+            core.publish(Message(f"kept/{round_}/{number}", b"x" * 100, 1, True))
+        await keeper.flush()
+        await asyncio.sleep(0.05)
+    for _ in range(200):
+        if store.saves >= 2 and not segment_numbers(tmp_path / "journal")[:-1]:
+            break
+        await asyncio.sleep(0.01)
+    assert store.saves == 2 and store.state is not None and len(store.state.retained) == 60
+    await keeper.close()
+
+
+async def test_with_a_large_state_the_journal_grows_as_large_before_a_checkpoint(tmp_path: Path) -> None:
+    core = BrokerCore(MqttSection())
+    store = _MemoryStore()
+    keeper = StateKeeper(core, store, tmp_path / "journal", checkpoint_bytes=2000)
+    await keeper.restore()
+    recorder = keeper.recorder
+    assert recorder is not None
+    for number in range(100):  # about 13 kB of retained messages: a checkpoint follows
+        core.publish(Message(f"kept/{number}", b"x" * 100, 1, True))
+    await keeper.flush()
+    for _ in range(200):
+        if recorder.checkpoint_bytes > 13_000:
+            break
+        await asyncio.sleep(0.01)
+    assert store.saves == 1 and recorder.checkpoint_bytes > 13_000
+    for number in range(30):  # a step's worth of journal, far less than the state
+        core.publish(Message(f"changed/{number}", b"y" * 100, 1, True))
+    await keeper.flush()
+    await asyncio.sleep(0.1)
+    assert store.saves == 1
+    await keeper.close()

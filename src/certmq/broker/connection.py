@@ -54,6 +54,7 @@ from certmq.mqtt.topics import parse_shared_subscription
 
 if TYPE_CHECKING:
     from certmq.broker.core import BrokerCore
+    from certmq.broker.recorder import Recorder
 
 log = logging.getLogger("certmq.connection")
 
@@ -93,8 +94,10 @@ class MQTTConnection(asyncio.Protocol):
     # reference cycle (handlers are looked up in the class), so it is freed as soon as it closes.
     __slots__ = (
         "__weakref__",  # the certificate expiry heap's references do not keep a connection alive
+        "_awaiting_commit",
         "_backlog",
         "_flush_scheduled",
+        "_held",
         "_in_batch",
         "_loop",
         "_out",
@@ -158,6 +161,10 @@ class MQTTConnection(asyncio.Protocol):
         self.outbound_aliases: dict[str, int] = {}
         self._out: list[bytes] = []
         self._out_size = 0
+        # Output held until the journal has written what it acknowledges: [sequence, data] pieces,
+        # oldest first; everything written after a held reply waits behind it (see _hold_replies).
+        self._held: deque[list[Any]] | None = None
+        self._awaiting_commit = False
         self._flush_scheduled = False
         self._in_batch = False
         self._backlog: deque[Packet] = deque()
@@ -202,8 +209,18 @@ class MQTTConnection(asyncio.Protocol):
                 self._process_backlog()
             else:
                 handlers = self.HANDLERS
+                recorder = self.core.recorder
+                out = self._out
                 for index, packet in enumerate(packets):
-                    handlers[packet.packet_type](self, packet)
+                    if recorder is None:
+                        handlers[packet.packet_type](self, packet)
+                    else:
+                        # _handle_recorded, inline: this loop runs for every packet.
+                        appended = recorder.appended
+                        written = len(out)
+                        handlers[packet.packet_type](self, packet)
+                        if recorder.appended != appended:
+                            self._hold_replies(written, recorder)
                     if self.state != CONNECTED:
                         if self.state == AUTHENTICATING:
                             self._backlog.extend(packets[index + 1 :])
@@ -217,9 +234,21 @@ class MQTTConnection(asyncio.Protocol):
 
     def _process_backlog(self) -> None:
         handlers = self.HANDLERS
+        recorder = self.core.recorder
         while self._backlog and self.state == CONNECTED:
             packet = self._backlog.popleft()
-            handlers[packet.packet_type](self, packet)
+            if recorder is None:
+                handlers[packet.packet_type](self, packet)
+            else:
+                self._handle_recorded(packet, recorder)
+
+    def _handle_recorded(self, packet: Packet, recorder: Recorder) -> None:
+        """Handle ``packet``; if that recorded anything, its replies wait for the journal."""
+        appended = recorder.appended
+        written = len(self._out)
+        self.HANDLERS[packet.packet_type](self, packet)
+        if recorder.appended != appended:
+            self._hold_replies(written, recorder)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.core.connections.discard(self)
@@ -239,6 +268,9 @@ class MQTTConnection(asyncio.Protocol):
     # -- output ----------------------------------------------------------------------------
 
     def _write(self, data: bytes) -> None:
+        if self._held:
+            self._held[-1][1].append(data)
+            return
         self._out.append(data)
         self._out_size += len(data)
         if not self._flush_scheduled and not self._in_batch:
@@ -258,6 +290,48 @@ class MQTTConnection(asyncio.Protocol):
         if self.transport.get_write_buffer_size() > 2 * self.settings.max_outgoing_bytes:
             log.warning("disconnecting %s: it does not read what it is sent", self.client_id or self.peer)
             self.close(ReasonCode.QUOTA_EXCEEDED, "slow consumer", publish_will=True)
+
+    def _hold_replies(self, written: int, recorder: Recorder) -> None:
+        """What was written since ``self._out`` held ``written`` pieces acknowledges records just
+        appended: keep it, and all output after it (MQTT 4.6 keeps acknowledgements in order),
+        until the journal has written them."""
+        sequence = recorder.appended
+        held = self._held
+        if not held and written == len(self._out):
+            return  # nothing written: nothing to hold
+        if held is None:
+            held = self._held = deque()
+        if held:
+            # Written into the last held piece already: it now waits for these records too.
+            held[-1][0] = sequence
+        else:
+            replies = self._out[written:]
+            del self._out[written:]
+            self._out_size -= sum(map(len, replies))
+            held.append([sequence, replies])
+        if not self._awaiting_commit:
+            self._awaiting_commit = True
+            recorder.when_committed(self._release_replies)
+
+    def _release_replies(self) -> None:
+        self._awaiting_commit = False
+        held = self._held
+        recorder = self.core.recorder
+        if not held or recorder is None:
+            return
+        if self.state == CLOSED:
+            held.clear()
+            return
+        committed = recorder.committed
+        while held and held[0][0] <= committed:
+            for data in held.popleft()[1]:
+                self._out.append(data)
+                self._out_size += len(data)
+        if held:
+            self._awaiting_commit = True
+            recorder.when_committed(self._release_replies)
+        if self._out and not self._in_batch:
+            self._flush()
 
     def _congested(self) -> bool:
         assert self.transport is not None
@@ -413,7 +487,11 @@ class MQTTConnection(asyncio.Protocol):
             return
         self._in_batch = True
         try:
+            recorder = self.core.recorder
+            appended, written = (0 if recorder is None else recorder.appended), len(self._out)
             self._conclude_connect(packet, outcome, assigned)
+            if recorder is not None and recorder.appended != appended:
+                self._hold_replies(written, recorder)
             if self.transport is not None and self.state == CONNECTED:
                 self.transport.resume_reading()
                 self._process_backlog()
@@ -511,7 +589,7 @@ class MQTTConnection(asyncio.Protocol):
             permissions=permissions,
         )
         self.session = session
-        session.will = packet.will
+        self.core.set_will(session, packet.will)
         self.state = CONNECTED
         self.connected_at = datetime.now(UTC)
         self.keep_alive = settings.server_keep_alive or packet.keep_alive
@@ -621,6 +699,10 @@ class MQTTConnection(asyncio.Protocol):
                     return
                 session.incoming_qos2.add(packet_id)
                 self.core.publish(message)
+                if session.recorder is not None:
+                    # After the message: a log cut between the two must not keep the id alone,
+                    # which would drop the client's retry as a duplicate.
+                    session.recorder.incoming_qos2_added(session, packet_id)
             self.send(PubRec(packet_id))
 
     def _refuse_publish(self, packet: Publish, topic: str) -> None:
@@ -641,8 +723,11 @@ class MQTTConnection(asyncio.Protocol):
             self.send(PubRec(packet_id, code))
         else:
             # 3.1.1 has no way to say no: complete the QoS 2 flow without delivering.
-            assert self.session is not None
-            self.session.incoming_qos2.add(packet_id)
+            session = self.session
+            assert session is not None
+            session.incoming_qos2.add(packet_id)
+            if session.recorder is not None:
+                session.recorder.incoming_qos2_added(session, packet_id)
             self.send(PubRec(packet_id))
 
     def _handle_pubrel(self, packet: PubRel) -> None:
@@ -650,6 +735,8 @@ class MQTTConnection(asyncio.Protocol):
         assert session is not None
         if packet.packet_id in session.incoming_qos2:
             session.incoming_qos2.discard(packet.packet_id)
+            if session.recorder is not None:
+                session.recorder.incoming_qos2_removed(session, packet.packet_id)
             self.send(PubComp(packet.packet_id))
         else:
             self.send(PubComp(packet.packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND))
@@ -712,6 +799,8 @@ class MQTTConnection(asyncio.Protocol):
             session.release(delivery)
             return
         session.inflight[packet_id] = OutgoingFlight(delivery)
+        if session.recorder is not None:
+            session.recorder.flight_started(session, packet_id, delivery)
         self.core.stats.messages_sent += 1
         self._write(data)
 
@@ -783,6 +872,8 @@ class MQTTConnection(asyncio.Protocol):
             del session.inflight[packet.packet_id]
             # Session.release written out: the message's size was kept when it was held.
             session.held_bytes -= flight.delivery.message.size
+            if session.recorder is not None:
+                session.recorder.flight_completed(session, packet.packet_id)
             if session.pending:
                 self._send_pending()
 
@@ -796,10 +887,14 @@ class MQTTConnection(asyncio.Protocol):
         if packet.reason_code >= 0x80:
             del session.inflight[packet.packet_id]
             session.release(flight.delivery)
+            if session.recorder is not None:
+                session.recorder.flight_completed(session, packet.packet_id)
             if session.pending:
                 self._send_pending()
             return
         flight.released = True
+        if session.recorder is not None:
+            session.recorder.flight_released(session, packet.packet_id)
         self.send(PubRel(packet.packet_id))
 
     def _handle_pubcomp(self, packet: PubComp) -> None:
@@ -809,6 +904,8 @@ class MQTTConnection(asyncio.Protocol):
         if flight is not None and flight.released:
             del session.inflight[packet.packet_id]
             session.release(flight.delivery)
+            if session.recorder is not None:
+                session.recorder.flight_completed(session, packet.packet_id)
             if session.pending:
                 self._send_pending()
 

@@ -31,8 +31,12 @@ from certmq.mqtt.reason_codes import ReasonCode
 if TYPE_CHECKING:
     from certmq.auth.instance import AuditSink
     from certmq.broker.connection import MQTTConnection
+    from certmq.broker.recorder import Recorder
 
 log = logging.getLogger("certmq.broker")
+
+# Retained `$SYS` topics are statistics of the running broker, published again after a start.
+NOT_KEPT_PREFIX = "$SYS/"
 
 
 P2P_MARKER = "/p2p/"
@@ -99,6 +103,8 @@ class BrokerCore:
         self.longest_unchecked_topic = longest_unchecked_topic(settings)
         self.connections: set[MQTTConnection] = set()
         self.certificate_expiry = CertificateExpiry(self.connections)
+        # The journal of what must survive a crash; None with persistence off.
+        self.recorder: Recorder | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -203,7 +209,23 @@ class BrokerCore:
         session.identity = {} if identity is None else identity
         self._authorize(session, permissions)
         self.stats.clients_connected += 1
+        recorder = self.recorder
+        if recorder is not None:
+            if expiry_interval > 0:
+                # Recorded from here on: the session itself once its will is set (set_will).
+                session.recorder = recorder
+            elif session.recorder is not None:
+                # Resumed with expiry 0: it ends with this connection, and with a crash.
+                session.recorder.session_ended(session)
+                session.recorder = None
         return session, present
+
+    def set_will(self, session: Session, will: Will | None) -> None:
+        """The will of the connection just attached to ``session`` (None: none); a session kept
+        across restarts is recorded, with it, from now on."""
+        session.will = will
+        if session.recorder is not None:
+            session.recorder.session_connected(session)
 
     def detach(self, session: Session, publish_will: bool) -> None:
         """The connection carrying ``session`` has closed."""
@@ -221,7 +243,10 @@ class BrokerCore:
                 self._publish_will(session, will)
         if session.expiry_interval == 0:
             self.end_session(session)
-        elif session.expiry_interval != NEVER_EXPIRES:
+            return
+        if session.recorder is not None:
+            session.recorder.session_offline(session)
+        if session.expiry_interval != NEVER_EXPIRES:
             session.expiry_handle = self.loop.call_later(session.expiry_interval, self.end_session, session)
 
     def end_session(self, session: Session) -> None:
@@ -233,6 +258,9 @@ class BrokerCore:
         for topic_filter in session.subscriptions:
             self.subscriptions.remove(session.client_id, topic_filter)
         session.subscriptions.clear()
+        if self.sessions.get(session.client_id) is session and session.recorder is not None:
+            session.recorder.session_ended(session)
+        session.recorder = None
         self._forget_session(session)
 
     def restore_session(self, session: Session, expires_in: float | None, will_in: float | None) -> None:
@@ -270,6 +298,8 @@ class BrokerCore:
         if session.will is not None and session.connection is None:
             will, session.will = session.will, None
             self._publish_will(session, will)
+            if session.recorder is not None:
+                session.recorder.will_cleared(session)
 
     def _publish_will(self, session: Session, will: Will) -> None:
         """Publish a will, if its client may still: the will was allowed at CONNECT, but the
@@ -320,12 +350,16 @@ class BrokerCore:
         existed = entry.topic_filter in session.subscriptions
         session.subscriptions[entry.topic_filter] = entry
         self.subscriptions.add(entry)
+        if session.recorder is not None:
+            session.recorder.subscribed(session, entry)
         return existed
 
     def unsubscribe(self, session: Session, topic_filter: str) -> bool:
         if session.subscriptions.pop(topic_filter, None) is None:
             return False
         self.subscriptions.remove(session.client_id, topic_filter)
+        if session.recorder is not None:
+            session.recorder.unsubscribed(session, topic_filter)
         return True
 
     # -- routing --------------------------------------------------------------------------
@@ -337,10 +371,17 @@ class BrokerCore:
             if target is not None:
                 return self._deliver_point_to_point(message, target)
         if message.retain and self.settings.retain_available:
+            recorder = self.recorder
+            if recorder is not None and message.topic.startswith(NOT_KEPT_PREFIX):
+                recorder = None
             if not message.payload:
                 self.retained.clear(message.topic)
+                if recorder is not None:
+                    recorder.retained_cleared(message.topic)
             elif self.retained_fits(message):
                 self.retained.set(message)
+                if recorder is not None:
+                    recorder.retained_set(message)
             else:
                 # Delivered to the subscribers of now, not kept for later ones.
                 self.refuse_retained(message)

@@ -1,22 +1,28 @@
-"""What survives a restart (docs/configuration.md): the broker's state saved to a
-:class:`StateStore` and read back at start.
+"""What survives a restart (docs/configuration.md): the journal of every durable change, and
+its checkpoints, snapshots of the broker's state saved to a :class:`StateStore`.
 
-Saving is split in two so that the event loop is held only briefly: :func:`take_snapshot`
-copies references out of the core on the loop (the messages, deliveries and subscriptions they
-point to are never changed in place), then a worker thread turns them into records
-(:func:`snapshot_to_state`) and the store writes those, while the loop goes on. The broker's
-deadlines are event-loop times, which mean nothing to another process: they are stored as
-wall-clock times and converted back when the state is restored.
+At start the last checkpoint is loaded and the journal's later records are applied to it
+(:mod:`certmq.broker.recovery`). While the broker runs, the :class:`Recorder` appends records
+for every change to a persistent session or a retained message. Whenever the journal has grown
+by ``mqtt.checkpoint_bytes``, and at shutdown, a checkpoint is taken: the recorder moves to a
+new segment, :func:`take_snapshot` copies references out of the core on the loop (the messages,
+deliveries and subscriptions they point to are never changed in place), then a worker thread
+turns them into records (:func:`snapshot_to_state`), the store writes those saying which
+segments they cover, and those segments are deleted. The broker's deadlines are event-loop
+times, which mean nothing to another process: they are stored as wall-clock times.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
-from collections import deque
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from certmq.broker.core import NOT_KEPT_PREFIX
+from certmq.broker.journal_log import LogContents, LogWriter, delete_segments, prepare_directory, read_log
 from certmq.broker.messages import Message
 from certmq.broker.persistence import (
     BrokerState,
@@ -28,7 +34,9 @@ from certmq.broker.persistence import (
     StoredSubscription,
     StoredWill,
 )
-from certmq.broker.session import NEVER_EXPIRES, Delivery, OutgoingFlight, Session, SubscriptionEntry
+from certmq.broker.recorder import Recorder
+from certmq.broker.recovery import Recovery
+from certmq.broker.session import Delivery, SubscriptionEntry
 from certmq.mqtt.packets import Will
 from certmq.mqtt.properties import PropertyId
 
@@ -37,14 +45,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("certmq.broker")
 
-# Retained `$SYS` topics are statistics of the running broker, published again after a start.
-_NOT_SAVED_PREFIX = "$SYS/"
+# While clients are connected, the time is recorded this often, so that after a crash their
+# sessions count as gone from at most this long before it.
+CLOCK_INTERVAL = 10.0
 
 
 class SessionSnapshot(NamedTuple):
     client_id: str
     protocol_version: int
     expiry_interval: int
+    owner: str
+    connected: bool
     disconnected_at: float  # wall clock
     subscriptions: tuple[SubscriptionEntry, ...]
     inflight: list[tuple[int, Delivery, bool]]
@@ -52,7 +63,7 @@ class SessionSnapshot(NamedTuple):
     incoming_qos2: tuple[int, ...]
     will: Will | None
     will_at: float | None  # wall clock
-    owner: str
+    # Who the client connected as last: its topic permissions are compiled again from these.
     username: str | None
     identity: dict[str, str]
 
@@ -61,17 +72,27 @@ class Snapshot(NamedTuple):
     """The broker's state at one instant, as references.
 
     Messages, deliveries, subscription entries and wills are never changed once made (the core
-    replaces them instead), so a worker thread can turn a snapshot into records while the loop
-    goes on changing the sessions they were taken from.
+    replaces them instead; their journal ids are set before they reach a snapshot), so a worker
+    thread can turn a snapshot into records while the loop goes on changing the sessions they
+    were taken from.
     """
 
     wall_now: float
     loop_now: float
     retained: list[Message]
     sessions: list[SessionSnapshot]
+    journal_segment: int = 0  # the last journal segment whose records it includes
+    next_message_id: int = 1
+    next_delivery_id: int = 1
 
 
-def take_snapshot(core: BrokerCore, wall_now: float, loop_now: float) -> Snapshot:
+def take_snapshot(
+    core: BrokerCore,
+    wall_now: float,
+    loop_now: float,
+    journal_segment: int = 0,
+    recorder: Recorder | None = None,
+) -> Snapshot:
     """Copy what is worth keeping out of ``core``, on the event loop: only references and the few
     values that change in place (the released flags, the timers).
 
@@ -85,9 +106,10 @@ def take_snapshot(core: BrokerCore, wall_now: float, loop_now: float) -> Snapsho
             continue
         will = session.will
         will_at = None
-        if session.connection is not None:
+        connected = session.connection is not None
+        if connected:
             # Should the broker stop without closing this connection, the client is gone as of
-            # the snapshot: its will goes out after its delay, as if the connection had dropped.
+            # then: its will goes out after its delay, as if the connection had dropped.
             disconnected_at = wall_now
             if will is not None:
                 will_at = wall_now + will.properties.get(PropertyId.WILL_DELAY_INTERVAL, 0)
@@ -104,6 +126,8 @@ def take_snapshot(core: BrokerCore, wall_now: float, loop_now: float) -> Snapsho
                 session.client_id,
                 session.protocol_version,
                 expiry_interval,
+                session.owner,
+                connected,
                 disconnected_at,
                 tuple(session.subscriptions.values()),
                 [
@@ -114,22 +138,43 @@ def take_snapshot(core: BrokerCore, wall_now: float, loop_now: float) -> Snapsho
                 tuple(session.incoming_qos2),
                 will if will_at is not None else None,
                 will_at,
-                session.owner,
                 session.username,
                 session.identity,
             )
         )
-    return Snapshot(wall_now, loop_now, list(core.retained), sessions)
+    retained = list(core.retained)
+    if recorder is None:
+        return Snapshot(wall_now, loop_now, retained, sessions, journal_segment)
+    return Snapshot(
+        wall_now,
+        loop_now,
+        retained,
+        sessions,
+        journal_segment,
+        next(recorder.message_ids),
+        next(recorder.delivery_ids),
+    )
 
 
-def snapshot_to_state(snapshot: Snapshot) -> BrokerState:
+def snapshot_to_state(snapshot: Snapshot, recorder: Recorder | None = None) -> BrokerState:
     """The records a store saves, with wall-clock times; expired messages are left out.
 
-    Runs in a worker thread.
+    Runs in a worker thread. A message or a delivery the journal has no id for (none should
+    reach a snapshot) gets one from ``recorder``.
     """
     loop_now = snapshot.loop_now
     to_wall = snapshot.wall_now - loop_now
     records: dict[int, StoredMessage] = {}
+
+    def message_id(message: Message) -> int:
+        if message.journal_id or recorder is None:
+            return message.journal_id
+        return next(recorder.message_ids)
+
+    def delivery_id(delivery: Delivery) -> int:
+        if delivery.journal_id or recorder is None:
+            return delivery.journal_id
+        return next(recorder.delivery_ids)
 
     def stored(message: Message) -> StoredMessage:
         # One record per message, however many sessions it is queued for.
@@ -144,26 +189,23 @@ def snapshot_to_state(snapshot: Snapshot) -> BrokerState:
                 message.properties,
                 None if expires_at is None else expires_at + to_wall,
                 message.sender,
+                message_id(message),
             )
         return record
 
     def stored_delivery(delivery: Delivery) -> StoredDelivery:
         return StoredDelivery(
-            stored(delivery.message), delivery.qos, delivery.retain, delivery.subscription_ids
+            stored(delivery.message),
+            delivery.qos,
+            delivery.retain,
+            delivery.subscription_ids,
+            delivery_id(delivery),
         )
 
     retained = [
-        StoredMessage(
-            message.topic,
-            message.payload,
-            message.qos,
-            True,
-            message.properties,
-            None if message.expires_at is None else message.expires_at + to_wall,
-            message.sender,
-        )
+        stored(message)._replace(retain=True)
         for message in snapshot.retained
-        if not message.topic.startswith(_NOT_SAVED_PREFIX)
+        if not message.topic.startswith(NOT_KEPT_PREFIX)
         and (message.expires_at is None or message.expires_at > loop_now)
     ]
     sessions = []
@@ -175,17 +217,7 @@ def snapshot_to_state(snapshot: Snapshot) -> BrokerState:
                 session.protocol_version,
                 session.expiry_interval,
                 session.disconnected_at,
-                [
-                    StoredSubscription(
-                        entry.topic_filter,
-                        entry.qos,
-                        entry.no_local,
-                        entry.retain_as_published,
-                        entry.retain_handling,
-                        entry.subscription_id,
-                    )
-                    for entry in session.subscriptions
-                ],
+                [StoredSubscription(*entry.options()) for entry in session.subscriptions],
                 [
                     StoredFlight(packet_id, stored_delivery(delivery), released)
                     for packet_id, delivery, released in session.inflight
@@ -204,150 +236,218 @@ def snapshot_to_state(snapshot: Snapshot) -> BrokerState:
                 session.owner,
                 session.username,
                 session.identity,
+                session.connected,
             )
         )
-    return BrokerState(snapshot.wall_now, retained, sessions)
+    return BrokerState(
+        snapshot.wall_now,
+        retained,
+        sessions,
+        snapshot.journal_segment,
+        snapshot.next_message_id,
+        snapshot.next_delivery_id,
+    )
 
 
-def restore_snapshot(core: BrokerCore, state: BrokerState, wall_now: float, loop_now: float) -> None:
-    """Put a saved state back into an empty ``core``, before any client connects.
+# What a journal record costs besides its strings and payload, about (journal.py).
+_RECORD_OVERHEAD = 30
 
-    Every session comes back offline, its expiry counting from when it went offline; sessions
-    that expired while the broker was down end (and send their delayed wills) at once.
-    """
-    to_loop = loop_now - wall_now
-    messages: dict[int, Message] = {}
 
-    def message_of(record: StoredMessage) -> Message:
-        message = messages.get(id(record))
-        if message is None:
-            message = messages[id(record)] = Message(
-                record.topic,
-                record.payload,
-                record.qos,
-                record.retain,
-                dict(record.properties),
-                None if record.expires_at is None else record.expires_at + to_loop,
-                record.sender,
-            )
-        return message
-
-    def delivery_of(record: StoredDelivery) -> Delivery:
-        return Delivery(message_of(record.message), record.qos, record.retain, tuple(record.subscription_ids))
-
-    for record in state.retained:
-        if record.expires_at is None or record.expires_at > wall_now:
-            core.retained.set(message_of(record))
-    for saved in state.sessions:
-        client_id = saved.client_id
-        session = Session(
-            client_id,
-            saved.protocol_version,
-            saved.expiry_interval,
-            owner=saved.owner,
-            username=saved.username,
-            identity=dict(saved.identity),
+def rebuilt_size(state: BrokerState) -> int:
+    """About how many journal bytes it takes to rebuild ``state``: a checkpoint costs about as
+    much work as reading this much journal."""
+    size = 0
+    counted: set[int] = set()
+    for message in state.retained:
+        size += _RECORD_OVERHEAD + len(message.topic) + len(message.payload)
+    for session in state.sessions:
+        deliveries = [*session.pending, *(flight.delivery for flight in session.inflight)]
+        size += (_RECORD_OVERHEAD + len(session.client_id)) * (
+            len(deliveries) + len(session.subscriptions) + 1
         )
-        session.subscriptions = {
-            subscription.topic_filter: SubscriptionEntry(client_id, *subscription)
-            for subscription in saved.subscriptions
-        }
-        session.inflight = {
-            flight.packet_id: OutgoingFlight(delivery_of(flight.delivery), flight.released)
-            for flight in saved.inflight
-        }
-        session.pending = deque(delivery_of(delivery) for delivery in saved.pending)
-        session.incoming_qos2 = set(saved.incoming_qos2)
-        will_in = None
-        if saved.will is not None:
-            will = saved.will
-            session.will = Will(will.topic, will.payload, will.qos, will.retain, dict(will.properties))
-            will_in = will.publish_at - wall_now
-        expires_in = None
-        if saved.expiry_interval != NEVER_EXPIRES:
-            offline_for = max(0.0, wall_now - saved.disconnected_at)
-            expires_in = saved.expiry_interval - offline_for
-        core.restore_session(session, expires_in, will_in)
+        for delivery in deliveries:
+            if id(delivery.message) not in counted:
+                counted.add(id(delivery.message))
+                size += _RECORD_OVERHEAD + len(delivery.message.topic) + len(delivery.message.payload)
+    return size
 
 
 class StateKeeper:
-    """Restores the broker's state at start, saves it every ``autosave_interval`` seconds (0:
-    never) and once more at shutdown, one save at a time."""
+    """Restores the broker's state at start, records every durable change in the journal while
+    it runs, and checkpoints the journal when it has grown by ``checkpoint_bytes`` (0: only at
+    shutdown), or by as much as the state itself when that is larger, and at shutdown.
 
-    def __init__(self, core: BrokerCore, store: StateStore, autosave_interval: float) -> None:
+    The second rule keeps the work of checkpoints in proportion to the traffic: a checkpoint
+    writes the whole state, so with a large backlog of queued messages (a million, say) fixed
+    64 MiB steps would have the broker checkpointing all the time.
+
+    ``sync``: every commit of the journal waits for ``fdatasync(2)`` (``durability =
+    "power-loss"``); otherwise a record counts as written once the kernel has it.
+    """
+
+    def __init__(
+        self,
+        core: BrokerCore,
+        store: StateStore,
+        journal_directory: Path,
+        *,
+        sync: bool = False,
+        checkpoint_bytes: int = 0,
+    ) -> None:
         self.core = core
         self.store = store
-        self.autosave_interval = autosave_interval
+        self.journal_directory = journal_directory
+        self.sync = sync
+        self.checkpoint_bytes = checkpoint_bytes
+        self.recorder: Recorder | None = None
+        self._writer: LogWriter | None = None
         self._lock = asyncio.Lock()
-        self._autosave_task: asyncio.Task[None] | None = None
-        # Never write a state over one that could not be read.
-        self._restored = False
+        self._checkpoint_task: asyncio.Task[None] | None = None
+        self._checkpoint_wanted = False
+        self._clock: asyncio.TimerHandle | None = None
 
     async def restore(self) -> None:
-        """Load the saved state into the core; raises StateStoreError when it cannot be read."""
-        if self._restored:
-            return
-        state = await asyncio.to_thread(self.store.load)
-        self._restored = True
-        if state is None:
+        """Load the checkpoint and the journal into the core, and start recording; raises
+        StateStoreError or JournalError when they cannot be read."""
+        if self.recorder is not None:
             return
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        restore_snapshot(self.core, state, time.time(), loop.time())
+        recovery = Recovery(time.time(), loop.time())
+        state, contents = await asyncio.to_thread(self._read, recovery)
+        writer = LogWriter(
+            self.journal_directory, sync=self.sync, committed=lambda sequence: recorder.written(sequence)
+        )
+        recorder = Recorder(
+            writer,
+            # After the checkpoint's segments, even when they are gone (a clean stop deletes them).
+            segment=max(contents.last_segment, 0 if state is None else state.journal_segment) + 1,
+            next_message_id=recovery.next_message_id,
+            next_delivery_id=recovery.next_delivery_id,
+            log_size=contents.size,
+            checkpoint_bytes=self._checkpoint_step(state),
+            on_log_full=self._checkpoint_soon,
+        )
+        self._writer, self.recorder = writer, recorder
+        # A client still connected at the last record went away with the broker, at the latest
+        # time the journal shows the broker running.
+        crashed_at = max(recovery.latest_time, contents.last_write)
+        counts = recovery.restore(self.core, recorder, crashed_at, time.time())
+        self.core.recorder = recorder
+        if state is None and not contents.records:
+            return
         log.info(
-            "restored %d retained messages and %d sessions saved %s (%.0f ms)",
-            len(state.retained),
-            len(state.sessions),
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(state.saved_at)),
+            "restored %d retained messages and %d sessions (%d messages queued, %d in flight) from %s "
+            "and %d journal records (%.0f ms)",
+            counts.retained,
+            counts.sessions,
+            counts.queued,
+            counts.inflight,
+            "no checkpoint"
+            if state is None
+            else "the checkpoint of " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(state.saved_at)),
+            contents.records,
             (time.perf_counter() - started) * 1000,
         )
 
-    def start_autosave(self) -> None:
-        if self.autosave_interval > 0 and self._autosave_task is None:
-            self._autosave_task = asyncio.get_running_loop().create_task(self._autosave())
+    def _checkpoint_step(self, state: BrokerState | None) -> int:
+        """How much the journal grows before the next checkpoint, after ``state`` was saved."""
+        if not self.checkpoint_bytes or state is None:
+            return self.checkpoint_bytes
+        return max(self.checkpoint_bytes, rebuilt_size(state))
 
-    async def _autosave(self) -> None:
-        while True:
-            await asyncio.sleep(self.autosave_interval)
-            # Shielded: stopping the broker waits for a save under way (on the lock) rather than
-            # abandoning its thread, which would then write an older state after the final one.
-            await asyncio.shield(self._save_logging_errors(logging.DEBUG))
-
-    async def _save_logging_errors(self, level: int) -> None:
+    def _read(self, recovery: Recovery) -> tuple[BrokerState | None, LogContents]:
+        # Millions of objects, none in a cycle: the cyclic collector would only walk them again
+        # and again as they pile up. Nothing else runs before the listeners open.
+        collecting = gc.isenabled()
+        gc.disable()
         try:
-            await self.save(level)
-        except Exception:
-            log.exception("saving the broker state failed; the previous saved state is kept")
+            state = self.store.load()
+            if state is not None:
+                recovery.load_checkpoint(state)
+            prepare_directory(self.journal_directory)
+            covered = 0 if state is None else state.journal_segment
+            return state, read_log(self.journal_directory, covered, recovery.apply)
+        finally:
+            if collecting:
+                gc.enable()
 
-    async def save(self, level: int = logging.DEBUG) -> None:
-        """Write the current state to the store."""
+    def start(self) -> None:
+        """Record the time now and then while clients are connected."""
+        if self.recorder is not None and self._clock is None:
+            self._clock = asyncio.get_running_loop().call_later(CLOCK_INTERVAL, self._tick)
+
+    def _tick(self) -> None:
+        if self.recorder is not None and self.core.stats.clients_connected:
+            self.recorder.clock()
+        self._clock = asyncio.get_running_loop().call_later(CLOCK_INTERVAL, self._tick)
+
+    def _checkpoint_soon(self) -> None:
+        # The journal may grow by a whole step while a checkpoint is being written: then another
+        # follows it.
+        self._checkpoint_wanted = True
+        if self._checkpoint_task is None or self._checkpoint_task.done():
+            self._checkpoint_task = asyncio.get_running_loop().create_task(self._checkpoints())
+
+    async def _checkpoints(self) -> None:
+        while self._checkpoint_wanted:
+            self._checkpoint_wanted = False
+            try:
+                await self.checkpoint()
+            except Exception:
+                log.exception("writing a checkpoint failed; the journal is kept until the next one")
+                return
+
+    async def flush(self) -> None:
+        """Return once every journal record appended so far is written."""
+        if self.recorder is not None:
+            await self.recorder.all_committed()
+
+    async def checkpoint(self, level: int = logging.DEBUG) -> None:
+        """Save the current state as a checkpoint and delete the journal segments it covers."""
+        recorder = self.recorder
+        if recorder is None:
+            return
         async with self._lock:
             loop = asyncio.get_running_loop()
             started = time.perf_counter()
-            snapshot = take_snapshot(self.core, time.time(), loop.time())
+            covered = recorder.rotate()
+            snapshot = take_snapshot(self.core, time.time(), loop.time(), covered, recorder)
             snapshot_ms = (time.perf_counter() - started) * 1000
-            state = await asyncio.to_thread(self._write, snapshot)
+            state = await asyncio.to_thread(self._write, snapshot, recorder)
+            recorder.checkpoint_bytes = await asyncio.to_thread(self._checkpoint_step, state)
             log.log(
                 level,
-                "saved %d retained messages and %d sessions (%.0f ms, of which %.1f ms on the event loop)",
+                "checkpoint: saved %d retained messages and %d sessions, journal segments up to %d "
+                "deleted (%.0f ms, of which %.1f ms on the event loop)",
                 len(state.retained),
                 len(state.sessions),
+                covered,
                 (time.perf_counter() - started) * 1000,
                 snapshot_ms,
             )
 
-    def _write(self, snapshot: Snapshot) -> BrokerState:
-        state = snapshot_to_state(snapshot)
+    def _write(self, snapshot: Snapshot, recorder: Recorder) -> BrokerState:
+        state = snapshot_to_state(snapshot, recorder)
         self.store.save(state)
+        delete_segments(self.journal_directory, snapshot.journal_segment)
         return state
 
     async def close(self) -> None:
-        """Stop saving periodically, save once more, and close the store."""
-        if self._autosave_task is not None:
-            self._autosave_task.cancel()
-            self._autosave_task = None
+        """Take a last checkpoint, stop the journal's writer, and close the store."""
+        if self._clock is not None:
+            self._clock.cancel()
+            self._clock = None
+        if self._checkpoint_task is not None:
+            await asyncio.gather(self._checkpoint_task, return_exceptions=True)
         try:
-            if self._restored:
-                await self._save_logging_errors(logging.INFO)
+            if self.recorder is not None:
+                try:
+                    await self.checkpoint(logging.INFO)
+                except Exception:
+                    log.exception("the checkpoint at shutdown failed; the journal is kept for the next start")
         finally:
+            if self._writer is not None:
+                await asyncio.to_thread(self._writer.close)
+                self._writer = None
             await asyncio.to_thread(self.store.close)

@@ -38,6 +38,8 @@ class Message:
     # message_size's result once computed (the message does not change), so that each of its
     # deliveries to a session costs an attribute read, not a count.
     size: int = field(default=-1, compare=False, repr=False)
+    # Its id in the journal, once its body is recorded there (see certmq.broker.recorder).
+    journal_id: int = 0
 
     def remaining_expiry(self, now: float) -> int | None:
         """Seconds left, as the Message Expiry Interval to send on; None when it never expires."""

@@ -1,7 +1,8 @@
 """The durable store of broker state: retained messages and persistent sessions.
 
-The broker writes a whole snapshot at a time (at shutdown and every ``mqtt.autosave_interval``
-seconds) and reads it back once, at start; see :mod:`certmq.broker.durability`. A snapshot is
+The broker writes a whole snapshot at a time, as a checkpoint of its journal (at shutdown and
+whenever the journal has grown by ``mqtt.checkpoint_bytes``), and reads it back once, at start,
+before the journal's later records; see :mod:`certmq.broker.durability`. A snapshot is
 made of the records below: named tuples of plain values whose times are wall-clock times
 (``time.time()``), so a store knows nothing of the event loop or of the broker's own objects.
 
@@ -46,6 +47,7 @@ class StoredMessage(NamedTuple):
     properties: Mapping[int, Any]  # the forwarded PUBLISH properties (MQTT 5.0 3.3.2.3)
     expires_at: float | None  # wall-clock time after which it is not delivered; None: never
     sender: str | None  # client id of the publisher, for no-local subscriptions
+    message_id: int = 0  # its id in the journal; 0: none
 
 
 class StoredDelivery(NamedTuple):
@@ -55,6 +57,7 @@ class StoredDelivery(NamedTuple):
     qos: int
     retain: bool
     subscription_ids: tuple[int, ...]
+    delivery_id: int = 0  # its id in the journal, for a queued delivery; 0: none
 
 
 class StoredFlight(NamedTuple):
@@ -90,23 +93,29 @@ class StoredSession(NamedTuple):
     protocol_version: int
     expiry_interval: int  # seconds; 0xFFFFFFFF: never expires
     # Wall-clock time the client went offline; for a session connected when the snapshot was
-    # taken, the snapshot's time, so its expiry keeps counting if the broker stops uncleanly.
+    # taken (``connected``), the snapshot's time.
     disconnected_at: float
     subscriptions: Sequence[StoredSubscription]
     inflight: Sequence[StoredFlight]  # in the order they were sent
     pending: Sequence[StoredDelivery]  # queued, oldest first
     incoming_qos2: Sequence[int]  # packet ids of QoS 2 PUBLISHes answered with PUBREC, awaiting PUBREL
-    will: StoredWill | None
-    owner: str  # the owner key of the identity that created it (certmq.auth.ownership)
+    will: StoredWill | None  # for a connected session, due its delay after the snapshot
+    owner: str = ""  # the owner key of the identity that created it (certmq.auth.ownership)
     # Who the client connected as last: its topic permissions are compiled again from these.
-    username: str | None
-    identity: Mapping[str, str]
+    username: str | None = None
+    identity: Mapping[str, str] = {}  # noqa: RUF012 (never changed: a record)
+    connected: bool = False  # its client was connected when the snapshot was taken
 
 
 class BrokerState(NamedTuple):
     saved_at: float  # wall-clock time of the snapshot
     retained: Sequence[StoredMessage]
     sessions: Sequence[StoredSession]
+    # The journal segments this snapshot covers: those numbered up to this one.
+    journal_segment: int = 0
+    # The next ids the journal gives a message and a delivery.
+    next_message_id: int = 1
+    next_delivery_id: int = 1
 
 
 class StateStore(Protocol):
@@ -165,7 +174,10 @@ _SCHEMA = """
 CREATE TABLE schema_version (version INTEGER NOT NULL);
 CREATE TABLE snapshot (
     id INTEGER PRIMARY KEY CHECK (id = 1),
-    saved_at REAL NOT NULL
+    saved_at REAL NOT NULL,
+    journal_segment INTEGER NOT NULL DEFAULT 0,
+    next_message_id INTEGER NOT NULL DEFAULT 1,
+    next_delivery_id INTEGER NOT NULL DEFAULT 1
 );
 CREATE TABLE retained (
     topic TEXT PRIMARY KEY,
@@ -173,9 +185,11 @@ CREATE TABLE retained (
     qos INTEGER NOT NULL,
     properties TEXT NOT NULL,
     expires_at REAL,
-    sender TEXT
+    sender TEXT,
+    message_id INTEGER NOT NULL DEFAULT 0
 );
 -- Messages queued or in flight to sessions; one row however many sessions hold the message.
+-- id: the message's id in the journal (when positive).
 CREATE TABLE messages (
     id INTEGER PRIMARY KEY,
     topic TEXT NOT NULL,
@@ -192,9 +206,10 @@ CREATE TABLE sessions (
     expiry_interval INTEGER NOT NULL,
     disconnected_at REAL NOT NULL,
     incoming_qos2 TEXT NOT NULL,
-    owner TEXT NOT NULL,
+    owner TEXT NOT NULL DEFAULT '',
     username TEXT,
-    identity TEXT NOT NULL
+    identity TEXT NOT NULL DEFAULT '{}',
+    connected INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE subscriptions (
     client_id TEXT NOT NULL,
@@ -224,6 +239,7 @@ CREATE TABLE queued (
     qos INTEGER NOT NULL,
     retain INTEGER NOT NULL,
     subscription_ids TEXT NOT NULL,
+    delivery_id INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (client_id, position)
 );
 CREATE TABLE wills (
@@ -240,13 +256,20 @@ CREATE TABLE wills (
 # SQL that brings a file from format version N to N + 1, run in one transaction with the
 # version update. Add an entry whenever SCHEMA_VERSION goes up.
 MIGRATIONS: dict[int, str] = {
-    # 2: sessions keep their owner and their client's identity. A session saved without an owner
-    # ("") is adopted by the first identity that resumes it.
+    # 2: the journal's checkpoint (its segment and ids); sessions keep their owner, their
+    # client's identity and whether it was connected. A session saved without an owner ("") is
+    # adopted by the first identity that resumes it.
     1: """
-    ALTER TABLE sessions ADD COLUMN owner TEXT NOT NULL DEFAULT '';
-    ALTER TABLE sessions ADD COLUMN username TEXT;
-    ALTER TABLE sessions ADD COLUMN identity TEXT NOT NULL DEFAULT '{}';
-    """,
+ALTER TABLE snapshot ADD COLUMN journal_segment INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE snapshot ADD COLUMN next_message_id INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE snapshot ADD COLUMN next_delivery_id INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE retained ADD COLUMN message_id INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+ALTER TABLE sessions ADD COLUMN username TEXT;
+ALTER TABLE sessions ADD COLUMN identity TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE sessions ADD COLUMN connected INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE queued ADD COLUMN delivery_id INTEGER NOT NULL DEFAULT 0;
+""",
 }
 
 _TABLES = ("snapshot", "retained", "messages", "sessions", "subscriptions", "inflight", "queued", "wills")
@@ -254,6 +277,10 @@ _TABLES = ("snapshot", "retained", "messages", "sessions", "subscriptions", "inf
 
 def _ids_to_json(ids: tuple[int, ...]) -> str:
     return "[]" if not ids else json.dumps(ids)
+
+
+def _ids_from_json(text: str) -> tuple[int, ...]:
+    return () if text == "[]" else tuple(json.loads(text))
 
 
 class SqliteStateStore:
@@ -353,11 +380,23 @@ class SqliteStateStore:
     def _write(self, connection: sqlite3.Connection, state: BrokerState) -> None:
         for table in _TABLES:
             connection.execute(f"DELETE FROM {table}")
-        connection.execute("INSERT INTO snapshot (id, saved_at) VALUES (1, ?)", (state.saved_at,))
+        connection.execute(
+            "INSERT INTO snapshot (id, saved_at, journal_segment, next_message_id, next_delivery_id)"
+            " VALUES (1, ?, ?, ?, ?)",
+            (state.saved_at, state.journal_segment, state.next_message_id, state.next_delivery_id),
+        )
         connection.executemany(
-            "INSERT INTO retained VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO retained VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
-                (m.topic, m.payload, m.qos, properties_to_json(m.properties), m.expires_at, m.sender)
+                (
+                    m.topic,
+                    m.payload,
+                    m.qos,
+                    properties_to_json(m.properties),
+                    m.expires_at,
+                    m.sender,
+                    m.message_id,
+                )
                 for m in state.retained
             ),
         )
@@ -365,10 +404,11 @@ class SqliteStateStore:
         message_rows: list[tuple[Any, ...]] = []
 
         def message_id(message: StoredMessage) -> int:
-            # Every record in ``state`` is alive for the whole save, so id() identifies it.
+            # Every record in ``state`` is alive for the whole save, so id() identifies it. A
+            # message without a journal id gets a row id below 1.
             found = message_ids.get(id(message))
             if found is None:
-                found = message_ids[id(message)] = len(message_rows) + 1
+                found = message_ids[id(message)] = message.message_id or -len(message_rows)
                 message_rows.append(
                     (
                         found,
@@ -400,6 +440,7 @@ class SqliteStateStore:
                     session.owner,
                     session.username,
                     json.dumps(dict(session.identity)),
+                    session.connected,
                 )
             )
             subscription_rows.extend((client_id, *subscription) for subscription in session.subscriptions)
@@ -425,6 +466,7 @@ class SqliteStateStore:
                         delivery.qos,
                         delivery.retain,
                         _ids_to_json(delivery.subscription_ids),
+                        delivery.delivery_id,
                     )
                 )
             will = session.will
@@ -440,11 +482,11 @@ class SqliteStateStore:
                         will.publish_at,
                     )
                 )
-        connection.executemany("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", session_rows)
+        connection.executemany("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", session_rows)
         connection.executemany("INSERT INTO subscriptions VALUES (?, ?, ?, ?, ?, ?, ?)", subscription_rows)
         connection.executemany("INSERT INTO messages VALUES (?, ?, ?, ?, ?, ?, ?, ?)", message_rows)
         connection.executemany("INSERT INTO inflight VALUES (?, ?, ?, ?, ?, ?, ?, ?)", inflight_rows)
-        connection.executemany("INSERT INTO queued VALUES (?, ?, ?, ?, ?, ?)", queued_rows)
+        connection.executemany("INSERT INTO queued VALUES (?, ?, ?, ?, ?, ?, ?)", queued_rows)
         connection.executemany("INSERT INTO wills VALUES (?, ?, ?, ?, ?, ?, ?)", will_rows)
 
     # -- loading ---------------------------------------------------------------------------
@@ -460,19 +502,30 @@ class SqliteStateStore:
                 connection.execute("COMMIT")
 
     def _read(self, connection: sqlite3.Connection) -> BrokerState | None:
-        row = connection.execute("SELECT saved_at FROM snapshot").fetchone()
+        row = connection.execute(
+            "SELECT saved_at, journal_segment, next_message_id, next_delivery_id FROM snapshot"
+        ).fetchone()
         if row is None:
             return None
-        saved_at = row[0]
+        saved_at, journal_segment, next_message_id, next_delivery_id = row
         retained = [
-            StoredMessage(topic, payload, qos, True, properties_from_json(properties), expires_at, sender)
-            for topic, payload, qos, properties, expires_at, sender in connection.execute(
-                "SELECT topic, payload, qos, properties, expires_at, sender FROM retained"
+            StoredMessage(
+                topic, payload, qos, True, properties_from_json(properties), expires_at, sender, message_id
+            )
+            for topic, payload, qos, properties, expires_at, sender, message_id in connection.execute(
+                "SELECT topic, payload, qos, properties, expires_at, sender, message_id FROM retained"
             )
         ]
         messages = {
             message_id: StoredMessage(
-                topic, payload, qos, bool(retain), properties_from_json(properties), expires_at, sender
+                topic,
+                payload,
+                qos,
+                bool(retain),
+                properties_from_json(properties),
+                expires_at,
+                sender,
+                max(message_id, 0),
             )
             for message_id, topic, payload, qos, retain, properties, expires_at, sender in connection.execute(
                 "SELECT id, topic, payload, qos, retain, properties, expires_at, sender FROM messages"
@@ -501,14 +554,15 @@ class SqliteStateStore:
             "SELECT client_id, packet_id, message_id, qos, retain, subscription_ids, released"
             " FROM inflight ORDER BY client_id, position"
         ):
-            delivery = StoredDelivery(messages[message_id], qos, bool(retain), tuple(json.loads(ids)))
+            delivery = StoredDelivery(messages[message_id], qos, bool(retain), _ids_from_json(ids))
             inflight[client_id].append(StoredFlight(packet_id, delivery, bool(released)))
         pending: defaultdict[str, list[StoredDelivery]] = defaultdict(list)
-        for client_id, message_id, qos, retain, ids in connection.execute(
-            "SELECT client_id, message_id, qos, retain, subscription_ids FROM queued ORDER BY client_id, position"
+        for client_id, message_id, qos, retain, ids, delivery_id in connection.execute(
+            "SELECT client_id, message_id, qos, retain, subscription_ids, delivery_id FROM queued"
+            " ORDER BY client_id, position"
         ):
             pending[client_id].append(
-                StoredDelivery(messages[message_id], qos, bool(retain), tuple(json.loads(ids)))
+                StoredDelivery(messages[message_id], qos, bool(retain), _ids_from_json(ids), delivery_id)
             )
         wills = {
             client_id: StoredWill(
@@ -532,6 +586,7 @@ class SqliteStateStore:
                 owner,
                 username,
                 json.loads(identity),
+                bool(connected),
             )
             for (
                 client_id,
@@ -542,9 +597,10 @@ class SqliteStateStore:
                 owner,
                 username,
                 identity,
+                connected,
             ) in connection.execute(
                 "SELECT client_id, protocol_version, expiry_interval, disconnected_at, incoming_qos2,"
-                " owner, username, identity FROM sessions"
+                " owner, username, identity, connected FROM sessions"
             )
         ]
-        return BrokerState(saved_at, retained, sessions)
+        return BrokerState(saved_at, retained, sessions, journal_segment, next_message_id, next_delivery_id)

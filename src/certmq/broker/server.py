@@ -17,6 +17,7 @@ from certmq.auth.topics import TopicRules, TopicRulesError
 from certmq.broker.connection import Listener, MQTTConnection
 from certmq.broker.core import BrokerCore
 from certmq.broker.durability import StateKeeper
+from certmq.broker.journal_log import JOURNAL_DIRECTORY
 from certmq.broker.listeners import serve_tls
 from certmq.broker.persistence import STATE_FILE_NAME, SqliteStateStore
 from certmq.broker.sys_topics import publish_sys_topics
@@ -73,7 +74,13 @@ class Broker:
         self.state: StateKeeper | None = None
         if config.mqtt.persistence:
             store = SqliteStateStore(config.data_dir / STATE_FILE_NAME)
-            self.state = StateKeeper(self.core, store, config.mqtt.autosave_interval)
+            self.state = StateKeeper(
+                self.core,
+                store,
+                config.data_dir / JOURNAL_DIRECTORY,
+                sync=config.mqtt.durability == "power-loss",
+                checkpoint_bytes=config.mqtt.checkpoint_bytes,
+            )
         self.listeners: list[BoundListener] = []
         self._servers: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -155,7 +162,7 @@ class Broker:
             self._tasks.append(loop.create_task(publish_sys_topics(self.core, self.config.mqtt.sys_interval)))
         self._tasks.append(loop.create_task(self._watch_topic_rules()))
         if self.state is not None:
-            self.state.start_autosave()
+            self.state.start()
 
     async def open_listener(self, name: str) -> None:
         """Start listening on the configured address of listener ``name`` (no-op if open)."""
@@ -221,6 +228,12 @@ class Broker:
             task.cancel()
         for server in self._servers.values():
             server.close()
+        if self.state is not None:
+            # Acknowledgements waiting for the journal go out before the connections close.
+            try:
+                await asyncio.wait_for(self.state.flush(), 10)
+            except TimeoutError:
+                log.warning("the journal took too long to write; acknowledgements still waiting are not sent")
         for connection in list(self.core.connections):
             connection.close(
                 ReasonCode.SERVER_SHUTTING_DOWN, "the broker is shutting down", publish_will=True
@@ -230,7 +243,7 @@ class Broker:
                 await asyncio.wait_for(server.wait_closed(), 5)
             except TimeoutError:
                 log.warning("a listener took too long to close")
-        # Every connection is closed now, so every session is saved as offline.
+        # Every connection is closed now, so every session is checkpointed as offline.
         if self.state is not None:
             await self.state.close()
         if self.contexts is not None:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from certmq.auth.topics import ClientPermissions
     from certmq.broker.connection import MQTTConnection
+    from certmq.broker.recorder import Recorder
     from certmq.mqtt.packets import Will
 
 NEVER_EXPIRES = 0xFFFFFFFF
@@ -38,6 +39,17 @@ class SubscriptionEntry:
     # changed since it subscribed): each message is then checked before it is delivered.
     filtered: bool = False
 
+    def options(self) -> tuple[str, int, bool, bool, int, int | None]:
+        """Every field but the client id, in order: what is kept of a subscription."""
+        return (
+            self.topic_filter,
+            self.qos,
+            self.no_local,
+            self.retain_as_published,
+            self.retain_handling,
+            self.subscription_id,
+        )
+
 
 @dataclass(slots=True)
 class Delivery:
@@ -47,6 +59,8 @@ class Delivery:
     qos: int
     retain: bool
     subscription_ids: tuple[int, ...] = ()
+    # Its id in the journal, once recorded for a session that outlives its connection.
+    journal_id: int = 0
 
 
 @dataclass(slots=True)
@@ -84,6 +98,8 @@ class Session:
     dropped_messages: int = 0
     # The size (message_size) of the deliveries queued and in flight, held to mqtt.max_queued_bytes.
     held_bytes: int = 0
+    # Where changes to the session are recorded: set while its expiry interval is above 0.
+    recorder: Recorder | None = None
     _next_packet_id: int = 1
 
     def allocate_packet_id(self) -> int:
@@ -104,6 +120,8 @@ class Session:
             self.dropped_messages += 1
             return False
         self.pending.append(delivery)
+        if self.recorder is not None:
+            self.recorder.delivery_queued(self, delivery)
         return True
 
     def hold(self, delivery: Delivery, byte_limit: int) -> bool:

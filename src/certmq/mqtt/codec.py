@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeAlias
 
 from certmq.mqtt.errors import (
@@ -1057,7 +1057,7 @@ def _encode_property_value(property_type: int, value: Any) -> bytes:
     return _encode_string(name) + _encode_string(text)
 
 
-def _encode_properties(properties: Properties) -> bytes:
+def _encode_properties(properties: Mapping[int, Any]) -> bytes:
     """The property length followed by the properties (MQTT 5.0 2.2.2)."""
     if not properties:
         return b"\x00"
@@ -1267,3 +1267,20 @@ def encode(packet: Packet, protocol_version: int) -> bytes:
     wire format raise :class:`ValueError`.
     """
     return _ENCODERS[type(packet)](packet, protocol_version)
+
+
+def encode_properties(properties: Mapping[int, Any]) -> bytes:
+    """``properties`` as MQTT 5.0 writes them in a packet (their length, then each one), for
+    keeping them outside a packet; :func:`decode_properties` reads them back."""
+    return _encode_properties(properties)
+
+
+def decode_properties(data: bytes, position: int, context: int) -> tuple[Properties, int]:
+    """The properties :func:`encode_properties` wrote at ``data[position:]``, checked as those of
+    packet type ``context`` (or ``WILL``), and the position where they end."""
+    reader = _Reader(data, position, len(data), "stored properties")
+    length = reader.variable_byte_integer("property length")
+    stop = reader.position + length
+    if stop > len(data):
+        raise MalformedPacket("stored properties run past the end of their record")
+    return _read_properties(data, reader.position, stop, context, "stored properties"), stop
