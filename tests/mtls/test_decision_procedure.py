@@ -84,21 +84,22 @@ def test_registered_inactive_device_is_refused(mutual: Instance, fleet_device: I
 def test_first_connections_in_parallel_register_the_device_once(
     mutual: Instance, fleet_device: Issued
 ) -> None:
-    clients = [mutual.device_client(fleet_device, client_id=f"parallel-{n}") for n in range(20)]
+    # As many client ids at once as one certificate may hold sessions (mqtt.max_sessions_per_certificate).
+    clients = [mutual.device_client(fleet_device, client_id=f"parallel-{n}") for n in range(10)]
     results: list[int] = []
     threads = [threading.Thread(target=lambda c=c: results.append(c.connect().reason_code)) for c in clients]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(30)
-    assert results == [0] * 20
+    assert results == [0] * 10
     device_sn = device_sn_of(mutual, fleet_device)
     listed = mutual.api.get(
         "/device-certificates", params={"ca_sn": mutual.fleet_sn, "name": fleet_device.cert.stem}
     )
     assert [item["device_sn"] for item in listed.json()["items"]] == [device_sn]
     reasons = [d["reason"] for d in mutual.decisions(device_sn=device_sn, limit="50")]
-    assert len(reasons) == 20 and set(reasons) <= {"new-device", "registered-device"}
+    assert len(reasons) == 10 and set(reasons) <= {"new-device", "registered-device"}
 
 
 def test_unknown_ca_fails_the_handshake_and_is_recorded(mutual: Instance, tmp_path: Path) -> None:

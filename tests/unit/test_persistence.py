@@ -35,7 +35,7 @@ from certmq.broker.persistence import (
     properties_from_json,
     properties_to_json,
 )
-from certmq.broker.recovery import Recovery
+from certmq.broker.recovery import Recovery, restore_snapshot
 from certmq.broker.session import NEVER_EXPIRES, Delivery, OutgoingFlight, Session, SubscriptionEntry
 from certmq.config import MqttSection
 from certmq.mqtt.packets import Will
@@ -163,13 +163,6 @@ class _Client:
 
     def take_over(self, clean_start: bool) -> None:
         raise AssertionError("no take-over expected")
-
-
-def restore_snapshot(core: BrokerCore, state: BrokerState, wall_now: float, loop_now: float) -> None:
-    """Load a checkpoint into ``core`` as a start without journal records does."""
-    recovery = Recovery(wall_now, loop_now)
-    recovery.load_checkpoint(state)
-    recovery.restore(core, None, state.saved_at)
 
 
 def connect(
@@ -453,6 +446,7 @@ async def test_the_owner_and_the_identity_survive_a_restart(tmp_path: Path) -> N
     assert not restored.may_resume("five", "cert:0a:6")
     assert not restored.may_resume("five", "anonymous")
 
+
 # What the first format lacked: journal ids and positions, the owner, the client's identity,
 # the connected flag.
 FIRST_FORMAT_LACKED = [
@@ -472,7 +466,7 @@ def test_a_file_of_the_first_format_is_converted(tmp_path: Path) -> None:
     path = tmp_path / STATE_FILE_NAME
     state = a_state()
     SqliteStateStore(path).save(state)
-        with sqlite3.connect(path) as raw:
+    with sqlite3.connect(path) as raw:
         for table, column in FIRST_FORMAT_LACKED:
             raw.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         raw.execute("UPDATE schema_version SET version = 1")

@@ -13,7 +13,8 @@ import pytest
 
 from certmq.auth.ownership import ANONYMOUS_OWNER, UNKNOWN_OWNER, SessionOwnerPolicy
 from certmq.broker.core import BrokerCore
-from certmq.broker.durability import restore_snapshot, snapshot_to_state, take_snapshot
+from certmq.broker.durability import snapshot_to_state, take_snapshot
+from certmq.broker.recovery import restore_snapshot
 from certmq.broker.session import Delivery, Session
 from certmq.broker.session_limits import (
     BROKER_SESSION_LIMIT,

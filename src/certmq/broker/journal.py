@@ -93,7 +93,7 @@ class SessionConnected(NamedTuple):
     will: Will | None
     # Who the client connected as: its topic permissions are compiled again from these.
     username: str | None = None
-    identity: Mapping[str, str] = {}  # noqa: RUF012 (a record: never changed)
+    identity: Mapping[str, str] = {}
 
 
 class SessionOffline(NamedTuple):

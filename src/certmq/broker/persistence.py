@@ -103,7 +103,7 @@ class StoredSession(NamedTuple):
     owner: str = ""  # the owner key of the identity that created it (certmq.auth.ownership)
     # Who the client connected as last: its topic permissions are compiled again from these.
     username: str | None = None
-    identity: Mapping[str, str] = {}  # noqa: RUF012 (never changed: a record)
+    identity: Mapping[str, str] = {}
     connected: bool = False  # its client was connected when the snapshot was taken
 
 

@@ -358,3 +358,10 @@ class Recovery:
         if self.unresolved:
             log.info("%d journal records referred to messages or sessions no longer kept", self.unresolved)
         return RecoveryCounts(len(core.retained), len(self.sessions), queued, inflight)
+
+
+def restore_snapshot(core: BrokerCore, state: BrokerState, wall_now: float, loop_now: float) -> None:
+    """Load a checkpoint into ``core`` as a start without journal records does."""
+    recovery = Recovery(wall_now, loop_now)
+    recovery.load_checkpoint(state)
+    recovery.restore(core, None, state.saved_at)
