@@ -250,13 +250,11 @@ async def test_buffer_is_bounded_when_the_database_cannot_keep_up(store: Registr
         await registry.close()
 
 
-async def test_record_decision_is_cheap(registry: RegistryService) -> None:
+async def test_a_burst_of_decisions_is_queued_and_written_whole(registry: RegistryService) -> None:
+    # What recording costs the event loop is measured by bench/, not asserted here.
     sample = decision(1)
-    started = asyncio.get_running_loop().time()
     for _ in range(10_000):
         registry.record_decision(sample)
-    elapsed = asyncio.get_running_loop().time() - started
-    assert elapsed < 0.1, f"10,000 record_decision calls took {elapsed * 1000:.0f} ms on the loop"
     await registry.flush_decisions()
     assert store_count(registry) == 10_000
 
