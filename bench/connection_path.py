@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import processes
+from stand_in import StandInTransport
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -176,40 +177,6 @@ def start_mosquitto(workdir: Path, cpus: set[int] | None) -> tuple[subprocess.Po
 # ---- in process: the Python path alone ----
 
 
-class _StandInTransport:
-    """What MQTTConnection uses of a transport, doing nothing."""
-
-    def __init__(self, peer_certificate: bytes | None) -> None:
-        self.peer_certificate = peer_certificate
-        self.closing = False
-        self.written: list[bytes] = []
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        if name == "peername":
-            return ("127.0.0.1", 50000)
-        if name == "peer_certificate":
-            return self.peer_certificate
-        return default
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def close(self) -> None:
-        self.closing = True
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-
 async def _in_process(listener_name: str, connections: int, device: RegisteredDevice | None) -> float:
     """Seconds of CPU per connection: connection_made, CONNECT, CONNACK, DISCONNECT, connection_lost."""
     from certmq.auth.admission import ListenerPolicy
@@ -237,7 +204,7 @@ async def _in_process(listener_name: str, connections: int, device: RegisteredDe
     expected = 0
     started = time.process_time()
     for packet in packets:
-        transport = _StandInTransport(certificate)
+        transport = StandInTransport(certificate)
         connection = MQTTConnection(core, listener)
         connection.connection_made(transport)  # type: ignore[arg-type]
         connection.data_received(packet)
