@@ -20,7 +20,8 @@ from certmq.access_keys import AccessKeyStore
 from certmq.api import Metrics, serve_http
 from certmq.auth.admission import MQTT_LISTENERS, ListenerPolicy
 from certmq.auth.decision import DeviceDecision, decide_device, decision_for_handshake_failure
-from certmq.auth.instance import CERTIFICATE_NOT_AFTER, InstanceAuthenticator
+from certmq.auth.instance import InstanceAuthenticator
+from certmq.auth.revocation import revocation_reason, revokes
 from certmq.broker.connection import MQTTConnection
 from certmq.broker.server import Broker
 from certmq.broker.session import Session
@@ -37,14 +38,7 @@ from certmq.instance import Instance, server_certificate_files
 from certmq.mqtt.reason_codes import ReasonCode
 from certmq.pki import fingerprint_sha256, serial_hex
 from certmq.registry.errors import SerialCollision
-from certmq.registry.events import (
-    CaAdded,
-    CaDeleted,
-    CaStatusChanged,
-    DeviceDeleted,
-    DeviceStatusChanged,
-    RegistryEvent,
-)
+from certmq.registry.events import CaAdded, CaDeleted, RegistryEvent
 from certmq.registry.records import Decision
 from certmq.registry.service import RegistryService
 from certmq.registry.store import open_registry
@@ -204,22 +198,9 @@ class Application:
     def _on_registry_event(self, event: RegistryEvent) -> None:
         if isinstance(event, (CaAdded, CaDeleted)):
             self._spawn(self._rebuild_trust())
-        if isinstance(event, CaDeleted) or (isinstance(event, CaStatusChanged) and not event.active):
-            what = "deleted" if isinstance(event, CaDeleted) else "inactivated"
-            self._revoke(
-                lambda c: c.identity.get("cert.ca_sn") == event.sn, f"CA certificate {event.sn} was {what}"
-            )
-        elif isinstance(event, DeviceDeleted) or (
-            isinstance(event, DeviceStatusChanged) and not event.active
-        ):
-            what = "deleted" if isinstance(event, DeviceDeleted) else "inactivated"
-            self._revoke(
-                lambda c: (
-                    c.identity.get("cert.ca_sn") == event.ca_sn
-                    and c.identity.get("cert.sn") == event.device_sn
-                ),
-                f"device certificate {event.device_sn} was {what}",
-            )
+        reason = revocation_reason(event)
+        if reason is not None:
+            self._revoke(lambda connection: revokes(event, connection.identity), reason)
 
     def _identity_still_valid(self, session: Session) -> bool:
         """Whether the identity a session's client authenticated with still stands: its device
@@ -227,25 +208,22 @@ class Application:
         has not expired; its AccessKey not deleted."""
         assert self.registry is not None
         identity = session.identity
-        ca_sn, device_sn = identity.get("cert.ca_sn"), identity.get("cert.sn")
-        if ca_sn and device_sn:
+        if identity.has_device_certificate:
             index = self.registry.index
-            ca, device = index.ca(ca_sn), index.device(ca_sn, device_sn)
+            ca, device = index.ca(identity.ca_sn), index.device(identity.ca_sn, identity.device_sn)
             if ca is None or not ca.active or device is None or not device.active:
                 return False
             now = datetime.now(UTC)
-            not_after = identity.get(CERTIFICATE_NOT_AFTER)
-            if ca.certificate.not_valid_after_utc < now or (
-                not_after and datetime.fromisoformat(not_after) < now
-            ):
+            not_after = identity.certificate_not_after
+            if ca.certificate.not_valid_after_utc < now or (not_after is not None and not_after < now):
                 return False
-        access_key_id = identity.get("access_key_id")
+        access_key_id = identity.access_key_id
         return not access_key_id or access_key_id in self.access_keys.secrets
 
     def _registration_failed(self, ca_sn: str, device_sn: str, reason: str) -> None:
         """A device let in on its first connection could not be registered: cut it off."""
         self._revoke(
-            lambda c: c.identity.get("cert.ca_sn") == ca_sn and c.identity.get("cert.sn") == device_sn,
+            lambda connection: connection.identity.is_device(ca_sn, device_sn),
             f"device certificate {device_sn} could not be registered ({reason})",
         )
 
@@ -337,7 +315,7 @@ class Application:
                 peer=connection.peer,
                 protocol_version=connection.protocol_version,
                 connected_at=connection.connected_at,
-                identity=dict(connection.identity),
+                identity=connection.identity,
             )
             for connection in self.broker.core.connections
             if connection.session is not None

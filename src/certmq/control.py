@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from certmq.auth.identity import Identity
+
 
 @dataclass(frozen=True, slots=True)
 class ConnectionInfo:
@@ -18,8 +20,7 @@ class ConnectionInfo:
     peer: str
     protocol_version: int  # 4 = MQTT 3.1.1, 5 = MQTT 5.0
     connected_at: datetime
-    # Identity from authentication: "cert.cn", "cert.sn", "cert.ca_sn", "access_key_id"...
-    identity: dict[str, str]
+    identity: Identity  # who the client proved to be at CONNECT
 
 
 @dataclass(frozen=True, slots=True)

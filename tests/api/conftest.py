@@ -17,6 +17,7 @@ from certmq import pki
 from certmq.access_keys import AccessKeyStore
 from certmq.api import HttpListener, Metrics, create_app
 from certmq.auth.admission import ListenerPolicy
+from certmq.auth.identity import Identity
 from certmq.control import (
     ConnectionInfo,
     ListenerInfo,
@@ -73,7 +74,7 @@ class StandInBroker:
             peer="127.0.0.1:50000",
             protocol_version=5,
             connected_at=datetime.now(UTC),
-            identity=dict(identity),
+            identity=Identity.from_fields(identity),
         )
 
     def listeners(self) -> list[ListenerInfo]:

@@ -181,8 +181,12 @@ async def test_access_keys(api: Api) -> None:
 
 
 async def test_connections_and_kick(api: Api) -> None:
-    api.broker.connect("GID_test@@@device-2", "tls", **{"cert.cn": "device-2", "cert.sn": "0a"})
-    api.broker.connect("GID_test@@@device-1", "tls", **{"cert.cn": "device-1", "cert.sn": "0b"})
+    api.broker.connect(
+        "GID_test@@@device-2", "tls", **{"cert.cn": "device-2", "cert.sn": "0a", "cert.ca_sn": "77"}
+    )
+    api.broker.connect(
+        "GID_test@@@device-1", "tls", **{"cert.cn": "device-1", "cert.sn": "0b", "cert.ca_sn": "77"}
+    )
     api.broker.connect("web/client 1", "ws", access_key_id="LTAI0000")
     page = (await api.client.get("/api/v1/connections")).json()
     assert page["total"] == 3
@@ -193,7 +197,7 @@ async def test_connections_and_kick(api: Api) -> None:
     ]
     first = page["items"][0]
     assert first["listener"] == "tls" and first["protocol_version"] == 5
-    assert first["identity"] == {"cert.cn": "device-1", "cert.sn": "0b"}
+    assert first["identity"] == {"cert.cn": "device-1", "cert.sn": "0b", "cert.ca_sn": "77"}
     over_tls = (
         await api.client.get("/api/v1/connections", params={"listener": "tls", "page_size": 1})
     ).json()

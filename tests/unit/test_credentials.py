@@ -17,7 +17,7 @@ def test_valid_signature_is_accepted() -> None:
         KEYS,
     )
     assert outcome.allowed
-    assert outcome.identity["access_key_id"] == "LTAIexample"
+    assert outcome.identity.access_key_id == "LTAIexample"
 
 
 def test_refusals_say_why() -> None:

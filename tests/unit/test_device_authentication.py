@@ -137,8 +137,8 @@ async def test_a_first_time_device_is_let_in_at_once_and_cut_off_if_its_registra
     assert "disk full" in recorded[0]["detail"]
     cut = [(device_sn, why.split(":")[0]) for _, device_sn, why in registry.failures]
     assert cut == [
-        (outcomes[1].identity["cert.sn"], "registration-failed"),
-        (outcomes[2].identity["cert.sn"], "serial-collision"),
+        (outcomes[1].identity.device_sn, "registration-failed"),
+        (outcomes[2].identity.device_sn, "serial-collision"),
     ]
 
 
@@ -157,7 +157,7 @@ def test_a_registered_device_is_decided_at_once_and_recorded() -> None:
     assert isinstance(outcome, AuthOutcome), "no registration to wait for: the outcome comes at once"
     assert outcome.allowed
     assert first.certificate is not None
-    assert outcome.identity == {
+    assert outcome.identity.fields() == {
         "cert.cn": "dev-3",
         "cert.sn": first.device_sn,
         "cert.ca_sn": first.ca_sn,

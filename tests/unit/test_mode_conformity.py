@@ -8,10 +8,12 @@ from __future__ import annotations
 import pytest
 
 from certmq.auth.admission import Admission, ListenerPolicy
+from certmq.auth.identity import ANONYMOUS as NOBODY
+from certmq.auth.identity import Identity
 from certmq.config import Config
 
-CERTIFICATE = {"cert.cn": "sensor-1", "cert.sn": "0a1b", "cert.ca_sn": "77"}
-ACCESS_KEY = {"access_key_id": "LTAIxxxx"}
+CERTIFICATE = Identity(ca_sn="77", device_sn="0a1b", cn="sensor-1")
+ACCESS_KEY = Identity(access_key_id="LTAIxxxx")
 DEFAULTS = ListenerPolicy()
 PLAIN_OPEN = ListenerPolicy(tcp_in_mutual_mode=True, ws_in_mutual_mode=True)
 WSS_CERTIFICATES = ListenerPolicy(wss_in_mutual_mode="certificates")
@@ -62,7 +64,7 @@ def test_what_each_listener_asks_in_each_mode(
     [
         (DEFAULTS, "tls", CERTIFICATE, "mutual", True),
         (ANONYMOUS, "tls", ACCESS_KEY, "mutual", False),  # credentials are no device certificate
-        (ANONYMOUS, "tls", {}, "mutual", False),
+        (ANONYMOUS, "tls", NOBODY, "mutual", False),
         (DEFAULTS, "tcp", ACCESS_KEY, "mutual", False),  # plain TCP closes in mutual mode...
         (PLAIN_OPEN, "tcp", ACCESS_KEY, "mutual", True),  # ...unless configured open
         (DEFAULTS, "ws", ACCESS_KEY, "mutual", False),  # so does plain WebSocket...
@@ -73,11 +75,11 @@ def test_what_each_listener_asks_in_each_mode(
         (DEFAULTS, "tls", ACCESS_KEY, "one-way", True),
         (DEFAULTS, "tls", CERTIFICATE, "one-way", False),  # a certificate alone is not enough
         (ANONYMOUS, "tls", CERTIFICATE, "one-way", True),  # unless anonymous access is on
-        (DEFAULTS, "tcp", {}, "one-way", False),
+        (DEFAULTS, "tcp", NOBODY, "one-way", False),
     ],
 )
 def test_a_connection_conforms_to_a_mode(
-    policy: ListenerPolicy, listener: str, identity: dict[str, str], mode: str, kept: bool
+    policy: ListenerPolicy, listener: str, identity: Identity, mode: str, kept: bool
 ) -> None:
     assert policy.conforms(listener, identity, mode) is kept
 

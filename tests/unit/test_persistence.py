@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from certmq.auth.identity import ANONYMOUS, Identity
 from certmq.auth.ownership import session_owner
 from certmq.broker.core import BrokerCore
 from certmq.broker.durability import StateKeeper, snapshot_to_state, take_snapshot
@@ -166,9 +167,8 @@ class _Client:
 
 
 def connect(
-    core: BrokerCore, client_id: str, expiry: int, version: int = 5, identity: dict[str, str] | None = None
+    core: BrokerCore, client_id: str, expiry: int, version: int = 5, identity: Identity = ANONYMOUS
 ) -> Session:
-    identity = identity or {}
     session, _ = core.attach(
         _Client(version),  # type: ignore[arg-type]
         client_id,
@@ -185,9 +185,7 @@ def a_busy_core() -> BrokerCore:
     """A core in the middle of things: offline sessions with queues, messages in flight both ways,
     a delayed will, retained messages with and without expiry, one client still connected."""
     core = BrokerCore(MqttSection())
-    offline = connect(
-        core, "offline-5", 3600, identity={"cert.ca_sn": "0a", "cert.sn": "5", "cert.cn": "five"}
-    )
+    offline = connect(core, "offline-5", 3600, identity=Identity(ca_sn="0a", device_sn="5", cn="five"))
     core.subscribe(offline, SubscriptionEntry("offline-5", "sensors/#", 2, no_local=True, subscription_id=4))
     core.subscribe(offline, SubscriptionEntry("offline-5", "$share/g/jobs/+", 1))
     offline.will = Will("wills/offline-5", b"bye", 1, False, {PropertyId.WILL_DELAY_INTERVAL: 600})
@@ -409,7 +407,7 @@ async def test_a_format_1_file_is_converted_and_its_sessions_are_adopted(tmp_pat
     core = BrokerCore(MqttSection())
     restore_snapshot(core, state, SAVED_AT, asyncio.get_running_loop().time())
     assert core.may_resume("durable-5", "access-key:LTAI5")
-    device = {"cert.ca_sn": "0a", "cert.sn": "5"}
+    device = Identity(ca_sn="0a", device_sn="5")
     session = connect_again(core, "durable-5", device)
     assert session.owner == session_owner(device) == "cert:0a:5"
     core.detach(session, publish_will=False)
@@ -417,7 +415,7 @@ async def test_a_format_1_file_is_converted_and_its_sessions_are_adopted(tmp_pat
     assert core.may_resume("durable-5", "cert:0a:5")
 
 
-def connect_again(core: BrokerCore, client_id: str, identity: dict[str, str]) -> Session:
+def connect_again(core: BrokerCore, client_id: str, identity: Identity) -> Session:
     session, present = core.attach(
         _Client(),  # type: ignore[arg-type]
         client_id,
@@ -433,7 +431,7 @@ def connect_again(core: BrokerCore, client_id: str, identity: dict[str, str]) ->
 async def test_the_owner_and_the_identity_survive_a_restart(tmp_path: Path) -> None:
     loop = asyncio.get_running_loop()
     core = BrokerCore(MqttSection())
-    device = {"cert.ca_sn": "0a", "cert.sn": "5", "cert.cn": "five"}
+    device = Identity(ca_sn="0a", device_sn="5", cn="five")
     core.detach(connect(core, "five", 3600, identity=device), publish_will=False)
     store = SqliteStateStore(tmp_path / STATE_FILE_NAME)
     store.save(snapshot_to_state(take_snapshot(core, SAVED_AT, loop.time())))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from certmq.auth.identity import Identity
 from certmq.auth.ownership import (
     ANONYMOUS_OWNER,
     UNKNOWN_OWNER,
@@ -20,18 +21,22 @@ DEVICE = {
 }
 
 
+def owner(fields: dict[str, str]) -> str:
+    return session_owner(Identity.from_fields(fields))
+
+
 def test_each_kind_of_identity_has_its_own_key() -> None:
-    assert session_owner(DEVICE) == "cert:77:0a1b"
+    assert owner(DEVICE) == "cert:77:0a1b"
     # The CN and the validity are not part of it: a device is its CA and serial.
-    assert session_owner({**DEVICE, "cert.cn": "renamed", "cert.not_after": ""}) == "cert:77:0a1b"
-    assert session_owner({**DEVICE, "cert.sn": "0a1c"}) != session_owner(DEVICE)
-    assert session_owner({**DEVICE, "cert.ca_sn": "78"}) != session_owner(DEVICE)
+    assert owner({**DEVICE, "cert.cn": "renamed", "cert.not_after": ""}) == "cert:77:0a1b"
+    assert owner({**DEVICE, "cert.sn": "0a1c"}) != owner(DEVICE)
+    assert owner({**DEVICE, "cert.ca_sn": "78"}) != owner(DEVICE)
     # Signature credentials: the AccessKey, whatever client id it signs.
-    assert session_owner({"access_key_id": "LTAI5"}) == "access-key:LTAI5"
+    assert owner({"access_key_id": "LTAI5"}) == "access-key:LTAI5"
     # A device that also sent credentials is the device.
-    assert session_owner({**DEVICE, "access_key_id": "LTAI5"}) == "cert:77:0a1b"
-    assert session_owner({}) == ANONYMOUS_OWNER
-    keys = {session_owner(DEVICE), session_owner({"access_key_id": "LTAI5"}), session_owner({})}
+    assert owner({**DEVICE, "access_key_id": "LTAI5"}) == "cert:77:0a1b"
+    assert owner({}) == ANONYMOUS_OWNER
+    keys = {owner(DEVICE), owner({"access_key_id": "LTAI5"}), owner({})}
     assert len(keys) == 3 and UNKNOWN_OWNER not in keys
 
 

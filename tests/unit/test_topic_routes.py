@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from certmq.auth.identity import Identity
 from certmq.auth.ownership import session_owner
 from certmq.auth.topics import TopicRule, TopicRules
 from certmq.broker.core import BrokerCore
@@ -51,7 +52,7 @@ class _Client:
 
 def connect(core: BrokerCore, client_id: str, expiry: int = 3600) -> tuple[Session, _Client]:
     client = _Client()
-    identity = {"cert.cn": client_id}
+    identity = Identity(cn=client_id)
     session, _ = core.attach(
         client,  # type: ignore[arg-type]
         client_id,
@@ -122,7 +123,7 @@ async def test_a_will_is_judged_by_the_rules_in_force_when_it_goes_out() -> None
 async def test_a_will_goes_out_only_while_the_identity_is_valid() -> None:
     core = BrokerCore(MqttSection())
     revoked: set[str] = set()
-    core.identity_valid = lambda session: session.identity.get("cert.cn") not in revoked
+    core.identity_valid = lambda session: session.identity.cn not in revoked
     watcher, watcher_client = connect(core, "watcher")
     core.subscribe(watcher, SubscriptionEntry("watcher", "status/#", 1))
     for name in ("valid", "revoked"):
@@ -144,7 +145,7 @@ async def test_a_point_to_point_message_reaches_only_a_client_that_may_receive_i
 
 async def test_a_restored_session_gets_the_rules_of_the_new_start() -> None:
     core = BrokerCore(MqttSection(), topic_rules=rules(("deny", "subscribe", "plant/secrets/#")))
-    session = Session("saved", 5, 3600, owner="cert:1:2", identity={"cert.cn": "saved"})
+    session = Session("saved", 5, 3600, owner="cert:1:2", identity=Identity(cn="saved"))
     session.subscriptions["plant/#"] = SubscriptionEntry("saved", "plant/#", 1)
     core.restore_session(session, None, None)
     assert session.permissions is not None and session.subscriptions["plant/#"].filtered

@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from certmq.auth.identity import ANONYMOUS, Identity
 from certmq.auth.topics import (
     ClientPermissions,
     TopicRule,
@@ -48,7 +49,7 @@ def load(tmp_path: Path, text: str = RULES, default_allow: bool = False) -> Topi
 
 
 def test_a_device_publishes_only_under_its_own_name(tmp_path: Path) -> None:
-    permissions = load(tmp_path).for_client("dev-1", None, {"cert.cn": "sensor-7"})
+    permissions = load(tmp_path).for_client("dev-1", None, Identity(cn="sensor-7"))
     assert permissions.can_publish("devices/sensor-7/temperature")
     assert permissions.can_publish("devices/sensor-7")
     assert not permissions.can_publish("devices/sensor-8/temperature")
@@ -57,7 +58,7 @@ def test_a_device_publishes_only_under_its_own_name(tmp_path: Path) -> None:
 
 
 def test_subscriptions_must_stay_inside_an_allow_rule(tmp_path: Path) -> None:
-    permissions = load(tmp_path).for_client("dev-1", None, {})
+    permissions = load(tmp_path).for_client("dev-1", None, ANONYMOUS)
     assert permissions.can_subscribe("commands/dev-1/reboot")
     assert permissions.can_subscribe("commands/dev-1/+")
     assert not permissions.can_subscribe("commands/dev-1/#")
@@ -67,16 +68,16 @@ def test_subscriptions_must_stay_inside_an_allow_rule(tmp_path: Path) -> None:
 
 def test_a_missing_or_widening_variable_disables_the_rule(tmp_path: Path) -> None:
     rules = load(tmp_path)
-    assert not rules.for_client("dev-1", None, {}).can_publish("devices//x")
-    assert not rules.for_client("dev-1", None, {"cert.cn": "#"}).can_publish("devices/a/b")
-    assert not rules.for_client("a/b", None, {}).can_subscribe("commands/a/b/c")
+    assert not rules.for_client("dev-1", None, ANONYMOUS).can_publish("devices//x")
+    assert not rules.for_client("dev-1", None, Identity(cn="#")).can_publish("devices/a/b")
+    assert not rules.for_client("a/b", None, ANONYMOUS).can_subscribe("commands/a/b/c")
 
 
 def test_client_id_patterns_and_the_default(tmp_path: Path) -> None:
     rules = load(tmp_path, default_allow=True)
-    assert rules.for_client("admin-1", None, {}).can_publish("ops/restart")
-    assert rules.for_client("other", None, {}).can_publish("ops/restart")  # default allow
-    assert not rules.for_client("admin-1", None, {}).can_subscribe("devices/x/secrets/y")
+    assert rules.for_client("admin-1", None, ANONYMOUS).can_publish("ops/restart")
+    assert rules.for_client("other", None, ANONYMOUS).can_publish("ops/restart")  # default allow
+    assert not rules.for_client("admin-1", None, ANONYMOUS).can_subscribe("devices/x/secrets/y")
 
 
 @pytest.mark.parametrize(
@@ -110,7 +111,7 @@ def test_filter_covering_and_overlap() -> None:
 
 # -- the one check every route makes ---------------------------------------------------------
 
-ALLOW_EVERYTHING = TopicRules([], default_allow=True).for_client("dev-1", None, {})
+ALLOW_EVERYTHING = TopicRules([], default_allow=True).for_client("dev-1", None, ANONYMOUS)
 
 
 @pytest.mark.parametrize("permissions", [None, ALLOW_EVERYTHING], ids=["no rules", "acl_default allow"])
@@ -124,7 +125,7 @@ def test_no_client_publishes_under_sys(permissions: ClientPermissions | None) ->
 
 
 def test_a_shared_subscription_is_judged_by_its_filter(tmp_path: Path) -> None:
-    permissions = load(tmp_path, default_allow=True).for_client("dev-1", None, {})
+    permissions = load(tmp_path, default_allow=True).for_client("dev-1", None, ANONYMOUS)
     assert not may_subscribe(permissions, "devices/+/secrets/#")
     assert not may_subscribe(permissions, "$share/group/devices/+/secrets/#")
     assert not may_subscribe(permissions, "$share/group/devices/#")  # overlaps the deny rule
@@ -133,7 +134,7 @@ def test_a_shared_subscription_is_judged_by_its_filter(tmp_path: Path) -> None:
 
 
 def test_receiving_applies_the_subscribe_rules_to_one_topic(tmp_path: Path) -> None:
-    permissions = load(tmp_path).for_client("dev-1", None, {"cert.cn": "sensor-7"})
+    permissions = load(tmp_path).for_client("dev-1", None, Identity(cn="sensor-7"))
     assert may_receive(permissions, "commands/dev-1/reboot")
     assert not may_receive(permissions, "commands/dev-2/reboot")
     assert not may_receive(permissions, "devices/sensor-7/temperature")  # a publish rule only
@@ -153,7 +154,7 @@ def test_a_first_level_wildcard_covers_no_dollar_filter() -> None:
             TopicRule(allow=False, publish=False, subscribe=True, topic="$private/#"),
         ],
         default_allow=True,
-    ).for_client("dev-1", None, {})
+    ).for_client("dev-1", None, ANONYMOUS)
     assert not may_receive(permissions, "$private/public/x")
     assert not may_subscribe(permissions, "$private/public/#")
     assert may_subscribe(permissions, "home/public/#")
@@ -202,7 +203,7 @@ def test_an_allowed_subscription_is_allowed_every_topic_it_matches(
 ) -> None:
     """What makes a subscription cost nothing per message: once granted, each message it matches
     would be allowed on its own too."""
-    permissions = TopicRules(rules, default_allow).for_client("c", None, {})
+    permissions = TopicRules(rules, default_allow).for_client("c", None, ANONYMOUS)
     topic_filter = data.draw(topic_filters())
     topic = data.draw(topic_names(topic_filter))
     if may_subscribe(permissions, topic_filter) and matches(topic_filter, topic):

@@ -37,7 +37,7 @@ class Connection(BaseModel):
             peer=info.peer,
             protocol_version=info.protocol_version,
             connected_at=info.connected_at,
-            identity=dict(info.identity),
+            identity=info.identity.fields(),
         )
 
 

@@ -17,6 +17,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from certmq.auth.identity import Identity
 from certmq.config import Config
 from certmq.tls.context import MUTUAL, ONE_WAY
 
@@ -92,15 +93,15 @@ class ListenerPolicy:
     def asks_for_certificate(self, listener: str, mode: str) -> bool:
         return self.admission(listener, mode) is CERTIFICATES
 
-    def conforms(self, listener: str, identity: Mapping[str, str], mode: str) -> bool:
+    def conforms(self, listener: str, identity: Identity, mode: str) -> bool:
         """Whether ``mode`` would let in a live connection on ``listener`` authenticated as
         ``identity``: a device certificate where the listener asks for one, Signature credentials
         (or none, with anonymous access) where it takes credentials, nothing where it is closed."""
         admission = self.admission(listener, mode)
         if admission is CERTIFICATES:
-            return "cert.sn" in identity
+            return identity.has_device_certificate
         if admission is CREDENTIALS:
-            return "access_key_id" in identity or self.anonymous
+            return bool(identity.access_key_id) or self.anonymous
         return False
 
     def describe(self, mode: str) -> str:

@@ -10,10 +10,11 @@ within the same read, without a task.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from certmq.auth.identity import ANONYMOUS, Identity
 from certmq.mqtt.reason_codes import ReasonCode
 
 
@@ -37,8 +38,8 @@ class AuthOutcome:
     allowed: bool
     reason_code: int = ReasonCode.SUCCESS
     reason: str = ""
-    # Values that topic authorization rules may refer to, e.g. {"cert.cn": "device-1"}.
-    identity: dict[str, str] = field(default_factory=dict)
+    # Who the client proved to be (what topic rules may refer to, e.g. ${cert.cn}).
+    identity: Identity = ANONYMOUS
     # When the credentials stop being valid (a device certificate's notAfter, or its CA's if
     # sooner): the broker ends the session then. None: they do not expire.
     valid_until: datetime | None = None

@@ -12,6 +12,7 @@ import hmac
 from collections.abc import Mapping
 
 from certmq.auth.connect import AuthOutcome, ConnectAttempt
+from certmq.auth.identity import Identity
 from certmq.mqtt.reason_codes import ReasonCode
 
 SIGNATURE_MODE = "Signature"
@@ -50,7 +51,7 @@ def check_signature(
     expected = signature_password(secret, client_id).encode()
     if not hmac.compare_digest(expected, password):
         return AuthOutcome(False, bad, "signature does not match")
-    return AuthOutcome(True, identity={"access_key_id": access_key_id})
+    return AuthOutcome(True, identity=Identity(access_key_id=access_key_id))
 
 
 class SignatureAuthenticator:

@@ -30,14 +30,12 @@ from certmq.auth.decision import (
     TrustIndexView,
     decide_device,
 )
+from certmq.auth.identity import Identity
 from certmq.mqtt.reason_codes import ReasonCode
 
 log = logging.getLogger("certmq.auth")
 
 CREDENTIALS_STEP = 0
-# The identity's entry for the end of the device certificate's validity (ISO 8601, UTC): a
-# session's will is not published after it (see the broker core's identity_valid).
-CERTIFICATE_NOT_AFTER = "cert.not_after"
 REGISTRATION_FAILED = "registration-failed"
 LISTENER_CLOSED = "listener-closed"
 APSARA_SEPARATOR = "@@@"
@@ -301,9 +299,14 @@ class InstanceAuthenticator:
                 identity_known=True,
             )
             return AuthOutcome(False, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, binding_error)
-        identity = {"cert.cn": decision.cn, "cert.sn": decision.device_sn, "cert.ca_sn": decision.ca_sn}
-        if decision.certificate is not None:
-            identity[CERTIFICATE_NOT_AFTER] = decision.certificate.not_valid_after_utc.isoformat()
+        identity = Identity(
+            ca_sn=decision.ca_sn,
+            device_sn=decision.device_sn,
+            cn=decision.cn,
+            certificate_not_after=None
+            if decision.certificate is None
+            else decision.certificate.not_valid_after_utc,
+        )
         if attempt.username is not None or attempt.password is not None:
             credentials = check_signature(
                 attempt.username, attempt.password, attempt.client_id, self.instance_id, self.access_keys
@@ -318,7 +321,7 @@ class InstanceAuthenticator:
                     identity_known=True,  # the certificate proved who it is
                 )
                 return credentials
-            identity.update(credentials.identity)
+            identity = replace(identity, access_key_id=credentials.identity.access_key_id)
         self._record_decision(attempt, decision)
         return AuthOutcome(True, identity=identity, valid_until=decision.valid_until)
 

@@ -11,8 +11,9 @@ as they are; ``"any"`` lets whoever uses the client id resume the session.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from enum import StrEnum
+
+from certmq.auth.identity import Identity
 
 # The audit log's reason for a CONNECT refused because the session belongs to another identity.
 SESSION_OWNED_BY_ANOTHER_IDENTITY = "session-owned-by-another-identity"
@@ -40,15 +41,12 @@ class SessionOwnerPolicy(StrEnum):
     ANY = "any"  # any client that sends its client id
 
 
-def session_owner(identity: Mapping[str, str]) -> str:
+def session_owner(identity: Identity) -> str:
     """The owner key of a session created by a client with this authenticated identity."""
-    ca_sn = identity.get("cert.ca_sn")
-    device_sn = identity.get("cert.sn")
-    if ca_sn and device_sn:
-        return f"{_CERTIFICATE_PREFIX}{ca_sn}:{device_sn}"
-    access_key_id = identity.get("access_key_id")
-    if access_key_id:
-        return f"{_ACCESS_KEY_PREFIX}{access_key_id}"
+    if identity.ca_sn and identity.device_sn:
+        return f"{_CERTIFICATE_PREFIX}{identity.ca_sn}:{identity.device_sn}"
+    if identity.access_key_id:
+        return f"{_ACCESS_KEY_PREFIX}{identity.access_key_id}"
     return ANONYMOUS_OWNER
 
 

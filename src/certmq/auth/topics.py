@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from certmq.auth.identity import Identity
 from certmq.mqtt.errors import MQTTError
 from certmq.mqtt.topics import matches, parse_shared_subscription, validate_topic_filter
 
@@ -181,10 +182,8 @@ class TopicRules:
             default_allow,
         )
 
-    def for_client(
-        self, client_id: str, username: str | None, identity: Mapping[str, str]
-    ) -> ClientPermissions:
-        values = dict(identity)
+    def for_client(self, client_id: str, username: str | None, identity: Identity) -> ClientPermissions:
+        values = identity.fields()
         values["client_id"] = client_id
         if username is not None:
             values["username"] = username

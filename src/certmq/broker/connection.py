@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from certmq.auth.connect import AuthOutcome, ConnectAttempt
+from certmq.auth.identity import ANONYMOUS
 from certmq.auth.ownership import SESSION_OWNED_BY_ANOTHER_IDENTITY, session_owner
 from certmq.auth.topics import (
     WILL_TOPIC_DENIED,
@@ -146,7 +147,7 @@ class MQTTConnection(asyncio.Protocol):
         self.protocol_version = 4
         self.client_id = ""
         self.session: Session | None = None
-        self.identity: dict[str, str] = {}
+        self.identity = ANONYMOUS
         self.username: str | None = None
         self.connected_at: datetime  # set when the CONNECT is accepted
         self.keep_alive = 0
@@ -545,15 +546,15 @@ class MQTTConnection(asyncio.Protocol):
                     listener=self.listener.name,
                     peer=self.peer,
                     client_id=self.client_id,
-                    ca_sn=identity.get("cert.ca_sn", ""),
-                    device_sn=identity.get("cert.sn", ""),
-                    cn=identity.get("cert.cn", ""),
+                    ca_sn=identity.ca_sn,
+                    device_sn=identity.device_sn,
+                    cn=identity.cn,
                     step=0,
                     result="deny",
                     reason=reason,
                     detail=detail,
                     # An anonymous client proves no identity: its refusals are folded per source.
-                    identity_known=bool(identity),
+                    identity_known=not identity.is_anonymous,
                 )
             except Exception:
                 log.exception("could not record the refusal of %s", self.client_id)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from certmq.auth.connect import AnonymousAuthenticator, Authenticator
+from certmq.auth.identity import ANONYMOUS, Identity
 from certmq.auth.ownership import ANONYMOUS_OWNER, UNKNOWN_OWNER, SessionOwnerPolicy, may_resume
 from certmq.auth.topics import ClientPermissions, TopicRules, may_publish, may_receive, may_subscribe
 from certmq.broker.certificate_expiry import CertificateExpiry
@@ -113,7 +114,7 @@ class BrokerCore:
     # -- topic permissions ----------------------------------------------------------------
 
     def permissions_for(
-        self, client_id: str, username: str | None, identity: Mapping[str, str]
+        self, client_id: str, username: str | None, identity: Identity
     ) -> ClientPermissions | None:
         """The topic rules in force, compiled for one client; None when there are none."""
         rules = self.topic_rules
@@ -174,7 +175,7 @@ class BrokerCore:
         *,
         owner: str = ANONYMOUS_OWNER,
         username: str | None = None,
-        identity: dict[str, str] | None = None,
+        identity: Identity = ANONYMOUS,
         permissions: ClientPermissions | None = None,
     ) -> tuple[Session, bool]:
         """Give a newly accepted connection its session; returns (session, session_present).
@@ -206,7 +207,7 @@ class BrokerCore:
         session.expiry_interval = expiry_interval
         session.connection = connection
         session.username = username
-        session.identity = {} if identity is None else identity
+        session.identity = identity
         self._authorize(session, permissions)
         self.stats.clients_connected += 1
         recorder = self.recorder

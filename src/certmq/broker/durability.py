@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from certmq.auth.identity import Identity
 from certmq.broker.core import NOT_KEPT_PREFIX
 from certmq.broker.journal_log import LogContents, LogWriter, delete_segments, prepare_directory, read_log
 from certmq.broker.messages import Message
@@ -65,7 +66,7 @@ class SessionSnapshot(NamedTuple):
     will_at: float | None  # wall clock
     # Who the client connected as last: its topic permissions are compiled again from these.
     username: str | None
-    identity: dict[str, str]
+    identity: Identity
 
 
 class Snapshot(NamedTuple):
@@ -235,7 +236,7 @@ def snapshot_to_state(snapshot: Snapshot, recorder: Recorder | None = None) -> B
                 ),
                 session.owner,
                 session.username,
-                session.identity,
+                session.identity.fields(),
                 session.connected,
             )
         )

@@ -184,7 +184,7 @@ class Recorder:
                 time.time(),
                 session.will,
                 session.username,
-                session.identity,
+                session.identity.fields(),
             )
         )
 

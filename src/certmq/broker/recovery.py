@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from certmq.auth.identity import Identity
 from certmq.broker.journal import (
     Clock,
     DeliveryQueued,
@@ -146,7 +147,7 @@ class Recovery:
                 saved.expiry_interval,
                 saved.owner,
                 username=saved.username,
-                identity=dict(saved.identity),
+                identity=Identity.from_fields(saved.identity),
             )
             session.subscriptions = {
                 subscription.topic_filter: SubscriptionEntry(client_id, *subscription)
@@ -228,7 +229,7 @@ class Recovery:
         session.expiry_interval = record.expiry_interval
         session.owner = record.owner
         session.username = record.username
-        session.identity = dict(record.identity)
+        session.identity = Identity.from_fields(record.identity)
         session.will = record.will
         recovered.connected = True
 

@@ -11,6 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from certmq.auth.identity import ANONYMOUS, Identity
 from certmq.broker.messages import Message, message_size
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ class Session:
     # Who the client connected as last, from which its topic permissions are compiled; kept
     # while it is offline, for its will.
     username: str | None = None
-    identity: dict[str, str] = field(default_factory=dict)
+    identity: Identity = ANONYMOUS
     # Its topic permissions; None when no topic rules are configured.
     permissions: ClientPermissions | None = None
     subscriptions: dict[str, SubscriptionEntry] = field(default_factory=dict)

@@ -40,12 +40,11 @@ async def ca_list(
     page_no: Annotated[int, Query(ge=1, le=MAX_PAGE_NO)] = 1,
 ) -> Response:
     page = await context.registry.list_cas(page_no, PAGE_SIZE)
-    connections = context.control.connections()
+    live_per_ca = live.by_ca(context.control.connections())
     rows = []
     for record in page.items:
         devices = await context.registry.list_devices(1, 1, ca_sn=record.sn)
-        live_count = sum(1 for c in connections if c.identity.get(live.CA_SN) == record.sn)
-        rows.append({"ca": record, "devices": devices.total, "live": live_count})
+        rows.append({"ca": record, "devices": devices.total, "live": live_per_ca[record.sn]})
     return render(
         request,
         "ca_list.html",

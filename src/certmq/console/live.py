@@ -10,33 +10,40 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from certmq.auth.revocation import revokes
 from certmq.control import BrokerControl, ConnectionInfo
+from certmq.registry.events import CaDeleted, DeviceDeleted, RegistryEvent
 
-CA_SN = "cert.ca_sn"
-DEVICE_SN = "cert.sn"
-CN = "cert.cn"
-ACCESS_KEY_ID = "access_key_id"
+
+def cut_by(control: BrokerControl, change: RegistryEvent) -> list[ConnectionInfo]:
+    """The live sessions that ``change`` would cut, by the rule the broker applies when it is made."""
+    return [connection for connection in control.connections() if revokes(change, connection.identity)]
 
 
 def of_ca(control: BrokerControl, ca_sn: str) -> list[ConnectionInfo]:
-    """Live sessions authenticated by a device certificate that ``ca_sn`` issued."""
-    return [connection for connection in control.connections() if connection.identity.get(CA_SN) == ca_sn]
+    """Live sessions authenticated by a device certificate that ``ca_sn`` issued: those that
+    inactivating or deleting the CA cuts."""
+    return cut_by(control, CaDeleted(ca_sn))
 
 
 def of_device(control: BrokerControl, ca_sn: str, device_sn: str) -> list[ConnectionInfo]:
-    return [
-        connection
-        for connection in control.connections()
-        if connection.identity.get(CA_SN) == ca_sn and connection.identity.get(DEVICE_SN) == device_sn
-    ]
+    """Live sessions of one device certificate: those that inactivating or deleting it cuts."""
+    return cut_by(control, DeviceDeleted(ca_sn, device_sn))
+
+
+def by_ca(connections: list[ConnectionInfo]) -> Counter[str]:
+    """Live sessions per CA Sn, of the clients that authenticated with a device certificate."""
+    return Counter(
+        connection.identity.ca_sn for connection in connections if connection.identity.has_device_certificate
+    )
 
 
 def by_device(connections: list[ConnectionInfo]) -> Counter[tuple[str, str]]:
     """Live sessions per (CA Sn, DeviceSn)."""
     return Counter(
-        (connection.identity[CA_SN], connection.identity[DEVICE_SN])
+        (connection.identity.ca_sn, connection.identity.device_sn)
         for connection in connections
-        if CA_SN in connection.identity and DEVICE_SN in connection.identity
+        if connection.identity.has_device_certificate
     )
 
 
@@ -54,10 +61,10 @@ class IdentityKinds:
 
 
 def identity_kinds(connections: list[ConnectionInfo]) -> IdentityKinds:
-    certificate = sum(1 for connection in connections if DEVICE_SN in connection.identity)
+    certificate = sum(1 for connection in connections if connection.identity.has_device_certificate)
     access_key = sum(
         1
         for connection in connections
-        if DEVICE_SN not in connection.identity and ACCESS_KEY_ID in connection.identity
+        if not connection.identity.has_device_certificate and connection.identity.access_key_id
     )
     return IdentityKinds(certificate, access_key, len(connections) - certificate - access_key)
