@@ -28,6 +28,7 @@ from certmq.config import MqttSection
 from certmq.mqtt.packets import Will
 from certmq.mqtt.properties import PropertyId
 from certmq.mqtt.reason_codes import ReasonCode
+from certmq.mqtt.server_connection import ServerLimits
 
 if TYPE_CHECKING:
     from certmq.auth.instance import AuditSink
@@ -67,6 +68,20 @@ def message_from_will(will: Will, client_id: str, now: float) -> Message:
     )
 
 
+def server_limits(settings: MqttSection) -> ServerLimits:
+    """What the broker's connections allow and announce, from its settings."""
+    return ServerLimits(
+        max_packet_size=settings.max_packet_size,
+        receive_maximum=settings.receive_maximum,
+        max_inflight=settings.max_inflight,
+        topic_alias_maximum=settings.topic_alias_maximum,
+        retain_available=settings.retain_available,
+        server_keep_alive=settings.server_keep_alive,
+        max_session_expiry=settings.max_session_expiry,
+        connect_timeout=settings.connect_timeout,
+    )
+
+
 def _always_valid(session: Session) -> bool:
     return True
 
@@ -102,6 +117,7 @@ class BrokerCore:
         self.retained: RetainedStore = retained or MemoryRetainedStore()
         self.stats = BrokerStats()
         self.longest_unchecked_topic = longest_unchecked_topic(settings)
+        self.limits = server_limits(settings)
         self.connections: set[MQTTConnection] = set()
         self.certificate_expiry = CertificateExpiry(self.connections)
         # The journal of what must survive a crash; None with persistence off.

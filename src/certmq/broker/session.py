@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from certmq.auth.identity import ANONYMOUS, Identity
 from certmq.broker.messages import Message, message_size
+from certmq.mqtt.server_connection import NEVER_EXPIRES, OutgoingFlight
 
 if TYPE_CHECKING:
     import asyncio
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from certmq.broker.recorder import Recorder
     from certmq.mqtt.packets import Will
 
-NEVER_EXPIRES = 0xFFFFFFFF
+__all__ = ["NEVER_EXPIRES", "Delivery", "OutgoingFlight", "Session", "SubscriptionEntry"]
 
 
 @dataclass(slots=True)
@@ -65,15 +66,6 @@ class Delivery:
 
 
 @dataclass(slots=True)
-class OutgoingFlight:
-    """A QoS 1 or 2 delivery sent and not yet fully acknowledged."""
-
-    delivery: Delivery
-    # False: waiting for PUBACK (QoS 1) or PUBREC (QoS 2); True: PUBREL sent, waiting for PUBCOMP.
-    released: bool = False
-
-
-@dataclass(slots=True)
 class Session:
     client_id: str
     protocol_version: int
@@ -88,7 +80,7 @@ class Session:
     # Its topic permissions; None when no topic rules are configured.
     permissions: ClientPermissions | None = None
     subscriptions: dict[str, SubscriptionEntry] = field(default_factory=dict)
-    inflight: dict[int, OutgoingFlight] = field(default_factory=dict)
+    inflight: dict[int, OutgoingFlight[Delivery]] = field(default_factory=dict)
     pending: deque[Delivery] = field(default_factory=deque)
     # Packet ids of QoS 2 PUBLISHes received and answered with PUBREC, waiting for PUBREL.
     incoming_qos2: set[int] = field(default_factory=set)
