@@ -37,7 +37,6 @@ from certmq.mqtt.server_connection import (
     WINDOW_FULL,
     ConnectRefused,
     ConnectTimeout,
-    FlightCompleted,
     FlightReleased,
     IncomingReleased,
     KeepAliveTimeout,
@@ -77,13 +76,6 @@ class Flows:
     inflight: dict[int, OutgoingFlight[Delivery]] = field(default_factory=dict)
     incoming_qos2: set[int] = field(default_factory=set)
     next_packet_id: int = 1
-
-    def allocate_packet_id(self) -> int:
-        packet_id = self.next_packet_id
-        while packet_id in self.inflight:
-            packet_id = packet_id % 65535 + 1
-        self.next_packet_id = packet_id % 65535 + 1
-        return packet_id
 
 
 def events(connection: ServerConnection[Delivery]) -> list[Any]:
@@ -353,8 +345,19 @@ def test_qos_1_deliveries_stay_in_flight_until_acknowledged_within_the_window() 
     assert connection.publish_in_flight(Delivery(Message("c"), 1), 0.0) == WINDOW_FULL
     assert sent(connection, 5) == [Publish("a", b"x", 1, packet_id=1), Publish("b", b"x", 1, packet_id=2)]
     connection.receive_data(encode(PubAck(1), 5) + encode(PubAck(1), 5) + encode(PubAck(9), 5), 1.0)
-    assert events(connection) == [FlightCompleted(1, first)], "an unknown or repeated PUBACK is no event"
+    assert events(connection) == [OutgoingFlight(first, 1)], "an unknown or repeated PUBACK is no event"
     assert list(flows.inflight) == [2] and not connection.window_full()
+
+
+def test_packet_ids_go_round_and_skip_those_in_flight() -> None:
+    connection, flows = connected(5)
+    flows.inflight[1] = OutgoingFlight(Delivery(Message("a"), 1), 1)
+    flows.inflight[2] = OutgoingFlight(Delivery(Message("a"), 1), 2)
+    assert connection.publish_in_flight(Delivery(Message("b"), 1), 0.0) == 3
+    flows.next_packet_id = 65535
+    assert connection.publish_in_flight(Delivery(Message("c"), 1), 0.0) == 65535
+    assert connection.publish_in_flight(Delivery(Message("d"), 1), 0.0) == 4
+    assert flows.next_packet_id == 5
 
 
 def test_a_qos_2_delivery_goes_through_pubrec_and_pubcomp() -> None:
@@ -367,7 +370,7 @@ def test_a_qos_2_delivery_goes_through_pubrec_and_pubcomp() -> None:
     assert flows.inflight[packet_id].released
     assert sent(connection, 5) == [PubRel(packet_id), PubRel(99, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND)]
     connection.receive_data(encode(PubComp(packet_id), 5), 2.0)
-    assert events(connection) == [FlightCompleted(packet_id, delivery)] and flows.inflight == {}
+    assert events(connection) == [OutgoingFlight(delivery, packet_id, released=True)] and flows.inflight == {}
 
 
 def test_a_pubrec_with_an_error_ends_the_flight() -> None:
@@ -375,7 +378,7 @@ def test_a_pubrec_with_an_error_ends_the_flight() -> None:
     delivery = Delivery(Message("a"), 2)
     packet_id = connection.publish_in_flight(delivery, 0.0)
     connection.receive_data(encode(PubRec(packet_id, 0x80), 5), 1.0)
-    assert events(connection) == [FlightCompleted(packet_id, delivery)] and flows.inflight == {}
+    assert events(connection) == [OutgoingFlight(delivery, packet_id)] and flows.inflight == {}
 
 
 def test_a_resumed_session_resends_what_is_in_flight_on_a_new_connection() -> None:

@@ -1,55 +1,51 @@
-"""One client connection: bytes in, packets through the protocol rules, bytes out.
+"""One client connection over asyncio: the transport's side of :class:`ServerConnection`.
 
-The connection is an :class:`asyncio.Protocol`. Everything it writes while handling one read
-batch goes out in a single ``transport.write`` at the end of the batch; deliveries that other
-connections route to it are gathered the same way and flushed once per loop iteration.
+Bytes read go to the connection's protocol state machine (certmq.mqtt.server_connection), and
+the events it returns to the packet handlers: connect.py, publish.py, subscribe.py,
+disconnect.py, delivery.py. Everything the protocol queues while one read is handled goes out in
+a single ``transport.write`` at the end of it; deliveries that other connections route here are
+gathered the same way and written once per loop iteration. One timer serves the protocol's
+deadlines. A client that does not read what it is sent is cut.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from certmq.auth.connect import AuthOutcome, ConnectAttempt
+from certmq.auth.connect import AuthOutcome
 from certmq.auth.identity import ANONYMOUS
-from certmq.auth.ownership import SESSION_OWNED_BY_ANOTHER_IDENTITY, session_owner
-from certmq.auth.topics import (
-    WILL_TOPIC_DENIED,
-    ClientPermissions,
-    may_publish,
-    may_receive,
-    may_subscribe,
-)
-from certmq.broker.messages import FORWARDED_PROPERTIES, Message, content_size, message_size
-from certmq.broker.quotas import topic_within_limits
-from certmq.broker.session import Delivery, Session, SubscriptionEntry
-from certmq.mqtt.errors import MQTTError
+from certmq.broker.client_connection import Listener
+from certmq.broker.connect import handle_connect
+from certmq.broker.delivery import flight_completed, flight_released, send
+from certmq.broker.disconnect import handle_disconnect
+from certmq.broker.messages import Delivery
+from certmq.broker.publish import handle_publish, incoming_released
+from certmq.broker.session import Session
+from certmq.broker.subscribe import handle_subscribe, handle_unsubscribe
 from certmq.mqtt.packets import Connect, Disconnect, PacketType, Publish, Subscribe, Unsubscribe
-from certmq.mqtt.properties import PropertyId
 from certmq.mqtt.reason_codes import ReasonCode
 from certmq.mqtt.server_connection import (
     AUTHENTICATING,
     AWAITING_CONNECT,
     CLOSED,
     CONNECTED,
-    WINDOW_FULL,
     ConnectionState,
     ConnectRefused,
     ConnectTimeout,
-    FlightCompleted,
     FlightReleased,
     IncomingReleased,
+    OutgoingFlight,
     ProtocolViolation,
     ServerConnection,
 )
-from certmq.mqtt.topics import parse_shared_subscription
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from certmq.broker.core import BrokerCore
     from certmq.broker.recorder import Recorder
 
@@ -57,30 +53,6 @@ log = logging.getLogger("certmq.connection")
 
 # The connection states are the protocol's; named here too for those that ask a connection.
 __all__ = ["AUTHENTICATING", "AWAITING_CONNECT", "CLOSED", "CONNECTED", "Listener", "MQTTConnection"]
-
-APSARA_CLIENT_ID_SEPARATOR = "@@@"
-
-
-class Listener:
-    """What a connection needs to know about the listener that accepted it."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-
-def valid_apsara_client_id(client_id: str) -> bool:
-    """An ApsaraMQ client id: `GroupID@@@DeviceID`, at most 64 characters, GroupID `GID_`/`GID-` +
-    [A-Za-z0-9_-], 7-64 long."""
-    if len(client_id) > 64:
-        return False
-    group, separator, device = client_id.partition(APSARA_CLIENT_ID_SEPARATOR)
-    if not separator or not device or not 7 <= len(group) <= 64:
-        return False
-    if not (group.startswith("GID_") or group.startswith("GID-")):
-        return False
-    return all(c.isascii() and (c.isalnum() or c in "-_") for c in group)
 
 
 class MQTTConnection(asyncio.Protocol):
@@ -120,7 +92,7 @@ class MQTTConnection(asyncio.Protocol):
     # The handler of each event the protocol returns; filled in below the class.
     HANDLERS: ClassVar[dict[type, Callable[[MQTTConnection, Any], None]]]
 
-    def __init__(self, core: BrokerCore, listener: Listener) -> None:
+    def __init__(self, core: BrokerCore[MQTTConnection], listener: Listener) -> None:
         self.core = core
         self.listener = listener
         self.settings = core.settings
@@ -368,135 +340,12 @@ class MQTTConnection(asyncio.Protocol):
             self._cancel_timer()
             self._timer = self._loop.call_at(deadline, self._timer_fired)
 
-    # -- CONNECT ---------------------------------------------------------------------------
+    # -- what the handlers ask of the transport ---------------------------------------------
 
-    def _handle_connect(self, packet: Connect) -> None:
-        client_id = packet.client_id
-        assigned = False
-        if not client_id:
-            client_id = "auto-" + uuid.uuid4().hex
-            assigned = True
-        elif self.settings.apsara_client_id and not valid_apsara_client_id(client_id):
-            self._refuse(ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, "client id must be GroupID@@@DeviceID")
-            return
-        will = packet.will
-        if will is not None:
-            if not self._topic_within_limits(will.topic):
-                self._refuse(
-                    ReasonCode.TOPIC_NAME_INVALID, "the will topic is too long or has too many levels"
-                )
-                return
-            if content_size(will.topic, will.payload, will.properties) > self.settings.max_queued_bytes:
-                # The session holds its will as long as itself: no more than it may queue.
-                self._refuse(ReasonCode.QUOTA_EXCEEDED, "the will is larger than a session may hold")
-                return
-        self.client_id = client_id
-        self.username = packet.username
-        attempt = ConnectAttempt(
-            listener=self.listener.name,
-            peer=self.peer,
-            client_id=client_id,
-            username=packet.username,
-            password=packet.password,
-            protocol_version=self.protocol.protocol_version,
-            peer_certificate=self.peer_certificate,
-            verified_issuer=self.verified_issuer,
-        )
-        try:
-            outcome = self.core.authenticator.authenticate(attempt)
-        except Exception:
-            outcome = _authentication_failed(attempt)
-        if isinstance(outcome, AuthOutcome):
-            # Decided at once, as most CONNECTs are: answered within this read.
-            self._conclude_connect(packet, outcome, assigned)
-            return
-        # The authenticator has to wait: the client's next packets wait in the protocol until
-        # it has decided.
-        assert self.transport is not None
-        self.transport.pause_reading()
-        self._loop.create_task(self._await_authentication(packet, attempt, outcome, assigned))
+    def now(self) -> float:
+        return self._loop.time()
 
-    async def _await_authentication(
-        self, packet: Connect, attempt: ConnectAttempt, pending: Awaitable[AuthOutcome], assigned: bool
-    ) -> None:
-        try:
-            outcome = await pending
-        except Exception:
-            outcome = _authentication_failed(attempt)
-        if self.protocol.state != AUTHENTICATING:
-            return
-        self._in_batch = True
-        try:
-            recorder = self.core.recorder
-            appended, written = (0 if recorder is None else recorder.appended), len(self.protocol.output)
-            self._conclude_connect(packet, outcome, assigned)
-            if recorder is not None and recorder.appended != appended:
-                self._hold_replies(written, recorder)
-        finally:
-            self._in_batch = False
-        if self.transport is not None and self.protocol.state == CONNECTED:
-            self.transport.resume_reading()
-        # The packets that came after the CONNECT, then what the decision queued.
-        self._handle_events()
-
-    def _conclude_connect(self, packet: Connect, outcome: AuthOutcome, assigned: bool) -> None:
-        if not outcome.allowed:
-            self._refuse(outcome.reason_code, outcome.reason)
-            return
-        self.identity = outcome.identity
-        permissions = self.core.permissions_for(self.client_id, packet.username, outcome.identity)
-        will = packet.will
-        if will is not None and not may_publish(permissions, will.topic):
-            self._refuse_recorded(
-                ReasonCode.NOT_AUTHORIZED,
-                WILL_TOPIC_DENIED,
-                f"the topic rules do not allow this client to publish its will to {will.topic!r}",
-            )
-            return
-        owner = session_owner(outcome.identity)
-        if not self.core.may_resume(self.client_id, owner):
-            # The session, and the connection that may be carrying it, are left untouched.
-            self._refuse_recorded(
-                ReasonCode.CLIENT_IDENTIFIER_NOT_VALID,
-                SESSION_OWNED_BY_ANOTHER_IDENTITY,
-                "the session of this client id belongs to another identity",
-            )
-            return
-        refusal = self.core.session_refusal(self.client_id, owner, packet.clean_start)
-        if refusal is not None:
-            self.core.stats.sessions_over_limit += 1
-            self._refuse_recorded(ReasonCode.QUOTA_EXCEEDED, refusal.reason, refusal.detail)
-            return
-        self._accept(packet, assigned, owner, permissions)
-        if outcome.valid_until is not None and self.protocol.state == CONNECTED:
-            self.core.certificate_expiry.watch(self, outcome.valid_until)
-
-    def _refuse_recorded(self, reason_code: int, reason: str, detail: str) -> None:
-        """Refuse an authenticated client for what the broker itself checks, and say why in the
-        audit log as the authentication step does."""
-        audit = self.core.audit
-        if audit is not None:
-            identity = self.identity
-            try:
-                audit(
-                    listener=self.listener.name,
-                    peer=self.peer,
-                    client_id=self.client_id,
-                    ca_sn=identity.ca_sn,
-                    device_sn=identity.device_sn,
-                    cn=identity.cn,
-                    step=0,
-                    result="deny",
-                    reason=reason,
-                    detail=detail,
-                    # An anonymous client proves no identity: its refusals are folded per source.
-                    identity_known=not identity.is_anonymous,
-                )
-            except Exception:
-                log.exception("could not record the refusal of %s", self.client_id)
-        self._refuse(reason_code, detail)
-
-    def _refuse(self, reason_code: int, reason: str) -> None:
+    def refuse(self, reason_code: int, reason: str) -> None:
         self.protocol.refuse(reason_code, reason)
         self._refused(reason)
 
@@ -507,119 +356,36 @@ class MQTTConnection(asyncio.Protocol):
     def _connect_refused(self, event: ConnectRefused) -> None:
         self._refused(event.reason)
 
-    def _accept(
-        self, packet: Connect, assigned: bool, owner: str, permissions: ClientPermissions | None
+    def decide_later(self, pending: Awaitable[AuthOutcome], conclude: Callable[[AuthOutcome], None]) -> None:
+        assert self.transport is not None
+        self.transport.pause_reading()
+        self._loop.create_task(self._decided(pending, conclude))
+
+    async def _decided(
+        self, pending: Awaitable[AuthOutcome], conclude: Callable[[AuthOutcome], None]
     ) -> None:
-        protocol = self.protocol
-        session, present = self.core.attach(
-            self,
-            self.client_id,
-            packet.clean_start,
-            protocol.session_expiry_interval,
-            owner=owner,
-            username=packet.username,
-            identity=self.identity,
-            permissions=permissions,
-        )
-        self.session = session
-        self.core.set_will(session, packet.will)
-        self.connected_at = datetime.now(UTC)
-        now = self._loop.time()
-        protocol.accept(
-            session,
-            session_present=present,
-            assigned_client_id=self.client_id if assigned else None,
-            now=now,
-        )
+        outcome = await pending
+        if self.protocol.state != AUTHENTICATING:
+            return  # closed meanwhile
+        self._in_batch = True
+        try:
+            recorder = self.core.recorder
+            appended, written = (0 if recorder is None else recorder.appended), len(self.protocol.output)
+            conclude(outcome)
+            if recorder is not None and recorder.appended != appended:
+                self._hold_replies(written, recorder)
+        finally:
+            self._in_batch = False
+        if self.transport is not None and self.protocol.state == CONNECTED:
+            self.transport.resume_reading()
+        # The packets that came after the CONNECT, then what the decision queued.
+        self._handle_events()
+
+    def deadline_changed(self) -> None:
         self._arm_timer()
-        log.debug("connected %s from %s on %s", self.client_id, self.peer, self.listener.name)
-        if present:
-            self.core.stats.messages_dropped += protocol.resend_in_flight(now)
-            if session.pending:
-                self._send_pending()
-
-    # -- PUBLISH from the client -----------------------------------------------------------
-
-    def _handle_publish(self, packet: Publish) -> None:
-        session = self.session
-        assert session is not None
-        core = self.core
-        core.stats.messages_received += 1
-        topic = packet.topic  # its alias resolved by the protocol
-        properties = packet.properties
-        expires_at = None
-        forwarded: dict[int, Any] = {}
-        if properties:
-            expiry = properties.get(PropertyId.MESSAGE_EXPIRY_INTERVAL)
-            if expiry is not None:
-                expires_at = self._loop.time() + expiry
-            for key in FORWARDED_PROPERTIES:
-                value = properties.get(key)
-                if value is not None:
-                    forwarded[key] = value
-        if len(topic) > core.longest_unchecked_topic and not self._topic_within_limits(topic):
-            log.debug("%s published to a topic over the topic limits", self.client_id)
-            self._answer_refused_publish(packet, ReasonCode.TOPIC_NAME_INVALID)
-            return
-        qos = packet.qos
-        permissions = session.permissions
-        # The test before the call spares it on the common path: no rules, an ordinary topic.
-        if (permissions is not None or topic[0] == "$") and not may_publish(permissions, topic):
-            self._refuse_publish(packet, topic)
-            return
-        message = Message(topic, packet.payload, qos, packet.retain, forwarded, expires_at, self.client_id)
-        protocol = self.protocol
-        if packet.retain and qos and protocol.protocol_version == 5 and not core.retained_fits(message):
-            # A publisher that can be told is refused outright, so that it knows to try again;
-            # otherwise the message is delivered and not kept (BrokerCore.publish).
-            core.refuse_retained(message)
-            self._answer_refused_publish(packet, ReasonCode.QUOTA_EXCEEDED)
-            return
-        if qos == 0:
-            core.publish(message)
-        elif qos == 1:
-            core.publish(message)
-            protocol.send_puback(packet.packet_id)  # type: ignore[arg-type]
-        else:
-            packet_id = packet.packet_id
-            assert packet_id is not None
-            try:
-                new = protocol.start_incoming_qos2(packet_id)
-            except MQTTError as error:
-                self.close(error.reason_code, str(error), publish_will=True)
-                return
-            if new:
-                core.publish(message)
-                if session.recorder is not None:
-                    # After the message: a log cut between the two must not keep the id alone,
-                    # which would drop the client's retry as a duplicate.
-                    session.recorder.incoming_qos2_added(session, packet_id)
-            protocol.send_pubrec(packet_id)
-
-    def _refuse_publish(self, packet: Publish, topic: str) -> None:
-        """A denied publish is dropped; 5.0 clients are told so in PUBACK / PUBREC (0x87)."""
-        log.info("%s may not publish to %s", self.client_id, topic)
-        self.core.stats.publishes_denied += 1
-        self._answer_refused_publish(packet, ReasonCode.NOT_AUTHORIZED)
-
-    def _answer_refused_publish(self, packet: Publish, reason_code: int) -> None:
-        """Drop a refused publish: 5.0 clients are told ``reason_code`` in PUBACK / PUBREC."""
-        if self.protocol.refuse_publish(packet, reason_code):
-            session = self.session
-            assert session is not None and packet.packet_id is not None
-            if session.recorder is not None:
-                session.recorder.incoming_qos2_added(session, packet.packet_id)
-
-    def _incoming_released(self, event: IncomingReleased) -> None:
-        session = self.session
-        assert session is not None
-        if session.recorder is not None:
-            session.recorder.incoming_qos2_removed(session, event.packet_id)
-
-    # -- deliveries to the client ----------------------------------------------------------
 
     def deliver(self, delivery: Delivery, cache: dict[Any, bytes] | None = None) -> None:
-        """Send a routed message to this client, within its window; queue what doesn't fit."""
+        """Send a routed message to this client; QoS 1 and 2 within its window (delivery.py)."""
         session = self.session
         protocol = self.protocol
         if protocol.state != CONNECTED or session is None:
@@ -639,180 +405,22 @@ class MQTTConnection(asyncio.Protocol):
                 self.core.stats.messages_dropped += 1
                 return
             self.core.stats.messages_sent += 1
-        else:
-            if session.pending and delivery is not session.pending[0]:
-                self.core.queue(session, delivery)  # behind those queued before it
-                return
-            # Session.hold written out: this runs for every QoS 1 and 2 delivery.
-            size = message.size
-            if size < 0:
-                size = message_size(message)
-            held = session.held_bytes + size
-            if held > self.settings.max_queued_bytes:
-                session.dropped_messages += 1
-                self.core.count_queue_full()
-                return
-            session.held_bytes = held
-            if not self._send_in_flight(session, delivery, now):
-                return
+        elif not send(self, session, delivery, now):
+            return
         if not self._flush_scheduled and not self._in_batch:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
 
-    def _send_in_flight(self, session: Session, delivery: Delivery, now: float) -> bool:
-        """Send a delivery the session holds (Session.hold) with a packet id; False when it is
-        not sent: queued, if the client's window is full, or else dropped."""
-        packet_id = self.protocol.publish_in_flight(delivery, now)
-        if packet_id <= 0:
-            session.release(delivery)
-            if packet_id == WINDOW_FULL:
-                self.core.queue(session, delivery)
-            else:
-                self.core.stats.messages_dropped += 1
-            return False
-        if session.recorder is not None:
-            session.recorder.flight_started(session, packet_id, delivery)
-        self.core.stats.messages_sent += 1
-        return True
-
-    def _send_pending(self) -> None:
-        session = self.session
-        assert session is not None
-        protocol = self.protocol
-        pending = session.pending
-        now = self._loop.time()
-        while pending and protocol.state == CONNECTED and not protocol.window_full():
-            delivery = pending.popleft()
-            if delivery.message.expired(now):
-                session.release(delivery)
-                continue
-            if delivery.qos == 0:
-                session.release(delivery)
-                self.deliver(delivery)
-            else:
-                self._send_in_flight(session, delivery, now)
-        self._queued()
-
-    def _flight_completed(self, event: FlightCompleted[Delivery]) -> None:
-        session = self.session
-        assert session is not None
-        # Session.release written out: the message's size was kept when it was held.
-        session.held_bytes -= event.delivery.message.size
-        if session.recorder is not None:
-            session.recorder.flight_completed(session, event.packet_id)
-        if session.pending:
-            self._send_pending()
-
-    def _flight_released(self, event: FlightReleased) -> None:
-        session = self.session
-        assert session is not None
-        if session.recorder is not None:
-            session.recorder.flight_released(session, event.packet_id)
-
-    # -- SUBSCRIBE / UNSUBSCRIBE -----------------------------------------------------------
-
-    def _handle_subscribe(self, packet: Subscribe) -> None:
-        session = self.session
-        assert session is not None
-        subscription_ids = packet.properties.get(PropertyId.SUBSCRIPTION_IDENTIFIER)
-        subscription_id = subscription_ids[0] if subscription_ids else None
-        codes: list[int] = []
-        retained: list[Delivery] = []
-        for subscription in packet.subscriptions:
-            group, topic_filter = parse_shared_subscription(subscription.topic_filter)
-            refused = self._subscription_over_limits(session, subscription.topic_filter)
-            if refused is not None:
-                codes.append(refused)
-                continue
-            if not may_subscribe(session.permissions, subscription.topic_filter):
-                log.info("%s may not subscribe to %s", self.client_id, subscription.topic_filter)
-                codes.append(self.core.subscribe_denied_code)
-                continue
-            entry = SubscriptionEntry(
-                client_id=self.client_id,
-                topic_filter=subscription.topic_filter,
-                qos=subscription.qos,
-                no_local=subscription.no_local,
-                retain_as_published=subscription.retain_as_published,
-                retain_handling=subscription.retain_handling,
-                subscription_id=subscription_id,
-            )
-            existed = self.core.subscribe(session, entry)
-            codes.append(subscription.qos)
-            send_retained = subscription.retain_handling == 0 or (
-                subscription.retain_handling == 1 and not existed
-            )
-            if group is None and send_retained:
-                ids = () if subscription_id is None else (subscription_id,)
-                now = self._loop.time()
-                permissions = session.permissions
-                for message in self.core.retained.matching(topic_filter):
-                    if not message.expired(now) and may_receive(permissions, message.topic):
-                        qos = min(message.qos, subscription.qos)
-                        retained.append(Delivery(message, qos, True, ids))
-        self.protocol.send_suback(packet.packet_id, codes)
-        for delivery in retained:
-            self.deliver(delivery)
-
-    def _handle_unsubscribe(self, packet: Unsubscribe) -> None:
-        session = self.session
-        assert session is not None
-        codes: list[int] = [
-            ReasonCode.SUCCESS
-            if self.core.unsubscribe(session, topic_filter)
-            else ReasonCode.NO_SUBSCRIPTION_EXISTED
-            for topic_filter in packet.topic_filters
-        ]
-        self.protocol.send_unsuback(packet.packet_id, codes)
-
-    def _subscription_over_limits(self, session: Session, topic_filter: str) -> int | None:
-        """The SUBACK code refusing a filter over the topic limits (0x8F) or a new subscription
-        beyond the client's (0x97); None when it is within them."""
-        if not self._topic_within_limits(topic_filter):
-            log.debug("%s subscribed to a filter over the topic limits", self.client_id)
-            return ReasonCode.TOPIC_FILTER_INVALID
-        if (
-            len(session.subscriptions) >= self.settings.max_subscriptions_per_client
-            and topic_filter not in session.subscriptions
-        ):
-            log.debug(
-                "%s has %d subscriptions, the most a client may have",
-                self.client_id,
-                len(session.subscriptions),
-            )
-            self.core.stats.subscriptions_over_limit += 1
-            return ReasonCode.QUOTA_EXCEEDED
-        return None
-
-    def _topic_within_limits(self, topic: str) -> bool:
-        if len(topic) <= self.core.longest_unchecked_topic or topic_within_limits(topic, self.settings):
-            return True
-        self.core.stats.topics_over_limit += 1
-        return False
-
-    # -- DISCONNECT ------------------------------------------------------------------------
-
-    def _handle_disconnect(self, packet: Disconnect) -> None:
-        session = self.session
-        assert session is not None
-        session.expiry_interval = self.protocol.session_expiry_interval
-        self._shut(publish_will=packet.reason_code == ReasonCode.DISCONNECT_WITH_WILL_MESSAGE)
-
 
 MQTTConnection.HANDLERS = {
-    Connect: MQTTConnection._handle_connect,
+    Connect: handle_connect,
     ConnectRefused: MQTTConnection._connect_refused,
-    Publish: MQTTConnection._handle_publish,
-    IncomingReleased: MQTTConnection._incoming_released,
-    FlightCompleted: MQTTConnection._flight_completed,
-    FlightReleased: MQTTConnection._flight_released,
-    Subscribe: MQTTConnection._handle_subscribe,
-    Unsubscribe: MQTTConnection._handle_unsubscribe,
-    Disconnect: MQTTConnection._handle_disconnect,
+    Publish: handle_publish,
+    IncomingReleased: incoming_released,
+    OutgoingFlight: flight_completed,
+    FlightReleased: flight_released,
+    Subscribe: handle_subscribe,
+    Unsubscribe: handle_unsubscribe,
+    Disconnect: handle_disconnect,
     ProtocolViolation: MQTTConnection._protocol_violation,
 }
-
-
-def _authentication_failed(attempt: ConnectAttempt) -> AuthOutcome:
-    log.exception("authentication of %s failed with an error", attempt.client_id)
-    return AuthOutcome(False, ReasonCode.UNSPECIFIED_ERROR, "authentication failed")

@@ -20,6 +20,7 @@ keeps them (:class:`SessionFlows`) and hands them to the connection that carries
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
@@ -28,11 +29,13 @@ from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 from certmq.mqtt.codec import PacketDecoder, encode
 from certmq.mqtt.errors import MQTTError, ProtocolError, UnsupportedProtocolVersion
 from certmq.mqtt.packets import (
+    Auth,
     ConnAck,
     Connect,
     Disconnect,
     Packet,
     PacketType,
+    PingReq,
     PingResp,
     PubAck,
     PubComp,
@@ -57,6 +60,7 @@ DEFAULT_RECEIVE_MAXIMUM = 65535
 KEEP_ALIVE_GRACE = 1.5
 # What publish_in_flight returns when the client's Receive Maximum is reached.
 WINDOW_FULL = -1
+MAX_PACKET_ID = 65535
 
 
 class ConnectionState(IntEnum):
@@ -122,9 +126,12 @@ D = TypeVar("D", bound=OutgoingDelivery)
 
 @dataclass(slots=True)
 class OutgoingFlight(Generic[D]):
-    """A QoS 1 or 2 delivery sent and not yet fully acknowledged."""
+    """A QoS 1 or 2 delivery sent and not yet fully acknowledged. When it lands (acknowledged to
+    the end: PUBACK, PUBCOMP; or refused by the client: PUBREC with an error), it leaves the
+    session's flows, its packet id is free again, and next_event returns it."""
 
     delivery: D
+    packet_id: int
     # False: waiting for PUBACK (QoS 1) or PUBREC (QoS 2); True: PUBREL sent, waiting for PUBCOMP.
     released: bool = False
 
@@ -136,25 +143,15 @@ class SessionFlows(Protocol[D]):
     inflight: dict[int, OutgoingFlight[D]]
     # Packet ids of QoS 2 PUBLISHes received and answered with PUBREC, waiting for PUBREL.
     incoming_qos2: set[int]
-
-    def allocate_packet_id(self) -> int:
-        """The next packet id no delivery in flight uses."""
-        ...
+    # The packet id the next delivery tries first: ids go round, skipping those in flight.
+    next_packet_id: int
 
 
 # -- events ------------------------------------------------------------------------------------
 # Besides these, next_event returns the packets the application acts on: Connect (the state
 # is AUTHENTICATING until it calls accept or refuse), Publish (its topic resolved from its
-# alias), Subscribe, Unsubscribe, and Disconnect (session_expiry_interval updated).
-
-
-@dataclass(slots=True)
-class FlightCompleted(Generic[D]):
-    """A delivery left the session: acknowledged to the end (PUBACK, PUBCOMP) or refused by
-    the client (PUBREC with an error). Its packet id is free again."""
-
-    packet_id: int
-    delivery: D
+# alias), Subscribe, Unsubscribe, and Disconnect (session_expiry_interval updated); and each
+# OutgoingFlight that lands.
 
 
 @dataclass(slots=True)
@@ -208,14 +205,12 @@ Event: TypeAlias = (
     | Subscribe
     | Unsubscribe
     | Disconnect
-    | FlightCompleted[Any]
+    | OutgoingFlight[Any]
     | FlightReleased
     | IncomingReleased
     | ConnectRefused
     | ProtocolViolation
 )
-
-_PUBLISH = PacketType.PUBLISH
 
 
 class ServerConnection(Generic[D]):
@@ -226,7 +221,6 @@ class ServerConnection(Generic[D]):
         "_decoder",
         "_error",
         "_error_reported",
-        "_next",
         "_received",
         "client_maximum_packet_size",
         "client_receive_maximum",
@@ -252,9 +246,8 @@ class ServerConnection(Generic[D]):
         self.state = AWAITING_CONNECT
         self.protocol_version = 4
         self._decoder = PacketDecoder(max_packet_size=limits.max_packet_size)
-        # Packets decoded and not yet returned by next_event, from index _next on.
-        self._received: list[Packet] = []
-        self._next = 0
+        # Packets decoded and not yet handled by next_event.
+        self._received: deque[Packet] = deque()
         # What made the decoder give up, reported once the packets before it are handled.
         self._error: MQTTError | None = None
         self._error_reported = False
@@ -294,17 +287,13 @@ class ServerConnection(Generic[D]):
             # Only a complete packet counts for keep alive (MQTT 3.1.2.10): a client that
             # trickles a packet it never finishes is not kept alive by it.
             self.last_activity = now
-            if self._next < len(self._received):
-                self._received.extend(packets)
-            else:
-                self._received = packets
-                self._next = 0
+            self._received.extend(packets)
 
     def next_event(self) -> Event | None:
         """The next thing the application must act on, or None when there is none for now
         (all bytes used up; or a CONNECT waiting for accept or refuse). Packets the protocol
-        answers itself (PINGREQ, acknowledgements) only queue output, or yield one of the
-        flight events."""
+        answers itself (PINGREQ, acknowledgements) only queue output, or return the flights
+        they land."""
         state = self.state
         if state != CONNECTED:
             if state == AUTHENTICATING:
@@ -314,22 +303,23 @@ class ServerConnection(Generic[D]):
                 # reported, once, so that the application counts it.
                 return self._decoding_error() if self._error is not None else None
         received = self._received
-        index = self._next
-        while index < len(received):
-            packet = received[index]
-            index += 1
-            self._next = index
-            if packet.packet_type == _PUBLISH:
+        while received:
+            packet = received.popleft()
+            if type(packet) is Publish:
                 # Most PUBLISHes have no properties (so no alias), a topic, and no retain flag.
-                if packet.properties or packet.retain or not packet.topic:  # type: ignore[union-attr]
-                    return self._received_publish(packet)  # type: ignore[arg-type]
-                return packet  # type: ignore[return-value]
-            event = _RECEIVED[packet.packet_type](self, packet)
+                if packet.properties or packet.retain or not packet.topic:
+                    return self._received_publish(packet)
+                return packet
+            if type(packet) is PubAck:  # _received_puback, written out: one per QoS 1 delivery
+                inflight = self.flows.inflight
+                flight = inflight.get(packet.packet_id)
+                if flight is not None and flight.delivery.qos == 1:
+                    del inflight[packet.packet_id]
+                    return flight
+                continue
+            event = _RECEIVED[type(packet)](self, packet)
             if event is not None:
                 return event
-        if index:
-            self._received = []
-            self._next = 0
         if self._error is not None:
             return self._decoding_error()
         return None
@@ -585,13 +575,19 @@ class ServerConnection(Generic[D]):
         reached (nothing queued: it must wait); or 0, when it is larger than the client's Maximum
         Packet Size (dropped)."""
         flows = self.flows
-        if len(flows.inflight) >= self.client_receive_maximum:
+        inflight = flows.inflight
+        if len(inflight) >= self.client_receive_maximum:
             return WINDOW_FULL
-        packet_id = flows.allocate_packet_id()
+        if len(inflight) >= MAX_PACKET_ID:
+            raise RuntimeError("no free packet identifier: 65535 messages in flight")
+        packet_id = flows.next_packet_id
+        while packet_id in inflight:
+            packet_id = packet_id % MAX_PACKET_ID + 1
+        flows.next_packet_id = packet_id % MAX_PACKET_ID + 1
         data = self._encode_publish(delivery, packet_id, False, now)
         if data is None:
             return 0
-        flows.inflight[packet_id] = OutgoingFlight(delivery)
+        inflight[packet_id] = OutgoingFlight(delivery, packet_id)
         self.output.append(data)
         self.output_size += len(data)
         return packet_id
@@ -645,15 +641,7 @@ class ServerConnection(Generic[D]):
             self.outbound_aliases[topic] = new_alias
         return data
 
-    def _received_puback(self, packet: PubAck) -> FlightCompleted[D] | None:
-        inflight = self.flows.inflight
-        flight = inflight.get(packet.packet_id)
-        if flight is None or flight.delivery.qos != 1:
-            return None
-        del inflight[packet.packet_id]
-        return FlightCompleted(packet.packet_id, flight.delivery)
-
-    def _received_pubrec(self, packet: PubRec) -> FlightCompleted[D] | FlightReleased | None:
+    def _received_pubrec(self, packet: PubRec) -> OutgoingFlight[D] | FlightReleased | None:
         inflight = self.flows.inflight
         flight = inflight.get(packet.packet_id)
         if flight is None or flight.delivery.qos != 2:
@@ -661,18 +649,18 @@ class ServerConnection(Generic[D]):
             return None
         if packet.reason_code >= 0x80:
             del inflight[packet.packet_id]
-            return FlightCompleted(packet.packet_id, flight.delivery)
+            return flight
         flight.released = True
         self._send(PubRel(packet.packet_id))
         return FlightReleased(packet.packet_id)
 
-    def _received_pubcomp(self, packet: PubComp) -> FlightCompleted[D] | None:
+    def _received_pubcomp(self, packet: PubComp) -> OutgoingFlight[D] | None:
         inflight = self.flows.inflight
         flight = inflight.get(packet.packet_id)
         if flight is None or not flight.released:
             return None
         del inflight[packet.packet_id]
-        return FlightCompleted(packet.packet_id, flight.delivery)
+        return flight
 
     # -- SUBSCRIBE, UNSUBSCRIBE ---------------------------------------------------------------
 
@@ -754,25 +742,23 @@ class _NoSession:
 
     inflight: dict[int, OutgoingFlight[Any]] = {}
     incoming_qos2: frozenset[int] = frozenset()
-
-    def allocate_packet_id(self) -> int:
-        raise RuntimeError("no session: the CONNECT is not accepted")
+    next_packet_id = 1
 
 
 _NO_SESSION: Any = _NoSession()
 _PUBACK_PREFIX = b"\x40\x02"
 _PINGRESP = encode(PingResp(), 4)
 
-# What the connection does with each packet type a client may send but PUBLISH (see next_event).
-_RECEIVED: dict[int, Callable[[ServerConnection[Any], Any], Event | None]] = {
-    PacketType.CONNECT: ServerConnection._received_connect,
-    PacketType.PUBACK: ServerConnection._received_puback,
-    PacketType.PUBREC: ServerConnection._received_pubrec,
-    PacketType.PUBREL: ServerConnection._received_pubrel,
-    PacketType.PUBCOMP: ServerConnection._received_pubcomp,
-    PacketType.SUBSCRIBE: ServerConnection._received_subscribe,
-    PacketType.UNSUBSCRIBE: ServerConnection._received_unsubscribe,
-    PacketType.PINGREQ: ServerConnection._received_pingreq,
-    PacketType.DISCONNECT: ServerConnection._received_disconnect,
-    PacketType.AUTH: ServerConnection._received_auth,
+# What the connection does with each packet type a client may send but PUBLISH and PUBACK (see
+# next_event).
+_RECEIVED: dict[type, Callable[[ServerConnection[Any], Any], Event | None]] = {
+    Connect: ServerConnection._received_connect,
+    PubRec: ServerConnection._received_pubrec,
+    PubRel: ServerConnection._received_pubrel,
+    PubComp: ServerConnection._received_pubcomp,
+    Subscribe: ServerConnection._received_subscribe,
+    Unsubscribe: ServerConnection._received_unsubscribe,
+    PingReq: ServerConnection._received_pingreq,
+    Disconnect: ServerConnection._received_disconnect,
+    Auth: ServerConnection._received_auth,
 }
