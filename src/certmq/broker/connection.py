@@ -195,12 +195,6 @@ class MQTTConnection(asyncio.Protocol):
 
     # -- output ----------------------------------------------------------------------------
 
-    def _queued(self) -> None:
-        """The protocol queued output outside a read: write it at the end of this iteration."""
-        if not self._flush_scheduled and not self._in_batch:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
     def _flush(self) -> None:
         self._flush_scheduled = False
         protocol = self.protocol
@@ -324,14 +318,14 @@ class MQTTConnection(asyncio.Protocol):
             return
         event = self.protocol.check_deadline(self._loop.time())
         if event is None:
-            self._arm_timer()
+            self.deadline_changed()
         elif isinstance(event, ConnectTimeout):
             log.info("closing %s: no CONNECT within %.0f s", self.peer, self.settings.connect_timeout)
             self._shut(publish_will=False)
         else:
             self._shut(publish_will=True)
 
-    def _arm_timer(self) -> None:
+    def deadline_changed(self) -> None:
         """Wake at the protocol's next deadline; a timer due sooner serves as the next check."""
         deadline = self.protocol.next_deadline()
         if deadline is None:
@@ -380,9 +374,6 @@ class MQTTConnection(asyncio.Protocol):
             self.transport.resume_reading()
         # The packets that came after the CONNECT, then what the decision queued.
         self._handle_events()
-
-    def deadline_changed(self) -> None:
-        self._arm_timer()
 
     def deliver(self, delivery: Delivery, cache: dict[Any, bytes] | None = None) -> None:
         """Send a routed message to this client; QoS 1 and 2 within its window (delivery.py)."""

@@ -55,7 +55,7 @@ def handle_publish(connection: ClientConnection, packet: Publish) -> None:
     protocol = connection.protocol
     if packet.retain and qos and protocol.protocol_version == 5 and not core.retained_fits(message):
         # A publisher that can be told is refused outright, so that it knows to try again;
-        # otherwise the message is delivered and not kept (BrokerCore.publish).
+        # otherwise the message is delivered and not kept (LocalRouter.publish).
         core.refuse_retained(message)
         _answer_refused(connection, packet, ReasonCode.QUOTA_EXCEEDED)
         return
