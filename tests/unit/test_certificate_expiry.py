@@ -11,7 +11,7 @@ from typing import Any
 
 from certmq.broker.certificate_expiry import REBUILD_SLACK, CertificateExpiry
 from certmq.mqtt.reason_codes import ReasonCode
-from certmq.mqtt.server_connection import CLOSED, CONNECTED
+from certmq.mqtt.server_events import CLOSED, CONNECTED
 
 
 class Connection:

@@ -42,7 +42,7 @@ from certmq.broker.subscriptions import SubscriptionEntry
 from certmq.config import MqttSection
 from certmq.mqtt.packets import Will
 from certmq.mqtt.properties import PropertyId
-from certmq.mqtt.server_connection import NEVER_EXPIRES, OutgoingFlight
+from certmq.mqtt.session_flows import NEVER_EXPIRES, OutgoingFlight
 
 SAVED_AT = 1_800_000_000.0
 

@@ -17,7 +17,7 @@ from certmq.broker.subscriptions import SubscriptionEntry
 from certmq.config import MqttSection
 from certmq.mqtt.packets import Will
 from certmq.mqtt.properties import PropertyId
-from certmq.mqtt.server_connection import NEVER_EXPIRES
+from certmq.mqtt.session_flows import NEVER_EXPIRES
 
 from .test_persistence import MESSAGE_PROPERTIES, _Client, comparable
 

@@ -29,22 +29,19 @@ from certmq.mqtt.packets import (
 )
 from certmq.mqtt.properties import PropertyId
 from certmq.mqtt.reason_codes import ReasonCode
-from certmq.mqtt.server_connection import (
+from certmq.mqtt.server_connection import WINDOW_FULL, ServerConnection, ServerLimits
+from certmq.mqtt.server_events import (
     AUTHENTICATING,
     CLOSED,
     CONNECTED,
-    NEVER_EXPIRES,
-    WINDOW_FULL,
     ConnectRefused,
     ConnectTimeout,
     FlightReleased,
     IncomingReleased,
     KeepAliveTimeout,
-    OutgoingFlight,
     ProtocolViolation,
-    ServerConnection,
-    ServerLimits,
 )
+from certmq.mqtt.session_flows import NEVER_EXPIRES, OutgoingFlight
 
 CONNACK_ACCEPTED = b"\x20\x02\x00\x00"
 PINGREQ, PINGRESP = b"\xc0\x00", b"\xd0\x00"

@@ -2,7 +2,7 @@ from certmq.broker.connect import valid_apsara_client_id
 from certmq.broker.messages import USER_PROPERTY_OVERHEAD, Delivery, Message, message_size
 from certmq.broker.session import Session
 from certmq.mqtt.properties import PropertyId
-from certmq.mqtt.server_connection import OutgoingFlight
+from certmq.mqtt.session_flows import OutgoingFlight
 
 
 def test_queue_is_bounded_and_counts_drops() -> None:

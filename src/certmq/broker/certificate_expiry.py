@@ -28,7 +28,7 @@ from typing import Generic, TypeVar
 
 from certmq.broker.subscriber import LiveConnection
 from certmq.mqtt.reason_codes import ReasonCode
-from certmq.mqtt.server_connection import CLOSED, CONNECTED
+from certmq.mqtt.server_events import CLOSED, CONNECTED
 
 log = logging.getLogger("certmq.broker")
 

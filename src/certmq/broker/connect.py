@@ -22,7 +22,7 @@ from certmq.broker.delivery import send_pending
 from certmq.broker.messages import content_size
 from certmq.mqtt.packets import Connect
 from certmq.mqtt.reason_codes import ReasonCode
-from certmq.mqtt.server_connection import CONNECTED
+from certmq.mqtt.server_events import CONNECTED
 
 log = logging.getLogger("certmq.connection")
 

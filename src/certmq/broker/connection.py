@@ -28,7 +28,8 @@ from certmq.broker.session import Session
 from certmq.broker.subscribe import handle_subscribe, handle_unsubscribe
 from certmq.mqtt.packets import Connect, Disconnect, PacketType, Publish, Subscribe, Unsubscribe
 from certmq.mqtt.reason_codes import ReasonCode
-from certmq.mqtt.server_connection import (
+from certmq.mqtt.server_connection import ServerConnection
+from certmq.mqtt.server_events import (
     AUTHENTICATING,
     AWAITING_CONNECT,
     CLOSED,
@@ -38,10 +39,9 @@ from certmq.mqtt.server_connection import (
     ConnectTimeout,
     FlightReleased,
     IncomingReleased,
-    OutgoingFlight,
     ProtocolViolation,
-    ServerConnection,
 )
+from certmq.mqtt.session_flows import OutgoingFlight
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -274,7 +274,8 @@ class MQTTConnection(asyncio.Protocol):
         """Close the connection; on 5.0 send DISCONNECT first when a reason is given."""
         if self._closed:
             return
-        self.protocol.close(reason_code, reason)
+        if self.protocol.state != CLOSED:  # it is after the client's DISCONNECT
+            self.protocol.close(reason_code, reason)
         self._shut(publish_will)
 
     def _shut(self, publish_will: bool) -> None:

@@ -118,16 +118,12 @@ class BrokerCore(Generic[C]):
         self.detach = self.ownership.detach
         self.end_session = self.ownership.end
         self.restore_session = self.ownership.restore
-        self._recorder: Recorder | None = None
+        # The journal of what must survive a crash; None with persistence off (see record_to).
+        self.recorder: Recorder | None = None
 
-    @property
-    def recorder(self) -> Recorder | None:
-        """The journal of what must survive a crash; None with persistence off."""
-        return self._recorder
-
-    @recorder.setter
-    def recorder(self, recorder: Recorder | None) -> None:
-        self._recorder = self.router.recorder = self.ownership.recorder = recorder
+    def record_to(self, recorder: Recorder | None) -> None:
+        """Record what must survive a crash in ``recorder`` from now on (None: nowhere)."""
+        self.recorder = self.router.recorder = self.ownership.recorder = recorder
 
     @property
     def identity_valid(self) -> Callable[[Session], bool]:

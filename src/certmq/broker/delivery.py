@@ -9,7 +9,9 @@ from __future__ import annotations
 from certmq.broker.client_connection import ClientConnection
 from certmq.broker.messages import Delivery, message_size
 from certmq.broker.session import Session
-from certmq.mqtt.server_connection import CONNECTED, WINDOW_FULL, FlightReleased, OutgoingFlight
+from certmq.mqtt.server_connection import WINDOW_FULL
+from certmq.mqtt.server_events import CONNECTED, FlightReleased
+from certmq.mqtt.session_flows import OutgoingFlight
 
 
 def send(

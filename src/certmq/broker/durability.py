@@ -334,7 +334,7 @@ class StateKeeper:
         # time the journal shows the broker running.
         crashed_at = max(recovery.latest_time, contents.last_write)
         counts = recovery.restore(self.core, recorder, crashed_at, time.time())
-        self.core.recorder = recorder
+        self.core.record_to(recorder)
         if state is None and not contents.records:
             return
         log.info(

@@ -17,7 +17,7 @@ from certmq.mqtt.errors import MQTTError
 from certmq.mqtt.packets import Publish
 from certmq.mqtt.properties import PropertyId
 from certmq.mqtt.reason_codes import ReasonCode
-from certmq.mqtt.server_connection import IncomingReleased
+from certmq.mqtt.server_events import IncomingReleased
 
 log = logging.getLogger("certmq.connection")
 

@@ -42,7 +42,7 @@ from certmq.broker.session import Session
 from certmq.broker.subscriptions import SubscriptionEntry
 from certmq.mqtt.packets import Will
 from certmq.mqtt.properties import PropertyId
-from certmq.mqtt.server_connection import NEVER_EXPIRES, OutgoingFlight
+from certmq.mqtt.session_flows import NEVER_EXPIRES, OutgoingFlight
 
 if TYPE_CHECKING:
     from certmq.broker.core import BrokerCore

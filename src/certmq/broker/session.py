@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from certmq.auth.identity import ANONYMOUS, Identity
 from certmq.broker.messages import Delivery, message_size
 from certmq.broker.subscriptions import SubscriptionEntry
-from certmq.mqtt.server_connection import NEVER_EXPIRES, OutgoingFlight
+from certmq.mqtt.session_flows import NEVER_EXPIRES, OutgoingFlight
 
 if TYPE_CHECKING:
     import asyncio

@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import Callable
 
 from certmq.broker.session import Session
-from certmq.mqtt.server_connection import NEVER_EXPIRES
+from certmq.mqtt.session_flows import NEVER_EXPIRES
 
 
 class SessionExpiry:

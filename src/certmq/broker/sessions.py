@@ -198,7 +198,8 @@ class LocalSessions:
             return
         session.connection = None
         self.stats.clients_connected -= 1
-        self.wills.connection_closed(session, publish_will)
+        if session.will is not None:
+            self.wills.connection_closed(session, publish_will)
         if session.expiry_interval == 0:
             self.end(session)
             return
@@ -207,9 +208,14 @@ class LocalSessions:
         self.expiry.start(session)
 
     def end(self, session: Session) -> None:
-        self.expiry.cancel(session)
-        self.wills.session_ended(session)
-        self.router.unsubscribe_all(session)
+        # The tests before the calls spare them for the many sessions that end with their
+        # connection, with no will and no subscription.
+        if session.expiry_handle is not None:
+            self.expiry.cancel(session)
+        if session.will is not None or session.will_handle is not None:
+            self.wills.session_ended(session)
+        if session.subscriptions:
+            self.router.unsubscribe_all(session)
         if self.sessions.get(session.client_id) is session and session.recorder is not None:
             session.recorder.session_ended(session)
         session.recorder = None

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from certmq.broker.messages import Delivery
-    from certmq.mqtt.server_connection import ConnectionState
+    from certmq.mqtt.server_events import ConnectionState
 
 
 class Subscriber(Protocol):

@@ -15,7 +15,8 @@ routing) it leaves to the application, which answers through the ``accept``, ``r
 ``send_*`` and ``publish_*`` methods.
 
 The QoS 1 and 2 exchanges belong to the session, which outlives a connection: the application
-keeps them (:class:`SessionFlows`) and hands them to the connection that carries the session.
+keeps them (certmq.mqtt.session_flows) and hands them to the connection that carries the
+session. Its states and events are in certmq.mqtt.server_events.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import IntEnum
-from typing import Any, Generic, Protocol, TypeAlias, TypeVar
+from typing import Any, Generic
 
 from certmq.mqtt.codec import PacketDecoder, encode
 from certmq.mqtt.errors import MQTTError, ProtocolError, UnsupportedProtocolVersion
@@ -49,32 +49,35 @@ from certmq.mqtt.packets import (
 )
 from certmq.mqtt.properties import PropertyId
 from certmq.mqtt.reason_codes import ReasonCode, connack_code_for
+from certmq.mqtt.server_events import (
+    AUTHENTICATING,
+    AWAITING_CONNECT,
+    CLOSED,
+    CONNECTED,
+    ConnectRefused,
+    ConnectTimeout,
+    Event,
+    FlightReleased,
+    IncomingReleased,
+    KeepAliveTimeout,
+    ProtocolViolation,
+)
+from certmq.mqtt.session_flows import (
+    MAX_PACKET_ID,
+    NEVER_EXPIRES,
+    NO_SESSION,
+    D,
+    OutgoingFlight,
+    SessionFlows,
+)
 from certmq.mqtt.topics import parse_shared_subscription
 
-# A session expiry interval that never ends (MQTT 5.0 3.1.2.11.2); a 3.1.1 session without
-# clean session is one.
-NEVER_EXPIRES = 0xFFFFFFFF
 # What a client allows when it says nothing (MQTT 5.0 3.1.2.11.3).
 DEFAULT_RECEIVE_MAXIMUM = 65535
 # Keep alive: the connection is closed after one and a half periods without a packet (3.1.2.10).
 KEEP_ALIVE_GRACE = 1.5
 # What publish_in_flight returns when the client's Receive Maximum is reached.
 WINDOW_FULL = -1
-MAX_PACKET_ID = 65535
-
-
-class ConnectionState(IntEnum):
-    AWAITING_CONNECT = 0
-    # CONNECT received: the application decides (accept or refuse); packets after it wait.
-    AUTHENTICATING = 1
-    CONNECTED = 2
-    CLOSED = 3
-
-
-AWAITING_CONNECT = ConnectionState.AWAITING_CONNECT
-AUTHENTICATING = ConnectionState.AUTHENTICATING
-CONNECTED = ConnectionState.CONNECTED
-CLOSED = ConnectionState.CLOSED
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,125 +95,6 @@ class ServerLimits:
     server_keep_alive: int = 0  # 0: the client's own
     max_session_expiry: int = NEVER_EXPIRES
     connect_timeout: float = 10.0
-
-
-class ApplicationMessage(Protocol):
-    """What a PUBLISH to the client is made of; ``expires_at`` is on the clock ``now`` counts."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def payload(self) -> bytes: ...
-    @property
-    def properties(self) -> dict[int, Any]: ...
-    @property
-    def expires_at(self) -> float | None: ...
-    def remaining_expiry(self, now: float) -> int | None: ...
-
-
-class OutgoingDelivery(Protocol):
-    """A message on its way to this client, with the QoS and flags of its subscriptions."""
-
-    @property
-    def message(self) -> ApplicationMessage: ...
-    @property
-    def qos(self) -> int: ...
-    @property
-    def retain(self) -> bool: ...
-    @property
-    def subscription_ids(self) -> tuple[int, ...]: ...
-
-
-D = TypeVar("D", bound=OutgoingDelivery)
-
-
-@dataclass(slots=True)
-class OutgoingFlight(Generic[D]):
-    """A QoS 1 or 2 delivery sent and not yet fully acknowledged. When it lands (acknowledged to
-    the end: PUBACK, PUBCOMP; or refused by the client: PUBREC with an error), it leaves the
-    session's flows, its packet id is free again, and next_event returns it."""
-
-    delivery: D
-    packet_id: int
-    # False: waiting for PUBACK (QoS 1) or PUBREC (QoS 2); True: PUBREL sent, waiting for PUBCOMP.
-    released: bool = False
-
-
-class SessionFlows(Protocol[D]):
-    """The QoS 1 and 2 exchanges of a session, both ways, which outlive its connections."""
-
-    # Deliveries sent to the client and not yet acknowledged, by packet id.
-    inflight: dict[int, OutgoingFlight[D]]
-    # Packet ids of QoS 2 PUBLISHes received and answered with PUBREC, waiting for PUBREL.
-    incoming_qos2: set[int]
-    # The packet id the next delivery tries first: ids go round, skipping those in flight.
-    next_packet_id: int
-
-
-# -- events ------------------------------------------------------------------------------------
-# Besides these, next_event returns the packets the application acts on: Connect (the state
-# is AUTHENTICATING until it calls accept or refuse), Publish (its topic resolved from its
-# alias), Subscribe, Unsubscribe, and Disconnect (session_expiry_interval updated); and each
-# OutgoingFlight that lands.
-
-
-@dataclass(slots=True)
-class FlightReleased:
-    """The client received a QoS 2 delivery (PUBREC); PUBREL is queued."""
-
-    packet_id: int
-
-
-@dataclass(slots=True)
-class IncomingReleased:
-    """The client released a QoS 2 PUBLISH it sent (PUBREL); PUBCOMP is queued."""
-
-    packet_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectRefused:
-    """The protocol itself refused the CONNECT (CONNACK queued); the connection is closed."""
-
-    reason_code: int
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class ProtocolViolation:
-    """The client broke the protocol; the connection is closed (a 5.0 client that was connected
-    is sent DISCONNECT with ``reason_code``). ``malformed``: its bytes did not decode into valid
-    packets (the decoder's verdict), as opposed to a valid packet breaking a rule.
-    ``packet_type``: the packet that broke a rule, when one did."""
-
-    reason_code: int
-    reason: str
-    malformed: bool
-    packet_type: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectTimeout:
-    """No CONNECT accepted within the connect timeout; the connection is closed."""
-
-
-@dataclass(frozen=True, slots=True)
-class KeepAliveTimeout:
-    """No packet within one and a half keep-alive periods; the connection is closed."""
-
-
-Event: TypeAlias = (
-    Connect
-    | Publish
-    | Subscribe
-    | Unsubscribe
-    | Disconnect
-    | OutgoingFlight[Any]
-    | FlightReleased
-    | IncomingReleased
-    | ConnectRefused
-    | ProtocolViolation
-)
 
 
 class ServerConnection(Generic[D]):
@@ -270,7 +154,7 @@ class ServerConnection(Generic[D]):
         self.inbound_aliases: dict[int, str] = {}
         self.outbound_aliases: dict[str, int] = {}
         # The session's, from accept on.
-        self.flows: SessionFlows[D] = _NO_SESSION
+        self.flows: SessionFlows[D] = NO_SESSION
 
     # -- bytes in, events out ----------------------------------------------------------------
 
@@ -737,15 +621,6 @@ class ServerConnection(Generic[D]):
         return taken
 
 
-class _NoSession:
-    """The flows of a connection whose CONNECT is not accepted yet: none, and none may start."""
-
-    inflight: dict[int, OutgoingFlight[Any]] = {}
-    incoming_qos2: frozenset[int] = frozenset()
-    next_packet_id = 1
-
-
-_NO_SESSION: Any = _NoSession()
 _PUBACK_PREFIX = b"\x40\x02"
 _PINGRESP = encode(PingResp(), 4)
 
