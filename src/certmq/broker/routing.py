@@ -3,7 +3,7 @@
 :class:`Router` is what the broker's handlers and its core ask of routing; :class:`LocalRouter`
 routes within this process, through the subscriptions' topic tree to the sessions of this
 broker. Another router (several processes or nodes sharing a message bus) would take its place
-behind the same four operations without the protocol or the packet handlers changing.
+behind the same operations without the protocol or the packet handlers changing.
 """
 
 from __future__ import annotations
