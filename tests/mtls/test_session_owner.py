@@ -89,7 +89,7 @@ def test_another_device_is_refused_and_the_owner_keeps_its_session(
     sender.connect()
     sender.publish(f"owned/{client_id}/inbox", b"still yours", qos=1)
     assert resumed.expect_message().payload == b"still yours"
-    assert resumed.is_connected
+    resumed.assert_connected()
 
     other_sn = device_sn_of(mutual, other)
     rows = mutual.decisions(reason=OWNED_ELSEWHERE, client_id=client_id)
