@@ -106,9 +106,8 @@ async def test_a_page_of_a_large_registry_reads_that_page_only(
     monkeypatch.setattr(served.registry.store, "list_devices", spy)
     await served.login()
 
-    started = time.monotonic()
+    # How long such a page takes is measured by bench/http_pages.py.
     page = await served.client.get("/console/device-certificates", params={"page_no": 500, "page_size": 100})
-    elapsed = time.monotonic() - started
     assert page.status_code == 200
     assert "Page 500 of 500" in page.text and "50,000 device certificates" in page.text
     expected = await served.registry.list_devices(500, 100)
@@ -122,7 +121,6 @@ async def test_a_page_of_a_large_registry_reads_that_page_only(
         "name": None,
         "count": False,
     }
-    assert elapsed < 2.0, f"the last page took {elapsed:.2f} s"
 
     # By CA and status: still one page, still counted by the index.
     reads.clear()

@@ -163,18 +163,28 @@ def sample(request: pytest.FixtureRequest) -> Sample:
     return build_sample(request.param)
 
 
-def run_program(sample: Sample, mode: str, *arguments: str, environment: dict[str, str] | None = None) -> Run:
-    """Run one sample program from the project root with these flags (and MQTT_* variables)."""
+def run_program(
+    sample: Sample,
+    mode: str,
+    *arguments: str,
+    environment: dict[str, str] | None = None,
+    exits_within: float = RUN_TIMEOUT,
+) -> Run:
+    """Run one sample program from the project root with these flags (and MQTT_* variables);
+    it fails the test unless the program exits by itself within ``exits_within`` seconds."""
     started = time.monotonic()
-    result = subprocess.run(
-        [*sample.programs[mode], *arguments],
-        cwd=PROJECT_ROOT,
-        env={**tool_environment(), **(environment or {})},
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        check=False,
-    )
+    try:
+        result = subprocess.run(
+            [*sample.programs[mode], *arguments],
+            cwd=PROJECT_ROOT,
+            env={**tool_environment(), **(environment or {})},
+            capture_output=True,
+            text=True,
+            timeout=exits_within,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the {sample.name} sample's {mode} program was still running after {exits_within} s")
     return Run(result.returncode, result.stdout, result.stderr, time.monotonic() - started)
 
 
