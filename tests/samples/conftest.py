@@ -47,7 +47,9 @@ start_instance = _certificate_fixtures.start_instance
 PROJECT_ROOT = TESTS.parent
 SAMPLES = PROJECT_ROOT / "samples"
 RUN_TIMEOUT = 60  # seconds one sample program may take; each gives up on its own after --timeout
-BUILD_TIMEOUT = 600  # the first Maven and npm builds download their dependencies
+# `make test` fetches the Maven, Go and npm dependencies before the tests; a run without it
+# downloads them in the first build.
+BUILD_TIMEOUT = 600
 
 SECTION = re.compile(r"<!-- sample: ([\w-]+) -->(.*?)<!-- end sample -->", re.S)
 SHELL_BLOCK = re.compile(r"```sh\n(.*?)```", re.S)
