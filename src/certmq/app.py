@@ -17,7 +17,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certmq.access_keys import AccessKeyStore
-from certmq.api import Metrics, serve_http
 from certmq.auth.admission import MQTT_LISTENERS, ListenerPolicy
 from certmq.auth.decision import DeviceDecision, decide_device, decision_for_handshake_failure
 from certmq.auth.instance import InstanceAuthenticator
@@ -34,6 +33,7 @@ from certmq.control import (
     ServerCertificateRejected,
 )
 from certmq.demo import ensure_demo_ca
+from certmq.http_application import serve_http
 from certmq.instance import Instance, server_certificate_files
 from certmq.mqtt.reason_codes import ReasonCode
 from certmq.pki import fingerprint_sha256, serial_hex
@@ -43,6 +43,7 @@ from certmq.registry.records import Decision
 from certmq.registry.service import RegistryService
 from certmq.registry.store import open_registry
 from certmq.tls.context import MUTUAL, ONE_WAY, ServerCertificateError, ServerContexts, TrustSettings
+from certmq.web.metrics import Metrics
 
 log = logging.getLogger("certmq")
 

@@ -7,8 +7,8 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from certmq.api.context import Context
 from certmq.api.errors import error_responses
+from certmq.web.context import Context
 
 router = APIRouter(prefix="/auth-mode", tags=["auth mode"])
 

@@ -8,7 +8,6 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from certmq.api.context import Context
 from certmq.console import live
 from certmq.console.rendering import (
     FormError,
@@ -23,6 +22,7 @@ from certmq.console.rendering import (
 from certmq.console.sessions import ConsoleSession
 from certmq.control import ServerCertificateRejected
 from certmq.pki import PkiError
+from certmq.web.context import Context
 
 router = APIRouter(prefix="/server-certificate")
 
