@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from certmq.auth.decision import certificate_size_failure
 from certmq.tls.connection import TlsServerConnection
 from certmq.tls.context import MUTUAL, ServerContexts
 
@@ -33,7 +34,12 @@ async def serve_tls(
         generation = contexts.generation
         asks = asks_for_certificate(generation.settings.auth_mode)
         return TlsServerConnection(
-            generation.context(asks), asks, make_protocol, handshake_timeout, on_handshake_failure
+            generation.context(asks),
+            asks,
+            make_protocol,
+            handshake_timeout,
+            on_handshake_failure,
+            certificate_size_failure,
         )
 
     return await asyncio.get_running_loop().create_server(

@@ -12,9 +12,10 @@ docs/benchmarks.md); the handshake is most of what a device connection costs a b
 
 A handshake refused on certificate grounds is reported as a :class:`HandshakeError` carrying
 OpenSSL's verification result, from which the audit log's decision is made. A client certificate
-that OpenSSL's verification accepts is refused all the same when it is larger than a device
-certificate may be (:func:`certmq.auth.decision.certificate_size_failure`): the session ticket
-could not hold one above 64 KB, and the CONNECT's decision would refuse it anyway.
+that OpenSSL's verification accepts is refused all the same when the check the listener gives
+(:data:`CertificateCheck`) refuses it: the broker's refuses one larger than a device certificate
+may be (:func:`certmq.auth.decision.certificate_size_failure`), as the session ticket could not
+hold one above 64 KB and the CONNECT's decision would refuse it anyway.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from typing import Any
 
 from OpenSSL import SSL, crypto
 
-from certmq.auth.decision import certificate_size_failure
 from certmq.stacked_transport import StackedTransport
 
 log = logging.getLogger("certmq.tls")
@@ -57,6 +57,10 @@ _VERIFY_MESSAGES = {
 }
 # X509_V_ERR_APPLICATION_VERIFICATION: the verify callback refused a certificate OpenSSL accepted.
 _APPLICATION_VERIFICATION = 50
+
+# Asked of the DER of a client certificate that OpenSSL's verification accepted: why it is
+# refused all the same, as (reason, detail), or None when it is not.
+CertificateCheck = Callable[[bytes], tuple[str, str] | None]
 
 
 class HandshakeError(Exception):
@@ -164,6 +168,7 @@ class TlsServerConnection(StackedTransport):
         make_protocol: Callable[[], asyncio.Protocol],
         handshake_timeout: float,
         on_handshake_failure: Callable[[str, BaseException], None],
+        check_certificate: CertificateCheck,
     ) -> None:
         super().__init__()
         self._ssl = SSL.Connection(context, None)
@@ -173,6 +178,7 @@ class TlsServerConnection(StackedTransport):
         self._make_protocol = make_protocol
         self._handshake_timeout = handshake_timeout
         self._on_handshake_failure = on_handshake_failure
+        self._check_certificate = check_certificate
         self._tcp: asyncio.Transport | None = None
         self._protocol: asyncio.Protocol | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -248,10 +254,10 @@ class TlsServerConnection(StackedTransport):
     # --- TLS ------------------------------------------------------------------------------------
 
     def client_certificate_verified(self, certificate: crypto.X509) -> bool:
-        """OpenSSL's verification accepted the client's certificate: is it small enough? Its DER
-        is kept for the CONNECT's decision, which checks the rest."""
+        """OpenSSL's verification accepted the client's certificate: does the listener's check
+        (its size) accept it too? Its DER is kept for the CONNECT's decision, which checks the rest."""
         der = crypto.dump_certificate(crypto.FILETYPE_ASN1, certificate)
-        failure = certificate_size_failure(der)
+        failure = self._check_certificate(der)
         if failure is None:
             self._peer_certificate = der
             return True
