@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from certmq.auth.mode import AuthMode
 from certmq.auth.ownership import SessionOwnerPolicy
 
 CONFIG_FILE_NAME = "certmq.toml"
@@ -24,7 +25,7 @@ class ConfigError(Exception):
 @dataclass(slots=True)
 class InstanceSection:
     id: str = "mqtt-local-1"
-    auth_mode: str = "one-way"
+    auth_mode: str = AuthMode.ONE_WAY
 
 
 @dataclass(slots=True)
@@ -142,7 +143,7 @@ class Config:
 
 
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("instance", "auth_mode"): ("one-way", "mutual"),
+    ("instance", "auth_mode"): tuple(AuthMode),
     ("listeners", "wss_in_mutual_mode"): ("credentials", "certificates"),
     ("log", "level"): LOG_LEVELS,
     ("log", "format"): LOG_FORMATS,

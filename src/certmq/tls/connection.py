@@ -30,33 +30,13 @@ from typing import Any
 from OpenSSL import SSL, crypto
 
 from certmq.stacked_transport import StackedTransport
+from certmq.tls.verify_codes import VERIFY_MESSAGES, VerifyCode
 
 log = logging.getLogger("certmq.tls")
 
 # The largest read from a memory BIO at once: below malloc's mmap threshold, above a TLS record.
 _CHUNK = 65536
 
-# OpenSSL's X509_V_ERR texts for the codes a refused device certificate usually carries.
-_VERIFY_MESSAGES = {
-    2: "unable to get issuer certificate",
-    7: "certificate signature failure",
-    9: "certificate is not yet valid",
-    10: "certificate has expired",
-    18: "self-signed certificate",
-    19: "self-signed certificate in certificate chain",
-    20: "unable to get local issuer certificate",
-    21: "unable to verify the first certificate",
-    24: "invalid CA certificate",
-    26: "unsupported certificate purpose",
-    28: "certificate rejected",
-    32: "key usage does not include certificate signing",
-    34: "unhandled critical extension",
-    66: "EE certificate key too weak",
-    67: "CA certificate key too weak",
-    68: "CA signature digest algorithm too weak",
-}
-# X509_V_ERR_APPLICATION_VERIFICATION: the verify callback refused a certificate OpenSSL accepted.
-_APPLICATION_VERIFICATION = 50
 
 # Asked of the DER of a client certificate that OpenSSL's verification accepted: why it is
 # refused all the same, as (reason, detail), or None when it is not.
@@ -96,7 +76,7 @@ class HandshakeError(Exception):
             self.verify_message: str | None = refusal
         elif verify_code:
             self.verify_message = (
-                f"{_VERIFY_MESSAGES.get(verify_code, f'certificate verify error {verify_code}')}"
+                f"{VERIFY_MESSAGES.get(verify_code, f'certificate verify error {verify_code}')}"
                 f"{f' (depth {depth} of the chain)' if depth else ''}"
             )
         else:
@@ -261,7 +241,7 @@ class TlsServerConnection(StackedTransport):
         if failure is None:
             self._peer_certificate = der
             return True
-        self.verify_failure = (_APPLICATION_VERIFICATION, 0)
+        self.verify_failure = (VerifyCode.APPLICATION_VERIFICATION, 0)
         self.refused_certificate = der
         self._refusal = f"{failure[0]}: {failure[1]}"
         return False
