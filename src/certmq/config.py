@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
+from certmq.auth.mode import AuthMode
 from certmq.auth.ownership import SessionOwnerPolicy
 
 CONFIG_FILE_NAME = "certmq.toml"
@@ -48,10 +49,10 @@ class SettingDefinition:
 class InstanceSection:
     id: str = setting("mqtt-local-1", "MqttInstanceId: the <InstanceId> of Signature-mode usernames")
     auth_mode: str = setting(
-        "one-way",
+        AuthMode.ONE_WAY,
         '"one-way": clients verify the broker, authenticate with credentials\n'
         '"mutual": the broker also requires a registered device certificate',
-        choices=("one-way", "mutual"),
+        choices=tuple(AuthMode),
     )
 
 

@@ -15,7 +15,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from certmq import pki
 from certmq.access_keys import AccessKeyStore
-from certmq.api import HttpListener, Metrics, create_app
 from certmq.auth.admission import ListenerPolicy
 from certmq.auth.identity import Identity
 from certmq.control import (
@@ -24,8 +23,11 @@ from certmq.control import (
     ServerCertificateInfo,
     ServerCertificateRejected,
 )
+from certmq.http_application import create_app
 from certmq.instance import InitResult, init_instance, load_instance
 from certmq.registry import RegistryService, open_registry
+from certmq.web.listener import HttpListener
+from certmq.web.metrics import Metrics
 
 
 def pem(*certificates: x509.Certificate) -> str:

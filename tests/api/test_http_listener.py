@@ -10,7 +10,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from certmq.api import HttpListener
+from certmq.web.listener import HttpListener
 
 
 def small_app() -> FastAPI:

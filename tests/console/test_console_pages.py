@@ -17,15 +17,17 @@ import pytest
 
 from api.conftest import Pki, StandInBroker
 from certmq.access_keys import AccessKeyStore
-from certmq.api import HttpListener, Metrics, create_app
 from certmq.console import ConsoleSettings, derive_session_key
 from certmq.console import sessions as console_sessions
 from certmq.console.login import safe_next
 from certmq.console.rendering import relative_time, show_invisible_characters
+from certmq.http_application import create_app
 from certmq.instance import init_instance, load_instance
 from certmq.invisible_characters import INVISIBLE
 from certmq.registry import RegistryService, open_registry
 from certmq.registry.records import Decision, utc_now
+from certmq.web.listener import HttpListener
+from certmq.web.metrics import Metrics
 from unit.registry_fixtures import synthetic_devices
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')

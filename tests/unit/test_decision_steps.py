@@ -32,10 +32,10 @@ from certmq.auth.decision import (
     MAX_DEVICE_CERTIFICATE_SIZE,
     DeviceDecision,
     decide_device,
-    decision_for_handshake_failure,
     device_certificates,
 )
 from certmq.auth.explain import explain_certificate
+from certmq.auth.handshake_refusal import decision_for_handshake_failure
 from certmq.registry.index import TrustIndex
 
 from .test_decision_cache import ca_entry

@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from certmq.api.context import Context
 from certmq.api.errors import ApiError, error_responses
-from certmq.api.paging import PageNo
 from certmq.control import ConnectionInfo
+from certmq.web.context import Context
+from certmq.web.paging import PageNo
 
 router = APIRouter(prefix="/connections", tags=["connections"])
 

@@ -8,9 +8,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from certmq.api.context import Context
-from certmq.api.paging import MAX_OFFSET, query_time
 from certmq.registry.records import DecisionRecord
+from certmq.web.context import Context
+from certmq.web.paging import MAX_OFFSET, query_time
 
 router = APIRouter(prefix="/decisions", tags=["decisions"])
 

@@ -10,9 +10,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from certmq.api.context import Context
-from certmq.api.paging import MAX_OFFSET, query_time
 from certmq.registry.records import OperationRecord
+from certmq.web.context import Context
+from certmq.web.paging import MAX_OFFSET, query_time
 
 router = APIRouter(prefix="/operations", tags=["operations"])
 

@@ -28,7 +28,8 @@ from certmq.auth.topics import (
 from certmq.broker.messages import FORWARDED_PROPERTIES, Message, content_size, message_size
 from certmq.broker.quotas import topic_within_limits
 from certmq.broker.session import NEVER_EXPIRES, Delivery, OutgoingFlight, Session, SubscriptionEntry
-from certmq.mqtt.codec import PacketDecoder, encode
+from certmq.mqtt.decoding import PacketDecoder
+from certmq.mqtt.encoding import encode
 from certmq.mqtt.errors import MQTTError, ProtocolError, UnsupportedProtocolVersion
 from certmq.mqtt.packets import (
     Auth,

@@ -9,8 +9,6 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from certmq.api.context import Context
-from certmq.api.paging import MAX_PAGE_NO
 from certmq.console import live
 from certmq.console.rendering import (
     FormError,
@@ -25,6 +23,8 @@ from certmq.console.rendering import (
 )
 from certmq.console.sessions import ConsoleSession
 from certmq.registry.errors import FindCaBySnError, RegistryError
+from certmq.web.context import Context
+from certmq.web.paging import MAX_PAGE_NO
 
 router = APIRouter(prefix="/ca-certificates")
 

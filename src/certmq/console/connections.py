@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from certmq.api.context import Context
-from certmq.api.paging import MAX_PAGE_NO
 from certmq.console.rendering import checked_form, current_session, query, redirect, render
 from certmq.console.sessions import ConsoleSession
+from certmq.web.context import Context
+from certmq.web.paging import MAX_PAGE_NO
 
 router = APIRouter(prefix="/connections")
 

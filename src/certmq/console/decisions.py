@@ -10,11 +10,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from certmq.api.context import Context
-from certmq.api.paging import MAX_OFFSET
 from certmq.console.rendering import current_session, failure, render
 from certmq.console.sessions import ConsoleSession
 from certmq.registry.errors import RegistryError
+from certmq.web.context import Context
+from certmq.web.paging import MAX_OFFSET
 
 router = APIRouter(prefix="/decisions")
 

@@ -10,14 +10,14 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
-from certmq.api.context import Context
-from certmq.api.paging import MAX_PAGE_NO
 from certmq.console import live
 from certmq.console.rendering import checked_form, current_session, failure, query, redirect, render
 from certmq.console.sessions import ConsoleSession
 from certmq.registry.errors import FindCaBySnError, FindDeviceBySnError, RegistryError
 from certmq.registry.records import CaRecord, DeviceRecord
 from certmq.registry.service import MAX_PAGE_SIZE
+from certmq.web.context import Context
+from certmq.web.paging import MAX_PAGE_NO
 
 router = APIRouter(prefix="/device-certificates")
 
