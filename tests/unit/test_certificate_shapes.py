@@ -20,7 +20,7 @@ from certmq.auth.decision import (
     MAX_DEVICE_CERTIFICATE_SIZE,
     DeviceDecision,
     decide_device,
-    device_certificates,
+    presented_certificates,
 )
 from certmq.auth.explain import explain_certificate
 from certmq.auth.handshake_refusal import decision_for_handshake_failure
@@ -119,7 +119,7 @@ def test_a_certificate_too_large_is_refused_before_it_is_parsed() -> None:
     refused = decide_device(der, index_of(ca))
     assert outcome(refused) == (False, 1, "certificate-too-large")
     assert (refused.device_sn, refused.certificate) == ("", None)
-    assert der not in device_certificates
+    assert der not in presented_certificates
 
 
 @dataclass(frozen=True)
