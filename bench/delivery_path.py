@@ -35,7 +35,7 @@ from typing import Any
 
 import uvloop
 
-from certmq.auth.instance import InstanceAuthenticator
+from certmq.auth.authenticator import InstanceAuthenticator
 from certmq.broker.connection import CONNECTED, Listener, MQTTConnection
 from certmq.broker.core import BrokerCore
 from certmq.config import MqttSection

@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from certmq.access_keys import AccessKeyStore
 from certmq.auth.admission import MQTT_LISTENERS, ListenerPolicy
+from certmq.auth.authenticator import InstanceAuthenticator
 from certmq.auth.decision import DeviceDecision, decide_device
 from certmq.auth.handshake_refusal import decision_for_handshake_failure
-from certmq.auth.instance import InstanceAuthenticator
 from certmq.auth.mode import AuthMode
 from certmq.auth.revocation import revocation_reason, revokes
 from certmq.broker.connection import MQTTConnection

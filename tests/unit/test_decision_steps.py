@@ -32,7 +32,7 @@ from certmq.auth.decision import (
     MAX_DEVICE_CERTIFICATE_SIZE,
     DeviceDecision,
     decide_device,
-    device_certificates,
+    presented_certificates,
 )
 from certmq.auth.explain import explain_certificate
 from certmq.auth.handshake_refusal import decision_for_handshake_failure
@@ -489,7 +489,7 @@ def test_each_outcome_of_the_procedure(row: Row) -> None:
     else:
         assert (decided.device_sn, decided.cn, decided.fingerprint) == ("", "", b"")
         assert row.step == 1
-        assert presented.der not in device_certificates, "bytes that are no certificate are not remembered"
+        assert presented.der not in presented_certificates, "bytes that are no certificate are not remembered"
     registered = bool(ca_sn) and fleet.index.device(ca_sn, decided.device_sn) is not None
     assert decided.needs_registration == (row.reason == "new-device")
     if row.allowed:

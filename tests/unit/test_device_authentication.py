@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from certmq import pki
 from certmq.auth.admission import ListenerPolicy
+from certmq.auth.authenticator import InstanceAuthenticator, SerialCollisionError
 from certmq.auth.connect import AuthOutcome, ConnectAttempt
 from certmq.auth.decision import decide_device
-from certmq.auth.instance import InstanceAuthenticator, SerialCollisionError
 from certmq.mqtt.reason_codes import ReasonCode
 from certmq.registry.index import CaEntry, TrustIndex, subject_key_identifier_of
 

@@ -24,8 +24,8 @@ from certmq.api import (
     decisions,
     device_certificates,
     explain,
-    instance,
     operations,
+    overview,
     registration_codes,
     server_certificate,
 )
@@ -51,7 +51,7 @@ _RESOURCE_ROUTERS = [
     decisions.router,
     operations.router,
     explain.router,
-    instance.router,
+    overview.router,
 ]
 
 DESCRIPTION = """\
@@ -90,7 +90,7 @@ def create_api(context: HttpContext, rpc_settings: RpcSettings | None = None) ->
         app.include_router(
             router, prefix=API_PREFIX, dependencies=authenticated, responses=error_responses(400, 401, 429)
         )
-    app.include_router(instance.health_router, prefix=API_PREFIX)
+    app.include_router(overview.health_router, prefix=API_PREFIX)
     app.include_router(metrics_router)
     rpc = app.state.rpc = RpcEndpoint(
         registry=context.registry,

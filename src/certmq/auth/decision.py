@@ -145,11 +145,12 @@ class Step:
 Failure = tuple[str, str]
 
 
-class DeviceCertificate:
-    """What the DER bytes of a device certificate say by themselves: the parsed certificate, its
-    Sn, CN, fingerprint, validity period and the checks of step 5 that need no CA. None of it
+class PresentedCertificate:
+    """The certificate a client presented as its device certificate, and what its DER bytes say
+    by themselves: the parsed certificate, its Sn, CN, fingerprint, validity period and the checks
+    of step 5 that need no CA. None of it
     depends on the registry or the time, so it is worked out once per distinct DER
-    (:class:`DeviceCertificateCache`) and shared by every decision on those bytes."""
+    (:class:`PresentedCertificateCache`) and shared by every decision on those bytes."""
 
     __slots__ = (
         "_defect",
@@ -207,8 +208,8 @@ class DeviceCertificate:
         return checked[0]
 
 
-class DeviceCertificateCache:
-    """The :class:`DeviceCertificate` of each of the last ``capacity`` distinct DER byte strings
+class PresentedCertificateCache:
+    """The :class:`PresentedCertificate` of each of the last ``capacity`` distinct DER byte strings
     seen, the oldest forgotten first. An entry holds the DER, the parsed certificate (with its
     extensions once step 5 has read them) and a few short strings: about 6 KB for an EC device
     certificate."""
@@ -217,18 +218,18 @@ class DeviceCertificateCache:
         self.capacity = capacity
         # Ordered: the oldest is taken from the front, which a plain dict would find only after
         # stepping over the slots of every entry deleted before it.
-        self._entries: OrderedDict[bytes, DeviceCertificate] = OrderedDict()
+        self._entries: OrderedDict[bytes, PresentedCertificate] = OrderedDict()
         # Lookups are single dict reads; adding and evicting take the lock, so that two threads
         # cannot both evict the same oldest entry.
         self._adding = threading.Lock()
 
-    def get(self, der: bytes) -> DeviceCertificate:
+    def get(self, der: bytes) -> PresentedCertificate:
         """What ``der`` says, parsed now if it is not remembered. Raises ValueError when ``der``
         is not a readable certificate (which is not remembered)."""
         known = self._entries.get(der)
         if known is not None:
             return known
-        parsed = DeviceCertificate(der)
+        parsed = PresentedCertificate(der)
         with self._adding:
             entries = self._entries
             while len(entries) >= self.capacity and entries:
@@ -244,8 +245,8 @@ class DeviceCertificateCache:
 
 # Enough for the devices that reconnect again and again (flapping links, retries after a
 # refusal) at about 25 MB when full; a device forgotten costs one more parse.
-DEVICE_CERTIFICATES_REMEMBERED = 4096
-device_certificates = DeviceCertificateCache(DEVICE_CERTIFICATES_REMEMBERED)
+PRESENTED_CERTIFICATES_REMEMBERED = 4096
+presented_certificates = PresentedCertificateCache(PRESENTED_CERTIFICATES_REMEMBERED)
 
 
 def certificate_size_failure(der: bytes) -> Failure | None:
@@ -260,7 +261,7 @@ def certificate_size_failure(der: bytes) -> Failure | None:
     return None
 
 
-def read_certificate(der: bytes, remember: bool = True) -> tuple[DeviceCertificate | None, Failure | None]:
+def read_certificate(der: bytes, remember: bool = True) -> tuple[PresentedCertificate | None, Failure | None]:
     """Step 1 on the DER of a presented certificate: the certificate (None when it cannot be read)
     and why it cannot be a device certificate, whoever issued it (None when it can). Parsed and
     remembered once per distinct DER unless ``remember`` is false (for certificates that the TLS
@@ -268,7 +269,7 @@ def read_certificate(der: bytes, remember: bool = True) -> tuple[DeviceCertifica
     if len(der) > MAX_DEVICE_CERTIFICATE_SIZE:
         return None, certificate_size_failure(der)
     try:
-        device = device_certificates.get(der) if remember else DeviceCertificate(der)
+        device = presented_certificates.get(der) if remember else PresentedCertificate(der)
     except ValueError as error:
         return None, (UNREADABLE_CERTIFICATE, f"cannot parse the client certificate: {error}")
     return device, device.defect()
@@ -277,7 +278,7 @@ def read_certificate(der: bytes, remember: bool = True) -> tuple[DeviceCertifica
 class _Course(NamedTuple):
     """How the procedure went, enough to write out its steps when someone asks."""
 
-    device: DeviceCertificate | None  # None when step 1 found no readable certificate
+    device: PresentedCertificate | None  # None when step 1 found no readable certificate
     registered: bool  # the CA and serial were found registered at step 2
     ca_sn: str
     allowed: bool
@@ -339,7 +340,7 @@ class DeviceDecision:
         return self._course.steps() if self._course is not None else ()
 
 
-def _validity_failure(device: DeviceCertificate, now: datetime) -> Failure | None:
+def _validity_failure(device: PresentedCertificate, now: datetime) -> Failure | None:
     if now < device.not_valid_before:
         return CERTIFICATE_NOT_YET_VALID, f"valid only from {device.not_valid_before.isoformat()}"
     if now > device.not_valid_after:
@@ -387,7 +388,7 @@ def _chain_failure(
 
 
 def _defect(certificate: x509.Certificate) -> Failure | None:
-    """Step 1's checks of what the certificate says about itself (see :meth:`DeviceCertificate.defect`)."""
+    """Step 1's checks of what the certificate says about itself (see :meth:`PresentedCertificate.defect`)."""
     failure = _chain_failure(
         certificate, "the device certificate", DEVICE_CRITICAL_EXTENSIONS, UNREADABLE_CERTIFICATE
     )
@@ -513,7 +514,7 @@ def _ca_validity_failure(ca: CaView, facts: _CaFacts, now: datetime) -> Failure 
 
 
 def _validate(
-    device: DeviceCertificate, ca: CaView, facts: _CaFacts, now: datetime, verified: bool
+    device: PresentedCertificate, ca: CaView, facts: _CaFacts, now: datetime, verified: bool
 ) -> Failure | None:
     """Step 5: the checks that the device certificate must pass against its CA.
 
@@ -537,7 +538,7 @@ def _validate(
 
 
 def find_issuer(
-    device: DeviceCertificate, index: TrustIndexView, verified_issuer: VerifiedIssuer | None
+    device: PresentedCertificate, index: TrustIndexView, verified_issuer: VerifiedIssuer | None
 ) -> CaView | None:
     """The registered CA that issued the device certificate, remembered while the index's CAs
     do not change: the one whose key verified it in the handshake when that one is registered,
@@ -560,7 +561,7 @@ def find_issuer(
 
 
 def decision_about(
-    device: DeviceCertificate,
+    device: PresentedCertificate,
     ca_sn: str,
     registered: bool,
     step: int,
@@ -586,7 +587,7 @@ def decision_about(
     )
 
 
-def _allow(device: DeviceCertificate, ca_sn: str, facts: _CaFacts, *, registered: bool) -> DeviceDecision:
+def _allow(device: PresentedCertificate, ca_sn: str, facts: _CaFacts, *, registered: bool) -> DeviceDecision:
     """Step 6: allowed until the certificate expires, or its CA's if that comes first."""
     if registered:
         reason, detail = REGISTERED_DEVICE, "registered and active"
@@ -616,7 +617,7 @@ def decide_device(
     registered CA, it is the issuing CA (the certificate's names are not compared), and the
     signature and key usages that the handshake checked are not checked again.
 
-    What the certificate's bytes say is parsed once per distinct DER (:data:`device_certificates`);
+    What the certificate's bytes say is parsed once per distinct DER (:data:`presented_certificates`);
     the registry (which CA issued it, the CA's and the device's status, the registered
     fingerprint) and the clock are read anew at every call. An allowed decision says until when
     the certificate stays valid (``valid_until``): the broker ends the session then."""

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from certmq.auth.apsara_client_id import valid_apsara_client_id
 from certmq.auth.connect import AuthOutcome, ConnectAttempt
 from certmq.auth.identity import ANONYMOUS
 from certmq.auth.ownership import SESSION_OWNED_BY_ANOTHER_IDENTITY, session_owner
@@ -66,8 +67,6 @@ AUTHENTICATING = 1
 CONNECTED = 2
 CLOSED = 3
 
-APSARA_CLIENT_ID_SEPARATOR = "@@@"
-
 
 class Listener:
     """What a connection needs to know about the listener that accepted it."""
@@ -76,19 +75,6 @@ class Listener:
 
     def __init__(self, name: str) -> None:
         self.name = name
-
-
-def valid_apsara_client_id(client_id: str) -> bool:
-    """An ApsaraMQ client id: `GroupID@@@DeviceID`, at most 64 characters, GroupID `GID_`/`GID-` +
-    [A-Za-z0-9_-], 7-64 long."""
-    if len(client_id) > 64:
-        return False
-    group, separator, device = client_id.partition(APSARA_CLIENT_ID_SEPARATOR)
-    if not separator or not device or not 7 <= len(group) <= 64:
-        return False
-    if not (group.startswith("GID_") or group.startswith("GID-")):
-        return False
-    return all(c.isascii() and (c.isalnum() or c in "-_") for c in group)
 
 
 class MQTTConnection(asyncio.Protocol):

@@ -30,7 +30,7 @@ from certmq.mqtt.properties import PropertyId
 from certmq.mqtt.reason_codes import ReasonCode
 
 if TYPE_CHECKING:
-    from certmq.auth.instance import AuditSink
+    from certmq.auth.authenticator import AuditSink
     from certmq.broker.connection import MQTTConnection
     from certmq.broker.recorder import Recorder
 
