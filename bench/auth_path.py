@@ -31,8 +31,8 @@ from typing import Any
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certmq import pki
+from certmq.auth.authenticator import InstanceAuthenticator
 from certmq.auth.connect import ConnectAttempt
-from certmq.auth.instance import InstanceAuthenticator
 from certmq.cli.serve import YOUNG_GENERATION_THRESHOLD
 from certmq.registry import Decision, RegistryService, open_registry
 from certmq.registry.service import SerialCollision

@@ -10,7 +10,8 @@ import timeit
 from collections.abc import Callable
 from functools import partial
 
-from certmq.mqtt.codec import PacketDecoder, encode
+from certmq.mqtt.decoding import PacketDecoder
+from certmq.mqtt.encoding import encode
 from certmq.mqtt.packets import Publish
 from certmq.mqtt.properties import PropertyId
 

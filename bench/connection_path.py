@@ -180,7 +180,7 @@ def start_mosquitto(workdir: Path, cpus: set[int] | None) -> tuple[subprocess.Po
 async def _in_process(listener_name: str, connections: int, device: RegisteredDevice | None) -> float:
     """Seconds of CPU per connection: connection_made, CONNECT, CONNACK, DISCONNECT, connection_lost."""
     from certmq.auth.admission import ListenerPolicy
-    from certmq.auth.instance import InstanceAuthenticator
+    from certmq.auth.authenticator import InstanceAuthenticator
     from certmq.broker.connection import AUTHENTICATING, Listener, MQTTConnection
     from certmq.broker.core import BrokerCore
     from certmq.config import MqttSection

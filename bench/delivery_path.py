@@ -35,11 +35,12 @@ from typing import Any
 
 import uvloop
 
-from certmq.auth.instance import InstanceAuthenticator
+from certmq.auth.authenticator import InstanceAuthenticator
 from certmq.broker.connection import CONNECTED, Listener, MQTTConnection
 from certmq.broker.core import BrokerCore
 from certmq.config import MqttSection
-from certmq.mqtt.codec import PacketDecoder, encode
+from certmq.mqtt.decoding import PacketDecoder
+from certmq.mqtt.encoding import encode
 from certmq.mqtt.packets import (
     Connect,
     PubAck,

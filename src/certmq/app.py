@@ -17,10 +17,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certmq.access_keys import AccessKeyStore
-from certmq.api import Metrics, serve_http
 from certmq.auth.admission import MQTT_LISTENERS, ListenerPolicy
-from certmq.auth.decision import DeviceDecision, decide_device, decision_for_handshake_failure
-from certmq.auth.instance import InstanceAuthenticator
+from certmq.auth.authenticator import InstanceAuthenticator
+from certmq.auth.decision import DeviceDecision, decide_device
+from certmq.auth.handshake_refusal import decision_for_handshake_failure
+from certmq.auth.mode import AuthMode
 from certmq.auth.revocation import revocation_reason, revokes
 from certmq.broker.connection import MQTTConnection
 from certmq.broker.server import Broker
@@ -34,6 +35,7 @@ from certmq.control import (
     ServerCertificateRejected,
 )
 from certmq.demo import ensure_demo_ca
+from certmq.http_application import serve_http
 from certmq.instance import Instance, server_certificate_files
 from certmq.mqtt.reason_codes import ReasonCode
 from certmq.pki import fingerprint_sha256, serial_hex
@@ -42,7 +44,8 @@ from certmq.registry.events import CaAdded, CaDeleted, RegistryEvent
 from certmq.registry.records import Decision
 from certmq.registry.service import RegistryService
 from certmq.registry.store import open_registry
-from certmq.tls.context import MUTUAL, ONE_WAY, ServerCertificateError, ServerContexts, TrustSettings
+from certmq.tls.context import ServerCertificateError, ServerContexts, TrustSettings
+from certmq.web.metrics import Metrics
 
 log = logging.getLogger("certmq")
 
@@ -56,7 +59,6 @@ RESTART_HINTS = {
     "the API or the console",
 }
 SERVER_CERTIFICATE_SETTING = "server_certificate"
-MODES = (ONE_WAY, MUTUAL)
 
 
 class Application:
@@ -68,7 +70,7 @@ class Application:
         self.registry: RegistryService | None = None
         self.broker: Broker | None = None
         self.contexts: ServerContexts | None = None
-        self.mode = config.instance.auth_mode
+        self.mode = AuthMode(config.instance.auth_mode)
         # Which listeners each mode opens, and to whom.
         self.policy = ListenerPolicy.from_config(config)
         self.started_at = datetime.now(UTC)
@@ -95,11 +97,13 @@ class Application:
         if self.demo:
             await ensure_demo_ca(registry, config.data_dir)
         stored_mode = await registry.get_setting(AUTH_MODE_SETTING)
-        if stored_mode in MODES:
-            self.mode = stored_mode
+        if stored_mode in tuple(AuthMode):
+            self.mode = AuthMode(stored_mode)
         cert_file, key_file = await self._server_certificate_files(config.tls)
         self.contexts = ServerContexts(
-            TrustSettings(cert_file, key_file, self.mode, tuple(self._registered_ca_pems()))
+            TrustSettings(
+                cert_file, key_file, self.mode == AuthMode.MUTUAL, tuple(self._registered_ca_pems())
+            )
         )
         authenticator = InstanceAuthenticator(
             instance_id=self.instance.id,
@@ -331,16 +335,17 @@ class Application:
         )
         return True
 
-    def auth_mode(self) -> str:
+    def auth_mode(self) -> AuthMode:
         return self.mode
 
     async def set_auth_mode(self, mode: str, *, disconnect_nonconforming: bool = False) -> int:
-        if mode not in MODES:
+        if mode not in tuple(AuthMode):
             raise ValueError(f"auth mode must be one-way or mutual, not {mode!r}")
+        mode = AuthMode(mode)
         assert self.registry is not None and self.contexts is not None and self.broker is not None
-        await self.registry.set_setting(AUTH_MODE_SETTING, mode)
+        await self.registry.set_setting(AUTH_MODE_SETTING, mode.value)
         self.mode = mode
-        await self.contexts.update(auth_mode=mode)
+        await self.contexts.update(verifies_client_certificates=mode == AuthMode.MUTUAL)
         for name in MQTT_LISTENERS:
             if self.policy.is_open(name, mode):
                 await self.broker.open_listener(name)

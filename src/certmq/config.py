@@ -8,8 +8,9 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from certmq.auth.mode import AuthMode
 from certmq.auth.ownership import SessionOwnerPolicy
 
 CONFIG_FILE_NAME = "certmq.toml"
@@ -21,110 +22,181 @@ class ConfigError(Exception):
     """The configuration file or an override is not valid; the message says which key and why."""
 
 
+def setting(
+    default: Any,
+    doc: str,
+    *,
+    choices: tuple[str, ...] = (),
+    minimum: int | None = None,
+) -> Any:
+    """A key of the configuration: its default, what it means (the comment ``certmq init``
+    writes beside it: a line, and more lines after newlines), the values it may take, its
+    smallest value."""
+    return field(default=default, metadata={"doc": doc, "choices": choices, "minimum": minimum})
+
+
+@dataclass(frozen=True, slots=True)
+class SettingDefinition:
+    section: str
+    key: str
+    default: Any
+    doc: str
+    choices: tuple[str, ...]
+    minimum: int | None
+
+
 @dataclass(slots=True)
 class InstanceSection:
-    id: str = "mqtt-local-1"
-    auth_mode: str = "one-way"
+    id: str = setting("mqtt-local-1", "MqttInstanceId: the <InstanceId> of Signature-mode usernames")
+    auth_mode: str = setting(
+        AuthMode.ONE_WAY,
+        '"one-way": clients verify the broker, authenticate with credentials\n'
+        '"mutual": the broker also requires a registered device certificate',
+        choices=tuple(AuthMode),
+    )
 
 
 @dataclass(slots=True)
 class ListenersSection:
-    tcp: str = "127.0.0.1:1883"
-    tls: str = "127.0.0.1:8883"
-    ws: str = "127.0.0.1:8083"
-    wss: str = "127.0.0.1:8084"
-    http: str = "127.0.0.1:8080"
+    NOTE: ClassVar[str] = (
+        'HOST:PORT ("[::1]:1883" for IPv6); "" disables a listener'  # written beside the section's header
+    )
+
+    tcp: str = setting("127.0.0.1:1883", "MQTT over TCP")
+    tls: str = setting("127.0.0.1:8883", "MQTT over TLS (one-way or mutual, per auth_mode)")
+    ws: str = setting("127.0.0.1:8083", "MQTT over WebSocket, path /mqtt")
+    wss: str = setting("127.0.0.1:8084", "MQTT over secure WebSocket, path /mqtt")
+    http: str = setting("127.0.0.1:8080", "REST API, ApsaraMQ RPC API, console, /metrics")
     # In mutual mode plain TCP and plain WebSocket are closed unless these are true, and secure
     # WebSocket takes "credentials" or asks for "certificates" (certmq.auth.admission).
-    tcp_in_mutual_mode: bool = False
-    ws_in_mutual_mode: bool = False
-    wss_in_mutual_mode: str = "credentials"
+    tcp_in_mutual_mode: bool = setting(False, "keep plain TCP open in mutual mode (it is closed by default)")
+    ws_in_mutual_mode: bool = setting(False, "keep plain WebSocket open in mutual mode (closed by default)")
+    wss_in_mutual_mode: str = setting(
+        "credentials",
+        'secure WebSocket in mutual mode: "credentials" (browsers)\n'
+        '| "certificates" (asks for a device certificate, as tls does)',
+        choices=("credentials", "certificates"),
+    )
 
 
 @dataclass(slots=True)
 class TlsSection:
-    cert_file: str = ""
-    key_file: str = ""
+    cert_file: str = setting("", 'server certificate chain, PEM; "": server/server.pem made by init')
+    key_file: str = setting("", 'its private key; "": server/server.key')
 
 
 @dataclass(slots=True)
 class StorageSection:
-    url: str = ""
+    url: str = setting("", '"": SQLite in the data directory; or postgresql://user@host/db')
 
 
 @dataclass(slots=True)
 class AuthSection:
-    bind_client_id: str = "off"
-    anonymous: bool = False
+    bind_client_id: str = setting(
+        "off",
+        '"off" | "cn" (Client Id = certificate CN)\n| "device-id" (the DeviceID of GroupID@@@DeviceID = CN)',
+        choices=("off", "cn", "device-id"),
+    )
+    anonymous: bool = setting(False, "allow CONNECT without credentials on one-way and plain listeners")
     # Topic authorization (docs/configuration.md, "Topic authorization rules").
-    acl_file: str = ""
-    acl_default: str = "allow"
-    subscribe_denied: str = "not-authorized"
+    acl_file: str = setting("", 'topic authorization rules (TOML); "": none')
+    acl_default: str = setting("allow", '"allow" | "deny" when no rule applies', choices=("allow", "deny"))
+    subscribe_denied: str = setting(
+        "not-authorized",
+        'SUBACK code for a refused subscription on MQTT 5:\n"not-authorized" (0x87) | "unspecified-error" (0x80)',
+        choices=("not-authorized", "unspecified-error"),
+    )
     # Who may resume a persistent session (certmq.auth.ownership).
-    session_owner: str = "identity"
+    session_owner: str = setting(
+        "identity",
+        '"identity": a session is resumed only by the identity that\ncreated it | "any": by any client sending its client id',
+        choices=tuple(SessionOwnerPolicy),
+    )
 
 
 @dataclass(slots=True)
 class MqttSection:
-    apsara_client_id: bool = False
-    max_packet_size: int = 1048576
-    server_keep_alive: int = 0
-    connect_timeout: float = 10.0
-    receive_maximum: int = 65535
-    max_inflight: int = 65535
-    max_queued_messages: int = 1000
+    apsara_client_id: bool = setting(False, "require Client Ids of the form GroupID@@@DeviceID")
+    max_packet_size: int = setting(1048576, "bytes")
+    server_keep_alive: int = setting(0, "seconds; 0: accept the client's value")
+    connect_timeout: float = setting(10.0, "seconds to wait for CONNECT after the connection opens")
+    receive_maximum: int = setting(65535, "QoS 1 and 2 PUBLISH a client may have unacknowledged towards us")
+    max_inflight: int = setting(65535, "QoS 1 and 2 PUBLISH we send before waiting for acknowledgements")
+    max_queued_messages: int = setting(1000, "messages queued per offline or slow session")
     # Limits on what one client can make the broker hold (docs/configuration.md, "Limits").
-    max_queued_bytes: int = 16 * 1024 * 1024
-    max_retained_messages: int = 100_000
-    max_retained_bytes: int = 128 * 1024 * 1024
-    max_subscriptions_per_client: int = 100
+    max_queued_bytes: int = setting(16 * 1024 * 1024, "bytes queued and in flight per session")
+    max_retained_messages: int = setting(100_000, "retained messages kept, all topics together")
+    max_retained_bytes: int = setting(128 * 1024 * 1024, "bytes the retained messages may hold")
+    max_subscriptions_per_client: int = setting(100, "subscriptions one session may have")
     # Sessions, online and offline: in all, and per identity (0: no limit of its own).
-    max_sessions: int = 100_000
-    max_sessions_per_certificate: int = 10
-    max_sessions_per_access_key: int = 0
-    max_anonymous_sessions: int = 1000
-    max_topic_length: int = 1024
-    max_topic_levels: int = 128
-    max_outgoing_bytes: int = 16 * 1024 * 1024
-    topic_alias_maximum: int = 10
-    max_session_expiry: int = 0xFFFFFFFF
-    retain_available: bool = True
+    max_sessions: int = setting(100_000, "sessions the broker holds, online and offline, in all", minimum=1)
+    max_sessions_per_certificate: int = setting(10, "sessions one device certificate may hold", minimum=0)
+    max_sessions_per_access_key: int = setting(
+        0, "sessions one AccessKey may hold; 0: only max_sessions", minimum=0
+    )
+    max_anonymous_sessions: int = setting(
+        1000, "sessions of clients without credentials, together", minimum=0
+    )
+    max_topic_length: int = setting(1024, "bytes of a topic name or filter")
+    max_topic_levels: int = setting(128, "levels of a topic name or filter")
+    max_outgoing_bytes: int = setting(
+        16 * 1024 * 1024, "write buffer per connection before it counts as slow"
+    )
+    topic_alias_maximum: int = setting(10, "MQTT 5 topic aliases in each direction")
+    max_session_expiry: int = setting(
+        0xFFFFFFFF, "seconds; caps the Session Expiry Interval a client asks for"
+    )
+    retain_available: bool = setting(True, "store and deliver retained messages")
     # ApsaraMQ point-to-point: `<parent>/p2p/<ClientId>` is delivered to that client without a subscription.
-    p2p_topics: bool = True
-    sys_interval: int = 10
+    p2p_topics: bool = setting(True, "<parent>/p2p/<ClientId> goes to that client, subscribed or not")
+    sys_interval: int = setting(10, "seconds between $SYS statistics updates; 0 disables them")
     # Retained messages and persistent sessions kept across restarts and crashes: a journal in
     # DATA_DIR/journal, checkpointed to DATA_DIR/broker-state.db.
-    persistence: bool = True
-    # What an acknowledged message survives: "process-crash" (written to the kernel before the
-    # acknowledgement) or "power-loss" (also on the disk: fdatasync before the acknowledgement).
-    durability: str = "process-crash"
-    checkpoint_bytes: int = 64 * 1024 * 1024  # journal growth between checkpoints; 0: only at shutdown
+    persistence: bool = setting(True, "keep retained messages and sessions across restarts and crashes")
+    # "process-crash": written to the kernel before the acknowledgement; "power-loss": also on
+    # the disk, fdatasync before the acknowledgement.
+    durability: str = setting(
+        "process-crash",
+        'what an acknowledged message survives: "process-crash" | "power-loss"',
+        choices=("process-crash", "power-loss"),
+    )
+    checkpoint_bytes: int = setting(
+        64 * 1024 * 1024, "journal bytes between checkpoints to broker-state.db; 0: at shutdown only"
+    )
 
 
 @dataclass(slots=True)
 class ApiSection:
-    """The ApsaraMQ-compatible RPC API, see docs/api.md."""
+    NOTE: ClassVar[str] = (
+        "the ApsaraMQ-compatible RPC API at / of the http listener"  # written beside the section's header
+    )
 
-    rate_limit: float = 100.0  # calls per second per AccessKey, sustained; 0: no limit
-    rate_burst: int = 200  # calls an AccessKey may make at once after a quiet time
-    signature_window: int = 900  # seconds a signed request's timestamp may be off the broker's clock
+    rate_limit: float = setting(100.0, "calls per second per AccessKey, sustained; 0: no limit")
+    rate_burst: int = setting(200, "calls an AccessKey may make at once after a quiet time")
+    signature_window: int = setting(900, "seconds a request's signed timestamp may be off this clock")
 
 
 @dataclass(slots=True)
 class AuditSection:
-    """The decision log: retention and folding (docs/configuration.md, "[audit]")."""
+    NOTE: ClassVar[str] = (
+        'the decision log (docs/registry.md, "Retention and folding")'  # written beside the section's header
+    )
 
-    retention_days: int = 30  # a decision is deleted this many days after it was taken
-    max_rows: int = 1_000_000  # beyond it the oldest go, the strangers' rows first
-    fold_window: int = 60  # seconds; a stranger's refusals of one source and reason make one row
+    retention_days: int = setting(30, "days a decision is kept", minimum=1)
+    max_rows: int = setting(1_000_000, "rows kept at most; the strangers' rows go first", minimum=1000)
+    fold_window: int = setting(
+        60, "seconds; a stranger's refusals of one source and reason make one row", minimum=0
+    )
 
 
 @dataclass(slots=True)
 class LogSection:
-    """What ``certmq serve`` logs; reloaded on SIGHUP."""
+    NOTE: ClassVar[str] = (
+        "reloaded on SIGHUP; `serve --log-level` / `--log-format` win over these"  # written beside the section's header
+    )
 
-    level: str = "info"
-    format: str = "text"
+    level: str = setting("info", '"debug" | "info" | "warning" | "error"', choices=LOG_LEVELS)
+    format: str = setting("text", '"text" | "json" (one object per line)', choices=LOG_FORMATS)
 
 
 @dataclass(slots=True)
@@ -141,17 +213,33 @@ class Config:
     data_dir: Path = field(default_factory=lambda: Path("data"))
 
 
-_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("instance", "auth_mode"): ("one-way", "mutual"),
-    ("listeners", "wss_in_mutual_mode"): ("credentials", "certificates"),
-    ("log", "level"): LOG_LEVELS,
-    ("log", "format"): LOG_FORMATS,
-    ("auth", "bind_client_id"): ("off", "cn", "device-id"),
-    ("auth", "acl_default"): ("allow", "deny"),
-    ("auth", "subscribe_denied"): ("not-authorized", "unspecified-error"),
-    ("auth", "session_owner"): tuple(SessionOwnerPolicy),
-    ("mqtt", "durability"): ("process-crash", "power-loss"),
-}
+SECTIONS = ("instance", "listeners", "tls", "storage", "auth", "mqtt", "api", "audit", "log")
+
+
+def section_note(section: str) -> str:
+    """What a section is about, written beside its header; "" for most."""
+    return getattr(type(getattr(Config(), section)), "NOTE", "")
+
+
+def definitions() -> list[SettingDefinition]:
+    """Every key of the configuration, in file order, as defined above."""
+    defaults = Config()
+    return [
+        SettingDefinition(
+            section,
+            key.name,
+            getattr(getattr(defaults, section), key.name),
+            key.metadata["doc"],
+            key.metadata["choices"],
+            key.metadata["minimum"],
+        )
+        for section in SECTIONS
+        for key in fields(getattr(defaults, section))
+    ]
+
+
+_DEFINITIONS = {(definition.section, definition.key): definition for definition in definitions()}
+
 
 # Keys earlier versions wrote into certmq.toml that mean nothing any more: accepted, ignored.
 RETIRED_KEYS: dict[tuple[str, str], str] = {
@@ -178,7 +266,7 @@ def _coerce(section: str, key: str, value: Any, kind: type, source: str) -> Any:
             raise ConfigError(f"{where}: expected a number, got {value!r}") from None
     if not isinstance(value, str):
         raise ConfigError(f"{where}: expected a string, got {value!r}")
-    choices = _CHOICES.get((section, key))
+    choices = _DEFINITIONS[section, key].choices
     if choices and value not in choices:
         raise ConfigError(f"{where}: must be one of {', '.join(choices)}, got {value!r}")
     return value
@@ -192,25 +280,12 @@ def _apply(config: Config, section: str, values: Mapping[str, Any], source: str)
             continue
         if key not in known:
             raise ConfigError(f"{section}.{key} ({source}): unknown key; known: {', '.join(known)}")
-        kind = type(getattr(type(target)(), key))
+        kind = type(_DEFINITIONS[section, key].default)
         coerced = _coerce(section, key, value, kind, source)
-        minimum = _MINIMUMS.get((section, key))
+        minimum = _DEFINITIONS[section, key].minimum
         if minimum is not None and coerced < minimum:
             raise ConfigError(f"{section}.{key} ({source}): must be at least {minimum}, got {value!r}")
         setattr(target, key, coerced)
-
-
-SECTIONS = ("instance", "listeners", "tls", "storage", "auth", "mqtt", "api", "audit", "log")
-# The smallest value of numeric keys that have one.
-_MINIMUMS: dict[tuple[str, str], int] = {
-    ("audit", "retention_days"): 1,
-    ("audit", "max_rows"): 1000,
-    ("audit", "fold_window"): 0,
-    ("mqtt", "max_sessions"): 1,
-    ("mqtt", "max_sessions_per_certificate"): 0,
-    ("mqtt", "max_sessions_per_access_key"): 0,
-    ("mqtt", "max_anonymous_sessions"): 0,
-}
 
 
 def load_config(

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Protocol
 
 from certmq.auth.identity import Identity
+from certmq.auth.mode import AuthMode
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +57,7 @@ class BrokerControl(Protocol):
         """Disconnect a live client (5.0: DISCONNECT 0x98 Administrative action); False if not connected."""
         ...
 
-    def auth_mode(self) -> str: ...
+    def auth_mode(self) -> AuthMode: ...
 
     async def set_auth_mode(self, mode: str, *, disconnect_nonconforming: bool = False) -> int:
         """Switch to "one-way" or "mutual" for the next handshakes; returns how many live

@@ -42,7 +42,7 @@ import os
 import secrets
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -51,7 +51,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from certmq import pki
-from certmq.config import CONFIG_FILE_NAME, SECTIONS, Config, ConfigError, TlsSection, load_config
+from certmq.config import CONFIG_FILE_NAME, Config, ConfigError, TlsSection, load_config
+from certmq.config_file import render_config
 
 INSTANCE_KEY_FILE = "instance.key"
 CREDENTIALS_FILE = "credentials.json"
@@ -185,121 +186,6 @@ def open_access_key(instance_key: bytes, entry: dict[str, Any]) -> AccessKey:
     """The AccessKey of a ``credentials.json`` entry."""
     secret = open_secret(instance_key, entry["secret"], _access_key_aad(entry["id"]))
     return AccessKey(entry["id"], secret, entry.get("created_at", ""))
-
-
-# --- the configuration file ---------------------------------------------------------------------
-
-CONFIG_TEMPLATE = """\
-# certmq configuration. Every key can be overridden by an environment variable
-# CERTMQ_<SECTION>_<KEY>, for example CERTMQ_LISTENERS_TCP="0.0.0.0:1883".
-# See docs/configuration.md for each key.
-
-[instance]
-id = {instance_id} # MqttInstanceId: the <InstanceId> of Signature-mode usernames
-auth_mode = {instance_auth_mode}        # "one-way": clients verify the broker, authenticate with credentials
-                             # "mutual": the broker also requires a registered device certificate
-
-[listeners]                  # HOST:PORT ("[::1]:1883" for IPv6); "" disables a listener
-tcp = {listeners_tcp}       # MQTT over TCP
-tls = {listeners_tls}       # MQTT over TLS (one-way or mutual, per auth_mode)
-ws = {listeners_ws}        # MQTT over WebSocket, path /mqtt
-wss = {listeners_wss}       # MQTT over secure WebSocket, path /mqtt
-http = {listeners_http}      # REST API, ApsaraMQ RPC API, console, /metrics
-tcp_in_mutual_mode = {listeners_tcp_in_mutual_mode}  # keep plain TCP open in mutual mode (it is closed by default)
-ws_in_mutual_mode = {listeners_ws_in_mutual_mode}   # keep plain WebSocket open in mutual mode (closed by default)
-wss_in_mutual_mode = {listeners_wss_in_mutual_mode}  # secure WebSocket in mutual mode: "credentials" (browsers)
-                             # | "certificates" (asks for a device certificate, as tls does)
-
-[tls]
-cert_file = {tls_cert_file}               # server certificate chain, PEM; "": server/server.pem made by init
-key_file = {tls_key_file}                # its private key; "": server/server.key
-
-[storage]
-url = {storage_url}                     # "": SQLite in the data directory; or postgresql://user@host/db
-
-[auth]
-bind_client_id = {auth_bind_client_id}       # "off" | "cn" (Client Id = certificate CN)
-                             # | "device-id" (the DeviceID of GroupID@@@DeviceID = CN)
-anonymous = {auth_anonymous}            # allow CONNECT without credentials on one-way and plain listeners
-acl_file = {auth_acl_file}                # topic authorization rules (TOML); "": none
-acl_default = {auth_acl_default}           # "allow" | "deny" when no rule applies
-subscribe_denied = {auth_subscribe_denied}  # SUBACK code for a refused subscription on MQTT 5:
-                             # "not-authorized" (0x87) | "unspecified-error" (0x80)
-session_owner = {auth_session_owner}     # "identity": a session is resumed only by the identity that
-                             # created it | "any": by any client sending its client id
-
-[mqtt]
-apsara_client_id = {mqtt_apsara_client_id}     # require Client Ids of the form GroupID@@@DeviceID
-max_packet_size = {mqtt_max_packet_size}    # bytes
-server_keep_alive = {mqtt_server_keep_alive}        # seconds; 0: accept the client's value
-connect_timeout = {mqtt_connect_timeout}       # seconds to wait for CONNECT after the connection opens
-receive_maximum = {mqtt_receive_maximum}      # QoS 1 and 2 PUBLISH a client may have unacknowledged towards us
-max_inflight = {mqtt_max_inflight}         # QoS 1 and 2 PUBLISH we send before waiting for acknowledgements
-max_queued_messages = {mqtt_max_queued_messages}   # messages queued per offline or slow session
-max_queued_bytes = {mqtt_max_queued_bytes}   # bytes queued and in flight per session
-max_retained_messages = {mqtt_max_retained_messages}  # retained messages kept, all topics together
-max_retained_bytes = {mqtt_max_retained_bytes}  # bytes the retained messages may hold
-max_subscriptions_per_client = {mqtt_max_subscriptions_per_client}  # subscriptions one session may have
-max_sessions = {mqtt_max_sessions}       # sessions the broker holds, online and offline, in all
-max_sessions_per_certificate = {mqtt_max_sessions_per_certificate}  # sessions one device certificate may hold
-max_sessions_per_access_key = {mqtt_max_sessions_per_access_key}    # sessions one AccessKey may hold; 0: only max_sessions
-max_anonymous_sessions = {mqtt_max_anonymous_sessions}      # sessions of clients without credentials, together
-max_topic_length = {mqtt_max_topic_length}     # bytes of a topic name or filter
-max_topic_levels = {mqtt_max_topic_levels}       # levels of a topic name or filter
-max_outgoing_bytes = {mqtt_max_outgoing_bytes}  # write buffer per connection before it counts as slow
-topic_alias_maximum = {mqtt_topic_alias_maximum}  # MQTT 5 topic aliases in each direction
-max_session_expiry = {mqtt_max_session_expiry}  # seconds; caps the Session Expiry Interval a client asks for
-retain_available = {mqtt_retain_available}      # store and deliver retained messages
-p2p_topics = {mqtt_p2p_topics}         # <parent>/p2p/<ClientId> goes to that client, subscribed or not
-sys_interval = {mqtt_sys_interval}            # seconds between $SYS statistics updates; 0 disables them
-persistence = {mqtt_persistence}          # keep retained messages and sessions across restarts and crashes
-durability = {mqtt_durability}  # what an acknowledged message survives: "process-crash" | "power-loss"
-checkpoint_bytes = {mqtt_checkpoint_bytes}  # journal bytes between checkpoints to broker-state.db; 0: at shutdown only
-
-[api]                        # the ApsaraMQ-compatible RPC API at / of the http listener
-rate_limit = {api_rate_limit}            # calls per second per AccessKey, sustained; 0: no limit
-rate_burst = {api_rate_burst}            # calls an AccessKey may make at once after a quiet time
-signature_window = {api_signature_window}      # seconds a request's signed timestamp may be off this clock
-
-[audit]                      # the decision log (docs/registry.md, "Retention and folding")
-retention_days = {audit_retention_days}         # days a decision is kept
-max_rows = {audit_max_rows}          # rows kept at most; the strangers' rows go first
-fold_window = {audit_fold_window}            # seconds; a stranger's refusals of one source and reason make one row
-
-[log]                        # reloaded on SIGHUP; `serve --log-level` / `--log-format` win over these
-level = {log_level}               # "debug" | "info" | "warning" | "error"
-format = {log_format}              # "text" | "json" (one object per line)
-"""
-
-
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    return repr(value)
-
-
-def render_config(instance_id: str) -> str:
-    """The commented ``certmq.toml`` that ``init`` writes; the values are the defaults of
-    :class:`certmq.config.Config`, so the two cannot drift apart."""
-    defaults = Config()
-    values = {
-        f"{section}_{field.name}": _toml_value(getattr(getattr(defaults, section), field.name))
-        for section in SECTIONS
-        for field in fields(getattr(defaults, section))
-    }
-    values["instance_id"] = _toml_value(instance_id)
-    text = CONFIG_TEMPLATE.format(**values)
-    return "\n".join(_align_comment(line) for line in text.split("\n"))
-
-
-def _align_comment(line: str, column: int = 29) -> str:
-    setting, separator, comment = line.partition(" # ")
-    if not separator or not setting.strip() or setting.startswith((" ", "#")):
-        return line
-    setting = setting.rstrip()
-    return f"{setting.ljust(column - 1)} # {comment}"
 
 
 # --- init and load ------------------------------------------------------------------------------

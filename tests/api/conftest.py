@@ -15,7 +15,6 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from certmq import pki
 from certmq.access_keys import AccessKeyStore
-from certmq.api import HttpListener, Metrics, create_app
 from certmq.auth.admission import ListenerPolicy
 from certmq.auth.identity import Identity
 from certmq.control import (
@@ -24,8 +23,11 @@ from certmq.control import (
     ServerCertificateInfo,
     ServerCertificateRejected,
 )
+from certmq.http_application import create_app
 from certmq.instance import InitResult, init_instance, load_instance
 from certmq.registry import RegistryService, open_registry
+from certmq.web.listener import HttpListener
+from certmq.web.metrics import Metrics
 
 
 def pem(*certificates: x509.Certificate) -> str:
@@ -54,15 +56,22 @@ def server_certificate_info(
     )
 
 
+NOT_COUNTED = "the stand-in broker cannot tell which live connections an auth mode refuses: ask a real one"
+
+
 class StandInBroker:
-    """A BrokerControl for tests that need no MQTT: connections and a server certificate in memory."""
+    """A BrokerControl for tests that need no MQTT: connections and a server certificate in memory.
+
+    It shows what a test gives it and counts nothing of its own: the broker's counters, and how
+    many live connections an auth mode refuses, are the real broker's to tell (the tests that ask
+    them run ``certmq serve`` with real clients: tests/mtls/test_auth_mode_counts.py,
+    tests/interop/test_counters.py)."""
 
     def __init__(self, server_cert_file: Path) -> None:
         self.mode = "one-way"
         self.live: dict[str, ConnectionInfo] = {}
         self.kicked: list[str] = []
         self.mode_changes: list[tuple[str, bool]] = []
-        self.stats_values = {"messages_received": 7, "messages_sent": 11, "tls_handshake_failures": 2}
         self._chain = pki.load_certificates(server_cert_file)
         self._cert_file = str(server_cert_file)
         self._generation = 1
@@ -93,20 +102,20 @@ class StandInBroker:
         return self.mode
 
     async def set_auth_mode(self, mode: str, *, disconnect_nonconforming: bool = False) -> int:
+        disconnected = self.nonconforming(mode) if disconnect_nonconforming else 0
         self.mode = mode
         self.mode_changes.append((mode, disconnect_nonconforming))
-        return 1 if disconnect_nonconforming else 0
-
-    # The broker's rule, with its defaults: no plain listeners in mutual mode, no anonymous access.
-    policy = ListenerPolicy()
+        return disconnected
 
     def nonconforming(self, mode: str) -> int:
-        return sum(
-            1 for info in self.live.values() if not self.policy.conforms(info.listener, info.identity, mode)
-        )
+        # With no live connection a mode refuses none; which of some it refuses, a real broker says.
+        if self.live:
+            raise AssertionError(NOT_COUNTED)
+        return 0
 
     def describe_listeners(self, mode: str) -> str:
-        return self.policy.describe(mode)
+        # The listeners of the default configuration: no plain listeners in mutual mode.
+        return ListenerPolicy().describe(mode)
 
     def server_certificate(self) -> ServerCertificateInfo:
         return server_certificate_info(self._chain, self._cert_file, self._generation)
@@ -127,12 +136,7 @@ class StandInBroker:
         return self.server_certificate()
 
     def stats(self) -> dict[str, int]:
-        counts = {"connections_tcp": 0, "connections_tls": 0}
-        for connection in self.live.values():
-            counts[f"connections_{connection.listener}"] = (
-                counts.get(f"connections_{connection.listener}", 0) + 1
-            )
-        return counts | self.stats_values
+        return {}
 
 
 @dataclass

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from certmq.api.application import API_PREFIX
-from certmq.api.secret_failures import FREE_FAILURES, SecretFailures, SecretRoute
+from certmq.web.secret_failures import FREE_FAILURES, SecretFailures, SecretRoute
 from interop.broker_process import RunningBroker, start_broker
 from rpc.signing import sign_rpc
 

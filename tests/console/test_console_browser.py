@@ -408,7 +408,7 @@ def test_replacing_the_server_certificate(
     expect(page.locator("#server-certificate")).to_contain_text(serial)
     console.shot("12-server-certificate")
     assert presented_serial(console, device) == serial != before
-    assert client.is_connected
+    client.assert_connected()
 
 
 def test_switching_the_auth_mode(console: Console, fleet: tuple[Issued, str], device: Issued) -> None:
@@ -425,7 +425,7 @@ def test_switching_the_auth_mode(console: Console, fleet: tuple[Issued, str], de
     expect(page.locator(".flash-success")).to_contain_text("One-way authentication is on")
     expect(page.locator(".topbar .mode")).to_have_text("one-way TLS")
     assert console.instance.api.get("/auth-mode").json()["mode"] == "one-way"
-    assert client.is_connected, "a live session was cut although nobody asked for it"
+    client.assert_connected()  # nobody asked to cut the live session
 
     page.get_by_role("link", name="Switch to mutual authentication").click()
     page.get_by_role("button", name="Switch to mutual authentication").click()

@@ -17,15 +17,17 @@ import pytest
 
 from api.conftest import Pki, StandInBroker
 from certmq.access_keys import AccessKeyStore
-from certmq.api import HttpListener, Metrics, create_app
 from certmq.console import ConsoleSettings, derive_session_key
 from certmq.console import sessions as console_sessions
 from certmq.console.login import safe_next
 from certmq.console.rendering import relative_time, show_invisible_characters
+from certmq.http_application import create_app
 from certmq.instance import init_instance, load_instance
 from certmq.invisible_characters import INVISIBLE
 from certmq.registry import RegistryService, open_registry
 from certmq.registry.records import Decision, utc_now
+from certmq.web.listener import HttpListener
+from certmq.web.metrics import Metrics
 from unit.registry_fixtures import synthetic_devices
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -106,9 +108,8 @@ async def test_a_page_of_a_large_registry_reads_that_page_only(
     monkeypatch.setattr(served.registry.store, "list_devices", spy)
     await served.login()
 
-    started = time.monotonic()
+    # How long such a page takes is measured by bench/http_pages.py.
     page = await served.client.get("/console/device-certificates", params={"page_no": 500, "page_size": 100})
-    elapsed = time.monotonic() - started
     assert page.status_code == 200
     assert "Page 500 of 500" in page.text and "50,000 device certificates" in page.text
     expected = await served.registry.list_devices(500, 100)
@@ -122,7 +123,6 @@ async def test_a_page_of_a_large_registry_reads_that_page_only(
         "name": None,
         "count": False,
     }
-    assert elapsed < 2.0, f"the last page took {elapsed:.2f} s"
 
     # By CA and status: still one page, still counted by the index.
     reads.clear()
@@ -286,17 +286,8 @@ async def test_confirmations_count_the_live_sessions_an_action_cuts(served: Serv
     device_path = f"/console/device-certificates/{fleet_sn}/{device.device_sn}"
     assert await count(f"{device_path}/inactivate") == "1 live connection will be disconnected."
     assert await count("/console/connections/kick?client_id=c") == "1 live connection will be disconnected."
-    mode = await served.client.get("/console/server-certificate/auth-mode", params={"mode": "mutual"})
-    assert "2 with a device certificate, 1 with AccessKey credentials, 0 with neither" in mode.text
-    # Mutual mode refuses the AccessKey session on plain TCP (closed in mutual mode unless
-    # configured open); one-way mode, without anonymous access, refuses the two device
-    # certificates that sent no credentials.
-    assert await count("/console/server-certificate/auth-mode?mode=mutual") == (
-        "Ticked, 1 live connection will be disconnected."
-    )
-    assert await count("/console/server-certificate/auth-mode?mode=one-way") == (
-        "Ticked, 2 live connections will be disconnected."
-    )
+    # The auth mode's confirmation asks the broker which sessions the mode refuses: a real one
+    # answers in tests/mtls/test_auth_mode_counts.py.
 
 
 async def test_actions_answer_with_a_page_and_a_message(served: Served) -> None:
@@ -320,12 +311,11 @@ async def test_actions_answer_with_a_page_and_a_message(served: Served) -> None:
     assert (await served.registry.list_devices(1, 20)).total == 0
 
     reply = await served.client.post(
-        "/console/server-certificate/auth-mode",
-        data={"csrf_token": token, "mode": "mutual", "disconnect_nonconforming": "yes"},
+        "/console/server-certificate/auth-mode", data={"csrf_token": token, "mode": "mutual"}
     )
-    assert served.broker.mode_changes == [("mutual", True)]
+    assert served.broker.mode_changes == [("mutual", False)]
     assert (
-        "1 non-conforming session(s) disconnected"
+        "Mutual authentication is on: new handshakes follow it; live sessions were kept."
         in (await served.client.get(reply.headers["location"])).text
     )
 

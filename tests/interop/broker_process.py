@@ -127,6 +127,20 @@ class RunningBroker:
         except OSError:
             return "(no log)"
 
+    def metrics(self) -> dict[str, float]:
+        """The samples of certmq's /metrics page by name and labels, as Prometheus reads them:
+        ``{'certmq_messages_received_total': 12.0, 'certmq_connections{listener="tls"}': 3.0, ...}``."""
+        import httpx
+
+        page = httpx.get(f"http://{self.host}:{self.http_port}/metrics", timeout=10)
+        page.raise_for_status()
+        samples = {}
+        for line in page.text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                samples[name] = float(value)
+        return samples
+
     def restart(self) -> None:
         """Stop with SIGTERM (asserting a clean exit) and start again on the same data directory
         and ports."""

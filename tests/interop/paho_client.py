@@ -8,6 +8,7 @@ import socket
 import ssl
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,8 @@ class PahoClient:
         self.disconnect_reason = reason_code
         self.disconnect_properties = props
         self._disconnected.set()
+        with self._suback_event:  # an acknowledgement awaited now will not come
+            self._suback_event.notify_all()
 
     def _on_message(self, client: Any, userdata: Any, message: mqtt.MQTTMessage) -> None:
         received = Received(
@@ -158,6 +161,8 @@ class PahoClient:
         deadline = time.monotonic() + WAIT
         with self._suback_event:
             while mid not in self._subacks:
+                if self._disconnected.is_set():
+                    raise AssertionError(f"disconnected (reason: {self.disconnect_reason}) before the {what}")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise AssertionError(f"no {what} within {WAIT}s")
@@ -290,9 +295,13 @@ class PahoClient:
             raise AssertionError(f"still connected after {timeout}s")
         return self.disconnect_reason
 
-    @property
-    def is_connected(self) -> bool:
-        return self.client.is_connected()
+    def assert_connected(self) -> None:
+        """The session is alive now, as the broker sees it: it answers a request on this connection.
+
+        Sampling ``is_connected`` would only say that no DISCONNECT has been read yet. The request
+        is an UNSUBSCRIBE of a filter never subscribed: it changes nothing and needs no permission,
+        and an UNSUBACK comes back only if the broker still serves the connection."""
+        self.unsubscribe(f"certmq-tests/never-subscribed/{uuid.uuid4().hex}")
 
     def close(self) -> None:
         """Best-effort cleanup at the end of a test."""

@@ -5,14 +5,12 @@ from /proc before and after; the client sees the reason codes, and /metrics coun
 
 from __future__ import annotations
 
-import re
 import struct
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 import raw_mqtt
@@ -58,10 +56,9 @@ def assert_grown_within(broker: RunningBroker, before: int, held: int) -> None:
 
 def metric(broker: RunningBroker, name: str) -> float:
     """The value of an unlabelled metric on the broker's /metrics page."""
-    text = httpx.get(f"http://{broker.host}:{broker.http_port}/metrics", timeout=10).text
-    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    assert found, f"{name} is not on /metrics"
-    return float(found.group(1))
+    samples = broker.metrics()
+    assert name in samples, f"{name} is not on /metrics"
+    return samples[name]
 
 
 def flood_payload(index: int, size: int = MESSAGE) -> bytes:

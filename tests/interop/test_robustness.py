@@ -29,7 +29,7 @@ def test_malformed_packet_closes_only_that_connection_with_0x81(clients, topic):
     disconnects = [packet for packet in packets if packet.kind == raw_mqtt.DISCONNECT]
     assert disconnects, f"connection closed without DISCONNECT; read {packets}"
     assert disconnects[0].reason_code == 0x81, f"expected Malformed Packet (0x81), got {disconnects[0]!r}"
-    assert subscriber.is_connected
+    subscriber.assert_connected()
     _assert_others_unaffected(clients, topic, subscriber)
 
 
@@ -53,7 +53,7 @@ def test_protocol_violation_closes_only_that_connection(clients, topic, garbage,
     assert all(packet.kind == raw_mqtt.DISCONNECT for packet in packets), f"unexpected reply {packets}"
     if version == 5 and packets:
         assert packets[0].reason_code is not None and packets[0].reason_code >= 0x80
-    assert subscriber.is_connected
+    subscriber.assert_connected()
     clients.connected(V311).publish(topic, b"still-working", qos=1)
     assert subscriber.expect_message().payload == b"still-working"
 

@@ -205,7 +205,7 @@ def test_duplicate_client_id_takes_over_with_reason_0x8e(clients, topic):
     assert code is not None and code.value == 0x8E, (
         f"older connection got {code}, not Session taken over (0x8E)"
     )
-    assert newer.is_connected
+    newer.assert_connected()
     newer.subscribe(topic, qos=1)
     clients.connected(V5).publish(topic, b"to-newer", qos=1)
     assert newer.expect_message().payload == b"to-newer"
@@ -218,7 +218,6 @@ def test_duplicate_client_id_takes_over_on_311(clients, topic):
     newer = clients.paho(client_id=client_id, version=V311)
     newer.connect()
     older.wait_disconnected()
-    assert not older.is_connected
     newer.subscribe(topic, qos=1)
     clients.connected(V311).publish(topic, b"to-newer", qos=1)
     assert newer.expect_message().payload == b"to-newer"

@@ -207,7 +207,7 @@ def test_client_maximum_packet_size_is_respected(clients, topic):
 
     message = receiver.expect_message()
     assert message.payload == b"small", "a packet larger than the client's Maximum Packet Size was sent"
-    assert receiver.is_connected
+    receiver.assert_connected()
 
 
 def test_broker_maximum_packet_size_enforced(broker_factory, clients, topic):

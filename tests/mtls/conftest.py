@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import ssl
 import subprocess
 import sys
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "interop"))
 from openssl_pki import Issued, make_ca, make_device, make_verification
 
 from broker_process import RunningBroker, start_broker
+from certmq.auth.credentials import signature_password, signature_username
 from paho_client import V5, PahoClient
 
 
@@ -54,6 +56,15 @@ class Instance:
     def cli_json(self, *args: str) -> Any:
         return json.loads(self.cli(*args, "--json").stdout)
 
+    def console_text(self, path: str) -> str:
+        """A console page as its text, after logging in with the admin token as a browser does."""
+        with httpx.Client(base_url=self.url, timeout=10) as browser:
+            login = browser.post("/console/login", data={"token": self.token, "next": "/console"})
+            assert login.status_code == 303, login.text
+            page = browser.get(path)
+            page.raise_for_status()
+            return " ".join(re.sub(r"<[^>]+>", " ", page.text).split())
+
     def register_ca(self, ca: Issued, name: str) -> str:
         """The registration code flow with certmq's commands and an openssl verification certificate."""
         code = self.cli_json("ca", "code")["code"]
@@ -80,6 +91,42 @@ class Instance:
             client_certificate=None if device is None else (device.chain, device.key),
             **tls,
         )
+        self._clients.append(client)
+        return client
+
+    def listener_client(
+        self,
+        listener: str,
+        *,
+        client_id: str | None = None,
+        version: int = V5,
+        signed: bool = True,
+        secret: str | None = None,
+        device: Issued | None = None,
+    ) -> PahoClient:
+        """A paho-mqtt client on an MQTT listener (tcp, tls, ws or wss; WebSocket on /mqtt) that
+        signs its CONNECT with the AccessKey of `certmq init` (Signature credentials) unless not
+        ``signed``; ``secret`` signs with another secret, ``device`` presents a certificate too."""
+        broker = self.broker
+        secure = listener in ("tls", "wss")
+        client_id = client_id or f"GID_Test@@@{uuid.uuid4().hex[:8]}"
+        client = PahoClient(
+            "localhost" if secure else broker.host,
+            {"tcp": broker.tcp_port, "tls": broker.tls_port, "ws": broker.ws_port, "wss": broker.wss_port}[
+                listener
+            ],
+            client_id=client_id,
+            version=version,
+            transport="websockets" if listener in ("ws", "wss") else "tcp",
+            ca_file=broker.ca_file if secure else None,
+            client_certificate=None if device is None else (device.chain, device.key),
+        )
+        if signed:
+            info = broker.init_info
+            client.client.username_pw_set(
+                signature_username(info["access_key_id"], info["instance_id"]),
+                signature_password(secret or info["access_key_secret"], client_id),
+            )
         self._clients.append(client)
         return client
 

@@ -6,7 +6,6 @@ and the console say which listeners are open."""
 
 from __future__ import annotations
 
-import re
 import socket
 import ssl
 import uuid
@@ -14,13 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from openssl_pki import Issued, make_ca, make_device
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import connect as websocket_connect
 
-from certmq.auth.credentials import signature_password, signature_username
 from conftest import Instance, running_instance
 from paho_client import PahoClient
 
@@ -33,24 +30,7 @@ def websocket_client(
     instance: Instance, *, secure: bool, signed: bool = True, device: Issued | None = None
 ) -> PahoClient:
     """A paho client over ws or wss (path /mqtt), with Signature credentials when ``signed``."""
-    broker = instance.broker
-    client_id = f"GID_Test@@@{uuid.uuid4().hex[:8]}"
-    client = PahoClient(
-        "localhost" if secure else broker.host,
-        broker.wss_port if secure else broker.ws_port,
-        client_id=client_id,
-        transport="websockets",
-        ca_file=broker.ca_file if secure else None,
-        client_certificate=None if device is None else (device.chain, device.key),
-    )
-    if signed:
-        info = broker.init_info
-        client.client.username_pw_set(
-            signature_username(info["access_key_id"], info["instance_id"]),
-            signature_password(info["access_key_secret"], client_id),
-        )
-    instance._clients.append(client)
-    return client
+    return instance.listener_client("wss" if secure else "ws", signed=signed, device=device)
 
 
 def round_trip(client: PahoClient) -> None:
@@ -94,16 +74,6 @@ def wss_decisions(instance: Instance, **query: str) -> list[dict[str, Any]]:
     return [decision for decision in instance.decisions(**query) if decision["listener"] == "wss"]
 
 
-def console_text(instance: Instance, path: str) -> str:
-    """A console page as its text, after logging in with the admin token as a browser does."""
-    with httpx.Client(base_url=instance.url, timeout=10) as browser:
-        login = browser.post("/console/login", data={"token": instance.token, "next": "/console"})
-        assert login.status_code == 303, login.text
-        page = browser.get(path)
-        page.raise_for_status()
-        return " ".join(re.sub(r"<[^>]+>", " ", page.text).split())
-
-
 def test_mutual_mode_closes_plain_websocket_and_keeps_wss_for_credentials(mutual: Instance) -> None:
     assert nothing_listens(mutual.broker.ws_port)
     browser = websocket_client(mutual, secure=True)
@@ -119,7 +89,7 @@ def test_mutual_mode_closes_plain_websocket_and_keeps_wss_for_credentials(mutual
     assert f"auth mode mutual: {MUTUAL_DEFAULT}" in mutual.broker.log_file.read_text()
     assert mutual.cli("mode", "show").stdout.splitlines() == ["mutual", f"listeners: {MUTUAL_DEFAULT}"]
     assert mutual.cli_json("mode", "show") == {"mode": "mutual", "listeners": MUTUAL_DEFAULT}
-    assert f"Listeners: {MUTUAL_DEFAULT}." in console_text(mutual, "/console/server-certificate")
+    assert f"Listeners: {MUTUAL_DEFAULT}." in mutual.console_text("/console/server-certificate")
 
 
 @pytest.fixture
@@ -200,7 +170,7 @@ def test_switching_the_mode_opens_and_closes_plain_websocket(one_way: Instance) 
     browser.connect()
 
     # The console's confirmation counts the two plain WebSocket sessions mutual mode refuses.
-    confirmation = console_text(one_way, "/console/server-certificate/auth-mode?mode=mutual")
+    confirmation = one_way.console_text("/console/server-certificate/auth-mode?mode=mutual")
     assert "Ticked, 2 live connections will be disconnected." in confirmation
     assert f"Listeners after the switch: {MUTUAL_DEFAULT}." in confirmation
 
@@ -229,4 +199,4 @@ def test_switching_the_mode_opens_and_closes_plain_websocket(one_way: Instance) 
     again = websocket_client(one_way, secure=False)
     again.connect()
     round_trip(again)
-    assert f"Listeners: {ONE_WAY}." in console_text(one_way, "/console/server-certificate")
+    assert f"Listeners: {ONE_WAY}." in one_way.console_text("/console/server-certificate")

@@ -130,7 +130,7 @@ def test_sighup_reloads_the_configuration_and_keeps_every_session(instance: Inst
     )
     assert re.search(r"server certificate in \S+server\.pem: unchanged", said), said
     # Every session is still there, and the rules apply to them at once.
-    assert watcher.is_connected
+    watcher.assert_connected()
     assert publish_outcome(sensor, "plant/pressure/2") == NOT_AUTHORIZED
     assert publish_outcome(sensor, "plant/temperature/1") == 0
     assert watcher.expect_message().topic == "plant/temperature/1"
@@ -230,4 +230,4 @@ def test_sighup_reads_the_server_certificate_the_configuration_names(
         rf"server certificate reloaded from {re.escape(str(chain))}: CN=localhost, Sn {serial}", said
     ), said
     assert presented_serial(instance) == serial
-    assert client.is_connected
+    client.assert_connected()

@@ -14,10 +14,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from openssl_pki import Issued, make_ca, make_device
 
-from certmq.auth.credentials import signature_password, signature_username
 from certmq.pki import generate_key, issue_server_certificate, load_certified_key, serial_hex
 from conftest import Instance
-from paho_client import V5, V311, PahoClient
+from paho_client import V311
 from raw_mqtt import ConnectionClosed, RawClient
 
 
@@ -72,7 +71,7 @@ def test_replacing_the_server_certificate_keeps_live_sessions(
 
     device.publish(topic, b"still here", qos=1)
     assert device.expect_message().payload == b"still here"
-    assert device.is_connected
+    device.assert_connected()
 
 
 def test_a_server_certificate_changed_on_disk_is_picked_up(
@@ -101,21 +100,13 @@ def test_a_certificate_that_does_not_match_its_key_is_rejected(mutual: Instance,
     assert "key" in response.json()["message"]
 
 
-def signed_client(
-    instance: Instance, client_id: str, secret: str | None = None, version: int = V5
-) -> PahoClient:
-    info = instance.broker.init_info
-    client = instance.device_client(None, client_id=client_id, version=version)
-    password = signature_password(secret or info["access_key_secret"], client_id)
-    client.client.username_pw_set(signature_username(info["access_key_id"], info["instance_id"]), password)
-    return client
-
-
 def test_signature_credentials(one_way: Instance) -> None:
-    signed_client(one_way, "GID_Test@@@0001").connect()
-    signed_client(one_way, "GID_Test@@@0002", version=V311).connect()
+    one_way.listener_client("tls", client_id="GID_Test@@@0001").connect()
+    one_way.listener_client("tls", client_id="GID_Test@@@0002", version=V311).connect()
 
-    refused = signed_client(one_way, "GID_Test@@@0003", secret="not-the-secret").connect(expect_success=False)
+    refused = one_way.listener_client("tls", client_id="GID_Test@@@0003", secret="not-the-secret").connect(
+        expect_success=False
+    )
     assert refused.reason_code == 0x86
     anonymous = one_way.device_client(None).connect(expect_success=False)
     assert anonymous.reason_code == 0x87
@@ -132,15 +123,9 @@ def test_switching_the_auth_mode_at_run_time(one_way: Instance, tmp_path: Path) 
     fleet_ca = make_ca(tmp_path / "ca", "switch-ca")
     one_way.register_ca(fleet_ca, "switch")
     device = make_device(tmp_path, fleet_ca, "switch-device")
-    signed = signed_client(one_way, "GID_Test@@@signed")
+    signed = one_way.listener_client("tls", client_id="GID_Test@@@signed")
     signed.connect()
-    signed_plain = PahoClient("127.0.0.1", one_way.broker.tcp_port, client_id="GID_Test@@@plain")
-    info = one_way.broker.init_info
-    signed_plain.client.username_pw_set(
-        signature_username(info["access_key_id"], info["instance_id"]),
-        signature_password(info["access_key_secret"], "GID_Test@@@plain"),
-    )
-    signed_plain.connect()
+    one_way.listener_client("tcp", client_id="GID_Test@@@plain").connect()
 
     assert one_way.cli_json("mode", "set", "mutual", "--disconnect-nonconforming")["mode"] == "mutual"
     assert one_way.cli_json("mode", "show")["mode"] == "mutual"
@@ -159,5 +144,5 @@ def test_switching_the_auth_mode_at_run_time(one_way: Instance, tmp_path: Path) 
         socket.create_connection(("127.0.0.1", one_way.broker.tcp_port), timeout=2).close()
 
     assert one_way.cli_json("mode", "set", "one-way")["mode"] == "one-way"
-    signed_client(one_way, "GID_Test@@@again").connect()
+    one_way.listener_client("tls", client_id="GID_Test@@@again").connect()
     socket.create_connection(("127.0.0.1", one_way.broker.tcp_port), timeout=2).close()

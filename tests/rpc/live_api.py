@@ -16,10 +16,11 @@ from alibabacloud_tea_openapi.models import Config
 
 from api.conftest import StandInBroker
 from certmq.access_keys import AccessKeyStore
-from certmq.api import HttpListener, create_app
 from certmq.api.rpc import RpcSettings
+from certmq.http_application import create_app
 from certmq.instance import init_instance, load_instance
 from certmq.registry import RegistryService, open_registry
+from certmq.web.listener import HttpListener
 
 from .signing import query_string, sign_acs3, sign_rpc
 

@@ -20,7 +20,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import checks
 
-from certmq.api import create_app
+from certmq.http_application import create_app
 
 from .live_api import LiveApi
 

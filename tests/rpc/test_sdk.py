@@ -17,7 +17,7 @@ from cryptography import x509
 
 from api.conftest import Pki
 from certmq.api.rpc import ACTIONS, RpcSettings
-from certmq.api.secret_failures import FREE_FAILURES
+from certmq.web.secret_failures import FREE_FAILURES
 
 from .conftest import Fleet
 from .live_api import LiveApi, sdk_client

@@ -47,7 +47,9 @@ start_instance = _certificate_fixtures.start_instance
 PROJECT_ROOT = TESTS.parent
 SAMPLES = PROJECT_ROOT / "samples"
 RUN_TIMEOUT = 60  # seconds one sample program may take; each gives up on its own after --timeout
-BUILD_TIMEOUT = 600  # the first Maven and npm builds download their dependencies
+# `make test` fetches the Maven, Go and npm dependencies before the tests; a run without it
+# downloads them in the first build.
+BUILD_TIMEOUT = 600
 
 SECTION = re.compile(r"<!-- sample: ([\w-]+) -->(.*?)<!-- end sample -->", re.S)
 SHELL_BLOCK = re.compile(r"```sh\n(.*?)```", re.S)
@@ -163,18 +165,28 @@ def sample(request: pytest.FixtureRequest) -> Sample:
     return build_sample(request.param)
 
 
-def run_program(sample: Sample, mode: str, *arguments: str, environment: dict[str, str] | None = None) -> Run:
-    """Run one sample program from the project root with these flags (and MQTT_* variables)."""
+def run_program(
+    sample: Sample,
+    mode: str,
+    *arguments: str,
+    environment: dict[str, str] | None = None,
+    exits_within: float = RUN_TIMEOUT,
+) -> Run:
+    """Run one sample program from the project root with these flags (and MQTT_* variables);
+    it fails the test unless the program exits by itself within ``exits_within`` seconds."""
     started = time.monotonic()
-    result = subprocess.run(
-        [*sample.programs[mode], *arguments],
-        cwd=PROJECT_ROOT,
-        env={**tool_environment(), **(environment or {})},
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        check=False,
-    )
+    try:
+        result = subprocess.run(
+            [*sample.programs[mode], *arguments],
+            cwd=PROJECT_ROOT,
+            env={**tool_environment(), **(environment or {})},
+            capture_output=True,
+            text=True,
+            timeout=exits_within,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the {sample.name} sample's {mode} program was still running after {exits_within} s")
     return Run(result.returncode, result.stdout, result.stderr, time.monotonic() - started)
 
 

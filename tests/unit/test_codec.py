@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from certmq.mqtt.codec import MAXIMUM_PACKET_SIZE, PacketDecoder, encode
+from certmq.mqtt.decoding import PacketDecoder
+from certmq.mqtt.encoding import encode
 from certmq.mqtt.errors import (
     MalformedPacket,
     MQTTError,
@@ -13,6 +14,7 @@ from certmq.mqtt.errors import (
     ProtocolError,
     UnsupportedProtocolVersion,
 )
+from certmq.mqtt.fields import MAXIMUM_PACKET_SIZE
 from certmq.mqtt.packets import (
     Auth,
     ConnAck,

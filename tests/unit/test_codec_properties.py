@@ -9,7 +9,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from certmq.mqtt.codec import _REASON_CODES_5, PacketDecoder, encode
+from certmq.mqtt.decoding import PacketDecoder
+from certmq.mqtt.encoding import encode
 from certmq.mqtt.errors import MQTTError
 from certmq.mqtt.packets import (
     Auth,
@@ -34,6 +35,7 @@ from certmq.mqtt.packets import (
     Will,
 )
 from certmq.mqtt.properties import ALLOWED_IN, PROPERTY_TYPES, WILL, PropertyId, PropertyType
+from certmq.mqtt.reason_codes import VALID_REASON_CODES
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -103,7 +105,7 @@ def properties_for(draw: st.DrawFn, context: int, *, from_client: bool = False) 
 
 
 def _reason_codes(packet_type: PacketType) -> st.SearchStrategy[int]:
-    return st.sampled_from(sorted(_REASON_CODES_5[packet_type]))
+    return st.sampled_from(sorted(VALID_REASON_CODES[packet_type]))
 
 
 # Packets --------------------------------------------------------------------------------------

@@ -7,8 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from certmq.config import SECTIONS, Config, ConfigError, changed_settings, load_config, parse_address
-from certmq.instance import render_config
+from certmq.config import (
+    SECTIONS,
+    Config,
+    ConfigError,
+    changed_settings,
+    definitions,
+    load_config,
+    parse_address,
+)
+from certmq.config_file import render_config
 
 
 def write(path: Path, text: str) -> Path:
@@ -174,6 +182,15 @@ def test_the_file_init_writes_is_the_defaults_and_names_every_key(tmp_path: Path
         assert f"[{section}]" in text
         for key in fields(getattr(expected, section)):
             assert f"\n{key.name} = " in text, f"{section}.{key.name} is missing from the template"
+
+
+def test_each_key_says_what_it_means_and_names_the_values_it_may_take() -> None:
+    text = render_config("mqtt-local-abc123")
+    for definition in definitions():
+        assert definition.doc, f"{definition.section}.{definition.key} has no description"
+        assert definition.doc.split("\n")[0] in text
+        for choice in definition.choices:
+            assert f'"{choice}"' in definition.doc, f"{definition.section}.{definition.key}: {choice} unnamed"
 
 
 def test_configuration_reference_documents_every_key() -> None:

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from certmq import pki
 from certmq.auth import decision
-from certmq.auth.decision import DeviceCertificateCache, DeviceDecision, decide_device
+from certmq.auth.decision import DeviceDecision, PresentedCertificateCache, decide_device
 from certmq.registry.index import CaEntry, DeviceEntry, TrustIndex, subject_key_identifier_of
 
 
@@ -257,7 +257,7 @@ def test_the_trace_is_written_when_asked(fleet: tuple[TrustIndex, pki.CertifiedK
 def test_the_cache_forgets_the_oldest_beyond_its_capacity() -> None:
     ca = make_ca()
     ders = [device_der(ca, f"device-{number}") for number in range(5)]
-    cache = DeviceCertificateCache(capacity=3)
+    cache = PresentedCertificateCache(capacity=3)
     first = cache.get(ders[0])
     for der in ders:
         cache.get(der)
@@ -268,9 +268,9 @@ def test_the_cache_forgets_the_oldest_beyond_its_capacity() -> None:
 
 
 def test_unreadable_bytes_are_not_remembered() -> None:
-    before = len(decision.device_certificates)
+    before = len(decision.presented_certificates)
     refused = decide_device(b"\x30\x03not a certificate", TrustIndex())
     assert outcome(refused) == (False, 1, "unreadable-certificate")
-    assert b"\x30\x03not a certificate" not in decision.device_certificates
-    assert len(decision.device_certificates) <= max(before, decision.DEVICE_CERTIFICATES_REMEMBERED)
-    assert decision.device_certificates.capacity == decision.DEVICE_CERTIFICATES_REMEMBERED
+    assert b"\x30\x03not a certificate" not in decision.presented_certificates
+    assert len(decision.presented_certificates) <= max(before, decision.PRESENTED_CERTIFICATES_REMEMBERED)
+    assert decision.presented_certificates.capacity == decision.PRESENTED_CERTIFICATES_REMEMBERED

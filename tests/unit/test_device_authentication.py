@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from certmq import pki
 from certmq.auth.admission import ListenerPolicy
+from certmq.auth.authenticator import InstanceAuthenticator, SerialCollisionError
 from certmq.auth.connect import AuthOutcome, ConnectAttempt
 from certmq.auth.decision import decide_device
-from certmq.auth.instance import InstanceAuthenticator, SerialCollisionError
 from certmq.mqtt.reason_codes import ReasonCode
 from certmq.registry.index import CaEntry, TrustIndex, subject_key_identifier_of
 
@@ -51,20 +51,6 @@ def device_der(ca: pki.CertifiedKey, name: str) -> bytes:
         ca.certificate, ca.key, name, pki.generate_key("ec").public_key()
     )
     return certificate.public_bytes(Encoding.DER)
-
-
-def test_registered_devices_skip_the_signature_check_but_not_the_clock() -> None:
-    index, ca = make_fleet()
-    der = device_der(ca, "dev-1")
-    first = decide_device(der, index)
-    assert (first.allowed, first.reason) == (True, "new-device")
-    index.put_device(first.ca_sn, first.device_sn, hashlib.sha256(der).digest(), True)
-    again = decide_device(der, index)
-    assert (again.allowed, again.step, again.reason) == (True, 6, "registered-device")
-    later = decide_device(
-        der, index, now=x509.load_der_x509_certificate(der).not_valid_after_utc.replace(year=2100)
-    )
-    assert (later.allowed, later.step, later.reason) == (False, 5, "certificate-expired")
 
 
 def test_a_registration_that_cannot_start_is_refused_and_recorded() -> None:

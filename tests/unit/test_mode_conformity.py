@@ -5,11 +5,14 @@ that the start-up log, the console and `certmq mode set` print."""
 
 from __future__ import annotations
 
+import typing
+
 import pytest
 
 from certmq.auth.admission import Admission, ListenerPolicy
 from certmq.auth.identity import ANONYMOUS as NOBODY
 from certmq.auth.identity import Identity
+from certmq.auth.mode import AuthMode, AuthModeName
 from certmq.config import Config
 
 CERTIFICATE = Identity(ca_sn="77", device_sn="0a1b", cn="sensor-1")
@@ -114,3 +117,10 @@ def test_the_policy_comes_from_the_listener_settings() -> None:
         configured=frozenset({"tcp", "tls", "wss"}),
     )
     assert policy.admission("ws", "one-way") is Admission.DISABLED
+
+
+def test_every_mode_has_its_table_and_the_names_the_api_accepts_are_the_modes() -> None:
+    """The API and the console validate mode names with ``AuthModeName``: it names exactly the
+    members of ``AuthMode``, each of which has its row in the admission table."""
+    assert set(typing.get_args(AuthModeName)) == {mode.value for mode in AuthMode}
+    assert set(DEFAULTS.table) == set(AuthMode)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import gc
-import time
 import tracemalloc
 
 from cryptography import x509
@@ -169,7 +168,10 @@ def test_counters() -> None:
     assert index.issuer_of(make_device(ca)) is None
 
 
-async def test_large_registry_loads_fast_and_compact(registry: RegistryService, store: RegistryStore) -> None:
+async def test_a_large_registry_loads_whole_and_compact(
+    registry: RegistryService, store: RegistryStore
+) -> None:
+    # How long the load takes is measured by bench/registry_scale.py, not asserted here.
     # PostgreSQL runs the same code on a fifth of the rows: its cost is the server's, not ours.
     scale = SCALE_DEVICES if store.dialect == "sqlite" else SCALE_DEVICES // 5
     ca = make_ca()
@@ -181,13 +183,10 @@ async def test_large_registry_loads_fast_and_compact(registry: RegistryService, 
         )
 
     reopened = RegistryService(store, instance_id=INSTANCE_ID)
-    started = time.perf_counter()
     await reopened.open()
-    elapsed = time.perf_counter() - started
     try:
         index = reopened.index
         assert (index.device_count, index.inactive_device_count) == (scale, scale // 10)
-        assert elapsed < 5.0, f"loading {scale} devices took {elapsed:.1f} s"
         sample = next(synthetic_devices(record.sn, 1, start=12_345))
         entry = index.device(record.sn, sample.device_sn)
         assert entry is not None and entry.fingerprint.hex() == sample.fingerprint and entry.active

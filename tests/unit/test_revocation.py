@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 
 import pytest
 
-import certmq.api  # noqa: F401  (the console is imported through the API that serves it)
 from certmq.auth.identity import ANONYMOUS, Identity
 from certmq.auth.revocation import revocation_reason, revokes
 from certmq.console import live

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from certmq.mqtt.codec import PacketDecoder, encode
+from certmq.mqtt.decoding import PacketDecoder
+from certmq.mqtt.encoding import encode
 from certmq.mqtt.errors import ProtocolError
 from certmq.mqtt.packets import (
     Auth,

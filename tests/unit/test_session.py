@@ -1,4 +1,4 @@
-from certmq.broker.connect import valid_apsara_client_id
+from certmq.auth.apsara_client_id import valid_apsara_client_id
 from certmq.broker.messages import USER_PROPERTY_OVERHEAD, Delivery, Message, message_size
 from certmq.broker.session import Session
 from certmq.mqtt.properties import PropertyId

@@ -18,18 +18,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 
-from certmq.auth.decision import (
-    CA_NOT_REGISTERED,
-    CERTIFICATE_EXPIRED,
-    NO_CLIENT_CERTIFICATE,
-    decision_for_handshake_failure,
-)
+from certmq.auth.decision import CA_NOT_REGISTERED, CERTIFICATE_EXPIRED, NO_CLIENT_CERTIFICATE
+from certmq.auth.handshake_refusal import decision_for_handshake_failure
 from certmq.broker.listeners import serve_tls
 from certmq.pki import generate_key
 from certmq.pki.files import certificates_pem, write_certificates, write_private_key
 from certmq.pki.issue import CertifiedKey, create_ca, issue_device_certificate, issue_server_certificate
 from certmq.tls.connection import HandshakeError
-from certmq.tls.context import MUTUAL, ONE_WAY, ServerContexts, TrustSettings
+from certmq.tls.context import ServerContexts, TrustSettings
 
 
 @dataclass
@@ -126,9 +122,13 @@ class Listener:
     failed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-async def _listen(pki: Pki, mode: str, handshake_timeout: float = 5.0) -> tuple[asyncio.Server, Listener]:
+async def _listen(
+    pki: Pki, verifies_client_certificates: bool, handshake_timeout: float = 5.0
+) -> tuple[asyncio.Server, Listener]:
     cas = (certificates_pem(pki.fleet.certificate).decode(),)
-    contexts = ServerContexts(TrustSettings(pki.server_cert, pki.server_key, mode, cas))
+    contexts = ServerContexts(
+        TrustSettings(pki.server_cert, pki.server_key, verifies_client_certificates, cas)
+    )
     listener = Listener(0, contexts)
 
     def failed(peer: str, error: BaseException) -> None:
@@ -142,7 +142,7 @@ async def _listen(pki: Pki, mode: str, handshake_timeout: float = 5.0) -> tuple[
 
 @pytest.fixture
 async def mutual(pki: Pki) -> AsyncIterator[Listener]:
-    server, listener = await _listen(pki, MUTUAL)
+    server, listener = await _listen(pki, True)
     yield listener
     server.close()
 
@@ -272,7 +272,7 @@ async def test_no_client_certificate_in_mutual_mode(pki: Pki, mutual: Listener) 
 
 
 async def test_one_way_mode_asks_for_no_certificate(pki: Pki) -> None:
-    server, listener = await _listen(pki, ONE_WAY)
+    server, listener = await _listen(pki, False)
     try:
         # A client certificate offered is simply not asked for.
         assert await _exchange(listener, _client_context(pki, pki.device), b"one") == b"one"
@@ -286,7 +286,7 @@ async def test_the_next_handshake_uses_the_new_generation(pki: Pki, mutual: List
     reader, writer = await asyncio.open_connection(
         "127.0.0.1", mutual.port, ssl=_client_context(pki, pki.device), server_hostname="localhost"
     )
-    await mutual.contexts.update(auth_mode=ONE_WAY)
+    await mutual.contexts.update(verifies_client_certificates=False)
     # The live connection keeps its context; a new one is not asked for a certificate.
     writer.write(b"live")
     assert await reader.readexactly(4) == b"live"
@@ -296,7 +296,7 @@ async def test_the_next_handshake_uses_the_new_generation(pki: Pki, mutual: List
 
 
 async def test_a_silent_client_times_out(pki: Pki) -> None:
-    server, listener = await _listen(pki, MUTUAL, handshake_timeout=0.3)
+    server, listener = await _listen(pki, True, handshake_timeout=0.3)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
         await asyncio.wait_for(listener.failed.wait(), 5)

@@ -8,8 +8,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
-from certmq.api.context import Context
 from certmq.api.errors import error_responses
+from certmq.web.context import Context
 
 router = APIRouter(prefix="/access-keys", tags=["access keys"])
 

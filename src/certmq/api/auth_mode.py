@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from certmq.api.context import Context
 from certmq.api.errors import error_responses
+from certmq.auth.mode import AuthModeName
+from certmq.web.context import Context
 
 router = APIRouter(prefix="/auth-mode", tags=["auth mode"])
-
-Mode = Literal["one-way", "mutual"]
-
 
 LISTENERS = Field(
     description="which MQTT listeners the mode opens and to whom, e.g. "
@@ -22,19 +18,19 @@ LISTENERS = Field(
 
 
 class AuthMode(BaseModel):
-    mode: Mode = Field(description="one-way: credentials; mutual: device certificates as well")
+    mode: AuthModeName = Field(description="one-way: credentials; mutual: device certificates as well")
     listeners: str = LISTENERS
 
 
 class AuthModeChange(BaseModel):
-    mode: Mode
+    mode: AuthModeName
     disconnect_nonconforming: bool = Field(
         default=False, description="also disconnect live sessions that the new mode would refuse"
     )
 
 
 class AuthModeChanged(BaseModel):
-    mode: Mode
+    mode: AuthModeName
     disconnected: int = Field(description="live sessions disconnected because they do not conform")
     listeners: str = LISTENERS
 

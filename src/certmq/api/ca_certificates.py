@@ -8,10 +8,10 @@ from typing import Literal
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
-from certmq.api.context import Context
 from certmq.api.errors import error_responses
-from certmq.api.paging import PageNo, PageSize
 from certmq.registry.records import CaRecord
+from certmq.web.context import Context
+from certmq.web.paging import PageNo, PageSize
 
 router = APIRouter(prefix="/ca-certificates", tags=["CA certificates"])
 

@@ -8,10 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from certmq.api.context import Context
 from certmq.api.errors import ApiError, error_responses
-from certmq.api.paging import PageNo
 from certmq.control import ConnectionInfo
+from certmq.web.context import Context
+from certmq.web.paging import ConnectionsPageSize, PageNo
 
 router = APIRouter(prefix="/connections", tags=["connections"])
 
@@ -60,7 +60,7 @@ async def list_connections(
         str | None, Query(description="only those on this listener: tcp, tls, ws, wss")
     ] = None,
     page_no: PageNo = 1,
-    page_size: Annotated[int, Query(ge=1, le=1000, description="connections per page, 1 to 1000")] = 100,
+    page_size: ConnectionsPageSize = 100,
 ) -> ConnectionPage:
     connections = context.control.connections()
     if listener is not None:

@@ -8,9 +8,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from certmq.api.context import Context
-from certmq.api.paging import MAX_OFFSET, query_time
 from certmq.registry.records import DecisionRecord
+from certmq.web.context import Context
+from certmq.web.paging import DecisionSearchLimit, Offset, query_time
 
 router = APIRouter(prefix="/decisions", tags=["decisions"])
 
@@ -67,8 +67,8 @@ async def search_decisions(
     reason: Annotated[str | None, Query(description="reason code, e.g. device-inactive")] = None,
     since: Annotated[datetime | None, Query(description="ISO 8601; from this time on")] = None,
     until: Annotated[datetime | None, Query(description="ISO 8601; before this time")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: DecisionSearchLimit = 100,
+    offset: Offset = 0,
 ) -> DecisionList:
     # Decisions are written in batches every half second: write the queued ones first, so that
     # the attempt an operator just made is in the answer.

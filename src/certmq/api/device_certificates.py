@@ -9,10 +9,10 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
-from certmq.api.context import Context
 from certmq.api.errors import error_responses
-from certmq.api.paging import PageNo, PageSize
 from certmq.registry.records import DeviceRecord
+from certmq.web.context import Context
+from certmq.web.paging import PageNo, PageSize
 
 router = APIRouter(prefix="/device-certificates", tags=["device certificates"])
 

@@ -3,7 +3,7 @@
 Its script and stylesheet come from the ``swagger-ui-py`` package (Swagger UI 5, which reads
 OpenAPI 3.1), and it is started by a script file of our own rather than an inline one: the page
 works offline, loads nothing from another host, and keeps the console's strict
-Content-Security-Policy (:data:`certmq.console.rendering.SECURITY_HEADERS`).
+Content-Security-Policy (:data:`certmq.web.security_headers.SECURITY_HEADERS`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from starlette.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
 
 from certmq import __version__
-from certmq.console.rendering import SECURITY_HEADERS
+from certmq.web.security_headers import SECURITY_HEADERS
 
 # Swagger UI's files, then ours (docs.js), under one path.
 _ASSETS: list[str | tuple[str, str]] = [("swagger_ui", "static"), ("certmq.api", "static")]

@@ -33,6 +33,7 @@ from certmq.access_keys import AccessKeyNotFound
 from certmq.control import ServerCertificateRejected
 from certmq.pki import PkiError
 from certmq.registry.errors import RegistryError
+from certmq.web.validation import describe_validation_errors
 
 log = logging.getLogger("certmq.api")
 
@@ -85,18 +86,6 @@ def _status_code_name(status: int) -> str:
         return http.HTTPStatus(status).phrase.replace(" ", "").replace("-", "")
     except ValueError:
         return "HTTPError"
-
-
-def describe_validation_errors(errors: list[Any]) -> str:
-    """One line naming each invalid field, e.g. ``query.page_size: Input should be ≤ 100``."""
-    parts = []
-    for error in errors:
-        location = ".".join(str(item) for item in error.get("loc", ()))
-        message = error.get("msg", "invalid")
-        if error.get("type") == "json_invalid":
-            message = f"the body is not valid JSON ({error.get('ctx', {}).get('error', 'invalid')})"
-        parts.append(f"{location}: {message}" if location else message)
-    return "; ".join(parts) or "the request is not valid"
 
 
 async def _registry_error(request: Request, error: Exception) -> JSONResponse:

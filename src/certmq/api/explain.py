@@ -6,9 +6,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from certmq.api.context import Context
 from certmq.api.errors import error_responses
 from certmq.auth.explain import explain_certificate
+from certmq.web.context import Context
 
 router = APIRouter(prefix="/explain", tags=["explain"])
 

@@ -10,9 +10,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from certmq.api.context import Context
-from certmq.api.paging import MAX_OFFSET, query_time
 from certmq.registry.records import OperationRecord
+from certmq.web.context import Context
+from certmq.web.paging import Offset, OperationSearchLimit, query_time
 
 router = APIRouter(prefix="/operations", tags=["operations"])
 
@@ -68,8 +68,8 @@ async def search_operations(
     code: Annotated[str | None, Query(description="only this outcome: Success or an error code")] = None,
     since: Annotated[datetime | None, Query(description="ISO 8601; from this time on")] = None,
     until: Annotated[datetime | None, Query(description="ISO 8601; before this time")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: OperationSearchLimit = 100,
+    offset: Offset = 0,
 ) -> OperationList:
     # Calls are written in batches every half second: write the queued ones first, so that the
     # call an operator just made is in the answer.

@@ -7,7 +7,7 @@ from datetime import datetime
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from certmq.api.context import Context
+from certmq.web.context import Context
 
 router = APIRouter(prefix="/registration-codes", tags=["registration codes"])
 

@@ -7,9 +7,9 @@ import hmac
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from certmq.api.context import Context
 from certmq.api.errors import ApiError
-from certmq.api.secret_failures import SecretRoute, TooManyFailures, source_of
+from certmq.web.context import Context
+from certmq.web.secret_failures import SecretRoute, TooManyFailures, source_of
 
 UNAUTHORIZED = "Unauthorized"
 TOO_MANY_FAILURES = "TooManyFailures"

@@ -8,9 +8,9 @@ from datetime import datetime
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from certmq.api.context import Context
 from certmq.api.errors import error_responses
 from certmq.control import ServerCertificateInfo
+from certmq.web.context import Context
 
 router = APIRouter(prefix="/server-certificate", tags=["server certificate"])
 

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from certmq.auth.identity import Identity
+from certmq.auth.mode import AuthMode
 from certmq.config import Config
-from certmq.tls.context import MUTUAL, ONE_WAY
 
 MQTT_LISTENERS = ("tcp", "tls", "ws", "wss")
 # Values of listeners.wss_in_mutual_mode.
@@ -66,8 +66,8 @@ class ListenerPolicy:
             listener: Admission.DISABLED for listener in MQTT_LISTENERS if listener not in self.configured
         }
         table = {
-            ONE_WAY: {listener: CREDENTIALS for listener in MQTT_LISTENERS} | disabled,
-            MUTUAL: open_in_mutual_mode | disabled,
+            AuthMode.ONE_WAY: {listener: CREDENTIALS for listener in MQTT_LISTENERS} | disabled,
+            AuthMode.MUTUAL: open_in_mutual_mode | disabled,
         }
         object.__setattr__(self, "table", table)
 

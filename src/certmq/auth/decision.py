@@ -12,7 +12,8 @@ so that `certmq explain`, a resumed session and a full handshake agree (but for 
 constraints, which only OpenSSL applies: docs/certificates.md).
 
 Handshakes that the TLS layer refused are described in the same terms by
-:func:`decision_for_handshake_failure`, so the audit log tells one story.
+:func:`certmq.auth.handshake_refusal.decision_for_handshake_failure`, so the audit log tells one
+story.
 """
 
 from __future__ import annotations
@@ -144,11 +145,12 @@ class Step:
 Failure = tuple[str, str]
 
 
-class DeviceCertificate:
-    """What the DER bytes of a device certificate say by themselves: the parsed certificate, its
-    Sn, CN, fingerprint, validity period and the checks of step 5 that need no CA. None of it
+class PresentedCertificate:
+    """The certificate a client presented as its device certificate, and what its DER bytes say
+    by themselves: the parsed certificate, its Sn, CN, fingerprint, validity period and the checks
+    of step 5 that need no CA. None of it
     depends on the registry or the time, so it is worked out once per distinct DER
-    (:class:`DeviceCertificateCache`) and shared by every decision on those bytes."""
+    (:class:`PresentedCertificateCache`) and shared by every decision on those bytes."""
 
     __slots__ = (
         "_defect",
@@ -206,8 +208,8 @@ class DeviceCertificate:
         return checked[0]
 
 
-class DeviceCertificateCache:
-    """The :class:`DeviceCertificate` of each of the last ``capacity`` distinct DER byte strings
+class PresentedCertificateCache:
+    """The :class:`PresentedCertificate` of each of the last ``capacity`` distinct DER byte strings
     seen, the oldest forgotten first. An entry holds the DER, the parsed certificate (with its
     extensions once step 5 has read them) and a few short strings: about 6 KB for an EC device
     certificate."""
@@ -216,18 +218,18 @@ class DeviceCertificateCache:
         self.capacity = capacity
         # Ordered: the oldest is taken from the front, which a plain dict would find only after
         # stepping over the slots of every entry deleted before it.
-        self._entries: OrderedDict[bytes, DeviceCertificate] = OrderedDict()
+        self._entries: OrderedDict[bytes, PresentedCertificate] = OrderedDict()
         # Lookups are single dict reads; adding and evicting take the lock, so that two threads
         # cannot both evict the same oldest entry.
         self._adding = threading.Lock()
 
-    def get(self, der: bytes) -> DeviceCertificate:
+    def get(self, der: bytes) -> PresentedCertificate:
         """What ``der`` says, parsed now if it is not remembered. Raises ValueError when ``der``
         is not a readable certificate (which is not remembered)."""
         known = self._entries.get(der)
         if known is not None:
             return known
-        parsed = DeviceCertificate(der)
+        parsed = PresentedCertificate(der)
         with self._adding:
             entries = self._entries
             while len(entries) >= self.capacity and entries:
@@ -243,8 +245,8 @@ class DeviceCertificateCache:
 
 # Enough for the devices that reconnect again and again (flapping links, retries after a
 # refusal) at about 25 MB when full; a device forgotten costs one more parse.
-DEVICE_CERTIFICATES_REMEMBERED = 4096
-device_certificates = DeviceCertificateCache(DEVICE_CERTIFICATES_REMEMBERED)
+PRESENTED_CERTIFICATES_REMEMBERED = 4096
+presented_certificates = PresentedCertificateCache(PRESENTED_CERTIFICATES_REMEMBERED)
 
 
 def certificate_size_failure(der: bytes) -> Failure | None:
@@ -259,7 +261,7 @@ def certificate_size_failure(der: bytes) -> Failure | None:
     return None
 
 
-def _read(der: bytes, remember: bool = True) -> tuple[DeviceCertificate | None, Failure | None]:
+def read_certificate(der: bytes, remember: bool = True) -> tuple[PresentedCertificate | None, Failure | None]:
     """Step 1 on the DER of a presented certificate: the certificate (None when it cannot be read)
     and why it cannot be a device certificate, whoever issued it (None when it can). Parsed and
     remembered once per distinct DER unless ``remember`` is false (for certificates that the TLS
@@ -267,7 +269,7 @@ def _read(der: bytes, remember: bool = True) -> tuple[DeviceCertificate | None, 
     if len(der) > MAX_DEVICE_CERTIFICATE_SIZE:
         return None, certificate_size_failure(der)
     try:
-        device = device_certificates.get(der) if remember else DeviceCertificate(der)
+        device = presented_certificates.get(der) if remember else PresentedCertificate(der)
     except ValueError as error:
         return None, (UNREADABLE_CERTIFICATE, f"cannot parse the client certificate: {error}")
     return device, device.defect()
@@ -276,7 +278,7 @@ def _read(der: bytes, remember: bool = True) -> tuple[DeviceCertificate | None, 
 class _Course(NamedTuple):
     """How the procedure went, enough to write out its steps when someone asks."""
 
-    device: DeviceCertificate | None  # None when step 1 found no readable certificate
+    device: PresentedCertificate | None  # None when step 1 found no readable certificate
     registered: bool  # the CA and serial were found registered at step 2
     ca_sn: str
     allowed: bool
@@ -338,7 +340,7 @@ class DeviceDecision:
         return self._course.steps() if self._course is not None else ()
 
 
-def _validity_failure(device: DeviceCertificate, now: datetime) -> Failure | None:
+def _validity_failure(device: PresentedCertificate, now: datetime) -> Failure | None:
     if now < device.not_valid_before:
         return CERTIFICATE_NOT_YET_VALID, f"valid only from {device.not_valid_before.isoformat()}"
     if now > device.not_valid_after:
@@ -386,7 +388,7 @@ def _chain_failure(
 
 
 def _defect(certificate: x509.Certificate) -> Failure | None:
-    """Step 1's checks of what the certificate says about itself (see :meth:`DeviceCertificate.defect`)."""
+    """Step 1's checks of what the certificate says about itself (see :meth:`PresentedCertificate.defect`)."""
     failure = _chain_failure(
         certificate, "the device certificate", DEVICE_CRITICAL_EXTENSIONS, UNREADABLE_CERTIFICATE
     )
@@ -512,7 +514,7 @@ def _ca_validity_failure(ca: CaView, facts: _CaFacts, now: datetime) -> Failure 
 
 
 def _validate(
-    device: DeviceCertificate, ca: CaView, facts: _CaFacts, now: datetime, verified: bool
+    device: PresentedCertificate, ca: CaView, facts: _CaFacts, now: datetime, verified: bool
 ) -> Failure | None:
     """Step 5: the checks that the device certificate must pass against its CA.
 
@@ -535,8 +537,8 @@ def _validate(
     return facts.failure or _validity_failure(device, now) or _ca_validity_failure(ca, facts, now)
 
 
-def _issuer(
-    device: DeviceCertificate, index: TrustIndexView, verified_issuer: VerifiedIssuer | None
+def find_issuer(
+    device: PresentedCertificate, index: TrustIndexView, verified_issuer: VerifiedIssuer | None
 ) -> CaView | None:
     """The registered CA that issued the device certificate, remembered while the index's CAs
     do not change: the one whose key verified it in the handshake when that one is registered,
@@ -558,8 +560,8 @@ def _issuer(
     return ca
 
 
-def _decision(
-    device: DeviceCertificate,
+def decision_about(
+    device: PresentedCertificate,
     ca_sn: str,
     registered: bool,
     step: int,
@@ -585,14 +587,14 @@ def _decision(
     )
 
 
-def _allow(device: DeviceCertificate, ca_sn: str, facts: _CaFacts, *, registered: bool) -> DeviceDecision:
+def _allow(device: PresentedCertificate, ca_sn: str, facts: _CaFacts, *, registered: bool) -> DeviceDecision:
     """Step 6: allowed until the certificate expires, or its CA's if that comes first."""
     if registered:
         reason, detail = REGISTERED_DEVICE, "registered and active"
     else:
         reason, detail = NEW_DEVICE, "new device: registered on this connection"
     valid_until = min(device.not_valid_after, facts.not_valid_after)
-    return _decision(device, ca_sn, registered, 6, reason, detail, allowed=True, valid_until=valid_until)
+    return decision_about(device, ca_sn, registered, 6, reason, detail, allowed=True, valid_until=valid_until)
 
 
 def _without_certificate(reason: str, detail: str) -> DeviceDecision:
@@ -615,27 +617,27 @@ def decide_device(
     registered CA, it is the issuing CA (the certificate's names are not compared), and the
     signature and key usages that the handshake checked are not checked again.
 
-    What the certificate's bytes say is parsed once per distinct DER (:data:`device_certificates`);
+    What the certificate's bytes say is parsed once per distinct DER (:data:`presented_certificates`);
     the registry (which CA issued it, the CA's and the device's status, the registered
     fingerprint) and the clock are read anew at every call. An allowed decision says until when
     the certificate stays valid (``valid_until``): the broker ends the session then."""
     # Step 1: the leaf certificate, its serial, issuer and fingerprint, and what it says of itself.
     if not certificate_der:
         return _without_certificate(NO_CLIENT_CERTIFICATE, "the client presented no certificate")
-    device, defect = _read(certificate_der)
+    device, defect = read_certificate(certificate_der)
     if device is None:
         assert defect is not None
         return _without_certificate(*defect)
     if defect is not None:
-        return _decision(device, "", False, 1, *defect)
+        return decision_about(device, "", False, 1, *defect)
     now = now or datetime.now(UTC)
 
     # Step 2: registered (same CA, same serial)?
-    ca = _issuer(device, index, verified_issuer)
+    ca = find_issuer(device, index, verified_issuer)
     registered = None if ca is None else index.device(ca.sn, device.device_sn)
     if ca is not None and registered is not None:
         if registered.fingerprint != device.fingerprint:
-            return _decision(
+            return decision_about(
                 device,
                 ca.sn,
                 True,
@@ -644,29 +646,29 @@ def decide_device(
                 f"another certificate is registered with CA {ca.sn} and Sn {device.device_sn}",
             )
         if not registered.active:
-            return _decision(
+            return decision_about(
                 device, ca.sn, True, 2, DEVICE_INACTIVE, "the device certificate is registered and inactive"
             )
         # Step 5 also covers the CA's own status for a registered device.
         if not ca.active:
-            return _decision(device, ca.sn, True, 5, CA_INACTIVE, f"CA {ca.sn} is inactive")
+            return decision_about(device, ca.sn, True, 5, CA_INACTIVE, f"CA {ca.sn} is inactive")
         # A registered device presented the very bytes (same fingerprint) whose signature and
         # usages were checked when it was registered, so only what time changes is checked again.
         facts = _facts_of(ca)
         failure = _validity_failure(device, now) or _ca_validity_failure(ca, facts, now)
         if failure is not None:
-            return _decision(device, ca.sn, True, 5, *failure)
+            return decision_about(device, ca.sn, True, 5, *failure)
         # Step 6: allow.
         return _allow(device, ca.sn, facts, registered=True)
 
     # Step 3: not registered; the registered CA that issued it.
     if ca is None:
-        return _decision(
+        return decision_about(
             device, "", False, 3, CA_NOT_REGISTERED, f"no registered CA issued it ({device.issuer_name})"
         )
     # Step 4: is that CA active?
     if not ca.active:
-        return _decision(device, ca.sn, False, 4, CA_INACTIVE, f"CA {ca.sn} is inactive")
+        return decision_about(device, ca.sn, False, 4, CA_INACTIVE, f"CA {ca.sn} is inactive")
     # Step 5: validate the certificate against the CA at the current time.
     # A full handshake has just verified it with this very CA certificate's key; a resumed one
     # verified nothing, and then the TLS layer names no issuer.
@@ -674,76 +676,6 @@ def decide_device(
     facts = _facts_of(ca)
     failure = _validate(device, ca, facts, now, verified)
     if failure is not None:
-        return _decision(device, ca.sn, False, 5, *failure)
+        return decision_about(device, ca.sn, False, 5, *failure)
     # Step 6: allow, registering the device (the caller's part).
     return _allow(device, ca.sn, facts, registered=False)
-
-
-# OpenSSL X509_V_ERR codes that a refused client certificate carries, as steps of the decision
-# procedure: when OpenSSL found the fault in the device certificate (depth 0 of the chain)...
-_VERIFY_CODES: dict[int, tuple[int, str]] = {
-    2: (3, CA_NOT_REGISTERED),  # unable to get issuer certificate
-    7: (5, BAD_SIGNATURE),  # certificate signature failure
-    9: (5, CERTIFICATE_NOT_YET_VALID),
-    10: (5, CERTIFICATE_EXPIRED),
-    18: (3, CA_NOT_REGISTERED),  # self-signed leaf
-    19: (3, CA_NOT_REGISTERED),  # self-signed certificate in chain
-    20: (3, CA_NOT_REGISTERED),  # unable to get local issuer certificate
-    21: (3, CA_NOT_REGISTERED),  # unable to verify the first certificate
-    24: (5, ISSUER_NOT_A_CA),  # invalid CA certificate
-    26: (5, WRONG_KEY_USAGE),  # unsupported certificate purpose
-    28: (5, WRONG_KEY_USAGE),  # certificate rejected
-    32: (5, ISSUER_NOT_A_CA),  # key usage does not include certificate signing
-    34: (1, UNSUPPORTED_CRITICAL_EXTENSION),  # unhandled critical extension
-    66: (5, WEAK_KEY),  # EE certificate key too weak
-    67: (5, WEAK_KEY),  # CA certificate key too weak
-    68: (5, WEAK_SIGNATURE),  # CA signature digest algorithm too weak
-}
-# ... and where the same code means something else when the fault is in a CA certificate.
-_CA_VERIFY_CODES: dict[int, tuple[int, str]] = {
-    9: (5, CA_NOT_YET_VALID),
-    10: (5, CA_EXPIRED),
-    34: (5, UNSUPPORTED_CRITICAL_EXTENSION),
-    68: (5, WEAK_SIGNATURE),
-}
-# Where OpenSSL stops: it refuses a client's certificates (the whole chain) above this size.
-TLS_CERTIFICATES_LIMIT = 100 * 1024
-
-
-def decision_for_handshake_failure(
-    error: BaseException, index: TrustIndexView | None = None
-) -> DeviceDecision | None:
-    """The decision that a TLS handshake refused on certificate grounds amounts to;
-    None for failures that are not about the client certificate (the client hung up...).
-
-    ``error`` is the TLS layer's: it carries OpenSSL's verification result as ``verify_code``,
-    ``verify_depth`` and ``verify_message``, the failed step of the handshake as ``reason``, the
-    DER of the refused client certificate as ``certificate`` when the handshake got that far,
-    and ``after_server_hello`` when the server had answered the client's hello.
-
-    A refused certificate is described as step 1 would describe it when step 1 rules it out, as
-    `certmq explain` does, and by OpenSSL's verdict otherwise; its Sn, CN and fingerprint are given
-    when it can be read, and its CA's Sn when ``index`` knows the CA and the step is past 3."""
-    certificate = getattr(error, "certificate", None)
-    device, defect = _read(certificate, remember=False) if certificate else (None, None)
-    verify_code = getattr(error, "verify_code", 0)
-    if defect is not None:
-        step, (reason, detail) = 1, defect
-    elif verify_code:
-        depth = getattr(error, "verify_depth", 0)
-        known = _CA_VERIFY_CODES.get(verify_code) if depth else None
-        step, reason = known or _VERIFY_CODES.get(verify_code, (5, CERTIFICATE_INVALID))
-        detail = f"TLS handshake refused: {getattr(error, 'verify_message', None) or error}"
-    elif getattr(error, "reason", None) in ("PEER_DID_NOT_RETURN_A_CERTIFICATE", "CERTIFICATE_REQUIRED"):
-        return DeviceDecision(False, 1, NO_CLIENT_CERTIFICATE, "TLS handshake refused: no client certificate")
-    elif getattr(error, "reason", None) == "EXCESSIVE_MESSAGE_SIZE" and getattr(
-        error, "after_server_hello", False
-    ):
-        step, reason = 1, CERTIFICATE_TOO_LARGE
-        detail = f"TLS handshake refused: the client's certificates exceed {TLS_CERTIFICATES_LIMIT} bytes"
-    else:
-        return None
-    if device is None:
-        return DeviceDecision(False, step, reason, detail)
-    ca = _issuer(device, index, None) if index is not None and step > 3 else None
-    return _decision(device, "" if ca is None else ca.sn, False, step, reason, detail)

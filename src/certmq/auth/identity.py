@@ -1,7 +1,7 @@
 """Who a client proved to be at CONNECT: one value, passed unchanged from the authentication
 step to the broker, the journal, the REST API and the console.
 
-The authentication step establishes it (:mod:`certmq.auth.instance`: a device certificate, and
+The authentication step establishes it (:mod:`certmq.auth.authenticator`: a device certificate, and
 Signature credentials; nothing for an anonymous client). The broker keeps it with the connection
 and the session: the session's owner (:mod:`certmq.auth.ownership`), its topic rules, the check
 of its will. Registry changes cut the live sessions whose identity they revoke

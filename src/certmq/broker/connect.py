@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 
+from certmq.auth.apsara_client_id import valid_apsara_client_id
 from certmq.auth.connect import AuthOutcome, ConnectAttempt
 from certmq.auth.ownership import SESSION_OWNED_BY_ANOTHER_IDENTITY, session_owner
 from certmq.auth.topics import WILL_TOPIC_DENIED, ClientPermissions, may_publish
@@ -25,21 +26,6 @@ from certmq.mqtt.reason_codes import ReasonCode
 from certmq.mqtt.server_events import CONNECTED
 
 log = logging.getLogger("certmq.connection")
-
-APSARA_CLIENT_ID_SEPARATOR = "@@@"
-
-
-def valid_apsara_client_id(client_id: str) -> bool:
-    """An ApsaraMQ client id: `GroupID@@@DeviceID`, at most 64 characters, GroupID `GID_`/`GID-` +
-    [A-Za-z0-9_-], 7-64 long."""
-    if len(client_id) > 64:
-        return False
-    group, separator, device = client_id.partition(APSARA_CLIENT_ID_SEPARATOR)
-    if not separator or not device or not 7 <= len(group) <= 64:
-        return False
-    if not (group.startswith("GID_") or group.startswith("GID-")):
-        return False
-    return all(c.isascii() and (c.isalnum() or c in "-_") for c in group)
 
 
 def handle_connect(connection: ClientConnection, packet: Connect) -> None:

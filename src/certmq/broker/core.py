@@ -36,7 +36,7 @@ from certmq.mqtt.reason_codes import ReasonCode
 from certmq.mqtt.server_connection import ServerLimits
 
 if TYPE_CHECKING:
-    from certmq.auth.instance import AuditSink
+    from certmq.auth.authenticator import AuditSink
     from certmq.broker.recorder import Recorder
 
 log = logging.getLogger("certmq.broker")

@@ -26,8 +26,8 @@ from enum import IntEnum
 from typing import Any, NamedTuple, TypeAlias
 from zlib import crc32
 
-from certmq.mqtt.codec import decode_properties, encode_properties
 from certmq.mqtt.errors import MQTTError
+from certmq.mqtt.fields import decode_properties, encode_properties
 from certmq.mqtt.packets import PacketType, Will
 from certmq.mqtt.properties import WILL
 

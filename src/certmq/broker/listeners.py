@@ -9,12 +9,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from certmq.auth.decision import certificate_size_failure
 from certmq.tls.connection import TlsServerConnection
-from certmq.tls.context import MUTUAL, ServerContexts
-
-
-def _in_mutual_mode(mode: str) -> bool:
-    return mode == MUTUAL
+from certmq.tls.context import ServerContexts
 
 
 async def serve_tls(
@@ -24,16 +21,22 @@ async def serve_tls(
     port: int,
     handshake_timeout: float,
     on_handshake_failure: Callable[[str, BaseException], None],
-    asks_for_certificate: Callable[[str], bool] = _in_mutual_mode,
+    asks_for_certificate: bool = True,
 ) -> asyncio.Server:
     """Listen on ``host:port``; each accepted connection handshakes with the newest generation,
-    asking for a device certificate when ``asks_for_certificate`` says so of its auth mode."""
+    asking for a device certificate when the generation verifies them (mutual mode) and the
+    listener asks for one in mutual mode (``asks_for_certificate``)."""
 
     def accept() -> TlsServerConnection:
         generation = contexts.generation
-        asks = asks_for_certificate(generation.settings.auth_mode)
+        asks = asks_for_certificate and generation.verifies_client_certificates
         return TlsServerConnection(
-            generation.context(asks), asks, make_protocol, handshake_timeout, on_handshake_failure
+            generation.context(asks),
+            asks,
+            make_protocol,
+            handshake_timeout,
+            on_handshake_failure,
+            certificate_size_failure,
         )
 
     return await asyncio.get_running_loop().create_server(

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from certmq.auth.admission import ListenerPolicy
 from certmq.auth.connect import AnonymousAuthenticator, Authenticator, DenyWithoutCredentials
+from certmq.auth.mode import AuthMode
 from certmq.auth.ownership import SessionOwnerPolicy
 from certmq.auth.topics import TopicRules, TopicRulesError
 from certmq.broker.client_connection import Listener
@@ -153,7 +154,8 @@ class Broker:
         listeners = self.config.listeners
         if self.contexts is None and (listeners.tls or listeners.wss):
             cert_file, key_file = self._certificate_files()
-            self.contexts = ServerContexts(TrustSettings(cert_file, key_file, self.config.instance.auth_mode))
+            mutual = self.config.instance.auth_mode == AuthMode.MUTUAL
+            self.contexts = ServerContexts(TrustSettings(cert_file, key_file, mutual))
         if self.contexts is not None:
             self.contexts.watch()
         for name in ("tcp", "tls", "ws", "wss"):
@@ -189,7 +191,6 @@ class Broker:
         server: asyncio.Server
         if name in ("tls", "wss"):
             assert self.contexts is not None
-            policy = self.policy
             server = await serve_tls(
                 make_protocol,
                 self.contexts,
@@ -197,7 +198,7 @@ class Broker:
                 port,
                 settings.connect_timeout,
                 functools.partial(self._handshake_failed, name),
-                asks_for_certificate=lambda mode: policy.asks_for_certificate(name, mode),
+                asks_for_certificate=self.policy.asks_for_certificate(name, AuthMode.MUTUAL),
             )
         else:
             server = await loop.create_server(make_protocol, host, port, reuse_address=True, backlog=1024)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from certmq.auth.mode import AuthMode
 from certmq.cli.client import ApiClient, add_instance_arguments
 from certmq.cli.output import print_json
 
@@ -29,7 +30,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Switch the auth mode. New handshakes follow it at once; live sessions are "
         "kept unless --disconnect-nonconforming.",
     )  # fmt: skip
-    switch.add_argument("mode", choices=("one-way", "mutual"), help="the new auth mode")
+    switch.add_argument("mode", choices=[mode.value for mode in AuthMode], help="the new auth mode")
     switch.add_argument("--disconnect-nonconforming", action="store_true",
                         help="disconnect the live sessions that the new mode would refuse")  # fmt: skip
     add_instance_arguments(switch)

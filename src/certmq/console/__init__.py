@@ -4,13 +4,12 @@ listener, behind a login with the instance's admin token.
 Pages are rendered on the server from Jinja2 templates, with a small stylesheet and script of
 our own (``static/``); there is no build step. Every page and action calls the same service
 functions as the REST API: the registry service and the broker control of the
-:class:`~certmq.api.context.ApiContext`. No rule of the registry or the broker is decided here.
+:class:`~certmq.web.context.HttpContext`. No rule of the registry or the broker is decided here.
 """
 
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, Request
@@ -18,7 +17,6 @@ from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
-from certmq.api.errors import describe_validation_errors
 from certmq.console import (
     ca_certificates,
     connections,
@@ -36,22 +34,12 @@ from certmq.console.sessions import (
     SessionSigner,
     derive_session_key,
 )
+from certmq.console.settings import ConsoleSettings
+from certmq.web.validation import describe_validation_errors
 
 __all__ = ["ConsoleSettings", "derive_session_key", "install_console"]
 
 PREFIX = "/console"
-
-
-@dataclass(frozen=True, slots=True)
-class ConsoleSettings:
-    """``session_key`` signs the session cookies (see :func:`derive_session_key`); without one,
-    sessions last as long as the process. ``credentials_file`` (where the admin token is kept)
-    and ``server_ca_file`` (what clients verify the broker with) are named on the pages that
-    tell an operator what to type."""
-
-    session_key: bytes | None = None
-    credentials_file: str | None = None
-    server_ca_file: str | None = None
 
 
 async def _revocations_read(request: Request) -> None:
@@ -102,7 +90,7 @@ def _answer_invalid_addresses_with_a_page(app: FastAPI) -> None:
 
 
 def install_console(app: FastAPI, admin_token: str, settings: ConsoleSettings | None = None) -> None:
-    """Serve the console at ``/console`` of ``app``, whose ``state.context`` is the ApiContext."""
+    """Serve the console at ``/console`` of ``app``, whose ``state.context`` is the HttpContext."""
     settings = settings or ConsoleSettings()
     revoked = RevokedSessions(app.state.context.registry)
     app.state.console = make_console(SessionSigner(settings.session_key, admin_token, revoked), settings)

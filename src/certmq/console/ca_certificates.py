@@ -6,11 +6,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from certmq.api.context import Context
-from certmq.api.paging import MAX_PAGE_NO
 from certmq.console import live
 from certmq.console.rendering import (
     FormError,
@@ -25,6 +23,8 @@ from certmq.console.rendering import (
 )
 from certmq.console.sessions import ConsoleSession
 from certmq.registry.errors import FindCaBySnError, RegistryError
+from certmq.web.context import Context
+from certmq.web.paging import PageNo
 
 router = APIRouter(prefix="/ca-certificates")
 
@@ -37,7 +37,7 @@ async def ca_list(
     request: Request,
     session: Session,
     context: Context,
-    page_no: Annotated[int, Query(ge=1, le=MAX_PAGE_NO)] = 1,
+    page_no: PageNo = 1,
 ) -> Response:
     page = await context.registry.list_cas(page_no, PAGE_SIZE)
     live_per_ca = live.by_ca(context.control.connections())

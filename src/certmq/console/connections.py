@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from certmq.api.context import Context
-from certmq.api.paging import MAX_PAGE_NO
 from certmq.console.rendering import checked_form, current_session, query, redirect, render
 from certmq.console.sessions import ConsoleSession
+from certmq.web.context import Context
+from certmq.web.paging import PageNo
 
 router = APIRouter(prefix="/connections")
 
@@ -27,7 +27,7 @@ async def connection_list(
     context: Context,
     listener: str = "",
     client_id: str = "",
-    page_no: Annotated[int, Query(ge=1, le=MAX_PAGE_NO)] = 1,
+    page_no: PageNo = 1,
 ) -> Response:
     connections = context.control.connections()
     if listener:

@@ -7,14 +7,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from certmq.api.context import Context
-from certmq.api.paging import MAX_OFFSET
 from certmq.console.rendering import current_session, failure, render
 from certmq.console.sessions import ConsoleSession
 from certmq.registry.errors import RegistryError
+from certmq.web.context import Context
+from certmq.web.paging import Offset
 
 router = APIRouter(prefix="/decisions")
 
@@ -84,7 +84,7 @@ async def decision_list(
     reason: str = "",
     since: str = "",
     until: str = "",
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    offset: Offset = 0,
 ) -> Response:
     filters = {
         "device_sn": device_sn.strip(),

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from certmq.api.context import Context
-from certmq.api.paging import MAX_PAGE_NO
 from certmq.console import live
 from certmq.console.rendering import checked_form, current_session, failure, query, redirect, render
 from certmq.console.sessions import ConsoleSession
 from certmq.registry.errors import FindCaBySnError, FindDeviceBySnError, RegistryError
 from certmq.registry.records import CaRecord, DeviceRecord
 from certmq.registry.service import MAX_PAGE_SIZE
+from certmq.web.context import Context
+from certmq.web.paging import PageNo, PageSize
 
 router = APIRouter(prefix="/device-certificates")
 
@@ -51,8 +51,8 @@ async def device_list(
     ca_sn: str = "",
     status: Literal["", "active", "inactive"] = "",
     name: str = "",
-    page_no: Annotated[int, Query(ge=1, le=MAX_PAGE_NO)] = 1,
-    page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = PAGE_SIZES[0],
+    page_no: PageNo = 1,
+    page_size: PageSize = PAGE_SIZES[0],
 ) -> Response:
     name = name.strip()
     cas = await all_cas(context)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from certmq.api.context import get_context
-from certmq.api.secret_failures import SecretRoute, TooManyFailures, source_of
 from certmq.console.rendering import console_of, redirect, render, text_field
 from certmq.console.sessions import CsrfRejected, same_origin
+from certmq.web.context import get_context
+from certmq.web.secret_failures import SecretRoute, TooManyFailures, source_of
 
 router = APIRouter()
 

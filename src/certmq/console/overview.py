@@ -10,11 +10,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from certmq.api.context import Context
-from certmq.api.instance import instance_overview
 from certmq.console.rendering import current_session, render
 from certmq.console.sessions import ConsoleSession
 from certmq.registry.service import MAX_DECISION_SEARCH
+from certmq.web.context import Context
+from certmq.web.instance_overview import instance_overview
 
 router = APIRouter()
 

@@ -21,7 +21,6 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse
 
 from certmq import __version__
-from certmq.api.context import ApiContext, get_context
 from certmq.console.sessions import (
     COOKIE_PATH,
     CSRF_FIELD,
@@ -38,23 +37,15 @@ from certmq.invisible_characters import (
     escape_sequence,
     holds_invisible,
 )
+from certmq.web.context import HttpContext, get_context
+from certmq.web.security_headers import SECURITY_HEADERS
 
 if TYPE_CHECKING:
-    from certmq.console import ConsoleSettings
+    from certmq.console.settings import ConsoleSettings
 
 # Uploaded PEM files and pasted text: certificates and keys are a few kilobytes; a chain with
 # its CAs rarely more than 20.
 MAX_PEM_SIZE = 256 * 1024
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
 NAVIGATION = [
     ("overview", "Overview", "/console"),
     ("ca", "CA certificates", "/console/ca-certificates"),
@@ -209,7 +200,7 @@ def render(
     **values: Any,
 ) -> HTMLResponse:
     console = console_of(request)
-    context: ApiContext = get_context(request)
+    context: HttpContext = get_context(request)
     flashes = _read_flashes(request)
     html = console.templates.get_template(template).render(
         request_path=request.url.path,

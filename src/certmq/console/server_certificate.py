@@ -3,12 +3,12 @@ and the auth mode, switched after a confirmation."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from certmq.api.context import Context
+from certmq.auth.mode import AuthMode, AuthModeName
 from certmq.console import live
 from certmq.console.rendering import (
     FormError,
@@ -23,13 +23,14 @@ from certmq.console.rendering import (
 from certmq.console.sessions import ConsoleSession
 from certmq.control import ServerCertificateRejected
 from certmq.pki import PkiError
+from certmq.web.context import Context
 
 router = APIRouter(prefix="/server-certificate")
 
 Session = Annotated[ConsoleSession, Depends(current_session)]
-MODES = {
-    "one-way": "One-way authentication",
-    "mutual": "Mutual authentication",
+MODES: dict[str, str] = {
+    AuthMode.ONE_WAY: "One-way authentication",
+    AuthMode.MUTUAL: "Mutual authentication",
 }
 
 
@@ -79,9 +80,7 @@ async def replace(request: Request, session: Session, context: Context) -> Respo
 
 
 @router.get("/auth-mode")
-async def confirm_mode(
-    request: Request, session: Session, context: Context, mode: Literal["one-way", "mutual"]
-) -> Response:
+async def confirm_mode(request: Request, session: Session, context: Context, mode: AuthModeName) -> Response:
     connections = context.control.connections()
     return render(
         request,

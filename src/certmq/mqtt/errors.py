@@ -9,7 +9,7 @@ from certmq.mqtt.reason_codes import ReasonCode
 class MQTTError(Exception):
     """Base class. ``reason_code`` is what a 5.0 peer is told in DISCONNECT or CONNACK.
 
-    When :class:`certmq.mqtt.codec.PacketDecoder` raises, ``packets`` holds the good packets
+    When :class:`certmq.mqtt.decoding.PacketDecoder` raises, ``packets`` holds the good packets
     that came before the bad one in the same ``feed`` call: the connection handles those
     first, then closes.
     """

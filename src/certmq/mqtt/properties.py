@@ -1,8 +1,10 @@
-"""MQTT 5.0 properties (spec 2.2.2.2): identifiers, value types and where each may appear."""
+"""MQTT 5.0 properties (spec 2.2.2.2): identifiers, value types, where each may appear and
+which values each may take."""
 
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Final
 
 from certmq.mqtt.packets import PacketType
 
@@ -142,4 +144,48 @@ ALLOWED_IN: dict[int, frozenset[int]] = {
     PropertyId.WILDCARD_SUBSCRIPTION_AVAILABLE: frozenset({_P.CONNACK}),
     PropertyId.SUBSCRIPTION_IDENTIFIER_AVAILABLE: frozenset({_P.CONNACK}),
     PropertyId.SHARED_SUBSCRIPTION_AVAILABLE: frozenset({_P.CONNACK}),
+}
+
+
+PUBLISH_FROM_CLIENT: Final = 16
+"""Property context of a PUBLISH a client sends: like PUBLISH, without Subscription Identifier."""
+
+# The properties allowed in each context (packet type, WILL or PUBLISH_FROM_CLIENT).
+ALLOWED_PROPERTIES: Final[dict[int, frozenset[int]]] = {
+    context: frozenset(identifier for identifier, where in ALLOWED_IN.items() if context in where)
+    for context in [WILL, *PacketType]
+}
+ALLOWED_PROPERTIES[PUBLISH_FROM_CLIENT] = ALLOWED_PROPERTIES[_P.PUBLISH] - {
+    PropertyId.SUBSCRIPTION_IDENTIFIER
+}
+
+# Names of the contexts, for error messages.
+CONTEXT_NAMES: Final[dict[int, str]] = {
+    WILL: "will properties",
+    PUBLISH_FROM_CLIENT: "PUBLISH from a client",
+}
+CONTEXT_NAMES.update({packet_type: packet_type.name for packet_type in PacketType})
+
+# Properties with a limited range; a value outside it is a Protocol Error.
+MUST_BE_0_OR_1: Final = 1
+MUST_NOT_BE_0: Final = 2
+VALUE_RULES: Final[dict[int, int]] = {
+    PropertyId.PAYLOAD_FORMAT_INDICATOR: MUST_BE_0_OR_1,
+    PropertyId.REQUEST_PROBLEM_INFORMATION: MUST_BE_0_OR_1,
+    PropertyId.REQUEST_RESPONSE_INFORMATION: MUST_BE_0_OR_1,
+    PropertyId.MAXIMUM_QOS: MUST_BE_0_OR_1,
+    PropertyId.RETAIN_AVAILABLE: MUST_BE_0_OR_1,
+    PropertyId.WILDCARD_SUBSCRIPTION_AVAILABLE: MUST_BE_0_OR_1,
+    PropertyId.SUBSCRIPTION_IDENTIFIER_AVAILABLE: MUST_BE_0_OR_1,
+    PropertyId.SHARED_SUBSCRIPTION_AVAILABLE: MUST_BE_0_OR_1,
+    PropertyId.RECEIVE_MAXIMUM: MUST_NOT_BE_0,
+    PropertyId.TOPIC_ALIAS: MUST_NOT_BE_0,
+    PropertyId.MAXIMUM_PACKET_SIZE: MUST_NOT_BE_0,
+    PropertyId.SUBSCRIPTION_IDENTIFIER: MUST_NOT_BE_0,
+}
+
+# "Message Expiry Interval" for PropertyId.MESSAGE_EXPIRY_INTERVAL, for error messages.
+PROPERTY_NAMES: Final[dict[int, str]] = {
+    int(identifier): identifier.name.replace("_", " ").title().replace("Qos", "QoS")
+    for identifier in PropertyId
 }

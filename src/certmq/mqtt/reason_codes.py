@@ -1,8 +1,12 @@
-"""MQTT 5.0 reason codes (spec 2.4) and the 3.1.1 CONNACK return codes."""
+"""MQTT 5.0 reason codes (spec 2.4) and the 3.1.1 CONNACK return codes, and which of them
+each packet type may carry."""
 
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Final
+
+from certmq.mqtt.packets import PacketType
 
 
 class ReasonCode(IntEnum):
@@ -86,3 +90,119 @@ def connack_code_for(protocol_version: int, reason: int) -> int:
     if protocol_version >= 5:
         return reason
     return CONNACK_5_TO_3_1_1.get(reason, ConnectReturnCode.SERVER_UNAVAILABLE)
+
+
+_P = PacketType
+_R = ReasonCode
+
+# Reason codes each packet type may carry (MQTT 5.0 2.4 and each packet's section). A code
+# outside its table is a Malformed Packet.
+
+VALID_REASON_CODES: Final[dict[int, frozenset[int]]] = {
+    _P.CONNACK: frozenset(
+        {
+            _R.SUCCESS,
+            _R.UNSPECIFIED_ERROR,
+            _R.MALFORMED_PACKET,
+            _R.PROTOCOL_ERROR,
+            _R.IMPLEMENTATION_SPECIFIC_ERROR,
+            _R.UNSUPPORTED_PROTOCOL_VERSION,
+            _R.CLIENT_IDENTIFIER_NOT_VALID,
+            _R.BAD_USER_NAME_OR_PASSWORD,
+            _R.NOT_AUTHORIZED,
+            _R.SERVER_UNAVAILABLE,
+            _R.SERVER_BUSY,
+            _R.BANNED,
+            _R.BAD_AUTHENTICATION_METHOD,
+            _R.TOPIC_NAME_INVALID,
+            _R.PACKET_TOO_LARGE,
+            _R.QUOTA_EXCEEDED,
+            _R.PAYLOAD_FORMAT_INVALID,
+            _R.RETAIN_NOT_SUPPORTED,
+            _R.QOS_NOT_SUPPORTED,
+            _R.USE_ANOTHER_SERVER,
+            _R.SERVER_MOVED,
+            _R.CONNECTION_RATE_EXCEEDED,
+        }
+    ),
+    _P.PUBACK: frozenset(
+        {
+            _R.SUCCESS,
+            _R.NO_MATCHING_SUBSCRIBERS,
+            _R.UNSPECIFIED_ERROR,
+            _R.IMPLEMENTATION_SPECIFIC_ERROR,
+            _R.NOT_AUTHORIZED,
+            _R.TOPIC_NAME_INVALID,
+            _R.PACKET_IDENTIFIER_IN_USE,
+            _R.QUOTA_EXCEEDED,
+            _R.PAYLOAD_FORMAT_INVALID,
+        }
+    ),
+    _P.PUBREL: frozenset({_R.SUCCESS, _R.PACKET_IDENTIFIER_NOT_FOUND}),
+    _P.SUBACK: frozenset(
+        {
+            _R.GRANTED_QOS_0,
+            _R.GRANTED_QOS_1,
+            _R.GRANTED_QOS_2,
+            _R.UNSPECIFIED_ERROR,
+            _R.IMPLEMENTATION_SPECIFIC_ERROR,
+            _R.NOT_AUTHORIZED,
+            _R.TOPIC_FILTER_INVALID,
+            _R.PACKET_IDENTIFIER_IN_USE,
+            _R.QUOTA_EXCEEDED,
+            _R.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED,
+            _R.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED,
+            _R.WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED,
+        }
+    ),
+    _P.UNSUBACK: frozenset(
+        {
+            _R.SUCCESS,
+            _R.NO_SUBSCRIPTION_EXISTED,
+            _R.UNSPECIFIED_ERROR,
+            _R.IMPLEMENTATION_SPECIFIC_ERROR,
+            _R.NOT_AUTHORIZED,
+            _R.TOPIC_FILTER_INVALID,
+            _R.PACKET_IDENTIFIER_IN_USE,
+        }
+    ),
+    _P.DISCONNECT: frozenset(
+        {
+            _R.NORMAL_DISCONNECTION,
+            _R.DISCONNECT_WITH_WILL_MESSAGE,
+            _R.UNSPECIFIED_ERROR,
+            _R.MALFORMED_PACKET,
+            _R.PROTOCOL_ERROR,
+            _R.IMPLEMENTATION_SPECIFIC_ERROR,
+            _R.NOT_AUTHORIZED,
+            _R.SERVER_BUSY,
+            _R.SERVER_SHUTTING_DOWN,
+            _R.KEEP_ALIVE_TIMEOUT,
+            _R.SESSION_TAKEN_OVER,
+            _R.TOPIC_FILTER_INVALID,
+            _R.TOPIC_NAME_INVALID,
+            _R.RECEIVE_MAXIMUM_EXCEEDED,
+            _R.TOPIC_ALIAS_INVALID,
+            _R.PACKET_TOO_LARGE,
+            _R.MESSAGE_RATE_TOO_HIGH,
+            _R.QUOTA_EXCEEDED,
+            _R.ADMINISTRATIVE_ACTION,
+            _R.PAYLOAD_FORMAT_INVALID,
+            _R.RETAIN_NOT_SUPPORTED,
+            _R.QOS_NOT_SUPPORTED,
+            _R.USE_ANOTHER_SERVER,
+            _R.SERVER_MOVED,
+            _R.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED,
+            _R.CONNECTION_RATE_EXCEEDED,
+            _R.MAXIMUM_CONNECT_TIME,
+            _R.SUBSCRIPTION_IDENTIFIERS_NOT_SUPPORTED,
+            _R.WILDCARD_SUBSCRIPTIONS_NOT_SUPPORTED,
+        }
+    ),
+    _P.AUTH: frozenset({_R.SUCCESS, _R.CONTINUE_AUTHENTICATION, _R.RE_AUTHENTICATE}),
+}
+VALID_REASON_CODES[_P.PUBREC] = VALID_REASON_CODES[_P.PUBACK]
+VALID_REASON_CODES[_P.PUBCOMP] = VALID_REASON_CODES[_P.PUBREL]
+
+VALID_CONNACK_RETURN_CODES_3_1_1: Final = frozenset(range(6))
+VALID_SUBACK_RETURN_CODES_3_1_1: Final = frozenset({0, 1, 2, SUBACK_FAILURE_3_1_1})

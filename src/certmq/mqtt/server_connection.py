@@ -26,7 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic
 
-from certmq.mqtt.codec import PacketDecoder, encode
+from certmq.mqtt.decoding import PacketDecoder
+from certmq.mqtt.encoding import encode
 from certmq.mqtt.errors import MQTTError, ProtocolError, UnsupportedProtocolVersion
 from certmq.mqtt.packets import (
     Auth,

@@ -12,9 +12,10 @@ docs/benchmarks.md); the handshake is most of what a device connection costs a b
 
 A handshake refused on certificate grounds is reported as a :class:`HandshakeError` carrying
 OpenSSL's verification result, from which the audit log's decision is made. A client certificate
-that OpenSSL's verification accepts is refused all the same when it is larger than a device
-certificate may be (:func:`certmq.auth.decision.certificate_size_failure`): the session ticket
-could not hold one above 64 KB, and the CONNECT's decision would refuse it anyway.
+that OpenSSL's verification accepts is refused all the same when the check the listener gives
+(:data:`CertificateCheck`) refuses it: the broker's refuses one larger than a device certificate
+may be (:func:`certmq.auth.decision.certificate_size_failure`), as the session ticket could not
+hold one above 64 KB and the CONNECT's decision would refuse it anyway.
 """
 
 from __future__ import annotations
@@ -28,35 +29,18 @@ from typing import Any
 
 from OpenSSL import SSL, crypto
 
-from certmq.auth.decision import certificate_size_failure
 from certmq.stacked_transport import StackedTransport
+from certmq.tls.verify_codes import VERIFY_MESSAGES, VerifyCode
 
 log = logging.getLogger("certmq.tls")
 
 # The largest read from a memory BIO at once: below malloc's mmap threshold, above a TLS record.
 _CHUNK = 65536
 
-# OpenSSL's X509_V_ERR texts for the codes a refused device certificate usually carries.
-_VERIFY_MESSAGES = {
-    2: "unable to get issuer certificate",
-    7: "certificate signature failure",
-    9: "certificate is not yet valid",
-    10: "certificate has expired",
-    18: "self-signed certificate",
-    19: "self-signed certificate in certificate chain",
-    20: "unable to get local issuer certificate",
-    21: "unable to verify the first certificate",
-    24: "invalid CA certificate",
-    26: "unsupported certificate purpose",
-    28: "certificate rejected",
-    32: "key usage does not include certificate signing",
-    34: "unhandled critical extension",
-    66: "EE certificate key too weak",
-    67: "CA certificate key too weak",
-    68: "CA signature digest algorithm too weak",
-}
-# X509_V_ERR_APPLICATION_VERIFICATION: the verify callback refused a certificate OpenSSL accepted.
-_APPLICATION_VERIFICATION = 50
+
+# Asked of the DER of a client certificate that OpenSSL's verification accepted: why it is
+# refused all the same, as (reason, detail), or None when it is not.
+CertificateCheck = Callable[[bytes], tuple[str, str] | None]
 
 
 class HandshakeError(Exception):
@@ -92,7 +76,7 @@ class HandshakeError(Exception):
             self.verify_message: str | None = refusal
         elif verify_code:
             self.verify_message = (
-                f"{_VERIFY_MESSAGES.get(verify_code, f'certificate verify error {verify_code}')}"
+                f"{VERIFY_MESSAGES.get(verify_code, f'certificate verify error {verify_code}')}"
                 f"{f' (depth {depth} of the chain)' if depth else ''}"
             )
         else:
@@ -164,6 +148,7 @@ class TlsServerConnection(StackedTransport):
         make_protocol: Callable[[], asyncio.Protocol],
         handshake_timeout: float,
         on_handshake_failure: Callable[[str, BaseException], None],
+        check_certificate: CertificateCheck,
     ) -> None:
         super().__init__()
         self._ssl = SSL.Connection(context, None)
@@ -173,6 +158,7 @@ class TlsServerConnection(StackedTransport):
         self._make_protocol = make_protocol
         self._handshake_timeout = handshake_timeout
         self._on_handshake_failure = on_handshake_failure
+        self._check_certificate = check_certificate
         self._tcp: asyncio.Transport | None = None
         self._protocol: asyncio.Protocol | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -248,14 +234,14 @@ class TlsServerConnection(StackedTransport):
     # --- TLS ------------------------------------------------------------------------------------
 
     def client_certificate_verified(self, certificate: crypto.X509) -> bool:
-        """OpenSSL's verification accepted the client's certificate: is it small enough? Its DER
-        is kept for the CONNECT's decision, which checks the rest."""
+        """OpenSSL's verification accepted the client's certificate: does the listener's check
+        (its size) accept it too? Its DER is kept for the CONNECT's decision, which checks the rest."""
         der = crypto.dump_certificate(crypto.FILETYPE_ASN1, certificate)
-        failure = certificate_size_failure(der)
+        failure = self._check_certificate(der)
         if failure is None:
             self._peer_certificate = der
             return True
-        self.verify_failure = (_APPLICATION_VERIFICATION, 0)
+        self.verify_failure = (VerifyCode.APPLICATION_VERIFICATION, 0)
         self.refused_certificate = der
         self._refusal = f"{failure[0]}: {failure[1]}"
         return False

@@ -1,9 +1,10 @@
 """Server TLS contexts in generations.
 
-A generation is everything a handshake depends on: the server certificate, the auth mode and
-the registered CA certificates that device certificates are verified against. Every accepted
+A generation is everything a handshake depends on: the server certificate, whether client
+certificates are asked for (mutual mode) and the registered CA certificates that device
+certificates are verified against. Every accepted
 connection asks for :meth:`ServerContexts.current` and handshakes with the newest generation,
-so a replaced server certificate, a switched mode or a changed CA set applies to the next
+so a replaced server certificate, a switched auth mode or a changed CA set applies to the next
 handshake without a restart, while live connections keep the context they began with.
 Contexts are built in a worker thread: loading keys and certificates must not stall the loop.
 
@@ -31,9 +32,6 @@ from certmq.tls.connection import note_verify_result
 
 log = logging.getLogger("certmq.tls")
 
-ONE_WAY = "one-way"
-MUTUAL = "mutual"
-
 
 class ServerCertificateError(Exception):
     """The server certificate or key cannot be used; the message names the file and the problem."""
@@ -45,7 +43,9 @@ class TrustSettings:
 
     cert_file: Path
     key_file: Path
-    auth_mode: str = ONE_WAY
+    # Whether handshakes may ask for a device certificate and verify it against client_cas: the
+    # instance is in mutual mode (certmq.auth.mode).
+    verifies_client_certificates: bool = False
     # PEM of every registered CA certificate (active or inactive: status is decided at CONNECT).
     client_cas: tuple[str, ...] = ()
 
@@ -60,6 +60,10 @@ class ContextGeneration:
     mutual: SSL.Context | None
     # SHA-256 of the server certificate it presents: tells a reload that changed it from one that did not.
     certificate_sha256: bytes
+
+    @property
+    def verifies_client_certificates(self) -> bool:
+        return self.mutual is not None
 
     def context(self, asks_for_certificate: bool) -> SSL.Context:
         if asks_for_certificate and self.mutual is not None:
@@ -99,7 +103,7 @@ def _server_context(settings: TrustSettings, asks_for_certificate: bool) -> SSL.
 
 def build_generation(number: int, settings: TrustSettings) -> ContextGeneration:
     one_way = _server_context(settings, False)
-    mutual = _server_context(settings, True) if settings.auth_mode == MUTUAL else None
+    mutual = _server_context(settings, True) if settings.verifies_client_certificates else None
     certificate = SSL.Connection(one_way, None).get_certificate()
     assert certificate is not None  # the context loaded one, or raised
     sha256 = certificate.to_cryptography().fingerprint(hashes.SHA256())
@@ -128,7 +132,7 @@ class ServerContexts:
         *,
         cert_file: Path | None = None,
         key_file: Path | None = None,
-        auth_mode: str | None = None,
+        verifies_client_certificates: bool | None = None,
         client_cas: Sequence[str] | None = None,
     ) -> ContextGeneration:
         """Build the next generation with the given changes and make it current."""
@@ -138,8 +142,8 @@ class ServerContexts:
             if cert_file is not None:
                 changes["cert_file"] = cert_file
                 changes["key_file"] = key_file or cert_file
-            if auth_mode is not None:
-                changes["auth_mode"] = auth_mode
+            if verifies_client_certificates is not None:
+                changes["verifies_client_certificates"] = verifies_client_certificates
             if client_cas is not None:
                 changes["client_cas"] = tuple(client_cas)
             settings = replace(settings, **changes)  # type: ignore[arg-type]
@@ -148,8 +152,10 @@ class ServerContexts:
             self._generation = generation
             self._stamps = self._read_stamps(settings)
         log.info(
-            "TLS generation %d: certificate %s, mode %s, %d registered CAs",
-            number, settings.cert_file, settings.auth_mode, len(settings.client_cas),
+            "TLS generation %d: certificate %s, %s, %d registered CAs",
+            number, settings.cert_file,
+            "device certificates asked for" if settings.verifies_client_certificates else "no client certificates",
+            len(settings.client_cas),
         )  # fmt: skip
         return generation
 

@@ -3,7 +3,7 @@
 1. its parameters read (query string and form body): ``ParameterFieldCheckFailed``;
 2. its signature verified: ``InvalidAccessKeyId.NotFound``, ``SignatureDoesNotMatch``,
    ``InvalidTimeStamp.Expired`` (403); not even tried while its source must wait after too many
-   wrong signatures (:mod:`certmq.api.secret_failures`): ``Throttling.User`` (429);
+   wrong signatures (:mod:`certmq.web.secret_failures`): ``Throttling.User`` (429);
 3. its nonce spent: ``SignatureNonceUsed`` (403), a request replayed; then the AccessKey's rate
    limit: ``SystemOverFlow`` (403), which a replay thus never uses up;
 4. the action found and its parameters read: ``ParameterFieldCheckFailed``;
@@ -32,7 +32,6 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from certmq.api.metrics import Metrics
 from certmq.api.rpc.actions import ACTIONS, VERSION, Action, read_arguments
 from certmq.api.rpc.errors import (
     INTERNAL_ERROR,
@@ -54,11 +53,12 @@ from certmq.api.rpc.signature import (
     Signer,
     claimed_signer,
 )
-from certmq.api.secret_failures import SecretFailures, SecretRoute, TooManyFailures, source_of
 from certmq.config import ApiSection
 from certmq.registry.errors import RegistryError
 from certmq.registry.records import Operation
 from certmq.registry.service import RegistryService
+from certmq.web.metrics import Metrics
+from certmq.web.secret_failures import SecretFailures, SecretRoute, TooManyFailures, source_of
 
 log = logging.getLogger("certmq.api.rpc")
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from cryptography import x509
 
 from certmq.auth.admission import CERTIFICATES, CREDENTIALS, ListenerPolicy
+from certmq.auth.apsara_client_id import device_id_of
 from certmq.auth.connect import ALLOW, AuthOutcome, ConnectAttempt
 from certmq.auth.credentials import check_signature
 from certmq.auth.decision import (
@@ -38,7 +39,6 @@ log = logging.getLogger("certmq.auth")
 CREDENTIALS_STEP = 0
 REGISTRATION_FAILED = "registration-failed"
 LISTENER_CLOSED = "listener-closed"
-APSARA_SEPARATOR = "@@@"
 
 
 class DeviceRegistrar(Protocol):
@@ -82,8 +82,8 @@ def _client_id_binding_error(policy: str, client_id: str, cn: str) -> str | None
     if policy == "cn" and client_id != cn:
         return f"client id must equal the certificate CN {cn!r}"
     if policy == "device-id":
-        _, separator, device_id = client_id.partition(APSARA_SEPARATOR)
-        if not separator or device_id != cn:
+        device_id = device_id_of(client_id)
+        if device_id is None or device_id != cn:
             return f"the DeviceID of GroupID@@@DeviceID must equal the certificate CN {cn!r}"
     return None
 

@@ -2,38 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from certmq.api.context import ApiContext, Context
-from certmq.control import ListenerInfo
-from certmq.registry.records import RegistryCounts
+from certmq.web.context import Context
+from certmq.web.instance_overview import instance_overview
 
 router = APIRouter(tags=["instance"])
 health_router = APIRouter(tags=["instance"])
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceOverview:
-    id: str
-    mode: str
-    listeners: list[ListenerInfo]
-    counts: RegistryCounts
-    connections: int
-
-
-async def instance_overview(context: ApiContext) -> InstanceOverview:
-    """What the overview of the console and ``GET /instance`` show."""
-    control = context.control
-    return InstanceOverview(
-        id=context.instance_id,
-        mode=control.auth_mode(),
-        listeners=control.listeners(),
-        counts=await context.registry.counts(),
-        connections=len(control.connections()),
-    )
 
 
 class Listener(BaseModel):

@@ -1,4 +1,5 @@
-"""The HTTP listener: serves the API application with uvicorn inside the broker's event loop."""
+"""The HTTP listener: serves the HTTP application (API and console) with uvicorn inside the broker's
+event loop."""
 
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 
 if TYPE_CHECKING:
-    from certmq.api.metrics import Metrics
+    from certmq.web.metrics import Metrics
 
 log = logging.getLogger("certmq.api")
 

@@ -1,6 +1,7 @@
-"""What every request handler of the HTTP API may use: the services of the running instance.
+"""What every request handler of the HTTP API and the console may use: the services of the
+running instance.
 
-Handlers receive an :class:`ApiContext` through FastAPI's dependency injection (``Context``)
+Handlers receive an :class:`HttpContext` through FastAPI's dependency injection (``Context``)
 and call one service function on it: the registry, the broker control, the AccessKey store.
 """
 
@@ -12,16 +13,16 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Request
 
 from certmq.access_keys import AccessKeyStore
-from certmq.api.secret_failures import SecretFailures
 from certmq.control import BrokerControl
+from certmq.web.secret_failures import SecretFailures
 
 if TYPE_CHECKING:
-    from certmq.api.metrics import Metrics
     from certmq.registry.service import RegistryService
+    from certmq.web.metrics import Metrics
 
 
 @dataclass(frozen=True, slots=True)
-class ApiContext:
+class HttpContext:
     registry: RegistryService
     control: BrokerControl
     instance_id: str
@@ -32,9 +33,9 @@ class ApiContext:
     secret_failures: SecretFailures = field(default_factory=SecretFailures)
 
 
-def get_context(request: Request) -> ApiContext:
-    context: ApiContext = request.app.state.context
+def get_context(request: Request) -> HttpContext:
+    context: HttpContext = request.app.state.context
     return context
 
 
-Context = Annotated[ApiContext, Depends(get_context)]
+Context = Annotated[HttpContext, Depends(get_context)]
