@@ -111,6 +111,7 @@ class BrokerCore(Generic[C]):
         self.count_queue_full = self.router.count_queue_full
         self.retained_fits = self.router.retained_fits
         self.refuse_retained = self.router.refuse_retained
+        self.retained_matching = self.router.retained_matching
         self.may_resume = self.ownership.may_resume
         self.session_refusal = self.ownership.refusal
         self.attach = self.ownership.attach

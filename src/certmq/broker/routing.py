@@ -9,6 +9,7 @@ behind the same operations without the protocol or the packet handlers changing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from certmq.auth.topics import may_receive
@@ -81,6 +82,10 @@ class Router(Protocol):
 
     def refuse_retained(self, message: Message) -> None:
         """Retained ``message`` is not kept (it is over the limits)."""
+        ...
+
+    def retained_matching(self, topic_filter: str) -> Iterable[Message]:
+        """The retained messages whose topics ``topic_filter`` matches, for a new subscription."""
         ...
 
 
@@ -172,6 +177,9 @@ class LocalRouter:
             self.retained.size,
         )
         self.stats.retained_refused += 1
+
+    def retained_matching(self, topic_filter: str) -> Iterable[Message]:
+        return self.retained.matching(topic_filter)
 
     def _deliver_point_to_point(self, message: Message, client_id: str) -> int:
         """ApsaraMQ point-to-point: `<parent>/p2p/<ClientId>` goes to that client alone, subscribed or not."""

@@ -55,7 +55,7 @@ def handle_subscribe(connection: ClientConnection, packet: Subscribe) -> None:
             ids = () if subscription_id is None else (subscription_id,)
             now = connection.now()
             permissions = session.permissions
-            for message in core.retained.matching(topic_filter):
+            for message in core.retained_matching(topic_filter):
                 if not message.expired(now) and may_receive(permissions, message.topic):
                     qos = min(message.qos, subscription.qos)
                     retained.append(Delivery(message, qos, True, ids))
