@@ -597,8 +597,7 @@ class ServerConnection(Generic[D]):
     def _send(self, packet: Packet) -> None:
         data = encode(packet, self.protocol_version)
         limit = self.client_maximum_packet_size
-        properties = getattr(packet, "properties", None)
-        if limit and len(data) > limit and properties:
+        if limit and len(data) > limit and (properties := getattr(packet, "properties", None)):
             # MQTT 5.0 3.1.2.25: drop the reason string and user properties rather than the packet.
             properties.pop(PropertyId.REASON_STRING, None)
             properties.pop(PropertyId.USER_PROPERTY, None)

@@ -5,25 +5,20 @@ packets the application acts on."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
-from typing import Any, TypeAlias
+from typing import Any, NewType, TypeAlias
 
 from certmq.mqtt.packets import Connect, Disconnect, Publish, Subscribe, Unsubscribe
 from certmq.mqtt.session_flows import OutgoingFlight
 
+# A connection's state is compared on every packet and every delivery: a NewType of int is an
+# exact int at run time, which the interpreter compares faster than an IntEnum's members.
+ConnectionState = NewType("ConnectionState", int)
 
-class ConnectionState(IntEnum):
-    AWAITING_CONNECT = 0
-    # CONNECT received: the application decides (accept or refuse); packets after it wait.
-    AUTHENTICATING = 1
-    CONNECTED = 2
-    CLOSED = 3
-
-
-AWAITING_CONNECT = ConnectionState.AWAITING_CONNECT
-AUTHENTICATING = ConnectionState.AUTHENTICATING
-CONNECTED = ConnectionState.CONNECTED
-CLOSED = ConnectionState.CLOSED
+AWAITING_CONNECT = ConnectionState(0)
+# CONNECT received: the application decides (accept or refuse); packets after it wait.
+AUTHENTICATING = ConnectionState(1)
+CONNECTED = ConnectionState(2)
+CLOSED = ConnectionState(3)
 
 
 # -- events ------------------------------------------------------------------------------------
