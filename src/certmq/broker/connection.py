@@ -271,16 +271,13 @@ class MQTTConnection(asyncio.Protocol):
         )
 
     def close(self, reason_code: int | None, reason: str = "", *, publish_will: bool) -> None:
-        """Close the connection; on 5.0 send DISCONNECT first when a reason is given."""
+        """Close the connection; on 5.0 send DISCONNECT first when a reason is given. When the
+        protocol has closed already (a DISCONNECT, a violation, a refusal, a deadline), what it
+        queued last is written, the transport closed and the session let go."""
         if self._closed:
             return
-        if self.protocol.state != CLOSED:  # it is after the client's DISCONNECT
+        if self.protocol.state != CLOSED:
             self.protocol.close(reason_code, reason)
-        self._shut(publish_will)
-
-    def _shut(self, publish_will: bool) -> None:
-        """The protocol is closed: write what it queued last, close the transport, and let the
-        session go."""
         self._closed = True
         self._cancel_timer()
         self._flush()
@@ -301,8 +298,7 @@ class MQTTConnection(asyncio.Protocol):
             log.info("closing %s: %s", self.client_id or self.peer, event.reason)
         elif event.packet_type == PacketType.PUBLISH:
             self.core.stats.messages_received += 1  # received, then refused
-        if not self._closed:
-            self._shut(publish_will=True)
+        self.close(None, publish_will=True)
 
     # -- timers ----------------------------------------------------------------------------
 
@@ -322,9 +318,9 @@ class MQTTConnection(asyncio.Protocol):
             self.deadline_changed()
         elif isinstance(event, ConnectTimeout):
             log.info("closing %s: no CONNECT within %.0f s", self.peer, self.settings.connect_timeout)
-            self._shut(publish_will=False)
+            self.close(None, publish_will=False)
         else:
-            self._shut(publish_will=True)
+            self.close(None, publish_will=True)
 
     def deadline_changed(self) -> None:
         """Wake at the protocol's next deadline; a timer due sooner serves as the next check."""
@@ -346,7 +342,7 @@ class MQTTConnection(asyncio.Protocol):
 
     def _refused(self, reason: str) -> None:
         log.info("refused %s from %s: %s", self.client_id or "(no client id)", self.peer, reason)
-        self._shut(publish_will=False)
+        self.close(None, publish_will=False)
 
     def _connect_refused(self, event: ConnectRefused) -> None:
         self._refused(event.reason)
