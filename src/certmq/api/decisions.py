@@ -5,11 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from certmq.api.context import Context
-from certmq.api.paging import MAX_OFFSET, query_time
+from certmq.api.log_query import from_query_string
+from certmq.registry.log_query import DecisionQuery
 from certmq.registry.records import DecisionRecord
 
 router = APIRouter(prefix="/decisions", tags=["decisions"])
@@ -59,29 +60,12 @@ class DecisionList(BaseModel):
 
 @router.get("", response_model=DecisionList, summary="Search the decisions, newest first")
 async def search_decisions(
-    context: Context,
-    device_sn: Annotated[str | None, Query(description="DeviceSn of the device certificate")] = None,
-    ca_sn: Annotated[str | None, Query(description="Sn of the CA")] = None,
-    client_id: Annotated[str | None, Query(description="MQTT client id")] = None,
-    result: Annotated[Literal["allow", "deny"] | None, Query()] = None,
-    reason: Annotated[str | None, Query(description="reason code, e.g. device-inactive")] = None,
-    since: Annotated[datetime | None, Query(description="ISO 8601; from this time on")] = None,
-    until: Annotated[datetime | None, Query(description="ISO 8601; before this time")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    context: Context, query: Annotated[DecisionQuery, Depends(from_query_string(DecisionQuery))]
 ) -> DecisionList:
     # Decisions are written in batches every half second: write the queued ones first, so that
     # the attempt an operator just made is in the answer.
     await context.registry.flush_decisions()
-    records = await context.registry.search_decisions(
-        device_sn=device_sn,
-        ca_sn=ca_sn,
-        client_id=client_id,
-        result=result,
-        reason=reason,
-        since=query_time(since),
-        until=query_time(until),
-        limit=limit,
-        offset=offset,
+    records = await context.registry.search_decisions(query)
+    return DecisionList(
+        items=[Decision.of(record) for record in records], limit=query.limit, offset=query.offset
     )
-    return DecisionList(items=[Decision.of(record) for record in records], limit=limit, offset=offset)

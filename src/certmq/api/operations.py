@@ -7,11 +7,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from certmq.api.context import Context
-from certmq.api.paging import MAX_OFFSET, query_time
+from certmq.api.log_query import from_query_string
+from certmq.registry.log_query import OperationQuery
 from certmq.registry.records import OperationRecord
 
 router = APIRouter(prefix="/operations", tags=["operations"])
@@ -62,25 +63,12 @@ class OperationList(BaseModel):
 
 @router.get("", response_model=OperationList, summary="Search the RPC API's operations log, newest first")
 async def search_operations(
-    context: Context,
-    access_key_id: Annotated[str | None, Query(description="only the calls of this AccessKey")] = None,
-    action: Annotated[str | None, Query(description="only this action, e.g. DeleteCaCertificate")] = None,
-    code: Annotated[str | None, Query(description="only this outcome: Success or an error code")] = None,
-    since: Annotated[datetime | None, Query(description="ISO 8601; from this time on")] = None,
-    until: Annotated[datetime | None, Query(description="ISO 8601; before this time")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    context: Context, query: Annotated[OperationQuery, Depends(from_query_string(OperationQuery))]
 ) -> OperationList:
     # Calls are written in batches every half second: write the queued ones first, so that the
     # call an operator just made is in the answer.
     await context.registry.flush_operations()
-    records = await context.registry.search_operations(
-        access_key_id=access_key_id,
-        action=action,
-        code=code,
-        since=query_time(since),
-        until=query_time(until),
-        limit=limit,
-        offset=offset,
+    records = await context.registry.search_operations(query)
+    return OperationList(
+        items=[Operation.of(record) for record in records], limit=query.limit, offset=query.offset
     )
-    return OperationList(items=[Operation.of(record) for record in records], limit=limit, offset=offset)

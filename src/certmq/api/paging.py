@@ -7,10 +7,9 @@ from typing import Annotated
 
 from fastapi import Query
 
-# Bounds that keep every offset within a 64-bit database integer, far beyond any real listing.
-MAX_PAGE_NO = 1_000_000_000
-MAX_OFFSET = 1_000_000_000_000
-MAX_PAGE_SIZE = 100
+from certmq.registry.parameters import MAX_OFFSET, MAX_PAGE_NO, MAX_PAGE_SIZE
+
+__all__ = ["MAX_OFFSET", "MAX_PAGE_NO", "MAX_PAGE_SIZE", "PageNo", "PageSize", "query_time"]
 
 PageNo = Annotated[int, Query(ge=1, le=MAX_PAGE_NO, description="page number, from 1")]
 PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="records per page, 1 to 100")]
