@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from operator import attrgetter
+from typing import Literal
 
-from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from certmq.api.context import Context
-from certmq.api.log_query import from_query_string
+from certmq.api.log_search import log_search_router
 from certmq.registry.log_query import DecisionQuery
-from certmq.registry.records import DecisionRecord
-
-router = APIRouter(prefix="/decisions", tags=["decisions"])
 
 
 class Decision(BaseModel):
@@ -47,25 +43,7 @@ class Decision(BaseModel):
         "registered CA, an AccessKey's signature); refusals of the others are folded"
     )
 
-    @classmethod
-    def of(cls, record: DecisionRecord) -> Decision:
-        return cls.model_validate(record, from_attributes=True)
 
-
-class DecisionList(BaseModel):
-    items: list[Decision]
-    limit: int
-    offset: int
-
-
-@router.get("", response_model=DecisionList, summary="Search the decisions, newest first")
-async def search_decisions(
-    context: Context, query: Annotated[DecisionQuery, Depends(from_query_string(DecisionQuery))]
-) -> DecisionList:
-    # Decisions are written in batches every half second: write the queued ones first, so that
-    # the attempt an operator just made is in the answer.
-    await context.registry.flush_decisions()
-    records = await context.registry.search_decisions(query)
-    return DecisionList(
-        items=[Decision.of(record) for record in records], limit=query.limit, offset=query.offset
-    )
+router = log_search_router(
+    "/decisions", attrgetter("decision_log"), DecisionQuery, Decision, "Search the decisions, newest first"
+)

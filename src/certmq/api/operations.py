@@ -5,17 +5,12 @@ that were not authenticated folded into counted rows per source, action and code
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from operator import attrgetter
 
-from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from certmq.api.context import Context
-from certmq.api.log_query import from_query_string
+from certmq.api.log_search import log_search_router
 from certmq.registry.log_query import OperationQuery
-from certmq.registry.records import OperationRecord
-
-router = APIRouter(prefix="/operations", tags=["operations"])
 
 
 class Operation(BaseModel):
@@ -50,25 +45,11 @@ class Operation(BaseModel):
     first_seen: datetime = Field(description="the first call of a folded row; else the same as time")
     last_seen: datetime = Field(description="the last call of a folded row; always the same as time")
 
-    @classmethod
-    def of(cls, record: OperationRecord) -> Operation:
-        return cls.model_validate(record, from_attributes=True)
 
-
-class OperationList(BaseModel):
-    items: list[Operation]
-    limit: int
-    offset: int
-
-
-@router.get("", response_model=OperationList, summary="Search the RPC API's operations log, newest first")
-async def search_operations(
-    context: Context, query: Annotated[OperationQuery, Depends(from_query_string(OperationQuery))]
-) -> OperationList:
-    # Calls are written in batches every half second: write the queued ones first, so that the
-    # call an operator just made is in the answer.
-    await context.registry.flush_operations()
-    records = await context.registry.search_operations(query)
-    return OperationList(
-        items=[Operation.of(record) for record in records], limit=query.limit, offset=query.offset
-    )
+router = log_search_router(
+    "/operations",
+    attrgetter("operations_log"),
+    OperationQuery,
+    Operation,
+    "Search the RPC API's operations log, newest first",
+)

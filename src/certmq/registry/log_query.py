@@ -4,7 +4,7 @@ passed unchanged through the service to the store, which turns each filter into 
 the column of the same name.
 
 Every field says what it is once: its type, its description and its bounds, which the REST API
-reads to declare its query parameters (api/log_query.py); the checks here apply to every caller.
+reads to declare its query parameters (api/log_search.py); the checks here apply to every caller.
 """
 
 from __future__ import annotations
