@@ -5,6 +5,7 @@ the column of the same name.
 
 Every field says what it is once: its type, its description and its bounds, which the REST API
 reads to declare its query parameters (api/log_search.py); the checks here apply to every caller.
+The CLI sends the same fields as the REST API's query parameters (cli/log_search.py).
 """
 
 from __future__ import annotations
