@@ -34,8 +34,7 @@ from certmq import pki
 from certmq.auth.authenticator import InstanceAuthenticator
 from certmq.auth.connect import ConnectAttempt
 from certmq.cli.serve import YOUNG_GENERATION_THRESHOLD
-from certmq.registry import Decision, RegistryService, open_registry
-from certmq.registry.service import SerialCollision
+from certmq.registry import Decision, RegistryService, SerialCollision, open_registry
 
 IN_FLIGHT = 4
 

@@ -169,14 +169,14 @@ async def run(devices: int, url: str, data_dir: Path) -> None:
         for _ in range(chunk):
             registry.record_decision(decision)
         on_loop += time.perf_counter() - chunk_started
-        while registry.decisions_pending > 10 * chunk:
+        while registry.decision_log.pending > 10 * chunk:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0)
     await registry.flush_decisions()
     written = time.perf_counter() - started
     print(
         f"decision log: record_decision {on_loop / decisions * 1e6:.2f} µs on the loop; "
-        f"{decisions / written:,.0f} decisions/s written ({registry.decisions_dropped} dropped)"
+        f"{decisions / written:,.0f} decisions/s written ({registry.decision_log.dropped} dropped)"
     )
     await registry.close()
     store.close()

@@ -113,10 +113,10 @@ async def test_memory_of_the_pending_decisions_stays_within_the_bound(
         held = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert registry.decisions_pending_bytes <= bound
+    assert registry.decision_log.pending_bytes <= bound
     assert held <= bound, f"{held / 2**20:.1f} MiB held for a bound of {bound / 2**20:.0f} MiB"
-    assert registry.decisions_dropped > 0
-    assert registry.decisions_pending + registry.decisions_dropped == 20_000
+    assert registry.decision_log.dropped > 0
+    assert registry.decision_log.pending + registry.decision_log.dropped == 20_000
 
 
 async def test_memory_of_the_pending_calls_stays_within_the_bound(store: RegistryStore) -> None:
@@ -135,10 +135,10 @@ async def test_memory_of_the_pending_calls_stays_within_the_bound(store: Registr
         held = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert registry.operations_pending_bytes <= bound
+    assert registry.operations_log.pending_bytes <= bound
     assert held <= bound, f"{held / 2**20:.1f} MiB held for a bound of {bound / 2**20:.0f} MiB"
-    assert registry.operations_pending + registry.operations_dropped == 20_000
-    assert registry.operations_dropped > 0
+    assert registry.operations_log.pending + registry.operations_log.dropped == 20_000
+    assert registry.operations_log.dropped > 0
 
 
 @pytest.fixture

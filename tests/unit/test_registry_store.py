@@ -24,9 +24,10 @@ from certmq.registry import (
     SettingChanged,
     open_registry,
 )
+from certmq.registry.database import MIGRATIONS_DIR, REGISTRY_FILE, alembic_config, registry_url
 from certmq.registry.events import event_from_json, event_to_json
 from certmq.registry.models import Base
-from certmq.registry.store import MIGRATIONS_DIR, REGISTRY_FILE, RegistryStore, _alembic_config, registry_url
+from certmq.registry.store import RegistryStore
 
 from .registry_fixtures import (
     INSTANCE_ID,
@@ -73,7 +74,7 @@ def test_registry_urls(tmp_path: Path) -> None:
 
 def test_migrations_create_the_schema(store: RegistryStore) -> None:
     assert set(inspect(store.engine).get_table_names()) >= TABLES
-    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     with store.engine.connect() as connection:
         assert MigrationContext.configure(connection).get_current_revision() == head
 

@@ -1,14 +1,10 @@
-"""The registry's database: SQLite in the data directory (the embedded default) or PostgreSQL
-(docs/registry.md, "Where it is stored").
+"""The registry's tables of CA and device certificates, registration codes and settings; the two
+audit logs are :mod:`certmq.registry.log_store`'s, the connection :mod:`certmq.registry.database`'s.
 
 :func:`open_registry` opens it and applies the migrations. :class:`RegistryStore` is synchronous:
 every method is one transaction, committed before it returns, so what a caller acknowledges is
-durable. The service (:mod:`certmq.registry.service`) calls it from its one worker thread; nothing
+durable. The service calls it from its one worker thread (:mod:`certmq.registry.worker`); nothing
 else should write to the same store from another thread of the same process.
-
-SQLite runs in WAL mode with ``synchronous=FULL`` (a commit is on disk when it returns), foreign
-keys on, and a busy timeout. Transactions that write begin with ``BEGIN IMMEDIATE``, so that two
-processes sharing a file queue for the write lock instead of failing half-way.
 """
 
 from __future__ import annotations
@@ -21,24 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from sqlalchemy import (
-    ColumnElement,
-    Engine,
-    create_engine,
-    delete,
-    event,
-    func,
-    select,
-    tuple_,
-    update,
-)
-from sqlalchemy.engine import URL, Connection, Row, make_url
+from sqlalchemy import ColumnElement, Engine, delete, func, select, tuple_, update
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session
 
 from certmq.registry import models
+from certmq.registry.database import READ_ONLY, Database, create_registry_engine, stored_time
 from certmq.registry.errors import (
     CaNumExceed,
     FindCaBySnError,
@@ -47,86 +31,20 @@ from certmq.registry.errors import (
     SerialCollision,
     SnNotUnique,
 )
+from certmq.registry.log_store import DECISION_TABLE, OPERATION_TABLE, LogTable
 from certmq.registry.models import CaCertificate, DeviceCertificate, Status
-from certmq.registry.records import (
-    CaRecord,
-    DecisionRecord,
-    DeviceRecord,
-    OperationRecord,
-    RegistrationCode,
-)
+from certmq.registry.records import CaRecord, DeviceRecord, RegistrationCode
 
-REGISTRY_FILE = "registry.db"
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-SQLITE_BUSY_TIMEOUT_MS = 10_000
-# Page cache per connection: listing pages of a million devices stays in memory.
-SQLITE_CACHE_KIB = 65_536
-# Rows per INSERT statement of the decision and operations logs: 14 columns at most, so well
-# below the bound parameters a statement may have (SQLite 32,766, PostgreSQL 65,535).
-LOG_ROWS_PER_STATEMENT = 500
 # Rows fetched per round trip when streaming the device table into the in-memory index.
 STREAM_BATCH = 10_000
 IMPORT_BATCH = 50_000
-_READ_ONLY = "certmq_read_only"
-# The columns of the two logs that hold times (converted for the driver by _stored_time).
-_LOG_TIME_COLUMNS = frozenset({"time", "first_seen"})
-
-
-def registry_url(url_or_path: str | Path, data_dir: Path | None = None) -> URL:
-    """The SQLAlchemy URL of a ``[storage] url`` setting.
-
-    ``""`` is ``DATA_DIR/registry.db``; a path without a scheme is an SQLite file;
-    ``postgresql://…`` (or ``postgres://…``) uses the psycopg driver."""
-    if isinstance(url_or_path, Path):
-        return URL.create("sqlite+pysqlite", database=str(url_or_path))
-    if not url_or_path:
-        if data_dir is None:
-            raise ValueError("an empty storage url means SQLite in the data directory: pass data_dir")
-        return URL.create("sqlite+pysqlite", database=str(data_dir / REGISTRY_FILE))
-    if "://" not in url_or_path:
-        return URL.create("sqlite+pysqlite", database=url_or_path)
-    url = make_url(url_or_path)
-    if url.drivername in ("postgresql", "postgres"):
-        return url.set(drivername="postgresql+psycopg")
-    if url.drivername == "sqlite":
-        return url.set(drivername="sqlite+pysqlite")
-    return url
-
-
-def _configure_sqlite(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def connect(dbapi_connection: Any, connection_record: Any) -> None:
-        # SQLAlchemy emits BEGIN itself (below); the driver's own implicit transactions would
-        # begin too late and too weakly.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = FULL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def begin(connection: Connection) -> None:
-        if connection.get_execution_options().get(_READ_ONLY):
-            connection.exec_driver_sql("BEGIN")
-        else:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def open_registry(url_or_path: str | Path, data_dir: Path | None = None) -> RegistryStore:
-    """Open the registry at ``url_or_path`` (see :func:`registry_url`) and bring its schema up to
-    date (``alembic upgrade head``). An SQLite file and its directory are created when missing."""
-    url = registry_url(url_or_path, data_dir)
-    if url.get_backend_name() == "sqlite":
-        database = url.database or ""
-        if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False})
-        _configure_sqlite(engine)
-    else:
-        engine = create_engine(url, pool_pre_ping=True)
+    """Open the registry at ``url_or_path`` (see :func:`~certmq.registry.database.registry_url`)
+    and bring its schema up to date (``alembic upgrade head``). An SQLite file and its directory
+    are created when missing."""
+    engine = create_registry_engine(url_or_path, data_dir)
     store = RegistryStore(engine)
     try:
         store.migrate()
@@ -134,12 +52,6 @@ def open_registry(url_or_path: str | Path, data_dir: Path | None = None) -> Regi
         engine.dispose()
         raise
     return store
-
-
-def _alembic_config() -> AlembicConfig:
-    config = AlembicConfig()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    return config
 
 
 # --- converting rows ------------------------------------------------------------------------------
@@ -174,50 +86,6 @@ def _device_record(row: DeviceCertificate) -> DeviceRecord:
         status=Status(row.status),
         created_at=row.created_at,
         updated_at=row.updated_at,
-    )
-
-
-def _decision_record(row: models.Decision) -> DecisionRecord:
-    return DecisionRecord(
-        id=row.id,
-        time=row.time,
-        listener=row.listener,
-        peer=row.peer,
-        client_id=row.client_id,
-        ca_sn=row.ca_sn,
-        device_sn=row.device_sn,
-        cn=row.cn,
-        step=row.step,
-        result=row.result,
-        reason=row.reason,
-        detail=row.detail,
-        count=row.count,
-        first_seen=row.time if row.first_seen is None else row.first_seen,
-        identity_known=row.identity_known,
-    )
-
-
-def _operation_record(row: models.ApiOperation) -> OperationRecord:
-    try:
-        parameters = json.loads(row.parameters)
-    except ValueError:
-        parameters = {}
-    return OperationRecord(
-        id=row.id,
-        time=row.time,
-        request_id=row.request_id,
-        peer=row.peer,
-        access_key_id=row.access_key_id,
-        authenticated=row.authenticated,
-        signature_method=row.signature_method,
-        action=row.action,
-        parameters=parameters if isinstance(parameters, dict) else {},
-        status=row.status,
-        code=row.code,
-        message=row.message,
-        duration_ms=row.duration_ms,
-        count=row.count,
-        first_seen=row.time if row.first_seen is None else row.first_seen,
     )
 
 
@@ -271,17 +139,9 @@ _NEW_DEVICE_COLUMNS = (
 )
 
 
-def _stored_time(moment: datetime.datetime, sqlite: bool) -> object:
-    """What UtcDateTime stores: naive UTC text on SQLite, timestamptz elsewhere."""
-    if moment.tzinfo is None:
-        raise ValueError("registry times must be timezone-aware (UTC)")
-    utc = moment.astimezone(datetime.UTC)
-    return utc.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else utc
-
-
 def _device_row(device: NewDevice, created: object, sqlite: bool) -> tuple[object, ...]:
     """The values of :data:`_NEW_DEVICE_COLUMNS` for a new, active device, as the driver takes them."""
-    valid_begin, valid_end = _stored_time(device.valid_begin, sqlite), _stored_time(device.valid_end, sqlite)
+    valid_begin, valid_end = stored_time(device.valid_begin, sqlite), stored_time(device.valid_end, sqlite)
     return (device.ca_sn, device.device_sn, device.name, device.pem, device.fingerprint,
             valid_begin, valid_end, Status.ACTIVE.value, created, created)  # fmt: skip
 
@@ -345,42 +205,22 @@ def _already_registered(
     return stored, False
 
 
-class RegistryStore:
-    """The registry's tables, one transaction per method. Not thread-safe: use it from one thread."""
+class RegistryStore(Database):
+    """The registry's tables, one transaction per method; ``decisions`` and ``operations`` are the
+    two audit logs. Not thread-safe: use it from one thread."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        # Reads begin a plain (deferred) transaction on SQLite: they never wait for the write lock.
-        self._read_engine = engine.execution_options(**{_READ_ONLY: True})
-
-    @property
-    def dialect(self) -> str:
-        """``"sqlite"`` or ``"postgresql"``."""
-        return self.engine.dialect.name
+        super().__init__(engine)
+        self.decisions = LogTable(self, DECISION_TABLE)
+        self.operations = LogTable(self, OPERATION_TABLE)
 
     def __repr__(self) -> str:
         return f"RegistryStore({self.engine.url.render_as_string(hide_password=True)!r})"
 
-    def migrate(self) -> None:
-        """Apply every migration not yet applied (``alembic upgrade head``)."""
-        config = _alembic_config()
-        with self.engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-    def _session(self) -> Session:
-        return Session(self.engine, expire_on_commit=False)
-
-    def _read_session(self) -> Session:
-        return Session(self._read_engine, expire_on_commit=False)
-
     # --- registration codes ---------------------------------------------------------------------
 
     def add_registration_code(self, code: RegistrationCode) -> None:
-        with self._session() as session, session.begin():
+        with self.session() as session, session.begin():
             session.add(
                 models.RegistrationCode(
                     code=code.code, created_at=code.created_at, expires_at=code.expires_at
@@ -389,7 +229,7 @@ class RegistryStore:
 
     def delete_expired_registration_codes(self, now: datetime.datetime) -> int:
         """Forget unused codes that expired (used ones stay: they document a CA's registration)."""
-        with self._session() as session, session.begin():
+        with self.session() as session, session.begin():
             result = session.execute(
                 delete(models.RegistrationCode).where(
                     models.RegistrationCode.expires_at < now,
@@ -404,7 +244,7 @@ class RegistryStore:
         """Store a CA whose certificates passed their checks: consume its registration code and
         insert it in one transaction, after the code, uniqueness and limit checks, in that order
         (docs/api.md, "Errors"). Of two registrations racing with one code, exactly one consumes it."""
-        with self._session() as session, session.begin():
+        with self.session() as session, session.begin():
             code = session.get(models.RegistrationCode, new.registration_code)
             if code is None:
                 raise RegisterCodeError(
@@ -479,12 +319,12 @@ class RegistryStore:
             return _ca_record(row)
 
     def get_ca(self, sn: str) -> CaRecord | None:
-        with self._read_session() as session:
+        with self.read_session() as session:
             row = session.scalars(select(CaCertificate).where(CaCertificate.sn == sn)).first()
             return None if row is None else _ca_record(row)
 
     def list_cas(self, offset: int, limit: int) -> tuple[list[CaRecord], int]:
-        with self._read_session() as session:
+        with self.read_session() as session:
             total = session.scalar(select(func.count()).select_from(CaCertificate)) or 0
             rows = session.scalars(
                 select(CaCertificate).order_by(CaCertificate.id).offset(offset).limit(limit)
@@ -492,12 +332,12 @@ class RegistryStore:
             return [_ca_record(row) for row in rows], total
 
     def all_cas(self) -> list[StoredCa]:
-        with self._read_session() as session:
+        with self.read_session() as session:
             rows = session.scalars(select(CaCertificate).order_by(CaCertificate.id))
             return [StoredCa(_ca_record(row), row.subject_der, row.subject_key_identifier) for row in rows]
 
     def get_stored_ca(self, sn: str) -> StoredCa | None:
-        with self._read_session() as session:
+        with self.read_session() as session:
             row = session.scalars(select(CaCertificate).where(CaCertificate.sn == sn)).first()
             if row is None:
                 return None
@@ -505,7 +345,7 @@ class RegistryStore:
 
     def set_ca_status(self, sn: str, status: Status, now: datetime.datetime) -> tuple[CaRecord, bool] | None:
         """The CA after the change, and whether its status changed; None if it is unknown."""
-        with self._session() as session, session.begin():
+        with self.session() as session, session.begin():
             row = session.scalars(select(CaCertificate).where(CaCertificate.sn == sn)).first()
             if row is None:
                 return None
@@ -517,12 +357,12 @@ class RegistryStore:
 
     def delete_ca(self, sn: str) -> bool:
         """Delete the CA and, by the foreign key's cascade, its device certificates."""
-        with self._session() as session, session.begin():
+        with self.session() as session, session.begin():
             result = session.execute(delete(CaCertificate).where(CaCertificate.sn == sn))
             return bool(getattr(result, "rowcount", 0))
 
     def count_cas(self) -> int:
-        with self._read_session() as session:
+        with self.read_session() as session:
             return session.scalar(select(func.count()).select_from(CaCertificate)) or 0
 
     # --- device certificates --------------------------------------------------------------------
@@ -579,7 +419,7 @@ class RegistryStore:
         device, which costs more than the insert."""
         created_at = now.astimezone(datetime.UTC)
         sqlite = self.dialect == "sqlite"
-        created = _stored_time(created_at, sqlite)
+        created = stored_time(created_at, sqlite)
         # Through the driver: SQLAlchemy's per-value conversions would cost more than the insert.
         row = f"({', '.join(['?' if sqlite else '%s'] * 10)})"
         # A (CA, serial) pair or a fingerprint already stored, or stored at the same time by
@@ -624,7 +464,7 @@ class RegistryStore:
         constraint fails its whole batch."""
         sqlite = self.dialect == "sqlite"
         statement = f"INSERT INTO device_certificate ({_NEW_DEVICE_COLUMNS}) VALUES ({', '.join(['?' if sqlite else '%s'] * 10)})"
-        created = _stored_time(now, sqlite)
+        created = stored_time(now, sqlite)
         rows: list[tuple[object, ...]] = []
         count = 0
 
@@ -648,7 +488,7 @@ class RegistryStore:
         return count
 
     def get_device(self, ca_sn: str, device_sn: str) -> DeviceRecord | None:
-        with self._read_session() as session:
+        with self.read_session() as session:
             row = session.scalars(
                 select(DeviceCertificate).where(
                     DeviceCertificate.ca_sn == ca_sn, DeviceCertificate.device_sn == device_sn
@@ -657,7 +497,7 @@ class RegistryStore:
             return None if row is None else _device_record(row)
 
     def ca_exists(self, sn: str) -> bool:
-        with self._read_session() as session:
+        with self.read_session() as session:
             return session.scalar(select(CaCertificate.id).where(CaCertificate.sn == sn)) is not None
 
     @staticmethod
@@ -689,7 +529,7 @@ class RegistryStore:
         filters = self._device_filters(ca_sn, status, name)
         order = (DeviceCertificate.ca_sn, DeviceCertificate.device_sn)
         keys = select(*order).where(*filters).order_by(*order).offset(offset).limit(limit)
-        with self._read_session() as session:
+        with self.read_session() as session:
             page_keys = session.execute(keys).all()
             items = []
             if page_keys:
@@ -716,7 +556,7 @@ class RegistryStore:
     def set_device_status(
         self, ca_sn: str, device_sn: str, status: Status, now: datetime.datetime
     ) -> tuple[DeviceRecord, bool] | None:
-        with self._session() as session, session.begin():
+        with self.session() as session, session.begin():
             row = session.scalars(
                 select(DeviceCertificate).where(
                     DeviceCertificate.ca_sn == ca_sn, DeviceCertificate.device_sn == device_sn
@@ -731,7 +571,7 @@ class RegistryStore:
             return _device_record(row), changed
 
     def delete_device(self, ca_sn: str, device_sn: str) -> bool:
-        with self._session() as session, session.begin():
+        with self.session() as session, session.begin():
             result = session.execute(
                 delete(DeviceCertificate).where(
                     DeviceCertificate.ca_sn == ca_sn, DeviceCertificate.device_sn == device_sn
@@ -744,7 +584,7 @@ class RegistryStore:
         from the driver's cursor: loading a million devices builds no ORM object."""
         table = DeviceCertificate.__table__
         query = select(table.c.ca_sn, table.c.device_sn, table.c.fingerprint, table.c.status)
-        with self.engine.connect().execution_options(**{_READ_ONLY: True}) as connection:
+        with self.engine.connect().execution_options(**{READ_ONLY: True}) as connection:
             compiled = query.compile(connection)
             raw: Any = connection.connection.dbapi_connection
             connection.begin()  # one consistent snapshot for the whole load
@@ -760,7 +600,7 @@ class RegistryStore:
 
     def count_expiring(self, now: datetime.datetime, until: datetime.datetime) -> tuple[int, int]:
         """Numbers of CA and device certificates valid now that end before ``until``."""
-        with self._read_session() as session:
+        with self.read_session() as session:
             cas = session.scalar(
                 select(func.count())
                 .select_from(CaCertificate)
@@ -776,17 +616,17 @@ class RegistryStore:
     # --- settings -------------------------------------------------------------------------------
 
     def all_settings(self) -> dict[str, Any]:
-        with self._read_session() as session:
+        with self.read_session() as session:
             return {row.key: json.loads(row.value) for row in session.scalars(select(models.Setting))}
 
     def get_setting(self, key: str) -> Any | None:
-        with self._read_session() as session:
+        with self.read_session() as session:
             row = session.get(models.Setting, key)
             return None if row is None else json.loads(row.value)
 
     def set_setting(self, key: str, value: Any, now: datetime.datetime) -> None:
         text = json.dumps(value, separators=(",", ":"), sort_keys=True)
-        with self._session() as session, session.begin():
+        with self.session() as session, session.begin():
             row = session.get(models.Setting, key)
             if row is None:
                 session.add(models.Setting(key=key, value=text, updated_at=now))
@@ -795,164 +635,6 @@ class RegistryStore:
                 row.updated_at = now
 
     def delete_setting(self, key: str) -> bool:
-        with self._session() as session, session.begin():
+        with self.session() as session, session.begin():
             result = session.execute(delete(models.Setting).where(models.Setting.key == key))
             return bool(getattr(result, "rowcount", 0))
-
-    # --- the decision log -----------------------------------------------------------------------
-
-    def add_decisions(self, rows: Sequence[dict[str, Any]]) -> None:
-        self._append_log(models.Decision, rows)
-
-    def search_decisions(
-        self,
-        *,
-        device_sn: str | None = None,
-        ca_sn: str | None = None,
-        client_id: str | None = None,
-        result: str | None = None,
-        reason: str | None = None,
-        since: datetime.datetime | None = None,
-        until: datetime.datetime | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[DecisionRecord]:
-        table = models.Decision
-        equal = {
-            table.device_sn: device_sn,
-            table.ca_sn: ca_sn,
-            table.client_id: client_id,
-            table.result: result,
-            table.reason: reason,
-        }
-        rows = self._search_log(table, equal, since, until, limit, offset)
-        return [_decision_record(row) for row in rows]
-
-    def count_decisions(self) -> int:
-        return self._count_log(models.Decision)
-
-    def prune_decisions(self, *, max_rows: int, older_than: datetime.datetime) -> int:
-        """Delete decisions older than ``older_than``; then, while more than ``max_rows`` are left,
-        the oldest rows of strangers (``identity_known`` false) first, and only when they are not
-        enough the oldest of the others. Returns how many rows went."""
-        table = models.Decision
-        return self._prune_log(table, max_rows, older_than, table.identity_known.is_(False))
-
-    # --- the operations log of the RPC API ------------------------------------------------------
-
-    def add_operations(self, rows: Sequence[dict[str, Any]]) -> None:
-        self._append_log(models.ApiOperation, rows)
-
-    def search_operations(
-        self,
-        *,
-        access_key_id: str | None = None,
-        action: str | None = None,
-        code: str | None = None,
-        since: datetime.datetime | None = None,
-        until: datetime.datetime | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[OperationRecord]:
-        table = models.ApiOperation
-        equal = {table.access_key_id: access_key_id, table.action: action, table.code: code}
-        rows = self._search_log(table, equal, since, until, limit, offset)
-        return [_operation_record(row) for row in rows]
-
-    def count_operations(self) -> int:
-        return self._count_log(models.ApiOperation)
-
-    def prune_operations(self, *, max_rows: int, older_than: datetime.datetime) -> int:
-        """Delete calls older than ``older_than``; then, while more than ``max_rows`` are left, the
-        oldest rows of calls that were not authenticated first, and only when they are not enough
-        the oldest of the others. Returns how many rows went."""
-        table = models.ApiOperation
-        return self._prune_log(table, max_rows, older_than, table.authenticated.is_(False))
-
-    # --- what the two logs (decisions, operations) share: append, search, count, prune ----------
-
-    def _append_log(
-        self, table: type[models.Decision | models.ApiOperation], rows: Sequence[dict[str, Any]]
-    ) -> None:
-        """Insert log rows (each with the same columns, ``time`` aware) in one transaction,
-        through the driver, :data:`LOG_ROWS_PER_STATEMENT` rows per statement. One statement of
-        many rows, not one execution per row: each execution hands the interpreter lock to the
-        event loop and back, and SQLAlchemy's per-value conversions cost more than the insert."""
-        if not rows:
-            return
-        sqlite = self.dialect == "sqlite"
-        columns = list(rows[0])
-        mark = "?" if sqlite else "%s"
-        row_marks = f"({', '.join([mark] * len(columns))})"
-        insert_into = f"INSERT INTO {table.__tablename__} ({', '.join(columns)}) VALUES "
-        with self.engine.begin() as connection:
-            for start in range(0, len(rows), LOG_ROWS_PER_STATEMENT):
-                chunk = rows[start : start + LOG_ROWS_PER_STATEMENT]
-                values = tuple(
-                    _stored_time(row[column], sqlite)
-                    if column in _LOG_TIME_COLUMNS and row[column] is not None
-                    else row[column]
-                    for row in chunk
-                    for column in columns
-                )
-                connection.exec_driver_sql(insert_into + ", ".join([row_marks] * len(chunk)), values)
-
-    def _search_log(
-        self,
-        table: Any,
-        equal: dict[Any, str | None],
-        since: datetime.datetime | None,
-        until: datetime.datetime | None,
-        limit: int,
-        offset: int,
-    ) -> list[Any]:
-        """Rows newest first whose columns equal the given values (None: any), within the times."""
-        filters: list[ColumnElement[bool]] = [
-            column == value for column, value in equal.items() if value is not None
-        ]
-        if since is not None:
-            filters.append(table.time >= since)
-        if until is not None:
-            filters.append(table.time < until)
-        query = (
-            select(table)
-            .where(*filters)
-            .order_by(table.time.desc(), table.id.desc())
-            .offset(offset)
-            .limit(limit)
-        )
-        with self._read_session() as session:
-            return list(session.scalars(query))
-
-    def _count_log(self, table: type[models.Decision | models.ApiOperation]) -> int:
-        with self._read_session() as session:
-            return session.scalar(select(func.count()).select_from(table)) or 0
-
-    def _prune_log(
-        self, table: Any, max_rows: int, older_than: datetime.datetime, strangers: ColumnElement[bool]
-    ) -> int:
-        """Delete the rows older than ``older_than``; then, while more than ``max_rows`` are left,
-        the oldest of the ``strangers`` rows first, and only when they are not enough the oldest
-        of the others (docs/registry.md, "Retention and folding")."""
-        with self._session() as session, session.begin():
-            deleted = session.execute(delete(table).where(table.time < older_than))
-            removed = int(getattr(deleted, "rowcount", 0) or 0)
-            excess = (session.scalar(select(func.count()).select_from(table)) or 0) - max_rows
-            if excess <= 0:
-                return removed
-            cutoff = session.scalar(
-                select(table.id).where(strangers).order_by(table.id).offset(excess - 1).limit(1)
-            )
-            condition = strangers if cutoff is None else strangers & (table.id <= cutoff)
-            deleted = session.execute(delete(table).where(condition))
-            removed += int(getattr(deleted, "rowcount", 0) or 0)
-            return removed + self._delete_beyond_newest(session, table, max_rows)
-
-    @staticmethod
-    def _delete_beyond_newest(session: Session, table: Any, max_rows: int) -> int:
-        """Delete the rows of a log older than its newest ``max_rows``; return how many went."""
-        cutoff = session.scalar(select(table.id).order_by(table.id.desc()).offset(max_rows).limit(1))
-        if cutoff is None:
-            return 0
-        deleted = session.execute(delete(table).where(table.id <= cutoff))
-        return int(getattr(deleted, "rowcount", 0) or 0)
