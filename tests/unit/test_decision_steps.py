@@ -549,6 +549,26 @@ def test_explain_agrees_on_each_outcome(row: Row) -> None:
     assert explained.trace == decided.trace
 
 
+def test_explain_judges_at_the_time_it_is_asked_about() -> None:
+    fleet = Fleet()
+    presented = fleet.device(not_after=DAY)
+    assert presented.der is not None
+    later = now() + 2 * DAY
+    explained = explain_certificate(pem(presented.der), fleet.index, later)
+    assert (explained.step, explained.reason) == (5, "certificate-expired")
+    assert (explained.step, explained.reason) == outcome(decide_device(presented.der, fleet.index, later))[
+        1:3
+    ]
+
+
+def test_explain_without_a_certificate_says_so() -> None:
+    with pytest.raises(pki.PemFileError) as raised:
+        explain_certificate("no certificate here", Fleet().index)
+    assert str(raised.value) == (
+        "the certificate text holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)"
+    )
+
+
 def outcome(decided: DeviceDecision) -> tuple[object, ...]:
     return (
         decided.allowed,
