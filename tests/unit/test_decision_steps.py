@@ -658,6 +658,9 @@ REFUSALS = [
             "unsupported-critical-extension", "TLS handshake refused: unhandled critical extension (depth 1 of the chain)"),
     Refusal("issuer unknown", lambda fleet: handshake_error(code=20, certificate=stranger(fleet).der), 3,
             "ca-not-registered", "TLS handshake refused: unable to get local issuer certificate"),
+    # The TLS layer's CAs lag the registry's by a moment after a registration: no CA is named before step 4.
+    Refusal("issuer unknown to the TLS layer, registered", refused(20), 3, "ca-not-registered",
+            "TLS handshake refused: unable to get local issuer certificate"),
     Refusal("issuer not a CA", refused(24), 5, "issuer-not-a-ca", "TLS handshake refused: invalid CA certificate",
             names_ca=True),
     Refusal("a code the procedure has no name for", refused(47), 5, "certificate-invalid",

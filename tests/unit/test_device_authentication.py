@@ -507,6 +507,14 @@ def test_every_route_says_whether_the_client_proved_a_known_identity() -> None:
             recorded("mutual", "tls", registered, client_id="GID_x@@@other", bind_client_id="device-id")[:4],
             ("deny", "client-id-not-bound", True, bound_device_id),
         ),
+        "two separators: the DeviceID is all after the first": (
+            recorded("mutual", "tls", registered, client_id="GID_x@@@y@@@registered", bind_client_id="device-id")[:4],
+            ("deny", "client-id-not-bound", True, bound_device_id),
+        ),
+        "a listener the policy does not name": (
+            recorded("one-way", "quic", None, good)[:2],
+            ("allow", "signature"),
+        ),
         "no DeviceID": (
             recorded("mutual", "tls", registered, client_id="registered", bind_client_id="device-id")[:4],
             ("deny", "client-id-not-bound", True, bound_device_id),
@@ -543,3 +551,44 @@ def test_a_device_with_credentials_too_has_both_identities() -> None:
     )
     assert isinstance(outcome, AuthOutcome) and outcome.allowed
     assert outcome.identity["cert.cn"] == "both" and outcome.identity["access_key_id"] == "AK1"
+
+
+def test_a_refusal_after_the_certificate_was_judged_names_it() -> None:
+    """Refused for the client id or the credentials, not the certificate: the record still names
+    the certificate and the step that let it through, and the authenticator passes on which CA
+    the handshake verified it with, so that its signature is not checked again."""
+    index, ca = make_fleet()
+    der = device_der(ca, "named")
+    first = decide_device(der, index)
+    index.put_device(first.ca_sn, first.device_sn, hashlib.sha256(der).digest(), True)
+    ca_fingerprint = bytes.fromhex(pki.fingerprint_sha256(ca.certificate))
+    asked: list[bool] = []
+
+    def verified_issuer() -> bytes:
+        asked.append(True)
+        return ca_fingerprint
+
+    new = device_der(ca, "new")
+    recorded: list[dict[str, Any]] = []
+    authenticator = InstanceAuthenticator(
+        instance_id="mqtt-unit", access_keys={"AK1": "secret-1"}, auth_mode=lambda: "mutual", anonymous=False,
+        index=index, bind_client_id="cn", audit=lambda **fields: recorded.append(fields),
+    )  # fmt: skip
+    for client_id, credentials, der_sent, reason in [
+        ("other", (None, None), der, "client-id-not-bound"),
+        ("named", (signature_username("AK1", "mqtt-unit"), b"wrong"), der, "bad-credentials"),
+        ("new", (None, None), new, "new-device"),
+    ]:
+        recorded.clear()
+        attempt = ConnectAttempt("tls", "127.0.0.1:1", client_id, *credentials, 4, der_sent, verified_issuer)
+        authenticator.authenticate(attempt)
+        (row,) = recorded
+        expected_sn = pki.serial_hex(x509.load_der_x509_certificate(der_sent))
+        assert (row["reason"], row["step"], row["ca_sn"], row["device_sn"], row["cn"]) == (
+            reason,
+            6,
+            first.ca_sn,
+            expected_sn,
+            client_id if reason == "new-device" else "named",
+        )
+    assert asked, "asked for the new device, whose signature only the handshake checked"

@@ -464,8 +464,11 @@ async def test_a_status_change_touches_only_the_device_of_that_ca(registry: Regi
     ]
     assert devices[0].device_sn == devices[1].device_sn
     (first, second), device_sn = records, devices[0].device_sn
-    await registry.inactivate_device(first.sn, device_sn)
-    assert (await registry.get_device(second.sn, device_sn)).active
+    for named, other in ((second, first), (first, second)):
+        await registry.inactivate_device(named.sn, device_sn)
+        assert not (await registry.get_device(named.sn, device_sn)).active
+        assert (await registry.get_device(other.sn, device_sn)).active
+        await registry.activate_device(named.sn, device_sn)
     await registry.delete_device(first.sn, device_sn)
     assert (await registry.get_device(second.sn, device_sn)).active
     entry = registry.index.device(second.sn, device_sn)

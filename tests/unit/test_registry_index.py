@@ -199,6 +199,7 @@ def test_status_changes_touch_only_what_they_name() -> None:
     index.set_device_active("ff", "01", False)
     index.remove_device("0a", "ff")
     index.remove_device("ff", "01")
+    index.remove_ca("ff")
     assert (index.device_count, index.inactive_device_count) == (4, 1)
     # A CA's status change leaves its namesake as it was, and keeps its fingerprint.
     index.set_ca_active("0a", False)

@@ -234,6 +234,12 @@ async def test_changes_from_another_node_applied_as_they_come(tmp_path: Path) ->
         await passed_on()
         ca_entry = follower.index.ca(record.sn)
         assert ca_entry is not None and not ca_entry.active
+        await writer.activate_ca(record.sn)
+        await passed_on()
+        ca_entry = follower.index.ca(record.sn)
+        assert ca_entry is not None and ca_entry.active is True
+        await writer.inactivate_ca(record.sn)
+        await passed_on()
 
         await writer.inactivate_device(record.sn, first.device_sn)
         await writer.delete_device(record.sn, first.device_sn)

@@ -125,6 +125,11 @@ def test_an_empty_file_has_no_rules_and_both_defaults_allow(tmp_path: Path) -> N
 USERNAME_RULES = """
 [[rule]]
 permission = "deny"
+topic = "users/#"
+client_id = "admin-*"
+
+[[rule]]
+permission = "deny"
 topic = "ops/#"
 username = "guest-*"
 
