@@ -11,7 +11,7 @@ from typing import Any
 from certmq.auth.decision import DeviceDecision, decide_device
 from certmq.auth.handshake_refusal import decision_for_handshake_failure
 from certmq.broker.connection import MQTTConnection
-from certmq.registry.records import Decision
+from certmq.registry.records import DecisionEntry
 from certmq.registry.service import RegistryService
 from certmq.web.metrics import Metrics
 
@@ -22,8 +22,8 @@ class DecisionAudit:
         self._metrics = metrics
 
     def record(self, **fields: Any) -> None:
-        """Record one decision (the fields of :class:`certmq.registry.records.Decision`)."""
-        self._registry.record_decision(Decision(**fields))
+        """Record one decision (the fields of :class:`certmq.registry.records.DecisionEntry`)."""
+        self._registry.record_decision(DecisionEntry(**fields))
         self._metrics.count_decision(fields["result"], fields["reason"])
 
     def handshake_failed(self, listener: str, peer: str, error: BaseException) -> None:

@@ -7,7 +7,7 @@ import datetime
 
 import pytest
 
-from certmq.registry import Decision, DecisionQuery, ParameterFieldCheckFailed, RegistryService
+from certmq.registry import DecisionEntry, DecisionQuery, ParameterFieldCheckFailed, RegistryService
 from certmq.registry.log_store import LOG_ROWS_PER_STATEMENT
 from certmq.registry.pending import TEXT_LIMIT
 from certmq.registry.store import RegistryStore
@@ -17,7 +17,7 @@ from .registry_fixtures import INSTANCE_ID, Clock, clock, postgresql_server, reg
 __all__ = ["clock", "postgresql_server", "registry", "store"]  # fixtures
 
 
-def decision(n: int, **fields: object) -> Decision:
+def decision(n: int, **fields: object) -> DecisionEntry:
     values: dict[str, object] = {
         "listener": "tls",
         "peer": f"10.0.0.{n % 250}:5{n:04d}",
@@ -31,7 +31,7 @@ def decision(n: int, **fields: object) -> Decision:
         "detail": "registered on its first connection",
     }
     values.update(fields)
-    return Decision(**values)  # type: ignore[arg-type]
+    return DecisionEntry(**values)  # type: ignore[arg-type]
 
 
 async def test_flush_and_search(registry: RegistryService, clock: Clock) -> None:
@@ -281,8 +281,8 @@ async def test_odd_decisions_do_not_spoil_a_batch(registry: RegistryService) -> 
 # --- folding and retention of the strangers' refusals (docs/registry.md, "Retention and folding") ---
 
 
-def stranger(n: int, moment: datetime.datetime, reason: str = "bad-credentials") -> Decision:
-    return Decision(
+def stranger(n: int, moment: datetime.datetime, reason: str = "bad-credentials") -> DecisionEntry:
+    return DecisionEntry(
         listener="tcp",
         peer=f"203.0.113.7:{1024 + n}",
         client_id=f"guess-{n}",

@@ -15,7 +15,7 @@ from sqlalchemy import update
 from certmq import pki
 from certmq.registry import RegistryService, TrustIndex
 from certmq.registry.index import CaEntry, name_key
-from certmq.registry.models import DeviceCertificate
+from certmq.registry.models import DeviceCertificateRow
 from certmq.registry.store import RegistryStore
 
 from .registry_fixtures import (
@@ -222,7 +222,7 @@ async def test_a_large_registry_loads_whole_and_compact(
     store.import_devices(synthetic_devices(record.sn, scale), datetime.datetime.now(datetime.UTC))
     with store.engine.begin() as connection:
         connection.execute(
-            update(DeviceCertificate).where(DeviceCertificate.name.like("%7")).values(status="inactive")
+            update(DeviceCertificateRow).where(DeviceCertificateRow.name.like("%7")).values(status="inactive")
         )
 
     reopened = RegistryService(store, instance_id=INSTANCE_ID)

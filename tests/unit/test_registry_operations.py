@@ -8,7 +8,7 @@ import datetime
 
 import pytest
 
-from certmq.registry import Operation, OperationQuery, ParameterFieldCheckFailed, RegistryService
+from certmq.registry import OperationEntry, OperationQuery, ParameterFieldCheckFailed, RegistryService
 from certmq.registry.pending import PARAMETER_VALUE_LIMIT, TEXT_LIMIT
 from certmq.registry.store import RegistryStore
 
@@ -17,7 +17,7 @@ from .registry_fixtures import INSTANCE_ID, Clock, clock, postgresql_server, reg
 __all__ = ["clock", "postgresql_server", "registry", "store"]  # fixtures
 
 
-def operation(n: int, **fields: object) -> Operation:
+def operation(n: int, **fields: object) -> OperationEntry:
     values: dict[str, object] = {
         "request_id": f"REQUEST-{n:04d}",
         "action": "InactivateDeviceCertificate" if n % 2 else "ListCaCertificate",
@@ -31,7 +31,7 @@ def operation(n: int, **fields: object) -> Operation:
         "duration_ms": n,
     }
     values.update(fields)
-    return Operation(**values)  # type: ignore[arg-type]
+    return OperationEntry(**values)  # type: ignore[arg-type]
 
 
 async def test_recorded_calls_are_written_in_a_batch_and_found_newest_first(
@@ -164,7 +164,7 @@ async def test_page_numbers_are_bounded(registry: RegistryService) -> None:
 # --- folding and retention of calls that were not authenticated (docs/registry.md) --------------
 
 
-def refused_call(n: int, moment: datetime.datetime, code: str = "SignatureDoesNotMatch") -> Operation:
+def refused_call(n: int, moment: datetime.datetime, code: str = "SignatureDoesNotMatch") -> OperationEntry:
     return operation(
         n,
         authenticated=False,

@@ -24,10 +24,10 @@ from certmq.registry.log_query import DecisionQuery, LogQuery, OperationQuery
 from certmq.registry.log_rows import decision_row, operation_row
 from certmq.registry.log_store import LogTable
 from certmq.registry.pending import PendingRows, measured_decision, measured_operation
-from certmq.registry.records import Decision, DecisionRecord, Operation, OperationRecord
+from certmq.registry.records import DecisionEntry, DecisionRecord, OperationEntry, OperationRecord
 from certmq.registry.worker import DatabaseWorker
 
-Entry = TypeVar("Entry", Decision, Operation)
+Entry = TypeVar("Entry", DecisionEntry, OperationEntry)
 Record = TypeVar("Record")
 Query = TypeVar("Query", bound=LogQuery)
 
@@ -45,7 +45,7 @@ class LogKind(Generic[Entry, Record, Query]):
     query: type[Query]  # what searches it
 
 
-DECISION_LOG: LogKind[Decision, DecisionRecord, DecisionQuery] = LogKind(
+DECISION_LOG: LogKind[DecisionEntry, DecisionRecord, DecisionQuery] = LogKind(
     "decision log",
     "decisions",
     operator.attrgetter("identity_known"),
@@ -54,7 +54,7 @@ DECISION_LOG: LogKind[Decision, DecisionRecord, DecisionQuery] = LogKind(
     decision_row,
     DecisionQuery,
 )
-OPERATIONS_LOG: LogKind[Operation, OperationRecord, OperationQuery] = LogKind(
+OPERATIONS_LOG: LogKind[OperationEntry, OperationRecord, OperationQuery] = LogKind(
     "operations log",
     "API operations",
     operator.attrgetter("authenticated"),

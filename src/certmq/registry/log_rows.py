@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from certmq.registry.pending import PARAMETER_NAME_LIMIT, PARAMETER_VALUE_LIMIT, TEXT_LIMIT
-from certmq.registry.records import Decision, Operation, utc_now
+from certmq.registry.records import DecisionEntry, OperationEntry, utc_now
 
 SMALLINT = 32767
 INTEGER = 2**31 - 1
@@ -54,7 +54,7 @@ def _folded(count: Any, first_seen: object) -> tuple[int, datetime.datetime | No
     return counted, _moment(first_seen)
 
 
-def decision_row(decision: Decision) -> dict[str, Any]:
+def decision_row(decision: DecisionEntry) -> dict[str, Any]:
     """The row of a decision."""
     count, first_seen = _folded(decision.count, decision.first_seen)
     return {
@@ -75,7 +75,7 @@ def decision_row(decision: Decision) -> dict[str, Any]:
     }
 
 
-def operation_row(operation: Operation) -> dict[str, Any]:
+def operation_row(operation: OperationEntry) -> dict[str, Any]:
     """The row of a call of the RPC API."""
     parameters = operation.parameters if isinstance(operation.parameters, dict) else {}
     count, first_seen = _folded(operation.count, operation.first_seen)

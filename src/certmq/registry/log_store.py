@@ -48,11 +48,11 @@ def _read_back(record_type: type[Record], row: Any, **decoded: Any) -> Record:
     return record_type(**{**values, **decoded})
 
 
-def _decision_record(row: models.Decision) -> DecisionRecord:
+def _decision_record(row: models.DecisionRow) -> DecisionRecord:
     return _read_back(DecisionRecord, row)
 
 
-def _operation_record(row: models.ApiOperation) -> OperationRecord:
+def _operation_record(row: models.OperationRow) -> OperationRecord:
     try:
         parameters = json.loads(row.parameters)
     except ValueError:
@@ -64,17 +64,17 @@ def _operation_record(row: models.ApiOperation) -> OperationRecord:
 class LogTableKind(Generic[Record, Query]):
     """What tells one log's table from the other's."""
 
-    model: Any  # models.Decision or models.ApiOperation
+    model: Any  # models.DecisionRow or models.OperationRow
     strangers: ColumnElement[bool]  # the rows of strangers' refusals, the first to go
     record: Callable[[Any], Record]  # a row as it is read back
 
 
 DECISION_TABLE: LogTableKind[DecisionRecord, DecisionQuery] = LogTableKind(
-    models.Decision, models.Decision.identity_known.is_(False), _decision_record
+    models.DecisionRow, models.DecisionRow.identity_known.is_(False), _decision_record
 )
 # The calls that were not authenticated are the strangers of the operations log.
 OPERATION_TABLE: LogTableKind[OperationRecord, OperationQuery] = LogTableKind(
-    models.ApiOperation, models.ApiOperation.authenticated.is_(False), _operation_record
+    models.OperationRow, models.OperationRow.authenticated.is_(False), _operation_record
 )
 
 

@@ -32,7 +32,7 @@ from certmq.registry.errors import (
     SnNotUnique,
 )
 from certmq.registry.log_store import DECISION_TABLE, OPERATION_TABLE, LogTable
-from certmq.registry.models import CaCertificate, DeviceCertificate, Status
+from certmq.registry.models import CaCertificateRow, DeviceCertificateRow, Status
 from certmq.registry.records import CaRecord, DeviceRecord, RegistrationCode
 
 # Rows fetched per round trip when streaming the device table into the in-memory index.
@@ -57,7 +57,7 @@ def open_registry(url_or_path: str | Path, data_dir: Path | None = None) -> Regi
 # --- converting rows ------------------------------------------------------------------------------
 
 
-def _ca_record(row: CaCertificate) -> CaRecord:
+def _ca_record(row: CaCertificateRow) -> CaRecord:
     return CaRecord(
         sn=row.sn,
         name=row.name,
@@ -74,7 +74,7 @@ def _ca_record(row: CaCertificate) -> CaRecord:
     )
 
 
-def _device_record(row: DeviceCertificate) -> DeviceRecord:
+def _device_record(row: DeviceCertificateRow) -> DeviceRecord:
     return DeviceRecord(
         ca_sn=row.ca_sn,
         device_sn=row.device_sn,
@@ -89,7 +89,9 @@ def _device_record(row: DeviceCertificate) -> DeviceRecord:
     )
 
 
-_DEVICE_COLUMNS = tuple(getattr(DeviceCertificate, field.name) for field in dataclasses.fields(DeviceRecord))
+_DEVICE_COLUMNS = tuple(
+    getattr(DeviceCertificateRow, field.name) for field in dataclasses.fields(DeviceRecord)
+)
 
 
 def _selected_device_record(row: Row[Any]) -> DeviceRecord:
@@ -167,12 +169,12 @@ def _conflicting_device(connection: Connection, device: NewDevice) -> DeviceReco
     one with its fingerprint."""
     row = connection.execute(
         select(*_DEVICE_COLUMNS).where(
-            DeviceCertificate.ca_sn == device.ca_sn, DeviceCertificate.device_sn == device.device_sn
+            DeviceCertificateRow.ca_sn == device.ca_sn, DeviceCertificateRow.device_sn == device.device_sn
         )
     ).first()
     if row is None:
         row = connection.execute(
-            select(*_DEVICE_COLUMNS).where(DeviceCertificate.fingerprint == device.fingerprint)
+            select(*_DEVICE_COLUMNS).where(DeviceCertificateRow.fingerprint == device.fingerprint)
         ).first()
     return None if row is None else _selected_device_record(row)
 
@@ -222,7 +224,7 @@ class RegistryStore(Database):
     def add_registration_code(self, code: RegistrationCode) -> None:
         with self.session() as session, session.begin():
             session.add(
-                models.RegistrationCode(
+                models.RegistrationCodeRow(
                     code=code.code, created_at=code.created_at, expires_at=code.expires_at
                 )
             )
@@ -231,9 +233,9 @@ class RegistryStore(Database):
         """Forget unused codes that expired (used ones stay: they document a CA's registration)."""
         with self.session() as session, session.begin():
             result = session.execute(
-                delete(models.RegistrationCode).where(
-                    models.RegistrationCode.expires_at < now,
-                    models.RegistrationCode.used_at.is_(None),
+                delete(models.RegistrationCodeRow).where(
+                    models.RegistrationCodeRow.expires_at < now,
+                    models.RegistrationCodeRow.used_at.is_(None),
                 )
             )
             return int(getattr(result, "rowcount", 0) or 0)
@@ -245,7 +247,7 @@ class RegistryStore(Database):
         insert it in one transaction, after the code, uniqueness and limit checks, in that order
         (docs/api.md, "Errors"). Of two registrations racing with one code, exactly one consumes it."""
         with self.session() as session, session.begin():
-            code = session.get(models.RegistrationCode, new.registration_code)
+            code = session.get(models.RegistrationCodeRow, new.registration_code)
             if code is None:
                 raise RegisterCodeError(
                     f"the verification certificate's CN {new.registration_code!r} is not a registration "
@@ -263,8 +265,8 @@ class RegistryStore(Database):
                     f"get a new code and issue a new verification certificate"
                 )
             existing = session.scalars(
-                select(CaCertificate).where(
-                    (CaCertificate.sn == new.sn) | (CaCertificate.fingerprint == new.fingerprint)
+                select(CaCertificateRow).where(
+                    (CaCertificateRow.sn == new.sn) | (CaCertificateRow.fingerprint == new.fingerprint)
                 )
             ).first()
             if existing is not None:
@@ -273,17 +275,17 @@ class RegistryStore(Database):
                     f"a CA with the same {what} is already registered (Sn {existing.sn}); "
                     f"delete it first, or register a CA with another serial number"
                 )
-            count = session.scalar(select(func.count()).select_from(CaCertificate)) or 0
+            count = session.scalar(select(func.count()).select_from(CaCertificateRow)) or 0
             if count >= ca_limit:
                 raise CaNumExceed(
                     f"this instance already has {count} CA certificates, its limit; "
                     f"delete CA certificates that are no longer used"
                 )
             consumed = session.execute(
-                update(models.RegistrationCode)
+                update(models.RegistrationCodeRow)
                 .where(
-                    models.RegistrationCode.code == new.registration_code,
-                    models.RegistrationCode.used_at.is_(None),
+                    models.RegistrationCodeRow.code == new.registration_code,
+                    models.RegistrationCodeRow.used_at.is_(None),
                 )
                 .values(used_at=now, used_by_ca_sn=new.sn)
             )
@@ -292,7 +294,7 @@ class RegistryStore(Database):
                     f"registration code {new.registration_code!r} was used by another registration "
                     f"at the same time; get a new code"
                 )
-            row = CaCertificate(
+            row = CaCertificateRow(
                 sn=new.sn,
                 name=new.name,
                 pem=new.pem,
@@ -320,25 +322,25 @@ class RegistryStore(Database):
 
     def get_ca(self, sn: str) -> CaRecord | None:
         with self.read_session() as session:
-            row = session.scalars(select(CaCertificate).where(CaCertificate.sn == sn)).first()
+            row = session.scalars(select(CaCertificateRow).where(CaCertificateRow.sn == sn)).first()
             return None if row is None else _ca_record(row)
 
     def list_cas(self, offset: int, limit: int) -> tuple[list[CaRecord], int]:
         with self.read_session() as session:
-            total = session.scalar(select(func.count()).select_from(CaCertificate)) or 0
+            total = session.scalar(select(func.count()).select_from(CaCertificateRow)) or 0
             rows = session.scalars(
-                select(CaCertificate).order_by(CaCertificate.id).offset(offset).limit(limit)
+                select(CaCertificateRow).order_by(CaCertificateRow.id).offset(offset).limit(limit)
             )
             return [_ca_record(row) for row in rows], total
 
     def all_cas(self) -> list[StoredCa]:
         with self.read_session() as session:
-            rows = session.scalars(select(CaCertificate).order_by(CaCertificate.id))
+            rows = session.scalars(select(CaCertificateRow).order_by(CaCertificateRow.id))
             return [StoredCa(_ca_record(row), row.subject_der, row.subject_key_identifier) for row in rows]
 
     def get_stored_ca(self, sn: str) -> StoredCa | None:
         with self.read_session() as session:
-            row = session.scalars(select(CaCertificate).where(CaCertificate.sn == sn)).first()
+            row = session.scalars(select(CaCertificateRow).where(CaCertificateRow.sn == sn)).first()
             if row is None:
                 return None
             return StoredCa(_ca_record(row), row.subject_der, row.subject_key_identifier)
@@ -346,7 +348,7 @@ class RegistryStore(Database):
     def set_ca_status(self, sn: str, status: Status, now: datetime.datetime) -> tuple[CaRecord, bool] | None:
         """The CA after the change, and whether its status changed; None if it is unknown."""
         with self.session() as session, session.begin():
-            row = session.scalars(select(CaCertificate).where(CaCertificate.sn == sn)).first()
+            row = session.scalars(select(CaCertificateRow).where(CaCertificateRow.sn == sn)).first()
             if row is None:
                 return None
             changed = row.status != status.value
@@ -358,12 +360,12 @@ class RegistryStore(Database):
     def delete_ca(self, sn: str) -> bool:
         """Delete the CA and, by the foreign key's cascade, its device certificates."""
         with self.session() as session, session.begin():
-            result = session.execute(delete(CaCertificate).where(CaCertificate.sn == sn))
+            result = session.execute(delete(CaCertificateRow).where(CaCertificateRow.sn == sn))
             return bool(getattr(result, "rowcount", 0))
 
     def count_cas(self) -> int:
         with self.read_session() as session:
-            return session.scalar(select(func.count()).select_from(CaCertificate)) or 0
+            return session.scalar(select(func.count()).select_from(CaCertificateRow)) or 0
 
     # --- device certificates --------------------------------------------------------------------
 
@@ -490,15 +492,15 @@ class RegistryStore(Database):
     def get_device(self, ca_sn: str, device_sn: str) -> DeviceRecord | None:
         with self.read_session() as session:
             row = session.scalars(
-                select(DeviceCertificate).where(
-                    DeviceCertificate.ca_sn == ca_sn, DeviceCertificate.device_sn == device_sn
+                select(DeviceCertificateRow).where(
+                    DeviceCertificateRow.ca_sn == ca_sn, DeviceCertificateRow.device_sn == device_sn
                 )
             ).first()
             return None if row is None else _device_record(row)
 
     def ca_exists(self, sn: str) -> bool:
         with self.read_session() as session:
-            return session.scalar(select(CaCertificate.id).where(CaCertificate.sn == sn)) is not None
+            return session.scalar(select(CaCertificateRow.id).where(CaCertificateRow.sn == sn)) is not None
 
     @staticmethod
     def _device_filters(
@@ -506,11 +508,11 @@ class RegistryStore(Database):
     ) -> list[ColumnElement[bool]]:
         filters: list[ColumnElement[bool]] = []
         if ca_sn is not None:
-            filters.append(DeviceCertificate.ca_sn == ca_sn)
+            filters.append(DeviceCertificateRow.ca_sn == ca_sn)
         if status is not None:
-            filters.append(DeviceCertificate.status == status.value)
+            filters.append(DeviceCertificateRow.status == status.value)
         if name is not None:
-            filters.append(DeviceCertificate.name == name)
+            filters.append(DeviceCertificateRow.name == name)
         return filters
 
     def list_devices(
@@ -527,7 +529,7 @@ class RegistryStore(Database):
         when ``count``. The page's keys are found on an index alone (a deep OFFSET skips index
         entries, not table rows: an index-only scan), then only those rows are read."""
         filters = self._device_filters(ca_sn, status, name)
-        order = (DeviceCertificate.ca_sn, DeviceCertificate.device_sn)
+        order = (DeviceCertificateRow.ca_sn, DeviceCertificateRow.device_sn)
         keys = select(*order).where(*filters).order_by(*order).offset(offset).limit(limit)
         with self.read_session() as session:
             page_keys = session.execute(keys).all()
@@ -549,7 +551,8 @@ class RegistryStore(Database):
             total = None
             if count:
                 total = (
-                    session.scalar(select(func.count()).select_from(DeviceCertificate).where(*filters)) or 0
+                    session.scalar(select(func.count()).select_from(DeviceCertificateRow).where(*filters))
+                    or 0
                 )
             return items, total
 
@@ -558,8 +561,8 @@ class RegistryStore(Database):
     ) -> tuple[DeviceRecord, bool] | None:
         with self.session() as session, session.begin():
             row = session.scalars(
-                select(DeviceCertificate).where(
-                    DeviceCertificate.ca_sn == ca_sn, DeviceCertificate.device_sn == device_sn
+                select(DeviceCertificateRow).where(
+                    DeviceCertificateRow.ca_sn == ca_sn, DeviceCertificateRow.device_sn == device_sn
                 )
             ).first()
             if row is None:
@@ -573,8 +576,8 @@ class RegistryStore(Database):
     def delete_device(self, ca_sn: str, device_sn: str) -> bool:
         with self.session() as session, session.begin():
             result = session.execute(
-                delete(DeviceCertificate).where(
-                    DeviceCertificate.ca_sn == ca_sn, DeviceCertificate.device_sn == device_sn
+                delete(DeviceCertificateRow).where(
+                    DeviceCertificateRow.ca_sn == ca_sn, DeviceCertificateRow.device_sn == device_sn
                 )
             )
             return bool(getattr(result, "rowcount", 0))
@@ -582,7 +585,7 @@ class RegistryStore(Database):
     def stream_device_keys(self, batch: int = STREAM_BATCH) -> Iterator[Sequence[tuple[str, str, str, str]]]:
         """Every device as ``(ca_sn, device_sn, fingerprint, status)`` tuples, in batches, straight
         from the driver's cursor: loading a million devices builds no ORM object."""
-        table = DeviceCertificate.__table__
+        table = DeviceCertificateRow.__table__
         query = select(table.c.ca_sn, table.c.device_sn, table.c.fingerprint, table.c.status)
         with self.engine.connect().execution_options(**{READ_ONLY: True}) as connection:
             compiled = query.compile(connection)
@@ -603,13 +606,13 @@ class RegistryStore(Database):
         with self.read_session() as session:
             cas = session.scalar(
                 select(func.count())
-                .select_from(CaCertificate)
-                .where(CaCertificate.valid_end >= now, CaCertificate.valid_end < until)
+                .select_from(CaCertificateRow)
+                .where(CaCertificateRow.valid_end >= now, CaCertificateRow.valid_end < until)
             )
             devices = session.scalar(
                 select(func.count())
-                .select_from(DeviceCertificate)
-                .where(DeviceCertificate.valid_end >= now, DeviceCertificate.valid_end < until)
+                .select_from(DeviceCertificateRow)
+                .where(DeviceCertificateRow.valid_end >= now, DeviceCertificateRow.valid_end < until)
             )
             return cas or 0, devices or 0
 
@@ -617,24 +620,24 @@ class RegistryStore(Database):
 
     def all_settings(self) -> dict[str, Any]:
         with self.read_session() as session:
-            return {row.key: json.loads(row.value) for row in session.scalars(select(models.Setting))}
+            return {row.key: json.loads(row.value) for row in session.scalars(select(models.SettingRow))}
 
     def get_setting(self, key: str) -> Any | None:
         with self.read_session() as session:
-            row = session.get(models.Setting, key)
+            row = session.get(models.SettingRow, key)
             return None if row is None else json.loads(row.value)
 
     def set_setting(self, key: str, value: Any, now: datetime.datetime) -> None:
         text = json.dumps(value, separators=(",", ":"), sort_keys=True)
         with self.session() as session, session.begin():
-            row = session.get(models.Setting, key)
+            row = session.get(models.SettingRow, key)
             if row is None:
-                session.add(models.Setting(key=key, value=text, updated_at=now))
+                session.add(models.SettingRow(key=key, value=text, updated_at=now))
             else:
                 row.value = text
                 row.updated_at = now
 
     def delete_setting(self, key: str) -> bool:
         with self.session() as session, session.begin():
-            result = session.execute(delete(models.Setting).where(models.Setting.key == key))
+            result = session.execute(delete(models.SettingRow).where(models.SettingRow.key == key))
             return bool(getattr(result, "rowcount", 0))
