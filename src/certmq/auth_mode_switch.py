@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 
-from certmq.auth.admission import MQTT_LISTENERS, ListenerPolicy
+from certmq.auth.admission import ListenerPolicy
+from certmq.auth.listener_name import MQTT_LISTENERS
 from certmq.auth.mode import AuthMode
 from certmq.broker import control
 from certmq.broker.connection import MQTTConnection

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from certmq.auth.listener_name import MQTT_LISTENERS
 from certmq.broker.connection import MQTTConnection
 from certmq.broker.server import Broker
 from certmq.control import ConnectionInfo, ListenerInfo
 from certmq.mqtt.reason_codes import ReasonCode
-
-# Counted for each listener even when it has no connection, so that a metric never disappears.
-LISTENER_NAMES = ("tcp", "tls", "ws", "wss")
 
 
 def listeners(broker: Broker) -> list[ListenerInfo]:
@@ -59,7 +57,8 @@ def stats(broker: Broker) -> dict[str, int]:
     what its sessions hold."""
     core = broker.core
     counters = core.stats
-    counts = {f"connections_{name}": 0 for name in LISTENER_NAMES}
+    # Each listener counted even without a connection, so that no metric disappears.
+    counts = {f"connections_{name}": 0 for name in MQTT_LISTENERS}
     for connection in core.connections:
         name = f"connections_{connection.listener.name}"
         counts[name] = counts.get(name, 0) + 1
