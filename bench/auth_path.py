@@ -34,8 +34,7 @@ from certmq import pki
 from certmq.auth.authenticator import InstanceAuthenticator
 from certmq.auth.connect import ConnectAttempt
 from certmq.cli.serve import YOUNG_GENERATION_THRESHOLD
-from certmq.registry import Decision, RegistryService, open_registry
-from certmq.registry.service import SerialCollision
+from certmq.registry import DecisionEntry, RegistryService, SerialCollision, open_registry
 
 IN_FLIGHT = 4
 
@@ -84,7 +83,7 @@ async def measure(connects: int, young_threshold: int) -> dict[str, tuple[float,
             ]
 
             def audit(**fields: Any) -> None:
-                registry.record_decision(Decision(**fields))
+                registry.record_decision(DecisionEntry(**fields))
 
             authenticator = InstanceAuthenticator(
                 instance_id="mqtt-bench-1",

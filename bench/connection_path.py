@@ -184,16 +184,16 @@ async def _in_process(listener_name: str, connections: int, device: RegisteredDe
     from certmq.broker.connection import AUTHENTICATING, Listener, MQTTConnection
     from certmq.broker.core import BrokerCore
     from certmq.config import MqttSection
-    from certmq.registry.records import Decision
+    from certmq.registry.records import DecisionEntry
 
-    decisions: list[Decision] = []
+    decisions: list[DecisionEntry] = []
     authenticator = InstanceAuthenticator(
         instance_id="mqtt-bench",
         access_keys={},
         auth_mode=lambda: "mutual",
         anonymous=True,
         index=device.index if device else None,
-        audit=lambda **fields: decisions.append(Decision(**fields)),
+        audit=lambda **fields: decisions.append(DecisionEntry(**fields)),
         # The plain TCP cell measures a listener that mutual mode closes unless configured open.
         policy=ListenerPolicy(tcp_in_mutual_mode=True, anonymous=True),
     )

@@ -36,7 +36,7 @@ from certmq.console import ConsoleSettings, derive_session_key
 from certmq.control import ConnectionInfo, ListenerInfo
 from certmq.instance import init_instance, load_instance
 from certmq.registry import RegistryService, open_registry
-from certmq.registry.models import DeviceCertificate
+from certmq.registry.models import DeviceCertificateRow
 from registry_scale import register_test_ca, synthetic_devices
 
 
@@ -78,7 +78,7 @@ async def run(devices: int, repeat: int, directory: Path) -> None:
     store.import_devices(synthetic_devices(ca_sn, devices), datetime.datetime.now(datetime.UTC))
     with store.engine.begin() as connection:  # a tenth inactive, for the status filter
         connection.execute(
-            update(DeviceCertificate).where(DeviceCertificate.name.like("%0")).values(status="inactive")
+            update(DeviceCertificateRow).where(DeviceCertificateRow.name.like("%0")).values(status="inactive")
         )
     await registry.rebuild_index()
     print(f"registry: {devices:,} device rows in {time.perf_counter() - started:.1f} s")

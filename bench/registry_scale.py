@@ -33,8 +33,8 @@ from typing import Any
 from sqlalchemy import update
 
 from certmq import pki
-from certmq.registry import Decision, RegistryService, open_registry
-from certmq.registry.models import DeviceCertificate
+from certmq.registry import DecisionEntry, RegistryService, open_registry
+from certmq.registry.models import DeviceCertificateRow
 from certmq.registry.store import NewDevice
 
 
@@ -96,7 +96,9 @@ async def run(devices: int, url: str, data_dir: Path) -> None:
         print(f"inserted {devices:,} device rows in {time.perf_counter() - started:.1f} s")
         with store.engine.begin() as connection:  # a tenth inactive, for the status filters
             connection.execute(
-                update(DeviceCertificate).where(DeviceCertificate.name.like("%0")).values(status="inactive")
+                update(DeviceCertificateRow)
+                .where(DeviceCertificateRow.name.like("%0"))
+                .values(status="inactive")
             )
     if store.dialect == "postgresql":
         # The steady state that autovacuum reaches on its own: visibility map set, statistics up
@@ -157,7 +159,7 @@ async def run(devices: int, url: str, data_dir: Path) -> None:
     # The decision log: decisions arrive on the loop while the background writer stores them in
     # batches; the rate is sustained throughput, from the first record to the last commit.
     decisions, chunk = 200_000, 1000
-    decision = Decision(
+    decision = DecisionEntry(
         listener="tls", peer="127.0.0.1:50000", client_id="GID_bench@@@device", ca_sn=ca_sn,
         device_sn=sample.device_sn, cn=sample.name, step=5, result="allow", reason="registered-device",
         detail="the certificate is registered and active",
@@ -169,14 +171,14 @@ async def run(devices: int, url: str, data_dir: Path) -> None:
         for _ in range(chunk):
             registry.record_decision(decision)
         on_loop += time.perf_counter() - chunk_started
-        while registry.decisions_pending > 10 * chunk:
+        while registry.decision_log.pending > 10 * chunk:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0)
     await registry.flush_decisions()
     written = time.perf_counter() - started
     print(
         f"decision log: record_decision {on_loop / decisions * 1e6:.2f} µs on the loop; "
-        f"{decisions / written:,.0f} decisions/s written ({registry.decisions_dropped} dropped)"
+        f"{decisions / written:,.0f} decisions/s written ({registry.decision_log.dropped} dropped)"
     )
     await registry.close()
     store.close()

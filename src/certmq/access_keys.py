@@ -19,15 +19,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from certmq.instance import (
+from certmq.instance import Instance, InstanceError, read_credentials, write_credentials
+from certmq.sealed_secrets import (
     AccessKey,
-    Instance,
-    InstanceError,
+    SecretDoesNotOpen,
     new_access_key,
-    open_access_key,
-    read_credentials,
+    open_access_keys,
     seal_access_key,
-    write_credentials,
 )
 
 
@@ -65,9 +63,11 @@ class AccessKeyStore:
 
     def _load(self, credentials: dict[str, Any]) -> None:
         try:
-            keys = [open_access_key(self._instance_key, entry) for entry in credentials["access_keys"]]
+            keys = open_access_keys(self._instance_key, credentials["access_keys"])
         except (KeyError, TypeError) as error:
             raise InstanceError(f"credentials.json: missing or malformed field {error}") from None
+        except SecretDoesNotOpen as error:
+            raise InstanceError(str(error)) from error
         self._keys.clear()
         self._keys.update((key.id, key) for key in keys)
         self._secrets.clear()

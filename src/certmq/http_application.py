@@ -59,7 +59,7 @@ def create_app(
     return app
 
 
-class ServedInstance(BrokerControl, Protocol):
+class ServedInstance(Protocol):
     """What :func:`serve_http` needs of the running application (``certmq.app.Application``).
 
     Its broker checks Signature credentials against ``access_keys.secrets``, so that pairs
@@ -69,6 +69,7 @@ class ServedInstance(BrokerControl, Protocol):
     instance: Instance
     config: Config
     registry: RegistryService | None
+    control: BrokerControl | None
     access_keys: AccessKeyStore
     metrics: Metrics
 
@@ -76,12 +77,12 @@ class ServedInstance(BrokerControl, Protocol):
 async def serve_http(application: ServedInstance, address: str) -> HttpListener:
     """Serve the HTTP application of a running instance on ``address`` (``HOST:PORT``; port 0:
     any free port) and return the started listener; ``await listener.stop()`` stops it."""
-    if application.registry is None:
-        raise RuntimeError("the registry must be open before the HTTP API starts")
+    if application.registry is None or application.control is None:
+        raise RuntimeError("the registry must be open and the broker started before the HTTP API starts")
     host, port = parse_address(address)
     app = create_app(
         registry=application.registry,
-        control=application,
+        control=application.control,
         instance_id=application.instance.id,
         admin_token=application.instance.admin_token,
         access_keys_manager=application.access_keys,

@@ -27,16 +27,12 @@ so an interrupted ``init`` is simply run again.
       ]
     }
 
-A sealed secret is ``base64(nonce || AES-256-GCM(instance key, nonce, secret, aad))`` with a
-12-byte random nonce and ``aad = b"certmq access key " + id``, so a sealed secret cannot be moved
-to another key id. The admin token is stored as is: the CLI reads it to talk to the instance, and
+How a secret is sealed: :mod:`certmq.sealed_secrets`. The admin token is stored as is: the CLI reads it to talk to the instance, and
 the file mode is what protects it.
 """
 
 from __future__ import annotations
 
-import base64
-import datetime
 import json
 import os
 import secrets
@@ -47,12 +43,16 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from certmq import pki
 from certmq.config import CONFIG_FILE_NAME, Config, ConfigError, TlsSection, load_config
 from certmq.config_file import render_config
+from certmq.sealed_secrets import (
+    SecretDoesNotOpen,
+    new_access_key,
+    new_admin_token,
+    open_access_keys,
+    seal_access_key,
+)
 
 INSTANCE_KEY_FILE = "instance.key"
 CREDENTIALS_FILE = "credentials.json"
@@ -63,25 +63,11 @@ SERVER_KEY_FILE = "server.key"
 SERVER_NAMES = ["localhost", "127.0.0.1", "::1"]
 CREDENTIALS_FORMAT = 1
 INSTANCE_KEY_SIZE = 32
-NONCE_SIZE = 12
-ACCESS_KEY_ID_PREFIX = "LTAI"
-_ALPHANUMERIC = string.ascii_letters + string.digits
+_INSTANCE_ID_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-_.")
 
 
 class InstanceError(Exception):
     """The data directory is not a usable instance; the message says what to do."""
-
-
-@dataclass(frozen=True, slots=True)
-class AccessKey:
-    """An AccessKey pair for Signature-mode CONNECT credentials and API request signatures."""
-
-    id: str
-    secret: str
-    created_at: str  # ISO 8601, UTC
-
-    def __repr__(self) -> str:
-        return f"AccessKey(id={self.id!r}, secret=<hidden>, created_at={self.created_at!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,65 +113,8 @@ class InitResult:
         }
 
 
-# --- secrets ------------------------------------------------------------------------------------
-
-
 def new_instance_id() -> str:
     return f"mqtt-local-{secrets.token_hex(3)}"
-
-
-def new_admin_token() -> str:
-    """32 random bytes, URL-safe base64, never starting with "-": a token that did would be
-    read as an option by ``certmq … --token TOKEN`` (one in 64 did)."""
-    while (token := secrets.token_urlsafe(32)).startswith("-"):
-        pass
-    return token
-
-
-def new_access_key() -> AccessKey:
-    """A fresh pair: id ``LTAI`` + 20 letters and digits, a 30-character secret."""
-    key_id = ACCESS_KEY_ID_PREFIX + "".join(secrets.choice(_ALPHANUMERIC) for _ in range(20))
-    secret = "".join(secrets.choice(_ALPHANUMERIC) for _ in range(30))
-    created_at = datetime.datetime.now(datetime.UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return AccessKey(key_id, secret, created_at)
-
-
-def _access_key_aad(access_key_id: str) -> bytes:
-    return b"certmq access key " + access_key_id.encode()
-
-
-def seal_secret(instance_key: bytes, secret: str, associated_data: bytes) -> str:
-    """Encrypt ``secret`` with the instance key (AES-256-GCM); base64 of nonce + ciphertext."""
-    nonce = os.urandom(NONCE_SIZE)
-    ciphertext = AESGCM(instance_key).encrypt(nonce, secret.encode(), associated_data)
-    return base64.b64encode(nonce + ciphertext).decode()
-
-
-def open_secret(instance_key: bytes, sealed: str, associated_data: bytes) -> str:
-    """The secret that :func:`seal_secret` sealed; InstanceError if the key or data do not match."""
-    try:
-        raw = base64.b64decode(sealed, validate=True)
-        return AESGCM(instance_key).decrypt(raw[:NONCE_SIZE], raw[NONCE_SIZE:], associated_data).decode()
-    except (InvalidTag, ValueError) as error:
-        raise InstanceError(
-            "a sealed secret does not open with this instance key; "
-            "instance.key and credentials.json must come from the same instance"
-        ) from error
-
-
-def seal_access_key(instance_key: bytes, access_key: AccessKey) -> dict[str, str]:
-    """The ``credentials.json`` entry of ``access_key``."""
-    return {
-        "id": access_key.id,
-        "secret": seal_secret(instance_key, access_key.secret, _access_key_aad(access_key.id)),
-        "created_at": access_key.created_at,
-    }
-
-
-def open_access_key(instance_key: bytes, entry: dict[str, Any]) -> AccessKey:
-    """The AccessKey of a ``credentials.json`` entry."""
-    secret = open_secret(instance_key, entry["secret"], _access_key_aad(entry["id"]))
-    return AccessKey(entry["id"], secret, entry.get("created_at", ""))
 
 
 # --- init and load ------------------------------------------------------------------------------
@@ -256,8 +185,7 @@ def init_instance(data_dir: Path, instance_id: str | None = None) -> InitResult 
 
 
 def _check_instance_id(instance_id: str) -> None:
-    allowed = set(_ALPHANUMERIC + "-_.")
-    if not 1 <= len(instance_id) <= 64 or not set(instance_id) <= allowed:
+    if not 1 <= len(instance_id) <= 64 or not set(instance_id) <= _INSTANCE_ID_CHARACTERS:
         raise InstanceError(
             f"instance id {instance_id!r}: use 1 to 64 letters, digits, '-', '_' or '.' (e.g. mqtt-local-1)"
         )
@@ -329,11 +257,13 @@ def load_instance(data_dir: Path, config: Config | None = None, config_file: Pat
     config_file = (config_file or data_dir / CONFIG_FILE_NAME).absolute()
     credentials = read_credentials(data_dir)
     try:
-        opened = (open_access_key(instance_key, entry) for entry in credentials["access_keys"])
+        opened = open_access_keys(instance_key, credentials["access_keys"])
         access_keys = MappingProxyType({access_key.id: access_key.secret for access_key in opened})
         admin_token = str(credentials["admin_token"])
     except (KeyError, TypeError) as error:
         raise InstanceError(f"{data_dir / CREDENTIALS_FILE}: missing or malformed field {error}") from None
+    except SecretDoesNotOpen as error:
+        raise InstanceError(str(error)) from error
     cert_file, key_file = server_certificate_files(data_dir, config.tls)
     return Instance(
         id=config.instance.id,

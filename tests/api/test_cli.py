@@ -16,7 +16,7 @@ from api.conftest import Api, Pki, pem
 from certmq import pki
 from certmq.cli import client as cli_client
 from certmq.cli.main import main
-from certmq.registry import Decision
+from certmq.registry import DecisionEntry
 
 
 class Cli:
@@ -184,10 +184,10 @@ async def test_connections_and_decisions_commands(cli: Cli, api: Api) -> None:
     assert "ConnectionNotFound" in err
 
     api.registry.record_decision(
-        Decision(client_id="c1", device_sn="0a", result="allow", reason="new-device", step=6)
+        DecisionEntry(client_id="c1", device_sn="0a", result="allow", reason="new-device", step=6)
     )
     api.registry.record_decision(
-        Decision(client_id="c2", device_sn="0b", result="deny", reason="device-inactive", step=2)
+        DecisionEntry(client_id="c2", device_sn="0b", result="deny", reason="device-inactive", step=2)
     )
     table = (await cli.ok("decisions")).splitlines()
     assert table[0].split()[:7] == ["TIME", "RESULT", "REASON", "COUNT", "FIRST", "SEEN", "STEP"]
@@ -203,7 +203,7 @@ async def test_connections_and_decisions_commands(cli: Cli, api: Api) -> None:
     start = datetime.datetime(2030, 1, 1, 12, 0, tzinfo=datetime.UTC)
     for seconds in (0, 1, 2, 3, 4, 3600):
         api.registry.record_decision(
-            Decision(listener="tcp", peer="203.0.113.7:4000", client_id="x", result="deny",
+            DecisionEntry(listener="tcp", peer="203.0.113.7:4000", client_id="x", result="deny",
                      reason="bad-credentials", identity_known=False,
                      time=start + datetime.timedelta(seconds=seconds))
         )  # fmt: skip

@@ -8,7 +8,7 @@ from cryptography import x509
 
 from api.conftest import Api, Pki, pem
 from certmq import pki
-from certmq.registry import Decision, Operation
+from certmq.registry import DecisionEntry, OperationEntry
 
 
 async def test_registration_code(api: Api) -> None:
@@ -219,11 +219,11 @@ async def test_connections_and_kick(api: Api) -> None:
 async def test_decisions(api: Api) -> None:
     record = api.metrics.counting(api.registry.record_decision)
     start = datetime.now(UTC)
-    record(Decision(listener="tls", client_id="c1", ca_sn="aa", device_sn="01", cn="d1", step=6,
+    record(DecisionEntry(listener="tls", client_id="c1", ca_sn="aa", device_sn="01", cn="d1", step=6,
                     result="allow", reason="new-device", detail="registered"))  # fmt: skip
-    record(Decision(listener="tls", client_id="c2", ca_sn="aa", device_sn="02", cn="d2", step=2,
+    record(DecisionEntry(listener="tls", client_id="c2", ca_sn="aa", device_sn="02", cn="d2", step=2,
                     result="deny", reason="device-inactive", detail="inactive"))  # fmt: skip
-    record(Decision(listener="tcp", client_id="c3", step=0, result="deny", reason="bad-credentials",
+    record(DecisionEntry(listener="tcp", client_id="c3", step=0, result="deny", reason="bad-credentials",
                     detail="wrong password", time=start - timedelta(hours=2)))  # fmt: skip
 
     # Recorded decisions are written in batches: the API shows the queued ones at once.
@@ -343,13 +343,17 @@ async def test_metrics(api: Api) -> None:
     api.broker.connect("c3", "tcp")
     record = api.metrics.counting(api.registry.record_decision)
     for reason in ("new-device", "registered-device", "registered-device"):
-        record(Decision(result="allow", reason=reason))
-    record(Decision(result="deny", reason="ca-not-registered"))
+        record(DecisionEntry(result="allow", reason=reason))
+    record(DecisionEntry(result="deny", reason="ca-not-registered"))
     for _ in range(5):  # a stranger: the first is a row, the other four are folded
-        record(Decision(result="deny", reason="no-credentials", peer="203.0.113.7:1", identity_known=False))
+        record(
+            DecisionEntry(result="deny", reason="no-credentials", peer="203.0.113.7:1", identity_known=False)
+        )
     for code in ("SignatureDoesNotMatch",) * 3 + ("Throttling.User",) * 2:  # calls that did not verify
         api.registry.record_operation(
-            Operation(request_id="R", action="ListCaCertificate", status=403, code=code, peer="203.0.113.7:2")
+            OperationEntry(
+                request_id="R", action="ListCaCertificate", status=403, code=code, peer="203.0.113.7:2"
+            )
         )
 
     reply = await api.client.get("/metrics", headers={"Authorization": ""})

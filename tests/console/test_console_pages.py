@@ -25,7 +25,7 @@ from certmq.http_application import create_app
 from certmq.instance import init_instance, load_instance
 from certmq.invisible_characters import INVISIBLE
 from certmq.registry import RegistryService, open_registry
-from certmq.registry.records import Decision, utc_now
+from certmq.registry.records import DecisionEntry, utc_now
 from certmq.web.listener import HttpListener
 from certmq.web.metrics import Metrics
 from unit.registry_fixtures import synthetic_devices
@@ -400,7 +400,7 @@ async def test_invisible_characters_of_certificates_are_shown_escaped(served: Se
     identity = {"cert.ca_sn": ca.sn, "cert.sn": device.device_sn, "cert.cn": device.name}
     served.broker.connect(client_id, **identity)
     served.registry.record_decision(
-        Decision(result="deny", reason="device-inactive", step=2, cn=device.name, client_id=client_id,
+        DecisionEntry(result="deny", reason="device-inactive", step=2, cn=device.name, client_id=client_id,
                  ca_sn=ca.sn, device_sn=device.device_sn, detail=f"the device {device.name} is inactive")
     )  # fmt: skip
     await served.registry.flush_decisions()
@@ -455,7 +455,7 @@ async def test_overview_counts_recent_decisions(served: Served) -> None:
     now = utc_now()
     for seconds, result in ((5, "allow"), (10, "deny"), (20, "deny"), (600, "allow"), (7200, "allow")):
         served.registry.record_decision(
-            Decision(result=result, reason="x", step=2, time=now - datetime.timedelta(seconds=seconds))
+            DecisionEntry(result=result, reason="x", step=2, time=now - datetime.timedelta(seconds=seconds))
         )
     await served.login()
     page = await served.client.get("/console")
@@ -468,10 +468,10 @@ async def test_overview_counts_recent_decisions(served: Served) -> None:
 async def test_decisions_are_searched_with_the_step_that_decided(served: Served) -> None:
     now = utc_now()
     served.registry.record_decision(
-        Decision(result="deny", reason="ca-inactive", step=4, device_sn="0a", time=now)
+        DecisionEntry(result="deny", reason="ca-inactive", step=4, device_sn="0a", time=now)
     )
     served.registry.record_decision(
-        Decision(result="allow", reason="new-device", step=6, device_sn="0b", time=now)
+        DecisionEntry(result="allow", reason="new-device", step=6, device_sn="0b", time=now)
     )
     await served.login()
     page = await served.client.get("/console/decisions", params={"result": "deny"})
@@ -490,7 +490,7 @@ async def test_a_folded_row_shows_how_many_refusals_it_stands_for(served: Served
     now = utc_now()
     for seconds in (40, 30, 20, 10):
         served.registry.record_decision(
-            Decision(result="deny", reason="no-credentials", peer="203.0.113.7:5", identity_known=False,
+            DecisionEntry(result="deny", reason="no-credentials", peer="203.0.113.7:5", identity_known=False,
                      time=now - datetime.timedelta(seconds=seconds))
         )  # fmt: skip
     await served.registry.flush_decisions(close_all_windows=True)

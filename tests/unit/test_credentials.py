@@ -21,15 +21,22 @@ def test_valid_signature_is_accepted() -> None:
 
 
 def test_refusals_say_why() -> None:
+    malformed = "username must be Signature|AccessKeyId|InstanceId"
     cases = {
-        (None, None): "required",
-        ("Token|LTAIexample|mqtt-local-1", b"x"): "Signature|",
-        ("Signature|LTAIexample|mqtt-other", b"x"): "unknown instance",
+        (None, None): "username and password are required",
+        ("Signature|LTAIexample|mqtt-local-1", None): "username and password are required",
+        ("Token|LTAIexample|mqtt-local-1", b"x"): malformed,
+        ("Signature||mqtt-local-1", b"x"): malformed,
+        ("Signature|LTAIexample", b"x"): malformed,
+        ("Signature|LTAIexample|mqtt-other", b"x"): "unknown instance mqtt-other",
+        ("Signature|LTAIexample|x|mqtt-local-1", b"x"): "unknown instance x|mqtt-local-1",
         ("Signature|LTAInobody|mqtt-local-1", b"x"): "unknown AccessKeyId",
-        ("Signature|LTAIexample|mqtt-local-1", b"vI009IZJZVGRwBwZvnbwjfuXxVM="): "does not match",
+        ("Signature|LTAIexample|mqtt-local-1", b"vI009IZJZVGRwBwZvnbwjfuXxVM="): "signature does not match",
     }
     for (username, password), reason in cases.items():
         outcome = check_signature(username, password, "GID_Test@@@0002", "mqtt-local-1", KEYS)
-        assert not outcome.allowed
-        assert outcome.reason_code == ReasonCode.BAD_USER_NAME_OR_PASSWORD
-        assert reason in outcome.reason
+        assert (outcome.allowed, outcome.reason_code, outcome.reason) == (
+            False,
+            ReasonCode.BAD_USER_NAME_OR_PASSWORD,
+            reason,
+        ), username

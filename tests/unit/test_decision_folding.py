@@ -9,7 +9,7 @@ import pytest
 
 from certmq.api.rpc.actions import ACTIONS
 from certmq.api.rpc.operations_log import logged_call
-from certmq.registry import Decision, Operation
+from certmq.registry import DecisionEntry, OperationEntry
 from certmq.registry.folding import (
     DECISIONS,
     FOLDED_TEXT_LIMIT,
@@ -29,7 +29,7 @@ def at(seconds: float) -> datetime.datetime:
 
 def refusal(
     seconds: float, peer: str = "203.0.113.7:40000", reason: str = "bad-credentials", **fields: object
-) -> Decision:
+) -> DecisionEntry:
     values: dict[str, object] = {
         "listener": "tcp",
         "peer": peer,
@@ -41,11 +41,11 @@ def refusal(
         "time": at(seconds),
     }
     values.update(fields)
-    return Decision(**values)  # type: ignore[arg-type]
+    return DecisionEntry(**values)  # type: ignore[arg-type]
 
 
 def shape(
-    rows: list[Decision] | tuple[Decision, ...],
+    rows: list[DecisionEntry] | tuple[DecisionEntry, ...],
 ) -> list[tuple[str, str, int, datetime.datetime | None, datetime.datetime]]:
     return [(row.peer, row.reason, row.count, row.first_seen, row.time) for row in rows]
 
@@ -76,7 +76,7 @@ def test_a_refusal_after_the_window_closes_it_and_opens_the_next() -> None:
 
 def test_a_flood_costs_two_rows_per_window_and_the_counts_add_up() -> None:
     folding = RefusalFolding(DECISIONS, WINDOW)
-    rows: list[Decision] = []
+    rows: list[DecisionEntry] = []
     attempts = 0
     for tenth in range(36_000):  # an hour, ten refusals a second
         rows += folding.add(refusal(tenth / 10, peer=f"198.51.100.9:{1024 + tenth % 60000}"))
@@ -117,7 +117,7 @@ def test_windows_are_per_listener_source_and_reason() -> None:
     ],
     ids=["refusal-of-a-known-identity", "anonymous-allow", "allow"],
 )
-def test_allows_and_refusals_of_known_identities_are_never_folded(decision: Decision) -> None:
+def test_allows_and_refusals_of_known_identities_are_never_folded(decision: DecisionEntry) -> None:
     folding = RefusalFolding(DECISIONS, WINDOW)
     for _ in range(5):
         assert folding.add(decision) == (decision,)
@@ -136,7 +136,7 @@ def test_the_map_of_open_windows_is_bounded() -> None:
     """Past the bound, further sources share one window per listener and reason: the rows stay
     bounded however many addresses a flood comes from."""
     folding = RefusalFolding(DECISIONS, WINDOW, max_open_windows=100)
-    rows: list[Decision] = []
+    rows: list[DecisionEntry] = []
     for n in range(10_000):
         rows += folding.add(refusal(n / 1000, peer=f"10.{n // 65536}.{n // 256 % 256}.{n % 256}:1"))
     assert folding.open_windows == 101
@@ -185,7 +185,7 @@ def call(
     action: str = "DeleteCaCertificate",
     code: str = "SignatureDoesNotMatch",
     **fields: object,
-) -> Operation:
+) -> OperationEntry:
     values: dict[str, object] = {
         "request_id": f"REQUEST-{seconds}",
         "action": action,
@@ -200,7 +200,7 @@ def call(
         "time": at(seconds),
     }
     values.update(fields)
-    return Operation(**values)  # type: ignore[arg-type]
+    return OperationEntry(**values)  # type: ignore[arg-type]
 
 
 def test_calls_that_were_not_authenticated_fold_per_source_action_and_code() -> None:
@@ -211,7 +211,7 @@ def test_calls_that_were_not_authenticated_fold_per_source_action_and_code() -> 
         ("ListCaCertificate", "InvalidAccessKeyId.NotFound"),
         ("", "ParameterFieldCheckFailed"),
     ]
-    rows: list[Operation] = []
+    rows: list[OperationEntry] = []
     for n in range(4000):  # ten seconds of a flood from one source, through ever new ports
         action, code = kinds[n % len(kinds)]
         rows += folding.add(call(n / 400, peer=f"198.51.100.9:{1024 + n}", action=action, code=code))
@@ -253,7 +253,7 @@ def test_names_of_actions_the_api_does_not_serve_open_no_windows_of_their_own() 
     """The action of a logged call is one the API serves, or "": a stranger who names a new
     action with every call folds into one window per source and code all the same."""
     folding = RefusalFolding(OPERATIONS, WINDOW)
-    rows: list[Operation] = []
+    rows: list[OperationEntry] = []
     for n in range(5000):
         action, parameters = logged_call(f"MadeUp{n}", {"Action": f"MadeUp{n}", "MqttInstanceId": "x"})
         assert action == "" and parameters == {"Action": f"MadeUp{n}", "MqttInstanceId": "x"}

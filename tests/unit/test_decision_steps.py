@@ -31,12 +31,14 @@ from certmq.auth import decision
 from certmq.auth.decision import (
     MAX_DEVICE_CERTIFICATE_SIZE,
     DeviceDecision,
+    certificate_size_failure,
     decide_device,
     presented_certificates,
 )
 from certmq.auth.explain import explain_certificate
 from certmq.auth.handshake_refusal import decision_for_handshake_failure
 from certmq.registry.index import TrustIndex
+from certmq.tls.connection import HandshakeError
 
 from .test_decision_cache import ca_entry
 
@@ -347,7 +349,7 @@ ROWS = [
     # periods are checked again at every CONNECT.
     Row("registered, of an inactive CA", registered_of_an_inactive_ca, 5, "ca-inactive", "CA {ca} is inactive"),
     Row("signed by another key", forged, 5, "bad-signature",
-        "the signature does not verify with CA {ca}: ", whole=False),
+        "the signature does not verify with CA {ca}: invalid signature"),
     Row("RSA-1024 key", lambda fleet: fleet.device(key=rsa_key(1024)), 5, "weak-key",
         "the device certificate has a 1024-bit RSA key, below the 2048 bits required"),
     Row("DSA-1024 key", lambda fleet: fleet.device(key=dsa.generate_private_key(1024)), 5, "weak-key",
@@ -412,6 +414,9 @@ ROWS = [
     Row("Netscape type shorter than a bit string", lambda fleet: fleet.device(
         (x509.UnrecognizedExtension(NETSCAPE_CERTIFICATE_TYPE, b"\x03\x01\x00"), False)), 5,
         "wrong-key-usage", "Netscape certificate type does not include SSL client"),
+    Row("Netscape type object-signing CA only", lambda fleet: fleet.device(
+        (x509.UnrecognizedExtension(NETSCAPE_CERTIFICATE_TYPE, b"\x03\x02\x00\x01"), False)), 5,
+        "wrong-key-usage", "Netscape certificate type does not include SSL client"),
     Row("Netscape type SSL client", lambda fleet: fleet.device(
         (x509.UnrecognizedExtension(NETSCAPE_CERTIFICATE_TYPE, NETSCAPE_SSL_CLIENT), False)),
         6, "new-device", "new device: registered on this connection"),
@@ -454,14 +459,34 @@ def expected_detail(row: Row, presented: Presented) -> str:
     return row.detail.format(**fields)
 
 
-def steps_taken(row: Row, registered: bool, readable: bool) -> list[int]:
-    """The steps `certmq explain` lists: a registered device goes from step 2 to step 5."""
-    if not readable:
-        return [1]
+def steps_taken(row: Row, presented: Presented, registered: bool) -> list[tuple[int, str]]:
+    """The steps `certmq explain` lists before the verdict: a registered device goes from step 2
+    to step 5; nothing but the verdict when there is no certificate to read."""
+    if len(presented.der or b"") > MAX_DEVICE_CERTIFICATE_SIZE:
+        return []
+    try:
+        certificate = x509.load_der_x509_certificate(presented.der or b"")
+    except ValueError:
+        return []
+    read = (
+        1,
+        f"device certificate CN={pki.common_name(certificate)!r} Sn={pki.serial_hex(certificate)} "
+        f"issuer={certificate.issuer.rfc4514_string()}",
+    )
     if row.step == 1:
-        return [1, 1]
-    path = [1, 2, 5, 6] if registered else [1, 2, 3, 4, 5, 6]
-    return [step for step in path if step <= row.step]
+        return [read]
+    ca_sn = "" if presented.ca is None else pki.serial_hex(presented.ca.certificate)
+    if registered:
+        path = [read, (2, "registered and active: go to step 5")]
+    else:
+        path = [
+            read,
+            (2, "not registered: go to step 3"),
+            (3, f"issued by registered CA {ca_sn}"),
+            (4, f"CA {ca_sn} is active"),
+        ]
+    path.append((5, "signature, validity period, CA and key usage are valid"))
+    return [(number, text) for number, text in path if number < row.step]
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[row.name for row in ROWS])
@@ -499,9 +524,10 @@ def test_each_outcome_of_the_procedure(row: Row) -> None:
         )
     else:
         assert decided.valid_until is None
-    assert [step.number for step in decided.trace] == steps_taken(row, registered, readable)
-    verdict = f"allow: {detail}" if row.allowed else f"deny ({row.reason}): {detail}"
-    assert decided.trace[-1].text.startswith(verdict)
+    *steps, last = [(step.number, step.text) for step in decided.trace]
+    assert steps == steps_taken(row, presented, registered)
+    verdict = f"allow: {decided.detail}" if row.allowed else f"deny ({row.reason}): {decided.detail}"
+    assert last == (row.step, verdict)
 
 
 # `certmq explain` is always given a certificate.
@@ -521,6 +547,24 @@ def test_explain_agrees_on_each_outcome(row: Row) -> None:
     decided = decide_device(presented.der, fleet.index)
     assert outcome(explained) == outcome(decided)
     assert explained.trace == decided.trace
+
+
+def test_explain_judges_at_the_time_it_is_asked_about() -> None:
+    fleet = Fleet()
+    presented = fleet.device(not_after=DAY)
+    assert presented.der is not None
+    later = now() + 2 * DAY
+    explained = explain_certificate(pem(presented.der), fleet.index, later)
+    decided = decide_device(presented.der, fleet.index, later)
+    assert outcome(explained)[1:3] == outcome(decided)[1:3] == (5, "certificate-expired")
+
+
+def test_explain_without_a_certificate_says_so() -> None:
+    with pytest.raises(pki.PemFileError) as raised:
+        explain_certificate("no certificate here", Fleet().index)
+    assert str(raised.value) == (
+        "the certificate text holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)"
+    )
 
 
 def outcome(decided: DeviceDecision) -> tuple[object, ...]:
@@ -557,32 +601,127 @@ def test_the_table_has_every_reason() -> None:
     assert {row.step for row in ROWS} == {1, 2, 3, 4, 5, 6}
 
 
-class Refused(Exception):
-    """What the TLS layer reports, reduced to the attributes the description reads."""
+# How the TLS layer's refusals are described (decision_for_handshake_failure): in the same terms as
+# the procedure's, with the certificate's names when it got that far, and the CA's from step 4 on.
+@dataclass(frozen=True)
+class Refusal:
+    name: str
+    error: Callable[[Fleet], BaseException]
+    # None: not about the client's certificate, so not a decision.
+    step: int | None
+    reason: str = ""
+    detail: str = ""
+    names_ca: bool = False
 
-    def __init__(self, code: int, depth: int = 0, certificate: bytes | None = None) -> None:
-        super().__init__("certificate verify failed")
-        self.verify_code, self.verify_depth, self.certificate = code, depth, certificate
-        self.verify_message = f"code {code}"
+
+def handshake_error(
+    reason: str | None = "CERTIFICATE_VERIFY_FAILED",
+    code: int = 0,
+    depth: int = 0,
+    certificate: bytes | None = None,
+    **options: Any,
+) -> HandshakeError:
+    return HandshakeError("handshake failed", reason, code, depth, certificate=certificate, **options)
 
 
-def test_a_refused_handshake_is_described_as_explain_would() -> None:
+def refused(code: int, depth: int = 0, **shape: Any) -> Callable[[Fleet], BaseException]:
+    """OpenSSL's verification refused a certificate of the fleet's CA of ``shape`` with ``code``."""
+    return lambda fleet: handshake_error(code=code, depth=depth, certificate=fleet.device(**shape).der)
+
+
+REFUSALS = [
+    Refusal("the client hung up", lambda fleet: handshake_error(None), None),
+    Refusal("the client timed out", lambda fleet: TimeoutError("timed out"), None),
+    Refusal("not TLS", lambda fleet: handshake_error("WRONG_VERSION_NUMBER"), None),
+    Refusal("no certificate (TLS 1.2)", lambda fleet: handshake_error("PEER_DID_NOT_RETURN_A_CERTIFICATE"), 1,
+            "no-client-certificate", "TLS handshake refused: no client certificate"),
+    Refusal("no certificate (TLS 1.3)", lambda fleet: handshake_error("CERTIFICATE_REQUIRED"), 1,
+            "no-client-certificate", "TLS handshake refused: no client certificate"),
+    Refusal("certificates over OpenSSL's limit", lambda fleet: handshake_error(
+        "EXCESSIVE_MESSAGE_SIZE", after_server_hello=True), 1, "certificate-too-large",
+            "TLS handshake refused: the client's certificates exceed 102400 bytes"),
+    Refusal("a client hello over OpenSSL's limit", lambda fleet: handshake_error("EXCESSIVE_MESSAGE_SIZE"), None),
+    Refusal("certificate over the procedure's limit", lambda fleet: handshake_error(
+        code=50, certificate=of_size(fleet.ca, MAX_DEVICE_CERTIFICATE_SIZE + 1), refusal="too large"), 1,
+            "certificate-too-large", "the certificate has 16385 bytes; a device certificate may have 16384"),
+    Refusal("device certificate expired", refused(10, not_before=-2 * DAY, not_after=-DAY), 5,
+            "certificate-expired", "TLS handshake refused: certificate has expired", names_ca=True),
+    Refusal("CA certificate expired", lambda fleet: handshake_error(code=10, depth=1), 5, "ca-expired",
+            "TLS handshake refused: certificate has expired (depth 1 of the chain)"),
+    Refusal("CA certificate not yet valid", lambda fleet: handshake_error(code=9, depth=1), 5,
+            "ca-not-yet-valid", "TLS handshake refused: certificate is not yet valid (depth 1 of the chain)"),
+    Refusal("device certificate's unknown critical extension", refused(34), 1, "unsupported-critical-extension",
+            "TLS handshake refused: unhandled critical extension"),
+    Refusal("CA certificate's unknown critical extension", lambda fleet: handshake_error(code=34, depth=1), 5,
+            "unsupported-critical-extension", "TLS handshake refused: unhandled critical extension (depth 1 of the chain)"),
+    Refusal("issuer unknown", lambda fleet: handshake_error(code=20, certificate=stranger(fleet).der), 3,
+            "ca-not-registered", "TLS handshake refused: unable to get local issuer certificate"),
+    # The TLS layer's CAs lag the registry's by a moment after a registration: no CA is named before step 4.
+    Refusal("issuer unknown to the TLS layer, registered", refused(20), 3, "ca-not-registered",
+            "TLS handshake refused: unable to get local issuer certificate"),
+    Refusal("issuer not a CA", refused(24), 5, "issuer-not-a-ca", "TLS handshake refused: invalid CA certificate",
+            names_ca=True),
+    Refusal("a code the procedure has no name for", refused(47), 5, "certificate-invalid",
+            "TLS handshake refused: certificate verify error 47", names_ca=True),
+    # What step 1 rules out is described as step 1 describes it, whatever OpenSSL said.
+    Refusal("malformed extension", lambda fleet: handshake_error(code=20, certificate=fleet.device(
+        (x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, b"\x01"), False)).der), 1,
+            "unreadable-certificate", "cannot read the extensions of the device certificate: "),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("refusal", REFUSALS, ids=[refusal.name for refusal in REFUSALS])
+def test_each_refused_handshake_is_described_as_the_procedure_would(refusal: Refusal) -> None:
     fleet = Fleet()
-    ca_sn = pki.serial_hex(fleet.ca.certificate)
-    expired = fleet.device(not_before=-2 * DAY, not_after=-DAY).der
-    described = decision_for_handshake_failure(Refused(10, 0, expired), fleet.index)
+    error = refusal.error(fleet)
+    described = decision_for_handshake_failure(error, fleet.index)
+    if refusal.step is None:
+        assert described is None
+        return
     assert described is not None
-    assert (described.allowed, described.step, described.reason) == (False, 5, "certificate-expired")
-    assert described.ca_sn == ca_sn and described.cn == "device"
-    # OpenSSL gives "unable to get local issuer certificate" for a malformed extension; step 1
-    # rules the certificate out first, and its reason is the one recorded, as `certmq explain` gives it.
-    malformed = fleet.device(
-        (x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, b"\x01"), False)
-    ).der
-    described = decision_for_handshake_failure(Refused(20, 0, malformed), fleet.index)
-    assert described is not None
-    assert (described.step, described.reason, described.ca_sn) == (1, "unreadable-certificate", "")
-    # The same code about a CA certificate.
-    described = decision_for_handshake_failure(Refused(10, 1), fleet.index)
-    assert described is not None and (described.step, described.reason) == (5, "ca-expired")
-    assert described.device_sn == ""
+    assert (described.allowed, described.step, described.reason) == (False, refusal.step, refusal.reason)
+    assert described.detail.startswith(refusal.detail), described.detail
+    assert described.detail == refusal.detail or refusal.reason == "unreadable-certificate"
+    assert described.ca_sn == (pki.serial_hex(fleet.ca.certificate) if refusal.names_ca else "")
+    certificate = getattr(error, "certificate", None)
+    if certificate is not None and len(certificate) <= MAX_DEVICE_CERTIFICATE_SIZE:
+        assert described.device_sn == pki.serial_hex(x509.load_der_x509_certificate(certificate))
+        assert described.fingerprint == hashlib.sha256(certificate).digest()
+    else:
+        assert (described.device_sn, described.cn, described.certificate) == ("", "", None)
+    # A certificate the handshake refused is nobody's: it is not remembered.
+    assert certificate not in presented_certificates
+    # Without the index, no CA is named.
+    alone = decision_for_handshake_failure(error)
+    assert alone is not None and (alone.step, alone.reason, alone.ca_sn) == (refusal.step, refusal.reason, "")
+
+
+def test_validity_periods_include_their_first_and_last_second() -> None:
+    """A device certificate, and its CA's, are valid from notBefore to notAfter inclusive."""
+    fleet = Fleet()
+    ca = fleet.registered_ca(make_ca(not_before=-2 * DAY, not_after=3 * DAY))
+    # One device certificate within its CA's validity, one beyond it on both sides.
+    within = der(issue(ca, not_before=-DAY, not_after=DAY))
+    beyond = der(issue(ca, not_before=-3 * DAY, not_after=4 * DAY))
+    second = datetime.timedelta(seconds=1)
+    for device, bounds in [(within, x509.load_der_x509_certificate(within)), (beyond, ca.certificate)]:
+        first, last = bounds.not_valid_before_utc, bounds.not_valid_after_utc
+        moments = (first - second, first, last, last + second)
+        assert [decide_device(device, fleet.index, now=now).allowed for now in moments] == [
+            False,
+            True,
+            True,
+            False,
+        ]
+
+
+def test_the_tls_layer_refuses_the_same_sizes_as_step_1() -> None:
+    """The TLS layer asks :func:`certificate_size_failure` of the certificates its verification
+    accepted, and refuses the handshake of a larger one."""
+    issuer = Fleet().ca
+    assert certificate_size_failure(of_size(issuer, MAX_DEVICE_CERTIFICATE_SIZE)) is None
+    too_large = of_size(issuer, MAX_DEVICE_CERTIFICATE_SIZE + 1)
+    assert certificate_size_failure(too_large) == (
+        "certificate-too-large",
+        "the certificate has 16385 bytes; a device certificate may have 16384",
+    )

@@ -16,6 +16,7 @@ from certmq import pki
 from certmq.auth.admission import ListenerPolicy
 from certmq.auth.authenticator import InstanceAuthenticator, SerialCollisionError
 from certmq.auth.connect import AuthOutcome, ConnectAttempt
+from certmq.auth.credentials import signature_password, signature_username
 from certmq.auth.decision import decide_device
 from certmq.mqtt.reason_codes import ReasonCode
 from certmq.registry.index import CaEntry, TrustIndex, subject_key_identifier_of
@@ -77,11 +78,13 @@ class SlowRegistry:
 
     def __init__(self) -> None:
         self.pending: list[tuple[str, asyncio.Future[None]]] = []
+        self.asked: list[tuple[str, bytes, dict[str, Any]]] = []
         self.failures: list[tuple[str, str, str]] = []
 
     def register(self, ca_sn: str, certificate: x509.Certificate, **known: Any) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.pending.append((ca_sn, future))
+        self.asked.append((ca_sn, certificate.public_bytes(Encoding.DER), known))
         return future
 
     def failed(self, ca_sn: str, device_sn: str, why: str) -> None:
@@ -99,33 +102,57 @@ async def test_a_first_time_device_is_let_in_at_once_and_cut_off_if_its_registra
         audit=lambda **fields: recorded.append(fields),
     )
     outcomes = []
-    for name in ("kept", "lost", "clashed"):
-        attempt = ConnectAttempt("tls", "127.0.0.1:1", name, None, None, 5, device_der(ca, name))
+    ders = {name: device_der(ca, name) for name in ("kept", "lost", "clashed", "cancelled")}
+    for name, der in ders.items():
+        attempt = ConnectAttempt("tls", "127.0.0.1:1", name, None, None, 5, der)
         outcome = authenticator.authenticate(attempt)
         assert isinstance(outcome, AuthOutcome), "no waiting for the registry"
         outcomes.append(outcome)
-    assert all(outcome.allowed for outcome in outcomes) and len(registry.pending) == 3
-    assert [(r["client_id"], r["reason"]) for r in recorded] == [
-        ("kept", "new-device"),
-        ("lost", "new-device"),
-        ("clashed", "new-device"),
+    assert all(outcome.allowed for outcome in outcomes) and len(registry.pending) == 4
+    ca_sn = pki.serial_hex(ca.certificate)
+    # The registrar is given what the decision already worked out.
+    assert registry.asked == [
+        (ca_sn, der, {"der": der, "name": name, "sha256": hashlib.sha256(der).digest()})
+        for name, der in ders.items()
     ]
+    assert [(r["client_id"], r["reason"]) for r in recorded] == [(name, "new-device") for name in ders]
     recorded.clear()
-    (_, kept), (_, lost), (_, clashed) = registry.pending
+    (_, kept), (_, lost), (_, clashed), (_, cancelled) = registry.pending
     kept.set_result(None)
     lost.set_exception(RuntimeError("disk full"))
     clashed.set_exception(SerialCollisionError("another node registered another certificate"))
+    cancelled.cancel()
     await asyncio.sleep(0)
-    assert [(r["client_id"], r["result"], r["reason"]) for r in recorded] == [
-        ("lost", "deny", "registration-failed"),
-        ("clashed", "deny", "serial-collision"),
+    assert [(r["client_id"], r["result"], r["step"], r["reason"], r["detail"]) for r in recorded] == [
+        ("lost", "deny", 6, "registration-failed", "the device could not be registered: disk full"),
+        ("clashed", "deny", 2, "serial-collision", "another certificate registered this serial first"),
+        (
+            "cancelled",
+            "deny",
+            6,
+            "registration-failed",
+            "the device could not be registered: the registration was cancelled",
+        ),
     ]
-    assert "disk full" in recorded[0]["detail"]
-    cut = [(device_sn, why.split(":")[0]) for _, device_sn, why in registry.failures]
+    cut = [(ca, device_sn, why.split(":")[0]) for ca, device_sn, why in registry.failures]
     assert cut == [
-        (outcomes[1].identity.device_sn, "registration-failed"),
-        (outcomes[2].identity.device_sn, "serial-collision"),
+        (ca_sn, outcomes[1].identity.device_sn, "registration-failed"),
+        (ca_sn, outcomes[2].identity.device_sn, "serial-collision"),
+        (ca_sn, outcomes[3].identity.device_sn, "registration-failed"),
     ]
+
+
+async def test_only_a_new_device_that_is_allowed_is_registered() -> None:
+    index, ca = make_fleet()
+    _, stranger_ca = make_fleet()
+    registry = SlowRegistry()
+    authenticator = device_authenticator(index=index, register_device=registry.register)
+    registered = device_der(ca, "registered")
+    first = decide_device(registered, index)
+    index.put_device(first.ca_sn, first.device_sn, hashlib.sha256(registered).digest(), True)
+    for der in (registered, device_der(stranger_ca, "stranger")):
+        authenticator.authenticate(ConnectAttempt("tls", "127.0.0.1:1", "c-1", None, None, 5, der))
+    assert registry.asked == []
 
 
 def test_a_registered_device_is_decided_at_once_and_recorded() -> None:
@@ -143,6 +170,7 @@ def test_a_registered_device_is_decided_at_once_and_recorded() -> None:
     assert isinstance(outcome, AuthOutcome), "no registration to wait for: the outcome comes at once"
     assert outcome.allowed
     assert first.certificate is not None
+    assert outcome.valid_until == first.certificate.not_valid_after_utc
     assert outcome.identity.fields() == {
         "cert.cn": "dev-3",
         "cert.sn": first.device_sn,
@@ -354,8 +382,6 @@ def test_every_route_says_whether_the_client_proved_a_known_identity() -> None:
     """What the audit log folds (docs/registry.md, "Retention and folding"): a refusal is of a
     known identity only when the client proved one: a certificate a registered CA issued, or a
     signature of a known AccessKey. A route missing here records without saying, and fails."""
-    from certmq.auth.credentials import signature_password, signature_username
-
     index, ca = make_fleet()
     _, stranger_ca = make_fleet()
     inactive = device_der(ca, "inactive")
@@ -376,58 +402,193 @@ def test_every_route_says_whether_the_client_proved_a_known_identity() -> None:
         credentials: Any = (None, None),
         client_id: str = "c-1",
         anonymous: bool = False,
+        trust: TrustIndex | None = index,
         **options: Any,
-    ) -> tuple[str, str, bool]:
+    ) -> tuple[str, str, bool, str, int, str]:
+        """What the audit log records (result, reason, whether an identity was proved, detail), and
+        what the client is told (CONNACK reason code, reason string)."""
         seen: list[dict[str, Any]] = []
         authenticator = InstanceAuthenticator(
             instance_id="mqtt-unit",
             access_keys=keys,
             auth_mode=lambda: mode,
             anonymous=anonymous,
-            index=index,
+            index=trust,
             audit=lambda **fields: seen.append(fields),
             **options,
         )
-        authenticator.authenticate(ConnectAttempt(listener, "127.0.0.1:1", client_id, *credentials, 4, der))
+        outcome = authenticator.authenticate(
+            ConnectAttempt(listener, "127.0.0.1:1", client_id, *credentials, 4, der)
+        )
+        assert isinstance(outcome, AuthOutcome)
         (fields,) = seen
-        return fields["result"], fields["reason"], fields["identity_known"]
+        told = (int(outcome.reason_code), outcome.reason)
+        return fields["result"], fields["reason"], fields["identity_known"], fields["detail"], *told
 
+    ok = (0, "")
+    refused = int(ReasonCode.NOT_AUTHORIZED)
+    bad_password = int(ReasonCode.BAD_USER_NAME_OR_PASSWORD)
+    mismatch = "signature does not match"
+    required = "username and password are required"
+    bound_cn = "client id must equal the certificate CN 'registered'"
+    bound_device_id = "the DeviceID of GroupID@@@DeviceID must equal the certificate CN 'registered'"
+    no_certificate = "the client presented no certificate"
     routes = {
-        "no credentials": (recorded("one-way", "tcp", None), ("deny", "no-credentials", False)),
-        "unknown AccessKey": (recorded("one-way", "tcp", None, unknown), ("deny", "bad-credentials", False)),
+        "no credentials": (
+            recorded("one-way", "tcp", None),
+            ("deny", "no-credentials", False, "credentials are required", refused, "credentials are required"),
+        ),
+        "unknown AccessKey": (
+            recorded("one-way", "tcp", None, unknown),
+            ("deny", "bad-credentials", False, "unknown AccessKeyId", bad_password, "unknown AccessKeyId"),
+        ),
         "known AccessKey, wrong signature": (
             recorded("one-way", "tcp", None, wrong),
-            ("deny", "bad-credentials", False),
+            ("deny", "bad-credentials", False, mismatch, bad_password, mismatch),
         ),
-        "valid signature": (recorded("one-way", "tcp", None, good), ("allow", "signature", True)),
-        "anonymous": (recorded("one-way", "tcp", None, anonymous=True), ("allow", "anonymous", False)),
-        "no certificate": (recorded("mutual", "tls", None), ("deny", "no-client-certificate", False)),
+        "valid signature": (
+            recorded("one-way", "tcp", None, good),
+            ("allow", "signature", True, "valid Signature credentials", *ok),
+        ),
+        "anonymous": (
+            recorded("one-way", "tcp", None, anonymous=True),
+            ("allow", "anonymous", False, "anonymous access is on", *ok),
+        ),
+        "a username without password, anonymous access on": (
+            recorded("one-way", "tcp", None, (good[0], None), anonymous=True),
+            ("deny", "bad-credentials", False, required, bad_password, required),
+        ),
+        "no certificate": (
+            recorded("mutual", "tls", None),
+            ("deny", "no-client-certificate", False, no_certificate, refused, f"no-client-certificate: {no_certificate}"),
+        ),
+        "no trust index": (
+            recorded("mutual", "tls", registered, trust=None),
+            ("deny", "no-client-certificate", False, no_certificate, refused, f"no-client-certificate: {no_certificate}"),
+        ),
         "unreadable certificate": (
-            recorded("mutual", "tls", b"garbage"),
+            recorded("mutual", "tls", b"garbage")[:3],
             ("deny", "unreadable-certificate", False),
         ),
         "certificate of no registered CA": (
-            recorded("mutual", "tls", device_der(stranger_ca, "x")),
+            recorded("mutual", "tls", device_der(stranger_ca, "x"))[:3],
             ("deny", "ca-not-registered", False),
         ),
         "forged certificate naming a registered CA": (
-            recorded("mutual", "tls", forged_der(ca, "forged")),
+            recorded("mutual", "tls", forged_der(ca, "forged"))[:3],
             ("deny", "bad-signature", False),
         ),
-        "inactive device": (recorded("mutual", "tls", inactive), ("deny", "device-inactive", True)),
-        "registered device": (recorded("mutual", "tls", registered), ("allow", "registered-device", True)),
-        "client id not bound": (
+        "inactive device": (
+            recorded("mutual", "tls", inactive),
+            ("deny", "device-inactive", True, "the device certificate is registered and inactive", refused,
+             "device-inactive: the device certificate is registered and inactive"),
+        ),
+        "registered device": (
+            recorded("mutual", "tls", registered),
+            ("allow", "registered-device", True, "registered and active", *ok),
+        ),
+        "registered device, valid credentials too": (
+            recorded("mutual", "tls", registered, good),
+            ("allow", "registered-device", True, "registered and active", *ok),
+        ),
+        "client id bound to the CN": (
+            recorded("mutual", "tls", registered, client_id="registered", bind_client_id="cn")[:3],
+            ("allow", "registered-device", True),
+        ),
+        "client id not bound to the CN": (
             recorded("mutual", "tls", registered, bind_client_id="cn"),
-            ("deny", "client-id-not-bound", True),
+            ("deny", "client-id-not-bound", True, bound_cn, int(ReasonCode.CLIENT_IDENTIFIER_NOT_VALID), bound_cn),
+        ),
+        "DeviceID bound to the CN": (
+            recorded("mutual", "tls", registered, client_id="GID_x@@@registered", bind_client_id="device-id")[:3],
+            ("allow", "registered-device", True),
+        ),
+        "DeviceID not bound to the CN": (
+            recorded("mutual", "tls", registered, client_id="GID_x@@@other", bind_client_id="device-id")[:4],
+            ("deny", "client-id-not-bound", True, bound_device_id),
+        ),
+        "two separators: the DeviceID is all after the first": (
+            recorded("mutual", "tls", registered, client_id="GID_x@@@y@@@registered", bind_client_id="device-id")[:4],
+            ("deny", "client-id-not-bound", True, bound_device_id),
+        ),
+        "a listener the policy does not name": (
+            recorded("one-way", "quic", None, good)[:2],
+            ("allow", "signature"),
+        ),
+        "no DeviceID": (
+            recorded("mutual", "tls", registered, client_id="registered", bind_client_id="device-id")[:4],
+            ("deny", "client-id-not-bound", True, bound_device_id),
         ),
         "valid certificate, wrong credentials": (
             recorded("mutual", "tls", registered, wrong),
-            ("deny", "bad-credentials", True),
+            ("deny", "bad-credentials", True, mismatch, bad_password, mismatch),
+        ),
+        "valid certificate, a username without password": (
+            recorded("mutual", "tls", registered, (good[0], None))[:4],
+            ("deny", "bad-credentials", True, required),
         ),
         "listener closed in this mode": (
             recorded("mutual", "tcp", None, good),
-            ("deny", "listener-closed", False),
+            ("deny", "listener-closed", False, "the tcp listener is closed in mutual mode", refused,
+             "the tcp listener is closed in mutual mode"),
         ),
-    }
+    }  # fmt: skip
     for route, (seen, expected) in routes.items():
         assert seen == expected, route
+
+
+def test_a_device_with_credentials_too_has_both_identities() -> None:
+    index, ca = make_fleet()
+    der = device_der(ca, "both")
+    authenticator = InstanceAuthenticator(
+        instance_id="mqtt-unit", access_keys={"AK1": "secret-1"}, auth_mode=lambda: "mutual", anonymous=False,
+        index=index,
+    )  # fmt: skip
+    username = signature_username("AK1", "mqtt-unit")
+    password = signature_password("secret-1", "both").encode()
+    outcome = authenticator.authenticate(
+        ConnectAttempt("tls", "127.0.0.1:1", "both", username, password, 4, der)
+    )
+    assert isinstance(outcome, AuthOutcome) and outcome.allowed
+    assert outcome.identity.cn == "both" and outcome.identity.access_key_id == "AK1"
+
+
+def test_a_refusal_after_the_certificate_was_judged_names_it() -> None:
+    """Refused for the client id or the credentials, not the certificate: the record still names
+    the certificate and the step that let it through, and the authenticator passes on which CA
+    the handshake verified it with, so that its signature is not checked again."""
+    index, ca = make_fleet()
+    der = device_der(ca, "named")
+    first = decide_device(der, index)
+    index.put_device(first.ca_sn, first.device_sn, hashlib.sha256(der).digest(), True)
+    ca_fingerprint = bytes.fromhex(pki.fingerprint_sha256(ca.certificate))
+    asked: list[bool] = []
+
+    def verified_issuer() -> bytes:
+        asked.append(True)
+        return ca_fingerprint
+
+    new = device_der(ca, "new")
+    recorded: list[dict[str, Any]] = []
+    authenticator = InstanceAuthenticator(
+        instance_id="mqtt-unit", access_keys={"AK1": "secret-1"}, auth_mode=lambda: "mutual", anonymous=False,
+        index=index, bind_client_id="cn", audit=lambda **fields: recorded.append(fields),
+    )  # fmt: skip
+    for client_id, credentials, der_sent, reason in [
+        ("other", (None, None), der, "client-id-not-bound"),
+        ("named", (signature_username("AK1", "mqtt-unit"), b"wrong"), der, "bad-credentials"),
+        ("new", (None, None), new, "new-device"),
+    ]:
+        recorded.clear()
+        attempt = ConnectAttempt("tls", "127.0.0.1:1", client_id, *credentials, 4, der_sent, verified_issuer)
+        authenticator.authenticate(attempt)
+        (row,) = recorded
+        expected_sn = pki.serial_hex(x509.load_der_x509_certificate(der_sent))
+        assert (row["reason"], row["step"], row["ca_sn"], row["device_sn"], row["cn"]) == (
+            reason,
+            6,
+            first.ca_sn,
+            expected_sn,
+            client_id if reason == "new-device" else "named",
+        )
+    assert asked, "asked for the new device, whose signature only the handshake checked"

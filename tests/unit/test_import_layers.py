@@ -27,9 +27,23 @@ MAY_IMPORT_ONLY = {
     "pki": frozenset({"pki"}),
     "tls": frozenset({"tls", "pki", "mqtt"}),
 }
-# Above the floor: what each layer must not import. `app` and `http_application` compose the
-# others, `cli` drives them: nothing below imports those.
-COMPOSITION = frozenset({"app", "http_application", "cli"})
+# Above the floor: what each layer must not import. `app` composes the others with the parts of
+# the running instance that join the broker and the registry (the decision audit, revocation
+# enforcement, the auth mode switch, the server certificate in use, the instance control),
+# `http_application` composes the API and the console, `cli` drives them: nothing below imports
+# those.
+COMPOSITION = frozenset(
+    {
+        "app",
+        "auth_mode_switch",
+        "decision_audit",
+        "instance_control",
+        "revocation_enforcement",
+        "server_certificate_in_use",
+        "http_application",
+        "cli",
+    }
+)
 MUST_NOT_IMPORT = {
     "auth": frozenset({"broker", "api", "console", "web"}) | COMPOSITION,
     "broker": frozenset({"registry", "api", "console", "web"}) | COMPOSITION,

@@ -13,16 +13,15 @@ import pytest
 from cryptography import x509
 
 from certmq import pki
+from certmq.access_keys import AccessKeyStore
 from certmq.instance import (
     CREDENTIALS_FILE,
     INSTANCE_KEY_FILE,
     InstanceError,
     init_instance,
     load_instance,
-    new_admin_token,
-    open_secret,
-    seal_secret,
 )
+from certmq.sealed_secrets import SecretDoesNotOpen, new_admin_token, open_secret, seal_secret
 
 SECRET_FILES = [INSTANCE_KEY_FILE, CREDENTIALS_FILE, "server-ca/ca.key", "server/server.key"]
 ALL_FILES = [*SECRET_FILES, "certmq.toml", "server-ca/ca.pem", "server/server.pem"]
@@ -123,6 +122,9 @@ def test_load_refuses_a_foreign_instance_key(tmp_path: Path) -> None:
     (tmp_path / INSTANCE_KEY_FILE).write_bytes(os.urandom(32))
     with pytest.raises(InstanceError, match="same instance"):
         load_instance(tmp_path)
+    # The AccessKey pairs, read again when the API changes them, are refused the same way.
+    with pytest.raises(InstanceError, match="same instance"):
+        AccessKeyStore(tmp_path, os.urandom(32))
 
 
 def test_an_existing_configuration_is_kept(tmp_path: Path) -> None:
@@ -150,9 +152,9 @@ def test_sealed_secrets_are_bound_to_key_and_context() -> None:
     sealed = seal_secret(key, "s3cret", b"context")
     assert open_secret(key, sealed, b"context") == "s3cret"
     assert seal_secret(key, "s3cret", b"context") != sealed  # fresh nonce each time
-    with pytest.raises(InstanceError):
+    with pytest.raises(SecretDoesNotOpen):
         open_secret(key, sealed, b"other context")
-    with pytest.raises(InstanceError):
+    with pytest.raises(SecretDoesNotOpen):
         open_secret(os.urandom(32), sealed, b"context")
 
 

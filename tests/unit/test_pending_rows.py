@@ -9,7 +9,7 @@ import tracemalloc
 
 import pytest
 
-from certmq.registry import Decision, Operation, RegistryService
+from certmq.registry import DecisionEntry, OperationEntry, RegistryService
 from certmq.registry.pending import (
     MAX_PARAMETERS,
     MORE_PARAMETERS,
@@ -38,7 +38,7 @@ def test_a_long_text_is_cut_to_the_limit_with_a_marker_that_says_how_long_it_was
 
 
 def test_a_decision_with_a_client_id_of_60_kb_keeps_its_beginning_and_says_it_was_cut() -> None:
-    decision = Decision(client_id="c" * 61_440, detail="d" * 3000, cn="n" * 2000, peer="10.0.0.1:1")
+    decision = DecisionEntry(client_id="c" * 61_440, detail="d" * 3000, cn="n" * 2000, peer="10.0.0.1:1")
     bounded = bounded_decision(decision)
     assert bounded.client_id.startswith("c" * 900) and bounded.client_id.endswith(
         "…[cut from 61440 characters]"
@@ -46,12 +46,12 @@ def test_a_decision_with_a_client_id_of_60_kb_keeps_its_beginning_and_says_it_wa
     assert (len(bounded.client_id), len(bounded.detail), len(bounded.cn)) == (TEXT_LIMIT,) * 3
     assert bounded.peer == "10.0.0.1:1" and bounded.time == decision.time
     assert bounded_decision(bounded) is bounded  # bounding again changes nothing
-    usual = Decision(client_id="GID_sensors@@@device-0001", detail="new device")
+    usual = DecisionEntry(client_id="GID_sensors@@@device-0001", detail="new device")
     assert bounded_decision(usual) is usual  # nothing to cut: the same object
 
 
 def test_a_call_keeps_a_few_parameters_each_of_a_bounded_length() -> None:
-    operation = Operation(
+    operation = OperationEntry(
         request_id="R",
         action="",
         status=400,
@@ -71,21 +71,23 @@ def test_a_call_keeps_a_few_parameters_each_of_a_bounded_length() -> None:
         cut_text("N" * 202, PARAMETER_NAME_LIMIT): "v",
         MORE_PARAMETERS: "2 more parameters not kept",
     }
-    usual = Operation(request_id="R", action="ListCaCertificate", status=200, code="Success",
+    usual = OperationEntry(request_id="R", action="ListCaCertificate", status=200, code="Success",
                       parameters={"PageNo": "1"})  # fmt: skip
     assert bounded_operation(usual) is usual
 
 
-def operation_with(parameters: dict[str, str]) -> Operation:
-    return Operation(
+def operation_with(parameters: dict[str, str]) -> OperationEntry:
+    return OperationEntry(
         request_id="R", action="", status=403, code="SignatureDoesNotMatch", parameters=parameters
     )
 
 
 def test_the_queue_drops_its_oldest_rows_beyond_its_bound_in_bytes() -> None:
-    pending = PendingRows[Decision]("decision log", "decisions", measured_decision, max_bytes=1024 * 1024)
+    pending = PendingRows[DecisionEntry](
+        "decision log", "decisions", measured_decision, max_bytes=1024 * 1024
+    )
     for n in range(2000):
-        pending.append(Decision(client_id=f"{n:05d}" + "c" * 60_000))
+        pending.append(DecisionEntry(client_id=f"{n:05d}" + "c" * 60_000))
     assert pending.bytes <= 1024 * 1024
     kept = pending.take()
     assert len(kept) + pending.dropped == 2000 and 100 < len(kept) < 1000
@@ -108,15 +110,17 @@ async def test_memory_of_the_pending_decisions_stays_within_the_bound(
         before = tracemalloc.get_traced_memory()[0]
         for n in range(20_000):  # unopened: nothing is written, everything waits
             registry.record_decision(
-                Decision(client_id=f"{n}" + character * 4000, detail=character * 4000, identity_known=True)
+                DecisionEntry(
+                    client_id=f"{n}" + character * 4000, detail=character * 4000, identity_known=True
+                )
             )
         held = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert registry.decisions_pending_bytes <= bound
+    assert registry.decision_log.pending_bytes <= bound
     assert held <= bound, f"{held / 2**20:.1f} MiB held for a bound of {bound / 2**20:.0f} MiB"
-    assert registry.decisions_dropped > 0
-    assert registry.decisions_pending + registry.decisions_dropped == 20_000
+    assert registry.decision_log.dropped > 0
+    assert registry.decision_log.pending + registry.decision_log.dropped == 20_000
 
 
 async def test_memory_of_the_pending_calls_stays_within_the_bound(store: RegistryStore) -> None:
@@ -129,16 +133,16 @@ async def test_memory_of_the_pending_calls_stays_within_the_bound(store: Registr
         before = tracemalloc.get_traced_memory()[0]
         for n in range(20_000):
             registry.record_operation(
-                Operation(request_id=f"R{n}", action="ListCaCertificate", status=200, code="Success",
+                OperationEntry(request_id=f"R{n}", action="ListCaCertificate", status=200, code="Success",
                           authenticated=True, parameters={f"P{index:02d}-{n}": f"{n}" for index in range(64)})
             )  # fmt: skip
         held = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert registry.operations_pending_bytes <= bound
+    assert registry.operations_log.pending_bytes <= bound
     assert held <= bound, f"{held / 2**20:.1f} MiB held for a bound of {bound / 2**20:.0f} MiB"
-    assert registry.operations_pending + registry.operations_dropped == 20_000
-    assert registry.operations_dropped > 0
+    assert registry.operations_log.pending + registry.operations_log.dropped == 20_000
+    assert registry.operations_log.dropped > 0
 
 
 @pytest.fixture

@@ -494,10 +494,10 @@ async def test_inactivate_and_activate(registry: RegistryService) -> None:
 
 async def test_unknown_ca(registry: RegistryService) -> None:
     for operation in (registry.get_ca, registry.activate_ca, registry.inactivate_ca, registry.delete_ca):
-        with pytest.raises(FindCaBySnError):
+        with pytest.raises(FindCaBySnError, match=r"^no CA certificate is registered with Sn '00ff';"):
             await operation("00ff")
-    with pytest.raises(ParameterFieldCheckFailed):
-        await registry.get_ca("")
+        with pytest.raises(ParameterFieldCheckFailed, match=r"^Sn is required$"):
+            await operation("")
 
 
 async def test_delete_ca_removes_its_devices(registry: RegistryService, store: RegistryStore) -> None:

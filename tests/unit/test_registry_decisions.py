@@ -7,16 +7,17 @@ import datetime
 
 import pytest
 
-from certmq.registry import Decision, ParameterFieldCheckFailed, RegistryService
+from certmq.registry import DecisionEntry, DecisionQuery, ParameterFieldCheckFailed, RegistryService
+from certmq.registry.log_store import LOG_ROWS_PER_STATEMENT
 from certmq.registry.pending import TEXT_LIMIT
-from certmq.registry.store import LOG_ROWS_PER_STATEMENT, RegistryStore
+from certmq.registry.store import RegistryStore
 
 from .registry_fixtures import INSTANCE_ID, Clock, clock, postgresql_server, registry, store
 
 __all__ = ["clock", "postgresql_server", "registry", "store"]  # fixtures
 
 
-def decision(n: int, **fields: object) -> Decision:
+def decision(n: int, **fields: object) -> DecisionEntry:
     values: dict[str, object] = {
         "listener": "tls",
         "peer": f"10.0.0.{n % 250}:5{n:04d}",
@@ -30,16 +31,16 @@ def decision(n: int, **fields: object) -> Decision:
         "detail": "registered on its first connection",
     }
     values.update(fields)
-    return Decision(**values)  # type: ignore[arg-type]
+    return DecisionEntry(**values)  # type: ignore[arg-type]
 
 
 async def test_flush_and_search(registry: RegistryService, clock: Clock) -> None:
     base = clock.now
     for n in range(10):
         registry.record_decision(decision(n, time=base + datetime.timedelta(seconds=n)))
-    assert registry.decisions_pending == 10
+    assert registry.decision_log.pending == 10
     await registry.flush_decisions()
-    assert registry.decisions_pending == 0
+    assert registry.decision_log.pending == 0
 
     found = await registry.search_decisions()
     assert [record.device_sn for record in found] == [f"{n:04x}" for n in reversed(range(10))]  # newest first
@@ -67,9 +68,9 @@ async def test_a_flush_larger_than_one_statement(
     for n in range(count):
         registry.record_decision(decision(n, time=base + datetime.timedelta(milliseconds=n)))
     await registry.flush_decisions()
-    assert store.count_decisions() == count
-    found = await registry.search_decisions(limit=1000)
-    found += await registry.search_decisions(limit=1000, offset=1000)
+    assert store.decisions.count() == count
+    found = await registry.search_decisions(DecisionQuery(limit=1000))
+    found += await registry.search_decisions(DecisionQuery(limit=1000, offset=1000))
     assert [record.device_sn for record in found] == [f"{n:04x}" for n in reversed(range(count))]
     assert [record.time for record in found[:2]] == [
         base + datetime.timedelta(milliseconds=count - 1),
@@ -99,7 +100,7 @@ async def test_search_filters(registry: RegistryService, clock: Clock) -> None:
     await registry.flush_decisions()
 
     async def device_sns(**filters: object) -> list[str]:
-        return [record.device_sn for record in await registry.search_decisions(**filters)]  # type: ignore[arg-type]
+        return [record.device_sn for record in await registry.search_decisions(DecisionQuery(**filters))]  # type: ignore[arg-type]
 
     assert await device_sns(result="deny") == ["0004", "0003", "0001"]
     assert await device_sns(result="allow") == ["0002"]
@@ -126,7 +127,7 @@ async def test_search_filters(registry: RegistryService, clock: Clock) -> None:
 )
 async def test_search_is_validated(registry: RegistryService, filters: dict[str, object]) -> None:
     with pytest.raises(ParameterFieldCheckFailed):
-        await registry.search_decisions(**filters)  # type: ignore[arg-type]
+        await registry.search_decisions(DecisionQuery(**filters))  # type: ignore[arg-type]
 
 
 async def test_background_writer_flushes_on_its_own(store: RegistryStore) -> None:
@@ -153,9 +154,12 @@ async def test_a_full_batch_is_written_before_the_interval(store: RegistryStore)
             registry.record_decision(decision(n))
         for _ in range(200):
             await asyncio.sleep(0.01)
-            if registry.decisions_pending == 0 and len(await registry.search_decisions(limit=100)) == 50:
+            if (
+                registry.decision_log.pending == 0
+                and len(await registry.search_decisions(DecisionQuery(limit=100))) == 50
+            ):
                 break
-        assert len(await registry.search_decisions(limit=100)) == 50
+        assert len(await registry.search_decisions(DecisionQuery(limit=100))) == 50
     finally:
         await registry.close()
 
@@ -166,7 +170,7 @@ async def test_close_writes_pending_decisions(store: RegistryStore) -> None:
     for n in range(7):
         registry.record_decision(decision(n))
     await registry.close()
-    assert store.count_decisions() == 7
+    assert store.decisions.count() == 7
 
 
 async def test_long_values_are_cut_to_their_columns(registry: RegistryService) -> None:
@@ -192,7 +196,7 @@ async def test_retention_by_rows(store: RegistryStore, clock: Clock) -> None:
             registry.record_decision(decision(n, time=clock.now + datetime.timedelta(milliseconds=n)))
         await registry.flush_decisions()
         assert await registry.enforce_retention() == 15
-        kept = await registry.search_decisions(limit=100)
+        kept = await registry.search_decisions(DecisionQuery(limit=100))
         assert [record.device_sn for record in kept] == [f"{n:04x}" for n in reversed(range(15, 25))]
     finally:
         await registry.close()
@@ -228,9 +232,9 @@ async def test_retention_runs_periodically(store: RegistryStore) -> None:
             registry.record_decision(decision(n))
         for _ in range(200):
             await asyncio.sleep(0.02)
-            if registry.decisions_pending == 0 and store.count_decisions() == 5:
+            if registry.decision_log.pending == 0 and store.decisions.count() == 5:
                 break
-        assert store.count_decisions() == 5
+        assert store.decisions.count() == 5
     finally:
         await registry.close()
 
@@ -241,10 +245,10 @@ async def test_buffer_is_bounded_when_the_database_cannot_keep_up(store: Registr
     try:
         for n in range(150):
             registry.record_decision(decision(n))
-        assert registry.decisions_pending == 100
-        assert registry.decisions_dropped == 50
+        assert registry.decision_log.pending == 100
+        assert registry.decision_log.dropped == 50
         await registry.flush_decisions()
-        kept = await registry.search_decisions(limit=1000)
+        kept = await registry.search_decisions(DecisionQuery(limit=1000))
         assert len(kept) == 100 and kept[-1].device_sn == f"{50:04x}"  # the oldest went
     finally:
         await registry.close()
@@ -260,7 +264,7 @@ async def test_a_burst_of_decisions_is_queued_and_written_whole(registry: Regist
 
 
 def store_count(registry: RegistryService) -> int:
-    return registry.store.count_decisions()
+    return registry.store.decisions.count()
 
 
 async def test_odd_decisions_do_not_spoil_a_batch(registry: RegistryService) -> None:
@@ -277,8 +281,8 @@ async def test_odd_decisions_do_not_spoil_a_batch(registry: RegistryService) -> 
 # --- folding and retention of the strangers' refusals (docs/registry.md, "Retention and folding") ---
 
 
-def stranger(n: int, moment: datetime.datetime, reason: str = "bad-credentials") -> Decision:
-    return Decision(
+def stranger(n: int, moment: datetime.datetime, reason: str = "bad-credentials") -> DecisionEntry:
+    return DecisionEntry(
         listener="tcp",
         peer=f"203.0.113.7:{1024 + n}",
         client_id=f"guess-{n}",
@@ -304,12 +308,12 @@ async def test_a_strangers_refusals_are_folded_before_they_are_written(
                          time=base + datetime.timedelta(milliseconds=n))
             )  # fmt: skip
     await registry.flush_decisions()
-    assert store.count_decisions() == 8 + 1  # the known ones, and the stranger's first refusal
+    assert store.decisions.count() == 8 + 1  # the known ones, and the stranger's first refusal
     assert registry.refusals_folded == {"bad-credentials": 999}
 
     clock.advance(seconds=61)  # the window closes
     await registry.flush_decisions()
-    rows = await registry.search_decisions(reason="bad-credentials")
+    rows = await registry.search_decisions(DecisionQuery(reason="bad-credentials"))
     assert [(row.peer, row.count, row.identity_known) for row in rows] == [
         ("203.0.113.7", 999, False),
         ("203.0.113.7:1024", 1, False),
@@ -319,7 +323,7 @@ async def test_a_strangers_refusals_are_folded_before_they_are_written(
         base + datetime.timedelta(milliseconds=999),
     )
     assert (rows[1].first_seen, rows[1].last_seen) == (base, base)
-    known = await registry.search_decisions(reason="device-inactive")
+    known = await registry.search_decisions(DecisionQuery(reason="device-inactive"))
     assert [(row.count, row.identity_known) for row in known] == [(1, True)] * 4
 
 
@@ -329,8 +333,8 @@ async def test_close_writes_the_open_windows(store: RegistryStore, clock: Clock)
     for n in range(50):
         registry.record_decision(stranger(n, clock.now))
     await registry.close()
-    assert store.count_decisions() == 2
-    assert sum(row.count for row in store.search_decisions()) == 50
+    assert store.decisions.count() == 2
+    assert sum(row.count for row in store.decisions.search(DecisionQuery())) == 50
 
 
 async def test_a_fold_window_of_zero_writes_every_refusal(store: RegistryStore, clock: Clock) -> None:
@@ -340,7 +344,7 @@ async def test_a_fold_window_of_zero_writes_every_refusal(store: RegistryStore, 
         for n in range(20):
             registry.record_decision(stranger(n, clock.now))
         await registry.flush_decisions()
-        assert store.count_decisions() == 20
+        assert store.decisions.count() == 20
     finally:
         await registry.close()
 
@@ -364,7 +368,7 @@ async def test_retention_by_size_deletes_the_strangers_rows_first(store: Registr
             registry.record_decision(stranger(n, base + datetime.timedelta(minutes=1, seconds=n)))
         await registry.flush_decisions()
         assert await registry.enforce_retention() == 28
-        kept = await registry.search_decisions(limit=100)
+        kept = await registry.search_decisions(DecisionQuery(limit=100))
         assert [row.identity_known for row in kept] == [False, False] + [True] * 8
         assert [row.client_id for row in kept[:2]] == ["guess-29", "guess-28"]
 
@@ -373,7 +377,7 @@ async def test_retention_by_size_deletes_the_strangers_rows_first(store: Registr
             registry.record_decision(decision(n, time=base + datetime.timedelta(minutes=2, seconds=n)))
         await registry.flush_decisions()
         assert await registry.enforce_retention() == 12
-        kept = await registry.search_decisions(limit=100)
+        kept = await registry.search_decisions(DecisionQuery(limit=100))
         assert [row.device_sn for row in kept] == [f"{n:04x}" for n in reversed(range(10, 20))]
     finally:
         await registry.close()
@@ -401,9 +405,9 @@ async def test_the_upgrade_keeps_the_rows_written_before_it(store: RegistryStore
     """Rows of the schema before folding read back as single decisions of known identities."""
     from alembic import command
 
-    from certmq.registry.store import _alembic_config
+    from certmq.registry.database import alembic_config
 
-    config = _alembic_config()
+    config = alembic_config()
     with store.engine.begin() as connection:
         config.attributes["connection"] = connection
         command.downgrade(config, "0003")
@@ -416,7 +420,7 @@ async def test_the_upgrade_keeps_the_rows_written_before_it(store: RegistryStore
             + ", 'tls', '10.0.0.1:1', 'c', 'aa', '01', 'd', 2, 'deny', 'device-inactive', 'old')"
         )
     store.migrate()
-    (row,) = store.search_decisions()
+    (row,) = store.decisions.search(DecisionQuery())
     assert (row.reason, row.count, row.first_seen, row.last_seen, row.identity_known) == (
         "device-inactive",
         1,

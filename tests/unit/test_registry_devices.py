@@ -442,13 +442,37 @@ async def test_unknown_device(registry: RegistryService) -> None:
         registry.inactivate_device,
         registry.delete_device,
     )
+    unknown_device = rf"^no device certificate is registered with CA Sn '{ca_record.sn}' and DeviceSn '0123';"
     for operation in operations:
-        with pytest.raises(FindDeviceBySnError):
+        with pytest.raises(FindDeviceBySnError, match=unknown_device):
             await operation(ca_record.sn, "0123")
-        with pytest.raises(FindCaBySnError):
+        with pytest.raises(FindCaBySnError, match=r"^no CA certificate is registered with Sn '00ffee';"):
             await operation("00ffee", "0123")
-        with pytest.raises(ParameterFieldCheckFailed):
+        with pytest.raises(ParameterFieldCheckFailed, match=r"^DeviceSn is required$"):
             await operation(ca_record.sn, "")
+        with pytest.raises(ParameterFieldCheckFailed, match=r"^CaSn is required$"):
+            await operation("", "0123")
+
+
+async def test_a_status_change_touches_only_the_device_of_that_ca(registry: RegistryService) -> None:
+    """Serials are unique per CA only: two CAs may each have a device with the same serial."""
+    cas = [make_ca("First"), make_ca("Second")]
+    records = [await register(registry, ca) for ca in cas]
+    devices = [
+        await registry.register_device(record.sn, make_device(ca, serial=0x1234))
+        for ca, record in zip(cas, records, strict=True)
+    ]
+    assert devices[0].device_sn == devices[1].device_sn
+    (first, second), device_sn = records, devices[0].device_sn
+    for named, other in ((second, first), (first, second)):
+        await registry.inactivate_device(named.sn, device_sn)
+        assert not (await registry.get_device(named.sn, device_sn)).active
+        assert (await registry.get_device(other.sn, device_sn)).active
+        await registry.activate_device(named.sn, device_sn)
+    await registry.delete_device(first.sn, device_sn)
+    assert (await registry.get_device(second.sn, device_sn)).active
+    entry = registry.index.device(second.sn, device_sn)
+    assert entry is not None and entry.active
 
 
 async def test_delete_device_then_it_registers_again(registry: RegistryService) -> None:

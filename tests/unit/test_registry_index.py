@@ -15,7 +15,7 @@ from sqlalchemy import update
 from certmq import pki
 from certmq.registry import RegistryService, TrustIndex
 from certmq.registry.index import CaEntry, name_key
-from certmq.registry.models import DeviceCertificate
+from certmq.registry.models import DeviceCertificateRow
 from certmq.registry.store import RegistryStore
 
 from .registry_fixtures import (
@@ -168,6 +168,49 @@ def test_counters() -> None:
     assert index.issuer_of(make_device(ca)) is None
 
 
+def test_status_changes_touch_only_what_they_name() -> None:
+    index = TrustIndex()
+    same_name = [make_ca("Plant CA"), make_ca("Plant CA")]
+    entries = [
+        CaEntry(
+            sn=sn,
+            certificate=ca.certificate,
+            active=True,
+            subject_der=ca.certificate.subject.public_bytes(),
+            subject_key_identifier=None,
+            fingerprint=bytes([number]) * 32,
+        )
+        for number, (sn, ca) in enumerate(zip(("0a", "0b"), same_name, strict=True))
+    ]
+    for entry in entries:
+        index.put_ca(entry)
+    devices = [make_device(ca) for ca in same_name]
+    # A device of a CA the index has not seen yet (its CA's change is still on its way).
+    index.put_device("0c", "01", b"\x03" * 32, True)
+    assert index.device("0c", "01") is not None
+    # Two inactive devices; one made active again: the other stays inactive.
+    for device_sn in ("01", "02", "03"):
+        index.put_device("0a", device_sn, bytes.fromhex(device_sn) * 32, device_sn == "03")
+    index.set_device_active("0a", "01", True)
+    assert [index.device("0a", sn).active for sn in ("01", "02", "03")] == [True, False, True]  # type: ignore[union-attr]
+    # Unknown devices and CAs: nothing changes, nothing fails.
+    index.set_device_active("0a", "ff", False)
+    index.set_device_active("ff", "01", False)
+    index.remove_device("0a", "ff")
+    index.remove_device("ff", "01")
+    index.remove_ca("ff")
+    assert (index.device_count, index.inactive_device_count) == (4, 1)
+    # A CA's status change leaves its namesake as it was, and keeps its fingerprint.
+    index.set_ca_active("0a", False)
+    assert [ca.active for ca in index.cas()] == [False, True]
+    assert [index.issuer_of(device).sn for device in devices] == ["0a", "0b"]  # type: ignore[union-attr]
+    assert index.ca_by_fingerprint(bytes([0]) * 32) is index.ca("0a")
+    # Removing a CA forgets its devices, inactive ones too, and not its namesake.
+    index.remove_ca("0a")
+    assert (index.device_count, index.inactive_device_count) == (1, 0)
+    assert index.issuer_of(devices[1]) is index.ca("0b") and index.issuer_of(devices[0]) is index.ca("0b")
+
+
 async def test_a_large_registry_loads_whole_and_compact(
     registry: RegistryService, store: RegistryStore
 ) -> None:
@@ -179,7 +222,7 @@ async def test_a_large_registry_loads_whole_and_compact(
     store.import_devices(synthetic_devices(record.sn, scale), datetime.datetime.now(datetime.UTC))
     with store.engine.begin() as connection:
         connection.execute(
-            update(DeviceCertificate).where(DeviceCertificate.name.like("%7")).values(status="inactive")
+            update(DeviceCertificateRow).where(DeviceCertificateRow.name.like("%7")).values(status="inactive")
         )
 
     reopened = RegistryService(store, instance_id=INSTANCE_ID)

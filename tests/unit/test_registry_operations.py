@@ -8,7 +8,7 @@ import datetime
 
 import pytest
 
-from certmq.registry import Operation, ParameterFieldCheckFailed, RegistryService
+from certmq.registry import OperationEntry, OperationQuery, ParameterFieldCheckFailed, RegistryService
 from certmq.registry.pending import PARAMETER_VALUE_LIMIT, TEXT_LIMIT
 from certmq.registry.store import RegistryStore
 
@@ -17,7 +17,7 @@ from .registry_fixtures import INSTANCE_ID, Clock, clock, postgresql_server, reg
 __all__ = ["clock", "postgresql_server", "registry", "store"]  # fixtures
 
 
-def operation(n: int, **fields: object) -> Operation:
+def operation(n: int, **fields: object) -> OperationEntry:
     values: dict[str, object] = {
         "request_id": f"REQUEST-{n:04d}",
         "action": "InactivateDeviceCertificate" if n % 2 else "ListCaCertificate",
@@ -31,7 +31,7 @@ def operation(n: int, **fields: object) -> Operation:
         "duration_ms": n,
     }
     values.update(fields)
-    return Operation(**values)  # type: ignore[arg-type]
+    return OperationEntry(**values)  # type: ignore[arg-type]
 
 
 async def test_recorded_calls_are_written_in_a_batch_and_found_newest_first(
@@ -66,24 +66,26 @@ async def test_search_filters(registry: RegistryService, clock: Clock) -> None:
         )
     )
     await registry.flush_operations()
-    by_key = await registry.search_operations(access_key_id="LTAIkey2")
+    by_key = await registry.search_operations(OperationQuery(access_key_id="LTAIkey2"))
     assert {record.request_id for record in by_key} == {
         "REQUEST-0000",
         "REQUEST-0003",
         "REQUEST-0006",
         "REQUEST-0009",
     }
-    by_action = await registry.search_operations(action="ListCaCertificate", limit=2, offset=1)
+    by_action = await registry.search_operations(
+        OperationQuery(action="ListCaCertificate", limit=2, offset=1)
+    )
     assert [record.request_id for record in by_action] == ["REQUEST-0008", "REQUEST-0006"]
-    (refused,) = await registry.search_operations(code="SignatureDoesNotMatch")
+    (refused,) = await registry.search_operations(OperationQuery(code="SignatureDoesNotMatch"))
     assert not refused.authenticated and refused.status == 403 and refused.access_key_id == "LTAIguess"
     window = await registry.search_operations(
-        since=base + datetime.timedelta(seconds=3), until=base + datetime.timedelta(seconds=5)
+        OperationQuery(since=base + datetime.timedelta(seconds=3), until=base + datetime.timedelta(seconds=5))
     )
     assert [record.request_id for record in window] == ["REQUEST-0004", "REQUEST-0003"]
     for bad in ({"limit": 0}, {"limit": 1001}, {"offset": -1}, {"since": datetime.datetime(2025, 1, 1)}):
         with pytest.raises(ParameterFieldCheckFailed):
-            await registry.search_operations(**bad)  # type: ignore[arg-type]
+            await registry.search_operations(OperationQuery(**bad))
 
 
 async def test_odd_values_are_made_to_fit(registry: RegistryService) -> None:
@@ -129,9 +131,9 @@ async def test_retention_by_rows_and_age(store: RegistryStore, clock: Clock) -> 
             registry.record_operation(operation(n, time=base + datetime.timedelta(milliseconds=n)))
         await registry.flush_operations()
         await registry.enforce_retention()
-        kept = await registry.search_operations(limit=100)
+        kept = await registry.search_operations(OperationQuery(limit=100))
         assert [record.request_id for record in kept] == [f"REQUEST-{n:04d}" for n in reversed(range(16, 26))]
-        assert store.count_operations() == 10
+        assert store.operations.count() == 10
     finally:
         await registry.close()
 
@@ -142,12 +144,12 @@ async def test_the_background_writer_writes_them_and_close_writes_the_rest(store
     registry.record_operation(operation(1))
     for _ in range(100):
         await asyncio.sleep(0.02)
-        if store.count_operations() == 1:
+        if store.operations.count() == 1:
             break
-    assert store.count_operations() == 1
+    assert store.operations.count() == 1
     registry.record_operation(operation(2))
     await registry.close()
-    assert store.count_operations() == 2
+    assert store.operations.count() == 2
 
 
 async def test_page_numbers_are_bounded(registry: RegistryService) -> None:
@@ -162,7 +164,7 @@ async def test_page_numbers_are_bounded(registry: RegistryService) -> None:
 # --- folding and retention of calls that were not authenticated (docs/registry.md) --------------
 
 
-def refused_call(n: int, moment: datetime.datetime, code: str = "SignatureDoesNotMatch") -> Operation:
+def refused_call(n: int, moment: datetime.datetime, code: str = "SignatureDoesNotMatch") -> OperationEntry:
     return operation(
         n,
         authenticated=False,
@@ -186,12 +188,12 @@ async def test_calls_that_were_not_authenticated_are_folded_before_they_are_writ
             registry.record_operation(operation(n, time=moment))
             registry.record_operation(operation(n + 1, code="FindCaBySnError", status=404, time=moment))
     await registry.flush_operations()
-    assert store.count_operations() == 8 + 1  # the authenticated ones, and the stranger's first call
+    assert store.operations.count() == 8 + 1  # the authenticated ones, and the stranger's first call
     assert registry.calls_folded == {"SignatureDoesNotMatch": 999}
 
     clock.advance(seconds=61)  # the window closes
     await registry.flush_operations()
-    rows = await registry.search_operations(code="SignatureDoesNotMatch")
+    rows = await registry.search_operations(OperationQuery(code="SignatureDoesNotMatch"))
     assert [(row.peer, row.count, row.authenticated, row.access_key_id) for row in rows] == [
         ("203.0.113.7", 999, False, "LTAI-guess-999"),
         ("203.0.113.7:1024", 1, False, "LTAI-guess-0"),
@@ -213,8 +215,8 @@ async def test_close_writes_the_open_windows_of_calls(store: RegistryStore, cloc
         registry.record_operation(refused_call(n, clock.now))
         registry.record_operation(refused_call(n, clock.now, code="Throttling.User"))
     await registry.close()
-    assert store.count_operations() == 4
-    assert sum(row.count for row in store.search_operations()) == 100
+    assert store.operations.count() == 4
+    assert sum(row.count for row in store.operations.search(OperationQuery())) == 100
 
 
 async def test_retention_by_size_deletes_the_rows_of_calls_not_authenticated_first(
@@ -239,7 +241,7 @@ async def test_retention_by_size_deletes_the_rows_of_calls_not_authenticated_fir
             registry.record_operation(refused_call(n, base + datetime.timedelta(minutes=1, seconds=n)))
         await registry.flush_operations()
         await registry.enforce_retention()
-        kept = await registry.search_operations(limit=100)
+        kept = await registry.search_operations(OperationQuery(limit=100))
         assert [row.authenticated for row in kept] == [False, False] + [True] * 8
         assert [row.access_key_id for row in kept[:2]] == ["LTAI-guess-29", "LTAI-guess-28"]
 
@@ -248,9 +250,9 @@ async def test_retention_by_size_deletes_the_rows_of_calls_not_authenticated_fir
             registry.record_operation(operation(n, time=base + datetime.timedelta(minutes=2, seconds=n)))
         await registry.flush_operations()
         await registry.enforce_retention()
-        kept = await registry.search_operations(limit=100)
+        kept = await registry.search_operations(OperationQuery(limit=100))
         assert [row.request_id for row in kept] == [f"REQUEST-{n:04d}" for n in reversed(range(10, 20))]
-        assert store.count_operations() == 10
+        assert store.operations.count() == 10
     finally:
         await registry.close()
 
@@ -259,9 +261,9 @@ async def test_the_upgrade_keeps_the_calls_logged_before_it(store: RegistryStore
     """Rows of the schema before folding read back as single calls."""
     from alembic import command
 
-    from certmq.registry.store import _alembic_config
+    from certmq.registry.database import alembic_config
 
-    config = _alembic_config()
+    config = alembic_config()
     with store.engine.begin() as connection:
         config.attributes["connection"] = connection
         command.downgrade(config, "0004")
@@ -276,7 +278,7 @@ async def test_the_upgrade_keeps_the_calls_logged_before_it(store: RegistryStore
             + ", 'HMAC-SHA1', 'ListCaCertificate', '{}', 200, 'Success', '', 3)"
         )
     store.migrate()
-    (row,) = store.search_operations()
+    (row,) = store.operations.search(OperationQuery())
     assert (row.request_id, row.count, row.first_seen, row.last_seen, row.authenticated) == (
         "R-OLD",
         1,

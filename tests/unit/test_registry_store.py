@@ -24,9 +24,10 @@ from certmq.registry import (
     SettingChanged,
     open_registry,
 )
+from certmq.registry.database import MIGRATIONS_DIR, REGISTRY_FILE, alembic_config, registry_url
 from certmq.registry.events import event_from_json, event_to_json
 from certmq.registry.models import Base
-from certmq.registry.store import MIGRATIONS_DIR, REGISTRY_FILE, RegistryStore, _alembic_config, registry_url
+from certmq.registry.store import RegistryStore
 
 from .registry_fixtures import (
     INSTANCE_ID,
@@ -73,7 +74,7 @@ def test_registry_urls(tmp_path: Path) -> None:
 
 def test_migrations_create_the_schema(store: RegistryStore) -> None:
     assert set(inspect(store.engine).get_table_names()) >= TABLES
-    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     with store.engine.connect() as connection:
         assert MigrationContext.configure(connection).get_current_revision() == head
 
@@ -199,6 +200,66 @@ async def test_apply_change_from_another_node(tmp_path: Path) -> None:
         await writer.delete_ca(record.sn)
         await follower.apply_change(changes[-1])
         assert follower.index.ca(record.sn) is None and follower.index.device_count == 0
+    finally:
+        await writer.close()
+        await follower.close()
+        for store in stores:
+            store.close()
+
+
+async def test_changes_from_another_node_applied_as_they_come(tmp_path: Path) -> None:
+    """Each change applied as soon as it is made, and a change read back after a later one:
+    a status change of what was deleted since removes it from the index."""
+    stores = [open_registry("", tmp_path) for _ in range(2)]
+    writer, follower = (RegistryService(store, instance_id=INSTANCE_ID) for store in stores)
+    await writer.open()
+    await follower.open()
+    changes: list[RegistryEvent] = []
+    writer.events.subscribe(changes.append)
+
+    async def passed_on() -> None:
+        for change in changes:
+            await follower.apply_change(change)
+        changes.clear()
+
+    try:
+        ca = make_ca()
+        record = await register(writer, ca)
+        first, second = [await writer.register_device(record.sn, make_device(ca, f"d{n}")) for n in range(2)]
+        await passed_on()
+        entry = follower.index.device(record.sn, first.device_sn)
+        assert entry is not None and entry.active
+        added = follower.index.ca(record.sn)
+        assert added is not None and added.fingerprint == bytes.fromhex(record.fingerprint)
+        await writer.inactivate_ca(record.sn)
+        await passed_on()
+        ca_entry = follower.index.ca(record.sn)
+        assert ca_entry is not None and not ca_entry.active
+        await writer.activate_ca(record.sn)
+        await passed_on()
+        ca_entry = follower.index.ca(record.sn)
+        assert ca_entry is not None and ca_entry.active is True
+        await writer.inactivate_ca(record.sn)
+        await passed_on()
+
+        await writer.inactivate_device(record.sn, first.device_sn)
+        await writer.delete_device(record.sn, first.device_sn)
+        await follower.apply_change(changes[0])  # the inactivation, read back after the deletion
+        assert follower.index.device(record.sn, first.device_sn) is None
+        assert follower.index.device(record.sn, second.device_sn) is not None
+        changes.clear()
+        await writer.delete_device(record.sn, second.device_sn)
+        await passed_on()
+        assert follower.index.device(record.sn, second.device_sn) is None
+        assert follower.index.device_count == 0
+
+        await writer.activate_ca(record.sn)
+        await writer.delete_ca(record.sn)
+        await follower.apply_change(changes[0])  # the activation, read back after the deletion
+        assert follower.index.ca(record.sn) is None
+
+        await follower.apply_change(SettingChanged("never-set"))
+        assert await follower.get_setting("never-set") is None
     finally:
         await writer.close()
         await follower.close()

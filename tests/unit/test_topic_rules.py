@@ -96,6 +96,80 @@ def test_bad_rule_files_say_what_is_wrong(tmp_path: Path, text: str, message: st
         load(tmp_path, text)
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('rule = ["a"]', "rule 1: expected a table"),
+        ('[[rule]]\npermission = "allow"\ntopic = "a"\n[[rule]]\npermission = "allow"\ntopic = 7',
+         "rule 2: topic must be a topic filter string"),
+        ('[[rule]]\npermission = "allow"\ntopic = "a"\nusername = 7', "rule 1: username must be a string pattern"),
+        ('[[rule]]\npermission = "allow"\ntopic = "a"\nsize = 1\ncolour = "red"',
+         "rule 1: unknown keys colour, size"),
+        ('[[rule]]\npermission = "allow"\naction = "read"\ntopic = "a"',
+         "rule 1: action must be one of publish, subscribe, all, got 'read'"),
+    ],
+)  # fmt: skip
+def test_a_bad_rule_is_named_by_its_number(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(TopicRulesError) as raised:
+        load(tmp_path, text)
+    assert str(raised.value) == f"{tmp_path / 'acl.toml'}: {message}"
+
+
+def test_an_empty_file_has_no_rules_and_both_defaults_allow(tmp_path: Path) -> None:
+    path = tmp_path / "acl.toml"
+    path.write_text("")
+    assert TopicRules.load(path).rules == []
+    assert TopicRules.load(path).for_client("c-1", None, ANONYMOUS).can_publish("a")
+    assert TopicRules([]).for_client("c-1", None, ANONYMOUS).can_subscribe("a/#")
+
+
+USERNAME_RULES = """
+[[rule]]
+permission = "deny"
+topic = "users/#"
+client_id = "admin-*"
+
+[[rule]]
+permission = "deny"
+topic = "ops/#"
+username = "guest-*"
+
+[[rule]]
+permission = "allow"
+topic = "users/${username}/#"
+username = "ops-*"
+
+[[rule]]
+permission = "allow"
+topic = "ops/#"
+"""
+
+
+def test_username_patterns_and_the_username_variable(tmp_path: Path) -> None:
+    rules = load(tmp_path, USERNAME_RULES)
+    operator = rules.for_client("c-1", "ops-1", ANONYMOUS)
+    assert operator.can_publish("users/ops-1/x") and not operator.can_publish("users/ops-2/x")
+    # A rule whose pattern does not match is skipped, and the rules after it still apply.
+    assert operator.can_publish("ops/restart") and operator.can_subscribe("ops/#")
+    guest = rules.for_client("c-1", "guest-1", ANONYMOUS)
+    assert not guest.can_publish("ops/restart") and not guest.can_publish("users/guest-1/x")
+    # No username: no pattern matches it, and no ${username} is filled in.
+    anonymous = rules.for_client("c-1", None, ANONYMOUS)
+    assert anonymous.can_publish("ops/restart") and not anonymous.can_publish("users//x")
+
+
+def test_a_variable_fills_in_any_value_but_an_empty_one(tmp_path: Path) -> None:
+    rules = load(tmp_path)
+    assert rules.for_client("dev-1", None, Identity(cn="sensor-X")).can_publish("devices/sensor-X/t")
+    assert not rules.for_client("dev-1", None, Identity(cn="")).can_publish("devices//t")
+
+
+def test_a_publish_rule_does_not_end_the_search_for_a_subscribe_rule(tmp_path: Path) -> None:
+    permissions = load(tmp_path).for_client("dev-1", None, Identity(cn="sensor-7"))
+    assert permissions.can_subscribe("commands/dev-1/reboot")
+    assert not permissions.can_subscribe("devices/sensor-7/t")
+
+
 def test_filter_covering_and_overlap() -> None:
     assert filter_covers("a/#", "a/b/+")
     assert filter_covers("a/+", "a/b")
@@ -107,6 +181,9 @@ def test_filter_covering_and_overlap() -> None:
     assert filters_overlap("+/b", "a/+")
     assert not filters_overlap("a/b", "a/c")
     assert not filters_overlap("a/b", "a/b/c")
+    assert not filters_overlap("a/+", "a")
+    assert not filter_covers("a/b/c", "a/b")
+    assert not filter_covers("a/+/c", "a/b")
 
 
 # -- the one check every route makes ---------------------------------------------------------

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from operator import attrgetter
+from typing import Literal
 
-from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from certmq.registry.records import DecisionRecord
-from certmq.web.context import Context
-from certmq.web.paging import DecisionSearchLimit, Offset, query_time
-
-router = APIRouter(prefix="/decisions", tags=["decisions"])
+from certmq.api.log_search import log_search_router
+from certmq.registry.log_query import DecisionQuery
 
 
 class Decision(BaseModel):
@@ -46,42 +43,7 @@ class Decision(BaseModel):
         "registered CA, an AccessKey's signature); refusals of the others are folded"
     )
 
-    @classmethod
-    def of(cls, record: DecisionRecord) -> Decision:
-        return cls.model_validate(record, from_attributes=True)
 
-
-class DecisionList(BaseModel):
-    items: list[Decision]
-    limit: int
-    offset: int
-
-
-@router.get("", response_model=DecisionList, summary="Search the decisions, newest first")
-async def search_decisions(
-    context: Context,
-    device_sn: Annotated[str | None, Query(description="DeviceSn of the device certificate")] = None,
-    ca_sn: Annotated[str | None, Query(description="Sn of the CA")] = None,
-    client_id: Annotated[str | None, Query(description="MQTT client id")] = None,
-    result: Annotated[Literal["allow", "deny"] | None, Query()] = None,
-    reason: Annotated[str | None, Query(description="reason code, e.g. device-inactive")] = None,
-    since: Annotated[datetime | None, Query(description="ISO 8601; from this time on")] = None,
-    until: Annotated[datetime | None, Query(description="ISO 8601; before this time")] = None,
-    limit: DecisionSearchLimit = 100,
-    offset: Offset = 0,
-) -> DecisionList:
-    # Decisions are written in batches every half second: write the queued ones first, so that
-    # the attempt an operator just made is in the answer.
-    await context.registry.flush_decisions()
-    records = await context.registry.search_decisions(
-        device_sn=device_sn,
-        ca_sn=ca_sn,
-        client_id=client_id,
-        result=result,
-        reason=reason,
-        since=query_time(since),
-        until=query_time(until),
-        limit=limit,
-        offset=offset,
-    )
-    return DecisionList(items=[Decision.of(record) for record in records], limit=limit, offset=offset)
+router = log_search_router(
+    "/decisions", attrgetter("decision_log"), DecisionQuery, Decision, "Search the decisions, newest first"
+)

@@ -5,16 +5,12 @@ that were not authenticated folded into counted rows per source, action and code
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from operator import attrgetter
 
-from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from certmq.registry.records import OperationRecord
-from certmq.web.context import Context
-from certmq.web.paging import Offset, OperationSearchLimit, query_time
-
-router = APIRouter(prefix="/operations", tags=["operations"])
+from certmq.api.log_search import log_search_router
+from certmq.registry.log_query import OperationQuery
 
 
 class Operation(BaseModel):
@@ -49,38 +45,11 @@ class Operation(BaseModel):
     first_seen: datetime = Field(description="the first call of a folded row; else the same as time")
     last_seen: datetime = Field(description="the last call of a folded row; always the same as time")
 
-    @classmethod
-    def of(cls, record: OperationRecord) -> Operation:
-        return cls.model_validate(record, from_attributes=True)
 
-
-class OperationList(BaseModel):
-    items: list[Operation]
-    limit: int
-    offset: int
-
-
-@router.get("", response_model=OperationList, summary="Search the RPC API's operations log, newest first")
-async def search_operations(
-    context: Context,
-    access_key_id: Annotated[str | None, Query(description="only the calls of this AccessKey")] = None,
-    action: Annotated[str | None, Query(description="only this action, e.g. DeleteCaCertificate")] = None,
-    code: Annotated[str | None, Query(description="only this outcome: Success or an error code")] = None,
-    since: Annotated[datetime | None, Query(description="ISO 8601; from this time on")] = None,
-    until: Annotated[datetime | None, Query(description="ISO 8601; before this time")] = None,
-    limit: OperationSearchLimit = 100,
-    offset: Offset = 0,
-) -> OperationList:
-    # Calls are written in batches every half second: write the queued ones first, so that the
-    # call an operator just made is in the answer.
-    await context.registry.flush_operations()
-    records = await context.registry.search_operations(
-        access_key_id=access_key_id,
-        action=action,
-        code=code,
-        since=query_time(since),
-        until=query_time(until),
-        limit=limit,
-        offset=offset,
-    )
-    return OperationList(items=[Operation.of(record) for record in records], limit=limit, offset=offset)
+router = log_search_router(
+    "/operations",
+    attrgetter("operations_log"),
+    OperationQuery,
+    Operation,
+    "Search the RPC API's operations log, newest first",
+)

@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from certmq.auth.identity import Identity
+from certmq.auth.listener_name import MQTT_LISTENERS
 from certmq.auth.mode import AuthMode
 from certmq.config import Config
 
-MQTT_LISTENERS = ("tcp", "tls", "ws", "wss")
 # Values of listeners.wss_in_mutual_mode.
 WSS_CREDENTIALS = "credentials"
 WSS_CERTIFICATES = "certificates"

@@ -532,7 +532,7 @@ def _validate(
         except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as error:
             return (
                 BAD_SIGNATURE,
-                f"the signature does not verify with CA {ca.sn}: {error or 'invalid signature'}",
+                f"the signature does not verify with CA {ca.sn}: {str(error) or 'invalid signature'}",
             )
     return facts.failure or _validity_failure(device, now) or _ca_validity_failure(ca, facts, now)
 

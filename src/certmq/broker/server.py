@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from certmq.auth.admission import ListenerPolicy
 from certmq.auth.connect import AnonymousAuthenticator, Authenticator, DenyWithoutCredentials
+from certmq.auth.listener_name import MQTT_LISTENERS
 from certmq.auth.mode import AuthMode
 from certmq.auth.ownership import SessionOwnerPolicy
 from certmq.auth.topics import TopicRules, TopicRulesError
@@ -158,7 +159,7 @@ class Broker:
             self.contexts = ServerContexts(TrustSettings(cert_file, key_file, mutual))
         if self.contexts is not None:
             self.contexts.watch()
-        for name in ("tcp", "tls", "ws", "wss"):
+        for name in MQTT_LISTENERS:
             if getattr(listeners, name) and name not in skip:
                 await self.open_listener(name)
         if self.config.mqtt.sys_interval > 0:

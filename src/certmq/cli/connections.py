@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from certmq.auth.listener_name import MQTT_LISTENERS
 from certmq.cli.client import ApiClient, add_instance_arguments, segment
 from certmq.cli.output import print_json, print_json_items, print_table, short_time
 
@@ -31,7 +32,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "established, or disconnect one with --kick (MQTT 5: DISCONNECT 0x98 Administrative action).",
     )
     parser.add_argument("--kick", metavar="CLIENT_ID", help="disconnect the client with this client id")
-    parser.add_argument("--listener", choices=("tcp", "tls", "ws", "wss"), help="only those on this listener")
+    parser.add_argument("--listener", choices=tuple(MQTT_LISTENERS), help="only those on this listener")
     add_instance_arguments(parser)
     parser.set_defaults(run=run)
 

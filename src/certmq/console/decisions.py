@@ -13,6 +13,7 @@ from starlette.responses import Response
 from certmq.console.rendering import current_session, failure, render
 from certmq.console.sessions import ConsoleSession
 from certmq.registry.errors import RegistryError
+from certmq.registry.log_query import DecisionQuery
 from certmq.web.context import Context
 from certmq.web.paging import Offset
 
@@ -105,7 +106,7 @@ async def decision_list(
         # Decisions are written in batches: write the queued ones, so the attempt just made shows.
         await context.registry.flush_decisions()
         try:
-            records = await context.registry.search_decisions(
+            query = DecisionQuery(
                 device_sn=filters["device_sn"] or None,
                 ca_sn=filters["ca_sn"] or None,
                 client_id=filters["client_id"] or None,
@@ -116,6 +117,7 @@ async def decision_list(
                 limit=PAGE_SIZE + 1,
                 offset=offset,
             )
+            records = await context.registry.search_decisions(query)
         except RegistryError as failed:
             error = failure(failed)
     return render(

@@ -14,8 +14,8 @@ from certmq.console import live
 from certmq.console.rendering import checked_form, current_session, failure, query, redirect, render
 from certmq.console.sessions import ConsoleSession
 from certmq.registry.errors import FindCaBySnError, FindDeviceBySnError, RegistryError
+from certmq.registry.parameters import MAX_PAGE_SIZE
 from certmq.registry.records import CaRecord, DeviceRecord
-from certmq.registry.service import MAX_PAGE_SIZE
 from certmq.web.context import Context
 from certmq.web.paging import PageNo, PageSize
 

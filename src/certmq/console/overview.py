@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from certmq.console.rendering import current_session, render
 from certmq.console.sessions import ConsoleSession
-from certmq.registry.service import MAX_DECISION_SEARCH
+from certmq.registry.log_query import MAX_LOG_SEARCH, DecisionQuery
 from certmq.web.context import Context
 from certmq.web.instance_overview import instance_overview
 
@@ -48,8 +48,8 @@ async def decision_rates(context: Context, now: datetime) -> list[DecisionRate]:
     """From the decision log: the last minute and the last hour, in one bounded search."""
     await context.registry.flush_decisions()
     hour_ago = now - timedelta(hours=1)
-    records = await context.registry.search_decisions(since=hour_ago, limit=MAX_DECISION_SEARCH)
-    capped = len(records) >= MAX_DECISION_SEARCH
+    records = await context.registry.search_decisions(DecisionQuery(since=hour_ago, limit=MAX_LOG_SEARCH))
+    capped = len(records) >= MAX_LOG_SEARCH
     rates = []
     for window, since in (("last minute", now - timedelta(minutes=1)), ("last hour", hour_ago)):
         recent = [record for record in records if record.time >= since]

@@ -1,5 +1,6 @@
 """The CA and device certificate registry (docs/registry.md): the store, the in-memory trust
-index, change events, the audit log of decisions, and the service that every interface calls.
+index, change events, the audit logs of decisions and API operations, and the service that every
+interface calls (:mod:`certmq.registry.service` lists its parts).
 
 >>> store = open_registry("", data_dir)                      # doctest: +SKIP
 >>> registry = RegistryService(store, instance_id="mqtt-local-1")
@@ -32,13 +33,14 @@ from certmq.registry.events import (
     SettingChanged,
 )
 from certmq.registry.index import CaEntry, DeviceEntry, TrustIndex
+from certmq.registry.log_query import DecisionQuery, LogQuery, OperationQuery
 from certmq.registry.models import Result, Status
 from certmq.registry.records import (
     CaRecord,
-    Decision,
+    DecisionEntry,
     DecisionRecord,
     DeviceRecord,
-    Operation,
+    OperationEntry,
     OperationRecord,
     Page,
     RegistrationCode,
@@ -55,7 +57,8 @@ __all__ = [
     "CaRecord",
     "CaStatusChanged",
     "CertificateContentError",
-    "Decision",
+    "DecisionEntry",
+    "DecisionQuery",
     "DecisionRecord",
     "DeviceAdded",
     "DeviceDeleted",
@@ -64,8 +67,10 @@ __all__ = [
     "DeviceStatusChanged",
     "FindCaBySnError",
     "FindDeviceBySnError",
+    "LogQuery",
     "MqttInstanceNotFound",
-    "Operation",
+    "OperationEntry",
+    "OperationQuery",
     "OperationRecord",
     "Page",
     "ParameterFieldCheckFailed",

@@ -80,6 +80,19 @@ class FindDeviceBySnError(RegistryError):
     http_status = 400
 
 
+def unknown_ca(sn: str) -> FindCaBySnError:
+    return FindCaBySnError(
+        f"no CA certificate is registered with Sn {sn!r}; list them with ListCaCertificate"
+    )
+
+
+def unknown_device(ca_sn: str, device_sn: str) -> FindDeviceBySnError:
+    return FindDeviceBySnError(
+        f"no device certificate is registered with CA Sn {ca_sn!r} and DeviceSn {device_sn!r}; "
+        f"a device is registered on its first successful connection"
+    )
+
+
 class SerialCollision(RegistryError):
     """Auto-registration found another certificate already registered under the same CA and serial
     number (or the same certificate under another CA). Not an API error: the broker denies the

@@ -35,7 +35,7 @@ from typing import Generic, TypeVar
 
 from certmq.registry.models import Result
 from certmq.registry.pending import bounded_decision, bounded_operation
-from certmq.registry.records import Decision, Operation
+from certmq.registry.records import DecisionEntry, OperationEntry
 
 # Open windows at most: each holds one record with its texts cut to FOLDED_TEXT_LIMIT, so the
 # map stays within a few megabytes whatever the peers send.
@@ -47,7 +47,7 @@ OTHER_SOURCES = "*"
 FOLDED_TEXT_LIMIT = 256
 IPV6_SOURCE_PREFIX = 64
 
-R = TypeVar("R", Decision, Operation)
+R = TypeVar("R", DecisionEntry, OperationEntry)
 WindowKey = tuple[str, str, str]  # source, and the kind of refusal (two words) the rule says
 
 
@@ -86,12 +86,12 @@ class FoldingRule(Generic[R]):
     kept: Callable[[R], R]  # what a window keeps of its last refusal
 
 
-def folds(decision: Decision) -> bool:
+def folds(decision: DecisionEntry) -> bool:
     """Whether ``decision`` is folded: a refusal of a peer that proved no known identity."""
     return decision.result == Result.DENY and not decision.identity_known
 
 
-DECISIONS: FoldingRule[Decision] = FoldingRule(
+DECISIONS: FoldingRule[DecisionEntry] = FoldingRule(
     folds=folds,
     kind=lambda decision: (decision.listener, decision.reason),
     label=lambda decision: decision.reason,
@@ -100,7 +100,7 @@ DECISIONS: FoldingRule[Decision] = FoldingRule(
 
 # The action of a call is the name of one the API serves, or "" (the RPC endpoint sees to it: a
 # name it does not serve goes to the parameters), and its code one of the API's error codes.
-OPERATIONS: FoldingRule[Operation] = FoldingRule(
+OPERATIONS: FoldingRule[OperationEntry] = FoldingRule(
     folds=lambda operation: not operation.authenticated,
     kind=lambda operation: (operation.action, operation.code),
     label=lambda operation: operation.code,

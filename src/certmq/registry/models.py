@@ -91,7 +91,7 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class CaCertificate(Base):
+class CaCertificateRow(Base):
     """A registered root or intermediate CA."""
 
     __tablename__ = "ca_certificate"
@@ -113,7 +113,7 @@ class CaCertificate(Base):
     updated_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime)
 
 
-class DeviceCertificate(Base):
+class DeviceCertificateRow(Base):
     """A device certificate, registered on its first allowed connection (auto-registration).
 
     Listing pages in ``(ca_sn, device_sn)`` order: the unique index serves the unfiltered and the
@@ -145,7 +145,7 @@ class DeviceCertificate(Base):
     updated_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime)
 
 
-class RegistrationCode(Base):
+class RegistrationCodeRow(Base):
     """A one-time code for the Subject CN of a verification certificate."""
 
     __tablename__ = "registration_code"
@@ -157,7 +157,7 @@ class RegistrationCode(Base):
     used_by_ca_sn: Mapped[str | None] = mapped_column(String(128))
 
 
-class Setting(Base):
+class SettingRow(Base):
     """A run-time setting (for example the auth mode, the server certificate files): JSON text."""
 
     __tablename__ = "setting"
@@ -167,7 +167,7 @@ class Setting(Base):
     updated_at: Mapped[datetime.datetime] = mapped_column(UtcDateTime)
 
 
-class Decision(Base):
+class DecisionRow(Base):
     """The audit log: one row per authentication decision (docs/registry.md, "The decision log")."""
 
     __tablename__ = "decision"
@@ -200,7 +200,7 @@ class Decision(Base):
     identity_known: Mapped[bool] = mapped_column(Boolean, server_default=true())
 
 
-class ApiOperation(Base):
+class OperationRow(Base):
     """The operations log: one row per call of the ApsaraMQ-compatible RPC API, who
     made it, what it asked for and what it was answered, refused calls included; the calls
     that were not authenticated folded per source, action and code (docs/registry.md,

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
-from certmq.registry.records import Decision, Operation
+from certmq.registry.records import DecisionEntry, OperationEntry
 
 log = logging.getLogger("certmq.registry")
 
@@ -44,7 +44,7 @@ ROW_BYTES = 512
 PARAMETER_BYTES = 160
 BYTES_PER_CHARACTER = 4
 
-R = TypeVar("R", Decision, Operation)
+R = TypeVar("R", DecisionEntry, OperationEntry)
 
 
 def cut_text(text: str, limit: int = TEXT_LIMIT) -> str:
@@ -82,7 +82,7 @@ def _fits(text: object, limit: int) -> bool:
     return not isinstance(text, str) or len(text) <= limit
 
 
-def bounded_decision(decision: Decision, limit: int = TEXT_LIMIT) -> Decision:
+def bounded_decision(decision: DecisionEntry, limit: int = TEXT_LIMIT) -> DecisionEntry:
     """``decision`` with each of its texts at most ``limit`` characters (:func:`cut_text`)."""
     texts = _decision_texts(decision)
     if max(_lengths(texts)) <= limit:
@@ -90,7 +90,7 @@ def bounded_decision(decision: Decision, limit: int = TEXT_LIMIT) -> Decision:
     return dataclasses.replace(decision, **_cut_texts(texts, _DECISION_TEXTS, limit))
 
 
-def bounded_operation(operation: Operation, limit: int = TEXT_LIMIT) -> Operation:
+def bounded_operation(operation: OperationEntry, limit: int = TEXT_LIMIT) -> OperationEntry:
     """``operation`` with each of its texts at most ``limit`` characters and at most
     :data:`MAX_PARAMETERS` parameters, the others counted under :data:`MORE_PARAMETERS`."""
     cut = _cut_texts(_operation_texts(operation), _OPERATION_TEXTS, limit)
@@ -112,7 +112,7 @@ def bounded_operation(operation: Operation, limit: int = TEXT_LIMIT) -> Operatio
     return dataclasses.replace(operation, **cut) if cut else operation
 
 
-def measured_decision(decision: Decision) -> tuple[Decision, int]:
+def measured_decision(decision: DecisionEntry) -> tuple[DecisionEntry, int]:
     """``decision`` bounded (:func:`bounded_decision`), and the bytes it takes, estimated."""
     lengths = _lengths(_decision_texts(decision))
     if max(lengths) > TEXT_LIMIT:
@@ -121,7 +121,7 @@ def measured_decision(decision: Decision) -> tuple[Decision, int]:
     return decision, ROW_BYTES + BYTES_PER_CHARACTER * sum(lengths)
 
 
-def measured_operation(operation: Operation) -> tuple[Operation, int]:
+def measured_operation(operation: OperationEntry) -> tuple[OperationEntry, int]:
     """``operation`` bounded (:func:`bounded_operation`), and the bytes it takes, estimated."""
     operation = bounded_operation(operation)
     parameters = operation.parameters if isinstance(operation.parameters, dict) else {}

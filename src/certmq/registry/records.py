@@ -78,7 +78,7 @@ class Page(Generic[T]):
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class DecisionEntry:
     """One authentication decision to record. ``step`` is the step of the decision procedure that decided
     (1-6), or 0 for decisions taken before TLS or on credentials. Fields that do not apply are
     empty strings.
@@ -153,7 +153,7 @@ class RegistryCounts:
 
 
 @dataclass(frozen=True, slots=True)
-class Operation:
+class OperationEntry:
     """One call of the ApsaraMQ-compatible RPC API, for the operations log: who made it
     (``access_key_id``, authenticated or only claimed, and ``peer``), what it asked for
     (``action`` and ``parameters``, certificate contents summarised) and what it was answered

@@ -1,14 +1,10 @@
-"""The registry's database: SQLite in the data directory (the embedded default) or PostgreSQL
-(docs/registry.md, "Where it is stored").
+"""The registry's tables of CA and device certificates, registration codes and settings; the two
+audit logs are :mod:`certmq.registry.log_store`'s, the connection :mod:`certmq.registry.database`'s.
 
 :func:`open_registry` opens it and applies the migrations. :class:`RegistryStore` is synchronous:
 every method is one transaction, committed before it returns, so what a caller acknowledges is
-durable. The service (:mod:`certmq.registry.service`) calls it from its one worker thread; nothing
+durable. The service calls it from its one worker thread (:mod:`certmq.registry.worker`); nothing
 else should write to the same store from another thread of the same process.
-
-SQLite runs in WAL mode with ``synchronous=FULL`` (a commit is on disk when it returns), foreign
-keys on, and a busy timeout. Transactions that write begin with ``BEGIN IMMEDIATE``, so that two
-processes sharing a file queue for the write lock instead of failing half-way.
 """
 
 from __future__ import annotations
@@ -21,24 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from sqlalchemy import (
-    ColumnElement,
-    Engine,
-    create_engine,
-    delete,
-    event,
-    func,
-    select,
-    tuple_,
-    update,
-)
-from sqlalchemy.engine import URL, Connection, Row, make_url
+from sqlalchemy import ColumnElement, Engine, delete, func, select, tuple_, update
+from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session
 
 from certmq.registry import models
+from certmq.registry.database import READ_ONLY, Database, create_registry_engine, stored_time
 from certmq.registry.errors import (
     CaNumExceed,
     FindCaBySnError,
@@ -47,86 +31,20 @@ from certmq.registry.errors import (
     SerialCollision,
     SnNotUnique,
 )
-from certmq.registry.models import CaCertificate, DeviceCertificate, Status
-from certmq.registry.records import (
-    CaRecord,
-    DecisionRecord,
-    DeviceRecord,
-    OperationRecord,
-    RegistrationCode,
-)
+from certmq.registry.log_store import DECISION_TABLE, OPERATION_TABLE, LogTable
+from certmq.registry.models import CaCertificateRow, DeviceCertificateRow, Status
+from certmq.registry.records import CaRecord, DeviceRecord, RegistrationCode
 
-REGISTRY_FILE = "registry.db"
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-SQLITE_BUSY_TIMEOUT_MS = 10_000
-# Page cache per connection: listing pages of a million devices stays in memory.
-SQLITE_CACHE_KIB = 65_536
-# Rows per INSERT statement of the decision and operations logs: 14 columns at most, so well
-# below the bound parameters a statement may have (SQLite 32,766, PostgreSQL 65,535).
-LOG_ROWS_PER_STATEMENT = 500
 # Rows fetched per round trip when streaming the device table into the in-memory index.
 STREAM_BATCH = 10_000
 IMPORT_BATCH = 50_000
-_READ_ONLY = "certmq_read_only"
-# The columns of the two logs that hold times (converted for the driver by _stored_time).
-_LOG_TIME_COLUMNS = frozenset({"time", "first_seen"})
-
-
-def registry_url(url_or_path: str | Path, data_dir: Path | None = None) -> URL:
-    """The SQLAlchemy URL of a ``[storage] url`` setting.
-
-    ``""`` is ``DATA_DIR/registry.db``; a path without a scheme is an SQLite file;
-    ``postgresql://…`` (or ``postgres://…``) uses the psycopg driver."""
-    if isinstance(url_or_path, Path):
-        return URL.create("sqlite+pysqlite", database=str(url_or_path))
-    if not url_or_path:
-        if data_dir is None:
-            raise ValueError("an empty storage url means SQLite in the data directory: pass data_dir")
-        return URL.create("sqlite+pysqlite", database=str(data_dir / REGISTRY_FILE))
-    if "://" not in url_or_path:
-        return URL.create("sqlite+pysqlite", database=url_or_path)
-    url = make_url(url_or_path)
-    if url.drivername in ("postgresql", "postgres"):
-        return url.set(drivername="postgresql+psycopg")
-    if url.drivername == "sqlite":
-        return url.set(drivername="sqlite+pysqlite")
-    return url
-
-
-def _configure_sqlite(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def connect(dbapi_connection: Any, connection_record: Any) -> None:
-        # SQLAlchemy emits BEGIN itself (below); the driver's own implicit transactions would
-        # begin too late and too weakly.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = FULL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def begin(connection: Connection) -> None:
-        if connection.get_execution_options().get(_READ_ONLY):
-            connection.exec_driver_sql("BEGIN")
-        else:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def open_registry(url_or_path: str | Path, data_dir: Path | None = None) -> RegistryStore:
-    """Open the registry at ``url_or_path`` (see :func:`registry_url`) and bring its schema up to
-    date (``alembic upgrade head``). An SQLite file and its directory are created when missing."""
-    url = registry_url(url_or_path, data_dir)
-    if url.get_backend_name() == "sqlite":
-        database = url.database or ""
-        if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False})
-        _configure_sqlite(engine)
-    else:
-        engine = create_engine(url, pool_pre_ping=True)
+    """Open the registry at ``url_or_path`` (see :func:`~certmq.registry.database.registry_url`)
+    and bring its schema up to date (``alembic upgrade head``). An SQLite file and its directory
+    are created when missing."""
+    engine = create_registry_engine(url_or_path, data_dir)
     store = RegistryStore(engine)
     try:
         store.migrate()
@@ -136,16 +54,10 @@ def open_registry(url_or_path: str | Path, data_dir: Path | None = None) -> Regi
     return store
 
 
-def _alembic_config() -> AlembicConfig:
-    config = AlembicConfig()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    return config
-
-
 # --- converting rows ------------------------------------------------------------------------------
 
 
-def _ca_record(row: CaCertificate) -> CaRecord:
+def _ca_record(row: CaCertificateRow) -> CaRecord:
     return CaRecord(
         sn=row.sn,
         name=row.name,
@@ -162,7 +74,7 @@ def _ca_record(row: CaCertificate) -> CaRecord:
     )
 
 
-def _device_record(row: DeviceCertificate) -> DeviceRecord:
+def _device_record(row: DeviceCertificateRow) -> DeviceRecord:
     return DeviceRecord(
         ca_sn=row.ca_sn,
         device_sn=row.device_sn,
@@ -177,51 +89,9 @@ def _device_record(row: DeviceCertificate) -> DeviceRecord:
     )
 
 
-def _decision_record(row: models.Decision) -> DecisionRecord:
-    return DecisionRecord(
-        id=row.id,
-        time=row.time,
-        listener=row.listener,
-        peer=row.peer,
-        client_id=row.client_id,
-        ca_sn=row.ca_sn,
-        device_sn=row.device_sn,
-        cn=row.cn,
-        step=row.step,
-        result=row.result,
-        reason=row.reason,
-        detail=row.detail,
-        count=row.count,
-        first_seen=row.time if row.first_seen is None else row.first_seen,
-        identity_known=row.identity_known,
-    )
-
-
-def _operation_record(row: models.ApiOperation) -> OperationRecord:
-    try:
-        parameters = json.loads(row.parameters)
-    except ValueError:
-        parameters = {}
-    return OperationRecord(
-        id=row.id,
-        time=row.time,
-        request_id=row.request_id,
-        peer=row.peer,
-        access_key_id=row.access_key_id,
-        authenticated=row.authenticated,
-        signature_method=row.signature_method,
-        action=row.action,
-        parameters=parameters if isinstance(parameters, dict) else {},
-        status=row.status,
-        code=row.code,
-        message=row.message,
-        duration_ms=row.duration_ms,
-        count=row.count,
-        first_seen=row.time if row.first_seen is None else row.first_seen,
-    )
-
-
-_DEVICE_COLUMNS = tuple(getattr(DeviceCertificate, field.name) for field in dataclasses.fields(DeviceRecord))
+_DEVICE_COLUMNS = tuple(
+    getattr(DeviceCertificateRow, field.name) for field in dataclasses.fields(DeviceRecord)
+)
 
 
 def _selected_device_record(row: Row[Any]) -> DeviceRecord:
@@ -271,17 +141,9 @@ _NEW_DEVICE_COLUMNS = (
 )
 
 
-def _stored_time(moment: datetime.datetime, sqlite: bool) -> object:
-    """What UtcDateTime stores: naive UTC text on SQLite, timestamptz elsewhere."""
-    if moment.tzinfo is None:
-        raise ValueError("registry times must be timezone-aware (UTC)")
-    utc = moment.astimezone(datetime.UTC)
-    return utc.strftime("%Y-%m-%d %H:%M:%S.%f") if sqlite else utc
-
-
 def _device_row(device: NewDevice, created: object, sqlite: bool) -> tuple[object, ...]:
     """The values of :data:`_NEW_DEVICE_COLUMNS` for a new, active device, as the driver takes them."""
-    valid_begin, valid_end = _stored_time(device.valid_begin, sqlite), _stored_time(device.valid_end, sqlite)
+    valid_begin, valid_end = stored_time(device.valid_begin, sqlite), stored_time(device.valid_end, sqlite)
     return (device.ca_sn, device.device_sn, device.name, device.pem, device.fingerprint,
             valid_begin, valid_end, Status.ACTIVE.value, created, created)  # fmt: skip
 
@@ -307,12 +169,12 @@ def _conflicting_device(connection: Connection, device: NewDevice) -> DeviceReco
     one with its fingerprint."""
     row = connection.execute(
         select(*_DEVICE_COLUMNS).where(
-            DeviceCertificate.ca_sn == device.ca_sn, DeviceCertificate.device_sn == device.device_sn
+            DeviceCertificateRow.ca_sn == device.ca_sn, DeviceCertificateRow.device_sn == device.device_sn
         )
     ).first()
     if row is None:
         row = connection.execute(
-            select(*_DEVICE_COLUMNS).where(DeviceCertificate.fingerprint == device.fingerprint)
+            select(*_DEVICE_COLUMNS).where(DeviceCertificateRow.fingerprint == device.fingerprint)
         ).first()
     return None if row is None else _selected_device_record(row)
 
@@ -345,55 +207,35 @@ def _already_registered(
     return stored, False
 
 
-class RegistryStore:
-    """The registry's tables, one transaction per method. Not thread-safe: use it from one thread."""
+class RegistryStore(Database):
+    """The registry's tables, one transaction per method; ``decisions`` and ``operations`` are the
+    two audit logs. Not thread-safe: use it from one thread."""
 
     def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        # Reads begin a plain (deferred) transaction on SQLite: they never wait for the write lock.
-        self._read_engine = engine.execution_options(**{_READ_ONLY: True})
-
-    @property
-    def dialect(self) -> str:
-        """``"sqlite"`` or ``"postgresql"``."""
-        return self.engine.dialect.name
+        super().__init__(engine)
+        self.decisions = LogTable(self, DECISION_TABLE)
+        self.operations = LogTable(self, OPERATION_TABLE)
 
     def __repr__(self) -> str:
         return f"RegistryStore({self.engine.url.render_as_string(hide_password=True)!r})"
 
-    def migrate(self) -> None:
-        """Apply every migration not yet applied (``alembic upgrade head``)."""
-        config = _alembic_config()
-        with self.engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-    def _session(self) -> Session:
-        return Session(self.engine, expire_on_commit=False)
-
-    def _read_session(self) -> Session:
-        return Session(self._read_engine, expire_on_commit=False)
-
     # --- registration codes ---------------------------------------------------------------------
 
     def add_registration_code(self, code: RegistrationCode) -> None:
-        with self._session() as session, session.begin():
+        with self.session() as session, session.begin():
             session.add(
-                models.RegistrationCode(
+                models.RegistrationCodeRow(
                     code=code.code, created_at=code.created_at, expires_at=code.expires_at
                 )
             )
 
     def delete_expired_registration_codes(self, now: datetime.datetime) -> int:
         """Forget unused codes that expired (used ones stay: they document a CA's registration)."""
-        with self._session() as session, session.begin():
+        with self.session() as session, session.begin():
             result = session.execute(
-                delete(models.RegistrationCode).where(
-                    models.RegistrationCode.expires_at < now,
-                    models.RegistrationCode.used_at.is_(None),
+                delete(models.RegistrationCodeRow).where(
+                    models.RegistrationCodeRow.expires_at < now,
+                    models.RegistrationCodeRow.used_at.is_(None),
                 )
             )
             return int(getattr(result, "rowcount", 0) or 0)
@@ -404,8 +246,8 @@ class RegistryStore:
         """Store a CA whose certificates passed their checks: consume its registration code and
         insert it in one transaction, after the code, uniqueness and limit checks, in that order
         (docs/api.md, "Errors"). Of two registrations racing with one code, exactly one consumes it."""
-        with self._session() as session, session.begin():
-            code = session.get(models.RegistrationCode, new.registration_code)
+        with self.session() as session, session.begin():
+            code = session.get(models.RegistrationCodeRow, new.registration_code)
             if code is None:
                 raise RegisterCodeError(
                     f"the verification certificate's CN {new.registration_code!r} is not a registration "
@@ -423,8 +265,8 @@ class RegistryStore:
                     f"get a new code and issue a new verification certificate"
                 )
             existing = session.scalars(
-                select(CaCertificate).where(
-                    (CaCertificate.sn == new.sn) | (CaCertificate.fingerprint == new.fingerprint)
+                select(CaCertificateRow).where(
+                    (CaCertificateRow.sn == new.sn) | (CaCertificateRow.fingerprint == new.fingerprint)
                 )
             ).first()
             if existing is not None:
@@ -433,17 +275,17 @@ class RegistryStore:
                     f"a CA with the same {what} is already registered (Sn {existing.sn}); "
                     f"delete it first, or register a CA with another serial number"
                 )
-            count = session.scalar(select(func.count()).select_from(CaCertificate)) or 0
+            count = session.scalar(select(func.count()).select_from(CaCertificateRow)) or 0
             if count >= ca_limit:
                 raise CaNumExceed(
                     f"this instance already has {count} CA certificates, its limit; "
                     f"delete CA certificates that are no longer used"
                 )
             consumed = session.execute(
-                update(models.RegistrationCode)
+                update(models.RegistrationCodeRow)
                 .where(
-                    models.RegistrationCode.code == new.registration_code,
-                    models.RegistrationCode.used_at.is_(None),
+                    models.RegistrationCodeRow.code == new.registration_code,
+                    models.RegistrationCodeRow.used_at.is_(None),
                 )
                 .values(used_at=now, used_by_ca_sn=new.sn)
             )
@@ -452,7 +294,7 @@ class RegistryStore:
                     f"registration code {new.registration_code!r} was used by another registration "
                     f"at the same time; get a new code"
                 )
-            row = CaCertificate(
+            row = CaCertificateRow(
                 sn=new.sn,
                 name=new.name,
                 pem=new.pem,
@@ -479,34 +321,34 @@ class RegistryStore:
             return _ca_record(row)
 
     def get_ca(self, sn: str) -> CaRecord | None:
-        with self._read_session() as session:
-            row = session.scalars(select(CaCertificate).where(CaCertificate.sn == sn)).first()
+        with self.read_session() as session:
+            row = session.scalars(select(CaCertificateRow).where(CaCertificateRow.sn == sn)).first()
             return None if row is None else _ca_record(row)
 
     def list_cas(self, offset: int, limit: int) -> tuple[list[CaRecord], int]:
-        with self._read_session() as session:
-            total = session.scalar(select(func.count()).select_from(CaCertificate)) or 0
+        with self.read_session() as session:
+            total = session.scalar(select(func.count()).select_from(CaCertificateRow)) or 0
             rows = session.scalars(
-                select(CaCertificate).order_by(CaCertificate.id).offset(offset).limit(limit)
+                select(CaCertificateRow).order_by(CaCertificateRow.id).offset(offset).limit(limit)
             )
             return [_ca_record(row) for row in rows], total
 
     def all_cas(self) -> list[StoredCa]:
-        with self._read_session() as session:
-            rows = session.scalars(select(CaCertificate).order_by(CaCertificate.id))
+        with self.read_session() as session:
+            rows = session.scalars(select(CaCertificateRow).order_by(CaCertificateRow.id))
             return [StoredCa(_ca_record(row), row.subject_der, row.subject_key_identifier) for row in rows]
 
     def get_stored_ca(self, sn: str) -> StoredCa | None:
-        with self._read_session() as session:
-            row = session.scalars(select(CaCertificate).where(CaCertificate.sn == sn)).first()
+        with self.read_session() as session:
+            row = session.scalars(select(CaCertificateRow).where(CaCertificateRow.sn == sn)).first()
             if row is None:
                 return None
             return StoredCa(_ca_record(row), row.subject_der, row.subject_key_identifier)
 
     def set_ca_status(self, sn: str, status: Status, now: datetime.datetime) -> tuple[CaRecord, bool] | None:
         """The CA after the change, and whether its status changed; None if it is unknown."""
-        with self._session() as session, session.begin():
-            row = session.scalars(select(CaCertificate).where(CaCertificate.sn == sn)).first()
+        with self.session() as session, session.begin():
+            row = session.scalars(select(CaCertificateRow).where(CaCertificateRow.sn == sn)).first()
             if row is None:
                 return None
             changed = row.status != status.value
@@ -517,13 +359,13 @@ class RegistryStore:
 
     def delete_ca(self, sn: str) -> bool:
         """Delete the CA and, by the foreign key's cascade, its device certificates."""
-        with self._session() as session, session.begin():
-            result = session.execute(delete(CaCertificate).where(CaCertificate.sn == sn))
+        with self.session() as session, session.begin():
+            result = session.execute(delete(CaCertificateRow).where(CaCertificateRow.sn == sn))
             return bool(getattr(result, "rowcount", 0))
 
     def count_cas(self) -> int:
-        with self._read_session() as session:
-            return session.scalar(select(func.count()).select_from(CaCertificate)) or 0
+        with self.read_session() as session:
+            return session.scalar(select(func.count()).select_from(CaCertificateRow)) or 0
 
     # --- device certificates --------------------------------------------------------------------
 
@@ -579,7 +421,7 @@ class RegistryStore:
         device, which costs more than the insert."""
         created_at = now.astimezone(datetime.UTC)
         sqlite = self.dialect == "sqlite"
-        created = _stored_time(created_at, sqlite)
+        created = stored_time(created_at, sqlite)
         # Through the driver: SQLAlchemy's per-value conversions would cost more than the insert.
         row = f"({', '.join(['?' if sqlite else '%s'] * 10)})"
         # A (CA, serial) pair or a fingerprint already stored, or stored at the same time by
@@ -624,7 +466,7 @@ class RegistryStore:
         constraint fails its whole batch."""
         sqlite = self.dialect == "sqlite"
         statement = f"INSERT INTO device_certificate ({_NEW_DEVICE_COLUMNS}) VALUES ({', '.join(['?' if sqlite else '%s'] * 10)})"
-        created = _stored_time(now, sqlite)
+        created = stored_time(now, sqlite)
         rows: list[tuple[object, ...]] = []
         count = 0
 
@@ -648,17 +490,17 @@ class RegistryStore:
         return count
 
     def get_device(self, ca_sn: str, device_sn: str) -> DeviceRecord | None:
-        with self._read_session() as session:
+        with self.read_session() as session:
             row = session.scalars(
-                select(DeviceCertificate).where(
-                    DeviceCertificate.ca_sn == ca_sn, DeviceCertificate.device_sn == device_sn
+                select(DeviceCertificateRow).where(
+                    DeviceCertificateRow.ca_sn == ca_sn, DeviceCertificateRow.device_sn == device_sn
                 )
             ).first()
             return None if row is None else _device_record(row)
 
     def ca_exists(self, sn: str) -> bool:
-        with self._read_session() as session:
-            return session.scalar(select(CaCertificate.id).where(CaCertificate.sn == sn)) is not None
+        with self.read_session() as session:
+            return session.scalar(select(CaCertificateRow.id).where(CaCertificateRow.sn == sn)) is not None
 
     @staticmethod
     def _device_filters(
@@ -666,11 +508,11 @@ class RegistryStore:
     ) -> list[ColumnElement[bool]]:
         filters: list[ColumnElement[bool]] = []
         if ca_sn is not None:
-            filters.append(DeviceCertificate.ca_sn == ca_sn)
+            filters.append(DeviceCertificateRow.ca_sn == ca_sn)
         if status is not None:
-            filters.append(DeviceCertificate.status == status.value)
+            filters.append(DeviceCertificateRow.status == status.value)
         if name is not None:
-            filters.append(DeviceCertificate.name == name)
+            filters.append(DeviceCertificateRow.name == name)
         return filters
 
     def list_devices(
@@ -687,9 +529,9 @@ class RegistryStore:
         when ``count``. The page's keys are found on an index alone (a deep OFFSET skips index
         entries, not table rows: an index-only scan), then only those rows are read."""
         filters = self._device_filters(ca_sn, status, name)
-        order = (DeviceCertificate.ca_sn, DeviceCertificate.device_sn)
+        order = (DeviceCertificateRow.ca_sn, DeviceCertificateRow.device_sn)
         keys = select(*order).where(*filters).order_by(*order).offset(offset).limit(limit)
-        with self._read_session() as session:
+        with self.read_session() as session:
             page_keys = session.execute(keys).all()
             items = []
             if page_keys:
@@ -709,17 +551,18 @@ class RegistryStore:
             total = None
             if count:
                 total = (
-                    session.scalar(select(func.count()).select_from(DeviceCertificate).where(*filters)) or 0
+                    session.scalar(select(func.count()).select_from(DeviceCertificateRow).where(*filters))
+                    or 0
                 )
             return items, total
 
     def set_device_status(
         self, ca_sn: str, device_sn: str, status: Status, now: datetime.datetime
     ) -> tuple[DeviceRecord, bool] | None:
-        with self._session() as session, session.begin():
+        with self.session() as session, session.begin():
             row = session.scalars(
-                select(DeviceCertificate).where(
-                    DeviceCertificate.ca_sn == ca_sn, DeviceCertificate.device_sn == device_sn
+                select(DeviceCertificateRow).where(
+                    DeviceCertificateRow.ca_sn == ca_sn, DeviceCertificateRow.device_sn == device_sn
                 )
             ).first()
             if row is None:
@@ -731,10 +574,10 @@ class RegistryStore:
             return _device_record(row), changed
 
     def delete_device(self, ca_sn: str, device_sn: str) -> bool:
-        with self._session() as session, session.begin():
+        with self.session() as session, session.begin():
             result = session.execute(
-                delete(DeviceCertificate).where(
-                    DeviceCertificate.ca_sn == ca_sn, DeviceCertificate.device_sn == device_sn
+                delete(DeviceCertificateRow).where(
+                    DeviceCertificateRow.ca_sn == ca_sn, DeviceCertificateRow.device_sn == device_sn
                 )
             )
             return bool(getattr(result, "rowcount", 0))
@@ -742,9 +585,9 @@ class RegistryStore:
     def stream_device_keys(self, batch: int = STREAM_BATCH) -> Iterator[Sequence[tuple[str, str, str, str]]]:
         """Every device as ``(ca_sn, device_sn, fingerprint, status)`` tuples, in batches, straight
         from the driver's cursor: loading a million devices builds no ORM object."""
-        table = DeviceCertificate.__table__
+        table = DeviceCertificateRow.__table__
         query = select(table.c.ca_sn, table.c.device_sn, table.c.fingerprint, table.c.status)
-        with self.engine.connect().execution_options(**{_READ_ONLY: True}) as connection:
+        with self.engine.connect().execution_options(**{READ_ONLY: True}) as connection:
             compiled = query.compile(connection)
             raw: Any = connection.connection.dbapi_connection
             connection.begin()  # one consistent snapshot for the whole load
@@ -760,199 +603,41 @@ class RegistryStore:
 
     def count_expiring(self, now: datetime.datetime, until: datetime.datetime) -> tuple[int, int]:
         """Numbers of CA and device certificates valid now that end before ``until``."""
-        with self._read_session() as session:
+        with self.read_session() as session:
             cas = session.scalar(
                 select(func.count())
-                .select_from(CaCertificate)
-                .where(CaCertificate.valid_end >= now, CaCertificate.valid_end < until)
+                .select_from(CaCertificateRow)
+                .where(CaCertificateRow.valid_end >= now, CaCertificateRow.valid_end < until)
             )
             devices = session.scalar(
                 select(func.count())
-                .select_from(DeviceCertificate)
-                .where(DeviceCertificate.valid_end >= now, DeviceCertificate.valid_end < until)
+                .select_from(DeviceCertificateRow)
+                .where(DeviceCertificateRow.valid_end >= now, DeviceCertificateRow.valid_end < until)
             )
             return cas or 0, devices or 0
 
     # --- settings -------------------------------------------------------------------------------
 
     def all_settings(self) -> dict[str, Any]:
-        with self._read_session() as session:
-            return {row.key: json.loads(row.value) for row in session.scalars(select(models.Setting))}
+        with self.read_session() as session:
+            return {row.key: json.loads(row.value) for row in session.scalars(select(models.SettingRow))}
 
     def get_setting(self, key: str) -> Any | None:
-        with self._read_session() as session:
-            row = session.get(models.Setting, key)
+        with self.read_session() as session:
+            row = session.get(models.SettingRow, key)
             return None if row is None else json.loads(row.value)
 
     def set_setting(self, key: str, value: Any, now: datetime.datetime) -> None:
         text = json.dumps(value, separators=(",", ":"), sort_keys=True)
-        with self._session() as session, session.begin():
-            row = session.get(models.Setting, key)
+        with self.session() as session, session.begin():
+            row = session.get(models.SettingRow, key)
             if row is None:
-                session.add(models.Setting(key=key, value=text, updated_at=now))
+                session.add(models.SettingRow(key=key, value=text, updated_at=now))
             else:
                 row.value = text
                 row.updated_at = now
 
     def delete_setting(self, key: str) -> bool:
-        with self._session() as session, session.begin():
-            result = session.execute(delete(models.Setting).where(models.Setting.key == key))
+        with self.session() as session, session.begin():
+            result = session.execute(delete(models.SettingRow).where(models.SettingRow.key == key))
             return bool(getattr(result, "rowcount", 0))
-
-    # --- the decision log -----------------------------------------------------------------------
-
-    def add_decisions(self, rows: Sequence[dict[str, Any]]) -> None:
-        self._append_log(models.Decision, rows)
-
-    def search_decisions(
-        self,
-        *,
-        device_sn: str | None = None,
-        ca_sn: str | None = None,
-        client_id: str | None = None,
-        result: str | None = None,
-        reason: str | None = None,
-        since: datetime.datetime | None = None,
-        until: datetime.datetime | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[DecisionRecord]:
-        table = models.Decision
-        equal = {
-            table.device_sn: device_sn,
-            table.ca_sn: ca_sn,
-            table.client_id: client_id,
-            table.result: result,
-            table.reason: reason,
-        }
-        rows = self._search_log(table, equal, since, until, limit, offset)
-        return [_decision_record(row) for row in rows]
-
-    def count_decisions(self) -> int:
-        return self._count_log(models.Decision)
-
-    def prune_decisions(self, *, max_rows: int, older_than: datetime.datetime) -> int:
-        """Delete decisions older than ``older_than``; then, while more than ``max_rows`` are left,
-        the oldest rows of strangers (``identity_known`` false) first, and only when they are not
-        enough the oldest of the others. Returns how many rows went."""
-        table = models.Decision
-        return self._prune_log(table, max_rows, older_than, table.identity_known.is_(False))
-
-    # --- the operations log of the RPC API ------------------------------------------------------
-
-    def add_operations(self, rows: Sequence[dict[str, Any]]) -> None:
-        self._append_log(models.ApiOperation, rows)
-
-    def search_operations(
-        self,
-        *,
-        access_key_id: str | None = None,
-        action: str | None = None,
-        code: str | None = None,
-        since: datetime.datetime | None = None,
-        until: datetime.datetime | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[OperationRecord]:
-        table = models.ApiOperation
-        equal = {table.access_key_id: access_key_id, table.action: action, table.code: code}
-        rows = self._search_log(table, equal, since, until, limit, offset)
-        return [_operation_record(row) for row in rows]
-
-    def count_operations(self) -> int:
-        return self._count_log(models.ApiOperation)
-
-    def prune_operations(self, *, max_rows: int, older_than: datetime.datetime) -> int:
-        """Delete calls older than ``older_than``; then, while more than ``max_rows`` are left, the
-        oldest rows of calls that were not authenticated first, and only when they are not enough
-        the oldest of the others. Returns how many rows went."""
-        table = models.ApiOperation
-        return self._prune_log(table, max_rows, older_than, table.authenticated.is_(False))
-
-    # --- what the two logs (decisions, operations) share: append, search, count, prune ----------
-
-    def _append_log(
-        self, table: type[models.Decision | models.ApiOperation], rows: Sequence[dict[str, Any]]
-    ) -> None:
-        """Insert log rows (each with the same columns, ``time`` aware) in one transaction,
-        through the driver, :data:`LOG_ROWS_PER_STATEMENT` rows per statement. One statement of
-        many rows, not one execution per row: each execution hands the interpreter lock to the
-        event loop and back, and SQLAlchemy's per-value conversions cost more than the insert."""
-        if not rows:
-            return
-        sqlite = self.dialect == "sqlite"
-        columns = list(rows[0])
-        mark = "?" if sqlite else "%s"
-        row_marks = f"({', '.join([mark] * len(columns))})"
-        insert_into = f"INSERT INTO {table.__tablename__} ({', '.join(columns)}) VALUES "
-        with self.engine.begin() as connection:
-            for start in range(0, len(rows), LOG_ROWS_PER_STATEMENT):
-                chunk = rows[start : start + LOG_ROWS_PER_STATEMENT]
-                values = tuple(
-                    _stored_time(row[column], sqlite)
-                    if column in _LOG_TIME_COLUMNS and row[column] is not None
-                    else row[column]
-                    for row in chunk
-                    for column in columns
-                )
-                connection.exec_driver_sql(insert_into + ", ".join([row_marks] * len(chunk)), values)
-
-    def _search_log(
-        self,
-        table: Any,
-        equal: dict[Any, str | None],
-        since: datetime.datetime | None,
-        until: datetime.datetime | None,
-        limit: int,
-        offset: int,
-    ) -> list[Any]:
-        """Rows newest first whose columns equal the given values (None: any), within the times."""
-        filters: list[ColumnElement[bool]] = [
-            column == value for column, value in equal.items() if value is not None
-        ]
-        if since is not None:
-            filters.append(table.time >= since)
-        if until is not None:
-            filters.append(table.time < until)
-        query = (
-            select(table)
-            .where(*filters)
-            .order_by(table.time.desc(), table.id.desc())
-            .offset(offset)
-            .limit(limit)
-        )
-        with self._read_session() as session:
-            return list(session.scalars(query))
-
-    def _count_log(self, table: type[models.Decision | models.ApiOperation]) -> int:
-        with self._read_session() as session:
-            return session.scalar(select(func.count()).select_from(table)) or 0
-
-    def _prune_log(
-        self, table: Any, max_rows: int, older_than: datetime.datetime, strangers: ColumnElement[bool]
-    ) -> int:
-        """Delete the rows older than ``older_than``; then, while more than ``max_rows`` are left,
-        the oldest of the ``strangers`` rows first, and only when they are not enough the oldest
-        of the others (docs/registry.md, "Retention and folding")."""
-        with self._session() as session, session.begin():
-            deleted = session.execute(delete(table).where(table.time < older_than))
-            removed = int(getattr(deleted, "rowcount", 0) or 0)
-            excess = (session.scalar(select(func.count()).select_from(table)) or 0) - max_rows
-            if excess <= 0:
-                return removed
-            cutoff = session.scalar(
-                select(table.id).where(strangers).order_by(table.id).offset(excess - 1).limit(1)
-            )
-            condition = strangers if cutoff is None else strangers & (table.id <= cutoff)
-            deleted = session.execute(delete(table).where(condition))
-            removed += int(getattr(deleted, "rowcount", 0) or 0)
-            return removed + self._delete_beyond_newest(session, table, max_rows)
-
-    @staticmethod
-    def _delete_beyond_newest(session: Session, table: Any, max_rows: int) -> int:
-        """Delete the rows of a log older than its newest ``max_rows``; return how many went."""
-        cutoff = session.scalar(select(table.id).order_by(table.id.desc()).offset(max_rows).limit(1))
-        if cutoff is None:
-            return 0
-        deleted = session.execute(delete(table).where(table.id <= cutoff))
-        return int(getattr(deleted, "rowcount", 0) or 0)

@@ -13,10 +13,8 @@ from typing import Annotated
 
 from fastapi import Query
 
-from certmq.registry.service import MAX_DECISION_SEARCH, MAX_OPERATION_SEARCH, MAX_PAGE_NO, MAX_PAGE_SIZE
+from certmq.registry.parameters import MAX_OFFSET, MAX_PAGE_NO, MAX_PAGE_SIZE
 
-# Far beyond any real log, and within a 64-bit database integer.
-MAX_OFFSET = 1_000_000_000_000
 # Live connections are listed from the broker's memory, not from the registry.
 MAX_CONNECTIONS_PAGE_SIZE = 1000
 
@@ -33,8 +31,6 @@ ConnectionsPageSize = Annotated[
     ),
 ]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
-DecisionSearchLimit = Annotated[int, Query(ge=1, le=MAX_DECISION_SEARCH)]
-OperationSearchLimit = Annotated[int, Query(ge=1, le=MAX_OPERATION_SEARCH)]
 
 
 def query_time(moment: datetime | None) -> datetime | None:

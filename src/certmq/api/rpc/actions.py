@@ -17,8 +17,10 @@ from typing import Any
 
 from certmq.api.rpc.errors import parameter_error
 from certmq.api.rpc.parameters import MAX_VALUE_LENGTH
+from certmq.registry.cas import MAX_CA_NAME
+from certmq.registry.parameters import MAX_PAGE_NO, MAX_PAGE_SIZE
 from certmq.registry.records import CaRecord, DeviceRecord, Page
-from certmq.registry.service import MAX_CA_NAME, MAX_PAGE_NO, MAX_PAGE_SIZE, RegistryService
+from certmq.registry.service import RegistryService
 
 VERSION = "2020-04-20"
 MAX_SN_LENGTH = 128  # the registry's column

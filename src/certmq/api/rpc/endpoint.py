@@ -55,7 +55,7 @@ from certmq.api.rpc.signature import (
 )
 from certmq.config import ApiSection
 from certmq.registry.errors import RegistryError
-from certmq.registry.records import Operation
+from certmq.registry.records import OperationEntry
 from certmq.registry.service import RegistryService
 from certmq.web.metrics import Metrics
 from certmq.web.secret_failures import SecretFailures, SecretRoute, TooManyFailures, source_of
@@ -217,7 +217,7 @@ class RpcEndpoint:
                 self.metrics.count_api_call(action or "unknown", code)
             client = request.client
             self.registry.record_operation(
-                Operation(
+                OperationEntry(
                     request_id=request_id,
                     action=action,
                     status=status,

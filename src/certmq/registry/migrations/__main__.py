@@ -16,7 +16,8 @@ from pathlib import Path
 from alembic import command
 from alembic.script import ScriptDirectory
 
-from certmq.registry.store import REGISTRY_FILE, _alembic_config, open_registry
+from certmq.registry.database import REGISTRY_FILE, alembic_config
+from certmq.registry.store import open_registry
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 2 or args[0] != "revision":
         print("usage: python -m certmq.registry.migrations revision MESSAGE", file=sys.stderr)
         return 2
-    config = _alembic_config()
+    config = alembic_config()
     config.set_main_option("file_template", "v%%(rev)s_%%(slug)s")
     head = ScriptDirectory.from_config(config).get_current_head()
     next_revision = f"{int(head or '0') + 1:04d}"

@@ -1,5 +1,5 @@
 """Alembic environment: runs the migrations on the connection that
-:func:`certmq.registry.store.migrate` hands over in ``config.attributes["connection"]``.
+:meth:`certmq.registry.database.Database.migrate` hands over in ``config.attributes["connection"]``.
 
 To write a new revision after changing :mod:`certmq.registry.models`::
 
@@ -15,7 +15,7 @@ from certmq.registry.models import Base
 
 connection = context.config.attributes.get("connection")
 if not isinstance(connection, Connection):
-    raise RuntimeError("the registry migrations run through certmq.registry.store.migrate()")
+    raise RuntimeError("the registry migrations run through certmq.registry.database.Database.migrate()")
 
 context.configure(
     connection=connection,
