@@ -347,6 +347,21 @@ def test_qos_1_deliveries_stay_in_flight_until_acknowledged_within_the_window() 
     assert list(flows.inflight) == [2] and not connection.window_full()
 
 
+@pytest.mark.parametrize(
+    ("version", "properties"),
+    [
+        (4, {}),  # 3.1.1: no Receive Maximum
+        (5, {}),  # 5.0 without one: 65,535
+        (5, {PropertyId.RECEIVE_MAXIMUM: 10}),
+    ],
+)
+def test_the_servers_max_inflight_bounds_the_window_whatever_the_client_asks(
+    version: int, properties: dict[int, Any]
+) -> None:
+    connection, _ = connected(version, limits=ServerLimits(max_inflight=2), properties=properties)
+    assert [connection.publish_in_flight(Delivery(Message(t), 1), 0.0) for t in "abc"] == [1, 2, WINDOW_FULL]
+
+
 def test_packet_ids_go_round_and_skip_those_in_flight() -> None:
     connection, flows = connected(5)
     flows.inflight[1] = OutgoingFlight(Delivery(Message("a"), 1), 1)

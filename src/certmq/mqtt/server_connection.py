@@ -246,15 +246,20 @@ class ServerConnection(Generic[D]):
                 ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, "an empty client id needs clean session"
             )
         limits = self.limits
-        self.client_receive_maximum = min(
-            properties.get(PropertyId.RECEIVE_MAXIMUM, DEFAULT_RECEIVE_MAXIMUM), limits.max_inflight
-        )
-        self.client_maximum_packet_size = properties.get(PropertyId.MAXIMUM_PACKET_SIZE, 0)
-        # The server keeps a topic per alias it sends: no more than it lets a client keep.
-        self.client_topic_alias_maximum = min(
-            properties.get(PropertyId.TOPIC_ALIAS_MAXIMUM, 0), limits.topic_alias_maximum
-        )
-        self.request_problem_information = properties.get(PropertyId.REQUEST_PROBLEM_INFORMATION, 1) == 1
+        if properties:
+            self.client_receive_maximum = min(
+                properties.get(PropertyId.RECEIVE_MAXIMUM, DEFAULT_RECEIVE_MAXIMUM), limits.max_inflight
+            )
+            self.client_maximum_packet_size = properties.get(PropertyId.MAXIMUM_PACKET_SIZE, 0)
+            # The server keeps a topic per alias it sends: no more than it lets a client keep.
+            self.client_topic_alias_maximum = min(
+                properties.get(PropertyId.TOPIC_ALIAS_MAXIMUM, 0), limits.topic_alias_maximum
+            )
+            self.request_problem_information = properties.get(PropertyId.REQUEST_PROBLEM_INFORMATION, 1) == 1
+        else:
+            # A CONNECT without properties (every 3.1.1 one): the other limits stay as __init__
+            # set them, the defaults of MQTT 5.0.
+            self.client_receive_maximum = min(DEFAULT_RECEIVE_MAXIMUM, limits.max_inflight)
         if version == 5:
             requested = properties.get(PropertyId.SESSION_EXPIRY_INTERVAL, 0)
         else:  # a 3.1.1 clean session ends with its connection, any other never
