@@ -83,6 +83,10 @@ class SessionOwnership(Protocol):
         """Give ``session`` its topic permissions, and judge its subscriptions by them."""
         ...
 
+    def connection_of(self, client_id: str) -> Subscriber | None:
+        """The connection that carries the session of ``client_id``; None when it has none."""
+        ...
+
 
 class LocalSessions:
     """The sessions of this process, in a table by client id."""
@@ -244,6 +248,10 @@ class LocalSessions:
             if filtered != entry.filtered:
                 # Replaced, not changed in place: a snapshot being saved may hold the old entry.
                 self.router.subscribe(session, replace(entry, filtered=filtered))
+
+    def connection_of(self, client_id: str) -> Subscriber | None:
+        session = self.sessions.get(client_id)
+        return None if session is None else session.connection
 
     def _keep(self, session: Session) -> None:
         """Hold ``session`` under its client id, counted for the limits on sessions."""
