@@ -71,7 +71,6 @@ class MQTTConnection(asyncio.Protocol):
         "_held",
         "_in_batch",
         "_loop",
-        "_paused_writing",
         "_ready",
         "_timer",
         "client_id",
@@ -117,7 +116,6 @@ class MQTTConnection(asyncio.Protocol):
         self._in_batch = False
         self._closed = False
         self._timer: asyncio.TimerHandle | None = None
-        self._paused_writing = False
 
     @property
     def state(self) -> ConnectionState:
@@ -186,12 +184,6 @@ class MQTTConnection(asyncio.Protocol):
         self._cancel_timer()
         if self.session is not None:
             self.core.detach(self.session, publish_will=True)
-
-    def pause_writing(self) -> None:
-        self._paused_writing = True
-
-    def resume_writing(self) -> None:
-        self._paused_writing = False
 
     # -- output ----------------------------------------------------------------------------
 
@@ -263,6 +255,8 @@ class MQTTConnection(asyncio.Protocol):
         if self._ready and not self._in_batch:
             self._flush()
 
+    # Back-pressure is read from the sizes of what waits to be written, not from the transport's
+    # pause_writing: QoS 0 is dropped past max_outgoing_bytes, and past twice that the client is cut.
     def _congested(self) -> bool:
         assert self.transport is not None
         return (
