@@ -135,6 +135,7 @@ lint: $(STAMPS)/test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy src
+	$(VENV)/bin/mypy --strict src/certmq/broker
 
 format: $(STAMPS)/test
 	$(VENV)/bin/ruff format .

@@ -46,7 +46,9 @@ def build_core(retained: int, sessions: int) -> BrokerCore:
             session.subscriptions[entry.topic_filter] = entry
         session.pending.extend(Delivery(message, 1, False) for message in shared)
         for packet_id in (1, 2):
-            session.inflight[packet_id] = OutgoingFlight(Delivery(Message("direct", b"z" * 50, 1), 1, False))
+            session.inflight[packet_id] = OutgoingFlight(
+                Delivery(Message("direct", b"z" * 50, 1), 1, False), packet_id
+            )
         core.restore_session(session, 86400, None)
     return core
 

@@ -10,8 +10,8 @@ import gc
 from typing import Any
 
 from certmq.broker.certificate_expiry import REBUILD_SLACK, CertificateExpiry
-from certmq.broker.connection import CLOSED, CONNECTED
 from certmq.mqtt.reason_codes import ReasonCode
+from certmq.mqtt.server_events import CLOSED, CONNECTED
 
 
 class Connection:

@@ -19,7 +19,7 @@ from certmq.auth.ownership import session_owner
 from certmq.broker.core import BrokerCore
 from certmq.broker.durability import StateKeeper, snapshot_to_state, take_snapshot
 from certmq.broker.journal_log import JournalError, segment_numbers
-from certmq.broker.messages import Message
+from certmq.broker.messages import Delivery, Message
 from certmq.broker.persistence import (
     SCHEMA_VERSION,
     STATE_FILE_NAME,
@@ -37,10 +37,12 @@ from certmq.broker.persistence import (
     properties_to_json,
 )
 from certmq.broker.recovery import Recovery, restore_snapshot
-from certmq.broker.session import NEVER_EXPIRES, Delivery, OutgoingFlight, Session, SubscriptionEntry
+from certmq.broker.session import Session
+from certmq.broker.subscriptions import SubscriptionEntry
 from certmq.config import MqttSection
 from certmq.mqtt.packets import Will
 from certmq.mqtt.properties import PropertyId
+from certmq.mqtt.session_flows import NEVER_EXPIRES, OutgoingFlight
 
 SAVED_AT = 1_800_000_000.0
 
@@ -174,6 +176,7 @@ def connect(
         client_id,
         True,
         expiry,
+        protocol_version=version,
         owner=session_owner(identity),
         username=f"user-{client_id}",
         identity=identity,
@@ -189,9 +192,9 @@ def a_busy_core() -> BrokerCore:
     core.subscribe(offline, SubscriptionEntry("offline-5", "sensors/#", 2, no_local=True, subscription_id=4))
     core.subscribe(offline, SubscriptionEntry("offline-5", "$share/g/jobs/+", 1))
     offline.will = Will("wills/offline-5", b"bye", 1, False, {PropertyId.WILL_DELAY_INTERVAL: 600})
-    offline.inflight[1] = OutgoingFlight(Delivery(Message("sensors/x", b"sent", 2), 2, False, (4,)))
+    offline.inflight[1] = OutgoingFlight(Delivery(Message("sensors/x", b"sent", 2), 2, False, (4,)), 1)
     offline.inflight[2] = OutgoingFlight(
-        Delivery(Message("sensors/y", b"released", 2), 2, False), released=True
+        Delivery(Message("sensors/y", b"released", 2), 2, False), 2, released=True
     )
     offline.incoming_qos2.update({5, 6})
     core.detach(offline, publish_will=True)
@@ -421,6 +424,7 @@ def connect_again(core: BrokerCore, client_id: str, identity: Identity) -> Sessi
         client_id,
         False,
         3600,
+        protocol_version=5,
         owner=session_owner(identity),
         identity=identity,
     )

@@ -12,10 +12,12 @@ from certmq.broker.core import BrokerCore
 from certmq.broker.durability import StateKeeper
 from certmq.broker.messages import Message
 from certmq.broker.persistence import STATE_FILE_NAME, SqliteStateStore
-from certmq.broker.session import NEVER_EXPIRES, Session, SubscriptionEntry
+from certmq.broker.session import Session
+from certmq.broker.subscriptions import SubscriptionEntry
 from certmq.config import MqttSection
 from certmq.mqtt.packets import Will
 from certmq.mqtt.properties import PropertyId
+from certmq.mqtt.session_flows import NEVER_EXPIRES
 
 from .test_persistence import MESSAGE_PROPERTIES, _Client, comparable
 
@@ -36,7 +38,7 @@ def connect(
     clean: bool = True,
     version: int = 5,
 ) -> Session:
-    session, _ = core.attach(_Client(version), client_id, clean, expiry)  # type: ignore[arg-type]
+    session, _ = core.attach(_Client(version), client_id, clean, expiry, protocol_version=version)  # type: ignore[arg-type]
     core.set_will(session, will)
     return session
 

@@ -1,18 +1,8 @@
 from certmq.auth.apsara_client_id import valid_apsara_client_id
-from certmq.broker.messages import USER_PROPERTY_OVERHEAD, Message, message_size
-from certmq.broker.session import Delivery, OutgoingFlight, Session
+from certmq.broker.messages import USER_PROPERTY_OVERHEAD, Delivery, Message, message_size
+from certmq.broker.session import Session
 from certmq.mqtt.properties import PropertyId
-
-
-def test_packet_ids_skip_those_in_flight_and_wrap() -> None:
-    session = Session("c", 5)
-    delivery = Delivery(Message("t", b""), 1, False)
-    session.inflight[1] = OutgoingFlight(delivery)
-    session.inflight[2] = OutgoingFlight(delivery)
-    assert session.allocate_packet_id() == 3
-    session._next_packet_id = 65535
-    assert session.allocate_packet_id() == 65535
-    assert session.allocate_packet_id() == 3
+from certmq.mqtt.session_flows import OutgoingFlight
 
 
 def test_queue_is_bounded_and_counts_drops() -> None:
@@ -42,7 +32,7 @@ def test_queue_is_bounded_in_bytes_with_the_messages_in_flight() -> None:
 def test_held_bytes_are_counted_anew_for_a_restored_session() -> None:
     session = Session("c", 5)
     session.pending.append(Delivery(Message("a", b"12345"), 1, False))
-    session.inflight[1] = OutgoingFlight(Delivery(Message("b/c", b"123"), 2, False), released=True)
+    session.inflight[1] = OutgoingFlight(Delivery(Message("b/c", b"123"), 2, False), 1, released=True)
     session.count_held_bytes()
     assert session.held_bytes == 6 + 6
 

@@ -14,8 +14,9 @@ import pytest
 from certmq.auth.ownership import ANONYMOUS_OWNER, UNKNOWN_OWNER, SessionOwnerPolicy
 from certmq.broker.core import BrokerCore
 from certmq.broker.durability import snapshot_to_state, take_snapshot
+from certmq.broker.messages import Delivery
 from certmq.broker.recovery import restore_snapshot
-from certmq.broker.session import Delivery, Session
+from certmq.broker.session import Session
 from certmq.broker.session_limits import (
     BROKER_SESSION_LIMIT,
     IDENTITY_SESSION_LIMIT,
@@ -55,7 +56,7 @@ def connect(
     if refusal is not None:
         return refusal
     connection = _Connection(core)
-    session, _ = core.attach(connection, client_id, clean_start, expiry, owner=owner)  # type: ignore[arg-type]
+    session, _ = core.attach(connection, client_id, clean_start, expiry, protocol_version=5, owner=owner)  # type: ignore[arg-type]
     connection.session = session
     return session
 

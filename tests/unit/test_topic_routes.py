@@ -12,8 +12,9 @@ from certmq.auth.identity import Identity
 from certmq.auth.ownership import session_owner
 from certmq.auth.topics import TopicRule, TopicRules
 from certmq.broker.core import BrokerCore
-from certmq.broker.messages import Message
-from certmq.broker.session import Delivery, Session, SubscriptionEntry
+from certmq.broker.messages import Delivery, Message
+from certmq.broker.session import Session
+from certmq.broker.subscriptions import SubscriptionEntry
 from certmq.config import MqttSection
 from certmq.mqtt.packets import Will
 from certmq.mqtt.properties import PropertyId
@@ -58,6 +59,7 @@ def connect(core: BrokerCore, client_id: str, expiry: int = 3600) -> tuple[Sessi
         client_id,
         True,
         expiry,
+        protocol_version=5,
         owner=session_owner(identity),
         identity=identity,
         permissions=core.permissions_for(client_id, None, identity),

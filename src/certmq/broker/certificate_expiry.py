@@ -24,9 +24,11 @@ import time
 import weakref
 from collections.abc import Callable, Collection
 from datetime import datetime
+from typing import Generic, TypeVar
 
-from certmq.broker.connection import CLOSED, CONNECTED, MQTTConnection
+from certmq.broker.subscriber import LiveConnection
 from certmq.mqtt.reason_codes import ReasonCode
+from certmq.mqtt.server_events import CLOSED, CONNECTED
 
 log = logging.getLogger("certmq.broker")
 
@@ -37,25 +39,25 @@ TIMER_TOLERANCE = 0.002
 # Dead entries tolerated beyond the live connections before the heap is rebuilt.
 REBUILD_SLACK = 1024
 
-# Called for a connection about to be cut, with the end of its certificate's validity.
-ExpiryHook = Callable[[MQTTConnection, datetime], None]
+C = TypeVar("C", bound=LiveConnection)
 
 
-class CertificateExpiry:
+class CertificateExpiry(Generic[C]):
     """The deadlines of the live connections that certificates let in."""
 
-    def __init__(self, connections: Collection[MQTTConnection]) -> None:
+    def __init__(self, connections: Collection[C]) -> None:
         self._connections = connections  # the live ones, to know when to rebuild
-        self._heap: list[tuple[float, int, weakref.ref[MQTTConnection], datetime]] = []
+        self._heap: list[tuple[float, int, weakref.ref[C], datetime]] = []
         self._order = itertools.count()  # ties broken by arrival, never by comparing references
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
-        self.on_expired: ExpiryHook | None = None
+        # Called for a connection about to be cut, with the end of its certificate's validity.
+        self.on_expired: Callable[[C, datetime], None] | None = None
 
     def __len__(self) -> int:
         return len(self._heap)
 
-    def watch(self, connection: MQTTConnection, valid_until: datetime) -> None:
+    def watch(self, connection: C, valid_until: datetime) -> None:
         """Cut ``connection`` at ``valid_until`` unless it has closed by then."""
         deadline = valid_until.timestamp() + AFTER_NOT_AFTER
         heap = self._heap
@@ -94,7 +96,7 @@ class CertificateExpiry:
         if heap:
             self._arm(heap[0][0])
 
-    def _cut(self, connection: MQTTConnection, valid_until: datetime) -> None:
+    def _cut(self, connection: C, valid_until: datetime) -> None:
         log.info(
             "disconnecting %s: its certificate expired at %s", connection.client_id, valid_until.isoformat()
         )

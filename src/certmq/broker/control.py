@@ -43,12 +43,10 @@ def count_connections(broker: Broker, matches: Callable[[MQTTConnection], bool])
 def kick(broker: Broker, client_id: str) -> bool:
     """Disconnect the client ``client_id`` as an operator does (5.0: DISCONNECT 0x98), its will
     published; False when it is not connected."""
-    session = broker.core.sessions.get(client_id)
-    if session is None or session.connection is None:
+    connection = broker.core.ownership.connection_of(client_id)
+    if connection is None:
         return False
-    session.connection.close(
-        ReasonCode.ADMINISTRATIVE_ACTION, "disconnected by the operator", publish_will=True
-    )
+    connection.close(ReasonCode.ADMINISTRATIVE_ACTION, "disconnected by the operator", publish_will=True)
     return True
 
 

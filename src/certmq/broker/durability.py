@@ -19,12 +19,11 @@ import gc
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from certmq.auth.identity import Identity
-from certmq.broker.core import NOT_KEPT_PREFIX
 from certmq.broker.journal_log import LogContents, LogWriter, delete_segments, prepare_directory, read_log
-from certmq.broker.messages import Message
+from certmq.broker.messages import Delivery, Message
 from certmq.broker.persistence import (
     BrokerState,
     StateStore,
@@ -37,7 +36,8 @@ from certmq.broker.persistence import (
 )
 from certmq.broker.recorder import Recorder
 from certmq.broker.recovery import Recovery
-from certmq.broker.session import Delivery, SubscriptionEntry
+from certmq.broker.routing import NOT_KEPT_PREFIX
+from certmq.broker.subscriptions import SubscriptionEntry
 from certmq.mqtt.packets import Will
 from certmq.mqtt.properties import PropertyId
 
@@ -88,7 +88,7 @@ class Snapshot(NamedTuple):
 
 
 def take_snapshot(
-    core: BrokerCore,
+    core: BrokerCore[Any],
     wall_now: float,
     loop_now: float,
     journal_segment: int = 0,
@@ -288,7 +288,7 @@ class StateKeeper:
 
     def __init__(
         self,
-        core: BrokerCore,
+        core: BrokerCore[Any],
         store: StateStore,
         journal_directory: Path,
         *,
@@ -334,7 +334,7 @@ class StateKeeper:
         # time the journal shows the broker running.
         crashed_at = max(recovery.latest_time, contents.last_write)
         counts = recovery.restore(self.core, recorder, crashed_at, time.time())
-        self.core.recorder = recorder
+        self.core.record_to(recorder)
         if state is None and not contents.records:
             return
         log.info(

@@ -51,6 +51,18 @@ class Message:
         return self.expires_at is not None and now >= self.expires_at
 
 
+@dataclass(slots=True)
+class Delivery:
+    """A message on its way to one session, with the QoS and flags computed for that session."""
+
+    message: Message
+    qos: int
+    retain: bool
+    subscription_ids: tuple[int, ...] = ()
+    # Its id in the journal, once recorded for a session that outlives its connection.
+    journal_id: int = 0
+
+
 def message_size(message: Message) -> int:
     """What ``message`` counts for against the queue and retained quotas (docs/configuration.md,
     "Limits"): its topic, payload and forwarded properties."""

@@ -16,7 +16,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from certmq.broker.journal import (
     encode_clock,
@@ -39,8 +39,22 @@ from certmq.broker.journal import (
 from certmq.broker.journal_log import LogWriter
 
 if TYPE_CHECKING:
-    from certmq.broker.messages import Message
-    from certmq.broker.session import Delivery, Session, SubscriptionEntry
+    from certmq.auth.identity import Identity
+    from certmq.broker.messages import Delivery, Message
+    from certmq.broker.subscriptions import SubscriptionEntry
+    from certmq.mqtt.packets import Will
+
+
+class Session(Protocol):
+    """What the journal keeps of a session (certmq.broker.session.Session)."""
+
+    client_id: str
+    protocol_version: int
+    expiry_interval: int
+    owner: str
+    will: Will | None
+    username: str | None
+    identity: Identity
 
 
 class Recorder:

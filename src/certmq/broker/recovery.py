@@ -36,11 +36,13 @@ from certmq.broker.journal import (
     Unsubscribed,
     WillCleared,
 )
-from certmq.broker.messages import Message
+from certmq.broker.messages import Delivery, Message
 from certmq.broker.persistence import BrokerState, StoredDelivery, StoredMessage
-from certmq.broker.session import NEVER_EXPIRES, Delivery, OutgoingFlight, Session, SubscriptionEntry
+from certmq.broker.session import Session
+from certmq.broker.subscriptions import SubscriptionEntry
 from certmq.mqtt.packets import Will
 from certmq.mqtt.properties import PropertyId
+from certmq.mqtt.session_flows import NEVER_EXPIRES, OutgoingFlight
 
 if TYPE_CHECKING:
     from certmq.broker.core import BrokerCore
@@ -154,7 +156,9 @@ class Recovery:
                 for subscription in saved.subscriptions
             }
             session.inflight = {
-                flight.packet_id: OutgoingFlight(delivery_of(flight.delivery), flight.released)
+                flight.packet_id: OutgoingFlight(
+                    delivery_of(flight.delivery), flight.packet_id, flight.released
+                )
                 for flight in saved.inflight
             }
             session.incoming_qos2 = set(saved.incoming_qos2)
@@ -269,7 +273,7 @@ class Recovery:
             return
         delivery = Delivery(message, qos, retain, subscription_ids, delivery_id)
         if packet_id:
-            recovered.session.inflight[packet_id] = OutgoingFlight(delivery)
+            recovered.session.inflight[packet_id] = OutgoingFlight(delivery, packet_id)
         else:
             recovered.pending[delivery_id] = delivery
 
@@ -281,7 +285,7 @@ class Recovery:
         if delivery is None:
             self.unresolved += 1
             return
-        recovered.session.inflight[record.packet_id] = OutgoingFlight(delivery)
+        recovered.session.inflight[record.packet_id] = OutgoingFlight(delivery, record.packet_id)
 
     def _flight_released(self, record: FlightReleased) -> None:
         recovered = self._session(record.client_id)
@@ -316,7 +320,11 @@ class Recovery:
     # -- into the core ---------------------------------------------------------------------
 
     def restore(
-        self, core: BrokerCore, recorder: Recorder | None, crashed_at: float, wall_now: float | None = None
+        self,
+        core: BrokerCore[Any],
+        recorder: Recorder | None,
+        crashed_at: float,
+        wall_now: float | None = None,
     ) -> RecoveryCounts:
         """Put the rebuilt state into an empty ``core``, on the event loop, before any client
         connects; sessions are recorded in ``recorder`` from now on.
@@ -361,7 +369,7 @@ class Recovery:
         return RecoveryCounts(len(core.retained), len(self.sessions), queued, inflight)
 
 
-def restore_snapshot(core: BrokerCore, state: BrokerState, wall_now: float, loop_now: float) -> None:
+def restore_snapshot(core: BrokerCore[Any], state: BrokerState, wall_now: float, loop_now: float) -> None:
     """Load a checkpoint into ``core`` as a start without journal records does."""
     recovery = Recovery(wall_now, loop_now)
     recovery.load_checkpoint(state)

@@ -16,7 +16,8 @@ from certmq.auth.listener_name import MQTT_LISTENERS
 from certmq.auth.mode import AuthMode
 from certmq.auth.ownership import SessionOwnerPolicy
 from certmq.auth.topics import TopicRules, TopicRulesError
-from certmq.broker.connection import Listener, MQTTConnection
+from certmq.broker.client_connection import Listener
+from certmq.broker.connection import MQTTConnection
 from certmq.broker.core import BrokerCore
 from certmq.broker.durability import StateKeeper
 from certmq.broker.journal_log import JOURNAL_DIRECTORY
@@ -64,7 +65,7 @@ class Broker:
         denied = config.auth.subscribe_denied
         # Read again on SIGHUP and when it changes on disk (see reload_topic_rules).
         self.rules_file = TopicRulesFile.from_config(config)
-        self.core = BrokerCore(
+        self.core: BrokerCore[MQTTConnection] = BrokerCore(
             config.mqtt,
             authenticator=authenticator,
             topic_rules=None if self.rules_file is None else self.rules_file.load(),

@@ -12,65 +12,20 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from certmq.auth.identity import ANONYMOUS, Identity
-from certmq.broker.messages import Message, message_size
+from certmq.broker.messages import Delivery, message_size
+from certmq.broker.subscriptions import SubscriptionEntry
+from certmq.mqtt.session_flows import NEVER_EXPIRES, OutgoingFlight
 
 if TYPE_CHECKING:
     import asyncio
 
     from certmq.auth.topics import ClientPermissions
-    from certmq.broker.connection import MQTTConnection
     from certmq.broker.recorder import Recorder
+    from certmq.broker.subscriber import Subscriber
     from certmq.mqtt.packets import Will
 
-NEVER_EXPIRES = 0xFFFFFFFF
-
-
-@dataclass(slots=True)
-class SubscriptionEntry:
-    """One subscription of one session, with its MQTT 5.0 options."""
-
-    client_id: str
-    topic_filter: str  # as subscribed, including a `$share/group/` prefix
-    qos: int
-    no_local: bool = False
-    retain_as_published: bool = False
-    retain_handling: int = 0
-    subscription_id: int | None = None
-    # True when the client's rights do not cover every topic of the filter (the topic rules
-    # changed since it subscribed): each message is then checked before it is delivered.
-    filtered: bool = False
-
-    def options(self) -> tuple[str, int, bool, bool, int, int | None]:
-        """Every field but the client id, in order: what is kept of a subscription."""
-        return (
-            self.topic_filter,
-            self.qos,
-            self.no_local,
-            self.retain_as_published,
-            self.retain_handling,
-            self.subscription_id,
-        )
-
-
-@dataclass(slots=True)
-class Delivery:
-    """A message on its way to one session, with the QoS and flags computed for that session."""
-
-    message: Message
-    qos: int
-    retain: bool
-    subscription_ids: tuple[int, ...] = ()
-    # Its id in the journal, once recorded for a session that outlives its connection.
-    journal_id: int = 0
-
-
-@dataclass(slots=True)
-class OutgoingFlight:
-    """A QoS 1 or 2 delivery sent and not yet fully acknowledged."""
-
-    delivery: Delivery
-    # False: waiting for PUBACK (QoS 1) or PUBREC (QoS 2); True: PUBREL sent, waiting for PUBCOMP.
-    released: bool = False
+# Named here too, where they were defined before they found their homes.
+__all__ = ["NEVER_EXPIRES", "Delivery", "OutgoingFlight", "Session", "SubscriptionEntry"]
 
 
 @dataclass(slots=True)
@@ -88,11 +43,12 @@ class Session:
     # Its topic permissions; None when no topic rules are configured.
     permissions: ClientPermissions | None = None
     subscriptions: dict[str, SubscriptionEntry] = field(default_factory=dict)
-    inflight: dict[int, OutgoingFlight] = field(default_factory=dict)
+    inflight: dict[int, OutgoingFlight[Delivery]] = field(default_factory=dict)
     pending: deque[Delivery] = field(default_factory=deque)
     # Packet ids of QoS 2 PUBLISHes received and answered with PUBREC, waiting for PUBREL.
     incoming_qos2: set[int] = field(default_factory=set)
-    connection: MQTTConnection | None = None
+    # The connection that carries it; None while the client is away.
+    connection: Subscriber | None = None
     will: Will | None = None
     expiry_handle: asyncio.TimerHandle | None = None
     will_handle: asyncio.TimerHandle | None = None
@@ -101,18 +57,8 @@ class Session:
     held_bytes: int = 0
     # Where changes to the session are recorded: set while its expiry interval is above 0.
     recorder: Recorder | None = None
-    _next_packet_id: int = 1
-
-    def allocate_packet_id(self) -> int:
-        """The next packet id not used by a message in flight to this client."""
-        packet_id = self._next_packet_id
-        inflight = self.inflight
-        if len(inflight) >= 65535:
-            raise RuntimeError("no free packet identifier: 65535 messages in flight")
-        while packet_id in inflight:
-            packet_id = packet_id % 65535 + 1
-        self._next_packet_id = packet_id % 65535 + 1
-        return packet_id
+    # The packet id the next delivery sent to the client tries first (the protocol's to count).
+    next_packet_id: int = 1
 
     def queue(self, delivery: Delivery, limit: int, byte_limit: int) -> bool:
         """Keep a delivery for later; False (and counted as dropped) when the queue is full:

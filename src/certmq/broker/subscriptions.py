@@ -8,9 +8,36 @@ keyed by ``("$share", group)``, which hands each message to one member in turn.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from certmq.broker.session import SubscriptionEntry
 from certmq.mqtt.topics import TopicTree, parse_shared_subscription
+
+
+@dataclass(slots=True)
+class SubscriptionEntry:
+    """One subscription of one session, with its MQTT 5.0 options."""
+
+    client_id: str
+    topic_filter: str  # as subscribed, including a `$share/group/` prefix
+    qos: int
+    no_local: bool = False
+    retain_as_published: bool = False
+    retain_handling: int = 0
+    subscription_id: int | None = None
+    # True when the client's rights do not cover every topic of the filter (the topic rules
+    # changed since it subscribed): each message is then checked before it is delivered.
+    filtered: bool = False
+
+    def options(self) -> tuple[str, int, bool, bool, int, int | None]:
+        """Every field but the client id, in order: what is kept of a subscription."""
+        return (
+            self.topic_filter,
+            self.qos,
+            self.no_local,
+            self.retain_as_published,
+            self.retain_handling,
+            self.subscription_id,
+        )
 
 
 class SharedGroup:

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from certmq import __version__
 from certmq.broker.core import BrokerCore
 from certmq.broker.messages import Message
 
 
-def sys_values(core: BrokerCore, started: float) -> dict[str, str]:
+def sys_values(core: BrokerCore[Any], started: float) -> dict[str, str]:
     stats = core.stats
     connected = stats.clients_connected
     return {
@@ -32,7 +33,7 @@ def sys_values(core: BrokerCore, started: float) -> dict[str, str]:
     }
 
 
-async def publish_sys_topics(core: BrokerCore, interval: float) -> None:
+async def publish_sys_topics(core: BrokerCore[Any], interval: float) -> None:
     started = time.monotonic()
     last: dict[str, str] = {}
     while True:
