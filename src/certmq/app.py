@@ -109,12 +109,7 @@ class Application:
             policy=self.policy,
         )
         broker = self.broker = Broker(
-            config,
-            self.instance,
-            authenticator,
-            contexts=contexts,
-            on_handshake_failure=audit.handshake_failed,
-            policy=self.policy,
+            config, authenticator, contexts, self.policy, on_handshake_failure=audit.handshake_failed
         )
         enforcement = RevocationEnforcement(registry.index, self.access_keys.secrets, contexts, broker)
         broker.core.audit = audit.record

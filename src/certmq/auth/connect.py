@@ -57,12 +57,3 @@ class AnonymousAuthenticator:
 
     def authenticate(self, attempt: ConnectAttempt) -> AuthOutcome:
         return ALLOW
-
-
-class DenyWithoutCredentials:
-    """Refuses every CONNECT: used when anonymous access is off and no credential scheme is set up."""
-
-    def authenticate(self, attempt: ConnectAttempt) -> AuthOutcome:
-        if attempt.username is None:
-            return AuthOutcome(False, ReasonCode.NOT_AUTHORIZED, "credentials are required")
-        return AuthOutcome(False, ReasonCode.BAD_USER_NAME_OR_PASSWORD, "unknown credentials")

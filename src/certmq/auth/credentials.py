@@ -11,7 +11,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 
-from certmq.auth.connect import AuthOutcome, ConnectAttempt
+from certmq.auth.connect import AuthOutcome
 from certmq.auth.identity import Identity
 from certmq.mqtt.reason_codes import ReasonCode
 
@@ -52,16 +52,3 @@ def check_signature(
     if not hmac.compare_digest(expected, password):
         return AuthOutcome(False, bad, "signature does not match")
     return AuthOutcome(True, identity=Identity(access_key_id=access_key_id))
-
-
-class SignatureAuthenticator:
-    """One-way mode credentials: every CONNECT must carry a valid signature."""
-
-    def __init__(self, instance_id: str, access_keys: Mapping[str, str]) -> None:
-        self.instance_id = instance_id
-        self.access_keys = access_keys
-
-    async def authenticate(self, attempt: ConnectAttempt) -> AuthOutcome:
-        return check_signature(
-            attempt.username, attempt.password, attempt.client_id, self.instance_id, self.access_keys
-        )

@@ -7,11 +7,10 @@ import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from certmq.auth.admission import ListenerPolicy
-from certmq.auth.connect import AnonymousAuthenticator, Authenticator, DenyWithoutCredentials
+from certmq.auth.connect import Authenticator
 from certmq.auth.listener_name import MQTT_LISTENERS
 from certmq.auth.mode import AuthMode
 from certmq.auth.ownership import SessionOwnerPolicy
@@ -28,10 +27,10 @@ from certmq.broker.topic_rules_file import CHECK_INTERVAL, TopicRulesFile
 from certmq.broker.websocket import WebSocketConnection
 from certmq.config import Config, parse_address
 from certmq.mqtt.reason_codes import ReasonCode
-from certmq.tls.context import ServerContexts, TrustSettings
+from certmq.tls.context import ServerContexts
 
 if TYPE_CHECKING:
-    from certmq.instance import Instance
+    pass
 
 log = logging.getLogger("certmq")
 
@@ -47,21 +46,20 @@ class Broker:
     def __init__(
         self,
         config: Config,
-        instance: Instance | None = None,
-        authenticator: Authenticator | None = None,
+        authenticator: Authenticator,
+        contexts: ServerContexts,
+        policy: ListenerPolicy,
         *,
-        contexts: ServerContexts | None = None,
         on_handshake_failure: Callable[[str, str, BaseException], None] | None = None,
-        policy: ListenerPolicy | None = None,
     ) -> None:
+        """The broker of one instance, as :class:`certmq.app.Application` composes it: its
+        ``authenticator`` decides every CONNECT, its TLS listeners serve ``contexts``, and
+        ``policy`` says which listeners ask for device certificates."""
         self.config = config
-        self.instance = instance
         self.contexts = contexts
         # (listener, peer, error) of a TLS handshake that failed.
         self.on_handshake_failure = on_handshake_failure
-        self.policy = policy or ListenerPolicy.from_config(config)
-        if authenticator is None:
-            authenticator = self._default_authenticator()
+        self.policy = policy
         denied = config.auth.subscribe_denied
         # Read again on SIGHUP and when it changes on disk (see reload_topic_rules).
         self.rules_file = TopicRulesFile.from_config(config)
@@ -87,15 +85,6 @@ class Broker:
         self.listeners: list[BoundListener] = []
         self._servers: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[None]] = []
-
-    def _default_authenticator(self) -> Authenticator:
-        if self.config.auth.anonymous:
-            return AnonymousAuthenticator()
-        if self.instance is not None:
-            from certmq.auth.credentials import SignatureAuthenticator
-
-            return SignatureAuthenticator(self.instance.id, self.instance.access_keys)
-        return DenyWithoutCredentials()
 
     def reload_topic_rules(self, rules_file: TopicRulesFile | None) -> None:
         """Read the topic rules from ``rules_file`` (the one the configuration names now; None:
@@ -136,14 +125,6 @@ class Broker:
                 log.info("topic rules file %s changed on disk", rules_file.path)
                 self.reload_topic_rules(rules_file)
 
-    def _certificate_files(self) -> tuple[Path, Path]:
-        tls = self.config.tls
-        if tls.cert_file:
-            return Path(tls.cert_file), Path(tls.key_file or tls.cert_file)
-        if self.instance is None:
-            raise RuntimeError("no server certificate: set tls.cert_file or run `certmq init`")
-        return self.instance.server_cert_file, self.instance.server_key_file
-
     async def start(self, skip: frozenset[str] = frozenset()) -> None:
         """Restore the saved state, then open every configured listener but those in ``skip``.
 
@@ -153,12 +134,7 @@ class Broker:
         if self.state is not None:
             await self.state.restore()
         listeners = self.config.listeners
-        if self.contexts is None and (listeners.tls or listeners.wss):
-            cert_file, key_file = self._certificate_files()
-            mutual = self.config.instance.auth_mode == AuthMode.MUTUAL
-            self.contexts = ServerContexts(TrustSettings(cert_file, key_file, mutual))
-        if self.contexts is not None:
-            self.contexts.watch()
+        self.contexts.watch()
         for name in MQTT_LISTENERS:
             if getattr(listeners, name) and name not in skip:
                 await self.open_listener(name)
@@ -191,7 +167,6 @@ class Broker:
 
         server: asyncio.Server
         if name in ("tls", "wss"):
-            assert self.contexts is not None
             server = await serve_tls(
                 make_protocol,
                 self.contexts,
@@ -249,8 +224,7 @@ class Broker:
         # Every connection is closed now, so every session is checkpointed as offline.
         if self.state is not None:
             await self.state.close()
-        if self.contexts is not None:
-            self.contexts.close()
+        self.contexts.close()
         await asyncio.sleep(0)
 
 
