@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from certmq.auth.apsara_client_id import device_id_of
+from certmq.auth.apsara_client_id import device_id_of, valid_apsara_client_id
 from certmq.auth.connect import AuthOutcome, ConnectAttempt
 from certmq.auth.decision import decide_device
 from certmq.mqtt.reason_codes import ReasonCode
@@ -57,3 +57,26 @@ def test_a_bound_device_id_must_be_the_certificate_cn(client_id: str, allowed: b
         assert (outcome.allowed, outcome.reason_code) == (False, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID)
         assert outcome.reason == "the DeviceID of GroupID@@@DeviceID must equal the certificate CN 'dev-5'"
         assert [row["reason"] for row in recorded] == ["client-id-not-bound"]
+
+
+@pytest.mark.parametrize(
+    ("client_id", "valid"),
+    [
+        ("GID_meters@@@meter-7", True),
+        ("GID-meters@@@meter-7", True),  # either separator after GID
+        ("GID_abc@@@d", True),  # the shortest GroupID: 7 characters
+        ("GID_ab@@@d", False),
+        ("GID_" + "a" * 53 + "@@@" + "d" * 4, True),  # 64 characters in all
+        ("GID_" + "a" * 53 + "@@@" + "d" * 5, False),  # 65
+        ("GID_meters@@@", False),  # no DeviceID
+        ("GID_meters", False),  # no separator
+        ("gid_meters@@@meter-7", False),
+        ("XID_meters@@@meter-7", False),
+        ("GID_met.ers@@@meter-7", False),  # a GroupID has letters, digits, '-' and '_' only
+        ("GID_métres@@@meter-7", False),  # ASCII only
+        ("GID_meters@@@a@@@b", True),  # the DeviceID is whatever follows the first separator
+        ("", False),
+    ],
+)
+def test_the_form_of_an_apsaramq_client_id(client_id: str, valid: bool) -> None:
+    assert valid_apsara_client_id(client_id) is valid

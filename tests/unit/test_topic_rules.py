@@ -161,7 +161,11 @@ def test_username_patterns_and_the_username_variable(tmp_path: Path) -> None:
 def test_a_variable_fills_in_any_value_but_an_empty_one(tmp_path: Path) -> None:
     rules = load(tmp_path)
     assert rules.for_client("dev-1", None, Identity(cn="sensor-X")).can_publish("devices/sensor-X/t")
-    assert not rules.for_client("dev-1", None, Identity(cn="")).can_publish("devices//t")
+    # A device certificate's CN is given even when empty; an empty value fills in nothing.
+    device_without_cn = Identity(ca_sn="0a", device_sn="01", cn="")
+    assert device_without_cn.fields()["cert.cn"] == ""
+    assert not rules.for_client("dev-1", None, device_without_cn).can_publish("devices//t")
+    assert not rules.for_client("dev-1", None, ANONYMOUS).can_publish("devices//t")
 
 
 def test_a_publish_rule_does_not_end_the_search_for_a_subscribe_rule(tmp_path: Path) -> None:
