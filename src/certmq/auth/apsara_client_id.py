@@ -13,7 +13,8 @@ def valid_apsara_client_id(client_id: str) -> bool:
     if len(client_id) > 64:
         return False
     group, separator, device = client_id.partition(SEPARATOR)
-    if not separator or not device or not 7 <= len(group) <= 64:
+    # A GroupID may be up to 64 characters, but the whole id may not: its length bounds the GroupID.
+    if not separator or not device or len(group) < 7:
         return False
     if not (group.startswith("GID_") or group.startswith("GID-")):
         return False
