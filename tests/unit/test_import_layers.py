@@ -53,9 +53,6 @@ MUST_NOT_IMPORT = {
     "console": frozenset({"api"}) | COMPOSITION,
 }
 
-# Imports that are part of a loop still to be broken. Remove each line once its import is gone.
-KNOWN_LOOP_IMPORTS: frozenset[tuple[str, str]] = frozenset()
-
 
 def _module_names() -> dict[str, Path]:
     modules = {}
@@ -184,23 +181,11 @@ def _where(importer: str, imported: str) -> str:
 
 
 def test_no_module_imports_itself_back() -> None:
-    graph = {
-        module: {
-            imported: line for imported, line in edges.items() if (module, imported) not in KNOWN_LOOP_IMPORTS
-        }
-        for module, edges in GRAPH.items()
-    }
-    cycles = _cycles(graph)
+    cycles = _cycles(GRAPH)
     assert not cycles, "import loops:\n" + "\n".join(
         " -> ".join(cycle) + "\n    " + "\n    ".join(_where(a, b) for a, b in itertools.pairwise(cycle))
         for cycle in cycles
     )
-
-
-def test_the_known_loop_imports_are_still_there() -> None:
-    """An import listed as a known part of a loop that the code no longer has is taken off the list."""
-    gone = sorted(edge for edge in KNOWN_LOOP_IMPORTS if edge[1] not in GRAPH.get(edge[0], {}))
-    assert not gone, f"no longer imported, remove from KNOWN_LOOP_IMPORTS: {gone}"
 
 
 def test_each_layer_imports_only_what_lies_below_it() -> None:
