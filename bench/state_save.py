@@ -16,12 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from certmq.broker.checkpoint_store import STATE_FILE_NAME, SqliteStateStore
 from certmq.broker.core import BrokerCore
-from certmq.broker.durability import StateKeeper, snapshot_to_state, take_snapshot
 from certmq.broker.messages import Message
-from certmq.broker.persistence import STATE_FILE_NAME, SqliteStateStore
 from certmq.broker.recovery import Recovery
 from certmq.broker.session import Delivery, OutgoingFlight, Session, SubscriptionEntry
+from certmq.broker.state_keeper import StateKeeper, snapshot_to_state, take_snapshot
 from certmq.config import MqttSection
 from certmq.mqtt.properties import PropertyId
 

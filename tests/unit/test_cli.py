@@ -19,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from certmq import pki
-from certmq.broker.persistence import STATE_FILE_NAME, BrokerState, SqliteStateStore
+from certmq.broker.checkpoint_store import STATE_FILE_NAME, BrokerState, SqliteStateStore
 from certmq.cli.main import main
 
 

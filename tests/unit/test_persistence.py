@@ -16,11 +16,7 @@ import pytest
 
 from certmq.auth.identity import ANONYMOUS, Identity
 from certmq.auth.ownership import session_owner
-from certmq.broker.core import BrokerCore
-from certmq.broker.durability import StateKeeper, snapshot_to_state, take_snapshot
-from certmq.broker.journal_log import JournalError, segment_numbers
-from certmq.broker.messages import Delivery, Message
-from certmq.broker.persistence import (
+from certmq.broker.checkpoint_store import (
     SCHEMA_VERSION,
     STATE_FILE_NAME,
     BrokerState,
@@ -36,8 +32,12 @@ from certmq.broker.persistence import (
     properties_from_json,
     properties_to_json,
 )
+from certmq.broker.core import BrokerCore
+from certmq.broker.journal_log import JournalError, segment_numbers
+from certmq.broker.messages import Delivery, Message
 from certmq.broker.recovery import Recovery, restore_snapshot
 from certmq.broker.session import Session
+from certmq.broker.state_keeper import StateKeeper, snapshot_to_state, take_snapshot
 from certmq.broker.subscriptions import SubscriptionEntry
 from certmq.config import MqttSection
 from certmq.mqtt.packets import Will
@@ -360,8 +360,8 @@ def test_a_process_killed_while_saving_leaves_the_previous_snapshot(tmp_path: Pa
         f"""
         import os
         from pathlib import Path
-        from certmq.broker import persistence
-        encode = persistence.properties_to_json
+        from certmq.broker import checkpoint_store
+        encode = checkpoint_store.properties_to_json
         calls = 0
         def dying(properties):
             global calls
@@ -369,10 +369,10 @@ def test_a_process_killed_while_saving_leaves_the_previous_snapshot(tmp_path: Pa
             if calls == 3:
                 os._exit(9)
             return encode(properties)
-        persistence.properties_to_json = dying
+        checkpoint_store.properties_to_json = dying
         from tests.unit.test_persistence import a_state
         state = a_state()
-        persistence.SqliteStateStore(Path({str(path)!r})).save(state._replace(saved_at=0.0))
+        checkpoint_store.SqliteStateStore(Path({str(path)!r})).save(state._replace(saved_at=0.0))
         """
     )
     root = Path(__file__).resolve().parents[2]

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from certmq.broker.checkpoint_store import STATE_FILE_NAME, SqliteStateStore
 from certmq.broker.core import BrokerCore
-from certmq.broker.durability import StateKeeper
 from certmq.broker.messages import Message
-from certmq.broker.persistence import STATE_FILE_NAME, SqliteStateStore
 from certmq.broker.session import Session
+from certmq.broker.state_keeper import StateKeeper
 from certmq.broker.subscriptions import SubscriptionEntry
 from certmq.config import MqttSection
 from certmq.mqtt.packets import Will

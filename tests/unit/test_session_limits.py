@@ -13,7 +13,6 @@ import pytest
 
 from certmq.auth.ownership import ANONYMOUS_OWNER, UNKNOWN_OWNER, SessionOwnerPolicy
 from certmq.broker.core import BrokerCore
-from certmq.broker.durability import snapshot_to_state, take_snapshot
 from certmq.broker.messages import Delivery
 from certmq.broker.recovery import restore_snapshot
 from certmq.broker.session import Session
@@ -24,6 +23,7 @@ from certmq.broker.session_limits import (
     SessionRefusal,
     identity_session_limit,
 )
+from certmq.broker.state_keeper import snapshot_to_state, take_snapshot
 from certmq.config import MqttSection
 
 DEVICE = "cert:77:0a1b"

@@ -10,7 +10,7 @@ stops at the first block that is cut short or whose CRC does not match: a proces
 middle of a write leaves a partial block at the end of the log, whose records were never
 acknowledged, and everything before it is intact.
 
-Records describe changes to the state :mod:`certmq.broker.persistence` saves whole at a
+Records describe changes to the state :mod:`certmq.broker.checkpoint_store` saves whole at a
 checkpoint: a message body is written once (:class:`MessageStored`) and referred to by its id
 from every session it is queued for. Times are wall-clock times (``time.time()``), which mean
 the same thing to the next process.

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from certmq.broker.checkpoint_store import StateStoreError
 from certmq.broker.journal import SEGMENT_HEADER, JournalFormatError, Record, RecordDecoder, encode_block
-from certmq.broker.persistence import StateStoreError
 
 log = logging.getLogger("certmq.broker")
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from certmq.auth.identity import Identity
+from certmq.broker.checkpoint_store import BrokerState, StoredDelivery, StoredMessage
 from certmq.broker.journal import (
     Clock,
     DeliveryQueued,
@@ -37,7 +38,6 @@ from certmq.broker.journal import (
     WillCleared,
 )
 from certmq.broker.messages import Delivery, Message
-from certmq.broker.persistence import BrokerState, StoredDelivery, StoredMessage
 from certmq.broker.session import Session
 from certmq.broker.subscriptions import SubscriptionEntry
 from certmq.mqtt.packets import Will

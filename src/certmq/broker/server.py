@@ -15,13 +15,13 @@ from certmq.auth.listener_name import MQTT_LISTENERS
 from certmq.auth.mode import AuthMode
 from certmq.auth.ownership import SessionOwnerPolicy
 from certmq.auth.topics import TopicRules, TopicRulesError
+from certmq.broker.checkpoint_store import STATE_FILE_NAME, SqliteStateStore
 from certmq.broker.client_connection import Listener
 from certmq.broker.connection import MQTTConnection
 from certmq.broker.core import BrokerCore
-from certmq.broker.durability import StateKeeper
 from certmq.broker.journal_log import JOURNAL_DIRECTORY
 from certmq.broker.listeners import serve_tls
-from certmq.broker.persistence import STATE_FILE_NAME, SqliteStateStore
+from certmq.broker.state_keeper import StateKeeper
 from certmq.broker.sys_topics import publish_sys_topics
 from certmq.broker.topic_rules_file import CHECK_INTERVAL, TopicRulesFile
 from certmq.broker.websocket import WebSocketConnection

@@ -157,7 +157,7 @@ async def serve(
 ) -> int:
     """Start the broker, reload on SIGHUP, wait for SIGTERM or SIGINT, stop it; the exit status."""
     from certmq.app import Application
-    from certmq.broker.persistence import StateStoreError
+    from certmq.broker.checkpoint_store import StateStoreError
 
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()

@@ -2,7 +2,7 @@
 
 The broker writes a whole snapshot at a time, as a checkpoint of its journal (at shutdown and
 whenever the journal has grown by ``mqtt.checkpoint_bytes``), and reads it back once, at start,
-before the journal's later records; see :mod:`certmq.broker.durability`. A snapshot is
+before the journal's later records; see :mod:`certmq.broker.state_keeper`. A snapshot is
 made of the records below: named tuples of plain values whose times are wall-clock times
 (``time.time()``), so a store knows nothing of the event loop or of the broker's own objects.
 

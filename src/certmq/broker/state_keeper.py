@@ -22,9 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from certmq.auth.identity import Identity
-from certmq.broker.journal_log import LogContents, LogWriter, delete_segments, prepare_directory, read_log
-from certmq.broker.messages import Delivery, Message
-from certmq.broker.persistence import (
+from certmq.broker.checkpoint_store import (
     BrokerState,
     StateStore,
     StoredDelivery,
@@ -34,6 +32,8 @@ from certmq.broker.persistence import (
     StoredSubscription,
     StoredWill,
 )
+from certmq.broker.journal_log import LogContents, LogWriter, delete_segments, prepare_directory, read_log
+from certmq.broker.messages import Delivery, Message
 from certmq.broker.recorder import Recorder
 from certmq.broker.recovery import Recovery
 from certmq.broker.routing import NOT_KEPT_PREFIX
