@@ -1,5 +1,5 @@
-"""The shape of certmq's imports: no module imports itself back through others, and each layer
-imports only what lies below it (docs/architecture.md).
+"""The shape of certmq's imports and modules: no module imports itself back through others, each
+layer imports only what lies below it, and no module grows past one concern (docs/architecture.md).
 
 Every ``import`` of every module under ``src/certmq`` counts, those under ``if TYPE_CHECKING:``
 and inside functions too: a reader follows them all.
@@ -234,3 +234,15 @@ def later():
         ("certmq.mqtt.topics", 4),
         ("certmq.tls.context", 14),  # inside a function
     ]
+
+
+# A module a reader can hold in mind at once: past this, it holds more than one concern.
+MAX_MODULE_LINES = 700
+
+
+def test_no_module_is_over_the_size_of_one_concern() -> None:
+    sizes = {
+        str(path.relative_to(PACKAGE_ROOT.parent)): len(path.read_text().splitlines())
+        for path in MODULES.values()
+    }
+    assert not {path: lines for path, lines in sizes.items() if lines > MAX_MODULE_LINES}
