@@ -4,6 +4,8 @@ an environment variable ``CERTMQ_<SECTION>_<KEY>``."""
 from __future__ import annotations
 
 import os
+import re
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -14,6 +16,8 @@ from certmq.auth.mode import AuthMode
 from certmq.auth.ownership import SessionOwnerPolicy
 
 CONFIG_FILE_NAME = "certmq.toml"
+# What a node name may hold: it is one token of NATS subjects and names consumers.
+NODE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")  # readable lines, or one JSON object per line
 
@@ -200,6 +204,32 @@ class LogSection:
 
 
 @dataclass(slots=True)
+class ClusterSection:
+    NOTE: ClassVar[str] = (
+        'several nodes as one broker (docs/cluster.md); nats_servers "": a single node'  # written beside the section's header
+    )
+
+    node_name: str = setting(
+        "",
+        'unique per node; "": derived from the host name and the MQTT port\n(`serve --workers N` adds -1 … -N)',
+    )
+    nats_servers: str = setting(
+        "",
+        "comma-separated nats:// (or tls://) URLs; set: this node joins the cluster\n(storage.url must be PostgreSQL)",
+    )
+    nats_credentials: str = setting("", 'a NATS credentials file (.creds: JWT and NKey seed); "": none')
+    nats_tls_ca_file: str = setting(
+        "", "CA certificates the NATS servers' certificates are checked with; \"\": the system's"
+    )
+    nats_tls_cert_file: str = setting("", 'client certificate for NATS servers that ask for one; "": none')
+    nats_tls_key_file: str = setting("", "its private key")
+    subject_prefix: str = setting(
+        "certmq",
+        "first token of every NATS subject and stream name of this cluster\n(clusters sharing NATS servers need different ones)",
+    )
+
+
+@dataclass(slots=True)
 class Config:
     instance: InstanceSection = field(default_factory=InstanceSection)
     listeners: ListenersSection = field(default_factory=ListenersSection)
@@ -210,10 +240,11 @@ class Config:
     api: ApiSection = field(default_factory=ApiSection)
     audit: AuditSection = field(default_factory=AuditSection)
     log: LogSection = field(default_factory=LogSection)
+    cluster: ClusterSection = field(default_factory=ClusterSection)
     data_dir: Path = field(default_factory=lambda: Path("data"))
 
 
-SECTIONS = ("instance", "listeners", "tls", "storage", "auth", "mqtt", "api", "audit", "log")
+SECTIONS = ("instance", "listeners", "tls", "storage", "auth", "mqtt", "api", "audit", "log", "cluster")
 
 
 def section_note(section: str) -> str:
@@ -333,3 +364,44 @@ def parse_address(address: str) -> tuple[str, int]:
     if not sep or not port.isdigit():
         raise ConfigError(f"listener address {address!r}: expected HOST:PORT")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def check_cluster(config: Config) -> None:
+    """Raise ConfigError when the ``[cluster]`` settings cannot work: a node joins a cluster
+    only with a registry every node shares, which SQLite in a data directory is not."""
+    if not config.cluster.nats_servers.strip():
+        return
+    if not config.storage.url.startswith(("postgresql:", "postgresql+", "postgres:")):
+        raise ConfigError(
+            "cluster.nats_servers is set, so this node joins a cluster, but storage.url is "
+            f"{'empty (SQLite in the data directory)' if not config.storage.url else repr(config.storage.url)}: "
+            "the nodes of a cluster share one registry, set storage.url (CERTMQ_STORAGE_URL) to "
+            "postgresql://USER@HOST/DB (docs/cluster.md)"
+        )
+    name = config.cluster.node_name
+    if name and not NODE_NAME.fullmatch(name):
+        raise ConfigError(
+            f"cluster.node_name: {name!r} may hold only letters, digits, '-' and '_' "
+            "(it names the node's NATS consumers and subjects)"
+        )
+    for url in nats_servers(config):
+        if "://" not in url:
+            raise ConfigError(
+                f"cluster.nats_servers: {url!r} is not a URL (nats://HOST:PORT or tls://HOST:PORT)"
+            )
+
+
+def nats_servers(config: Config) -> list[str]:
+    """The NATS server URLs of ``cluster.nats_servers``; empty on a single node."""
+    return [url.strip() for url in config.cluster.nats_servers.split(",") if url.strip()]
+
+
+def node_name(config: Config) -> str:
+    """This node's name in the cluster: ``cluster.node_name``, else the host name and the port
+    of the first MQTT listener (unique on one machine, readable in `certmq connections`)."""
+    if config.cluster.node_name:
+        return config.cluster.node_name
+    listeners = config.listeners
+    address = listeners.tcp or listeners.tls or listeners.ws or listeners.wss or listeners.http
+    port = parse_address(address)[1] if address else 0
+    return f"{socket.gethostname().split('.')[0]}-{port}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import fields
 from pathlib import Path
 
@@ -12,8 +13,11 @@ from certmq.config import (
     Config,
     ConfigError,
     changed_settings,
+    check_cluster,
     definitions,
     load_config,
+    nats_servers,
+    node_name,
     parse_address,
 )
 from certmq.config_file import render_config
@@ -222,3 +226,54 @@ def test_changed_settings_names_each_key_that_differs(tmp_path: Path) -> None:
     after.mqtt.max_packet_size = 4096
     after.log.level = "debug"
     assert changed_settings(before, after) == ["auth.acl_file", "mqtt.max_packet_size", "log.level"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["", "sqlite:////tmp/registry.db", "/var/lib/certmq/registry.db"],
+)
+def test_a_cluster_node_refuses_a_registry_it_cannot_share(tmp_path: Path, url: str) -> None:
+    environ = {"CERTMQ_CLUSTER_NATS_SERVERS": "nats://127.0.0.1:4222", "CERTMQ_STORAGE_URL": url}
+    config = load_config(tmp_path, environ=environ)
+    with pytest.raises(ConfigError, match=r"storage.url .*postgresql://USER@HOST/DB"):
+        check_cluster(config)
+
+
+def test_a_cluster_node_on_postgresql_and_a_single_node_on_sqlite_are_accepted(tmp_path: Path) -> None:
+    check_cluster(load_config(tmp_path, environ={}))
+    clustered = load_config(
+        tmp_path,
+        environ={
+            "CERTMQ_CLUSTER_NATS_SERVERS": "nats://127.0.0.1:4222, nats://127.0.0.1:4223",
+            "CERTMQ_STORAGE_URL": "postgresql://certmq@db/certmq",
+            "CERTMQ_CLUSTER_NODE_NAME": "node-a_1",
+        },
+    )
+    check_cluster(clustered)
+    assert nats_servers(clustered) == ["nats://127.0.0.1:4222", "nats://127.0.0.1:4223"]
+    assert node_name(clustered) == "node-a_1"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("CERTMQ_CLUSTER_NODE_NAME", "node.1", "only letters, digits"),
+        ("CERTMQ_CLUSTER_NODE_NAME", "node 1", "only letters, digits"),
+        ("CERTMQ_CLUSTER_NATS_SERVERS", "127.0.0.1:4222", "not a URL"),
+    ],
+)
+def test_cluster_settings_that_cannot_work_are_named(
+    tmp_path: Path, name: str, value: str, message: str
+) -> None:
+    environ = {
+        "CERTMQ_CLUSTER_NATS_SERVERS": "nats://127.0.0.1:4222",
+        "CERTMQ_STORAGE_URL": "postgresql://certmq@db/certmq",
+        name: value,
+    }
+    with pytest.raises(ConfigError, match=message):
+        check_cluster(load_config(tmp_path, environ=environ))
+
+
+def test_a_node_without_a_name_is_named_after_its_host_and_port(tmp_path: Path) -> None:
+    config = load_config(tmp_path, environ={"CERTMQ_LISTENERS_TCP": "127.0.0.1:2883"})
+    assert node_name(config) == f"{socket.gethostname().split('.')[0]}-2883"

@@ -19,7 +19,15 @@ from certmq import __version__
 from certmq.cli.errors import CommandError
 from certmq.cli.init import DEFAULT_DATA_DIR, summary
 from certmq.cli.logs import configure_logging
-from certmq.config import CONFIG_FILE_NAME, LOG_FORMATS, LOG_LEVELS, Config, ConfigError, load_config
+from certmq.config import (
+    CONFIG_FILE_NAME,
+    LOG_FORMATS,
+    LOG_LEVELS,
+    Config,
+    ConfigError,
+    check_cluster,
+    load_config,
+)
 from certmq.instance import Instance, init_instance, is_initialised, load_instance
 
 if TYPE_CHECKING:
@@ -88,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         if result is not None:
             print(summary(result), flush=True)
     config = load_config(data_dir, args.config)
+    check_cluster(config)
     LogSettings.of(args, config).apply()
     instance = load_instance(data_dir, config, args.config)
     # The broker reads [tls] itself: hand it the paths resolved against the data directory.
