@@ -46,8 +46,8 @@ from certmq.mqtt.session_flows import OutgoingFlight
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from certmq.broker.commit_gate import CommitGate
     from certmq.broker.core import BrokerCore
-    from certmq.broker.recorder import Recorder
 
 log = logging.getLogger("certmq.connection")
 
@@ -152,24 +152,24 @@ class MQTTConnection(asyncio.Protocol):
         """Hand every event the protocol has to its handler; then write what they queued."""
         protocol = self.protocol
         handlers = self.HANDLERS
-        recorder = self.core.recorder
+        gate = self.core.commit_gate
         self._in_batch = True
         try:
-            if recorder is None:
+            if gate is None:
                 event = protocol.next_event()
                 while event is not None:
                     handlers[event.__class__](self, event)
                     event = protocol.next_event()
             else:
                 while True:
-                    appended = recorder.appended
+                    appended = gate.appended
                     written = len(protocol.output)
                     event = protocol.next_event()
                     if event is None:
                         break
                     handlers[event.__class__](self, event)
-                    if recorder.appended != appended:
-                        self._hold_replies(written, recorder)
+                    if gate.appended != appended:
+                        self._hold_replies(written, gate)
         finally:
             self._in_batch = False
             if protocol.output or self._ready:
@@ -212,11 +212,11 @@ class MQTTConnection(asyncio.Protocol):
             log.warning("disconnecting %s: it does not read what it is sent", self.client_id or self.peer)
             self.close(ReasonCode.QUOTA_EXCEEDED, "slow consumer", publish_will=True)
 
-    def _hold_replies(self, written: int, recorder: Recorder) -> None:
-        """What the protocol queued since its output held ``written`` pieces acknowledges records
+    def _hold_replies(self, written: int, gate: CommitGate) -> None:
+        """What the protocol queued since its output held ``written`` pieces acknowledges work
         just appended: keep it, and all output after it (MQTT 4.6 keeps acknowledgements in
-        order), until the journal has written them."""
-        sequence = recorder.appended
+        order), until that work is committed (certmq.broker.commit_gate)."""
+        sequence = gate.mark()
         protocol = self.protocol
         held = self._held
         if held:
@@ -234,24 +234,23 @@ class MQTTConnection(asyncio.Protocol):
             held.append([sequence, replies])
         if not self._awaiting_commit:
             self._awaiting_commit = True
-            recorder.when_committed(self._release_replies)
+            gate.when_committed(self._release_replies)
 
     def _release_replies(self) -> None:
         self._awaiting_commit = False
         held = self._held
-        recorder = self.core.recorder
-        if not held or recorder is None:
+        gate = self.core.commit_gate
+        if not held or gate is None:
             return
         if self._closed:
             held.clear()
             return
         held[-1][1].extend(self.protocol.take_output())
-        committed = recorder.committed
-        while held and held[0][0] <= committed:
+        while held and gate.passed(held[0][0]):
             self._ready.extend(held.popleft()[1])
         if held:
             self._awaiting_commit = True
-            recorder.when_committed(self._release_replies)
+            gate.when_committed(self._release_replies)
         if self._ready and not self._in_batch:
             self._flush()
 
@@ -354,11 +353,11 @@ class MQTTConnection(asyncio.Protocol):
             return  # closed meanwhile
         self._in_batch = True
         try:
-            recorder = self.core.recorder
-            appended, written = (0 if recorder is None else recorder.appended), len(self.protocol.output)
+            gate = self.core.commit_gate
+            appended, written = (0 if gate is None else gate.appended), len(self.protocol.output)
             conclude(outcome)
-            if recorder is not None and recorder.appended != appended:
-                self._hold_replies(written, recorder)
+            if gate is not None and gate.appended != appended:
+                self._hold_replies(written, gate)
         finally:
             self._in_batch = False
         if self.transport is not None and self.protocol.state == CONNECTED:

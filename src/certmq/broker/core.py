@@ -21,6 +21,7 @@ from certmq.auth.identity import Identity
 from certmq.auth.ownership import SessionOwnerPolicy
 from certmq.auth.topics import ClientPermissions, TopicRules
 from certmq.broker.certificate_expiry import CertificateExpiry
+from certmq.broker.commit_gate import CommitGate, CommitSource
 from certmq.broker.quotas import longest_unchecked_topic, topic_within_limits
 from certmq.broker.retained import MemoryRetainedStore, RetainedStore
 from certmq.broker.routing import LocalRouter, Router
@@ -121,10 +122,28 @@ class BrokerCore(Generic[C]):
         self.restore_session = self.ownership.restore
         # The journal of what must survive a crash; None with persistence off (see record_to).
         self.recorder: Recorder | None = None
+        # What replies wait for (the journal's writes, the cluster's); None: nothing.
+        self.commit_gate: CommitGate | None = None
+        self._commit_sources: list[CommitSource] = []
 
     def record_to(self, recorder: Recorder | None) -> None:
         """Record what must survive a crash in ``recorder`` from now on (None: nowhere)."""
+        if self.recorder is not None:
+            self._commit_sources.remove(self.recorder)
         self.recorder = self.router.recorder = self.ownership.recorder = recorder
+        if recorder is not None:
+            self._commit_sources.append(recorder)
+        self._gate_sources()
+
+    def wait_for_commits(self, source: CommitSource) -> None:
+        """From now on replies that acknowledge work appended to ``source`` also wait for it to
+        be committed (certmq.broker.commit_gate)."""
+        self._commit_sources.append(source)
+        self._gate_sources()
+
+    def _gate_sources(self) -> None:
+        sources = self._commit_sources
+        self.commit_gate = CommitGate(sources) if sources else None
 
     @property
     def identity_valid(self) -> Callable[[Session], bool]:
