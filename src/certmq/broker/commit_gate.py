@@ -72,15 +72,35 @@ class CommitGate:
             source.when_committed(once)
 
 
-class OutOfOrderCommits:
-    """A :class:`CommitSource` whose pieces of work complete in any order (requests answered by
-    another server): ``committed`` is the length of the completed prefix."""
+class Commits:
+    """Counts of appended and committed work, and the callbacks waiting for the next commit."""
 
     def __init__(self) -> None:
         self.appended = 0
         self.committed = 0
-        self._completed: set[int] = set()
         self._waiting: list[Callable[[], None]] = []
+
+    def when_committed(self, callback: Callable[[], None]) -> None:
+        self._waiting.append(callback)
+
+    def _committed_to(self, committed: int) -> None:
+        """The first ``committed`` pieces are committed: wake whoever waits."""
+        if committed > self.committed:
+            self.committed = committed
+        waiting = self._waiting
+        if waiting:
+            self._waiting = []
+            for callback in waiting:
+                callback()
+
+
+class OutOfOrderCommits(Commits):
+    """A :class:`CommitSource` whose pieces of work complete in any order (requests answered by
+    another server): ``committed`` is the length of the completed prefix."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._completed: set[int] = set()
 
     def append(self) -> int:
         """A new piece of work; its number, for :meth:`complete`."""
@@ -97,14 +117,5 @@ class OutOfOrderCommits:
         while committed + 1 in completed:
             committed += 1
             completed.discard(committed)
-        if committed == self.committed:
-            return
-        self.committed = committed
-        waiting = self._waiting
-        if waiting:
-            self._waiting = []
-            for callback in waiting:
-                callback()
-
-    def when_committed(self, callback: Callable[[], None]) -> None:
-        self._waiting.append(callback)
+        if committed != self.committed:
+            self._committed_to(committed)

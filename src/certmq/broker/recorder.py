@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from certmq.broker.commit_gate import Commits
 from certmq.broker.journal import (
     encode_clock,
     encode_delivery_queued,
@@ -57,7 +58,7 @@ class Session(Protocol):
     identity: Identity
 
 
-class Recorder:
+class Recorder(Commits):
     """Encodes the broker's durable changes as journal records and tracks which are written.
 
     ``appended`` counts the records appended so far; ``committed`` is the count the writer has
@@ -75,13 +76,11 @@ class Recorder:
         checkpoint_bytes: int = 0,
         on_log_full: Callable[[], None] | None = None,
     ) -> None:
+        super().__init__()
         self._loop = asyncio.get_running_loop()
         self._writer = writer
         self.segment = segment
-        self.appended = 0
-        self.committed = 0
         self._records: list[bytes] = []
-        self._waiting: list[Callable[[], None]] = []
         # next() on itertools.count is atomic, so a checkpoint's worker thread may draw ids too.
         self.message_ids = itertools.count(next_message_id)
         self.delivery_ids = itertools.count(next_delivery_id)
@@ -118,19 +117,6 @@ class Recorder:
     def written(self, sequence: int) -> None:
         """Called from the writer's thread: the records up to ``sequence`` are written."""
         self._loop.call_soon_threadsafe(self._committed_to, sequence)
-
-    def _committed_to(self, sequence: int) -> None:
-        if sequence > self.committed:
-            self.committed = sequence
-        waiting = self._waiting
-        if waiting:
-            self._waiting = []
-            for callback in waiting:
-                callback()
-
-    def when_committed(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` on the loop after the next commit (once); it checks ``committed``."""
-        self._waiting.append(callback)
 
     async def all_committed(self) -> None:
         """Return once every record appended so far is written."""
