@@ -44,10 +44,13 @@ COMPOSITION = frozenset(
         "cli",
     }
 )
+# `cluster` (several nodes as one broker) sits beside the broker and may use it, the protocol and
+# auth; nothing below it knows there is a cluster.
 MUST_NOT_IMPORT = {
-    "auth": frozenset({"broker", "api", "console", "web"}) | COMPOSITION,
-    "broker": frozenset({"registry", "api", "console", "web"}) | COMPOSITION,
-    "registry": frozenset({"broker", "api", "console", "web"}) | COMPOSITION,
+    "auth": frozenset({"broker", "cluster", "api", "console", "web"}) | COMPOSITION,
+    "broker": frozenset({"registry", "cluster", "api", "console", "web"}) | COMPOSITION,
+    "cluster": frozenset({"registry", "api", "console", "web"}) | COMPOSITION,
+    "registry": frozenset({"broker", "cluster", "api", "console", "web"}) | COMPOSITION,
     "web": frozenset({"api", "console"}) | COMPOSITION,
     "api": frozenset({"console"}) | COMPOSITION,
     "console": frozenset({"api"}) | COMPOSITION,
