@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from certmq.access_keys import AccessKeyStore
 from certmq.auth.admission import ListenerPolicy
@@ -21,7 +21,7 @@ from certmq.auth.mode import AuthMode
 from certmq.auth_mode_switch import AuthModeSwitch, stored_auth_mode
 from certmq.broker.server import Broker
 from certmq.broker.topic_rules_file import TopicRulesFile
-from certmq.config import Config, changed_settings
+from certmq.config import Config, changed_settings, nats_servers
 from certmq.control import BrokerControl
 from certmq.decision_audit import DecisionAudit
 from certmq.demo import ensure_demo_ca
@@ -35,6 +35,9 @@ from certmq.revocation_enforcement import RevocationEnforcement, registered_ca_p
 from certmq.server_certificate_in_use import ServerCertificateInUse, server_certificate_files_in_use
 from certmq.tls.context import ServerContexts, TrustSettings
 from certmq.web.metrics import Metrics
+
+if TYPE_CHECKING:
+    from certmq.cluster.node import ClusterNode
 
 log = logging.getLogger("certmq")
 
@@ -57,6 +60,7 @@ class Application:
         self.registry: RegistryService | None = None
         self.broker: Broker | None = None
         self.control: BrokerControl | None = None
+        self.cluster: ClusterNode | None = None
         # Which listeners each mode opens, and to whom.
         self.policy = ListenerPolicy.from_config(config)
         self.started_at = datetime.now(UTC)
@@ -119,6 +123,12 @@ class Application:
         auth_modes = AuthModeSwitch(mode, self.policy, registry, contexts, broker)
         self._server_certificate = ServerCertificateInUse(registry, contexts, self.instance.data_dir)
         self.control = InstanceControl(broker, auth_modes, self._server_certificate)
+        if nats_servers(config):
+            # Imported here: a single node needs neither NATS nor its client library.
+            from certmq.cluster.node import ClusterNode
+
+            self.cluster = ClusterNode(config, broker.core)
+            self.cluster.start()
         log.info("auth mode %s: %s", mode, self.policy.describe(mode))
         await broker.start(skip=auth_modes.closed_listeners())
         if config.listeners.http:
@@ -131,6 +141,8 @@ class Application:
             self._unsubscribe()
         if self.broker is not None:
             await self.broker.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
         if self.registry is not None:
             await self.registry.close()
             self.registry.store.close()

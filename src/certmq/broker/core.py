@@ -104,15 +104,7 @@ class BrokerCore(Generic[C]):
             owner_policy=session_owner,
             permissions_for=self.permissions_for,
         )
-        # The core's operations are its router's and its session ownership's.
-        self.publish = self.router.publish
-        self.subscribe = self.router.subscribe
-        self.unsubscribe = self.router.unsubscribe
-        self.queue = self.router.queue
-        self.count_queue_full = self.router.count_queue_full
-        self.retained_fits = self.router.retained_fits
-        self.refuse_retained = self.router.refuse_retained
-        self.retained_matching = self.router.retained_matching
+        self._bind_router()
         self.may_resume = self.ownership.may_resume
         self.session_refusal = self.ownership.refusal
         self.attach = self.ownership.attach
@@ -125,6 +117,27 @@ class BrokerCore(Generic[C]):
         # What replies wait for (the journal's writes, the cluster's); None: nothing.
         self.commit_gate: CommitGate | None = None
         self._commit_sources: list[CommitSource] = []
+
+    def _bind_router(self) -> None:
+        """The core's operations are its router's (and, below, its session ownership's)."""
+        router = self.router
+        self.publish = router.publish
+        self.subscribe = router.subscribe
+        self.unsubscribe = router.unsubscribe
+        self.queue = router.queue
+        self.count_queue_full = router.count_queue_full
+        self.retained_fits = router.retained_fits
+        self.refuse_retained = router.refuse_retained
+        self.retained_matching = router.retained_matching
+
+    def route_through(self, router: Router) -> None:
+        """Route with ``router`` from now on (a cluster's, which wraps the local one), before
+        the listeners open: the handlers, the wills and the sessions all reach it."""
+        router.recorder = self.recorder
+        self.router = router
+        self._bind_router()
+        self.wills.route_to(router.publish)
+        self.ownership.route_through(router)
 
     def record_to(self, recorder: Recorder | None) -> None:
         """Record what must survive a crash in ``recorder`` from now on (None: nowhere)."""

@@ -79,6 +79,10 @@ class SessionOwnership(Protocol):
         """Take back an offline session saved by an earlier run of the broker, with its timers."""
         ...
 
+    def route_through(self, router: Router) -> None:
+        """Route the sessions' subscriptions with ``router`` from now on."""
+        ...
+
     def authorize(self, session: Session, permissions: ClientPermissions | None) -> None:
         """Give ``session`` its topic permissions, and judge its subscriptions by them."""
         ...
@@ -224,6 +228,9 @@ class LocalSessions:
             session.recorder.session_ended(session)
         session.recorder = None
         self._forget(session)
+
+    def route_through(self, router: Router) -> None:
+        self.router = router
 
     def restore(self, session: Session, expires_in: float | None, will_in: float | None) -> None:
         """``expires_in``: seconds until the session expires (None: never); ``will_in``: seconds

@@ -55,6 +55,10 @@ class Wills:
         # which may be long after the client left. The application sets it.
         self.identity_valid: Callable[[Session], bool] = _always_valid
 
+    def route_to(self, publish: Callable[[Message], int]) -> None:
+        """Publish the wills that go out with ``publish`` from now on."""
+        self._publish = publish
+
     def connection_closed(self, session: Session, publish_will: bool) -> None:
         """The connection carrying ``session`` closed: its will goes out now, later (its delay,
         when the session outlives the connection), or never (``publish_will`` False)."""

@@ -1,0 +1,175 @@
+"""This node's connection to the NATS servers of its cluster: connecting (credentials, TLS),
+reconnecting without a restart, and what is known of the link for logs, metrics and /readyz.
+
+nats-py keeps the connection: when a server goes away it moves to another of the cluster's
+servers (those configured, and those the servers announce), resubscribes, and buffers what is
+published meanwhile. Before the first connection succeeds the node runs alone, trying again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.errors import SlowConsumerError
+
+from certmq.config import ClusterSection
+
+log = logging.getLogger("certmq.cluster")
+
+# Between two attempts at the first connection; later reconnections are nats-py's.
+FIRST_CONNECT_RETRY = 1.0
+RECONNECT_WAIT = 0.25
+# What is published while the servers are out of reach and buffered meanwhile, at most.
+PENDING_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class LinkStats:
+    """What the metrics show of the link."""
+
+    connected: bool = False
+    disconnects: int = 0
+    reconnects: int = 0
+    # Messages the NATS client dropped because this node did not take them fast enough.
+    slow_consumer_drops: int = 0
+    errors: int = 0
+
+
+class NatsLink:
+    """One NATS connection, with ``on_connected`` called after the first connection and after
+    every reconnection (to set up what the servers do not keep)."""
+
+    def __init__(self, settings: ClusterSection, servers: list[str], node: str) -> None:
+        self.settings = settings
+        self.servers = servers
+        self.node = node
+        self.stats = LinkStats()
+        self.client: Client | None = None
+        self.on_connected: Callable[[], Awaitable[None]] | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def connected(self) -> bool:
+        client = self.client
+        return client is not None and client.is_connected
+
+    def start(self) -> None:
+        """Connect in the background; the node does not wait for NATS to start serving."""
+        self._connecting = asyncio.get_running_loop().create_task(self._connect())
+
+    async def _connect(self) -> None:
+        while not self._closing:
+            try:
+                client = await nats.connect(**self._options())
+            except Exception as error:  # nats-py raises several kinds; each is retried alike
+                log.warning(
+                    "cannot connect to NATS (%s): %s; retrying in %.0f s",
+                    ", ".join(self.servers),
+                    error or type(error).__name__,
+                    FIRST_CONNECT_RETRY,
+                )
+                await asyncio.sleep(FIRST_CONNECT_RETRY)
+                continue
+            self.client = client
+            self.stats.connected = True
+            log.info(
+                "connected to NATS at %s as node %s",
+                client.connected_url.netloc if client.connected_url else "?",
+                self.node,
+            )
+            await self._set_up()
+            return
+
+    async def _set_up(self) -> None:
+        if self.on_connected is None:
+            return
+        try:
+            await self.on_connected()
+        except Exception:
+            log.exception(
+                "setting up the cluster's subscriptions on NATS failed; retried at the next reconnection"
+            )
+
+    def _options(self) -> dict[str, Any]:
+        settings = self.settings
+        options: dict[str, Any] = {
+            "servers": self.servers,
+            "name": f"certmq {self.node}",
+            "allow_reconnect": True,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": RECONNECT_WAIT,
+            "connect_timeout": 2,
+            "pending_size": PENDING_BYTES,
+            # What this node publishes, it has already routed to its own clients.
+            "no_echo": True,
+            "error_cb": self._error,
+            "disconnected_cb": self._disconnected,
+            "reconnected_cb": self._reconnected,
+            "closed_cb": self._closed,
+        }
+        if settings.nats_credentials:
+            options["user_credentials"] = settings.nats_credentials
+        if (
+            settings.nats_tls_ca_file
+            or settings.nats_tls_cert_file
+            or any(url.startswith("tls://") for url in self.servers)
+        ):
+            context = ssl.create_default_context(cafile=settings.nats_tls_ca_file or None)
+            if settings.nats_tls_cert_file:
+                context.load_cert_chain(settings.nats_tls_cert_file, settings.nats_tls_key_file or None)
+            options["tls"] = context
+        return options
+
+    async def confirm(self, timeout: float) -> None:
+        """Return once the server has everything sent so far (a PING answered). nats-py writes
+        its PING ahead of the commands still in its buffer, so the buffer is written first."""
+        client = self.client
+        if client is None:
+            return
+        await client._flush_pending(force_flush=True)
+        await client.flush(timeout=max(1, int(timeout)))
+
+    async def _error(self, error: Exception) -> None:
+        if isinstance(error, SlowConsumerError):
+            # Counted, not logged one by one: a burst would flood the log.
+            self.stats.slow_consumer_drops += 1
+            return
+        self.stats.errors += 1
+        log.warning("NATS: %s", error or type(error).__name__)
+
+    async def _disconnected(self) -> None:
+        if self._closing:
+            return
+        self.stats.connected = False
+        self.stats.disconnects += 1
+        log.warning("lost the connection to NATS; reconnecting (messages to other nodes wait meanwhile)")
+
+    async def _reconnected(self) -> None:
+        self.stats.connected = True
+        self.stats.reconnects += 1
+        client = self.client
+        url = client.connected_url.netloc if client is not None and client.connected_url else "?"
+        log.info("reconnected to NATS at %s", url)
+        await self._set_up()
+
+    async def _closed(self) -> None:
+        self.stats.connected = False
+
+    async def stop(self) -> None:
+        self._closing = True
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
+        client = self.client
+        if client is not None and not client.is_closed:
+            try:
+                await asyncio.wait_for(client.drain(), 5)
+            except Exception:
+                await client.close()

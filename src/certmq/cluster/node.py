@@ -1,0 +1,43 @@
+"""This node as a member of a cluster: its NATS link and its router, put in the broker's core
+before the listeners open, and taken down after they close."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from certmq.broker.core import BrokerCore
+from certmq.broker.routing import LocalRouter
+from certmq.cluster.nats_link import NatsLink
+from certmq.cluster.router import ClusterRouter
+from certmq.config import Config, nats_servers, node_name
+
+log = logging.getLogger("certmq.cluster")
+
+# The stream of messages between nodes is replicated on up to this many NATS servers.
+MAX_REPLICAS = 3
+
+
+class ClusterNode:
+    def __init__(self, config: Config, core: BrokerCore[Any]) -> None:
+        servers = nats_servers(config)
+        self.name = node_name(config)
+        self.link = NatsLink(config.cluster, servers, self.name)
+        local = core.router
+        assert isinstance(local, LocalRouter)
+        self.router = ClusterRouter(
+            local,
+            self.link,
+            node=self.name,
+            prefix=config.cluster.subject_prefix,
+            replicas=min(MAX_REPLICAS, len(servers)),
+        )
+        core.route_through(self.router)
+        core.wait_for_commits(self.router.commits)
+
+    def start(self) -> None:
+        log.info("node %s joins the cluster on NATS %s", self.name, ", ".join(self.link.servers))
+        self.link.start()
+
+    async def stop(self) -> None:
+        await self.link.stop()

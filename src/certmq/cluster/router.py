@@ -1,0 +1,468 @@
+"""Routing across the nodes of a cluster (docs/cluster.md, "How a message travels").
+
+:class:`ClusterRouter` takes the place of the core's :class:`LocalRouter` (certmq.broker.routing)
+and wraps it: what is published here is routed to this node's sessions at once, as on a single
+node, and handed to NATS for the other nodes, which route it to theirs.
+
+- **QoS 0** travels on core NATS, on the subject of its topic (certmq.cluster.subjects). Each
+  node subscribes the subjects of the filters its sessions subscribe, so NATS carries a message
+  only to the nodes that have a matching subscription. A node whose filters overlap gets a
+  message once per matching NATS subscription: it keeps the numbers it has seen of each origin
+  and routes each message once. A subscription holds its SUBACK until this node's NATS server
+  has its interest.
+- **QoS 1 and 2, retained messages and point-to-point messages** go to a JetStream stream that
+  every node consumes in full, with acknowledgements: a PUBACK or PUBREC is held until the
+  stream has stored the message (its replicas agreeing), and a node acknowledges what it has
+  routed, so NATS redelivers what a node did not take. A message the stream does not store in
+  time is never acknowledged to its publisher: the publisher's connection is closed, and a
+  client resends what was not acknowledged.
+
+Messages from other nodes are routed by this node's own topic tree, which applies every rule
+NATS subjects cannot say (`$` topics, No Local, the topic rules), through the same
+:meth:`LocalRouter.publish` as this node's own messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+from certmq.broker.commit_gate import OutOfOrderCommits
+from certmq.broker.messages import Delivery, Message
+from certmq.broker.routing import NOT_KEPT_PREFIX, P2P_MARKER, LocalRouter
+from certmq.broker.session import Session
+from certmq.broker.subscriptions import SubscriptionEntry
+from certmq.cluster.envelope import EnvelopeError, open_envelope, seal
+from certmq.cluster.nats_link import NatsLink
+from certmq.cluster.subjects import filter_subjects, subject_topic, topic_subject
+from certmq.mqtt.reason_codes import ReasonCode
+from certmq.mqtt.topics import parse_shared_subscription
+
+if TYPE_CHECKING:
+    from certmq.broker.recorder import Recorder
+
+log = logging.getLogger("certmq.cluster")
+
+# How long the stream has to store a message before its publisher is disconnected unanswered.
+STORE_TIMEOUT = 10.0
+# nats-server refuses a protocol line longer than its max_control_line, 4 KiB by default: a
+# subject (with the reply subject and the command) must leave room within it. An escaped
+# character takes up to 12 bytes of a subject, so topics up to a quarter of this always fit.
+MAX_SUBJECT = 4000
+# How many message numbers of each origin are remembered to recognise duplicates.
+DUPLICATE_WINDOW = 65536
+# What a NATS subscription of this node may hold before NATS drops (and this node counts) messages.
+PENDING_MESSAGES = 262_144
+PENDING_BYTES = 256 * 1024 * 1024
+# The stream of QoS 1 and 2 messages between the nodes: how long and how much it keeps.
+STREAM_MAX_AGE = 600.0
+STREAM_MAX_BYTES = 512 * 1024 * 1024
+# A node's consumer of the stream that has not been used for this long is removed (a node gone).
+CONSUMER_INACTIVE = 3600.0
+
+
+@dataclass(slots=True)
+class ClusterStats:
+    """What the metrics show of the messages between nodes."""
+
+    sent: int = 0
+    stored: int = 0
+    store_failures: int = 0
+    received: int = 0
+    duplicates: int = 0
+    malformed: int = 0
+    # Messages whose topics make NATS subjects too long for the servers (see MAX_SUBJECT).
+    too_long: int = 0
+
+
+class Duplicates:
+    """The message numbers recently seen from each origin node."""
+
+    def __init__(self, window: int = DUPLICATE_WINDOW) -> None:
+        self.window = window
+        self._seen: dict[str, tuple[set[int], deque[int]]] = {}
+
+    def seen(self, origin: str, number: int) -> bool:
+        """Whether ``number`` of ``origin`` was seen before; it is from now on."""
+        known = self._seen.get(origin)
+        if known is None:
+            known = self._seen[origin] = (set(), deque())
+        numbers, order = known
+        if number in numbers:
+            return True
+        numbers.add(number)
+        order.append(number)
+        if len(order) > self.window:
+            numbers.discard(order.popleft())
+        return False
+
+
+def travels_stored(message: Message) -> bool:
+    """Whether ``message`` goes to the other nodes through the stream (else on core NATS)."""
+    return message.qos > 0 or message.retain or P2P_MARKER in message.topic
+
+
+class ClusterRouter:
+    """Routes to this node's sessions through ``local`` and to the other nodes through NATS."""
+
+    def __init__(
+        self,
+        local: LocalRouter,
+        link: NatsLink,
+        *,
+        node: str,
+        prefix: str,
+        replicas: int,
+    ) -> None:
+        self.local = local
+        self.link = link
+        self.node = node
+        self.replicas = replicas
+        self.stats = ClusterStats()
+        self.commits = OutOfOrderCommits()
+        self._loop = asyncio.get_running_loop()
+        self._fast_prefix = f"{prefix}.m"
+        self._stored_prefix = f"{prefix}.q"
+        self._stream = f"{prefix.replace('.', '_').upper()}_MESSAGES"
+        self._inbox = f"{prefix}.stored.{node}"
+        self._numbers = 0
+        self._longest_plain_topic = (MAX_SUBJECT - len(self._inbox) - len(prefix) - 3) // 12
+        self._duplicates = Duplicates()
+        self._last_stored = 0
+        # Local subscriptions per topic filter (shared ones by their filter) and the NATS
+        # subscriptions that bring their messages.
+        self._interest: dict[str, int] = {}
+        self._subscriptions: dict[str, list[Subscription]] = {}
+        # Messages sent to the stream and not yet stored: their commit numbers, publishers, deadlines.
+        self._storing: dict[int, tuple[str | None, float]] = {}
+        self._inbox_subscription: Subscription | None = None
+        self._consumer: Subscription | None = None
+        self._outbox: list[tuple[str, bytes, str]] = []
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        link.on_connected = self._connected
+
+    # -- the Router operations -------------------------------------------------------------
+
+    @property
+    def recorder(self) -> Recorder | None:
+        return self.local.recorder
+
+    @recorder.setter
+    def recorder(self, recorder: Recorder | None) -> None:
+        self.local.recorder = recorder
+
+    def publish(self, message: Message) -> int:
+        delivered = self.local.publish(message)
+        if message.sender is None and message.topic.startswith(NOT_KEPT_PREFIX):
+            return delivered  # each node's own $SYS statistics
+        self._numbers += 1
+        number = self._numbers
+        data = seal(message, self.node, number, self._loop.time())
+        if len(message.topic) > self._longest_plain_topic and not self._fits(message.topic):
+            return delivered
+        if travels_stored(message):
+            commit = self.commits.append()
+            self._storing[commit] = (message.sender, self._loop.time() + STORE_TIMEOUT)
+            self._send(topic_subject(self._stored_prefix, message.topic), data, f"{self._inbox}.{commit}")
+            if self._expiry_timer is None:
+                self._expiry_timer = self._loop.call_later(1.0, self._expire_storing)
+        else:
+            self._send(topic_subject(self._fast_prefix, message.topic), data, "")
+        return delivered
+
+    def subscribe(self, session: Session, entry: SubscriptionEntry) -> bool:
+        existed = self.local.subscribe(session, entry)
+        if not existed:
+            self._add_interest(entry.topic_filter)
+        return existed
+
+    def unsubscribe(self, session: Session, topic_filter: str) -> bool:
+        removed = self.local.unsubscribe(session, topic_filter)
+        if removed:
+            self._remove_interest(topic_filter)
+        return removed
+
+    def unsubscribe_all(self, session: Session) -> None:
+        filters = list(session.subscriptions)
+        self.local.unsubscribe_all(session)
+        for topic_filter in filters:
+            self._remove_interest(topic_filter)
+
+    def resubscribe(self, session: Session) -> None:
+        self.local.resubscribe(session)
+        for topic_filter in session.subscriptions:
+            self._add_interest(topic_filter)
+
+    def queue(self, session: Session, delivery: Delivery) -> None:
+        self.local.queue(session, delivery)
+
+    def count_queue_full(self) -> None:
+        self.local.count_queue_full()
+
+    def retained_fits(self, message: Message) -> bool:
+        return self.local.retained_fits(message)
+
+    def refuse_retained(self, message: Message) -> None:
+        self.local.refuse_retained(message)
+
+    def retained_matching(self, topic_filter: str) -> Iterable[Message]:
+        return self.local.retained_matching(topic_filter)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _fits(self, topic: str) -> bool:
+        """Whether the subject of ``topic`` fits in a NATS protocol line; a topic that does not
+        reaches this node's subscribers only, and is counted."""
+        if len(topic_subject(self._stored_prefix, topic)) + len(self._inbox) <= MAX_SUBJECT:
+            return True
+        self.stats.too_long += 1
+        log.debug(
+            "a message on a topic of %d characters reaches this node only: its NATS subject is too long",
+            len(topic),
+        )
+        return False
+
+    def _send(self, subject: str, data: bytes, reply: str) -> None:
+        """Queue a NATS message; one task a turn of the loop hands the batch to the client."""
+        outbox = self._outbox
+        if not outbox:
+            self._loop.create_task(self._flush_outbox())
+        outbox.append((subject, data, reply))
+
+    async def _flush_outbox(self) -> None:
+        batch, self._outbox = self._outbox, []
+        client = self.link.client
+        for subject, data, reply in batch:
+            if client is None:
+                # Not connected yet: what waits for the stream fails at its deadline; the rest
+                # reaches only this node's clients.
+                continue
+            try:
+                await client.publish(subject, data, reply=reply)
+            except Exception as error:
+                log.warning("could not send a message to the other nodes: %s", error or type(error).__name__)
+                continue
+            self.stats.sent += 1
+
+    def _stored(self, commit: int) -> None:
+        if self._storing.pop(commit, None) is not None:
+            self.stats.stored += 1
+            self.commits.complete(commit)
+
+    def _store_failed(self, commit: int, why: str) -> None:
+        """The stream did not store a message: its publisher is not told it was received."""
+        entry = self._storing.pop(commit, None)
+        if entry is None:
+            return
+        self.stats.store_failures += 1
+        sender = entry[0]
+        session = self.local.sessions.get(sender) if sender is not None else None
+        connection = session.connection if session is not None else None
+        log.warning("the cluster did not store a message from %s: %s", sender, why)
+        if connection is not None:
+            connection.close(
+                ReasonCode.UNSPECIFIED_ERROR, "the cluster could not store the message", publish_will=True
+            )
+        # Its reply is gone with the connection; the replies of others may go.
+        self.commits.complete(commit)
+
+    def _expire_storing(self) -> None:
+        now = self._loop.time()
+        for commit, (_, deadline) in list(self._storing.items()):
+            if deadline <= now:
+                self._store_failed(commit, f"no answer from the stream within {STORE_TIMEOUT:.0f} s")
+        self._expiry_timer = self._loop.call_later(1.0, self._expire_storing) if self._storing else None
+
+    async def _on_store_answer(self, msg: Msg) -> None:
+        try:
+            commit = int(msg.subject.rpartition(".")[2])
+        except ValueError:
+            return
+        status = msg.headers.get("Status") if msg.headers else None
+        if status is not None:
+            self._store_failed(
+                commit, f"NATS status {status} {msg.headers.get('Description', '') if msg.headers else ''}"
+            )
+        elif b'"error"' in msg.data:
+            self._store_failed(commit, msg.data.decode(errors="replace"))
+        else:
+            self._stored(commit)
+
+    # -- receiving -------------------------------------------------------------------------
+
+    async def _on_message(self, msg: Msg) -> None:
+        """A QoS 0 message from another node, on the subject of a filter of this node."""
+        try:
+            topic = subject_topic(self._fast_prefix, msg.subject)
+            received = open_envelope(topic, msg.data, self._loop.time())
+        except (ValueError, EnvelopeError) as error:
+            self._malformed(msg.subject, error)
+            return
+        if self._duplicates.seen(received.origin, received.number):
+            self.stats.duplicates += 1
+            return
+        self.stats.received += 1
+        self.local.publish(received.message)
+
+    async def _on_stored_message(self, msg: Msg) -> None:
+        """A message of the stream: every QoS 1 and 2 message of every node, in order."""
+        try:
+            sequence = msg.metadata.sequence.stream
+        except Exception:
+            sequence = 0
+        if sequence and sequence <= self._last_stored:
+            self.stats.duplicates += 1
+            await msg.ack()
+            return
+        self._last_stored = max(self._last_stored, sequence)
+        try:
+            topic = subject_topic(self._stored_prefix, msg.subject)
+            received = open_envelope(topic, msg.data, self._loop.time())
+        except (ValueError, EnvelopeError) as error:
+            self._malformed(msg.subject, error)
+        else:
+            if received.origin != self.node:
+                self.stats.received += 1
+                self.local.publish(received.message)
+        await msg.ack()
+
+    def _malformed(self, subject: str, error: Exception) -> None:
+        self.stats.malformed += 1
+        log.warning("a message on %s is not one this node reads, dropped: %s", subject, error)
+
+    # -- interest --------------------------------------------------------------------------
+
+    def _add_interest(self, full_filter: str) -> None:
+        topic_filter = parse_shared_subscription(full_filter)[1]
+        count = self._interest.get(topic_filter, 0)
+        self._interest[topic_filter] = count + 1
+        if count == 0 and self.link.connected:
+            # The SUBACK waits until this node's NATS server knows the interest.
+            commit = self.commits.append()
+            self._loop.create_task(self._subscribe(topic_filter, commit))
+
+    def _remove_interest(self, full_filter: str) -> None:
+        topic_filter = parse_shared_subscription(full_filter)[1]
+        count = self._interest.get(topic_filter, 0)
+        if count > 1:
+            self._interest[topic_filter] = count - 1
+            return
+        self._interest.pop(topic_filter, None)
+        subscriptions = self._subscriptions.pop(topic_filter, None)
+        if subscriptions:
+            self._loop.create_task(self._unsubscribe(subscriptions))
+
+    async def _subscribe(self, topic_filter: str, commit: int | None = None) -> None:
+        client = self.link.client
+        try:
+            if client is None or topic_filter in self._subscriptions or topic_filter not in self._interest:
+                return
+            subscriptions = [
+                await client.subscribe(
+                    subject,
+                    cb=self._on_message,
+                    pending_msgs_limit=PENDING_MESSAGES,
+                    pending_bytes_limit=PENDING_BYTES,
+                )
+                for subject in filter_subjects(self._fast_prefix, topic_filter)
+            ]
+            if topic_filter in self._interest:
+                self._subscriptions[topic_filter] = subscriptions
+            else:  # unsubscribed meanwhile
+                await self._unsubscribe(subscriptions)
+            await self.link.confirm(STORE_TIMEOUT)
+        except Exception as error:
+            log.warning("could not subscribe %s on NATS: %s", topic_filter, error or type(error).__name__)
+        finally:
+            if commit is not None:
+                self.commits.complete(commit)
+
+    async def _unsubscribe(self, subscriptions: list[Subscription]) -> None:
+        for subscription in subscriptions:
+            try:
+                await subscription.unsubscribe()
+            except Exception:
+                pass  # the connection is gone: so is the subscription
+
+    # -- setting up ------------------------------------------------------------------------
+
+    async def _connected(self) -> None:
+        """After every (re)connection: the stream, this node's consumer of it, the answers of
+        the stream, and every filter's subscription, where they are missing."""
+        client = self.link.client
+        assert client is not None
+        stream = self._jetstream_stream_config()
+        jetstream = client.jetstream()
+        try:
+            await jetstream.add_stream(stream)
+        except Exception:
+            await jetstream.update_stream(stream)
+        if self._inbox_subscription is None:
+            self._inbox_subscription = await client.subscribe(
+                f"{self._inbox}.*", cb=self._on_store_answer, pending_msgs_limit=PENDING_MESSAGES
+            )
+        if self._consumer is None:
+            self._consumer = await jetstream.subscribe(
+                f"{self._stored_prefix}.>",
+                durable=self.node,
+                stream=self._stream,
+                cb=self._on_stored_message,
+                manual_ack=True,
+                flow_control=True,
+                idle_heartbeat=5.0,
+                pending_msgs_limit=PENDING_MESSAGES,
+                pending_bytes_limit=PENDING_BYTES,
+                config=ConsumerConfig(
+                    ack_policy=AckPolicy.EXPLICIT,
+                    deliver_policy=DeliverPolicy.NEW,
+                    max_ack_pending=65536,
+                    ack_wait=30,
+                    inactive_threshold=CONSUMER_INACTIVE,
+                ),
+            )
+        for topic_filter in list(self._interest):
+            if topic_filter not in self._subscriptions:
+                await self._subscribe(topic_filter)
+        log.info(
+            "cluster node %s: stream %s (%d replicas), %d topic filters subscribed",
+            self.node,
+            self._stream,
+            self.replicas,
+            len(self._subscriptions),
+        )
+
+    def _jetstream_stream_config(self) -> StreamConfig:
+        return StreamConfig(
+            name=self._stream,
+            subjects=[f"{self._stored_prefix}.>"],
+            storage=StorageType.MEMORY,
+            retention=RetentionPolicy.LIMITS,
+            discard=DiscardPolicy.OLD,
+            max_age=STREAM_MAX_AGE,
+            max_bytes=STREAM_MAX_BYTES,
+            num_replicas=self.replicas,
+        )
+
+    def status(self) -> dict[str, Any]:
+        """What /readyz and the metrics say of the cluster."""
+        return {
+            "node": self.node,
+            "nats_connected": self.link.connected,
+            "stored_pending": len(self._storing),
+        }
