@@ -43,8 +43,8 @@ class LinkStats:
 
 
 class NatsLink:
-    """One NATS connection, with ``on_connected`` called after the first connection and after
-    every reconnection (to set up what the servers do not keep)."""
+    """One NATS connection; the ``set_up`` steps run after the first connection and after
+    every reconnection (to set up what the servers may not have kept), in order."""
 
     def __init__(self, settings: ClusterSection, servers: list[str], node: str) -> None:
         self.settings = settings
@@ -52,7 +52,7 @@ class NatsLink:
         self.node = node
         self.stats = LinkStats()
         self.client: Client | None = None
-        self.on_connected: Callable[[], Awaitable[None]] | None = None
+        self.set_up: list[Callable[[], Awaitable[None]]] = []
         self._connecting: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -89,14 +89,11 @@ class NatsLink:
             return
 
     async def _set_up(self) -> None:
-        if self.on_connected is None:
-            return
-        try:
-            await self.on_connected()
-        except Exception:
-            log.exception(
-                "setting up the cluster's subscriptions on NATS failed; retried at the next reconnection"
-            )
+        for step in self.set_up:
+            try:
+                await step()
+            except Exception:
+                log.exception("setting up the cluster on NATS failed; retried at the next reconnection")
 
     def _options(self) -> dict[str, Any]:
         settings = self.settings

@@ -8,6 +8,7 @@ from typing import Any
 
 from certmq.broker.core import BrokerCore
 from certmq.broker.routing import LocalRouter
+from certmq.cluster.client_ids import ClusterClientIds
 from certmq.cluster.nats_link import NatsLink
 from certmq.cluster.router import ClusterRouter
 from certmq.config import Config, nats_servers, node_name
@@ -34,6 +35,15 @@ class ClusterNode:
         )
         core.route_through(self.router)
         core.wait_for_commits(self.router.commits)
+        self.client_ids = ClusterClientIds(
+            core,
+            self.link,
+            node=self.name,
+            prefix=config.cluster.subject_prefix,
+            replicas=self.router.replicas,
+        )
+        self.link.set_up.append(self.client_ids.set_up)
+        core.client_id_claims = self.client_ids
 
     def start(self) -> None:
         log.info("node %s joins the cluster on NATS %s", self.name, ", ".join(self.link.servers))

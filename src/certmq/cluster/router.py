@@ -155,7 +155,7 @@ class ClusterRouter:
         self._consumer: Subscription | None = None
         self._outbox: list[tuple[str, bytes, str]] = []
         self._expiry_timer: asyncio.TimerHandle | None = None
-        link.on_connected = self._connected
+        link.set_up.append(self._connected)
 
     # -- the Router operations -------------------------------------------------------------
 
