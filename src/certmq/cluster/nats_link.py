@@ -46,10 +46,23 @@ class NatsLink:
     """One NATS connection; the ``set_up`` steps run after the first connection and after
     every reconnection (to set up what the servers may not have kept), in order."""
 
-    def __init__(self, settings: ClusterSection, servers: list[str], node: str) -> None:
+    def __init__(
+        self,
+        settings: ClusterSection,
+        servers: list[str],
+        node: str,
+        *,
+        echo: bool = False,
+        role: str = "messages",
+    ) -> None:
         self.settings = settings
         self.servers = servers
         self.node = node
+        # Whether what this connection publishes may come back to its own subscriptions: not
+        # for the messages (the node has routed them to its clients), yes for the queue groups
+        # of shared subscriptions, which choose among all nodes, this one included.
+        self.echo = echo
+        self.role = role
         self.stats = LinkStats()
         self.client: Client | None = None
         self.set_up: list[Callable[[], Awaitable[None]]] = []
@@ -81,7 +94,8 @@ class NatsLink:
             self.client = client
             self.stats.connected = True
             log.info(
-                "connected to NATS at %s as node %s",
+                "connected to NATS (%s) at %s as node %s",
+                self.role,
                 client.connected_url.netloc if client.connected_url else "?",
                 self.node,
             )
@@ -99,14 +113,13 @@ class NatsLink:
         settings = self.settings
         options: dict[str, Any] = {
             "servers": self.servers,
-            "name": f"certmq {self.node}",
+            "name": f"certmq {self.node} {self.role}",
             "allow_reconnect": True,
             "max_reconnect_attempts": -1,
             "reconnect_time_wait": RECONNECT_WAIT,
             "connect_timeout": 2,
             "pending_size": PENDING_BYTES,
-            # What this node publishes, it has already routed to its own clients.
-            "no_echo": True,
+            "no_echo": not self.echo,
             "error_cb": self._error,
             "disconnected_cb": self._disconnected,
             "reconnected_cb": self._reconnected,

@@ -24,11 +24,15 @@ class ClusterNode:
         servers = nats_servers(config)
         self.name = node_name(config)
         self.link = NatsLink(config.cluster, servers, self.name)
+        self.shared_link = NatsLink(
+            config.cluster, servers, self.name, echo=True, role="shared subscriptions"
+        )
         local = core.router
         assert isinstance(local, LocalRouter)
         self.router = ClusterRouter(
             local,
             self.link,
+            self.shared_link,
             node=self.name,
             prefix=config.cluster.subject_prefix,
             replicas=min(MAX_REPLICAS, len(servers)),
@@ -48,6 +52,8 @@ class ClusterNode:
     def start(self) -> None:
         log.info("node %s joins the cluster on NATS %s", self.name, ", ".join(self.link.servers))
         self.link.start()
+        self.shared_link.start()
 
     async def stop(self) -> None:
+        await self.shared_link.stop()
         await self.link.stop()
