@@ -128,9 +128,11 @@ class Application:
             from certmq.cluster.node import ClusterNode
 
             self.cluster = ClusterNode(config, broker.core)
-            self.cluster.start()
         log.info("auth mode %s: %s", mode, self.policy.describe(mode))
-        await broker.start(skip=auth_modes.closed_listeners())
+        await broker.start(
+            skip=auth_modes.closed_listeners(),
+            before_listening=None if self.cluster is None else self.cluster.start,
+        )
         if config.listeners.http:
             self._http = await serve_http(self, config.listeners.http)
 

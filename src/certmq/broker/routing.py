@@ -300,7 +300,9 @@ class LocalRouter:
         sid = entry.subscription_id
         self._deliver(
             session,
-            Delivery(message, qos, message.retain and entry.retain_as_published, () if sid is None else (sid,)),
+            Delivery(
+                message, qos, message.retain and entry.retain_as_published, () if sid is None else (sid,)
+            ),
             {},
         )
         self.stats.messages_routed += 1

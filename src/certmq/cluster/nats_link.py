@@ -67,6 +67,8 @@ class NatsLink:
         self.client: Client | None = None
         self.set_up: list[Callable[[], Awaitable[None]]] = []
         self._connecting: asyncio.Task[None] | None = None
+        # Set once connected and set up for the first time.
+        self.ready = asyncio.Event()
         self._closing = False
 
     @property
@@ -100,6 +102,7 @@ class NatsLink:
                 self.node,
             )
             await self._set_up()
+            self.ready.set()
             return
 
     async def _set_up(self) -> None:

@@ -3,6 +3,7 @@ before the listeners open, and taken down after they close."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -15,6 +16,8 @@ from certmq.config import Config, nats_servers, node_name
 
 log = logging.getLogger("certmq.cluster")
 
+# How long a starting node waits for NATS before it opens its listeners anyway.
+FIRST_CONNECTION_WAIT = 10.0
 # The stream of messages between nodes is replicated on up to this many NATS servers.
 MAX_REPLICAS = 3
 
@@ -49,10 +52,22 @@ class ClusterNode:
         self.link.set_up.append(self.client_ids.set_up)
         core.client_id_claims = self.client_ids
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Connect to NATS, and wait (a while) for the cluster's state, such as its retained
+        messages, before the listeners open; without NATS the node starts alone and joins
+        when it can."""
         log.info("node %s joins the cluster on NATS %s", self.name, ", ".join(self.link.servers))
         self.link.start()
         self.shared_link.start()
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(self.link.ready.wait(), self.shared_link.ready.wait()), FIRST_CONNECTION_WAIT
+            )
+        except TimeoutError:
+            log.warning(
+                "NATS is not reachable after %.0f s: this node serves its own clients until it joins the cluster",
+                FIRST_CONNECTION_WAIT,
+            )
 
     async def stop(self) -> None:
         await self.shared_link.stop()

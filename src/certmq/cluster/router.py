@@ -47,7 +47,7 @@ from nats.js.api import (
 
 from certmq.broker.commit_gate import OutOfOrderCommits
 from certmq.broker.messages import Delivery, Message
-from certmq.broker.routing import NOT_KEPT_PREFIX, P2P_MARKER, LocalRouter
+from certmq.broker.routing import NOT_KEPT_PREFIX, P2P_MARKER, LocalRouter, p2p_target
 from certmq.broker.session import Session
 from certmq.broker.subscriptions import SubscriptionEntry
 from certmq.cluster.envelope import EnvelopeError, open_envelope, seal
@@ -144,6 +144,8 @@ class ClusterRouter:
         self._loop = asyncio.get_running_loop()
         self._fast_prefix = f"{prefix}.m"
         self._stored_prefix = f"{prefix}.q"
+        self._retained_prefix = f"{prefix}.r"
+        self._retained_stream = f"{prefix.replace('.', '_').upper()}_RETAINED"
         self._stream = f"{prefix.replace('.', '_').upper()}_MESSAGES"
         self._inbox = f"{prefix}.stored.{node}"
         self._numbers = 0
@@ -157,6 +159,7 @@ class ClusterRouter:
         # Messages sent to the stream and not yet stored: their commit numbers, publishers, deadlines.
         self._storing: dict[int, tuple[str | None, float]] = {}
         self._inbox_subscription: Subscription | None = None
+        self._retained_loaded = False
         self._consumer: Subscription | None = None
         # Local members per shared subscription (group, filter), and the subscriptions of its
         # NATS queue group and of its JetStream consumer.
@@ -178,20 +181,19 @@ class ClusterRouter:
         self.local.recorder = recorder
 
     def publish(self, message: Message) -> int:
-        delivered = self.local.publish(message)
         if message.sender is None and message.topic.startswith(NOT_KEPT_PREFIX):
-            return delivered  # each node's own $SYS statistics
+            return self.local.publish(message)  # each node's own $SYS statistics
+        kept = message.retain and self._keeps_retained(message)
+        delivered = self.local.publish(message)
         self._numbers += 1
         number = self._numbers
         data = seal(message, self.node, number, self._loop.time())
         if len(message.topic) > self._longest_plain_topic and not self._fits(message.topic):
             return delivered
         if travels_stored(message):
-            commit = self.commits.append()
-            self._storing[commit] = (message.sender, self._loop.time() + STORE_TIMEOUT)
-            self._send(topic_subject(self._stored_prefix, message.topic), data, f"{self._inbox}.{commit}")
-            if self._expiry_timer is None:
-                self._expiry_timer = self._loop.call_later(1.0, self._expire_storing)
+            self._store(topic_subject(self._stored_prefix, message.topic), data, message.sender)
+            if kept:
+                self._store(topic_subject(self._retained_prefix, message.topic), data, message.sender)
         else:
             self._send(topic_subject(self._fast_prefix, message.topic), data, "")
         return delivered
@@ -234,7 +236,29 @@ class ClusterRouter:
     def retained_matching(self, topic_filter: str) -> Iterable[Message]:
         return self.local.retained_matching(topic_filter)
 
+    def _keeps_retained(self, message: Message) -> bool:
+        """Whether retained ``message`` is kept (or clears what is kept): what the cluster's
+        retained messages get."""
+        local = self.local
+        if not local.settings.retain_available:
+            return False
+        if (
+            local.settings.p2p_topics
+            and P2P_MARKER in message.topic
+            and p2p_target(message.topic) is not None
+        ):
+            return False
+        return not message.payload or local.retained_fits(message)
+
     # -- sending ---------------------------------------------------------------------------
+
+    def _store(self, subject: str, data: bytes, sender: str | None) -> None:
+        """Send a message to a stream; what acknowledges it waits until the stream has it."""
+        commit = self.commits.append()
+        self._storing[commit] = (sender, self._loop.time() + STORE_TIMEOUT)
+        self._send(subject, data, f"{self._inbox}.{commit}")
+        if self._expiry_timer is None:
+            self._expiry_timer = self._loop.call_later(1.0, self._expire_storing)
 
     def _fits(self, topic: str) -> bool:
         """Whether the subject of ``topic`` fits in a NATS protocol line; a topic that does not
@@ -545,12 +569,15 @@ class ClusterRouter:
         the stream, and every filter's subscription, where they are missing."""
         client = self.link.client
         assert client is not None
-        stream = self._jetstream_stream_config()
         jetstream = client.jetstream()
-        try:
-            await jetstream.add_stream(stream)
-        except Exception:
-            await jetstream.update_stream(stream)
+        for stream in (self._jetstream_stream_config(), self._retained_stream_config()):
+            try:
+                await jetstream.add_stream(stream)
+            except Exception:
+                await jetstream.update_stream(stream)
+        if not self._retained_loaded:
+            await self._load_retained()
+            self._retained_loaded = True
         if self._inbox_subscription is None:
             self._inbox_subscription = await client.subscribe(
                 f"{self._inbox}.*", cb=self._on_store_answer, pending_msgs_limit=PENDING_MESSAGES
@@ -600,6 +627,62 @@ class ClusterRouter:
             max_bytes=STREAM_MAX_BYTES,
             num_replicas=self.replicas,
         )
+
+    def _retained_stream_config(self) -> StreamConfig:
+        # The last message of each topic's subject: the topic's retained message (an empty
+        # payload, a topic cleared). On disk, on every replica: it outlives the nodes.
+        return StreamConfig(
+            name=self._retained_stream,
+            subjects=[f"{self._retained_prefix}.>"],
+            storage=StorageType.FILE,
+            retention=RetentionPolicy.LIMITS,
+            max_msgs_per_subject=1,
+            num_replicas=self.replicas,
+        )
+
+    async def _load_retained(self) -> None:
+        """The cluster's retained messages replace this node's own (kept from an earlier run,
+        perhaps changed since on other nodes), unless the cluster has none yet."""
+        client = self.link.client
+        assert client is not None
+        jetstream = client.jetstream()
+        info = await jetstream.stream_info(self._retained_stream)
+        if not info.state.messages:
+            return
+        loaded: dict[str, Message] = {}
+        subscription = await jetstream.subscribe(
+            f"{self._retained_prefix}.>",
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+            stream=self._retained_stream,
+        )
+        try:
+            while True:
+                msg = await subscription.next_msg(timeout=STORE_TIMEOUT)
+                try:
+                    topic = subject_topic(self._retained_prefix, msg.subject)
+                    message = open_envelope(topic, msg.data, self._loop.time()).message
+                except (ValueError, EnvelopeError) as error:
+                    self._malformed(msg.subject, error)
+                else:
+                    if message.payload:
+                        loaded[topic] = message
+                if msg.metadata.num_pending == 0:
+                    break
+        finally:
+            await subscription.unsubscribe()
+        local = self.local
+        recorder = local.recorder
+        for message in list(local.retained):
+            if message.topic not in loaded and not message.topic.startswith(NOT_KEPT_PREFIX):
+                local.retained.clear(message.topic)
+                if recorder is not None:
+                    recorder.retained_cleared(message.topic)
+        for message in loaded.values():
+            local.retained.set(message)
+            if recorder is not None:
+                recorder.retained_set(message)
+        log.info("%d retained messages from the cluster", len(loaded))
 
     def status(self) -> dict[str, Any]:
         """What /readyz and the metrics say of the cluster."""
