@@ -327,8 +327,12 @@ async def test_changes_missed_while_disconnected_are_caught_up(nodes: Nodes) -> 
 async def test_a_malformed_notice_is_counted_and_skipped(nodes: Nodes) -> None:
     notices = [
         "garbage",
+        '["CaDeleted", "07"]',
         '{"type": "CaDeleted", "sn": 7, "origin": "elsewhere", "sent_at": 1}',
-        '{"type": "CaDeleted", "sn": "07"}',
+        '{"type": "CaDeleted", "sn": "07", "sent_at": 1}',
+        '{"type": "CaDeleted", "sn": "07", "origin": "elsewhere"}',
+        '{"type": "CaDeleted", "sn": "07", "origin": "elsewhere", "sent_at": true}',
+        '{"type": "Nothing", "sn": "07", "origin": "elsewhere", "sent_at": 1}',
     ]
     with psycopg.connect(libpq_url(nodes.url), autocommit=True) as connection:
         for notice in notices:
