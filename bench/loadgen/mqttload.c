@@ -5,6 +5,14 @@
  * broker, plain TCP or TLS, and measures end-to-end throughput: from the first
  * PUBLISH written to the moment every subscriber has received every message.
  *
+ * With --publishers P (P > 1) it measures fan-in: publisher i publishes on
+ * TOPIC/j/i with j = i mod K, and subscriber j subscribes to TOPIC/j/+, so that
+ * each message has one subscriber and each subscriber hears P/K publishers.
+ * --sub-port connects the subscribers to another port (another node of a
+ * cluster) than the publishers. --latency stamps each message with its sending
+ * time and reports percentiles of the time to each delivery; --rate paces the
+ * publishers (messages per second, all publishers together) for such a run.
+ *
  * It speaks MQTT directly instead of going through libmosquitto because the
  * load generator must never be the bottleneck: libmosquitto (and therefore
  * mosquitto_pub) issues one write() or SSL_write() per packet, while this
@@ -66,6 +74,11 @@ typedef struct {
     double idle_timeout;
     int timeout;
     int persistent; /* subscribers keep their sessions: clean session 0, or Session Expiry on 5.0 */
+    int sub_port;   /* the subscribers' port; 0: --port */
+    int publishers;
+    double rate;    /* messages per second, all publishers together; 0: as fast as the broker takes them */
+    int latency;    /* stamp each message with its sending time; report delivery latency percentiles */
+    long latency_samples; /* at most this many latencies are kept */
 } options_t;
 
 typedef struct {
@@ -79,6 +92,7 @@ typedef struct {
     int server_receive_maximum;
     uint64_t received; /* PUBLISH packets */
     uint64_t next_sequence;   /* the sequence number the next PUBLISH should carry */
+    uint64_t *next_sequences; /* the same, per publisher, when there are several */
     uint64_t sequence_errors; /* messages lost, duplicated or out of order */
     uint64_t acked;    /* PUBACK packets */
     uint64_t bytes_in;
@@ -88,13 +102,19 @@ static options_t opt = {
     .host = "127.0.0.1", .port = 1883, .servername = "localhost", .subscribers = 1,
     .qos = 0, .size = 32, .count = 0, .duration = 3.0, .window = 1000, .protocol = 4,
     .topic = "bench/load", .client_prefix = "mqttload", .max_lead = 10000, .write_batch = WRITE_BATCH,
-    .idle_timeout = 5.0, .timeout = 120,
+    .idle_timeout = 5.0, .timeout = 120, .publishers = 1, .latency_samples = 1000000,
 };
 static SSL_CTX *tls_context;
 
 static _Atomic int publisher_finished;
 static _Atomic uint64_t total_sent;
 static _Atomic uint64_t slowest_received; /* the fewest messages any subscriber has received */
+/* With several publishers: the messages each subscriber has received, and is to receive. */
+static _Atomic uint64_t *subscriber_received;
+static uint64_t *subscriber_expected;
+/* Delivery latencies in nanoseconds, as the subscribers see them (--latency). */
+static uint64_t *latencies;
+static long latency_count, latency_dropped;
 static double t_first_publish, t_publish_end, t_acks_end;
 static double publisher_cpu;
 /*
@@ -115,6 +135,13 @@ static double publisher_cpu;
 #define FANOUT_MIN_SUBSCRIBERS 10
 #define FANOUT_SMALL_ROUND_BYTES_PER_SUBSCRIBER 64
 #define FANOUT_PAUSE_MICROSECONDS 1000
+
+/* The payload starts with a big-endian sequence number, then (several publishers) the
+   publisher's index, then (--latency) the sending time in nanoseconds. */
+#define SEQUENCE_OFFSET 0
+#define PUBLISHER_OFFSET 8
+#define STAMP_OFFSET 12
+#define STAMPED_SIZE 20
 static int fanout_pause_microseconds = FANOUT_PAUSE_MICROSECONDS;
 
 static void die(const char *fmt, ...) {
@@ -132,6 +159,22 @@ static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t read_be(const unsigned char *p, int bytes) {
+    uint64_t value = 0;
+    for (int i = 0; i < bytes; i++) value = (value << 8) | p[i];
+    return value;
+}
+
+static void write_be(unsigned char *p, uint64_t value, int bytes) {
+    for (int i = 0; i < bytes; i++) p[i] = (unsigned char)(value >> (8 * (bytes - 1 - i)));
 }
 
 static double thread_cpu(void) {
@@ -169,13 +212,13 @@ static size_t encode_length(unsigned char *p, size_t len) {
 
 /* ---- transport: plain or TLS, non-blocking ---- */
 
-static void connect_socket(connection_t *c) {
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(opt.port)};
+static void connect_socket(connection_t *c, int port) {
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons(port)};
     if (inet_pton(AF_INET, opt.host, &addr.sin_addr) != 1) die("bad IPv4 address %s", opt.host);
     c->fd = socket(AF_INET, SOCK_STREAM, 0);
     if (c->fd < 0) die("socket: %s", strerror(errno));
     if (connect(c->fd, (struct sockaddr *)&addr, sizeof addr) != 0)
-        die("connect %s:%d: %s", opt.host, opt.port, strerror(errno));
+        die("connect %s:%d: %s", opt.host, port, strerror(errno));
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     fcntl(c->fd, F_SETFL, fcntl(c->fd, F_GETFL) | O_NONBLOCK);
@@ -265,15 +308,15 @@ static void queue_connect(connection_t *c, const char *client_id, int receive_ma
     out_append(c, packet, h + n);
 }
 
-static void queue_subscribe(connection_t *c) {
+static void queue_subscribe(connection_t *c, const char *filter) {
     unsigned char body[512], packet[520];
-    size_t n = 0, topic_len = strlen(opt.topic);
+    size_t n = 0, topic_len = strlen(filter);
     body[n++] = 0;
     body[n++] = 1; /* packet id */
     if (opt.protocol == 5) body[n++] = 0;
     body[n++] = (unsigned char)(topic_len >> 8);
     body[n++] = (unsigned char)topic_len;
-    memcpy(body + n, opt.topic, topic_len);
+    memcpy(body + n, filter, topic_len);
     n += topic_len;
     body[n++] = (unsigned char)opt.qos;
     packet[0] = 0x82;
@@ -327,12 +370,28 @@ static void handle_packet(connection_t *c, unsigned char header, const unsigned 
             payload += 2;
         }
         if (opt.protocol == 5) payload = skip_properties(body, len, payload, NULL);
-        /* One publisher, so every subscriber must see 0, 1, 2, ... in order (MQTT 4.6). */
-        if (opt.size >= 8 && payload + 8 <= len) {
+        /* Every subscriber must see 0, 1, 2, ... in order from each publisher (MQTT 4.6). */
+        if (c->next_sequences && payload + PUBLISHER_OFFSET + 4 <= len) {
+            uint64_t sequence = read_be(body + payload + SEQUENCE_OFFSET, 8);
+            uint64_t publisher = read_be(body + payload + PUBLISHER_OFFSET, 4);
+            if (publisher >= (uint64_t)opt.publishers) {
+                c->sequence_errors++;
+            } else {
+                if (sequence != c->next_sequences[publisher]) c->sequence_errors++;
+                c->next_sequences[publisher] = sequence + 1;
+            }
+        } else if (opt.size >= 8 && payload + 8 <= len) {
             uint64_t sequence = 0;
             for (int i = 0; i < 8; i++) sequence = (sequence << 8) | body[payload + i];
             if (sequence != c->next_sequence) c->sequence_errors++;
             c->next_sequence = sequence + 1;
+        }
+        if (opt.latency && payload + STAMP_OFFSET + 8 <= len) {
+            uint64_t sent_at = read_be(body + payload + STAMP_OFFSET, 8), at = now_ns();
+            if (latency_count < opt.latency_samples)
+                latencies[latency_count++] = at > sent_at ? at - sent_at : 0;
+            else
+                latency_dropped++;
         }
         break;
     }
@@ -405,84 +464,176 @@ static void pump_until(connection_t *c, int (*cond)(connection_t *), const char 
 static int is_connacked(connection_t *c) { return c->connacked; }
 static int is_subacked(connection_t *c) { return c->subacked; }
 
-/* ---- publisher ---- */
+/* ---- publishers ---- */
 
-static void *publisher_main(void *arg) {
-    connection_t *c = arg;
-    size_t topic_len = strlen(opt.topic);
+typedef struct {
+    connection_t c;
+    char topic[320];
+    unsigned char *packet; /* a PUBLISH packet: its packet id and payload are rewritten for each message */
+    size_t packet_len, id_offset, payload_offset;
+    unsigned packet_id;
+    uint64_t sent;
+    int subscriber; /* the one subscriber of its messages (several publishers); -1: every subscriber */
+} publisher_t;
+
+static publisher_t *publishers;
+
+static void prepare_publish(publisher_t *pub) {
+    size_t topic_len = strlen(pub->topic);
     size_t body_len = 2 + topic_len + (opt.qos ? 2 : 0) + (opt.protocol == 5 ? 1 : 0) + (size_t)opt.size;
-    unsigned char packet[16 + 65536 + 1024];
-    size_t h = 1;
+    unsigned char *packet = pub->packet = malloc(16 + body_len);
+    if (!packet) die("out of memory");
+    size_t p = 1;
     packet[0] = (unsigned char)(0x30 | (opt.qos << 1));
-    h += encode_length(packet + 1, body_len);
-    size_t p = h;
+    p += encode_length(packet + 1, body_len);
     packet[p++] = (unsigned char)(topic_len >> 8);
     packet[p++] = (unsigned char)topic_len;
-    memcpy(packet + p, opt.topic, topic_len);
+    memcpy(packet + p, pub->topic, topic_len);
     p += topic_len;
-    size_t id_offset = p;
+    pub->id_offset = p;
     if (opt.qos) p += 2;
     if (opt.protocol == 5) packet[p++] = 0;
-    size_t sequence_offset = p; /* the payload starts with a big-endian sequence number */
+    pub->payload_offset = p;
     memset(packet + p, 'x', (size_t)opt.size);
-    p += (size_t)opt.size;
-    size_t packet_len = p;
+    pub->packet_len = p + (size_t)opt.size;
+}
 
+/* Queue the next message of publisher number index. */
+static void append_message(publisher_t *pub, int index) {
+    unsigned char *packet = pub->packet, *payload = packet + pub->payload_offset;
+    if (opt.qos) {
+        pub->packet_id = pub->packet_id % 65535 + 1;
+        write_be(packet + pub->id_offset, pub->packet_id, 2);
+    }
+    if (opt.size >= 8) write_be(payload + SEQUENCE_OFFSET, pub->sent, 8);
+    if (opt.publishers > 1) write_be(payload + PUBLISHER_OFFSET, (uint64_t)index, 4);
+    if (opt.latency) write_be(payload + STAMP_OFFSET, now_ns(), 8);
+    out_append(&pub->c, packet, pub->packet_len);
+    pub->sent++;
+}
+
+/* Read what the broker sent to the publishers (acknowledgements). One publisher is read
+   at once; several, those that poll says have something. */
+static void read_publishers(struct pollfd *pfds, int polled) {
+    int n = opt.publishers;
+    if (n == 1) {
+        if (service_read(&publishers[0].c) < 0) die("broker closed the publisher connection");
+        return;
+    }
+    if (!polled) {
+        for (int i = 0; i < n; i++) pfds[i] = (struct pollfd){.fd = publishers[i].c.fd, .events = POLLIN};
+        poll(pfds, (nfds_t)n, 0);
+    }
+    for (int i = 0; i < n; i++) {
+        connection_t *c = &publishers[i].c;
+        if ((pfds[i].revents & (POLLIN | POLLERR | POLLHUP)) || (c->ssl && SSL_has_pending(c->ssl)))
+            if (service_read(c) < 0) die("broker closed publisher connection %d", i);
+    }
+}
+
+static void *publisher_main(void *arg) {
+    (void)arg;
+    int n = opt.publishers, k = opt.subscribers;
     uint64_t window = (uint64_t)opt.window;
-    if (c->server_receive_maximum > 0 && (uint64_t)c->server_receive_maximum < window)
-        window = (uint64_t)c->server_receive_maximum;
-    uint64_t limit = opt.count > 0 ? (uint64_t)opt.count : UINT64_MAX;
+    for (int i = 0; i < n; i++) {
+        int maximum = publishers[i].c.server_receive_maximum;
+        if (maximum > 0 && (uint64_t)maximum < window) window = (uint64_t)maximum;
+    }
+    uint64_t limit = opt.count > 0 ? (uint64_t)opt.count : UINT64_MAX; /* messages, all publishers together */
     uint64_t sent = 0;
+    /* Messages a publisher may run ahead of the slowest of its subscribers. */
     uint64_t lead_messages = (uint64_t)(opt.max_lead / opt.subscribers);
     if (lead_messages < 100) lead_messages = 100;
-    unsigned packet_id = 0;
+    uint64_t *subscriber_sent = calloc((size_t)k, sizeof *subscriber_sent);
+    struct pollfd *pfds = calloc((size_t)n, sizeof *pfds);
     int stopped = 0;
     double cpu0 = thread_cpu();
     t_first_publish = now();
     double end_time = opt.duration > 0 ? t_first_publish + opt.duration : 1e300;
     for (;;) {
-        /* Never run more than max_lead deliveries ahead of the slowest subscriber: the cell
+        /* Never run more than max_lead deliveries ahead of the subscribers: the cell
            measures sustained throughput, not how much a broker can buffer. */
-        uint64_t lead_limit = opt.max_lead > 0 ? atomic_load(&slowest_received) + lead_messages : UINT64_MAX;
+        uint64_t due = opt.rate > 0 ? (uint64_t)((now() - t_first_publish) * opt.rate) + 1 : UINT64_MAX;
+        int blocked = 1;
         if (!stopped) {
-            while (c->out_len - c->out_off < (size_t)opt.write_batch && sent < limit && sent < lead_limit &&
-                   (opt.qos == 0 || sent - c->acked < window)) {
-                if (opt.qos) {
-                    packet_id = packet_id % 65535 + 1;
-                    packet[id_offset] = (unsigned char)(packet_id >> 8);
-                    packet[id_offset + 1] = (unsigned char)packet_id;
+            for (int i = 0; i < n; i++) {
+                publisher_t *pub = &publishers[i];
+                uint64_t received = pub->subscriber < 0 ? atomic_load(&slowest_received)
+                                                        : atomic_load(&subscriber_received[pub->subscriber]);
+                uint64_t *ahead = pub->subscriber < 0 ? &sent : &subscriber_sent[pub->subscriber];
+                uint64_t lead_limit = opt.max_lead > 0 ? received + lead_messages : UINT64_MAX;
+                while (pub->c.out_len - pub->c.out_off < (size_t)opt.write_batch && sent < limit && sent < due &&
+                       *ahead < lead_limit && (opt.qos == 0 || pub->sent - pub->c.acked < window)) {
+                    append_message(pub, i);
+                    sent++;
+                    if (pub->subscriber >= 0) subscriber_sent[pub->subscriber]++;
+                    if (opt.rate > 0 && n > 1) break; /* paced: the publishers take turns */
                 }
-                if (opt.size >= 8)
-                    for (int i = 0; i < 8; i++) packet[sequence_offset + i] = (unsigned char)(sent >> (56 - 8 * i));
-                out_append(c, packet, packet_len);
-                sent++;
+                if (*ahead < lead_limit && (opt.qos == 0 || pub->sent - pub->c.acked < window)) blocked = 0;
             }
+            if (sent >= due) blocked = 1;
             if (sent >= limit || now() >= end_time) {
                 stopped = 1;
+                memcpy(subscriber_expected, subscriber_sent, (size_t)k * sizeof *subscriber_sent);
                 atomic_store(&total_sent, sent);
             }
         }
-        flush(c);
-        int drained = c->out_off == c->out_len;
+        int drained = 1, acked = 1, tls_pending = 0;
+        for (int i = 0; i < n; i++) {
+            connection_t *c = &publishers[i].c;
+            flush(c);
+            drained &= c->out_off == c->out_len;
+            acked &= c->acked >= publishers[i].sent;
+            tls_pending |= c->ssl && SSL_has_pending(c->ssl);
+        }
         if (stopped && drained && !t_publish_end) {
             t_publish_end = now();
             atomic_store(&publisher_finished, 1);
         }
-        if (stopped && drained && (opt.qos == 0 || c->acked >= sent)) break;
-        int blocked = sent >= lead_limit || (opt.qos && sent - c->acked >= window);
+        if (stopped && drained && (opt.qos == 0 || acked)) break;
         if (!stopped && drained && !blocked) {
-            /* The socket took everything: keep filling, but pick up acknowledgements on the way. */
-            if (opt.qos && service_read(c) < 0) die("broker closed the publisher connection");
+            /* The sockets took everything: keep filling, but pick up acknowledgements on the way. */
+            if (opt.qos) read_publishers(pfds, 0);
             continue;
         }
-        if (drained) usleep(PUBLISHER_PAUSE_MICROSECONDS); /* let acknowledgements and subscribers catch up */
-        struct pollfd pfd = {.fd = c->fd, .events = POLLIN | (drained ? 0 : POLLOUT)};
-        if (!(c->ssl && SSL_has_pending(c->ssl))) poll(&pfd, 1, drained ? 0 : 100);
-        if (service_read(c) < 0) die("broker closed the publisher connection");
+        if (drained) {
+            double wait = opt.rate > 0 && !stopped && sent >= due ? (double)due / opt.rate - (now() - t_first_publish) : 0;
+            if (wait > 0.01) wait = 0.01;
+            /* let acknowledgements and subscribers catch up, or the next paced message fall due */
+            usleep(wait > 0 ? (useconds_t)(wait * 1e6) : PUBLISHER_PAUSE_MICROSECONDS);
+        }
+        for (int i = 0; i < n; i++) {
+            connection_t *c = &publishers[i].c;
+            pfds[i] = (struct pollfd){.fd = c->fd, .events = POLLIN | (c->out_off == c->out_len ? 0 : POLLOUT)};
+        }
+        if (!tls_pending) poll(pfds, (nfds_t)n, drained ? 0 : 100);
+        read_publishers(pfds, 1);
     }
     t_acks_end = now();
     publisher_cpu = thread_cpu() - cpu0;
     return NULL;
+}
+
+/* ---- latency ---- */
+
+static int compare_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The latency percentiles, in microseconds, as more members of the JSON object. */
+static void print_latencies(void) {
+    static const double quantiles[] = {0.5, 0.9, 0.99, 0.999};
+    static const char *names[] = {"p50", "p90", "p99", "p999"};
+    qsort(latencies, (size_t)latency_count, sizeof *latencies, compare_u64);
+    printf(", \"latency_samples\": %ld, \"latency_samples_dropped\": %ld", latency_count, latency_dropped);
+    for (int q = 0; q < 4; q++) {
+        /* nearest rank: the smallest sample with at least that share of the samples at or below it */
+        long rank = (long)(quantiles[q] * (double)latency_count + 0.999999999);
+        double value = latency_count ? (double)latencies[(rank > 0 ? rank : 1) - 1] / 1e3 : 0;
+        printf(", \"latency_%s_us\": %.1f", names[q], value);
+    }
+    printf(", \"latency_max_us\": %.1f", latency_count ? (double)latencies[latency_count - 1] / 1e3 : 0);
 }
 
 /* ---- main ---- */
@@ -493,7 +644,8 @@ static void usage(void) {
             "                [--subscribers K] [--qos 0|1] [--size BYTES] [--count N] [--duration SECONDS]\n"
             "                [--window N] [--protocol 4|5] [--topic T] [--client-prefix P]\n"
             "                [--max-lead DELIVERIES] [--write-batch BYTES] [--fanout-pause-us N]\n"
-            "                [--idle-timeout SECONDS] [--timeout SECONDS] [--persistent]\n");
+            "                [--idle-timeout SECONDS] [--timeout SECONDS] [--persistent]\n"
+            "                [--publishers P] [--sub-port N] [--rate MESSAGES_PER_S] [--latency [--latency-samples N]]\n");
     exit(2);
 }
 
@@ -504,7 +656,9 @@ int main(int argc, char **argv) {
         {"qos", 1, 0, 'q'},        {"size", 1, 0, 's'},      {"count", 1, 0, 'N'},
         {"duration", 1, 0, 'd'},   {"window", 1, 0, 'w'},    {"protocol", 1, 0, 'V'},
         {"topic", 1, 0, 'T'},      {"client-prefix", 1, 0, 'P'}, {"max-lead", 1, 0, 'L'}, {"write-batch", 1, 0, 'B'}, {"fanout-pause-us", 1, 0, 'F'},  {"idle-timeout", 1, 0, 'i'},
-        {"timeout", 1, 0, 'x'},    {"persistent", 0, 0, 'S'}, {0, 0, 0, 0},
+        {"timeout", 1, 0, 'x'},    {"persistent", 0, 0, 'S'}, {"publishers", 1, 0, 'm'},
+        {"sub-port", 1, 0, 'o'},   {"rate", 1, 0, 'r'},      {"latency", 0, 0, 'l'},
+        {"latency-samples", 1, 0, 'a'}, {0, 0, 0, 0},
     };
     int ch;
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
@@ -529,13 +683,21 @@ int main(int argc, char **argv) {
         case 'i': opt.idle_timeout = atof(optarg); break;
         case 'x': opt.timeout = atoi(optarg); break;
         case 'S': opt.persistent = 1; break;
+        case 'm': opt.publishers = atoi(optarg); break;
+        case 'o': opt.sub_port = atoi(optarg); break;
+        case 'r': opt.rate = atof(optarg); break;
+        case 'l': opt.latency = 1; break;
+        case 'a': opt.latency_samples = atol(optarg); break;
         default: usage();
         }
     }
     if (opt.qos < 0 || opt.qos > 1 || opt.subscribers < 1 || opt.size < 0 || opt.size > 65536 ||
         (opt.protocol != 4 && opt.protocol != 5) || opt.write_batch < 1 || opt.window < 1 || opt.window > 65535 ||
-        (opt.count <= 0 && opt.duration <= 0) || (opt.tls && !opt.cafile))
+        (opt.count <= 0 && opt.duration <= 0) || (opt.tls && !opt.cafile) || opt.publishers < 1 ||
+        opt.rate < 0 || opt.latency_samples < 1 || (opt.publishers > 1 && opt.size < PUBLISHER_OFFSET + 4) ||
+        (opt.latency && opt.size < STAMPED_SIZE))
         usage();
+    if (opt.sub_port == 0) opt.sub_port = opt.port;
     signal(SIGPIPE, SIG_IGN);
     alarm((unsigned)opt.timeout); /* a hard bound, whatever the broker does */
 
@@ -546,25 +708,46 @@ int main(int argc, char **argv) {
         if (SSL_CTX_load_verify_locations(tls_context, opt.cafile, NULL) != 1) die("cannot load CA file %s", opt.cafile);
     }
 
-    int k = opt.subscribers;
+    int k = opt.subscribers, n = opt.publishers;
     connection_t *subs = calloc((size_t)k, sizeof *subs);
-    connection_t publisher = {0};
-    char client_id[256];
+    publishers = calloc((size_t)n, sizeof *publishers);
+    subscriber_received = calloc((size_t)k, sizeof *subscriber_received);
+    subscriber_expected = calloc((size_t)k, sizeof *subscriber_expected);
+    if (opt.latency && !(latencies = malloc((size_t)opt.latency_samples * sizeof *latencies))) die("out of memory");
+    char client_id[256], filter[320];
     for (int i = 0; i < k; i++) {
-        connect_socket(&subs[i]);
+        connect_socket(&subs[i], opt.sub_port);
         snprintf(client_id, sizeof client_id, "%s-sub-%d", opt.client_prefix, i);
         queue_connect(&subs[i], client_id, 65535, opt.persistent);
-        queue_subscribe(&subs[i]);
+        if (n > 1) {
+            /* Subscriber i hears the publishers whose number is i modulo K. */
+            snprintf(filter, sizeof filter, "%s/%d/+", opt.topic, i);
+            subs[i].next_sequences = calloc((size_t)n, sizeof *subs[i].next_sequences);
+        }
+        queue_subscribe(&subs[i], n > 1 ? filter : opt.topic);
         flush(&subs[i]);
     }
     for (int i = 0; i < k; i++) pump_until(&subs[i], is_subacked, "SUBACK");
-    connect_socket(&publisher);
-    snprintf(client_id, sizeof client_id, "%s-pub", opt.client_prefix);
-    queue_connect(&publisher, client_id, 65535, 0);
-    pump_until(&publisher, is_connacked, "CONNACK");
+    for (int i = 0; i < n; i++) {
+        publisher_t *pub = &publishers[i];
+        connect_socket(&pub->c, opt.port);
+        if (n > 1) {
+            snprintf(client_id, sizeof client_id, "%s-pub-%d", opt.client_prefix, i);
+            snprintf(pub->topic, sizeof pub->topic, "%s/%d/%d", opt.topic, i % k, i);
+            pub->subscriber = i % k;
+        } else {
+            snprintf(client_id, sizeof client_id, "%s-pub", opt.client_prefix);
+            snprintf(pub->topic, sizeof pub->topic, "%s", opt.topic);
+            pub->subscriber = -1;
+        }
+        prepare_publish(pub);
+        queue_connect(&pub->c, client_id, 65535, 0);
+        flush(&pub->c);
+    }
+    for (int i = 0; i < n; i++) pump_until(&publishers[i].c, is_connacked, "CONNACK");
 
-    const char *tls_version = opt.tls ? SSL_get_version(publisher.ssl) : "";
-    const char *tls_cipher = opt.tls ? SSL_get_cipher_name(publisher.ssl) : "";
+    const char *tls_version = opt.tls ? SSL_get_version(publishers[0].c.ssl) : "";
+    const char *tls_cipher = opt.tls ? SSL_get_cipher_name(publishers[0].c.ssl) : "";
     printf("READY\n");
     fflush(stdout);
     char line[64];
@@ -581,7 +764,7 @@ int main(int argc, char **argv) {
     struct epoll_event *events = calloc((size_t)k, sizeof *events);
     double cpu0 = thread_cpu();
     pthread_t thread;
-    pthread_create(&thread, NULL, publisher_main, &publisher);
+    pthread_create(&thread, NULL, publisher_main, NULL);
 
     double t_last_receive = 0, t_progress = now(), hard_end = now() + opt.timeout - 5;
     uint64_t received_total = 0, expected = 0;
@@ -624,11 +807,13 @@ int main(int argc, char **argv) {
             for (int i = 0; i < k; i++)
                 if (subs[i].received < slowest) slowest = subs[i].received;
             atomic_store(&slowest_received, slowest);
+            for (int i = 0; i < k && n > 1; i++) atomic_store(&subscriber_received[i], subs[i].received);
         }
         if (atomic_load(&publisher_finished)) {
             expected = atomic_load(&total_sent);
             int all = 1;
-            for (int i = 0; i < k && all; i++) all = subs[i].received >= expected;
+            for (int i = 0; i < k && all; i++)
+                all = subs[i].received >= (n > 1 ? subscriber_expected[i] : expected);
             if (all) {
                 complete = 1;
                 break;
@@ -645,24 +830,29 @@ int main(int argc, char **argv) {
     if (publisher_done) pthread_join(thread, NULL);
     expected = atomic_load(&total_sent);
     received_total = 0;
-    uint64_t sequence_errors = 0;
+    uint64_t sequence_errors = 0, expected_deliveries = n > 1 ? 0 : expected * (uint64_t)k, acked = 0;
     for (int i = 0; i < k; i++) {
         received_total += subs[i].received;
         sequence_errors += subs[i].sequence_errors;
+        if (n > 1) expected_deliveries += subscriber_expected[i];
     }
+    for (int i = 0; i < n; i++) acked += publishers[i].c.acked;
     double elapsed = t_last_receive > t_first_publish ? t_last_receive - t_first_publish : 0;
     printf("{\"subscribers\": %d, \"qos\": %d, \"size\": %d, \"protocol\": %d, \"tls\": %s, "
            "\"tls_version\": \"%s\", \"tls_cipher\": \"%s\", "
            "\"sent\": %llu, \"acked\": %llu, \"received\": %llu, \"expected\": %llu, \"complete\": %s, \"sequence_errors\": %llu, "
            "\"elapsed_s\": %.6f, \"publish_s\": %.6f, \"acks_s\": %.6f, \"deliveries_per_s\": %.1f, "
-           "\"publisher_cpu_s\": %.4f, \"subscriber_cpu_s\": %.4f}\n",
+           "\"publisher_cpu_s\": %.4f, \"subscriber_cpu_s\": %.4f",
            k, opt.qos, opt.size, opt.protocol, opt.tls ? "true" : "false", tls_version, tls_cipher,
-           (unsigned long long)expected, (unsigned long long)publisher.acked, (unsigned long long)received_total,
-           (unsigned long long)expected * (unsigned long long)k, complete ? "true" : "false",
+           (unsigned long long)expected, (unsigned long long)acked, (unsigned long long)received_total,
+           (unsigned long long)expected_deliveries, complete ? "true" : "false",
            (unsigned long long)sequence_errors, elapsed,
            t_publish_end ? t_publish_end - t_first_publish : 0, t_acks_end ? t_acks_end - t_first_publish : 0,
            elapsed > 0 ? (double)received_total / elapsed : 0.0, publisher_done ? publisher_cpu : 0.0,
            subscriber_cpu);
+    if (n > 1) printf(", \"publishers\": %d", n);
+    if (opt.latency) print_latencies();
+    printf("}\n");
     fflush(stdout);
     _exit(complete ? 0 : 3);
 }
