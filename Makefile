@@ -18,7 +18,7 @@ JS_DIR := tests/js
 # chromium (the console's browser tests; Playwright drives it, it never downloads a browser).
 DEBIAN_PACKAGES := mosquitto mosquitto-clients openssl chromium
 
-.PHONY: help run test lint format bench bench-connections setup setup-test tools samples-tools samples-java samples-go clean
+.PHONY: help run test lint format bench bench-connections bench-cluster setup setup-test tools samples-tools samples-java samples-go clean
 
 help:
 	@echo "make run     start a demo broker in ./$(DATA_DIR) (anonymous clients allowed)"
@@ -27,6 +27,7 @@ help:
 	@echo "make format  ruff format and ruff check --fix"
 	@echo "make bench   run the benchmarks (bench/run.py)"
 	@echo "make bench-connections  CPU per mutual TLS connection vs mosquitto (bench/connections.py)"
+	@echo "make bench-cluster  2 workers vs 1, latency, revocation and takeover across nodes (bench/cluster.py)"
 	@echo "make clean   remove the virtualenv and caches (not ./$(DATA_DIR))"
 
 $(VENV)/bin/python:
@@ -146,6 +147,9 @@ bench: $(STAMPS)/bench
 
 bench-connections: $(STAMPS)/bench
 	$(VENV)/bin/python bench/connections.py $(BENCH_ARGS)
+
+bench-cluster: $(STAMPS)/bench
+	$(VENV)/bin/python bench/cluster.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis build src/*.egg-info

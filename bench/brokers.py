@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pwd
 import re
 import shutil
 import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import processes
 from certificates import ServerCertificate
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # Both brokers get the same delivery limits, certmq's defaults ([mqtt] max_inflight and
 # max_queued_messages in docs/configuration.md): up to 65535 QoS 1 messages in flight per
@@ -21,6 +26,22 @@ from certificates import ServerCertificate
 MAX_INFLIGHT = 65535
 MAX_QUEUED = 1000
 START_TIMEOUT = 60.0
+
+
+def add_certmq_options(parser: argparse.ArgumentParser) -> None:
+    """--python and --event-loop: how the benchmarks run certmq."""
+    venv_python = ROOT / ".venv" / "bin" / "python"
+    parser.add_argument(
+        "--python",
+        default=str(venv_python) if venv_python.exists() else sys.executable,
+        help="the Python that runs certmq (default: .venv/bin/python)",
+    )
+    parser.add_argument(
+        "--event-loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="certmq's event loop (certmq serve --event-loop; default auto)",
+    )
 
 
 @dataclass
@@ -32,6 +53,9 @@ class RunningBroker:
     process: subprocess.Popen[bytes]
     log_file: Path
     facts: dict[str, str] = field(default_factory=dict)
+    # Processes that work for this broker, measured apart by name: a cluster's NATS and
+    # PostgreSQL servers.
+    companions: dict[str, int] = field(default_factory=dict)
 
     @property
     def pid(self) -> int:
@@ -162,6 +186,25 @@ def _init_certmq(python: str, data_dir: Path, env: dict[str, str]) -> dict[str, 
     raise RuntimeError(f"certmq init printed no JSON object:\n{result.stdout}")
 
 
+@dataclass(frozen=True)
+class CertmqInstance:
+    """The files of an instance, made by ``certmq init``: a node's data directory."""
+
+    data_dir: Path
+    server_ca_file: Path
+
+    def copy(self, data_dir: Path) -> CertmqInstance:
+        """The same instance for another node of a cluster (docs/cluster.md: each node gets a
+        copy of the files ``certmq init`` made). Copy before either node starts."""
+        shutil.copytree(self.data_dir, data_dir)
+        return CertmqInstance(data_dir, data_dir / self.server_ca_file.relative_to(self.data_dir))
+
+
+def init_certmq(python: str, data_dir: Path) -> CertmqInstance:
+    summary = _init_certmq(python, data_dir, dict(os.environ))
+    return CertmqInstance(data_dir, Path(summary["server_ca_file"]))
+
+
 def start_certmq(
     workdir: Path,
     python: str,
@@ -169,16 +212,26 @@ def start_certmq(
     cpus: set[int] | None,
     environment: dict[str, str] | None = None,
     python_options: list[str] | None = None,
+    *,
+    name: str = "certmq",
+    instance: CertmqInstance | None = None,
+    serve_options: list[str] | None = None,
+    ready_pattern: str | None = None,
 ) -> RunningBroker:
     """``environment``: CERTMQ_* settings that replace the defaults below (bench/connections.py
     runs the instance in mutual mode with its HTTP API on). ``python_options`` go before
-    ``-m certmq serve``, e.g. ``["-m", "cProfile", "-o", FILE]`` to profile the broker."""
-    directory = workdir / "certmq"
-    data_dir = directory / "data"
+    ``-m certmq serve``, e.g. ``["-m", "cProfile", "-o", FILE]`` to profile the broker.
+    ``name`` names the broker and its directory in ``workdir``; ``instance``: files made
+    beforehand (one copy per node of a cluster), else ``certmq init`` makes them.
+    ``serve_options`` go after ``serve`` (``["--workers", "2"]``); ``ready_pattern``: a regular
+    expression that the log must match before the broker counts as started (the listeners
+    accept connections as soon as the first of several workers is up)."""
+    directory = workdir / name
     directory.mkdir(parents=True, exist_ok=True)
     tcp_port, tls_port = processes.free_port(), processes.free_port()
     env = dict(os.environ)
-    summary = _init_certmq(python, data_dir, env)
+    if instance is None:
+        instance = init_certmq(python, directory / "data")
     env.update(
         CERTMQ_LISTENERS_TCP=f"127.0.0.1:{tcp_port}",
         CERTMQ_LISTENERS_TLS=f"127.0.0.1:{tls_port}",
@@ -192,17 +245,40 @@ def start_certmq(
     log_file = directory / "certmq.log"
     with open(log_file, "wb") as output:
         process = processes.start(
-            [python, *(python_options or []), "-m", "certmq", "serve", "--data-dir", str(data_dir)],
+            [
+                python,
+                *(python_options or []),
+                "-m",
+                "certmq",
+                "serve",
+                "--data-dir",
+                str(instance.data_dir),
+                *(serve_options or []),
+            ],
             cpus=cpus,
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
             env=env,
         )
-    broker = RunningBroker("certmq", tcp_port, tls_port, Path(summary["server_ca_file"]), process, log_file)
+    broker = RunningBroker(name, tcp_port, tls_port, instance.server_ca_file, process, log_file)
     _wait_listening(broker)
+    if ready_pattern is not None:
+        _wait_for_log(broker, ready_pattern)
     broker.facts = {"version": certmq_version(python), "event_loop": loaded_event_loop(process.pid)}
     return broker
+
+
+def _wait_for_log(broker: RunningBroker, pattern: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while not re.search(pattern, broker.log_file.read_text(errors="replace")):
+        if not broker.alive() or time.monotonic() > deadline:
+            broker.stop()
+            raise RuntimeError(
+                f"{broker.name} did not log /{pattern}/ within {START_TIMEOUT:.0f} s\n"
+                f"--- {broker.log_file}:\n{broker.log_tail()}"
+            )
+        time.sleep(0.1)
 
 
 def certmq_version(python: str) -> str:

@@ -27,7 +27,6 @@ import asyncio
 import datetime
 import pstats
 import shutil
-import signal
 import statistics
 import sys
 import tempfile
@@ -35,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import brokers as broker_processes
 import certificates
 import connection_generator
 import decision_scale
@@ -83,32 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="run certmq alone under cProfile through a long run of each cell, and print its hot spots",
     )
-    parser.add_argument(
-        "--python",
-        default=str(ROOT / ".venv" / "bin" / "python")
-        if (ROOT / ".venv" / "bin" / "python").exists()
-        else sys.executable,
-        help="the Python that runs certmq (default: .venv/bin/python)",
-    )
-    parser.add_argument(
-        "--event-loop",
-        choices=("auto", "uvloop", "asyncio"),
-        default="auto",
-        help="certmq's event loop (certmq serve --event-loop; default auto)",
-    )
-    parser.add_argument(
-        "--max-disturbance",
-        type=float,
-        default=0.25,
-        metavar="SHARE",
-        help="measure a pair of runs again when other programs used more than this share of a CPU "
-        "during either run (default 0.25)",
-    )
-    parser.add_argument(
-        "--retries",
-        type=int,
-        help="how many times a disturbed pair is measured again (default 1; --quick: 0)",
-    )
+    broker_processes.add_certmq_options(parser)
+    processes.add_disturbance_options(parser, default_retries=1)
     parser.add_argument("--no-pin", action="store_true", help="do not pin the broker to one CPU")
     parser.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
     parser.add_argument("--keep-workdir", action="store_true", help="keep the brokers' logs and data")
@@ -574,11 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     started = datetime.datetime.now(datetime.UTC)
     start = time.monotonic()
 
-    def on_sigterm(signal_number: int, _frame: Any) -> None:
-        print("terminated: stopping the brokers", file=sys.stderr)
-        raise SystemExit(128 + signal_number)
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    processes.exit_on_sigterm("the brokers")
     workdir = Path(tempfile.mkdtemp(prefix="certmq-connections-"))
     log_dir = workdir / "generator"
     log_dir.mkdir()

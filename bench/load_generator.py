@@ -53,10 +53,15 @@ class Cell:
     # Subscribers with sessions the broker keeps (clean session off): what it acknowledges must
     # survive a crash, so certmq writes it to its journal first.
     durable: bool = False
+    # More than one: fan-in, each subscriber hearing publishers / subscribers of them
+    # (bench/loadgen/mqttload.c, --publishers).
+    publishers: int = 1
 
     @property
     def name(self) -> str:
-        return f"{self.transport} qos{self.qos} 1->{self.subscribers}" + (" durable" if self.durable else "")
+        return f"{self.transport} qos{self.qos} {self.publishers}->{self.subscribers}" + (
+            " durable" if self.durable else ""
+        )
 
 
 def run_cell(
@@ -69,9 +74,17 @@ def run_cell(
     log_dir: Path,
     cpus: set[int] | None = None,
     write_batch: int = 65536,
+    subscriber_broker: RunningBroker | None = None,
+    rate: float = 0.0,
+    latency: bool = False,
 ) -> dict[str, Any]:
-    """One measurement: the load generator's result plus the broker's CPU time and utilisation."""
+    """One measurement: the load generator's result plus the broker's CPU time and utilisation,
+    and that of the processes that work for it (``broker.companions``, e.g. a cluster's NATS
+    server), each apart. ``subscriber_broker``: the subscribers connect to that one (another
+    node of the same cluster); ``rate``: messages per second, all publishers together (0: as
+    fast as the broker takes them); ``latency``: the load generator times each delivery."""
     port = broker.tls_port if cell.transport == "tls" else broker.tcp_port
+    subscribers_on = subscriber_broker or broker
     timeout = int(SETUP_TIMEOUT + duration + DRAIN_TIMEOUT)
     args = [
         str(BINARY),
@@ -100,6 +113,19 @@ def run_cell(
         args += ["--tls", "--cafile", str(broker.ca_file), "--servername", "localhost"]
     if cell.durable:
         args.append("--persistent")
+    if cell.publishers > 1:
+        args += ["--publishers", str(cell.publishers)]
+    if subscribers_on is not broker:
+        args += [
+            "--sub-port",
+            str(subscribers_on.tls_port if cell.transport == "tls" else subscribers_on.tcp_port),
+        ]
+    if rate > 0:
+        args += ["--rate", str(rate)]
+    if latency:
+        args.append("--latency")
+    measured = {broker.name: broker.pid, subscribers_on.name: subscribers_on.pid}
+    companions = {**broker.companions, **subscribers_on.companions}
     stderr_file = log_dir / f"{tag}.stderr"
     with open(stderr_file, "wb") as stderr:
         process = processes.start(
@@ -110,13 +136,17 @@ def run_cell(
         line = reader.readline(time.monotonic() + SETUP_TIMEOUT)
         if line != "READY":
             raise LoadGeneratorError(f"load generator did not get ready: {line!r}; {_tail(stderr_file)}")
-        cpu_before, wall_before = broker.cpu_seconds(), time.monotonic()
+        # How the kernel spread the connections over processes sharing the port (workers).
+        spread = processes.connections_per_process(broker.pid, port)
+        cpu_before, wall_before = _cpu_of(measured), time.monotonic()
+        companions_before = _cpu_of(companions)
         machine_before = processes.machine_busy_seconds()
         assert process.stdin is not None
         process.stdin.write(b"GO\n")
         process.stdin.flush()
         line = reader.readline(time.monotonic() + duration + DRAIN_TIMEOUT + 10)
-        cpu_after, wall_after = broker.cpu_seconds(), time.monotonic()
+        cpu_after, wall_after = _cpu_of(measured), time.monotonic()
+        companions_after = _cpu_of(companions)
         machine_after = processes.machine_busy_seconds()
         try:
             result: dict[str, Any] = json.loads(line)
@@ -126,12 +156,16 @@ def run_cell(
             ) from None
     finally:
         processes.stop(process, grace_seconds=5)
-    broker_cpu = cpu_after - cpu_before
+    broker_cpu = sum(cpu_after.values()) - sum(cpu_before.values())
+    companion_cpu = {name: companions_after[name] - companions_before[name] for name in companions}
     wall = max(wall_after - wall_before, 1e-9)
     load_generator_cpu = result["publisher_cpu_s"] + result["subscriber_cpu_s"]
     # What the rest of the machine used meanwhile (other programs, this script): a disturbance.
-    other_cpu = max(0.0, machine_after - machine_before - broker_cpu - load_generator_cpu)
+    other_cpu = max(
+        0.0, machine_after - machine_before - broker_cpu - sum(companion_cpu.values()) - load_generator_cpu
+    )
     received = int(result["received"])
+    result["connections_per_process"] = spread
     if result.get("sequence_errors"):
         result["complete"] = False  # the right count, but not the right messages
     result.update(
@@ -141,7 +175,20 @@ def run_cell(
         other_cpu_share=other_cpu / wall,
         cpu_us_per_message=broker_cpu * 1e6 / received if received else None,
     )
+    if companions:
+        result.update(
+            companion_cpu_s=companion_cpu,
+            companion_cpu_us_per_message={
+                name: seconds * 1e6 / received if received else None
+                for name, seconds in companion_cpu.items()
+            },
+        )
     return result
+
+
+def _cpu_of(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds of each process and its descendants, by name."""
+    return {name: processes.cpu_seconds(pid) for name, pid in pids.items()}
 
 
 def _tail(path: Path) -> str:

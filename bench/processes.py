@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,33 @@ def start(args: list[str], cpus: set[int] | None = None, **kwargs: Any) -> subpr
     process = subprocess.Popen(args, process_group=0, preexec_fn=pin, **kwargs)
     _started.append(process)
     return process
+
+
+def exit_on_sigterm(what: str) -> None:
+    """Turn SIGTERM into SystemExit, so that the ``finally`` of the caller stops what it started."""
+
+    def on_sigterm(signal_number: int, _frame: Any) -> None:
+        print(f"terminated: stopping {what}", file=sys.stderr)
+        raise SystemExit(128 + signal_number)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def add_disturbance_options(parser: argparse.ArgumentParser, default_retries: int) -> None:
+    """--max-disturbance and --retries: measuring again what other programs disturbed."""
+    parser.add_argument(
+        "--max-disturbance",
+        type=float,
+        default=0.25,
+        metavar="SHARE",
+        help="measure a pair of runs again when other programs used more than this share of a CPU "
+        "during either run (default 0.25)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        help=f"how many times a disturbed pair is measured again (default {default_retries}; --quick: 0)",
+    )
 
 
 def stop(process: subprocess.Popen[bytes], grace_seconds: float = 10.0) -> None:
@@ -79,24 +108,60 @@ def _read_stat(pid: int) -> tuple[int, int] | None:
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of pid and of its live descendants, in seconds."""
-    stats: dict[int, tuple[int, int]] = {}
+def _family(pid: int) -> list[int]:
+    """pid and its live descendants."""
+    parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             stat = _read_stat(int(entry))
             if stat is not None:
-                stats[int(entry)] = stat
+                parents[int(entry)] = stat[0]
     children: dict[int, list[int]] = {}
-    for child, (parent, _) in stats.items():
+    for child, parent in parents.items():
         children.setdefault(parent, []).append(child)
-    total, pending = 0, [pid]
+    found, pending = [], [pid]
     while pending:
         current = pending.pop()
-        if current in stats:
-            total += stats[current][1]
+        if current in parents:
+            found.append(current)
         pending.extend(children.get(current, []))
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of pid and of its live descendants, in seconds."""
+    total = 0
+    for member in _family(pid):
+        stat = _read_stat(member)
+        if stat is not None:
+            total += stat[1]
     return total / _CLOCK_TICKS
+
+
+def connections_per_process(pid: int, port: int) -> list[int]:
+    """How many established TCP connections to local ``port`` each process of pid's family
+    holds, most first (the processes holding none left out): how the kernel spread the
+    connections over the workers that share the port."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # ESTABLISHED
+                inodes.add(fields[9])
+    counts = []
+    for member in _family(pid):
+        try:
+            links = [os.readlink(f"/proc/{member}/fd/{fd}") for fd in os.listdir(f"/proc/{member}/fd")]
+        except OSError:
+            continue
+        held = sum(1 for link in links if link.startswith("socket:[") and link[8:-1] in inodes)
+        if held:
+            counts.append(held)
+    return sorted(counts, reverse=True)
 
 
 def machine_busy_seconds() -> float:

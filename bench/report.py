@@ -21,8 +21,15 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def summarise(runs: list[dict[str, Any]], cells: list[str], brokers: list[str]) -> list[dict[str, Any]]:
-    """Per cell and broker: medians over the repeats; certmq/mosquitto ratios when both ran."""
+def summarise(
+    runs: list[dict[str, Any]],
+    cells: list[str],
+    brokers: list[str],
+    subject: str = SUBJECT,
+    reference: str = REFERENCE,
+) -> list[dict[str, Any]]:
+    """Per cell and broker: medians over the repeats; subject/reference ratios (certmq/mosquitto
+    unless told otherwise) when both ran."""
     summary = []
     for cell in cells:
         entry: dict[str, Any] = {"cell": cell, "brokers": {}}
@@ -40,26 +47,44 @@ def summarise(runs: list[dict[str, Any]], cells: list[str], brokers: list[str]) 
                 "incomplete": sum(1 for r in good if not r["complete"]),
                 "errors": [r["error"] for r in mine if "error" in r],
             }
-        if SUBJECT in brokers and REFERENCE in brokers:
-            subject, reference = entry["brokers"][SUBJECT], entry["brokers"][REFERENCE]
+            companions = {name for r in good for name in r.get("companion_cpu_us_per_message", {})}
+            if companions:
+                entry["brokers"][broker]["companion_cpu_us_per_message"] = {
+                    name: _median(
+                        [
+                            r["companion_cpu_us_per_message"][name]
+                            for r in good
+                            if r.get("companion_cpu_us_per_message", {}).get(name) is not None
+                        ]
+                    )
+                    for name in sorted(companions)
+                }
+        if subject in brokers and reference in brokers:
+            mine, theirs = entry["brokers"][subject], entry["brokers"][reference]
             for name, key in (("throughput", "deliveries_per_s"), ("cpu", "cpu_us_per_message")):
-                paired = _paired_ratios(runs, cell, key)
+                paired = _paired_ratios(runs, cell, key, subject, reference)
                 # The median of the ratios of runs made back to back: a burst of load from
                 # elsewhere on the machine tends to hit both runs of a pair alike.
                 entry[f"{name}_ratio"] = _median(paired)
                 entry[f"{name}_ratio_range"] = [min(paired), max(paired)] if paired else None
-                entry[f"{name}_ratio_of_medians"] = _ratio(subject[key], reference[key])
+                entry[f"{name}_ratio_of_medians"] = _ratio(mine[key], theirs[key])
         summary.append(entry)
     return summary
 
 
-def _paired_ratios(runs: list[dict[str, Any]], cell: str, key: str) -> list[float]:
-    """certmq/mosquitto ratio for each repeat (each repeat ran both brokers back to back)."""
+def _paired_ratios(
+    runs: list[dict[str, Any]], cell: str, key: str, subject: str = SUBJECT, reference: str = REFERENCE
+) -> list[float]:
+    """subject/reference ratio for each repeat (each repeat ran both brokers back to back)."""
     by_repeat: dict[int, dict[str, float]] = {}
     for run in runs:
         if run["cell"] == cell and "error" not in run and "discarded" not in run and run.get(key):
             by_repeat.setdefault(run["repeat"], {})[run["broker"]] = run[key]
-    return [pair[SUBJECT] / pair[REFERENCE] for pair in by_repeat.values() if len(pair) == 2]
+    return [
+        pair[subject] / pair[reference]
+        for pair in by_repeat.values()
+        if subject in pair and reference in pair
+    ]
 
 
 # ---- formatting ----

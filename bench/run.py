@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import signal
 import statistics
 import sys
 import tempfile
@@ -66,19 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=600,
         help="stop starting runs after this many seconds (default 600)",
     )
-    parser.add_argument(
-        "--python",
-        default=str(ROOT / ".venv" / "bin" / "python")
-        if (ROOT / ".venv" / "bin" / "python").exists()
-        else sys.executable,
-        help="the Python that runs certmq (default: .venv/bin/python)",
-    )
-    parser.add_argument(
-        "--event-loop",
-        choices=("auto", "uvloop", "asyncio"),
-        default="auto",
-        help="certmq's event loop (certmq serve --event-loop; default auto)",
-    )
+    broker_processes.add_certmq_options(parser)
     parser.add_argument(
         "--publisher-batch",
         type=int,
@@ -86,19 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="BYTES",
         help="bytes of messages the publisher gathers per write (default 65536; 1: one message per write)",
     )
-    parser.add_argument(
-        "--max-disturbance",
-        type=float,
-        default=0.25,
-        metavar="SHARE",
-        help="measure a pair of runs again when other programs used more than this share of a CPU "
-        "during either run (default 0.25)",
-    )
-    parser.add_argument(
-        "--retries",
-        type=int,
-        help="how many times a disturbed pair is measured again (default 2; --quick: 0)",
-    )
+    processes.add_disturbance_options(parser, default_retries=2)
     parser.add_argument(
         "--no-pin",
         action="store_true",
@@ -178,28 +153,36 @@ def measure(
     workdir: Path,
     deadline: float,
     cpus: processes.CpuPlan,
+    warm_up: list[Cell] | None = None,
 ) -> list[dict[str, Any]]:
+    """Run every cell on every broker of ``running`` in turn, ``args.repeat`` times; ``warm_up``:
+    the cells run first on each broker and not recorded (default: QoS 1, each transport, 1 and
+    ``args.fanout`` subscribers)."""
     log_dir = workdir / "loadgen"
     log_dir.mkdir(exist_ok=True)
     names = [name for name in args.broker_names if name in running]
+    if warm_up is None:
+        warm_up = [
+            Cell(transport, 1, subscribers)
+            for transport in ([args.only] if args.only else ["tcp", "tls"])
+            for subscribers in (1, args.fanout)
+        ]
     # Warm-up, not recorded: the first connections and the first thousands of messages of a
     # Python process are slower (imports on first use, allocator growth).
     for name in names:
-        for transport in [args.only] if args.only else ["tcp", "tls"]:
-            for subscribers in (1, args.fanout):
-                cell = Cell(transport, 1, subscribers)
-                try:
-                    load_generator.run_cell(
-                        running[name],
-                        cell,
-                        size=args.size,
-                        duration=0.3,
-                        tag=f"warmup-{name}-{transport}-{subscribers}",
-                        log_dir=log_dir,
-                        cpus=cpus.load_generator,
-                    )
-                except load_generator.LoadGeneratorError as error:
-                    print(f"warm-up {name} {cell.name}: {error}")
+        for cell in warm_up:
+            try:
+                load_generator.run_cell(
+                    running[name],
+                    cell,
+                    size=args.size,
+                    duration=0.3,
+                    tag=f"warmup-{name}-{cell.transport}-{cell.publishers}-{cell.subscribers}",
+                    log_dir=log_dir,
+                    cpus=cpus.load_generator,
+                )
+            except load_generator.LoadGeneratorError as error:
+                print(f"warm-up {name} {cell.name}: {error}")
     runs: list[dict[str, Any]] = []
     serial = 0
     planned_pairs = args.repeat * len(cells)
@@ -255,6 +238,7 @@ def run_one(
         "transport": cell.transport,
         "qos": cell.qos,
         "subscribers": cell.subscribers,
+        "publishers": cell.publishers,
     }
     if not broker.alive():
         record["error"] = f"{name} is not running (exit status {broker.process.returncode})"
@@ -370,11 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     cells = plan_cells(args)
     fit_duration(args, len(cells) * len(args.broker_names) * args.repeat)
 
-    def on_sigterm(signal_number: int, _frame: Any) -> None:
-        print("terminated: stopping the brokers", file=sys.stderr)
-        raise SystemExit(128 + signal_number)
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    processes.exit_on_sigterm("the brokers")
     workdir = Path(tempfile.mkdtemp(prefix="certmq-bench-"))
     try:
         binary = load_generator.build()
