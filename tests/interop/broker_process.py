@@ -146,15 +146,22 @@ class RunningBroker:
         and ports."""
         code = self._terminate()
         assert code == 0, f"{self.kind} exited with code {code} after SIGTERM\n{self.log_tail()}"
-        self.exit_code = None
-        self.process = _launch(self.command, self.environment, self.data_dir, self.log_file)
-        _wait_for_ports(self.process, self.wait_ports, self.log_file, self.kind)
+        self.start()
 
     def crash_and_restart(self) -> None:
         """Kill with SIGKILL, as a power cut would stop it, and start again on the same data
         directory and ports."""
+        self.kill()
+        self.start()
+
+    def kill(self) -> None:
+        """Kill with SIGKILL, as a power cut would stop it."""
         self.process.kill()
         self.process.wait()
+        self.exit_code = self.process.returncode
+
+    def start(self) -> None:
+        """Start again, after a stop or a kill, on the same data directory and ports."""
         self.exit_code = None
         self.process = _launch(self.command, self.environment, self.data_dir, self.log_file)
         _wait_for_ports(self.process, self.wait_ports, self.log_file, self.kind)
@@ -245,10 +252,21 @@ def start_broker(data_dir: Path, settings: Mapping[str, Any] | None = None) -> R
 
 
 def _start_certmq(data_dir: Path, settings: dict[str, str]) -> RunningBroker:
+    return serve_certmq(data_dir, settings, init_certmq(data_dir))
+
+
+def _certmq_command() -> tuple[list[str], dict[str, str]]:
+    """``python -m certmq`` from this checkout, and its environment."""
     environment = _clean_environment()
     source = str(PROJECT_ROOT / "src")
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [source, environment.get("PYTHONPATH")]))
-    command = [sys.executable, "-m", "certmq"]
+    return [sys.executable, "-m", "certmq"], environment
+
+
+def init_certmq(data_dir: Path) -> dict[str, Any]:
+    """``certmq init --json`` in ``data_dir``: what it printed (the instance id, the admin token,
+    the AccessKey pair, the server CA's path)."""
+    command, environment = _certmq_command()
     init = subprocess.run(
         [*command, "init", "--data-dir", str(data_dir), "--json"],
         env=environment,
@@ -262,12 +280,18 @@ def _start_certmq(data_dir: Path, settings: dict[str, str]) -> RunningBroker:
             f"stderr: {init.stderr.decode(errors='replace')}"
         )
     try:
-        info = json.loads(init.stdout)
+        info: dict[str, Any] = json.loads(init.stdout)
     except json.JSONDecodeError as error:
         raise RuntimeError(
             f"certmq init --json did not print one JSON object ({error}): {init.stdout!r}"
         ) from None
+    return info
 
+
+def serve_certmq(data_dir: Path, settings: dict[str, str], info: dict[str, Any]) -> RunningBroker:
+    """``certmq serve`` on the instance in ``data_dir`` (``info``: what its init printed), every
+    listener on a free port, returned once they accept connections."""
+    command, environment = _certmq_command()
     ports = {name: free_port() for name in ("tcp", "tls", "ws", "wss", "http")}
     for name, port in ports.items():
         environment[f"CERTMQ_LISTENERS_{name.upper()}"] = f"{HOST}:{port}"
