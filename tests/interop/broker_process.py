@@ -163,7 +163,7 @@ class RunningBroker:
     def start(self) -> None:
         """Start again, after a stop or a kill, on the same data directory and ports."""
         self.exit_code = None
-        self.process = _launch(self.command, self.environment, self.data_dir, self.log_file)
+        self.process = launch(self.command, self.environment, self.data_dir, self.log_file)
         _wait_for_ports(self.process, self.wait_ports, self.log_file, self.kind)
 
     def stop(self) -> int:
@@ -204,9 +204,10 @@ def _clean_environment() -> dict[str, str]:
     }
 
 
-def _launch(
+def launch(
     command: list[str], environment: dict[str, str], data_dir: Path, log_file: Path
 ) -> subprocess.Popen[bytes]:
+    """Start ``command`` in ``data_dir``, its output appended to ``log_file``."""
     with log_file.open("ab") as log:
         return subprocess.Popen(
             command,
@@ -255,7 +256,7 @@ def _start_certmq(data_dir: Path, settings: dict[str, str]) -> RunningBroker:
     return serve_certmq(data_dir, settings, init_certmq(data_dir))
 
 
-def _certmq_command() -> tuple[list[str], dict[str, str]]:
+def certmq_command() -> tuple[list[str], dict[str, str]]:
     """``python -m certmq`` from this checkout, and its environment."""
     environment = _clean_environment()
     source = str(PROJECT_ROOT / "src")
@@ -266,7 +267,7 @@ def _certmq_command() -> tuple[list[str], dict[str, str]]:
 def init_certmq(data_dir: Path) -> dict[str, Any]:
     """``certmq init --json`` in ``data_dir``: what it printed (the instance id, the admin token,
     the AccessKey pair, the server CA's path)."""
-    command, environment = _certmq_command()
+    command, environment = certmq_command()
     init = subprocess.run(
         [*command, "init", "--data-dir", str(data_dir), "--json"],
         env=environment,
@@ -291,7 +292,7 @@ def init_certmq(data_dir: Path) -> dict[str, Any]:
 def serve_certmq(data_dir: Path, settings: dict[str, str], info: dict[str, Any]) -> RunningBroker:
     """``certmq serve`` on the instance in ``data_dir`` (``info``: what its init printed), every
     listener on a free port, returned once they accept connections."""
-    command, environment = _certmq_command()
+    command, environment = certmq_command()
     ports = {name: free_port() for name in ("tcp", "tls", "ws", "wss", "http")}
     for name, port in ports.items():
         environment[f"CERTMQ_LISTENERS_{name.upper()}"] = f"{HOST}:{port}"
@@ -299,7 +300,7 @@ def serve_certmq(data_dir: Path, settings: dict[str, str], info: dict[str, Any])
     environment.update(settings)
     log_file = data_dir / "broker.log"
     serve = [*command, "serve", "--data-dir", str(data_dir)]
-    process = _launch(serve, environment, data_dir, log_file)
+    process = launch(serve, environment, data_dir, log_file)
     # The HTTP listener (API, console, metrics) is not part of what these tests exercise.
     # Plain TCP and WebSocket stay closed in mutual mode unless asked for; the HTTP API is there too.
     closed = set()
@@ -454,7 +455,7 @@ def _start_mosquitto(data_dir: Path, settings: dict[str, str]) -> RunningBroker:
     log_file = data_dir / "broker.log"
     command = [executable, "-c", str(config_file)]
     environment = _clean_environment()
-    process = _launch(command, environment, data_dir, log_file)
+    process = launch(command, environment, data_dir, log_file)
     _wait_for_ports(process, [ports["tcp"], ports["tls"]], log_file, "mosquitto")
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(certificate_file, key_file)
