@@ -112,8 +112,10 @@ class WorkerSupervisor:
         _, running = await asyncio.wait(keepers, timeout=self.stop_timeout)
         for worker in self.workers:
             if worker.process is not None and worker.process.returncode is None:
-                log.error("worker %d (node %s) did not stop within %.0f s: killed", worker.number,
-                          worker.node, self.stop_timeout)  # fmt: skip
+                log.error(
+                    "worker %d (node %s) did not stop within %.0f s: killed",
+                    worker.number, worker.node, self.stop_timeout,
+                )  # fmt: skip
                 worker.process.kill()
         if running:
             await asyncio.wait(running)
