@@ -5,8 +5,8 @@ machine (docs/cluster.md, "One machine, several cores"): named after the node (`
 ``NODE-N``), binding every listener with ``SO_REUSEPORT`` so that the kernel spreads the
 connections over the workers, and keeping its sessions in a directory of its own. The
 supervisor serves nothing: it starts the workers (the first alone, then the others once it is
-ready: the first start on an empty database sets up the registry's tables, and the demo CA is
-registered by the first worker), passes the signals on (SIGTERM and SIGINT stop
+ready, so that what a node sets up on its first start is set up once: the registry's tables on
+an empty database, the NATS streams, the demo CA), passes the signals on (SIGTERM and SIGINT stop
 them all, SIGHUP reloads each) and starts again a worker that died, later and later while it
 keeps dying.
 
