@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mtls"))
 
 from cluster_nodes import ClusterNodes, ClusterServers, SharedInstance, registry_template
 from nats_servers import NatsCluster
+from worker_node import WorkerNode
 
 from unit.registry_fixtures import postgresql_server
 
@@ -97,6 +98,21 @@ def start_cluster(
             return stack.enter_context(
                 servers.cluster(work, numbers, empty_registry=empty_registry, **settings)
             )
+
+        yield start
+
+
+@pytest.fixture
+def start_workers(
+    tmp_path_factory: pytest.TempPathFactory, servers: ClusterServers
+) -> Iterator[Callable[..., WorkerNode]]:
+    """Start a node of the test's own as ``certmq serve --workers COUNT``: ``start_workers(2,
+    CERTMQ_…=…)``, on a copy of the registry template. Stopped when the test ends."""
+    with contextlib.ExitStack() as stack:
+
+        def start(count: int = 2, **settings: Any) -> WorkerNode:
+            work = tmp_path_factory.mktemp("workers")
+            return stack.enter_context(servers.workers(work, count, **settings))
 
         yield start
 
