@@ -187,8 +187,8 @@ class AccessKeyStore:
             except SecretDoesNotOpen:
                 raise InstanceError(
                     f"the AccessKey pairs in the registry were sealed with another instance key "
-                    f"({setting!r} does not open): every node of a cluster needs the same instance.key "
-                    f"and credentials.json (copy the data directory that certmq init made)"
+                    f"({setting!r} does not open): the nodes of a cluster share one instance.key "
+                    f"(copy the data directory that certmq init made to each node)"
                 ) from None
             except ValueError as error:
                 raise InstanceError(str(error)) from None

@@ -207,7 +207,7 @@ async def test_a_node_adds_the_pairs_of_its_credentials_json_the_registry_never_
 async def test_a_node_with_another_instance_key_does_not_start(cluster: Cluster, tmp_path: Path) -> None:
     stranger = init_instance(tmp_path / "stranger", INSTANCE_ID)
     assert stranger is not None
-    with pytest.raises(InstanceError, match=r"same instance\.key"):
+    with pytest.raises(InstanceError, match=r"share one instance\.key"):
         await start_node(cluster.url, stranger.data_dir)
     # It added nothing of its own.
     assert await cluster.first.registry.get_setting(shared_setting(stranger.access_key_id)) is None
