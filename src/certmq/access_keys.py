@@ -115,7 +115,7 @@ class AccessKeyStore:
         self._secrets.pop(access_key_id, None)
 
     def list(self) -> list[AccessKeyInfo]:
-        """Every pair, oldest first (in the order of the file), without secrets."""
+        """Every pair, oldest first, without secrets."""
         return [AccessKeyInfo(key.id, key.created_at) for key in self._keys.values()]
 
     async def create(self) -> AccessKey:
