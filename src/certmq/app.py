@@ -73,6 +73,7 @@ class Application:
         self._unsubscribe: Any = None
         self._unsubscribe_mode: Any = None
         self._unsubscribe_certificate: Any = None
+        self._unsubscribe_access_keys: Any = None
         self._server_certificate: ServerCertificateInUse | None = None
         # Read by the Signature check on every CONNECT: keys created through the API work at once.
         self.access_keys = AccessKeyStore.for_instance(instance)
@@ -92,6 +93,9 @@ class Application:
             listen=bool(nats_servers(config)),
         )
         await registry.open()
+        if nats_servers(config):
+            # In a cluster every node uses the AccessKey pairs of the registry (certmq.access_keys).
+            self._unsubscribe_access_keys = await self.access_keys.share(registry)
         if self.demo:
             await ensure_demo_ca(registry, config.data_dir)
         mode = await stored_auth_mode(registry, AuthMode(config.instance.auth_mode))
@@ -169,7 +173,11 @@ class Application:
             await self._http.stop()
         if self._unsubscribe is not None:
             self._unsubscribe()
-        for unsubscribe in (self._unsubscribe_mode, self._unsubscribe_certificate):
+        for unsubscribe in (
+            self._unsubscribe_mode,
+            self._unsubscribe_certificate,
+            self._unsubscribe_access_keys,
+        ):
             if unsubscribe is not None:
                 unsubscribe()
         if self.broker is not None:
