@@ -236,6 +236,7 @@ async def serve(
     tells its supervisor when it is ready, and stops when the supervisor is gone."""
     from certmq.app import Application
     from certmq.broker.checkpoint_store import StateStoreError
+    from certmq.registry.errors import RegistryUnreachable
 
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -265,7 +266,7 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         await application.start()
-    except StateStoreError as error:
+    except (StateStoreError, RegistryUnreachable) as error:
         log.error("%s", error)
         await application.stop()
         return 1

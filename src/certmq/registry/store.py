@@ -32,6 +32,7 @@ from certmq.registry.errors import (
     FindCaBySnError,
     RegisterCodeError,
     RegisterCodeUsed,
+    RegistryUnreachable,
     SerialCollision,
     SnNotUnique,
 )
@@ -52,6 +53,12 @@ def open_registry(url_or_path: str | Path, data_dir: Path | None = None) -> Regi
     store = RegistryStore(engine)
     try:
         store.migrate()
+    except OperationalError as error:
+        engine.dispose()
+        raise RegistryUnreachable(
+            f"cannot open the registry at {engine.url.render_as_string(hide_password=True)}: "
+            f"{str(error.orig or error).strip().splitlines()[0]} (storage.url, CERTMQ_STORAGE_URL)"
+        ) from None
     except BaseException:
         engine.dispose()
         raise
