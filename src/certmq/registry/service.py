@@ -198,6 +198,7 @@ class RegistryService:
         # Run-time settings.
         self.get_setting = self.settings.get
         self.set_setting = self.settings.set
+        self.add_setting = self.settings.add
         # The audit logs.
         self.record_decision = self.decision_log.record
         self.flush_decisions = self.decision_log.flush
