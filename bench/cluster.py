@@ -94,7 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="P,S",
         help="publishers and subscribers of the fan-in cells (default 100,10)",
     )
-    parser.add_argument("--qos1", action="store_true", help="QoS 1 throughput cells too")
+    parser.add_argument("--qos", default="0,1", help="QoS levels of the throughput cells (default 0,1)")
     parser.add_argument(
         "--latency-rate",
         type=float,
@@ -128,6 +128,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.fan_in_publishers, args.fan_in_subscribers = (int(part) for part in args.fan_in.split(","))
     except ValueError:
         parser.error("--fan-in P,S: two numbers")
+    levels = [level.strip() for level in args.qos.split(",") if level.strip()]
+    if not levels or set(levels) - {"0", "1"} or len(set(levels)) != len(levels):
+        parser.error("--qos: 0, 1 or 0,1")
+    args.qos_levels = sorted(int(level) for level in levels)
     if args.repeat is None:
         args.repeat = 1 if args.quick else 3
     if args.duration is None:
@@ -148,10 +152,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def throughput_cells(args: argparse.Namespace) -> list[Cell]:
-    qos_levels = (0, 1) if args.qos1 else (0,)
     return [
         cell
-        for qos in qos_levels
+        for qos in args.qos_levels
         for cell in (
             Cell("tcp", qos, args.fanout),
             Cell("tcp", qos, args.fan_in_subscribers, publishers=args.fan_in_publishers),
@@ -690,7 +693,7 @@ def results_block(
     parts = [description]
     if throughput is not None:
         parts.append(
-            f"**Throughput**, TCP, QoS 0{' and 1' if args.qos1 else ''}, {args.size}-byte payloads, "
+            f"**Throughput**, TCP, QoS {' and '.join(map(str, args.qos_levels))}, {args.size}-byte payloads, "
             f"{args.repeat} runs per cell and configuration (median shown; ratios: median of the per-repeat "
             f"ratios, lowest and highest in brackets), {args.duration:g} s of publishing per run. "
             "CPU per delivery: certmq's processes (all workers and the supervisor), then nats-server's; "
@@ -793,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
     facts["settings"] = {
         key: getattr(args, key)
         for key in (
-            *("quick", "repeat", "duration", "size", "fanout", "fan_in", "qos1"),
+            *("quick", "repeat", "duration", "size", "fanout", "fan_in", "qos_levels"),
             *("latency_rate", "latency_duration", "samples", "broker_names", "phase_names"),
         )
     }
