@@ -538,6 +538,10 @@ def _number(value: float | None, digits: int = 0) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
 def _times(value: float | None, bracket: list[float] | None = None) -> str:
     if value is None:
         return "-"
@@ -564,37 +568,36 @@ def markdown_table(header: list[str], rows: list[list[str]], left: int = 1) -> s
 
 
 def throughput_table(summary: list[dict[str, Any]], names: list[str]) -> str:
-    header = ["cell"] + [f"{CONFIGURATIONS[n]} msg/s" for n in names]
-    ratios = TWO_WORKERS in names and ONE_WORKER in names
-    against_single = TWO_WORKERS in names and SINGLE in names
-    if ratios:
-        header.append("2 workers / 1 worker")
-    if against_single:
-        header.append("2 workers / single node")
-    header += [f"{CONFIGURATIONS[n]}: CPU µs/msg certmq + nats-server" for n in names]
-    header += [f"{CONFIGURATIONS[n]}: busy certmq, load generator" for n in names]
+    """One row per cell and configuration; the 2 workers' rows have the ratios."""
+    header = ["cell", "configuration", "msg/s", "2 workers / 1 worker", "2 workers / single node"]
+    header += ["certmq CPU µs/msg", "nats-server CPU µs/msg", "certmq busy", "load generator busy"]
     rows = []
     for entry in summary:
-        brokers = entry["brokers"]
-        row = [entry["cell"]]
         for name in names:
-            flag = " *" if brokers[name]["incomplete"] or brokers[name]["errors"] else ""
-            row.append(_number(brokers[name]["deliveries_per_s"]) + flag)
-        if ratios:
-            row.append(_times(entry.get("throughput_ratio"), entry.get("throughput_ratio_range")))
-        if against_single:
-            row.append(
-                _times(entry.get("throughput_ratio_vs_single"), entry.get("throughput_ratio_range_vs_single"))
+            measured = entry["brokers"][name]
+            flag = " *" if measured["incomplete"] or measured["errors"] else ""
+            nats = measured.get("companion_cpu_us_per_message", {}).get("nats-server")
+            ratios = ["", ""]
+            if name == TWO_WORKERS:
+                ratios = [
+                    _times(entry.get("throughput_ratio"), entry.get("throughput_ratio_range")),
+                    _times(
+                        entry.get("throughput_ratio_vs_single"), entry.get("throughput_ratio_range_vs_single")
+                    ),
+                ]
+            rows.append(
+                [
+                    entry["cell"],
+                    CONFIGURATIONS[name],
+                    _number(measured["deliveries_per_s"]) + flag,
+                    *ratios,
+                    _number(measured["cpu_us_per_message"], 2),
+                    _number(nats, 2),
+                    _percent(measured["broker_busy"]),
+                    _percent(measured["load_generator_cpu_share"]),
+                ]
             )
-        for name in names:
-            cpu = _number(brokers[name]["cpu_us_per_message"], 2)
-            nats = brokers[name].get("companion_cpu_us_per_message", {}).get("nats-server")
-            row.append(cpu + (f" + {nats:.2f}" if nats is not None else ""))
-        for name in names:
-            busy, generator = brokers[name]["broker_busy"], brokers[name]["load_generator_cpu_share"]
-            row.append(f"{busy:.0%}, {generator:.0%}" if busy is not None and generator is not None else "-")
-        rows.append(row)
-    return markdown_table(header, rows)
+    return markdown_table(header, rows, left=2)
 
 
 def connection_spread(summary: list[dict[str, Any]], names: list[str]) -> str:
