@@ -110,8 +110,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--time-limit",
         type=float,
-        default=420,
-        help="stop starting throughput runs when the rest would not fit in this many seconds (default 420)",
+        default=360,
+        help="stop starting throughput runs when the rest would not fit in this many seconds (default 360)",
     )
     broker_processes.add_certmq_options(parser)
     processes.add_disturbance_options(parser, default_retries=1)
@@ -681,6 +681,15 @@ def describe_run(args: argparse.Namespace, facts: dict[str, Any], started: datet
             f"certmq {facts.get('certmq_version', '?')} at commit {machine_facts['certmq_commit']}, Python "
             f"{machine_facts['python']}, event loop {facts.get('event_loop', '?')} (uvloop {machine_facts['uvloop']}); "
             f"nats-server {facts.get('nats_server', '?')}, PostgreSQL {facts.get('postgresql', '?')}.",
+            *(
+                [
+                    f"Other programs used a median {facts['other_cpu_share_median']:.0%} of a CPU during the "
+                    f"throughput runs in the table ({facts['discarded_runs']} runs measured again because they "
+                    f"used more than {args.max_disturbance:.0%})."
+                ]
+                if facts.get("other_cpu_share_median") is not None
+                else []
+            ),
         ]
     )
 
@@ -803,6 +812,11 @@ def main(argv: list[str] | None = None) -> int:
             *("latency_rate", "latency_duration", "samples", "broker_names", "phase_names"),
         )
     }
+    counted = [
+        r["other_cpu_share"] for r in throughput_runs if "other_cpu_share" in r and "discarded" not in r
+    ]
+    facts["other_cpu_share_median"] = statistics.median(counted) if counted else None
+    facts["discarded_runs"] = sum(1 for r in throughput_runs if "discarded" in r)
     throughput = summarise_throughput(throughput_runs, cells, args.broker_names) if throughput_runs else None
     latency = summarise_latency(latency_runs) if latency_runs else None
     revocations = summarise_revocations(revocation_records) if revocation_records else None
