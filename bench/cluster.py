@@ -151,13 +151,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+# QoS 1 messages the publishers of a cell keep unacknowledged, all together: the bound that
+# bench/run.py puts on deliveries ahead of the subscribers. Without it, 100 publishers would keep
+# 100,000 messages waiting for the cluster's stream to store them.
+IN_FLIGHT = 10_000
+
+
 def throughput_cells(args: argparse.Namespace) -> list[Cell]:
+    fan_in_window = max(1, IN_FLIGHT // args.fan_in_publishers)
     return [
         cell
         for qos in args.qos_levels
         for cell in (
             Cell("tcp", qos, args.fanout),
-            Cell("tcp", qos, args.fan_in_subscribers, publishers=args.fan_in_publishers),
+            Cell(
+                "tcp", qos, args.fan_in_subscribers, publishers=args.fan_in_publishers, window=fan_in_window
+            ),
         )
     ]
 

@@ -56,6 +56,8 @@ class Cell:
     # More than one: fan-in, each subscriber hearing publishers / subscribers of them
     # (bench/loadgen/mqttload.c, --publishers).
     publishers: int = 1
+    # QoS 1 messages each publisher keeps unacknowledged at most (0: the load generator's 1000).
+    window: int = 0
 
     @property
     def name(self) -> str:
@@ -115,6 +117,8 @@ def run_cell(
         args.append("--persistent")
     if cell.publishers > 1:
         args += ["--publishers", str(cell.publishers)]
+    if cell.window:
+        args += ["--window", str(cell.window)]
     if subscribers_on is not broker:
         args += [
             "--sub-port",
