@@ -151,9 +151,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-# QoS 1 messages the publishers of a cell keep unacknowledged, all together: the bound that
-# bench/run.py puts on deliveries ahead of the subscribers. Without it, 100 publishers would keep
-# 100,000 messages waiting for the cluster's stream to store them.
+# Deliveries the publishers may run ahead of the subscribers. bench/run.py's 10,000 (100
+# messages ahead of 100 subscribers) does not keep two workers busy: a message to the other
+# worker's subscribers takes a hop through NATS.
+MAX_LEAD = 100_000
+# QoS 1 messages the publishers of a cell keep unacknowledged, all together. Without a bound,
+# 100 publishers would keep 100,000 messages waiting for the cluster's stream to store them.
 IN_FLIGHT = 10_000
 
 
@@ -163,9 +166,14 @@ def throughput_cells(args: argparse.Namespace) -> list[Cell]:
         cell
         for qos in args.qos_levels
         for cell in (
-            Cell("tcp", qos, args.fanout),
+            Cell("tcp", qos, args.fanout, max_lead=MAX_LEAD),
             Cell(
-                "tcp", qos, args.fan_in_subscribers, publishers=args.fan_in_publishers, window=fan_in_window
+                "tcp",
+                qos,
+                args.fan_in_subscribers,
+                publishers=args.fan_in_publishers,
+                window=fan_in_window,
+                max_lead=MAX_LEAD,
             ),
         )
     ]

@@ -58,6 +58,8 @@ class Cell:
     publishers: int = 1
     # QoS 1 messages each publisher keeps unacknowledged at most (0: the load generator's 1000).
     window: int = 0
+    # Deliveries the publishers may run ahead of the subscribers (0: the load generator's 10,000).
+    max_lead: int = 0
 
     @property
     def name(self) -> str:
@@ -119,6 +121,8 @@ def run_cell(
         args += ["--publishers", str(cell.publishers)]
     if cell.window:
         args += ["--window", str(cell.window)]
+    if cell.max_lead:
+        args += ["--max-lead", str(cell.max_lead)]
     if subscribers_on is not broker:
         args += [
             "--sub-port",
