@@ -146,6 +146,7 @@ def run_cell(
             raise LoadGeneratorError(f"load generator did not get ready: {line!r}; {_tail(stderr_file)}")
         # How the kernel spread the connections over processes sharing the port (workers).
         spread = processes.connections_per_process(broker.pid, port)
+        by_process_before = processes.cpu_seconds_by_process(broker.pid)
         cpu_before, wall_before = _cpu_of(measured), time.monotonic()
         companions_before = _cpu_of(companions)
         machine_before = processes.machine_busy_seconds()
@@ -154,6 +155,7 @@ def run_cell(
         process.stdin.flush()
         line = reader.readline(time.monotonic() + duration + DRAIN_TIMEOUT + 10)
         cpu_after, wall_after = _cpu_of(measured), time.monotonic()
+        by_process_after = processes.cpu_seconds_by_process(broker.pid)
         companions_after = _cpu_of(companions)
         machine_after = processes.machine_busy_seconds()
         try:
@@ -174,6 +176,15 @@ def run_cell(
     )
     received = int(result["received"])
     result["connections_per_process"] = spread
+    # The CPU time of each of the broker's processes that used any (workers), most first.
+    result["broker_cpu_by_process_s"] = sorted(
+        (
+            round(seconds - by_process_before.get(pid, 0.0), 3)
+            for pid, seconds in by_process_after.items()
+            if seconds > by_process_before.get(pid, 0.0)
+        ),
+        reverse=True,
+    )
     if result.get("sequence_errors"):
         result["complete"] = False  # the right count, but not the right messages
     result.update(

@@ -130,12 +130,17 @@ def _family(pid: int) -> list[int]:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of pid and of its live descendants, in seconds."""
-    total = 0
+    return sum(cpu_seconds_by_process(pid).values())
+
+
+def cpu_seconds_by_process(pid: int) -> dict[int, float]:
+    """User + system CPU time of pid and of each of its live descendants, in seconds, by pid."""
+    times = {}
     for member in _family(pid):
         stat = _read_stat(member)
         if stat is not None:
-            total += stat[1]
-    return total / _CLOCK_TICKS
+            times[member] = stat[1] / _CLOCK_TICKS
+    return times
 
 
 def connections_per_process(pid: int, port: int) -> list[int]:
