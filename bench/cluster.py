@@ -1,7 +1,7 @@
 """certmq as a cluster, measured in one run: what a second worker adds, and what crossing nodes costs.
 
-    .venv/bin/python bench/cluster.py            # full run, about 6 minutes
-    .venv/bin/python bench/cluster.py --quick    # smoke run, about 2 minutes; leaves the docs alone
+    .venv/bin/python bench/cluster.py            # full run, 3 to 6 minutes
+    .venv/bin/python bench/cluster.py --quick    # smoke run, about a minute; leaves the docs alone
 
 Starts a throw-away PostgreSQL server and, per cluster, a nats-server with JetStream, on
 loopback, then measures:
