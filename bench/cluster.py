@@ -152,8 +152,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # Deliveries the publishers may run ahead of the subscribers. bench/run.py's 10,000 (100
-# messages ahead of 100 subscribers) does not keep two workers busy: a message to the other
-# worker's subscribers takes a hop through NATS.
+# messages ahead of 100 subscribers) held every configuration back here, where the load
+# generator shares the CPUs with the broker (docs/benchmarks.md, "Cluster").
 MAX_LEAD = 100_000
 # QoS 1 messages the publishers of a cell keep unacknowledged, all together. Without a bound,
 # 100 publishers would keep 100,000 messages waiting for the cluster's stream to store them.
