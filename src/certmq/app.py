@@ -21,7 +21,7 @@ from certmq.auth.mode import AuthMode
 from certmq.auth_mode_switch import AuthModeSwitch, stored_auth_mode
 from certmq.broker.server import Broker
 from certmq.broker.topic_rules_file import TopicRulesFile
-from certmq.config import Config, changed_settings, nats_servers
+from certmq.config import Config, changed_settings, nats_servers, node_name
 from certmq.control import BrokerControl
 from certmq.decision_audit import DecisionAudit
 from certmq.demo import ensure_demo_ca
@@ -122,17 +122,22 @@ class Application:
         self._unsubscribe = registry.events.subscribe(enforcement.on_registry_event)
         auth_modes = AuthModeSwitch(mode, self.policy, registry, contexts, broker)
         self._server_certificate = ServerCertificateInUse(registry, contexts, self.instance.data_dir)
-        self.control = InstanceControl(broker, auth_modes, self._server_certificate)
+        node = InstanceControl(
+            broker, auth_modes, self._server_certificate, node=node_name(config), started_at=self.started_at
+        )
+        self.control = node
         if nats_servers(config):
             # Imported here: a single node needs neither NATS nor its client library.
             from certmq.cluster.node import ClusterNode
 
             self.cluster = ClusterNode(config, broker.core)
+            self.control = self.cluster.control_over(node)
             self.cluster.start()
         log.info("auth mode %s: %s", mode, self.policy.describe(mode))
         await broker.start(skip=auth_modes.closed_listeners())
         if config.listeners.http:
             self._http = await serve_http(self, config.listeners.http)
+            node.http = f"{self._http.host}:{self._http.port}"
 
     async def stop(self) -> None:
         if self._http is not None:
