@@ -66,6 +66,8 @@ class Application:
         self.started_at = datetime.now(UTC)
         self._http: Any = None
         self._unsubscribe: Any = None
+        self._unsubscribe_mode: Any = None
+        self._unsubscribe_certificate: Any = None
         self._server_certificate: ServerCertificateInUse | None = None
         # Read by the Signature check on every CONNECT: keys created through the API work at once.
         self.access_keys = AccessKeyStore.for_instance(instance)
@@ -81,13 +83,15 @@ class Application:
             decision_max_rows=audit_settings.max_rows,
             decision_max_age=timedelta(days=audit_settings.retention_days),
             fold_window=timedelta(seconds=audit_settings.fold_window),
+            # In a cluster the registry's changes come from every node (docs/cluster.md).
+            listen=bool(nats_servers(config)),
         )
         await registry.open()
         if self.demo:
             await ensure_demo_ca(registry, config.data_dir)
         mode = await stored_auth_mode(registry, AuthMode(config.instance.auth_mode))
         cert_file, key_file = await server_certificate_files_in_use(
-            registry, self.instance.data_dir, config.tls
+            registry, self.instance.data_dir, config.tls, self.instance.instance_key
         )
         contexts = ServerContexts(
             TrustSettings(
@@ -121,7 +125,11 @@ class Application:
         broker.core.certificate_expiry.on_expired = audit.certificate_expired
         self._unsubscribe = registry.events.subscribe(enforcement.on_registry_event)
         auth_modes = AuthModeSwitch(mode, self.policy, registry, contexts, broker)
-        self._server_certificate = ServerCertificateInUse(registry, contexts, self.instance.data_dir)
+        self._unsubscribe_mode = registry.events.subscribe(auth_modes.on_registry_event)
+        self._server_certificate = ServerCertificateInUse(
+            registry, contexts, self.instance.data_dir, self.instance.instance_key
+        )
+        self._unsubscribe_certificate = registry.events.subscribe(self._server_certificate.on_registry_event)
         node = InstanceControl(
             broker, auth_modes, self._server_certificate, node=node_name(config), started_at=self.started_at
         )
@@ -132,9 +140,11 @@ class Application:
 
             self.cluster = ClusterNode(config, broker.core)
             self.control = self.cluster.control_over(node)
-            self.cluster.start()
         log.info("auth mode %s: %s", mode, self.policy.describe(mode))
-        await broker.start(skip=auth_modes.closed_listeners())
+        await broker.start(
+            skip=auth_modes.closed_listeners(),
+            before_listening=None if self.cluster is None else self.cluster.start,
+        )
         if config.listeners.http:
             self._http = await serve_http(self, config.listeners.http)
             node.http = f"{self._http.host}:{self._http.port}"
@@ -144,6 +154,9 @@ class Application:
             await self._http.stop()
         if self._unsubscribe is not None:
             self._unsubscribe()
+        for unsubscribe in (self._unsubscribe_mode, self._unsubscribe_certificate):
+            if unsubscribe is not None:
+                unsubscribe()
         if self.broker is not None:
             await self.broker.stop()
         if self.cluster is not None:

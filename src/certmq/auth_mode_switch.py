@@ -9,6 +9,7 @@ asked, disconnects the live connections the new mode would refuse.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from certmq.auth.admission import ListenerPolicy
@@ -17,6 +18,7 @@ from certmq.auth.mode import AuthMode
 from certmq.broker import control
 from certmq.broker.connection import MQTTConnection
 from certmq.broker.server import Broker
+from certmq.registry.events import RegistryEvent, SettingChanged
 from certmq.registry.service import RegistryService
 from certmq.tls.context import ServerContexts
 
@@ -47,6 +49,10 @@ class AuthModeSwitch:
         self._registry = registry
         self._contexts = contexts
         self._broker = broker
+        self._following: set[asyncio.Task[None]] = set()
+        self._switching = asyncio.Lock()
+        # False until a switch: the mode of the start, set up by the start.
+        self._in_use = False
 
     def closed_listeners(self) -> frozenset[str]:
         """The MQTT listeners the mode in use keeps closed."""
@@ -59,19 +65,37 @@ class AuthModeSwitch:
             raise ValueError(f"auth mode must be one-way or mutual, not {mode!r}")
         mode = AuthMode(mode)
         await self._registry.set_setting(AUTH_MODE_SETTING, mode.value)
-        self.mode = mode
-        await self._contexts.update(verifies_client_certificates=mode == AuthMode.MUTUAL)
-        for name in MQTT_LISTENERS:
-            if self.policy.is_open(name, mode):
-                await self._broker.open_listener(name)
-            else:
-                await self._broker.close_listener(name)
-        log.info("auth mode is now %s: %s", mode, self.policy.describe(mode))
+        await self._use(mode)
         if not disconnect_nonconforming:
             return 0
         return self._broker.core.disconnect_where(
             lambda connection: not self._conforms(connection, mode), f"the auth mode changed to {mode}"
         )
+
+    async def _use(self, mode: AuthMode) -> None:
+        # One switch at a time: this node's and another node's may come together.
+        async with self._switching:
+            if mode == self.mode and self._in_use:
+                return
+            self.mode = mode
+            self._in_use = True
+            await self._contexts.update(verifies_client_certificates=mode == AuthMode.MUTUAL)
+            for name in MQTT_LISTENERS:
+                if self.policy.is_open(name, mode):
+                    await self._broker.open_listener(name)
+                else:
+                    await self._broker.close_listener(name)
+            log.info("auth mode is now %s: %s", mode, self.policy.describe(mode))
+
+    def on_registry_event(self, event: RegistryEvent) -> None:
+        """Another node of the cluster switched the mode: use it here too."""
+        if isinstance(event, SettingChanged) and event.key == AUTH_MODE_SETTING:
+            task = asyncio.get_running_loop().create_task(self._follow())
+            self._following.add(task)
+            task.add_done_callback(self._following.discard)
+
+    async def _follow(self) -> None:
+        await self._use(await stored_auth_mode(self._registry, self.mode))
 
     def nonconforming(self, mode: str) -> int:
         """How many live connections ``mode`` would refuse."""

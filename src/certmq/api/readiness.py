@@ -8,12 +8,11 @@ link to NATS is up and its registry hears the other nodes' changes; otherwise 50
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse
 
+from certmq.registry.service import RegistryService
 from certmq.web.context import Context
 
 router = APIRouter()
@@ -26,10 +25,10 @@ class Readiness(BaseModel):
     missing: list[str] = Field(description="what this node lacks to serve; empty when ready")
 
 
-def registry_unready(registry: Any) -> list[str]:
+def registry_unready(registry: RegistryService) -> list[str]:
     """What the registry lacks: on a node of several, its change feed (docs/registry.md,
-    "Several nodes") must be listening, or revocations made on other nodes would not reach it."""
-    feed = getattr(registry, "change_feed", None)
+    "Several nodes") must be listening, or the changes made on other nodes would not reach it."""
+    feed = registry.change_feed
     if feed is not None and not feed.state.connected:
         return ["registry change feed"]
     return []

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from certmq.broker.subscriber import LiveConnection
 
 if TYPE_CHECKING:
-    from certmq.auth.connect import AuthOutcome
     from certmq.auth.identity import Identity
     from certmq.broker.core import BrokerCore
     from certmq.broker.messages import Delivery
     from certmq.broker.session import Session
     from certmq.config import MqttSection
     from certmq.mqtt.server_connection import ServerConnection
+
+
+# What a CONNECT waits for before it is concluded: an authentication outcome, a claim.
+T = TypeVar("T")
 
 
 class Listener:
@@ -57,7 +60,7 @@ class ClientConnection(LiveConnection, Protocol):
         """Refuse the CONNECT with ``reason_code`` and close."""
         ...
 
-    def decide_later(self, pending: Awaitable[AuthOutcome], conclude: Callable[[AuthOutcome], None]) -> None:
+    def decide_later(self, pending: Awaitable[T], conclude: Callable[[T], None]) -> None:
         """The CONNECT is decided by ``pending``: read nothing more until then, then
         ``conclude`` with its outcome (unless the connection closed meanwhile)."""
         ...

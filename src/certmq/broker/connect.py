@@ -19,6 +19,7 @@ from certmq.auth.connect import AuthOutcome, ConnectAttempt
 from certmq.auth.ownership import SESSION_OWNED_BY_ANOTHER_IDENTITY, session_owner
 from certmq.auth.topics import WILL_TOPIC_DENIED, ClientPermissions, may_publish
 from certmq.broker.client_connection import ClientConnection
+from certmq.broker.client_id_claims import Claim
 from certmq.broker.delivery import send_pending
 from certmq.broker.messages import content_size
 from certmq.mqtt.packets import Connect
@@ -119,9 +120,47 @@ def _conclude(connection: ClientConnection, packet: Connect, outcome: AuthOutcom
         core.stats.sessions_over_limit += 1
         _refuse_recorded(connection, ReasonCode.QUOTA_EXCEEDED, refusal.reason, refusal.detail)
         return
-    _accept(connection, packet, assigned, owner, permissions)
-    if outcome.valid_until is not None and connection.protocol.state == CONNECTED:
-        core.certificate_expiry.watch(connection, outcome.valid_until)
+    claims = core.client_id_claims
+    if claims is None:
+        _accept(connection, packet, assigned, owner, permissions, outcome)
+        return
+    # Several brokers: the client id is claimed from the one that holds it first.
+    connection.decide_later(
+        _claimed(claims.claim(connection.client_id, owner, packet.clean_start)),
+        lambda claim: _conclude_claim(connection, packet, assigned, owner, permissions, outcome, claim),
+    )
+
+
+async def _claimed(pending: Awaitable[Claim]) -> Claim:
+    try:
+        return await pending
+    except Exception:
+        # The other brokers could not be asked: the client id is taken here as on one broker.
+        log.exception("could not claim a client id from the other nodes")
+        return Claim()
+
+
+def _conclude_claim(
+    connection: ClientConnection,
+    packet: Connect,
+    assigned: bool,
+    owner: str,
+    permissions: ClientPermissions | None,
+    outcome: AuthOutcome,
+    claim: Claim,
+) -> None:
+    if claim.refusal is not None:
+        _refuse_recorded(
+            connection,
+            ReasonCode.CLIENT_IDENTIFIER_NOT_VALID,
+            SESSION_OWNED_BY_ANOTHER_IDENTITY,
+            claim.refusal,
+        )
+        return
+    moved = claim.session
+    if moved is not None and not packet.clean_start:
+        connection.core.adopt_session(connection.client_id, moved)
+    _accept(connection, packet, assigned, owner, permissions, outcome)
 
 
 def _refuse_recorded(connection: ClientConnection, reason_code: int, reason: str, detail: str) -> None:
@@ -156,6 +195,7 @@ def _accept(
     assigned: bool,
     owner: str,
     permissions: ClientPermissions | None,
+    outcome: AuthOutcome,
 ) -> None:
     """Attach the session (taking it over from a connection that has it), then CONNACK, then
     what the session kept for the client."""
@@ -188,3 +228,5 @@ def _accept(
         core.stats.messages_dropped += protocol.resend_in_flight(now)
         if session.pending:
             send_pending(connection)
+    if outcome.valid_until is not None and protocol.state == CONNECTED:
+        core.certificate_expiry.watch(connection, outcome.valid_until)

@@ -14,9 +14,8 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from certmq.auth.connect import AuthOutcome
 from certmq.auth.identity import ANONYMOUS
 from certmq.broker.client_connection import Listener
 from certmq.broker.connect import handle_connect
@@ -50,6 +49,8 @@ if TYPE_CHECKING:
     from certmq.broker.core import BrokerCore
 
 log = logging.getLogger("certmq.connection")
+# What a CONNECT waits for before it is concluded (see decide_later).
+T = TypeVar("T")
 
 # The connection states are the protocol's; named here too for those that ask a connection.
 __all__ = ["AUTHENTICATING", "AWAITING_CONNECT", "CLOSED", "CONNECTED", "Listener", "MQTTConnection"]
@@ -340,14 +341,12 @@ class MQTTConnection(asyncio.Protocol):
     def _connect_refused(self, event: ConnectRefused) -> None:
         self._refused(event.reason)
 
-    def decide_later(self, pending: Awaitable[AuthOutcome], conclude: Callable[[AuthOutcome], None]) -> None:
+    def decide_later(self, pending: Awaitable[T], conclude: Callable[[T], None]) -> None:
         assert self.transport is not None
         self.transport.pause_reading()
         self._loop.create_task(self._decided(pending, conclude))
 
-    async def _decided(
-        self, pending: Awaitable[AuthOutcome], conclude: Callable[[AuthOutcome], None]
-    ) -> None:
+    async def _decided(self, pending: Awaitable[T], conclude: Callable[[T], None]) -> None:
         outcome = await pending
         if self.protocol.state != AUTHENTICATING:
             return  # closed meanwhile

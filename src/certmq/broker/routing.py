@@ -106,6 +106,10 @@ class LocalRouter:
         self.retained = retained
         self.stats = stats
         self.recorder: Recorder | None = None
+        # True when another router hands each message of a shared subscription to one member
+        # of all the brokers' (a cluster's): route() then leaves shared groups to it, and it
+        # calls deliver_shared().
+        self.shared_elsewhere = False
 
     def subscribe(self, session: Session, entry: SubscriptionEntry) -> bool:
         """Add or replace a subscription; True when it already existed."""
@@ -214,6 +218,8 @@ class LocalRouter:
             # One node: every client appears at most once (shared groups aside); no merging needed.
             for candidate in matches[0].values():
                 if isinstance(candidate, SharedGroup):
+                    if self.shared_elsewhere:
+                        continue
                     picked = candidate.pick(self._is_online)
                     if picked is None:
                         continue
@@ -248,6 +254,8 @@ class LocalRouter:
         for subscribers in matches:
             for candidate in subscribers.values():
                 if isinstance(candidate, SharedGroup):
+                    if self.shared_elsewhere:
+                        continue
                     picked = candidate.pick(self._is_online)
                     if picked is None:
                         continue
@@ -276,6 +284,29 @@ class LocalRouter:
             delivered += 1
         self.stats.messages_routed += delivered
         return delivered
+
+    def deliver_shared(self, message: Message, group: str, topic_filter: str) -> int:
+        """Hand ``message`` to one member of ``$share/{group}/{topic_filter}`` here (chosen for
+        this broker among all, see ``shared_elsewhere``); the number of deliveries (0 or 1)."""
+        shared = self.subscriptions.shared_group(group, topic_filter)
+        entry = None if shared is None else shared.pick(self._is_online)
+        if entry is None:
+            self.stats.messages_dropped += 1
+            return 0
+        session = self.sessions.get(entry.client_id)
+        if session is None or (entry.filtered and not may_receive(session.permissions, message.topic)):
+            return 0
+        qos = entry.qos if entry.qos < message.qos else message.qos
+        sid = entry.subscription_id
+        self._deliver(
+            session,
+            Delivery(
+                message, qos, message.retain and entry.retain_as_published, () if sid is None else (sid,)
+            ),
+            {},
+        )
+        self.stats.messages_routed += 1
+        return 1
 
     def _deliver(self, session: Session, delivery: Delivery, cache: dict[Any, bytes]) -> None:
         connection = session.connection

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -125,14 +125,22 @@ class Broker:
                 log.info("topic rules file %s changed on disk", rules_file.path)
                 self.reload_topic_rules(rules_file)
 
-    async def start(self, skip: frozenset[str] = frozenset()) -> None:
-        """Restore the saved state, then open every configured listener but those in ``skip``.
+    async def start(
+        self,
+        skip: frozenset[str] = frozenset(),
+        *,
+        before_listening: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Restore the saved state, await ``before_listening`` (a cluster's state joined to it),
+        then open every configured listener but those in ``skip``.
 
         Raises StateStoreError when the saved state cannot be read.
         """
         loop = asyncio.get_running_loop()
         if self.state is not None:
             await self.state.restore()
+        if before_listening is not None:
+            await before_listening()
         listeners = self.config.listeners
         self.contexts.watch()
         for name in MQTT_LISTENERS:

@@ -83,6 +83,11 @@ class SessionOwnership(Protocol):
         """Route the sessions' subscriptions with ``router`` from now on."""
         ...
 
+    def hand_over(self, session: Session) -> None:
+        """``session`` (offline) moves to another broker, where its client connects: forget it
+        here without ending it (its will is not published, its expiry stops)."""
+        ...
+
     def authorize(self, session: Session, permissions: ClientPermissions | None) -> None:
         """Give ``session`` its topic permissions, and judge its subscriptions by them."""
         ...
@@ -231,6 +236,19 @@ class LocalSessions:
 
     def route_through(self, router: Router) -> None:
         self.router = router
+
+    def hand_over(self, session: Session) -> None:
+        if session.connection is not None or self.sessions.get(session.client_id) is not session:
+            return
+        self.expiry.cancel(session)
+        self.wills.cancel(session)
+        session.will = None
+        if session.subscriptions:
+            self.router.unsubscribe_all(session)
+        if session.recorder is not None:
+            session.recorder.session_ended(session)
+        session.recorder = None
+        self._forget(session)
 
     def restore(self, session: Session, expires_in: float | None, will_in: float | None) -> None:
         """``expires_in``: seconds until the session expires (None: never); ``will_in``: seconds

@@ -89,6 +89,10 @@ class SubscriptionIndex:
             self._count += 1
         return new
 
+    def shared_group(self, group: str, topic_filter: str) -> SharedGroup | None:
+        """The members of ``$share/{group}/{topic_filter}``, if it has any."""
+        return self._shared.get((group, topic_filter))
+
     def remove(self, client_id: str, full_filter: str) -> bool:
         """Remove a subscription; True when it existed."""
         group, topic_filter = parse_shared_subscription(full_filter)

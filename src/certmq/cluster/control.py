@@ -27,7 +27,7 @@ from nats.aio.subscription import Subscription
 from certmq.auth.mode import AuthMode
 from certmq.cluster import control_messages as messages
 from certmq.cluster.control_messages import ControlMessageError
-from certmq.cluster.membership import WAIT_FOR_LINK, Membership
+from certmq.cluster.membership import Membership
 from certmq.cluster.nats_link import NatsLink
 from certmq.cluster.router import ClusterStats
 from certmq.cluster.subjects import level_token
@@ -61,44 +61,35 @@ class ClusterControl:
     def __init__(
         self,
         local: NodeControl,
-        link: NatsLink,
+        links: list[NatsLink],
         messages_between_nodes: ClusterStats,
         membership: Membership,
         prefix: str,
     ) -> None:
         self.local = local
-        self.link = link
+        # The first carries the requests; /readyz and the metrics count them all.
+        self.link = links[0]
+        self.links = links
         self.messages_between_nodes = messages_between_nodes
         self.membership = membership
         self._prefix = f"{prefix}.control"
         self._subscription: Subscription | None = None
-        self._starting: asyncio.Task[None] | None = None
 
     # -- answering the other nodes ---------------------------------------------------------
 
-    def start(self) -> None:
-        """Once NATS is reached: answer the other nodes, then join the bucket of members."""
-        self._starting = asyncio.get_running_loop().create_task(self._answer())
-
-    async def _answer(self) -> None:
-        while True:
-            client = self.link.client
-            if client is not None and self.link.connected:
-                try:
-                    # nats-py keeps the subscription across reconnections.
-                    self._subscription = await client.subscribe(
-                        f"{self._subject(self.local.node)}.*", cb=self._on_request
-                    )
-                    break
-                except Exception as error:
-                    log.warning("cannot answer the other nodes yet: %s", error or type(error).__name__)
-            await asyncio.sleep(WAIT_FOR_LINK)
-        self.membership.start()
+    async def set_up(self) -> None:
+        """After every (re)connection: answer the other nodes (nats-py keeps the subscription
+        across reconnections), then join the bucket of members."""
+        client = self.link.client
+        assert client is not None
+        if self._subscription is None:
+            self._subscription = await client.subscribe(
+                f"{self._subject(self.local.node)}.*", cb=self._on_request
+            )
+        await self.membership.join()
 
     async def stop(self) -> None:
         """Leave the bucket of members and stop answering."""
-        if self._starting is not None:
-            self._starting.cancel()
         await self.membership.stop()
         if self._subscription is not None:
             try:
@@ -222,20 +213,20 @@ class ClusterControl:
 
     def unready(self) -> list[str]:
         missing = self.local.unready()
-        if not self.link.connected:
+        if not all(link.connected for link in self.links):
             missing.append("nats")
         return missing
 
     def stats(self) -> dict[str, int]:
         counts = self.local.stats()
-        link, router = self.link.stats, self.messages_between_nodes
+        links, router = [link.stats for link in self.links], self.messages_between_nodes
         counts.update(
             cluster_nodes=len(self.membership.members),
-            cluster_nats_connected=int(self.link.connected),
-            cluster_nats_disconnects=link.disconnects,
-            cluster_nats_reconnects=link.reconnects,
-            cluster_nats_errors=link.errors,
-            cluster_slow_consumer_drops=link.slow_consumer_drops,
+            cluster_nats_connected=int(all(link.connected for link in self.links)),
+            cluster_nats_disconnects=sum(link.disconnects for link in links),
+            cluster_nats_reconnects=sum(link.reconnects for link in links),
+            cluster_nats_errors=sum(link.errors for link in links),
+            cluster_slow_consumer_drops=sum(link.slow_consumer_drops for link in links),
             cluster_messages_sent=router.sent,
             cluster_messages_stored=router.stored,
             cluster_store_failures=router.store_failures,

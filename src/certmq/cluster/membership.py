@@ -1,6 +1,6 @@
-"""Which nodes the cluster has: a JetStream key-value bucket, ``<subject_prefix>_nodes``, where
-each node keeps an entry of its own (its name, its HTTP listener, when it started), put again
-every :data:`HEARTBEAT` seconds. The bucket forgets an entry :data:`TTL` seconds after it was
+"""Which nodes the cluster has: a JetStream key-value bucket, ``CERTMQ_NODES`` (the subject
+prefix in capitals, then ``_NODES``), where each node keeps an entry of its own (its name, its
+HTTP listener, when it started), put again every :data:`HEARTBEAT` seconds. The bucket forgets an entry :data:`TTL` seconds after it was
 put, so a node that stops putting (killed, cut off from NATS) leaves the list by itself; a node
 that stops cleanly deletes its entry at once.
 
@@ -32,8 +32,6 @@ HEARTBEAT = 2.0
 TTL = 10.0
 # How long reading the bucket may take before the last list read stands for it.
 READ_TIMEOUT = 2.0
-# While NATS is out of reach, how often the node looks whether it is back.
-WAIT_FOR_LINK = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +66,7 @@ class Member:
 
 def bucket_name(prefix: str) -> str:
     """The bucket of the cluster whose subjects start with ``prefix``."""
-    return f"{prefix.replace('.', '_')}_nodes"
+    return f"{prefix.replace('.', '_').upper()}_NODES"
 
 
 class Membership:
@@ -85,8 +83,13 @@ class Membership:
         self._store: KeyValue | None = None
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._beat())
+    async def join(self) -> None:
+        """Put this node's entry (again, after a reconnection: the bucket may be new) and read
+        the members; from the first time on, renew the entry every beat."""
+        self._store = None
+        await self._renew()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._beat())
 
     async def stop(self) -> None:
         """Stop putting this node's entry, and delete it: the others see it gone at once."""
@@ -99,25 +102,25 @@ class Membership:
             except Exception as error:
                 log.debug("could not delete this node's entry from %s: %s", self.bucket, error)
 
+    async def _renew(self) -> None:
+        store = await self._open()
+        me = self.this_node()
+        await asyncio.wait_for(store.put(level_token(me.name), me.to_json()), READ_TIMEOUT)
+        self.members = await asyncio.wait_for(self._read(store), READ_TIMEOUT)
+
     async def _beat(self) -> None:
         while True:
+            await asyncio.sleep(HEARTBEAT)
             if not self.link.connected:
-                await asyncio.sleep(WAIT_FOR_LINK)
-                continue
+                continue  # the entry is put again once reconnected (join)
             try:
-                store = await self._open()
-                me = self.this_node()
-                await store.put(level_token(me.name), me.to_json())
-                self.members = await asyncio.wait_for(self._read(store), READ_TIMEOUT)
-            except asyncio.CancelledError:
-                raise
+                await self._renew()
             except Exception as error:
                 # The bucket may be gone with the NATS servers that held it: made again next time.
                 self._store = None
                 log.warning(
                     "could not renew this node's entry in %s: %s", self.bucket, error or type(error).__name__
                 )
-            await asyncio.sleep(HEARTBEAT)
 
     async def _open(self) -> KeyValue:
         if self._store is None:

@@ -43,17 +43,32 @@ class LinkStats:
 
 
 class NatsLink:
-    """One NATS connection, with ``on_connected`` called after the first connection and after
-    every reconnection (to set up what the servers do not keep)."""
+    """One NATS connection; the ``set_up`` steps run after the first connection and after
+    every reconnection (to set up what the servers may not have kept), in order."""
 
-    def __init__(self, settings: ClusterSection, servers: list[str], node: str) -> None:
+    def __init__(
+        self,
+        settings: ClusterSection,
+        servers: list[str],
+        node: str,
+        *,
+        echo: bool = False,
+        role: str = "messages",
+    ) -> None:
         self.settings = settings
         self.servers = servers
         self.node = node
+        # Whether what this connection publishes may come back to its own subscriptions: not
+        # for the messages (the node has routed them to its clients), yes for the queue groups
+        # of shared subscriptions, which choose among all nodes, this one included.
+        self.echo = echo
+        self.role = role
         self.stats = LinkStats()
         self.client: Client | None = None
-        self.on_connected: Callable[[], Awaitable[None]] | None = None
+        self.set_up: list[Callable[[], Awaitable[None]]] = []
         self._connecting: asyncio.Task[None] | None = None
+        # Set once connected and set up for the first time.
+        self.ready = asyncio.Event()
         self._closing = False
 
     @property
@@ -81,35 +96,33 @@ class NatsLink:
             self.client = client
             self.stats.connected = True
             log.info(
-                "connected to NATS at %s as node %s",
+                "connected to NATS (%s) at %s as node %s",
+                self.role,
                 client.connected_url.netloc if client.connected_url else "?",
                 self.node,
             )
             await self._set_up()
+            self.ready.set()
             return
 
     async def _set_up(self) -> None:
-        if self.on_connected is None:
-            return
-        try:
-            await self.on_connected()
-        except Exception:
-            log.exception(
-                "setting up the cluster's subscriptions on NATS failed; retried at the next reconnection"
-            )
+        for step in self.set_up:
+            try:
+                await step()
+            except Exception:
+                log.exception("setting up the cluster on NATS failed; retried at the next reconnection")
 
     def _options(self) -> dict[str, Any]:
         settings = self.settings
         options: dict[str, Any] = {
             "servers": self.servers,
-            "name": f"certmq {self.node}",
+            "name": f"certmq {self.node} {self.role}",
             "allow_reconnect": True,
             "max_reconnect_attempts": -1,
             "reconnect_time_wait": RECONNECT_WAIT,
             "connect_timeout": 2,
             "pending_size": PENDING_BYTES,
-            # What this node publishes, it has already routed to its own clients.
-            "no_echo": True,
+            "no_echo": not self.echo,
             "error_cb": self._error,
             "disconnected_cb": self._disconnected,
             "reconnected_cb": self._reconnected,

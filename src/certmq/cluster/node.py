@@ -4,11 +4,13 @@ cluster over this node's own (certmq.cluster.control)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 from certmq.broker.core import BrokerCore
 from certmq.broker.routing import LocalRouter
+from certmq.cluster.client_ids import ClusterClientIds
 from certmq.cluster.control import ClusterControl
 from certmq.cluster.membership import Member, Membership
 from certmq.cluster.nats_link import NatsLink
@@ -18,6 +20,8 @@ from certmq.control import NodeControl
 
 log = logging.getLogger("certmq.cluster")
 
+# How long a starting node waits for NATS before it opens its listeners anyway.
+FIRST_CONNECTION_WAIT = 10.0
 # The stream of messages between nodes is replicated on up to this many NATS servers.
 MAX_REPLICAS = 3
 
@@ -27,17 +31,30 @@ class ClusterNode:
         servers = nats_servers(config)
         self.name = node_name(config)
         self.link = NatsLink(config.cluster, servers, self.name)
+        self.shared_link = NatsLink(
+            config.cluster, servers, self.name, echo=True, role="shared subscriptions"
+        )
         local = core.router
         assert isinstance(local, LocalRouter)
         self.router = ClusterRouter(
             local,
             self.link,
+            self.shared_link,
             node=self.name,
             prefix=config.cluster.subject_prefix,
             replicas=min(MAX_REPLICAS, len(servers)),
         )
         core.route_through(self.router)
         core.wait_for_commits(self.router.commits)
+        self.client_ids = ClusterClientIds(
+            core,
+            self.link,
+            node=self.name,
+            prefix=config.cluster.subject_prefix,
+            replicas=self.router.replicas,
+        )
+        self.link.set_up.append(self.client_ids.set_up)
+        core.client_id_claims = self.client_ids
         self.prefix = config.cluster.subject_prefix
         self.control: ClusterControl | None = None
 
@@ -49,16 +66,31 @@ class ClusterNode:
             lambda: Member(local.node, local.http, local.started_at),
             replicas=self.router.replicas,
         )
-        self.control = ClusterControl(local, self.link, self.router.stats, membership, self.prefix)
+        self.control = ClusterControl(
+            local, [self.link, self.shared_link], self.router.stats, membership, self.prefix
+        )
+        self.link.set_up.append(self.control.set_up)
         return self.control
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Connect to NATS, and wait (a while) for the cluster's state, such as its retained
+        messages, before the listeners open; without NATS the node starts alone and joins
+        when it can."""
         log.info("node %s joins the cluster on NATS %s", self.name, ", ".join(self.link.servers))
         self.link.start()
-        if self.control is not None:
-            self.control.start()
+        self.shared_link.start()
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(self.link.ready.wait(), self.shared_link.ready.wait()), FIRST_CONNECTION_WAIT
+            )
+        except TimeoutError:
+            log.warning(
+                "NATS is not reachable after %.0f s: this node serves its own clients until it joins the cluster",
+                FIRST_CONNECTION_WAIT,
+            )
 
     async def stop(self) -> None:
         if self.control is not None:
             await self.control.stop()
+        await self.shared_link.stop()
         await self.link.stop()

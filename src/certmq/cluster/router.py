@@ -25,6 +25,8 @@ NATS subjects cannot say (`$` topics, No Local, the topic rules), through the sa
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import logging
 from collections import deque
 from collections.abc import Iterable
@@ -45,12 +47,12 @@ from nats.js.api import (
 
 from certmq.broker.commit_gate import OutOfOrderCommits
 from certmq.broker.messages import Delivery, Message
-from certmq.broker.routing import NOT_KEPT_PREFIX, P2P_MARKER, LocalRouter
+from certmq.broker.routing import NOT_KEPT_PREFIX, P2P_MARKER, LocalRouter, p2p_target
 from certmq.broker.session import Session
 from certmq.broker.subscriptions import SubscriptionEntry
 from certmq.cluster.envelope import EnvelopeError, open_envelope, seal
 from certmq.cluster.nats_link import NatsLink
-from certmq.cluster.subjects import filter_subjects, subject_topic, topic_subject
+from certmq.cluster.subjects import filter_subjects, queue_group, subject_topic, topic_subject
 from certmq.mqtt.reason_codes import ReasonCode
 from certmq.mqtt.topics import parse_shared_subscription
 
@@ -125,13 +127,16 @@ class ClusterRouter:
         self,
         local: LocalRouter,
         link: NatsLink,
+        shared_link: NatsLink,
         *,
         node: str,
         prefix: str,
         replicas: int,
     ) -> None:
         self.local = local
+        local.shared_elsewhere = True
         self.link = link
+        self.shared_link = shared_link
         self.node = node
         self.replicas = replicas
         self.stats = ClusterStats()
@@ -139,6 +144,8 @@ class ClusterRouter:
         self._loop = asyncio.get_running_loop()
         self._fast_prefix = f"{prefix}.m"
         self._stored_prefix = f"{prefix}.q"
+        self._retained_prefix = f"{prefix}.r"
+        self._retained_stream = f"{prefix.replace('.', '_').upper()}_RETAINED"
         self._stream = f"{prefix.replace('.', '_').upper()}_MESSAGES"
         self._inbox = f"{prefix}.stored.{node}"
         self._numbers = 0
@@ -152,10 +159,16 @@ class ClusterRouter:
         # Messages sent to the stream and not yet stored: their commit numbers, publishers, deadlines.
         self._storing: dict[int, tuple[str | None, float]] = {}
         self._inbox_subscription: Subscription | None = None
+        self._retained_loaded = False
         self._consumer: Subscription | None = None
+        # Local members per shared subscription (group, filter), and the subscriptions of its
+        # NATS queue group and of its JetStream consumer.
+        self._shares: dict[tuple[str, str], int] = {}
+        self._share_subscriptions: dict[tuple[str, str], list[Subscription]] = {}
         self._outbox: list[tuple[str, bytes, str]] = []
         self._expiry_timer: asyncio.TimerHandle | None = None
-        link.on_connected = self._connected
+        link.set_up.append(self._connected)
+        shared_link.set_up.append(self._shared_connected)
 
     # -- the Router operations -------------------------------------------------------------
 
@@ -168,20 +181,19 @@ class ClusterRouter:
         self.local.recorder = recorder
 
     def publish(self, message: Message) -> int:
-        delivered = self.local.publish(message)
         if message.sender is None and message.topic.startswith(NOT_KEPT_PREFIX):
-            return delivered  # each node's own $SYS statistics
+            return self.local.publish(message)  # each node's own $SYS statistics
+        kept = message.retain and self._keeps_retained(message)
+        delivered = self.local.publish(message)
         self._numbers += 1
         number = self._numbers
         data = seal(message, self.node, number, self._loop.time())
         if len(message.topic) > self._longest_plain_topic and not self._fits(message.topic):
             return delivered
         if travels_stored(message):
-            commit = self.commits.append()
-            self._storing[commit] = (message.sender, self._loop.time() + STORE_TIMEOUT)
-            self._send(topic_subject(self._stored_prefix, message.topic), data, f"{self._inbox}.{commit}")
-            if self._expiry_timer is None:
-                self._expiry_timer = self._loop.call_later(1.0, self._expire_storing)
+            self._store(topic_subject(self._stored_prefix, message.topic), data, message.sender)
+            if kept:
+                self._store(topic_subject(self._retained_prefix, message.topic), data, message.sender)
         else:
             self._send(topic_subject(self._fast_prefix, message.topic), data, "")
         return delivered
@@ -224,7 +236,29 @@ class ClusterRouter:
     def retained_matching(self, topic_filter: str) -> Iterable[Message]:
         return self.local.retained_matching(topic_filter)
 
+    def _keeps_retained(self, message: Message) -> bool:
+        """Whether retained ``message`` is kept (or clears what is kept): what the cluster's
+        retained messages get."""
+        local = self.local
+        if not local.settings.retain_available:
+            return False
+        if (
+            local.settings.p2p_topics
+            and P2P_MARKER in message.topic
+            and p2p_target(message.topic) is not None
+        ):
+            return False
+        return not message.payload or local.retained_fits(message)
+
     # -- sending ---------------------------------------------------------------------------
+
+    def _store(self, subject: str, data: bytes, sender: str | None) -> None:
+        """Send a message to a stream; what acknowledges it waits until the stream has it."""
+        commit = self.commits.append()
+        self._storing[commit] = (sender, self._loop.time() + STORE_TIMEOUT)
+        self._send(subject, data, f"{self._inbox}.{commit}")
+        if self._expiry_timer is None:
+            self._expiry_timer = self._loop.call_later(1.0, self._expire_storing)
 
     def _fits(self, topic: str) -> bool:
         """Whether the subject of ``topic`` fits in a NATS protocol line; a topic that does not
@@ -349,7 +383,10 @@ class ClusterRouter:
     # -- interest --------------------------------------------------------------------------
 
     def _add_interest(self, full_filter: str) -> None:
-        topic_filter = parse_shared_subscription(full_filter)[1]
+        group, topic_filter = parse_shared_subscription(full_filter)
+        if group is not None:
+            self._add_share(group, topic_filter)
+            return
         count = self._interest.get(topic_filter, 0)
         self._interest[topic_filter] = count + 1
         if count == 0 and self.link.connected:
@@ -358,7 +395,10 @@ class ClusterRouter:
             self._loop.create_task(self._subscribe(topic_filter, commit))
 
     def _remove_interest(self, full_filter: str) -> None:
-        topic_filter = parse_shared_subscription(full_filter)[1]
+        group, topic_filter = parse_shared_subscription(full_filter)
+        if group is not None:
+            self._remove_share(group, topic_filter)
+            return
         count = self._interest.get(topic_filter, 0)
         if count > 1:
             self._interest[topic_filter] = count - 1
@@ -400,6 +440,128 @@ class ClusterRouter:
             except Exception:
                 pass  # the connection is gone: so is the subscription
 
+    # -- shared subscriptions --------------------------------------------------------------
+
+    def _add_share(self, group: str, topic_filter: str) -> None:
+        key = (group, topic_filter)
+        count = self._shares.get(key, 0)
+        self._shares[key] = count + 1
+        if count == 0 and self.link.connected and self.shared_link.connected:
+            commit = self.commits.append()
+            self._loop.create_task(self._subscribe_share(key, commit))
+
+    def _remove_share(self, group: str, topic_filter: str) -> None:
+        key = (group, topic_filter)
+        count = self._shares.get(key, 0)
+        if count > 1:
+            self._shares[key] = count - 1
+            return
+        self._shares.pop(key, None)
+        subscriptions = self._share_subscriptions.pop(key, None)
+        if subscriptions:
+            self._loop.create_task(self._unsubscribe(subscriptions))
+
+    async def _subscribe_share(self, key: tuple[str, str], commit: int | None = None) -> None:
+        """Join the NATS queue group of a shared subscription (QoS 0) and its JetStream
+        consumer's deliver group (the stream's messages): NATS hands each message to one node
+        of all those with members, which hands it to one of its members."""
+        group, topic_filter = key
+        client, shared_client = self.link.client, self.shared_link.client
+        try:
+            if (
+                client is None
+                or shared_client is None
+                or key in self._share_subscriptions
+                or key not in self._shares
+            ):
+                return
+            queue = queue_group(group, topic_filter)
+            subscriptions = [
+                await shared_client.subscribe(
+                    subject,
+                    queue=queue,
+                    cb=functools.partial(self._on_shared_message, key),
+                    pending_msgs_limit=PENDING_MESSAGES,
+                    pending_bytes_limit=PENDING_BYTES,
+                )
+                for subject in filter_subjects(self._fast_prefix, topic_filter)
+            ]
+            jetstream = client.jetstream()
+            for subject in filter_subjects(self._stored_prefix, topic_filter):
+                consumer = "share-" + hashlib.sha256(f"{queue} {subject}".encode()).hexdigest()[:32]
+                subscriptions.append(
+                    await jetstream.subscribe(
+                        subject,
+                        queue=consumer,
+                        durable=consumer,
+                        stream=self._stream,
+                        cb=functools.partial(self._on_shared_stored_message, key),
+                        manual_ack=True,
+                        pending_msgs_limit=PENDING_MESSAGES,
+                        pending_bytes_limit=PENDING_BYTES,
+                        config=ConsumerConfig(
+                            ack_policy=AckPolicy.EXPLICIT,
+                            deliver_policy=DeliverPolicy.NEW,
+                            max_ack_pending=65536,
+                            ack_wait=30,
+                            inactive_threshold=CONSUMER_INACTIVE,
+                        ),
+                    )
+                )
+            if key in self._shares:
+                self._share_subscriptions[key] = subscriptions
+            else:  # the last member left meanwhile
+                await self._unsubscribe(subscriptions)
+            await self.shared_link.confirm(STORE_TIMEOUT)
+            await self.link.confirm(STORE_TIMEOUT)
+        except Exception as error:
+            log.warning(
+                "could not join shared subscription $share/%s/%s on NATS: %s",
+                group,
+                topic_filter,
+                error or type(error).__name__,
+            )
+        finally:
+            if commit is not None:
+                self.commits.complete(commit)
+
+    async def _on_shared_message(self, key: tuple[str, str], msg: Msg) -> None:
+        """A QoS 0 message for a shared subscription, this node's turn (of any node's message)."""
+        try:
+            topic = subject_topic(self._fast_prefix, msg.subject)
+            received = open_envelope(topic, msg.data, self._loop.time())
+        except (ValueError, EnvelopeError) as error:
+            self._malformed(msg.subject, error)
+            return
+        self._deliver_shared(received.message, key)
+
+    async def _on_shared_stored_message(self, key: tuple[str, str], msg: Msg) -> None:
+        """A message of the stream for a shared subscription, this node's turn."""
+        try:
+            topic = subject_topic(self._stored_prefix, msg.subject)
+            received = open_envelope(topic, msg.data, self._loop.time())
+        except (ValueError, EnvelopeError) as error:
+            self._malformed(msg.subject, error)
+        else:
+            self._deliver_shared(received.message, key)
+        await msg.ack()
+
+    def _deliver_shared(self, message: Message, key: tuple[str, str]) -> None:
+        group, topic_filter = key
+        # MQTT 4.7.2: a filter starting with a wildcard does not match a topic starting with $.
+        if message.topic[:1] == "$" and topic_filter[:1] in ("+", "#"):
+            return
+        self.stats.received += 1
+        self.local.deliver_shared(message, group, topic_filter)
+
+    async def _shared_connected(self) -> None:
+        """After every (re)connection of the shared subscriptions' link."""
+        if not self.link.connected:
+            return  # done by _connected, once the messages' link is up
+        for key in list(self._shares):
+            if key not in self._share_subscriptions:
+                await self._subscribe_share(key)
+
     # -- setting up ------------------------------------------------------------------------
 
     async def _connected(self) -> None:
@@ -407,12 +569,15 @@ class ClusterRouter:
         the stream, and every filter's subscription, where they are missing."""
         client = self.link.client
         assert client is not None
-        stream = self._jetstream_stream_config()
         jetstream = client.jetstream()
-        try:
-            await jetstream.add_stream(stream)
-        except Exception:
-            await jetstream.update_stream(stream)
+        for stream in (self._jetstream_stream_config(), self._retained_stream_config()):
+            try:
+                await jetstream.add_stream(stream)
+            except Exception:
+                await jetstream.update_stream(stream)
+        if not self._retained_loaded:
+            await self._load_retained()
+            self._retained_loaded = True
         if self._inbox_subscription is None:
             self._inbox_subscription = await client.subscribe(
                 f"{self._inbox}.*", cb=self._on_store_answer, pending_msgs_limit=PENDING_MESSAGES
@@ -439,6 +604,10 @@ class ClusterRouter:
         for topic_filter in list(self._interest):
             if topic_filter not in self._subscriptions:
                 await self._subscribe(topic_filter)
+        if self.shared_link.connected:
+            for key in list(self._shares):
+                if key not in self._share_subscriptions:
+                    await self._subscribe_share(key)
         log.info(
             "cluster node %s: stream %s (%d replicas), %d topic filters subscribed",
             self.node,
@@ -458,6 +627,62 @@ class ClusterRouter:
             max_bytes=STREAM_MAX_BYTES,
             num_replicas=self.replicas,
         )
+
+    def _retained_stream_config(self) -> StreamConfig:
+        # The last message of each topic's subject: the topic's retained message (an empty
+        # payload, a topic cleared). On disk, on every replica: it outlives the nodes.
+        return StreamConfig(
+            name=self._retained_stream,
+            subjects=[f"{self._retained_prefix}.>"],
+            storage=StorageType.FILE,
+            retention=RetentionPolicy.LIMITS,
+            max_msgs_per_subject=1,
+            num_replicas=self.replicas,
+        )
+
+    async def _load_retained(self) -> None:
+        """The cluster's retained messages replace this node's own (kept from an earlier run,
+        perhaps changed since on other nodes), unless the cluster has none yet."""
+        client = self.link.client
+        assert client is not None
+        jetstream = client.jetstream()
+        info = await jetstream.stream_info(self._retained_stream)
+        if not info.state.messages:
+            return
+        loaded: dict[str, Message] = {}
+        subscription = await jetstream.subscribe(
+            f"{self._retained_prefix}.>",
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+            stream=self._retained_stream,
+        )
+        try:
+            while True:
+                msg = await subscription.next_msg(timeout=STORE_TIMEOUT)
+                try:
+                    topic = subject_topic(self._retained_prefix, msg.subject)
+                    message = open_envelope(topic, msg.data, self._loop.time()).message
+                except (ValueError, EnvelopeError) as error:
+                    self._malformed(msg.subject, error)
+                else:
+                    if message.payload:
+                        loaded[topic] = message
+                if msg.metadata.num_pending == 0:
+                    break
+        finally:
+            await subscription.unsubscribe()
+        local = self.local
+        recorder = local.recorder
+        for message in list(local.retained):
+            if message.topic not in loaded and not message.topic.startswith(NOT_KEPT_PREFIX):
+                local.retained.clear(message.topic)
+                if recorder is not None:
+                    recorder.retained_cleared(message.topic)
+        for message in loaded.values():
+            local.retained.set(message)
+            if recorder is not None:
+                recorder.retained_set(message)
+        log.info("%d retained messages from the cluster", len(loaded))
 
     def status(self) -> dict[str, Any]:
         """What /readyz and the metrics say of the cluster."""

@@ -1,7 +1,8 @@
 """The registry's database connection: SQLite in the data directory (the embedded default) or
 PostgreSQL (docs/registry.md, "Where it is stored"), its schema migrations, and the sessions that
 the store's tables (:mod:`certmq.registry.store`, :mod:`certmq.registry.log_store`) run their
-transactions in.
+transactions in, and the notices of changes that those transactions send on PostgreSQL
+(:meth:`Database.announce`).
 
 SQLite runs in WAL mode with ``synchronous=FULL`` (a commit is on disk when it returns), foreign
 keys on, and a busy timeout. Transactions that write begin with ``BEGIN IMMEDIATE``, so that two
@@ -11,6 +12,8 @@ processes sharing a file queue for the write lock instead of failing half-way.
 from __future__ import annotations
 
 import datetime
+import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,8 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.orm import Session
+
+from certmq.registry.events import CHANGE_CHANNEL, RegistryEvent, notice_to_json
 
 REGISTRY_FILE = "registry.db"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -103,17 +108,40 @@ def stored_time(moment: datetime.datetime, sqlite: bool) -> object:
 
 class Database:
     """The engine and its sessions, one transaction per session. Not thread-safe: use it from
-    one thread."""
+    one thread.
+
+    ``origin`` is the node named in the notices of the changes written here (:meth:`announce`);
+    the :class:`~certmq.registry.service.RegistryService` over the store sets its own."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         # Reads begin a plain (deferred) transaction on SQLite: they never wait for the write lock.
         self._read_engine = engine.execution_options(**{READ_ONLY: True})
+        self.origin = ""
+        self._announces = self.dialect == "postgresql"
 
     @property
     def dialect(self) -> str:
         """``"sqlite"`` or ``"postgresql"``."""
         return self.engine.dialect.name
+
+    def announce(self, connection: Connection, changes: Iterable[RegistryEvent]) -> None:
+        """Tell the other nodes of ``changes``, the events of what the transaction open on
+        ``connection`` writes. Every write of a change calls this inside its transaction.
+
+        On PostgreSQL, one ``pg_notify`` on :data:`~certmq.registry.events.CHANGE_CHANNEL` per
+        event, in that transaction: PostgreSQL delivers the notices when it commits and drops them
+        when it rolls back, so a notice exists if and only if its change committed, and listeners
+        get them in commit order (docs/registry.md, "Several nodes"). On SQLite, one node alone,
+        nothing: ``changes`` is not even read."""
+        if not self._announces:
+            return
+        sent_at = time.time()
+        payloads = [notice_to_json(event, self.origin, sent_at) for event in changes]
+        if payloads:
+            connection.exec_driver_sql(
+                "SELECT pg_notify(%s, payload) FROM unnest(%s::text[]) AS payload", (CHANGE_CHANNEL, payloads)
+            )
 
     def migrate(self) -> None:
         """Apply every migration not yet applied (``alembic upgrade head``)."""

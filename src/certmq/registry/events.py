@@ -10,24 +10,32 @@ follows for each of them.
 
 Several nodes
 -------------
-Events carry keys only, never state, so that any node can act on them by reading the store. With
-PostgreSQL, a node that commits a change would also ``NOTIFY certmq_registry, <event_to_json(e)>``
-in the same transaction; every node ``LISTEN``\\ s and hands each payload to
-:meth:`certmq.registry.service.RegistryService.apply_change` (via
-``loop.call_soon_threadsafe`` or an asyncio listener), which re-reads the changed rows, updates its
-index and emits the same event to its local subscribers. Subscribers therefore never know whether
-a change was made on their node or another one. :func:`event_to_json` and :func:`event_from_json`
-are the payload format.
+Events carry keys only, never state, so that any node can act on them by reading the store
+(docs/registry.md, "Several nodes"). With PostgreSQL, the transaction that commits a change also
+sends ``pg_notify('certmq_registry', notice_to_json(event, origin, sent_at))``
+(:meth:`certmq.registry.database.Database.announce`), so a notice exists if and only if its
+change committed. Every node that listens (:mod:`certmq.registry.change_feed`) hands each notice
+of another origin to :meth:`certmq.registry.service.RegistryService.apply_change`, which re-reads
+the changed rows, updates its index and emits the same event to its local subscribers; after it
+lost its connection it catches up (:mod:`certmq.registry.missed_changes`). Subscribers therefore
+never know whether a change was made on their node or another one. :func:`notice_to_json` and
+:func:`notice_from_json` are the payload: the event's own JSON (:func:`event_to_json`) with the
+origin and the time it was sent.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 log = logging.getLogger("certmq.registry")
+
+# The PostgreSQL channel of the notices of committed changes.
+CHANGE_CHANNEL = "certmq_registry"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,15 +133,68 @@ class RegistryEvents:
 
 
 def event_to_json(event: RegistryEvent) -> str:
-    """The event as a small JSON text, e.g. for a PostgreSQL NOTIFY payload."""
-    return json.dumps({"type": type(event).__name__, **asdict(event)}, separators=(",", ":"))
+    """The event as a small JSON text."""
+    return json.dumps(_fields_of(event), separators=(",", ":"))
 
 
 def event_from_json(text: str) -> RegistryEvent:
     """The event that :func:`event_to_json` wrote; ValueError for anything else."""
+    return _event_from(_parse(text), text)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeNotice:
+    """A committed change as one node tells the others: the event, the node that committed it
+    (``origin``: a node ignores its own notices) and when (``sent_at``, seconds since the epoch
+    on the writer's clock, just before the commit), for the time it took to reach a node."""
+
+    event: RegistryEvent
+    origin: str
+    sent_at: float
+
+
+def notice_to_json(event: RegistryEvent, origin: str, sent_at: float) -> str:
+    """The payload of a PostgreSQL NOTIFY: the event's JSON with ``origin`` and ``sent_at``."""
+    return json.dumps({**_fields_of(event), "origin": origin, "sent_at": sent_at}, separators=(",", ":"))
+
+
+def notice_from_json(text: str) -> ChangeNotice:
+    """The notice that :func:`notice_to_json` wrote; ValueError for anything else."""
+    data = _parse(text)
+    origin, sent_at = data.get("origin"), data.get("sent_at")
+    if not isinstance(origin, str):
+        raise ValueError(f"not a registry change notice (no origin): {text!r}")
+    if isinstance(sent_at, bool) or not isinstance(sent_at, int | float) or not math.isfinite(sent_at):
+        raise ValueError(f"not a registry change notice (no time): {text!r}")
+    return ChangeNotice(_event_from(data, text), origin, float(sent_at))
+
+
+def _fields_of(event: RegistryEvent) -> dict[str, Any]:
+    return {"type": type(event).__name__, **asdict(event)}
+
+
+def _parse(text: str) -> dict[str, Any]:
     try:
         data = json.loads(text)
-        cls = EVENT_TYPES[data.pop("type")]
-        return cls(**{field.name: data[field.name] for field in fields(cls)})
-    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as error:
+    except (TypeError, json.JSONDecodeError) as error:
         raise ValueError(f"not a registry event: {text!r}") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"not a registry event: {text!r}")
+    return data
+
+
+def _event_from(data: dict[str, Any], text: str) -> RegistryEvent:
+    """The event of a parsed payload. Each field must have its type (``active`` a boolean, the
+    others text): a notice is read from a channel that anyone with access to the database may
+    send on, and a serial number that is not text must not reach the store."""
+    kind = data.get("type")
+    cls = EVENT_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ValueError(f"not a registry event: {text!r}")
+    values: dict[str, Any] = {}
+    for field in fields(cls):
+        value = data.get(field.name)
+        if not isinstance(value, bool if field.type == "bool" else str):
+            raise ValueError(f"not a registry event ({field.name}): {text!r}")
+        values[field.name] = value
+    return cls(**values)

@@ -14,7 +14,7 @@ SHA-256 fingerprint, and a set of the serials that are inactive (usually few).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -201,6 +201,15 @@ class TrustIndex:
     def device_counts(self, ca_sn: str) -> tuple[int, int]:
         """``(devices, inactive devices)`` registered under the CA ``ca_sn``."""
         return len(self._devices.get(ca_sn, ())), len(self._inactive.get(ca_sn, ()))
+
+    def devices_of(self, ca_sn: str) -> Mapping[bytes, bytes]:
+        """The devices registered under the CA ``ca_sn``: serial octets (``bytes.fromhex`` of the
+        ``Sn``) to fingerprint. Read it, never change it."""
+        return self._devices.get(ca_sn, {})
+
+    def inactive_of(self, ca_sn: str) -> Set[bytes]:
+        """The serial octets of the inactive devices registered under the CA ``ca_sn``."""
+        return self._inactive.get(ca_sn, frozenset())
 
     def __len__(self) -> int:
         return self._device_count

@@ -8,12 +8,15 @@ Each of its jobs is a module of its own, and :class:`RegistryService` wires them
 - device certificates: :mod:`certmq.registry.devices`;
 - auto-registration of first-time devices, in batches: :mod:`certmq.registry.registration`;
 - run-time settings: :mod:`certmq.registry.settings`;
+- the changes other nodes commit to a shared PostgreSQL registry: :mod:`certmq.registry.change_feed`,
+  and what a node missed while it was not listening: :mod:`certmq.registry.missed_changes`;
 - the decision log and the operations log of the RPC API, one type used twice:
   :mod:`certmq.registry.audit_log`, searched with :mod:`certmq.registry.log_query`;
 - the one database thread all of them run their work on: :mod:`certmq.registry.worker`.
 
-Here: opening and closing, the in-memory trust index, changes committed by other nodes, the
-task that writes the logs and enforces retention, and the counts.
+Here: opening and closing, the in-memory trust index, changes committed by other nodes (applied
+one by one, or caught up after the node missed some), the task that writes the logs and enforces
+retention, and the counts.
 
 Typical use::
 
@@ -23,6 +26,12 @@ Typical use::
     ...
     await registry.close()         # writes the pending decisions
     store.close()
+
+A node of several sharing a PostgreSQL registry listens to the others' changes::
+
+    registry = RegistryService(store, instance_id="mqtt-local-1", listen=True)
+    await registry.open()          # LISTEN, then load: no change committed since is missed
+    registry.change_feed.state     # connected, applied, malformed, reconnects, last_lag …
 """
 
 from __future__ import annotations
@@ -32,9 +41,10 @@ import contextlib
 import datetime
 import functools
 import logging
+import secrets
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from certmq.registry.audit_log import DECISION_LOG, OPERATIONS_LOG, AuditLog
 from certmq.registry.cas import DEFAULT_CA_LIMIT, REGISTRATION_CODE_LIFETIME, CaCertificates
@@ -52,12 +62,16 @@ from certmq.registry.events import (
     SettingChanged,
 )
 from certmq.registry.index import CaEntry, TrustIndex
+from certmq.registry.missed_changes import missed_changes
 from certmq.registry.pending import PENDING_MAX_BYTES, PENDING_MAX_ROWS
 from certmq.registry.records import RegistryCounts, utc_now
 from certmq.registry.registration import REGISTRATION_DELAY, Registrations
 from certmq.registry.settings import Settings
 from certmq.registry.store import RegistryStore
 from certmq.registry.worker import DatabaseWorker, Shared
+
+if TYPE_CHECKING:
+    from certmq.registry.change_feed import ChangeFeed
 
 log = logging.getLogger("certmq.registry")
 
@@ -76,6 +90,8 @@ RETENTION_INTERVAL = 60.0
 # changed the registry.
 OPERATION_MAX_ROWS = 1_000_000
 OPERATION_MAX_AGE = datetime.timedelta(days=365)
+# Events emitted by a catch-up between two turns of the event loop.
+CATCH_UP_EVENTS_PER_TURN = 1000
 
 
 class RegistryService:
@@ -84,7 +100,12 @@ class RegistryService:
     ``index`` is the in-memory trust index for the authentication hot path; ``events`` fans out
     every committed change. The methods are those of the parts (see the module), bound here
     once: a call costs no more than calling the part. The state of each log (what waits to be
-    written, what was dropped) is its own: ``decision_log``, ``operations_log``."""
+    written, what was dropped) is its own: ``decision_log``, ``operations_log``.
+
+    ``node_id`` names this node in the notices of its changes, so that it ignores its own; it
+    must differ from every other node's (a random one by default). With ``listen``, on
+    PostgreSQL only, ``change_feed`` applies the changes of the other nodes from :meth:`open` to
+    :meth:`close`; its ``state`` is for metrics and readiness."""
 
     def __init__(
         self,
@@ -106,9 +127,16 @@ class RegistryService:
         retention_interval: float = RETENTION_INTERVAL,
         registration_delay: float = REGISTRATION_DELAY,
         clock: Callable[[], datetime.datetime] = utc_now,
+        node_id: str | None = None,
+        listen: bool = False,
     ) -> None:
         self.store = store
         self.instance_id = instance_id
+        self.node_id = node_id if node_id is not None else secrets.token_hex(8)
+        store.origin = self.node_id
+        self.change_feed: ChangeFeed | None = None
+        if listen:
+            self.change_feed = self._change_feed()
         self.events = events if events is not None else RegistryEvents()
         self.index = TrustIndex()
         self.decision_flush_interval = decision_flush_interval
@@ -193,21 +221,47 @@ class RegistryService:
     def registration_delay(self) -> float:
         return self.registrations.delay
 
+    def _change_feed(self) -> ChangeFeed:
+        if self.store.dialect != "postgresql":
+            raise ValueError(
+                f"only a PostgreSQL registry carries changes between nodes; this one is "
+                f"{self.store.dialect} (set storage.url to postgresql://…)"
+            )
+        # Imported here: psycopg is needed by PostgreSQL registries only.
+        from certmq.registry.change_feed import ChangeFeed
+
+        conninfo = self.store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        return ChangeFeed(self, conninfo, node_id=self.node_id)
+
     # --- life cycle -----------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Load the index and the settings from the store and start writing the audit logs."""
+        """Load the index and the settings from the store and start writing the audit logs; with
+        a change feed, listen first, so that no change committed after the load is missed."""
         if self._opened:
             return
-        await self.rebuild_index()
-        await self.settings.load()
+        feed = self.change_feed
+        if feed is not None:
+            await feed.listen()
+        try:
+            await self.rebuild_index()
+            await self.settings.load()
+        except BaseException:
+            if feed is not None:
+                await feed.stop()
+            raise
         self._opened = True
         self._writer = asyncio.get_running_loop().create_task(self._write_logs(), name="certmq-decision-log")
+        if feed is not None:
+            feed.start()
 
     async def close(self) -> None:
-        """Write the pending entries of the logs and stop the worker thread. The store stays open."""
+        """Stop listening, write the pending entries of the logs and stop the worker thread. The
+        store stays open."""
         if self._worker.closed:
             return
+        if self.change_feed is not None:
+            await self.change_feed.stop()
         if self._writer is not None:
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -222,25 +276,25 @@ class RegistryService:
         await self._worker.close()
 
     async def rebuild_index(self) -> None:
-        """Rebuild the in-memory index from the store (on open; after a node missed changes)."""
+        """Rebuild the in-memory index from the store (on open)."""
+        self.index.adopt(await self._worker.run(self._read_index))
 
-        def build() -> TrustIndex:
-            started = time.perf_counter()
-            index = TrustIndex()
-            cas = [
-                CaEntry.from_record(ca.record, ca.subject_der, ca.subject_key_identifier)
-                for ca in self.store.all_cas()
-            ]
-            index.load(cas, self.store.stream_device_keys())
-            log.info(
-                "registry index loaded: %d CAs, %d devices in %.2f s",
-                len(cas),
-                index.device_count,
-                time.perf_counter() - started,
-            )
-            return index
-
-        self.index.adopt(await self._worker.run(build))
+    def _read_index(self) -> TrustIndex:
+        """A new index of what the store holds (on the database thread)."""
+        started = time.perf_counter()
+        index = TrustIndex()
+        cas = [
+            CaEntry.from_record(ca.record, ca.subject_der, ca.subject_key_identifier)
+            for ca in self.store.all_cas()
+        ]
+        index.load(cas, self.store.stream_device_keys())
+        log.info(
+            "registry index loaded: %d CAs, %d devices in %.2f s",
+            len(cas),
+            index.device_count,
+            time.perf_counter() - started,
+        )
+        return index
 
     def check_instance_id(self, instance_id: str) -> None:
         """Raise MqttInstanceNotFound unless ``instance_id`` is this instance's MqttInstanceId."""
@@ -266,6 +320,25 @@ class RegistryService:
         elif isinstance(event, SettingChanged):
             await self.settings.reload(event.key)
         self.events.emit(event)
+
+    async def catch_up(self) -> int:
+        """After this node missed changes (its change feed lost its connection): read the index
+        and the settings again from the store, take them, and emit for every difference the event
+        a change made elsewhere would have (:func:`certmq.registry.missed_changes.missed_changes`),
+        so that subscribers cut the sessions they must. Returns how many events."""
+        fresh, settings = await self._worker.run(lambda: (self._read_index(), self.store.all_settings()))
+        # Taken at once, before any later change committed here is applied to the index: on the
+        # loop, the result of the read comes before the after-commit of any work queued after it.
+        before = TrustIndex()
+        before.adopt(self.index)
+        self.index.adopt(fresh)
+        settings_before = self.settings.adopt(settings)
+        changes = missed_changes(before, fresh, settings_before, settings)
+        for number, event in enumerate(changes, 1):
+            self.events.emit(event)
+            if number % CATCH_UP_EVENTS_PER_TURN == 0:
+                await asyncio.sleep(0)
+        return len(changes)
 
     # --- writing the audit logs, and retention --------------------------------------------------
 

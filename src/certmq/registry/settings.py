@@ -26,6 +26,12 @@ class Settings(RegistryPart):
     async def load(self) -> None:
         self._values = await self._worker.run(self._store.all_settings)
 
+    def adopt(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Take ``values``, every setting as just read from the store, in place of those in
+        memory, and return those (after this node missed changes)."""
+        previous, self._values = self._values, values
+        return previous
+
     async def get(self, key: str) -> Any | None:
         """A run-time setting (JSON value), or None when it was never set. Served from memory."""
         return copy.deepcopy(self._values.get(key))

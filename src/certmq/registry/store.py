@@ -5,6 +5,9 @@ audit logs are :mod:`certmq.registry.log_store`'s, the connection :mod:`certmq.r
 every method is one transaction, committed before it returns, so what a caller acknowledges is
 durable. The service calls it from its one worker thread (:mod:`certmq.registry.worker`); nothing
 else should write to the same store from another thread of the same process.
+
+On PostgreSQL, the transaction of every change also tells the other nodes of it
+(:meth:`~certmq.registry.database.Database.announce`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from sqlalchemy import ColumnElement, Engine, delete, func, select, tuple_, upda
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from certmq.registry import models
+from certmq.registry import events, models
 from certmq.registry.database import READ_ONLY, Database, create_registry_engine, stored_time
 from certmq.registry.errors import (
     CaNumExceed,
@@ -318,6 +321,7 @@ class RegistryStore(Database):
                     f"a CA with serial number {new.sn} or the same certificate was registered at the "
                     f"same time; list the CA certificates"
                 ) from error
+            self.announce(session.connection(), (events.CaAdded(new.sn),))
             return _ca_record(row)
 
     def get_ca(self, sn: str) -> CaRecord | None:
@@ -355,13 +359,17 @@ class RegistryStore(Database):
             if changed:
                 row.status = status.value
                 row.updated_at = now
+                self.announce(session.connection(), (events.CaStatusChanged(sn, status == Status.ACTIVE),))
             return _ca_record(row), changed
 
     def delete_ca(self, sn: str) -> bool:
         """Delete the CA and, by the foreign key's cascade, its device certificates."""
         with self.session() as session, session.begin():
             result = session.execute(delete(CaCertificateRow).where(CaCertificateRow.sn == sn))
-            return bool(getattr(result, "rowcount", 0))
+            deleted = bool(getattr(result, "rowcount", 0))
+            if deleted:
+                self.announce(session.connection(), (events.CaDeleted(sn),))
+            return deleted
 
     def count_cas(self) -> int:
         with self.read_session() as session:
@@ -434,19 +442,25 @@ class RegistryStore(Database):
         with self.engine.connect() as connection:
             with connection.begin() as transaction:
                 if connection.exec_driver_sql(statement, values).rowcount == len(devices):
+                    self.announce(
+                        connection, (events.DeviceAdded(new.ca_sn, new.device_sn) for new in devices)
+                    )
                     return [(_new_device_record(device, created_at), True) for device in devices]
                 transaction.rollback()
             with connection.begin():
                 returned = connection.exec_driver_sql(f"{statement} RETURNING ca_sn, device_sn", values)
                 inserted = {(row.ca_sn, row.device_sn) for row in returned}
                 results: list[tuple[DeviceRecord, bool] | Exception] = []
+                added: list[NewDevice] = []
                 for device in devices:
                     key = (device.ca_sn, device.device_sn)
                     if key in inserted:
                         inserted.discard(key)  # the same device twice in a batch: the second finds the first
                         results.append((_new_device_record(device, created_at), True))
+                        added.append(device)
                     else:
                         results.append(_already_registered(device, _conflicting_device(connection, device)))
+                self.announce(connection, (events.DeviceAdded(new.ca_sn, new.device_sn) for new in added))
                 return results
 
     def _insert_error(self, device: NewDevice, error: Exception) -> Exception:
@@ -571,6 +585,10 @@ class RegistryStore(Database):
             if changed:
                 row.status = status.value
                 row.updated_at = now
+                self.announce(
+                    session.connection(),
+                    (events.DeviceStatusChanged(ca_sn, device_sn, status == Status.ACTIVE),),
+                )
             return _device_record(row), changed
 
     def delete_device(self, ca_sn: str, device_sn: str) -> bool:
@@ -580,7 +598,10 @@ class RegistryStore(Database):
                     DeviceCertificateRow.ca_sn == ca_sn, DeviceCertificateRow.device_sn == device_sn
                 )
             )
-            return bool(getattr(result, "rowcount", 0))
+            deleted = bool(getattr(result, "rowcount", 0))
+            if deleted:
+                self.announce(session.connection(), (events.DeviceDeleted(ca_sn, device_sn),))
+            return deleted
 
     def stream_device_keys(self, batch: int = STREAM_BATCH) -> Iterator[Sequence[tuple[str, str, str, str]]]:
         """Every device as ``(ca_sn, device_sn, fingerprint, status)`` tuples, in batches, straight
@@ -636,6 +657,7 @@ class RegistryStore(Database):
             else:
                 row.value = text
                 row.updated_at = now
+            self.announce(session.connection(), (events.SettingChanged(key),))
 
     def delete_setting(self, key: str) -> bool:
         with self.session() as session, session.begin():
