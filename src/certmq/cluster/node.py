@@ -15,6 +15,7 @@ from certmq.cluster.control import ClusterControl
 from certmq.cluster.membership import Member, Membership
 from certmq.cluster.nats_link import NatsLink
 from certmq.cluster.router import ClusterRouter
+from certmq.cluster.sys_topics import publish_cluster_sys_topics
 from certmq.config import Config, nats_servers, node_name
 from certmq.control import NodeControl
 
@@ -57,6 +58,9 @@ class ClusterNode:
         core.client_id_claims = self.client_ids
         self.prefix = config.cluster.subject_prefix
         self.control: ClusterControl | None = None
+        self._core = core
+        self._sys_interval = config.mqtt.sys_interval
+        self._sys_topics: asyncio.Task[None] | None = None
 
     def control_over(self, local: NodeControl) -> ClusterControl:
         """The management view of the cluster from this node, over ``local``, its own."""
@@ -70,6 +74,10 @@ class ClusterNode:
             local, [self.link, self.shared_link], self.router.stats, membership, self.prefix
         )
         self.link.set_up.append(self.control.set_up)
+        if self._sys_interval > 0:
+            self._sys_topics = asyncio.get_running_loop().create_task(
+                publish_cluster_sys_topics(self._core, self.control, self._sys_interval)
+            )
         return self.control
 
     async def start(self) -> None:
@@ -90,6 +98,8 @@ class ClusterNode:
             )
 
     async def stop(self) -> None:
+        if self._sys_topics is not None:
+            self._sys_topics.cancel()
         if self.control is not None:
             await self.control.stop()
         await self.shared_link.stop()
