@@ -81,6 +81,8 @@ class StandInBroker:
         self.mode = "one-way"
         # What /readyz is to say this node lacks (a real node's are its listeners and NATS).
         self.missing: list[str] = []
+        # The nodes of a cluster said not to answer: they are named in every answer.
+        self.unanswered: list[str] = []
         self.live: dict[str, ConnectionInfo] = {}
         self.kicked: list[str] = []
         self.mode_changes: list[tuple[str, bool]] = []
@@ -103,16 +105,19 @@ class StandInBroker:
         return [ListenerInfo("tcp", "127.0.0.1", 1883), ListenerInfo("tls", "127.0.0.1", 8883)]
 
     async def connections(self, query: ConnectionQuery = EVERY_CONNECTION) -> LiveConnections:
-        return select_connections(self.live.values(), query)
+        picked = select_connections(self.live.values(), query)
+        return LiveConnections(picked.items, picked.total, list(self.unanswered))
 
     async def kick(self, client_id: str) -> KickOutcome:
         if self.live.pop(client_id, None) is None:
-            return KickOutcome(None)
+            return KickOutcome(None, list(self.unanswered))
         self.kicked.append(client_id)
         return KickOutcome(self.node)
 
     async def nodes(self) -> ClusterStatus:
-        return ClusterStatus([NodeStatus(self.node, "", self.started_at, self.stats())])
+        return ClusterStatus(
+            [NodeStatus(self.node, "", self.started_at, self.stats())], list(self.unanswered)
+        )
 
     def unready(self) -> list[str]:
         return list(self.missing)

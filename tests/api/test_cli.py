@@ -185,6 +185,12 @@ async def test_connections_and_decisions_commands(cli: Cli, api: Api) -> None:
     )
     err = await cli.fails("connections", "--kick", "plain client")
     assert "ConnectionNotFound" in err
+    api.broker.unanswered = ["node-3"]
+    code, listed, warned = await cli.run("connections", "--json")
+    assert code == 0
+    assert [connection["client_id"] for connection in json.loads(listed)] == ["GID_a@@@dev-1"]
+    assert "node(s) node-3 did not answer" in warned
+    api.broker.unanswered = []
 
     api.registry.record_decision(
         DecisionEntry(client_id="c1", device_sn="0a", result="allow", reason="new-device", step=6)

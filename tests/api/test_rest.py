@@ -218,6 +218,18 @@ async def test_connections_and_kick(api: Api) -> None:
     assert (await api.client.get("/api/v1/connections")).json()["total"] == 1
 
 
+async def test_the_nodes_that_did_not_answer_are_named(api: Api) -> None:
+    api.broker.connect("here", "tls")
+    api.broker.unanswered = ["node-3"]
+    page = (await api.client.get("/api/v1/connections")).json()
+    assert [item["client_id"] for item in page["items"]] == ["here"] and page["missing_nodes"] == ["node-3"]
+    overview = (await api.client.get("/api/v1/instance")).json()
+    assert overview["missing_nodes"] == ["node-3"]
+    # The client may be on the node that did not answer: the refusal says so.
+    refused = await api.client.post("/api/v1/connections/elsewhere/kick")
+    assert refused.status_code == 404 and "node-3" in refused.json()["message"]
+
+
 async def test_decisions(api: Api) -> None:
     record = api.metrics.counting(api.registry.record_decision)
     start = datetime.now(UTC)
