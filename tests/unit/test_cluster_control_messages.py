@@ -1,6 +1,6 @@
 """The management view of a cluster without I/O: which connections a query picks, how the answers
-of several nodes merge, and the messages the nodes exchange for it (certmq.control,
-certmq.cluster.control_messages)."""
+of several nodes merge, the messages the nodes exchange for it, and a node's connections read in
+parts (certmq.control, certmq.cluster.control_messages, certmq.cluster.control)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from certmq.auth.identity import ANONYMOUS, Identity
 from certmq.cluster import control_messages as messages
+from certmq.cluster.control import PartedListing
 from certmq.cluster.control_messages import PART_BYTES, PART_ITEMS, ControlMessageError
 from certmq.control import (
     ClusterStatus,
@@ -188,3 +189,45 @@ def test_an_error_reply_says_why() -> None:
     with pytest.raises(ControlMessageError, match="unknown verb"):
         messages.read_kick_reply(messages.error_reply("unknown verb 'x'"))
     assert json.loads(messages.error_reply("why")) == {"error": "why"}
+
+
+class _CountingNode:
+    """A node's own connections, counting how often they are picked."""
+
+    def __init__(self, connections: list[ConnectionInfo]) -> None:
+        self.connections = connections
+        self.picked = 0
+
+    def local_connections(self, query: ConnectionQuery) -> LiveConnections:
+        self.picked += 1
+        return select_connections(self.connections, query)
+
+
+def _read_in_parts(listing: PartedListing, query: ConnectionQuery) -> tuple[list[ConnectionInfo], int]:
+    """What the asking node does (certmq.cluster.control.ClusterControl), without NATS."""
+    received: list[ConnectionInfo] = []
+    total = None
+    part = messages.part_query(query, received)
+    while part is not None:
+        answer = messages.read_connections_reply(messages.connections_reply(listing.part(part)))
+        total = answer.total if total is None else total
+        received.extend(answer.items)
+        if not answer.items or len(answer.items) >= answer.total:
+            break
+        part = messages.part_query(query, received)
+    return received, total or 0
+
+
+def test_a_listing_in_parts_is_whole_in_order_and_sorted_once() -> None:
+    many = [
+        connection(f"client-{number:05}", listener="tls" if number % 3 else "tcp") for number in range(2500)
+    ]
+    node = _CountingNode(list(reversed(many)))
+    listing = PartedListing(node)  # type: ignore[arg-type]
+    received, total = _read_in_parts(listing, ConnectionQuery())
+    assert received == many and total == 2500
+    assert node.picked == 1
+    on_tcp, total = _read_in_parts(listing, ConnectionQuery(listener="tcp"))
+    assert on_tcp == [item for item in many if item.listener == "tcp"] and total == len(on_tcp)
+    page, total = _read_in_parts(listing, ConnectionQuery(first=30))
+    assert page == many[:30] and total == 2500
