@@ -304,8 +304,9 @@ async def test_readyz_needs_no_token_and_names_what_is_missing(api: Api) -> None
     reply = await api.client.get("/readyz", headers={"Authorization": ""})
     assert reply.status_code == 200 and reply.json() == {"ready": True, "missing": []}
     api.broker.missing = ["nats"]
-    reply = await api.client.get("/readyz", headers={"Authorization": ""})
-    assert reply.status_code == 503 and reply.json() == {"ready": False, "missing": ["nats"]}
+    for path in ("/readyz", "/api/v1/readyz"):
+        reply = await api.client.get(path, headers={"Authorization": ""})
+        assert reply.status_code == 503 and reply.json() == {"ready": False, "missing": ["nats"]}
 
 
 async def test_healthz_needs_no_token(api: Api) -> None:

@@ -5,7 +5,7 @@ console (docs/console.md) at ``/console``.
 The RPC API authenticates each request by its AccessKey signature (:mod:`certmq.api.rpc`) and
 answers in ApsaraMQ's shapes.
 
-Every ``/api/v1`` route except ``/api/v1/healthz`` requires the admin token as a bearer token.
+Every ``/api/v1`` route except ``/api/v1/healthz`` and ``/api/v1/readyz`` requires the admin token as a bearer token.
 The OpenAPI document is ``/api/v1/openapi.json``, browsable at ``/api/v1/docs``.
 """
 
@@ -58,7 +58,7 @@ _RESOURCE_ROUTERS = [
 DESCRIPTION = """\
 The native management API of a certmq instance.
 
-**Authentication**: every request except `/api/v1/healthz` carries the instance's admin token,
+**Authentication**: every request except `/api/v1/healthz` and `/api/v1/readyz` carries the instance's admin token,
 `Authorization: Bearer <admin token>` (printed by `certmq init`, kept in
 `DATA_DIR/credentials.json`). Without it, or with another token, the answer is 401.
 

@@ -1,4 +1,5 @@
-"""``/readyz``: whether this node serves, for a load balancer or an orchestrator (no token).
+"""``/readyz`` (also ``/api/v1/readyz``): whether this node serves, for a load balancer or an
+orchestrator (no token).
 
 200 ``{"ready": true, "missing": []}`` when its MQTT listeners are open and, in a cluster, its
 link to NATS is up and its registry hears the other nodes' changes; otherwise 503 with
@@ -34,7 +35,12 @@ def registry_unready(registry: RegistryService) -> list[str]:
     return []
 
 
-@router.get("/readyz", include_in_schema=False)
+# Where orchestrators look for it, and beside /api/v1/healthz.
+PATHS = ("/readyz", "/api/v1/readyz")
+
+
+@router.get(PATHS[0], include_in_schema=False)
+@router.get(PATHS[1], include_in_schema=False)
 async def readyz(context: Context) -> JSONResponse:
     missing = [*context.control.unready(), *registry_unready(context.registry)]
     body = Readiness(ready=not missing, missing=missing)

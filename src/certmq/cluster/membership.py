@@ -85,11 +85,12 @@ class Membership:
 
     async def join(self) -> None:
         """Put this node's entry (again, after a reconnection: the bucket may be new) and read
-        the members; from the first time on, renew the entry every beat."""
+        the members; from the first time on, renew the entry every beat (which also tries again
+        when this first put fails)."""
         self._store = None
-        await self._renew()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._beat())
+        await self._renew()
 
     async def stop(self) -> None:
         """Stop putting this node's entry, and delete it: the others see it gone at once."""
