@@ -15,8 +15,9 @@ DATA_DIR ?= data
 PYTEST_ARGS ?=
 JS_DIR := tests/js
 # Debian packages the tests use: the mosquitto broker and clients (interop), openssl (PKI checks),
-# chromium (the console's browser tests; Playwright drives it, it never downloads a browser).
-DEBIAN_PACKAGES := mosquitto mosquitto-clients openssl chromium
+# chromium (the console's browser tests; Playwright drives it, it never downloads a browser),
+# nats-server (the cluster tests start a NATS cluster of their own).
+DEBIAN_PACKAGES := mosquitto mosquitto-clients openssl chromium nats-server
 
 .PHONY: help run test lint format bench bench-connections setup setup-test tools samples-tools samples-java samples-go clean
 
@@ -55,6 +56,7 @@ tools:
 	{ command -v mosquitto >/dev/null || test -x /usr/sbin/mosquitto; } || missing="$$missing mosquitto"; \
 	command -v openssl >/dev/null || missing="$$missing openssl"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	{ command -v nats-server >/dev/null || test -x /usr/sbin/nats-server; } || missing="$$missing nats-server"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			echo "installing$$missing"; \

@@ -146,17 +146,24 @@ class RunningBroker:
         and ports."""
         code = self._terminate()
         assert code == 0, f"{self.kind} exited with code {code} after SIGTERM\n{self.log_tail()}"
-        self.exit_code = None
-        self.process = _launch(self.command, self.environment, self.data_dir, self.log_file)
-        _wait_for_ports(self.process, self.wait_ports, self.log_file, self.kind)
+        self.start()
 
     def crash_and_restart(self) -> None:
         """Kill with SIGKILL, as a power cut would stop it, and start again on the same data
         directory and ports."""
+        self.kill()
+        self.start()
+
+    def kill(self) -> None:
+        """Kill with SIGKILL, as a power cut would stop it."""
         self.process.kill()
         self.process.wait()
+        self.exit_code = self.process.returncode
+
+    def start(self) -> None:
+        """Start again, after a stop or a kill, on the same data directory and ports."""
         self.exit_code = None
-        self.process = _launch(self.command, self.environment, self.data_dir, self.log_file)
+        self.process = launch(self.command, self.environment, self.data_dir, self.log_file)
         _wait_for_ports(self.process, self.wait_ports, self.log_file, self.kind)
 
     def stop(self) -> int:
@@ -197,9 +204,10 @@ def _clean_environment() -> dict[str, str]:
     }
 
 
-def _launch(
+def launch(
     command: list[str], environment: dict[str, str], data_dir: Path, log_file: Path
 ) -> subprocess.Popen[bytes]:
+    """Start ``command`` in ``data_dir``, its output appended to ``log_file``."""
     with log_file.open("ab") as log:
         return subprocess.Popen(
             command,
@@ -245,10 +253,21 @@ def start_broker(data_dir: Path, settings: Mapping[str, Any] | None = None) -> R
 
 
 def _start_certmq(data_dir: Path, settings: dict[str, str]) -> RunningBroker:
+    return serve_certmq(data_dir, settings, init_certmq(data_dir))
+
+
+def certmq_command() -> tuple[list[str], dict[str, str]]:
+    """``python -m certmq`` from this checkout, and its environment."""
     environment = _clean_environment()
     source = str(PROJECT_ROOT / "src")
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [source, environment.get("PYTHONPATH")]))
-    command = [sys.executable, "-m", "certmq"]
+    return [sys.executable, "-m", "certmq"], environment
+
+
+def init_certmq(data_dir: Path) -> dict[str, Any]:
+    """``certmq init --json`` in ``data_dir``: what it printed (the instance id, the admin token,
+    the AccessKey pair, the server CA's path)."""
+    command, environment = certmq_command()
     init = subprocess.run(
         [*command, "init", "--data-dir", str(data_dir), "--json"],
         env=environment,
@@ -262,12 +281,18 @@ def _start_certmq(data_dir: Path, settings: dict[str, str]) -> RunningBroker:
             f"stderr: {init.stderr.decode(errors='replace')}"
         )
     try:
-        info = json.loads(init.stdout)
+        info: dict[str, Any] = json.loads(init.stdout)
     except json.JSONDecodeError as error:
         raise RuntimeError(
             f"certmq init --json did not print one JSON object ({error}): {init.stdout!r}"
         ) from None
+    return info
 
+
+def serve_certmq(data_dir: Path, settings: dict[str, str], info: dict[str, Any]) -> RunningBroker:
+    """``certmq serve`` on the instance in ``data_dir`` (``info``: what its init printed), every
+    listener on a free port, returned once they accept connections."""
+    command, environment = certmq_command()
     ports = {name: free_port() for name in ("tcp", "tls", "ws", "wss", "http")}
     for name, port in ports.items():
         environment[f"CERTMQ_LISTENERS_{name.upper()}"] = f"{HOST}:{port}"
@@ -275,7 +300,7 @@ def _start_certmq(data_dir: Path, settings: dict[str, str]) -> RunningBroker:
     environment.update(settings)
     log_file = data_dir / "broker.log"
     serve = [*command, "serve", "--data-dir", str(data_dir)]
-    process = _launch(serve, environment, data_dir, log_file)
+    process = launch(serve, environment, data_dir, log_file)
     # The HTTP listener (API, console, metrics) is not part of what these tests exercise.
     # Plain TCP and WebSocket stay closed in mutual mode unless asked for; the HTTP API is there too.
     closed = set()
@@ -430,7 +455,7 @@ def _start_mosquitto(data_dir: Path, settings: dict[str, str]) -> RunningBroker:
     log_file = data_dir / "broker.log"
     command = [executable, "-c", str(config_file)]
     environment = _clean_environment()
-    process = _launch(command, environment, data_dir, log_file)
+    process = launch(command, environment, data_dir, log_file)
     _wait_for_ports(process, [ports["tcp"], ports["tls"]], log_file, "mosquitto")
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_context.load_cert_chain(certificate_file, key_file)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from openssl_pki import Issued, make_ca, make_device
+from operated_instance import device_sn_of, refused_at_connect
 
 from conftest import Instance
 from paho_client import V5, V311
@@ -24,22 +25,6 @@ def latest_decision(instance: Instance, **query: str) -> dict[str, object]:
     return decisions[0]
 
 
-def refused_at_connect(instance: Instance, device: Issued, version: int = V5) -> int:
-    """Connect and return the code of the refusal as it is on the wire (CONNACK)."""
-    client = RawClient(
-        "127.0.0.1",
-        instance.broker.tls_port,
-        version=5 if version == V5 else 4,
-        tls=instance.tls_context(device),
-    )
-    try:
-        connack = client.connect(f"refused-{uuid.uuid4().hex[:6]}")
-    finally:
-        client.close()
-    assert connack.reason_code, "the device was accepted"
-    return int(connack.reason_code)
-
-
 def refused_in_handshake(instance: Instance, device: Issued | None) -> None:
     """The TLS handshake (or, with TLS 1.3, the first read after it) fails: no CONNACK ever comes."""
     with pytest.raises((ssl.SSLError, ConnectionClosed, ConnectionError)):
@@ -48,11 +33,6 @@ def refused_in_handshake(instance: Instance, device: Issued | None) -> None:
             client.connect(f"refused-{uuid.uuid4().hex[:6]}")
         finally:
             client.close()
-
-
-def device_sn_of(instance: Instance, device: Issued) -> str:
-    explanation = instance.api.post("/explain", json={"certificate_pem": device.pem}).json()
-    return str(explanation["device_sn"])
 
 
 def test_new_device_is_registered_then_recognised(mutual: Instance, fleet_device: Issued) -> None:

@@ -110,14 +110,16 @@ def postgresql_server() -> Iterator[str | None]:
 
 
 @contextlib.contextmanager
-def postgresql_database(server: str) -> Iterator[str]:
-    """A fresh, empty database on ``server``, dropped afterwards; yields its URL."""
+def postgresql_database(server: str, template: str | None = None) -> Iterator[str]:
+    """A fresh database on ``server``, dropped afterwards; yields its URL. Empty, or a copy of
+    the database ``template`` names (by URL), which no one may be connected to."""
     import psycopg
 
     name = f"certmq_test_{uuid.uuid4().hex[:12]}"
     admin = make_url(server).set(drivername="postgresql")
+    copied = f' TEMPLATE "{make_url(template).database}"' if template else ""
     with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+        connection.execute(f'CREATE DATABASE "{name}"{copied}')  # type: ignore[arg-type]
     try:
         yield admin.set(database=name).render_as_string(hide_password=False)
     finally:

@@ -1,0 +1,108 @@
+"""Fixtures of the cluster tests: real servers under several certmq nodes.
+
+One NATS cluster (three ``nats-server`` processes with JetStream) and one PostgreSQL server serve
+the whole run; each test's cluster has a database of its own and a NATS subject prefix of its own.
+The nodes share one instance made by ``certmq init`` once. Clients are paho-mqtt and Debian's
+mosquitto_pub and mosquitto_sub, as in the single node's tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "interop"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mtls"))
+
+from cluster_nodes import ClusterNodes, ClusterServers, SharedInstance, registry_template
+from nats_servers import NatsCluster
+
+from unit.registry_fixtures import postgresql_server
+
+__all__ = ["postgresql_server"]  # a fixture
+
+DEFAULT_TEST_TIMEOUT = 90
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "nodes(*numbers): the nodes a cluster test starts (default: 1, 2, 3)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/cluster/" in item.nodeid and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(DEFAULT_TEST_TIMEOUT))
+
+
+@pytest.fixture(scope="session")
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    """Three NATS servers routed to each other, JetStream on, ready."""
+    cluster = NatsCluster(tmp_path_factory.mktemp("nats"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(scope="session")
+def postgresql(postgresql_server: str | None) -> str:
+    """The URL of the PostgreSQL server the run's registries live on."""
+    if postgresql_server is None:
+        pytest.fail(
+            "no PostgreSQL server: set CERTMQ_TEST_POSTGRESQL_URL or install PostgreSQL (initdb, pg_ctl)"
+        )
+    return postgresql_server
+
+
+@pytest.fixture(scope="session")
+def shared_instance(tmp_path_factory: pytest.TempPathFactory) -> SharedInstance:
+    """The instance every node of every cluster of the run holds a copy of."""
+    return SharedInstance.create(tmp_path_factory.mktemp("instance"))
+
+
+@pytest.fixture(scope="session")
+def servers(
+    tmp_path_factory: pytest.TempPathFactory,
+    nats_cluster: NatsCluster,
+    postgresql: str,
+    shared_instance: SharedInstance,
+) -> Iterator[ClusterServers]:
+    """Everything a cluster of the run stands on, and the registry its databases are copied from."""
+    with registry_template(postgresql, shared_instance, tmp_path_factory.mktemp("template")) as template:
+        yield ClusterServers(nats_cluster, postgresql, shared_instance, template)
+
+
+@pytest.fixture
+def start_cluster(
+    tmp_path_factory: pytest.TempPathFactory, servers: ClusterServers
+) -> Iterator[Callable[..., ClusterNodes]]:
+    """Start a cluster of the test's own: ``start_cluster((1, 2, 3), CERTMQ_…=…)``, on a copy of
+    the registry template (or, with ``empty_registry=True``, on an empty database the nodes
+    set up themselves). Stopped when the test ends."""
+    with contextlib.ExitStack() as stack:
+
+        def start(
+            numbers: tuple[int, ...] = (1, 2, 3), empty_registry: bool = False, **settings: Any
+        ) -> ClusterNodes:
+            work = tmp_path_factory.mktemp("cluster")
+            return stack.enter_context(
+                servers.cluster(work, numbers, empty_registry=empty_registry, **settings)
+            )
+
+        yield start
+
+
+@pytest.fixture
+def topic(request: pytest.FixtureRequest) -> str:
+    """A topic prefix no other test uses: ``cluster/<test name>/<random>``."""
+    name = re.sub(r"[^A-Za-z0-9_-]+", "-", request.node.name)[:60]
+    return f"cluster/{name}/{uuid.uuid4().hex[:8]}"
