@@ -11,7 +11,7 @@ import pytest
 
 from certmq.auth.identity import ANONYMOUS, Identity
 from certmq.cluster import control_messages as messages
-from certmq.cluster.control import PartedListing
+from certmq.cluster.control import PartedListing, read_in_parts
 from certmq.cluster.control_messages import PART_BYTES, PART_ITEMS, ControlMessageError
 from certmq.control import (
     ClusterStatus,
@@ -203,31 +203,41 @@ class _CountingNode:
         return select_connections(self.connections, query)
 
 
-def _read_in_parts(listing: PartedListing, query: ConnectionQuery) -> tuple[list[ConnectionInfo], int]:
-    """What the asking node does (certmq.cluster.control.ClusterControl), without NATS."""
-    received: list[ConnectionInfo] = []
-    total = None
-    part = messages.part_query(query, received)
-    while part is not None:
-        answer = messages.read_connections_reply(messages.connections_reply(listing.part(part)))
-        total = answer.total if total is None else total
-        received.extend(answer.items)
-        if not answer.items or len(answer.items) >= answer.total:
-            break
-        part = messages.part_query(query, received)
-    return received, total or 0
+async def _read_in_parts(listing: PartedListing, query: ConnectionQuery) -> tuple[list[ConnectionInfo], int]:
+    """What the asking node reads, each part through the bytes of a reply, without NATS."""
+
+    async def ask(part: ConnectionQuery) -> LiveConnections:
+        request = messages.read_connections_request(messages.connections_request(part))
+        return messages.read_connections_reply(messages.connections_reply(listing.part(request)))
+
+    read = await read_in_parts(ask, query)
+    assert read is not None
+    return read.items, read.total
 
 
-def test_a_listing_in_parts_is_whole_in_order_and_sorted_once() -> None:
+async def test_a_listing_in_parts_is_whole_in_order_and_sorted_once() -> None:
     many = [
         connection(f"client-{number:05}", listener="tls" if number % 3 else "tcp") for number in range(2500)
     ]
     node = _CountingNode(list(reversed(many)))
     listing = PartedListing(node)  # type: ignore[arg-type]
-    received, total = _read_in_parts(listing, ConnectionQuery())
+    received, total = await _read_in_parts(listing, ConnectionQuery())
     assert received == many and total == 2500
     assert node.picked == 1
-    on_tcp, total = _read_in_parts(listing, ConnectionQuery(listener="tcp"))
+    on_tcp, total = await _read_in_parts(listing, ConnectionQuery(listener="tcp"))
     assert on_tcp == [item for item in many if item.listener == "tcp"] and total == len(on_tcp)
-    page, total = _read_in_parts(listing, ConnectionQuery(first=30))
+    page, total = await _read_in_parts(listing, ConnectionQuery(first=30))
     assert page == many[:30] and total == 2500
+
+
+async def test_a_node_whose_part_does_not_come_answered_nothing() -> None:
+    many = [connection(f"client-{number:05}") for number in range(PART_ITEMS + 1)]
+    listing = PartedListing(_CountingNode(many))  # type: ignore[arg-type]
+    asked: list[ConnectionQuery] = []
+
+    async def first_part_only(part: ConnectionQuery) -> LiveConnections | None:
+        asked.append(part)
+        return listing.part(part) if len(asked) == 1 else None
+
+    assert await read_in_parts(first_part_only, ConnectionQuery()) is None
+    assert [part.after for part in asked] == ["", f"client-{PART_ITEMS - 1:05}"]

@@ -164,25 +164,11 @@ class ClusterControl:
         return answered, [node for node, answer in zip(others, answers, strict=True) if answer is None]
 
     async def _connections_of(self, node: str, query: ConnectionQuery) -> LiveConnections | None:
-        received: list[ConnectionInfo] = []
-        total: int | None = None
-        part = messages.part_query(query, received)
-        while part is not None:
-            answer = await self._ask(
-                node,
-                messages.CONNECTIONS,
-                messages.connections_request(part),
-                messages.read_connections_reply,
-            )
-            if answer is None:
-                return None
-            if total is None:
-                total = answer.total
-            received.extend(answer.items)
-            if not answer.items or len(answer.items) >= answer.total:
-                break
-            part = messages.part_query(query, received)
-        return LiveConnections(received, total or 0)
+        async def ask(part: ConnectionQuery) -> LiveConnections | None:
+            request = messages.connections_request(part)
+            return await self._ask(node, messages.CONNECTIONS, request, messages.read_connections_reply)
+
+        return await read_in_parts(ask, query)
 
     # -- the BrokerControl of the cluster ----------------------------------------------------
 
@@ -269,6 +255,28 @@ class ClusterControl:
 
     async def replace_server_certificate(self, chain_pem: str, key_pem: str) -> ServerCertificateInfo:
         return await self.local.replace_server_certificate(chain_pem, key_pem)
+
+
+async def read_in_parts(
+    ask: Callable[[ConnectionQuery], Awaitable[LiveConnections | None]], query: ConnectionQuery
+) -> LiveConnections | None:
+    """A node's connections that ``query`` picks, asked for part after part (``ask`` sends one
+    request and reads its reply; certmq.cluster.control_messages); None when a part does not
+    come."""
+    received: list[ConnectionInfo] = []
+    total: int | None = None
+    part = messages.part_query(query, received)
+    while part is not None:
+        answer = await ask(part)
+        if answer is None:
+            return None
+        if total is None:
+            total = answer.total
+        received.extend(answer.items)
+        if not answer.items or len(answer.items) >= answer.total:
+            break
+        part = messages.part_query(query, received)
+    return LiveConnections(received, total or 0)
 
 
 class PartedListing:
