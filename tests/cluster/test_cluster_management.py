@@ -90,7 +90,9 @@ def test_any_node_lists_kicks_and_counts_the_clients_of_every_node(
     # `certmq connections --json` on each node: every node's clients, each with its node.
     for number in (1, 2, 3):
         seen, warnings = listed(operators(cluster.node(number)))
-        assert {client: node for client, node in seen.items() if client.endswith(suffix)} == expected
+        assert {client: node for client, node in seen.items() if client.endswith(suffix)} == expected, (
+            f"listed by node-{number}: {seen}; {warnings}"
+        )
         assert "did not answer" not in warnings
 
     # The REST API's page counts them all and misses no node.
