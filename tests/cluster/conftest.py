@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "mtls"))
 from cluster_nodes import ClusterNodes, ClusterServers, SharedInstance, registry_template
 from nats_servers import NatsCluster
 
+from mqtt_clients import Clients
 from unit.registry_fixtures import postgresql_server
 
 __all__ = ["postgresql_server"]  # a fixture
@@ -106,3 +107,12 @@ def topic(request: pytest.FixtureRequest) -> str:
     """A topic prefix no other test uses: ``cluster/<test name>/<random>``."""
     name = re.sub(r"[^A-Za-z0-9_-]+", "-", request.node.name)[:60]
     return f"cluster/{name}/{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def clients(cluster: ClusterNodes, request: pytest.FixtureRequest) -> Iterator[Clients]:
+    """Clients of the module's ``cluster`` (``clients.for_broker(cluster.node(2)).connected()``),
+    closed when the test ends."""
+    made = Clients(next(iter(cluster.nodes.values())), request)
+    yield made
+    made.close_all()

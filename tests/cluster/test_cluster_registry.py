@@ -155,14 +155,15 @@ def test_a_device_registered_on_its_first_connection_to_node_1_is_listed_by_node
 
 
 @pytest.mark.nodes(1, 3)
-def test_a_node_stopped_while_a_device_was_inactivated_refuses_the_device_once_restarted(
-    mutual: MutualCluster,
+@pytest.mark.parametrize("halt", ["stop", "kill"], ids=["stopped", "killed"])
+def test_a_node_that_was_down_while_a_device_was_inactivated_refuses_the_device_once_restarted(
+    mutual: MutualCluster, halt: str
 ) -> None:
     device = mutual.new_device()
     mutual.connected(3, device).disconnect()
     device_sn = registered_sn(mutual.operator(1), mutual.fleet, device)
 
-    mutual.nodes.stop(3)
+    getattr(mutual.nodes, halt)(3)  # SIGTERM, or SIGKILL as a power cut would
     mutual.operator(1).cli("device", "inactivate", mutual.fleet.sn, device_sn)
     mutual.nodes.start(3)
 
