@@ -84,16 +84,17 @@ def servers(
 
 @pytest.fixture
 def start_cluster(
-    tmp_path_factory: pytest.TempPathFactory, servers: ClusterServers
+    tmp_path_factory: pytest.TempPathFactory, servers: ClusterServers, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., ClusterNodes]]:
-    """Start a cluster of the test's own: ``start_cluster((1, 2, 3), CERTMQ_…=…)``, on a copy of
-    the registry template (or, with ``empty_registry=True``, on an empty database the nodes
-    set up themselves). Stopped when the test ends."""
+    """Start a cluster of the test's own: ``start_cluster(CERTMQ_…=…)``, the nodes its ``nodes``
+    mark names (default: 1, 2 and 3), on a copy of the registry template (or, with
+    ``empty_registry=True``, on an empty database the nodes set up themselves). Stopped when the
+    test ends."""
+    marked = request.node.get_closest_marker("nodes")
+    numbers = marked.args if marked else (1, 2, 3)
     with contextlib.ExitStack() as stack:
 
-        def start(
-            numbers: tuple[int, ...] = (1, 2, 3), empty_registry: bool = False, **settings: Any
-        ) -> ClusterNodes:
+        def start(empty_registry: bool = False, **settings: Any) -> ClusterNodes:
             work = tmp_path_factory.mktemp("cluster")
             return stack.enter_context(
                 servers.cluster(work, numbers, empty_registry=empty_registry, **settings)

@@ -17,9 +17,10 @@ RECONNECTION = 3 * WAIT
 
 @pytest.fixture
 def cluster(start_cluster: Callable[..., ClusterNodes]) -> ClusterNodes:
-    return start_cluster((1, 2))
+    return start_cluster()
 
 
+@pytest.mark.nodes(1, 2)
 def test_messages_keep_crossing_between_nodes_when_the_nats_server_they_use_most_is_killed(
     cluster: ClusterNodes, clients: Clients, nats_cluster: NatsCluster, topic: str
 ) -> None:

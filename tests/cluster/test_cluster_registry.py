@@ -23,8 +23,8 @@ NOT_AUTHORIZED = 0x87
 
 @dataclass
 class MutualCluster:
-    """Three nodes in mutual mode, with an operator's view of each (its REST API and CLI), and
-    the two CAs of the registry template."""
+    """The nodes of a cluster in mutual mode, an operator's view of each (its REST API and
+    CLI), and the two CAs of the registry template."""
 
     nodes: ClusterNodes
     fleet: RegisteredCa
@@ -54,16 +54,11 @@ class MutualCluster:
 
 @pytest.fixture
 def mutual(
-    start_cluster: Callable[..., ClusterNodes],
-    servers: ClusterServers,
-    tmp_path: Path,
-    request: pytest.FixtureRequest,
+    start_cluster: Callable[..., ClusterNodes], servers: ClusterServers, tmp_path: Path
 ) -> Iterator[MutualCluster]:
     """The nodes the test's ``nodes`` mark names (default: 1, 2 and 3) in mutual mode, with no
     anonymous access and every decision a row of its own in the decision log."""
-    marked = request.node.get_closest_marker("nodes")
     nodes = start_cluster(
-        marked.args if marked else (1, 2, 3),
         CERTMQ_INSTANCE_AUTH_MODE="mutual",
         CERTMQ_AUTH_ANONYMOUS="false",
         CERTMQ_AUDIT_FOLD_WINDOW="0",
