@@ -86,16 +86,19 @@ def servers(
 def start_cluster(
     tmp_path_factory: pytest.TempPathFactory, servers: ClusterServers, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., ClusterNodes]]:
-    """Start a cluster of the test's own: ``start_cluster(CERTMQ_…=…)``, the nodes its ``nodes``
-    mark names (default: 1, 2 and 3), on a copy of the registry template (or, with
-    ``empty_registry=True``, on an empty database the nodes set up themselves). Stopped when the
-    test ends."""
+    """Start a cluster of the test's own: ``start_cluster((1, 2, 3), CERTMQ_…=…)``, on a copy of
+    the registry template (or, with ``empty_registry=True``, on an empty database the nodes
+    set up themselves). Without numbers, the nodes the test's ``nodes`` mark names (default: 1,
+    2 and 3). Stopped when the test ends."""
     marked = request.node.get_closest_marker("nodes")
-    numbers = marked.args if marked else (1, 2, 3)
     with contextlib.ExitStack() as stack:
 
-        def start(empty_registry: bool = False, **settings: Any) -> ClusterNodes:
+        def start(
+            numbers: tuple[int, ...] | None = None, empty_registry: bool = False, **settings: Any
+        ) -> ClusterNodes:
             work = tmp_path_factory.mktemp("cluster")
+            if numbers is None:
+                numbers = marked.args if marked else (1, 2, 3)
             return stack.enter_context(
                 servers.cluster(work, numbers, empty_registry=empty_registry, **settings)
             )

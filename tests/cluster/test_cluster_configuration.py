@@ -36,7 +36,7 @@ def test_a_node_without_a_shared_registry_refuses_to_start_and_names_storage_url
 def test_three_nodes_on_nats_and_postgresql_all_come_up_ready(
     start_cluster: Callable[..., ClusterNodes],
 ) -> None:
-    cluster = start_cluster(empty_registry=True)
+    cluster = start_cluster((1, 2, 3), empty_registry=True)
     answers = {number: readiness(node) for number, node in cluster.nodes.items()}
     assert {number: answer.status_code for number, answer in answers.items()} == {1: 200, 2: 200, 3: 200}, (
         f"{READINESS_PATH}: "
