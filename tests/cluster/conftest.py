@@ -31,6 +31,7 @@ from unit.registry_fixtures import postgresql_server
 __all__ = ["postgresql_server"]  # a fixture
 
 DEFAULT_TEST_TIMEOUT = 90
+NODE_LOG_LINES = 40
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -41,6 +42,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/cluster/" in item.nodeid and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(DEFAULT_TEST_TIMEOUT))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed cluster test's report ends with what its nodes logged last."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for value in getattr(item, "funcargs", {}).values():
+        nodes = value if isinstance(value, ClusterNodes) else getattr(value, "nodes", None)
+        if isinstance(nodes, ClusterNodes):
+            for number, node in sorted(nodes.nodes.items()):
+                report.sections.append((f"node-{number} log (last lines)", node.log_tail(NODE_LOG_LINES)))
+            return
 
 
 @pytest.fixture(scope="session")
