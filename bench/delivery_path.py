@@ -96,8 +96,8 @@ async def _run(subscribers: int, messages: int, qos: int, durable: bool) -> floa
         core = _core()
         keeper = None
         if durable:  # as certmq serve keeps its state, with the default durability
-            from certmq.broker.state_keeper import StateKeeper
             from certmq.broker.checkpoint_store import SqliteStateStore
+            from certmq.broker.state_keeper import StateKeeper
 
             keeper = StateKeeper(
                 core, SqliteStateStore(Path(workdir) / "state.db"), Path(workdir) / "journal"

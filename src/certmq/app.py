@@ -26,7 +26,7 @@ from certmq.control import BrokerControl
 from certmq.decision_audit import DecisionAudit
 from certmq.demo import ensure_demo_ca
 from certmq.http_application import serve_http
-from certmq.instance import Instance
+from certmq.instance import Instance, worker_state_directory
 from certmq.instance_control import InstanceControl
 from certmq.registry.errors import SerialCollision
 from certmq.registry.service import RegistryService
@@ -52,11 +52,16 @@ RESTART_HINTS = {
 
 
 class Application:
-    def __init__(self, config: Config, instance: Instance, *, demo: bool = False) -> None:
+    def __init__(
+        self, config: Config, instance: Instance, *, demo: bool = False, worker: bool = False
+    ) -> None:
         self.config = config
         self.instance = instance
         # `make run`: register a demo device CA on a fresh instance (certmq.demo).
         self.demo = demo
+        # One of the workers of `certmq serve --workers N` (certmq.cli.worker_supervisor): its
+        # listeners share their ports with the other workers', its sessions are its own.
+        self.worker = worker
         self.registry: RegistryService | None = None
         self.broker: Broker | None = None
         self.control: BrokerControl | None = None
@@ -68,6 +73,7 @@ class Application:
         self._unsubscribe: Any = None
         self._unsubscribe_mode: Any = None
         self._unsubscribe_certificate: Any = None
+        self._unsubscribe_access_keys: Any = None
         self._server_certificate: ServerCertificateInUse | None = None
         # Read by the Signature check on every CONNECT: keys created through the API work at once.
         self.access_keys = AccessKeyStore.for_instance(instance)
@@ -87,6 +93,9 @@ class Application:
             listen=bool(nats_servers(config)),
         )
         await registry.open()
+        if nats_servers(config):
+            # In a cluster every node uses the AccessKey pairs of the registry (certmq.access_keys).
+            self._unsubscribe_access_keys = await self.access_keys.share(registry)
         if self.demo:
             await ensure_demo_ca(registry, config.data_dir)
         mode = await stored_auth_mode(registry, AuthMode(config.instance.auth_mode))
@@ -116,8 +125,18 @@ class Application:
             serial_collision_errors=(SerialCollision,),
             policy=self.policy,
         )
+        state_directory = None
+        if self.worker:
+            state_directory = worker_state_directory(config.data_dir, node_name(config))
+            state_directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         broker = self.broker = Broker(
-            config, authenticator, contexts, self.policy, on_handshake_failure=audit.handshake_failed
+            config,
+            authenticator,
+            contexts,
+            self.policy,
+            on_handshake_failure=audit.handshake_failed,
+            state_directory=state_directory,
+            reuse_port=self.worker,
         )
         enforcement = RevocationEnforcement(registry.index, self.access_keys.secrets, contexts, broker)
         broker.core.audit = audit.record
@@ -146,15 +165,24 @@ class Application:
             before_listening=None if self.cluster is None else self.cluster.start,
         )
         if config.listeners.http:
-            self._http = await serve_http(self, config.listeners.http)
+            self._http = await serve_http(self, config.listeners.http, reuse_port=self.worker)
             node.http = f"{self._http.host}:{self._http.port}"
+
+    def listening(self) -> list[str]:
+        """The URLs of the listeners open now, MQTT first, then HTTP."""
+        urls = [] if self.broker is None else [bound.url for bound in self.broker.listeners]
+        return urls if self._http is None else [*urls, self._http.url]
 
     async def stop(self) -> None:
         if self._http is not None:
             await self._http.stop()
         if self._unsubscribe is not None:
             self._unsubscribe()
-        for unsubscribe in (self._unsubscribe_mode, self._unsubscribe_certificate):
+        for unsubscribe in (
+            self._unsubscribe_mode,
+            self._unsubscribe_certificate,
+            self._unsubscribe_access_keys,
+        ):
             if unsubscribe is not None:
                 unsubscribe()
         if self.broker is not None:

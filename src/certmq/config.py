@@ -371,10 +371,9 @@ def check_cluster(config: Config) -> None:
     only with a registry every node shares, which SQLite in a data directory is not."""
     if not config.cluster.nats_servers.strip():
         return
-    if not config.storage.url.startswith(("postgresql:", "postgresql+", "postgres:")):
+    if not _shared_registry(config):
         raise ConfigError(
-            "cluster.nats_servers is set, so this node joins a cluster, but storage.url is "
-            f"{'empty (SQLite in the data directory)' if not config.storage.url else repr(config.storage.url)}: "
+            f"cluster.nats_servers is set, so this node joins a cluster, but storage.url is {_storage(config)}: "
             "the nodes of a cluster share one registry, set storage.url (CERTMQ_STORAGE_URL) to "
             "postgresql://USER@HOST/DB (docs/cluster.md)"
         )
@@ -389,6 +388,52 @@ def check_cluster(config: Config) -> None:
             raise ConfigError(
                 f"cluster.nats_servers: {url!r} is not a URL (nats://HOST:PORT or tls://HOST:PORT)"
             )
+
+
+def check_workers(config: Config, workers: int) -> None:
+    """Raise ConfigError when ``certmq serve --workers N`` (N > 1) cannot run on ``config``: its
+    workers are the nodes of a cluster on this machine, which share their listening ports."""
+    missing = []
+    if not nats_servers(config):
+        missing.append(
+            "cluster.nats_servers is empty: the workers pass their messages to each other through NATS, "
+            "set cluster.nats_servers (CERTMQ_CLUSTER_NATS_SERVERS) to nats://HOST:PORT"
+        )
+    if not _shared_registry(config):
+        missing.append(
+            f"storage.url is {_storage(config)}: the workers share one registry, "
+            "set storage.url (CERTMQ_STORAGE_URL) to postgresql://USER@HOST/DB"
+        )
+    if missing:
+        raise ConfigError(
+            f"--workers {workers} runs {workers} processes of one node as a cluster on this machine, "
+            f"but {'; and '.join(missing)} (docs/cluster.md)"
+        )
+    for name, address in listener_addresses(config).items():
+        if parse_address(address)[1] == 0:
+            raise ConfigError(
+                f"--workers {workers}: listeners.{name} is {address!r}, any free port, but the workers "
+                "share their listening ports: give it a port number"
+            )
+
+
+def listener_addresses(config: Config) -> dict[str, str]:
+    """The address of each listener that is not disabled (``""``), by name: MQTT's, then HTTP's."""
+    listeners = config.listeners
+    addresses = (
+        ("tcp", listeners.tcp), ("tls", listeners.tls), ("ws", listeners.ws), ("wss", listeners.wss),
+        ("http", listeners.http),
+    )  # fmt: skip
+    return {name: address for name, address in addresses if address}
+
+
+def _shared_registry(config: Config) -> bool:
+    """Whether ``storage.url`` is a registry several nodes can share (PostgreSQL)."""
+    return config.storage.url.startswith(("postgresql:", "postgresql+", "postgres:"))
+
+
+def _storage(config: Config) -> str:
+    return repr(config.storage.url) if config.storage.url else "empty (SQLite in the data directory)"
 
 
 def nats_servers(config: Config) -> list[str]:

@@ -74,9 +74,10 @@ class ServedInstance(Protocol):
     metrics: Metrics
 
 
-async def serve_http(application: ServedInstance, address: str) -> HttpListener:
+async def serve_http(application: ServedInstance, address: str, *, reuse_port: bool = False) -> HttpListener:
     """Serve the HTTP application of a running instance on ``address`` (``HOST:PORT``; port 0:
-    any free port) and return the started listener; ``await listener.stop()`` stops it."""
+    any free port) and return the started listener; ``await listener.stop()`` stops it.
+    ``reuse_port``: the port is shared with the other workers of the node."""
     if application.registry is None or application.control is None:
         raise RuntimeError("the registry must be open and the broker started before the HTTP API starts")
     host, port = parse_address(address)
@@ -95,6 +96,6 @@ async def serve_http(application: ServedInstance, address: str) -> HttpListener:
             server_ca_file=str(application.instance.server_ca_file),
         ),
     )
-    listener = HttpListener(app, host, port)
+    listener = HttpListener(app, host, port, reuse_port=reuse_port)
     await listener.start()
     return listener

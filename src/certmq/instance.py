@@ -9,6 +9,8 @@ Layout of ``DATA_DIR``::
     server-ca/ca.key          its private key (mode 0600)
     server/server.pem         server certificate chain, leaf first (server certificate + CA)
     server/server.key         its private key (mode 0600)
+    workers/NODE/             the sessions of each worker of ``certmq serve --workers N``, by its
+                              node name (a single process keeps them in DATA_DIR itself)
 
 ``instance.key`` is written last: its presence is what makes a directory an initialised instance,
 so an interrupted ``init`` is simply run again.
@@ -60,6 +62,7 @@ SERVER_CA_DIR = "server-ca"
 SERVER_DIR = "server"
 SERVER_CERT_FILE = "server.pem"
 SERVER_KEY_FILE = "server.key"
+WORKERS_DIR = "workers"
 SERVER_NAMES = ["localhost", "127.0.0.1", "::1"]
 CREDENTIALS_FORMAT = 1
 INSTANCE_KEY_SIZE = 32
@@ -223,6 +226,13 @@ def read_instance_key(data_dir: Path) -> bytes:
     if len(key) != INSTANCE_KEY_SIZE:
         raise InstanceError(f"{path} must hold exactly {INSTANCE_KEY_SIZE} bytes, it holds {len(key)}")
     return key
+
+
+def worker_state_directory(data_dir: Path, node_name: str) -> Path:
+    """Where a worker of ``certmq serve --workers N`` keeps its sessions (the journal and its
+    checkpoints), apart from the other workers': a node's state is its own, and each worker is
+    a node of the cluster."""
+    return data_dir / WORKERS_DIR / node_name
 
 
 def _configured_path(data_dir: Path, value: str, default: Path) -> Path:

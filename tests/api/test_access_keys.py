@@ -25,11 +25,11 @@ def test_the_first_pair_is_the_one_init_made(instance_dir: InitResult) -> None:
     assert dict(store.secrets) == {instance_dir.access_key_id: instance_dir.access_key_secret}
 
 
-def test_create_list_delete(instance_dir: InitResult) -> None:
+async def test_create_list_delete(instance_dir: InitResult) -> None:
     instance = load_instance(instance_dir.data_dir)
     store = AccessKeyStore.for_instance(instance)
     secrets = store.secrets
-    created = store.create()
+    created = await store.create()
     assert created.id.startswith("LTAI") and len(created.secret) == 30
     assert [key.id for key in store.list()] == [instance_dir.access_key_id, created.id]
     assert all(not hasattr(key, "secret") for key in store.list())
@@ -45,19 +45,19 @@ def test_create_list_delete(instance_dir: InitResult) -> None:
     # A restart finds the new pair.
     assert load_instance(instance_dir.data_dir).access_keys[created.id] == created.secret
 
-    store.delete(instance_dir.access_key_id)
+    await store.delete(instance_dir.access_key_id)
     assert instance_dir.access_key_id not in secrets
     assert [key.id for key in AccessKeyStore.for_instance(instance).list()] == [created.id]
     with pytest.raises(AccessKeyNotFound, match="LTAIgone"):
-        store.delete("LTAIgone")
+        await store.delete("LTAIgone")
 
 
-def test_the_signature_check_uses_the_live_pairs(instance_dir: InitResult) -> None:
+async def test_the_signature_check_uses_the_live_pairs(instance_dir: InitResult) -> None:
     store = AccessKeyStore.for_instance(load_instance(instance_dir.data_dir))
-    created = store.create()
+    created = await store.create()
     client_id = "GID_Test@@@0001"
     username = f"Signature|{created.id}|mqtt-test-1"
     good = password(created.secret, client_id).encode()
     assert check_signature(username, good, client_id, "mqtt-test-1", store.secrets).allowed
-    store.delete(created.id)
+    await store.delete(created.id)
     assert not check_signature(username, good, client_id, "mqtt-test-1", store.secrets).allowed

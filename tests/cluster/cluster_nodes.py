@@ -11,6 +11,9 @@ without hearing each other.
 
 A node is ready when it listens on its ports and its readiness endpoint (``READINESS_PATH``)
 answers 200; a node without that endpoint is taken as ready once it listens.
+
+A node may also be run as ``certmq serve --workers N`` (:meth:`ClusterServers.workers`): its
+workers are the nodes of the cluster then, ``node-1`` … ``node-N``, on one data directory.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import httpx
 from nats_servers import NatsCluster
 from openssl_pki import Issued, make_ca
 from operated_instance import Instance
+from worker_node import WorkerNode
 
 from broker_process import RunningBroker, init_certmq, serve_certmq
 from certmq.config import CONFIG_FILE_NAME
@@ -38,6 +42,11 @@ from unit.registry_fixtures import postgresql_database
 INSTANCE_FILES = (CONFIG_FILE_NAME, INSTANCE_KEY_FILE, CREDENTIALS_FILE, SERVER_CA_DIR, SERVER_DIR)
 READINESS_PATH = "/api/v1/readyz"
 READY_TIMEOUT = 30.0
+
+
+def new_subject_prefix() -> str:
+    """A NATS subject prefix of a cluster's own, so that it hears no other test's cluster."""
+    return f"test{uuid.uuid4().hex[:10]}"
 
 
 @dataclass(frozen=True)
@@ -99,7 +108,7 @@ class ClusterNodes:
     ) -> None:
         self.instance = instance
         self.work = work
-        self.subject_prefix = f"test{uuid.uuid4().hex[:10]}"
+        self.subject_prefix = new_subject_prefix()
         self.settings = {
             "CERTMQ_STORAGE_URL": storage_url,
             "CERTMQ_CLUSTER_NATS_SERVERS": nats_servers,
@@ -158,13 +167,14 @@ class ClusterNodes:
         self.start(number)
 
     def close(self) -> None:
-        """Stop every node; each that was running must exit cleanly."""
+        """Stop every node. Each must exit cleanly, unless the test stopped or killed it itself:
+        a node that died on its own fails the test too."""
         failures = []
         for number, node in sorted(self.nodes.items()):
-            was_running = node.exit_code is None and node.process.poll() is None
+            halted_by_the_test = node.exit_code is not None
             code = node.stop()
-            if was_running and code != 0:
-                failures.append(f"node-{number} exited with code {code} after SIGTERM\n{node.log_tail()}")
+            if not halted_by_the_test and code != 0:
+                failures.append(f"node-{number} exited with code {code}\n{node.log_tail()}")
         assert not failures, "\n".join(failures)
 
 
@@ -262,3 +272,26 @@ class ClusterServers:
             ) as cluster,
         ):
             yield cluster
+
+    @contextlib.contextmanager
+    def workers(self, work: Path, count: int = 2, **settings: Any) -> Iterator[WorkerNode]:
+        """One node run as ``certmq serve --workers COUNT`` (``node-1`` … ``node-COUNT``) on a
+        database of its own (a copy of the template), with these ``CERTMQ_*`` settings, its
+        workers ready; stopped, and the database dropped, when the block ends."""
+        with postgresql_database(self.postgresql, self.registry.url) as url:
+            data_dir = work / "node"
+            self.instance.copy_to(data_dir)
+            environment = {
+                "CERTMQ_STORAGE_URL": url,
+                "CERTMQ_CLUSTER_NATS_SERVERS": self.nats.urls,
+                "CERTMQ_CLUSTER_SUBJECT_PREFIX": new_subject_prefix(),
+                "CERTMQ_CLUSTER_NODE_NAME": "node",
+                **{name: str(value) for name, value in settings.items()},
+            }
+            supervisor = serve_certmq(data_dir, environment, self.instance.info, ("--workers", str(count)))
+            node = WorkerNode(supervisor, count)
+            try:
+                node.wait_ready()
+                yield node
+            finally:
+                node.close()

@@ -25,12 +25,34 @@ def test_a_node_without_a_shared_registry_refuses_to_start_and_names_storage_url
         env=environment,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=30,
         check=False,
     )
     assert result.returncode != 0, f"the node started on SQLite:\n{result.stdout}\n{result.stderr}"
     assert "storage.url" in result.stderr, result.stderr
     assert "CERTMQ_STORAGE_URL" in result.stderr, result.stderr
+
+
+def test_a_node_whose_registry_cannot_be_reached_says_so_without_its_password(
+    shared_instance: SharedInstance, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "node"
+    shared_instance.copy_to(data_dir)
+    command, environment = certmq_command()
+    # Port 1 on loopback: nothing listens there.
+    environment["CERTMQ_STORAGE_URL"] = "postgresql://certmq:hunter2@127.0.0.1:1/certmq"
+    result = subprocess.run(
+        [*command, "serve", "--data-dir", str(data_dir)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, f"{result.returncode}:\n{result.stderr}"
+    assert "cannot open the registry at postgresql" in result.stderr, result.stderr
+    assert "127.0.0.1:1" in result.stderr and "CERTMQ_STORAGE_URL" in result.stderr, result.stderr
+    assert "hunter2" not in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 
 def test_three_nodes_on_nats_and_postgresql_all_come_up_ready(

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -289,9 +289,12 @@ def init_certmq(data_dir: Path) -> dict[str, Any]:
     return info
 
 
-def serve_certmq(data_dir: Path, settings: dict[str, str], info: dict[str, Any]) -> RunningBroker:
+def serve_certmq(
+    data_dir: Path, settings: dict[str, str], info: dict[str, Any], arguments: Sequence[str] = ()
+) -> RunningBroker:
     """``certmq serve`` on the instance in ``data_dir`` (``info``: what its init printed), every
-    listener on a free port, returned once they accept connections."""
+    listener on a free port, returned once they accept connections. ``arguments``: more options
+    of ``certmq serve`` (``--workers 2``)."""
     command, environment = certmq_command()
     ports = {name: free_port() for name in ("tcp", "tls", "ws", "wss", "http")}
     for name, port in ports.items():
@@ -299,7 +302,7 @@ def serve_certmq(data_dir: Path, settings: dict[str, str], info: dict[str, Any])
     environment["CERTMQ_AUTH_ANONYMOUS"] = "true"
     environment.update(settings)
     log_file = data_dir / "broker.log"
-    serve = [*command, "serve", "--data-dir", str(data_dir)]
+    serve = [*command, "serve", "--data-dir", str(data_dir), *arguments]
     process = launch(serve, environment, data_dir, log_file)
     # The HTTP listener (API, console, metrics) is not part of what these tests exercise.
     # Plain TCP and WebSocket stay closed in mutual mode unless asked for; the HTTP API is there too.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import ssl
 import subprocess
 import sys
@@ -13,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from openssl_pki import Issued, make_verification
 
 from broker_process import RunningBroker
 from certmq.auth.credentials import signature_password, signature_username
+from certmq.pki import generate_key, issue_server_certificate, load_certified_key, serial_hex
 from paho_client import V5, PahoClient
 from raw_mqtt import RawClient
 
@@ -158,3 +162,38 @@ def refused_at_connect(instance: Instance, device: Issued, version: int = V5) ->
 def device_sn_of(instance: Instance, device: Issued) -> str:
     explanation = instance.api.post("/explain", json={"certificate_pem": device.pem}).json()
     return str(explanation["device_sn"])
+
+
+def presented_serial(instance: Instance, device: Issued | None = None) -> str:
+    """The serial of the certificate the broker presents to a new handshake."""
+    context = instance.tls_context(device)
+    with (
+        socket.create_connection(("127.0.0.1", instance.broker.tls_port), timeout=5) as plain,
+        context.wrap_socket(plain, server_hostname="localhost") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return serial_hex(x509.load_der_x509_certificate(der))
+
+
+def new_server_pair(instance: Instance, directory: Path) -> tuple[Path, Path, str]:
+    """A new localhost certificate from the instance's own server CA, as files."""
+    server_ca_dir = instance.broker.data_dir / "server-ca"
+    (ca_certificate, *_), ca_key = load_certified_key(server_ca_dir / "ca.pem", server_ca_dir / "ca.key")
+    key = generate_key("ec")
+    certificate = issue_server_certificate(
+        ca_certificate, ca_key, "localhost", ["localhost", "127.0.0.1"], key.public_key()
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    chain = directory / "server.pem"
+    chain.write_bytes(
+        certificate.public_bytes(serialization.Encoding.PEM)
+        + ca_certificate.public_bytes(serialization.Encoding.PEM)
+    )
+    key_file = directory / "server.key"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return chain, key_file, serial_hex(certificate)

@@ -14,6 +14,7 @@ from certmq.config import (
     ConfigError,
     changed_settings,
     check_cluster,
+    check_workers,
     definitions,
     load_config,
     nats_servers,
@@ -272,6 +273,39 @@ def test_cluster_settings_that_cannot_work_are_named(
     }
     with pytest.raises(ConfigError, match=message):
         check_cluster(load_config(tmp_path, environ=environ))
+
+
+NATS = {"CERTMQ_CLUSTER_NATS_SERVERS": "nats://127.0.0.1:4222"}
+POSTGRESQL = {"CERTMQ_STORAGE_URL": "postgresql://certmq@db/certmq"}
+
+
+@pytest.mark.parametrize(
+    ("environ", "named", "not_named"),
+    [
+        ({}, ["cluster.nats_servers is empty", "CERTMQ_CLUSTER_NATS_SERVERS", "storage.url is empty (SQLite",
+              "CERTMQ_STORAGE_URL"], []),
+        (POSTGRESQL, ["cluster.nats_servers is empty", "CERTMQ_CLUSTER_NATS_SERVERS"], ["storage.url"]),
+        (NATS, ["storage.url is empty (SQLite", "postgresql://USER@HOST/DB"], ["nats_servers"]),
+        ({**NATS, "CERTMQ_STORAGE_URL": "sqlite:////tmp/r.db"}, ["storage.url is 'sqlite:////tmp/r.db'"], []),
+        ({**NATS, **POSTGRESQL, "CERTMQ_LISTENERS_WSS": "127.0.0.1:0"}, ["listeners.wss is '127.0.0.1:0'"], []),
+        ({**NATS, **POSTGRESQL, "CERTMQ_LISTENERS_HTTP": "[::1]:0"}, ["listeners.http is '[::1]:0'"], []),
+    ],
+)  # fmt: skip
+def test_workers_refuse_what_they_cannot_share(
+    tmp_path: Path, environ: dict[str, str], named: list[str], not_named: list[str]
+) -> None:
+    with pytest.raises(ConfigError) as refusal:
+        check_workers(load_config(tmp_path, environ=environ), 3)
+    message = str(refusal.value)
+    assert message.startswith("--workers 3"), message
+    assert all(text in message for text in named), message
+    assert not any(text in message for text in not_named), message
+
+
+def test_workers_accept_a_cluster_on_postgresql_with_fixed_ports(tmp_path: Path) -> None:
+    # A disabled listener ("") has no port to share.
+    environ = {**NATS, **POSTGRESQL, "CERTMQ_LISTENERS_WS": ""}
+    check_workers(load_config(tmp_path, environ=environ), 2)
 
 
 def test_a_node_without_a_name_is_named_after_its_host_and_port(tmp_path: Path) -> None:

@@ -203,6 +203,13 @@ ROUTES: dict[str, tuple[Route, list[type[RegistryEvent]]]] = {
     ),
     "device deleted": (lambda node, w: node.delete_device(w.record.sn, w.device.device_sn), [DeviceDeleted]),
     "setting changed": (lambda node, w: node.set_setting("auth_mode", "mutual"), [SettingChanged]),
+    "setting added": (lambda node, w: node.add_setting("auth_mode", "mutual"), [SettingChanged]),
+    "setting added that was set": (
+        lambda node, w: _in_turn(
+            node.set_setting("auth_mode", "one-way"), lambda: node.add_setting("auth_mode", "mutual")
+        ),
+        [SettingChanged],
+    ),
 }
 
 

@@ -657,6 +657,24 @@ async def test_settings(registry: RegistryService) -> None:
         await registry.set_setting("", 1)
 
 
+async def test_a_setting_added_keeps_the_first_value(registry: RegistryService, store: RegistryStore) -> None:
+    """add_setting stores a key that has no value, and leaves one that has: the first value wins,
+    and only the write that stored it emits an event."""
+    events: list[RegistryEvent] = []
+    registry.events.subscribe(events.append)
+    assert await registry.add_setting("access_key/LTAI1", {"id": "LTAI1"})
+    assert not await registry.add_setting("access_key/LTAI1", {"id": "other"})
+    await registry.set_setting("auth_mode", "mutual")
+    assert not await registry.add_setting("auth_mode", "one-way")
+    assert events == [SettingChanged("access_key/LTAI1"), SettingChanged("auth_mode")]
+    assert await registry.get_setting("access_key/LTAI1") == {"id": "LTAI1"}
+    assert store.get_setting("access_key/LTAI1") == {"id": "LTAI1"}
+    assert store.get_setting("auth_mode") == "mutual"
+    assert registry.settings.starting_with("access_key/") == {"access_key/LTAI1": {"id": "LTAI1"}}
+    with pytest.raises(ParameterFieldCheckFailed):
+        await registry.add_setting("bad", object())
+
+
 async def test_counts(registry: RegistryService, store: RegistryStore) -> None:
     ca = make_ca()
     ca_record = await register(registry, ca)

@@ -35,7 +35,7 @@ async def list_access_keys(context: Context) -> AccessKeyList:
 
 @router.post("", status_code=201, response_model=NewAccessKey, summary="Create an AccessKey pair")
 async def create_access_key(context: Context) -> NewAccessKey:
-    key = context.access_keys.create()
+    key = await context.access_keys.create()
     return NewAccessKey(id=key.id, created_at=key.created_at, secret=key.secret)
 
 
@@ -47,5 +47,5 @@ async def create_access_key(context: Context) -> NewAccessKey:
     responses=error_responses(404),
 )
 async def delete_access_key(access_key_id: str, context: Context) -> Response:
-    context.access_keys.delete(access_key_id)
+    await context.access_keys.delete(access_key_id)
     return Response(status_code=204)

@@ -22,10 +22,12 @@ async def serve_tls(
     handshake_timeout: float,
     on_handshake_failure: Callable[[str, BaseException], None],
     asks_for_certificate: bool = True,
+    reuse_port: bool = False,
 ) -> asyncio.Server:
     """Listen on ``host:port``; each accepted connection handshakes with the newest generation,
     asking for a device certificate when the generation verifies them (mutual mode) and the
-    listener asks for one in mutual mode (``asks_for_certificate``)."""
+    listener asks for one in mutual mode (``asks_for_certificate``). ``reuse_port``: the port is
+    shared with the other workers of the node (``SO_REUSEPORT``)."""
 
     def accept() -> TlsServerConnection:
         generation = contexts.generation
@@ -40,5 +42,5 @@ async def serve_tls(
         )
 
     return await asyncio.get_running_loop().create_server(
-        accept, host, port, reuse_address=True, backlog=1024
+        accept, host, port, reuse_address=True, reuse_port=reuse_port, backlog=1024
     )

@@ -7,6 +7,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from certmq.auth.admission import ListenerPolicy
@@ -35,11 +36,22 @@ if TYPE_CHECKING:
 log = logging.getLogger("certmq")
 
 
+# The URL scheme of each MQTT listener, and the path of the WebSocket ones.
+SCHEMES = {"tcp": "mqtt", "tls": "mqtts", "ws": "ws", "wss": "wss"}
+WEBSOCKET_PATH = "/mqtt"
+
+
 @dataclass(frozen=True, slots=True)
 class BoundListener:
     name: str
     host: str
     port: int
+
+    @property
+    def url(self) -> str:
+        """Where clients connect: ``mqtts://127.0.0.1:8883``, ``ws://127.0.0.1:8083/mqtt``."""
+        path = WEBSOCKET_PATH if self.name in ("ws", "wss") else ""
+        return f"{SCHEMES[self.name]}://{self.host}:{self.port}{path}"
 
 
 class Broker:
@@ -51,11 +63,16 @@ class Broker:
         policy: ListenerPolicy,
         *,
         on_handshake_failure: Callable[[str, str, BaseException], None] | None = None,
+        state_directory: Path | None = None,
+        reuse_port: bool = False,
     ) -> None:
         """The broker of one instance, as :class:`certmq.app.Application` composes it: its
         ``authenticator`` decides every CONNECT, its TLS listeners serve ``contexts``, and
-        ``policy`` says which listeners ask for device certificates."""
+        ``policy`` says which listeners ask for device certificates. Its sessions are kept in
+        ``state_directory`` (default: the data directory); with ``reuse_port`` its listeners
+        share their ports with other processes (``SO_REUSEPORT``: the workers of one node)."""
         self.config = config
+        self.reuse_port = reuse_port
         self.contexts = contexts
         # (listener, peer, error) of a TLS handshake that failed.
         self.on_handshake_failure = on_handshake_failure
@@ -74,11 +91,12 @@ class Broker:
         )
         self.state: StateKeeper | None = None
         if config.mqtt.persistence:
-            store = SqliteStateStore(config.data_dir / STATE_FILE_NAME)
+            state_directory = state_directory or config.data_dir
+            store = SqliteStateStore(state_directory / STATE_FILE_NAME)
             self.state = StateKeeper(
                 self.core,
                 store,
-                config.data_dir / JOURNAL_DIRECTORY,
+                state_directory / JOURNAL_DIRECTORY,
                 sync=config.mqtt.durability == "power-loss",
                 checkpoint_bytes=config.mqtt.checkpoint_bytes,
             )
@@ -183,16 +201,18 @@ class Broker:
                 settings.connect_timeout,
                 functools.partial(self._handshake_failed, name),
                 asks_for_certificate=self.policy.asks_for_certificate(name, AuthMode.MUTUAL),
+                reuse_port=self.reuse_port,
             )
         else:
-            server = await loop.create_server(make_protocol, host, port, reuse_address=True, backlog=1024)
+            server = await loop.create_server(
+                make_protocol, host, port, reuse_address=True, reuse_port=self.reuse_port, backlog=1024
+            )
         sockets = list(server.sockets)
         self._servers[name] = server
         bound_port = sockets[0].getsockname()[1] if sockets else port
-        self.listeners.append(BoundListener(name, host, bound_port))
-        scheme = {"tcp": "mqtt", "tls": "mqtts", "ws": "ws", "wss": "wss"}[name]
-        suffix = "/mqtt" if name in ("ws", "wss") else ""
-        log.info("listening %s on %s://%s:%d%s", name, scheme, host, bound_port, suffix)
+        bound = BoundListener(name, host, bound_port)
+        self.listeners.append(bound)
+        log.info("listening %s on %s", name, bound.url)
 
     async def close_listener(self, name: str) -> None:
         """Stop accepting connections on listener ``name``; its live connections stay."""

@@ -32,13 +32,29 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-def configure_logging(log_format: str = "text", level: str = "info") -> None:
-    """Send the ``certmq`` logs to standard error in ``log_format``."""
+class _NodeLabel(logging.Filter):
+    """Puts the node's name in every record (``node``), for the formats to write."""
+
+    def __init__(self, node: str) -> None:
+        super().__init__()
+        self.node = node
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.node = self.node
+        return True
+
+
+def configure_logging(log_format: str = "text", level: str = "info", node: str = "") -> None:
+    """Send the ``certmq`` logs to standard error in ``log_format``. ``node``: the name written in
+    every line, for processes that share one standard error (the workers of ``serve --workers``)."""
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        label = " [%(node)s]" if node else ""
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)-7s{label} %(name)s: %(message)s"))
+    if node:
+        handler.addFilter(_NodeLabel(node))
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

@@ -19,6 +19,7 @@ from certmq import __version__
 from certmq.cli.errors import CommandError
 from certmq.cli.init import DEFAULT_DATA_DIR, summary
 from certmq.cli.logs import configure_logging
+from certmq.cli.worker_supervisor import SupervisorChannel, WorkerSupervisor, check_ports_free
 from certmq.config import (
     CONFIG_FILE_NAME,
     LOG_FORMATS,
@@ -26,7 +27,9 @@ from certmq.config import (
     Config,
     ConfigError,
     check_cluster,
+    check_workers,
     load_config,
+    node_name,
 )
 from certmq.instance import Instance, init_instance, is_initialised, load_instance
 
@@ -66,22 +69,54 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         "device certificate under DIR/demo (what `make run` does; env CERTMQ_DEMO=true)")  # fmt: skip
     parser.add_argument("--event-loop", choices=EVENT_LOOPS, default=os.environ.get("CERTMQ_EVENT_LOOP", "auto"),
                         help="auto: uvloop when installed, else asyncio (env CERTMQ_EVENT_LOOP)")  # fmt: skip
+    parser.add_argument("--workers", type=_worker_count, default=1, metavar="N",
+                        help="run N processes of this node sharing its listening ports, as a cluster on this "
+                        "machine (needs cluster.nats_servers and a PostgreSQL storage.url; docs/cluster.md). "
+                        "Default: 1, a single process")  # fmt: skip
+    # Given to each worker by the supervisor of `--workers N` (certmq.cli.worker_supervisor):
+    # its number, and its end of the socket pair that joins them.
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--supervisor-fd", type=int, help=argparse.SUPPRESS)
     parser.set_defaults(run=run)
+
+
+def _worker_count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of processes, 1 or more, got {text!r}")
+    return int(text)
+
+
+def _worker_options(args: argparse.Namespace, data_dir: Path, number: int) -> list[str]:
+    """The options of ``certmq serve`` that worker ``number`` of ``--workers N`` runs with: the
+    supervisor's own. The demo CA is registered by the first worker alone."""
+    options = ["--data-dir", str(data_dir), "--event-loop", args.event_loop]
+    if args.config is not None:
+        options += ["--config", str(args.config.absolute())]
+    if args.log_format is not None:
+        options += ["--log-format", args.log_format]
+    if args.log_level is not None:
+        options += ["--log-level", args.log_level]
+    if args.demo and number == 1:
+        options.append("--demo")
+    return options
 
 
 @dataclass(frozen=True, slots=True)
 class LogSettings:
-    """What the process logs: ``[log]``, unless the command line says otherwise."""
+    """What the process logs: ``[log]``, unless the command line says otherwise. A worker of
+    ``--workers N`` writes its node's name in each line: the workers share one standard error."""
 
     level: str
     format: str
+    node: str = ""
 
     @classmethod
     def of(cls, args: argparse.Namespace, config: Config) -> LogSettings:
-        return cls(args.log_level or config.log.level, args.log_format or config.log.format)
+        node = node_name(config) if args.worker is not None else ""
+        return cls(args.log_level or config.log.level, args.log_format or config.log.format, node)
 
     def apply(self) -> None:
-        configure_logging(self.format, self.level)
+        configure_logging(self.format, self.level, self.node)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,6 +133,11 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(data_dir, args.config)
     check_cluster(config)
     LogSettings.of(args, config).apply()
+    if args.workers > 1:
+        return supervise(args, config, data_dir)
+    if (args.worker is None) != (args.supervisor_fd is None):
+        raise CommandError("--worker and --supervisor-fd are given to workers by `certmq serve --workers N`")
+    supervisor = None if args.supervisor_fd is None else SupervisorChannel(args.supervisor_fd)
     instance = load_instance(data_dir, config, args.config)
     # The broker reads [tls] itself: hand it the paths resolved against the data directory.
     if config.tls.cert_file:
@@ -111,7 +151,29 @@ def run(args: argparse.Namespace) -> int:
     if config.auth.anonymous:
         log.warning("anonymous clients are allowed (auth.anonymous = true)")
     reloader = Reloader(args, data_dir)
-    return run_event_loop(lambda: serve(config, instance, demo=args.demo, reloader=reloader), args.event_loop)
+    return run_event_loop(
+        lambda: serve(config, instance, demo=args.demo, reloader=reloader, supervisor=supervisor),
+        args.event_loop,
+    )
+
+
+def supervise(args: argparse.Namespace, config: Config, data_dir: Path) -> int:
+    """``--workers N``: run N workers of the node and pass them the signals, until SIGTERM or
+    SIGINT (certmq.cli.worker_supervisor)."""
+    check_workers(config, args.workers)
+    check_ports_free(config)
+    node = node_name(config)
+    log.info("certmq %s: node %s, %d workers, data directory %s", __version__, node, args.workers, data_dir)
+
+    def command(number: int, channel: int) -> list[str]:
+        worker = ["--worker", str(number), "--supervisor-fd", str(channel)]
+        return [sys.executable, "-m", "certmq", "serve", *_worker_options(args, data_dir, number), *worker]
+
+    # --demo is given to the first worker alone, whatever CERTMQ_DEMO says.
+    environment = {name: value for name, value in os.environ.items() if name != "CERTMQ_DEMO"}
+    # A worker's own graceful stop takes up to STOP_TIMEOUT.
+    supervisor = WorkerSupervisor(args.workers, node, command, environment, STOP_TIMEOUT + 10)
+    return asyncio.run(supervisor.run())
 
 
 def run_event_loop(main: Callable[[], Coroutine[Any, Any, int]], event_loop: str = "auto") -> int:
@@ -162,11 +224,19 @@ class Reloader:
 
 
 async def serve(
-    config: Config, instance: Instance, *, demo: bool = False, reloader: Reloader | None = None
+    config: Config,
+    instance: Instance,
+    *,
+    demo: bool = False,
+    reloader: Reloader | None = None,
+    supervisor: SupervisorChannel | None = None,
 ) -> int:
-    """Start the broker, reload on SIGHUP, wait for SIGTERM or SIGINT, stop it; the exit status."""
+    """Start the broker, reload on SIGHUP, wait for SIGTERM or SIGINT, stop it; the exit status.
+    A worker of ``--workers N`` (``supervisor`` given) shares its ports with the other workers,
+    tells its supervisor when it is ready, and stops when the supervisor is gone."""
     from certmq.app import Application
     from certmq.broker.checkpoint_store import StateStoreError
+    from certmq.registry.errors import RegistryUnreachable
 
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -182,7 +252,7 @@ async def serve(
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signal_number, on_signal, signal_number)
 
-    application = Application(config, instance, demo=demo)
+    application = Application(config, instance, demo=demo, worker=supervisor is not None)
     ready = False
 
     def on_hangup() -> None:
@@ -196,7 +266,7 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         await application.start()
-    except StateStoreError as error:
+    except (StateStoreError, RegistryUnreachable) as error:
         log.error("%s", error)
         await application.stop()
         return 1
@@ -213,6 +283,15 @@ async def serve(
     gc.set_threshold(YOUNG_GENERATION_THRESHOLD, *gc.get_threshold()[1:])
     ready = True
     log.info("ready")
+    if supervisor is not None:
+        supervisor.report_ready(application.listening())
+
+        def on_supervisor_gone() -> None:
+            if not stopping.is_set():
+                log.warning("the supervisor is gone: stopping")
+                stopping.set()
+
+        supervisor.on_supervisor_gone(on_supervisor_gone)
     await stopping.wait()
     try:
         await asyncio.wait_for(application.stop(), STOP_TIMEOUT)

@@ -28,6 +28,7 @@ import asyncio
 import functools
 import hashlib
 import logging
+import secrets
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -61,8 +62,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("certmq.cluster")
 
-# How long the stream has to store a message before its publisher is disconnected unanswered.
-STORE_TIMEOUT = 10.0
+# How long the stream has to store a message before its publisher is disconnected unanswered:
+# long enough for the NATS servers that remain to elect a new leader when one is lost.
+STORE_TIMEOUT = 15.0
+# A message the stream has not answered for this long is sent again (with the same message id).
+RESEND_AFTER = 2.0
+STORE_CHECK_INTERVAL = 0.25
+# The JetStream header by which a stream recognises a message sent twice, and the status of a
+# request nobody answered (the stream has no leader).
+MESSAGE_ID = "Nats-Msg-Id"
+NO_RESPONDERS = "503"
 # nats-server refuses a protocol line longer than its max_control_line, 4 KiB by default: a
 # subject (with the reply subject and the command) must leave room within it. An escaped
 # character takes up to 12 bytes of a subject, so topics up to a quarter of this always fit.
@@ -89,8 +98,22 @@ class ClusterStats:
     received: int = 0
     duplicates: int = 0
     malformed: int = 0
+    # Messages sent again to a stream that did not answer, or had no leader.
+    store_retries: int = 0
     # Messages whose topics make NATS subjects too long for the servers (see MAX_SUBJECT).
     too_long: int = 0
+
+
+@dataclass(slots=True)
+class PendingStore:
+    """A message sent to a stream and not yet stored there."""
+
+    subject: str
+    data: bytes
+    sender: str | None
+    message_id: str
+    deadline: float
+    sent_at: float
 
 
 class Duplicates:
@@ -157,7 +180,9 @@ class ClusterRouter:
         self._interest: dict[str, int] = {}
         self._subscriptions: dict[str, list[Subscription]] = {}
         # Messages sent to the stream and not yet stored: their commit numbers, publishers, deadlines.
-        self._storing: dict[int, tuple[str | None, float]] = {}
+        self._storing: dict[int, PendingStore] = {}
+        # Told apart from the message ids of an earlier run of this node (a restart).
+        self._run = secrets.token_hex(4)
         self._inbox_subscription: Subscription | None = None
         self._retained_loaded = False
         self._consumer: Subscription | None = None
@@ -165,7 +190,7 @@ class ClusterRouter:
         # NATS queue group and of its JetStream consumer.
         self._shares: dict[tuple[str, str], int] = {}
         self._share_subscriptions: dict[tuple[str, str], list[Subscription]] = {}
-        self._outbox: list[tuple[str, bytes, str]] = []
+        self._outbox: list[tuple[str, bytes, str, str | None]] = []
         self._expiry_timer: asyncio.TimerHandle | None = None
         link.set_up.append(self._connected)
         shared_link.set_up.append(self._shared_connected)
@@ -255,10 +280,22 @@ class ClusterRouter:
     def _store(self, subject: str, data: bytes, sender: str | None) -> None:
         """Send a message to a stream; what acknowledges it waits until the stream has it."""
         commit = self.commits.append()
-        self._storing[commit] = (sender, self._loop.time() + STORE_TIMEOUT)
-        self._send(subject, data, f"{self._inbox}.{commit}")
+        now = self._loop.time()
+        pending = PendingStore(
+            subject, data, sender, f"{self.node}-{self._run}-{commit}", now + STORE_TIMEOUT, now
+        )
+        self._storing[commit] = pending
+        self._send(subject, data, f"{self._inbox}.{commit}", pending.message_id)
         if self._expiry_timer is None:
-            self._expiry_timer = self._loop.call_later(1.0, self._expire_storing)
+            self._expiry_timer = self._loop.call_later(STORE_CHECK_INTERVAL, self._expire_storing)
+
+    def _resend(self, commit: int, pending: PendingStore) -> None:
+        """Send a message again that the stream did not answer for, or could not take yet (no
+        leader: a NATS server was lost, the others are electing one). The stream recognises a
+        copy it already has by its message id, within its duplicate window."""
+        pending.sent_at = self._loop.time()
+        self.stats.store_retries += 1
+        self._send(pending.subject, pending.data, f"{self._inbox}.{commit}", pending.message_id)
 
     def _fits(self, topic: str) -> bool:
         """Whether the subject of ``topic`` fits in a NATS protocol line; a topic that does not
@@ -272,23 +309,26 @@ class ClusterRouter:
         )
         return False
 
-    def _send(self, subject: str, data: bytes, reply: str) -> None:
+    def _send(self, subject: str, data: bytes, reply: str, message_id: str | None = None) -> None:
         """Queue a NATS message; one task a turn of the loop hands the batch to the client."""
         outbox = self._outbox
         if not outbox:
             self._loop.create_task(self._flush_outbox())
-        outbox.append((subject, data, reply))
+        outbox.append((subject, data, reply, message_id))
 
     async def _flush_outbox(self) -> None:
         batch, self._outbox = self._outbox, []
         client = self.link.client
-        for subject, data, reply in batch:
+        for subject, data, reply, message_id in batch:
             if client is None:
-                # Not connected yet: what waits for the stream fails at its deadline; the rest
-                # reaches only this node's clients.
+                # Not connected yet: what waits for the stream is sent again or fails at its
+                # deadline; the rest reaches only this node's clients.
                 continue
             try:
-                await client.publish(subject, data, reply=reply)
+                if message_id is None:
+                    await client.publish(subject, data, reply=reply)
+                else:
+                    await client.publish(subject, data, reply=reply, headers={MESSAGE_ID: message_id})
             except Exception as error:
                 log.warning("could not send a message to the other nodes: %s", error or type(error).__name__)
                 continue
@@ -305,7 +345,7 @@ class ClusterRouter:
         if entry is None:
             return
         self.stats.store_failures += 1
-        sender = entry[0]
+        sender = entry.sender
         session = self.local.sessions.get(sender) if sender is not None else None
         connection = session.connection if session is not None else None
         log.warning("the cluster did not store a message from %s: %s", sender, why)
@@ -318,10 +358,14 @@ class ClusterRouter:
 
     def _expire_storing(self) -> None:
         now = self._loop.time()
-        for commit, (_, deadline) in list(self._storing.items()):
-            if deadline <= now:
+        for commit, pending in list(self._storing.items()):
+            if pending.deadline <= now:
                 self._store_failed(commit, f"no answer from the stream within {STORE_TIMEOUT:.0f} s")
-        self._expiry_timer = self._loop.call_later(1.0, self._expire_storing) if self._storing else None
+            elif now - pending.sent_at >= RESEND_AFTER and self.link.connected:
+                self._resend(commit, pending)
+        self._expiry_timer = (
+            self._loop.call_later(STORE_CHECK_INTERVAL, self._expire_storing) if self._storing else None
+        )
 
     async def _on_store_answer(self, msg: Msg) -> None:
         try:
@@ -330,6 +374,11 @@ class ClusterRouter:
             return
         status = msg.headers.get("Status") if msg.headers else None
         if status is not None:
+            pending = self._storing.get(commit)
+            if status == NO_RESPONDERS and pending is not None:
+                # The stream has no leader for the moment: sent again at the next check.
+                pending.sent_at = self._loop.time() - RESEND_AFTER + STORE_CHECK_INTERVAL
+                return
             self._store_failed(
                 commit, f"NATS status {status} {msg.headers.get('Description', '') if msg.headers else ''}"
             )

@@ -91,6 +91,10 @@ def create_registry_engine(url_or_path: str | Path, data_dir: Path | None = None
     return engine
 
 
+# The advisory lock the nodes of a cluster take in turn to migrate the schema ("certmq" in ASCII).
+MIGRATION_LOCK = 0x636572746D71
+
+
 def alembic_config() -> AlembicConfig:
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -144,9 +148,13 @@ class Database:
             )
 
     def migrate(self) -> None:
-        """Apply every migration not yet applied (``alembic upgrade head``)."""
+        """Apply every migration not yet applied (``alembic upgrade head``). On PostgreSQL the
+        nodes of a cluster that start together take turns: a transaction-scoped advisory lock
+        makes the second wait for the first's migration, then find nothing left to do."""
         config = alembic_config()
         with self.engine.begin() as connection:
+            if self.dialect == "postgresql":
+                connection.exec_driver_sql("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 

@@ -105,3 +105,10 @@ class SerialCollision(RegistryError):
         super().__init__(message)
         self.ca_sn = ca_sn
         self.device_sn = device_sn
+
+
+class RegistryUnreachable(RegistryError):
+    """The registry's database cannot be reached or opened (a server down, a wrong URL)."""
+
+    code = "InternalError"
+    http_status = 503

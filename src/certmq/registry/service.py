@@ -202,6 +202,7 @@ class RegistryService:
         # Run-time settings.
         self.get_setting = self.settings.get
         self.set_setting = self.settings.set
+        self.add_setting = self.settings.add
         # The RPC API's nonces and rate buckets, shared by the nodes of a cluster.
         self.spend_nonce = self.api_guards.spend_nonce
         self.take_api_call = self.api_guards.take_call

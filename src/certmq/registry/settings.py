@@ -1,5 +1,6 @@
 """Run-time settings kept in the registry (the auth mode, the server certificate, the console's
-revoked sessions …): JSON values by key, durable in the store and served from memory."""
+revoked sessions, the AccessKey pairs of a cluster …): JSON values by key, durable in the store
+and served from memory."""
 
 from __future__ import annotations
 
@@ -34,24 +35,43 @@ class Settings(RegistryPart):
 
     async def get(self, key: str) -> Any | None:
         """A run-time setting (JSON value), or None when it was never set. Served from memory."""
+        return self.current(key)
+
+    def current(self, key: str) -> Any | None:
+        """:meth:`get` without waiting: for a subscriber of SettingChanged, which may not await."""
         return copy.deepcopy(self._values.get(key))
+
+    def starting_with(self, prefix: str) -> dict[str, Any]:
+        """Every setting whose key starts with ``prefix``, by key. Served from memory."""
+        return {key: copy.deepcopy(value) for key, value in self._values.items() if key.startswith(prefix)}
 
     async def set(self, key: str, value: Any) -> None:
         """Store a run-time setting (any JSON value) durably and emit SettingChanged."""
-        if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY:
-            raise ParameterFieldCheckFailed(f"a setting key is a string of 1 to {MAX_KEY} characters")
-        try:
-            json.dumps(value)
-        except (TypeError, ValueError) as error:
-            raise ParameterFieldCheckFailed(f"setting {key!r} must be a JSON value: {error}") from error
+        stored = _checked(key, value)
         now = self._clock()
-        stored = copy.deepcopy(value)
 
         def after_commit(_: None) -> None:
             self._values[key] = stored
             self._events.emit(SettingChanged(key))
 
         await self._worker.commit(functools.partial(self._store.set_setting, key, stored, now), after_commit)
+
+    async def add(self, key: str, value: Any) -> bool:
+        """Store a setting unless it has a value already, durably, and emit SettingChanged when
+        it was stored: True then. The first value wins, whichever node writes it; a key that
+        another node added meanwhile keeps that node's value, which reaches this one as its
+        change does."""
+        stored = _checked(key, value)
+        now = self._clock()
+
+        def after_commit(added: bool) -> None:
+            if added:
+                self._values[key] = stored
+                self._events.emit(SettingChanged(key))
+
+        return await self._worker.commit(
+            functools.partial(self._store.add_setting, key, stored, now), after_commit
+        )
 
     async def reload(self, key: str) -> None:
         """Read ``key`` again from the store, after another node changed it."""
@@ -60,3 +80,15 @@ class Settings(RegistryPart):
             self._values.pop(key, None)
         else:
             self._values[key] = value
+
+
+def _checked(key: str, value: Any) -> Any:
+    """A copy of ``value`` to store under ``key``; ParameterFieldCheckFailed for a key or value
+    a setting cannot have."""
+    if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY:
+        raise ParameterFieldCheckFailed(f"a setting key is a string of 1 to {MAX_KEY} characters")
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as error:
+        raise ParameterFieldCheckFailed(f"setting {key!r} must be a JSON value: {error}") from error
+    return copy.deepcopy(value)

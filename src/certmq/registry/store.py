@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, delete, func, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -31,6 +32,7 @@ from certmq.registry.errors import (
     FindCaBySnError,
     RegisterCodeError,
     RegisterCodeUsed,
+    RegistryUnreachable,
     SerialCollision,
     SnNotUnique,
 )
@@ -51,6 +53,12 @@ def open_registry(url_or_path: str | Path, data_dir: Path | None = None) -> Regi
     store = RegistryStore(engine)
     try:
         store.migrate()
+    except OperationalError as error:
+        engine.dispose()
+        raise RegistryUnreachable(
+            f"cannot open the registry at {engine.url.render_as_string(hide_password=True)}: "
+            f"{str(error.orig or error).strip().splitlines()[0]} (storage.url, CERTMQ_STORAGE_URL)"
+        ) from None
     except BaseException:
         engine.dispose()
         raise
@@ -658,6 +666,25 @@ class RegistryStore(Database):
                 row.value = text
                 row.updated_at = now
             self.announce(session.connection(), (events.SettingChanged(key),))
+
+    def add_setting(self, key: str, value: Any, now: datetime.datetime) -> bool:
+        """Store ``key`` unless it has a value already, committed here or by another node: True
+        when this call stored it. One statement that does nothing on a conflict, so that two nodes
+        adding the same key at once neither fail nor overwrite each other."""
+        text = json.dumps(value, separators=(",", ":"), sort_keys=True)
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        statement = (
+            insert(models.SettingRow)
+            .values(key=key, value=text, updated_at=now)
+            .on_conflict_do_nothing(index_elements=["key"])
+            .returning(models.SettingRow.key)
+        )
+        with self.session() as session, session.begin():
+            connection = session.connection()
+            added = connection.execute(statement).first() is not None
+            if added:
+                self.announce(connection, (events.SettingChanged(key),))
+            return added
 
     def delete_setting(self, key: str) -> bool:
         with self.session() as session, session.begin():

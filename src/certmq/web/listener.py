@@ -29,12 +29,15 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    """A listening socket on host:port (port 0: any free port); OSError when it cannot be had."""
+def _bind(host: str, port: int, reuse_port: bool) -> socket.socket:
+    """A listening socket on host:port (port 0: any free port); OSError when it cannot be had.
+    ``reuse_port``: shared with the other workers of the node (``SO_REUSEPORT``)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         # Accepted connections inherit it. Without it every reply waits ~40 ms: uvicorn writes the
         # head and the body apart, and Nagle holds the body until the client's delayed ACK.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -53,13 +56,15 @@ class HttpListener:
     """Serve an ASGI application on ``host:port`` until :meth:`stop`.
 
     ``await start()`` returns once the socket is bound and accepting (``port`` is then the bound
-    port, also when 0 was asked for) and raises OSError when the address cannot be bound.
+    port, also when 0 was asked for) and raises OSError when the address cannot be bound. With
+    ``reuse_port`` the port is shared with the other workers of the node (``SO_REUSEPORT``).
     """
 
-    def __init__(self, app: Any, host: str, port: int) -> None:
+    def __init__(self, app: Any, host: str, port: int, *, reuse_port: bool = False) -> None:
         self.app = app
         self.host = host
         self.port = port
+        self.reuse_port = reuse_port
         self._server: _EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -71,7 +76,7 @@ class HttpListener:
     async def start(self) -> None:
         if self._task is not None:
             raise RuntimeError("the HTTP listener is started already")
-        sock = _bind(self.host, self.port)
+        sock = _bind(self.host, self.port, self.reuse_port)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.app,
