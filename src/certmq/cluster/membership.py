@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,9 +32,6 @@ HEARTBEAT = 2.0
 TTL = 10.0
 # How long reading the bucket may take before the last list read stands for it.
 READ_TIMEOUT = 2.0
-# How long a node tries to put its first entry after a (re)connection, and its first pause.
-JOIN_WAIT = 5.0
-JOIN_FIRST_PAUSE = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,25 +85,13 @@ class Membership:
 
     async def join(self) -> None:
         """Put this node's entry (again, after a reconnection: the bucket may be new) and read
-        the members; from the first time on, renew the entry every beat.
-
-        A bucket just made has no leader for a moment (its put finds no one to answer), so the
-        first put is tried again for up to :data:`JOIN_WAIT` seconds: the node is ready only once
-        the others can see it. After that the beats go on trying."""
+        the members; from the first time on, renew the entry every beat. A set-up step of the
+        link (certmq.cluster.nats_link): tried again until it succeeds (a bucket just made has no
+        leader for a moment), so the node is ready only once the others can see it."""
         self._store = None
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._beat())
-        deadline = time.monotonic() + JOIN_WAIT
-        pause = JOIN_FIRST_PAUSE
-        while True:
-            try:
-                await self._renew()
-                return
-            except Exception:
-                if time.monotonic() + pause > deadline:
-                    raise
-            await asyncio.sleep(pause)
-            pause = min(2 * pause, HEARTBEAT / 2)
+        await self._renew()
 
     async def stop(self) -> None:
         """Stop putting this node's entry, and delete it: the others see it gone at once."""
