@@ -142,7 +142,7 @@ def test_any_node_lists_kicks_and_counts_the_clients_of_every_node(
     assert values["$SYS/cluster/nodes/missing"] == "0"
 
 
-def test_a_killed_node_is_named_missing_at_once_then_left_out(
+def test_a_stopped_node_leaves_and_a_killed_one_is_named_missing_at_once_then_left_out(
     start_cluster: Callable[..., ClusterNodes],
     connect: Callable[[RunningBroker, str], PahoClient],
     operators: Callable[[RunningBroker], Instance],
@@ -152,6 +152,10 @@ def test_a_killed_node_is_named_missing_at_once_then_left_out(
     connect(cluster.node(3), "on-the-killed-node")
     operator = operators(cluster.node(1))
     assert set(listed(operator)[0]) >= {"stays", "on-the-killed-node"}
+
+    # A node that stops cleanly leaves the cluster at once: not missing, just gone.
+    cluster.stop(2)
+    assert "did not answer" not in listed(operator)[1]
 
     cluster.kill(3)
     seen, warnings = listed(operator)

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import KeyNotFoundError, NoKeysError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from certmq.cluster.nats_link import NatsLink
@@ -80,6 +80,8 @@ class Membership:
         self.this_node = this_node
         self.replicas = replicas
         self.members: dict[str, Member] = {}
+        # Reads of the bucket begun, and the last of them whose members are kept.
+        self._reads = self._kept = 0
         self._store: KeyValue | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -108,7 +110,17 @@ class Membership:
         store = await self._open()
         me = self.this_node()
         await asyncio.wait_for(store.put(level_token(me.name), me.to_json()), READ_TIMEOUT)
-        self.members = await asyncio.wait_for(self._read(store), READ_TIMEOUT)
+        await self._refresh(store)
+
+    async def _refresh(self, store: KeyValue) -> dict[str, Member]:
+        """The members as the bucket says now; kept as :attr:`members` unless a read begun later
+        has already been kept."""
+        self._reads += 1
+        ticket = self._reads
+        members = await asyncio.wait_for(self._read(store), READ_TIMEOUT)
+        if ticket > self._kept:
+            self._kept, self.members = ticket, members
+        return members
 
     async def _beat(self) -> None:
         while True:
@@ -144,14 +156,18 @@ class Membership:
         return self._store
 
     async def _read(self, store: KeyValue) -> dict[str, Member]:
-        try:
-            keys = await store.keys()
-        except NoKeysError:
-            return {}
+        # The keys are the subjects the bucket's stream holds, as its leader says: nats-py's
+        # KeyValue.keys() reads them through a consumer that may report none at all before the
+        # first arrives.
+        client = self.link.client
+        assert client is not None
+        subjects = f"$KV.{self.bucket}."
+        info = await client.jetstream().stream_info(f"KV_{self.bucket}", subjects_filter=f"{subjects}>")
+        keys = [subject.removeprefix(subjects) for subject in info.state.subjects or {}]
         members: dict[str, Member] = {}
         for entry in await asyncio.gather(*(store.get(key) for key in keys), return_exceptions=True):
             if isinstance(entry, KeyNotFoundError):
-                continue  # expired or deleted since the keys were read
+                continue  # deleted (a node that stopped; nats-py says not found), or expired since
             if isinstance(entry, BaseException):
                 raise entry
             try:
@@ -168,8 +184,7 @@ class Membership:
         if not self.link.connected:
             return self.members
         try:
-            store = await self._open()
-            self.members = await asyncio.wait_for(self._read(store), READ_TIMEOUT)
+            return await self._refresh(await self._open())
         except Exception as error:
             self._store = None
             log.warning("could not read the nodes from %s: %s", self.bucket, error or type(error).__name__)
