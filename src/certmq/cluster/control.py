@@ -31,8 +31,8 @@ from certmq.auth.mode import AuthMode
 from certmq.cluster import control_messages as messages
 from certmq.cluster.control_messages import ControlMessageError
 from certmq.cluster.membership import Membership
+from certmq.cluster.message_stats import ClusterStats
 from certmq.cluster.nats_link import NatsLink
-from certmq.cluster.router import ClusterStats
 from certmq.cluster.subjects import level_token
 from certmq.control import (
     EVERY_CONNECTION,

@@ -46,7 +46,7 @@ class ClusterNode:
             replicas=min(MAX_REPLICAS, len(servers)),
         )
         core.route_through(self.router)
-        core.wait_for_commits(self.router.commits)
+        core.wait_for_commits(self.router.writes.commits)
         self.client_ids = ClusterClientIds(
             core,
             self.link,
