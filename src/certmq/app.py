@@ -149,12 +149,16 @@ class Application:
             registry, contexts, self.instance.data_dir, self.instance.instance_key
         )
         self._unsubscribe_certificate = registry.events.subscribe(self._server_certificate.on_registry_event)
-        self.control = InstanceControl(broker, auth_modes, self._server_certificate)
+        node = InstanceControl(
+            broker, auth_modes, self._server_certificate, node=node_name(config), started_at=self.started_at
+        )
+        self.control = node
         if nats_servers(config):
             # Imported here: a single node needs neither NATS nor its client library.
             from certmq.cluster.node import ClusterNode
 
             self.cluster = ClusterNode(config, broker.core)
+            self.control = self.cluster.control_over(node)
         log.info("auth mode %s: %s", mode, self.policy.describe(mode))
         await broker.start(
             skip=auth_modes.closed_listeners(),
@@ -162,6 +166,7 @@ class Application:
         )
         if config.listeners.http:
             self._http = await serve_http(self, config.listeners.http, reuse_port=self.worker)
+            node.http = f"{self._http.host}:{self._http.port}"
 
     def listening(self) -> list[str]:
         """The URLs of the listeners open now, MQTT first, then HTTP."""

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from certmq.access_keys import AccessKeyStore
 from certmq.api.application import create_api
 from certmq.api.rpc import RpcSettings
-from certmq.config import Config, parse_address
+from certmq.config import Config, nats_servers, parse_address
 from certmq.console import ConsoleSettings, derive_session_key, install_console
 from certmq.control import BrokerControl
 from certmq.instance import CREDENTIALS_FILE, Instance
@@ -88,7 +88,8 @@ async def serve_http(application: ServedInstance, address: str, *, reuse_port: b
         admin_token=application.instance.admin_token,
         access_keys_manager=application.access_keys,
         metrics=application.metrics,
-        rpc_settings=RpcSettings.of(application.config.api),
+        # The nodes of a cluster share their nonces and rate buckets (docs/cluster.md).
+        rpc_settings=RpcSettings.of(application.config.api, shared=bool(nats_servers(application.config))),
         console=ConsoleSettings(
             session_key=derive_session_key(application.instance.instance_key),
             credentials_file=str(application.instance.data_dir / CREDENTIALS_FILE),

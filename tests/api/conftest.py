@@ -18,10 +18,17 @@ from certmq.access_keys import AccessKeyStore
 from certmq.auth.admission import ListenerPolicy
 from certmq.auth.identity import Identity
 from certmq.control import (
+    EVERY_CONNECTION,
+    ClusterStatus,
     ConnectionInfo,
+    ConnectionQuery,
+    KickOutcome,
     ListenerInfo,
+    LiveConnections,
+    NodeStatus,
     ServerCertificateInfo,
     ServerCertificateRejected,
+    select_connections,
 )
 from certmq.http_application import create_app
 from certmq.instance import InitResult, init_instance, load_instance
@@ -67,8 +74,15 @@ class StandInBroker:
     them run ``certmq serve`` with real clients: tests/mtls/test_auth_mode_counts.py,
     tests/interop/test_counters.py)."""
 
+    node = "stand-in"
+
     def __init__(self, server_cert_file: Path) -> None:
+        self.started_at = datetime.now(UTC)
         self.mode = "one-way"
+        # What /readyz is to say this node lacks (a real node's are its listeners and NATS).
+        self.missing: list[str] = []
+        # The nodes of a cluster said not to answer: they are named in every answer.
+        self.unanswered: list[str] = []
         self.live: dict[str, ConnectionInfo] = {}
         self.kicked: list[str] = []
         self.mode_changes: list[tuple[str, bool]] = []
@@ -84,19 +98,29 @@ class StandInBroker:
             protocol_version=5,
             connected_at=datetime.now(UTC),
             identity=Identity.from_fields(identity),
+            node=self.node,
         )
 
     def listeners(self) -> list[ListenerInfo]:
         return [ListenerInfo("tcp", "127.0.0.1", 1883), ListenerInfo("tls", "127.0.0.1", 8883)]
 
-    def connections(self) -> list[ConnectionInfo]:
-        return list(self.live.values())
+    async def connections(self, query: ConnectionQuery = EVERY_CONNECTION) -> LiveConnections:
+        picked = select_connections(self.live.values(), query)
+        return LiveConnections(picked.items, picked.total, list(self.unanswered))
 
-    def kick(self, client_id: str) -> bool:
+    async def kick(self, client_id: str) -> KickOutcome:
         if self.live.pop(client_id, None) is None:
-            return False
+            return KickOutcome(None, list(self.unanswered))
         self.kicked.append(client_id)
-        return True
+        return KickOutcome(self.node)
+
+    async def nodes(self) -> ClusterStatus:
+        return ClusterStatus(
+            [NodeStatus(self.node, "", self.started_at, self.stats())], list(self.unanswered)
+        )
+
+    def unready(self) -> list[str]:
+        return list(self.missing)
 
     def auth_mode(self) -> str:
         return self.mode
@@ -136,7 +160,12 @@ class StandInBroker:
         return self.server_certificate()
 
     def stats(self) -> dict[str, int]:
-        return {}
+        # The connections given, counted; the other counters are a real broker's.
+        counts = {"clients_connected": len(self.live)}
+        for connection in self.live.values():
+            key = f"connections_{connection.listener}"
+            counts[key] = counts.get(key, 0) + 1
+        return counts
 
 
 @dataclass

@@ -176,12 +176,21 @@ async def test_connections_and_decisions_commands(cli: Cli, api: Api) -> None:
     table = (await cli.ok("connections")).splitlines()
     assert table[0].split()[:3] == ["CLIENT", "ID", "LISTENER"]
     assert "cert.cn=dev-1" in table[1] and table[2].startswith("plain client")
-    assert [connection["client_id"] for connection in await cli.json("connections", "--listener", "tcp")] == [
-        "plain client"
+    on_tcp = await cli.json("connections", "--listener", "tcp")
+    assert [(connection["client_id"], connection["node"]) for connection in on_tcp] == [
+        ("plain client", "stand-in")
     ]
-    assert (await cli.ok("connections", "--kick", "plain client")).strip() == "disconnected plain client"
+    assert (await cli.ok("connections", "--kick", "plain client")).strip() == (
+        "disconnected plain client from node stand-in"
+    )
     err = await cli.fails("connections", "--kick", "plain client")
     assert "ConnectionNotFound" in err
+    api.broker.unanswered = ["node-3"]
+    code, listed, warned = await cli.run("connections", "--json")
+    assert code == 0
+    assert [connection["client_id"] for connection in json.loads(listed)] == ["GID_a@@@dev-1"]
+    assert "node(s) node-3 did not answer" in warned
+    api.broker.unanswered = []
 
     api.registry.record_decision(
         DecisionEntry(client_id="c1", device_sn="0a", result="allow", reason="new-device", step=6)

@@ -193,7 +193,8 @@ async def test_connections_and_kick(api: Api) -> None:
     )
     api.broker.connect("web/client 1", "ws", access_key_id="LTAI0000")
     page = (await api.client.get("/api/v1/connections")).json()
-    assert page["total"] == 3
+    assert page["total"] == 3 and page["missing_nodes"] == []
+    assert {item["node"] for item in page["items"]} == {"stand-in"}
     assert [item["client_id"] for item in page["items"]] == [
         "GID_test@@@device-1",
         "GID_test@@@device-2",
@@ -209,11 +210,24 @@ async def test_connections_and_kick(api: Api) -> None:
 
     # Client ids may hold anything, slashes and spaces included.
     kicked = await api.client.post("/api/v1/connections/web%2Fclient%201/kick")
-    assert kicked.status_code == 200 and kicked.json() == {"client_id": "web/client 1", "kicked": True}
+    assert kicked.status_code == 200
+    assert kicked.json() == {"client_id": "web/client 1", "kicked": True, "node": "stand-in"}
     kicked = await api.client.post("/api/v1/connections/GID_test@@@device-1/kick")
     assert kicked.status_code == 200
     assert api.broker.kicked == ["web/client 1", "GID_test@@@device-1"]
     assert (await api.client.get("/api/v1/connections")).json()["total"] == 1
+
+
+async def test_the_nodes_that_did_not_answer_are_named(api: Api) -> None:
+    api.broker.connect("here", "tls")
+    api.broker.unanswered = ["node-3"]
+    page = (await api.client.get("/api/v1/connections")).json()
+    assert [item["client_id"] for item in page["items"]] == ["here"] and page["missing_nodes"] == ["node-3"]
+    overview = (await api.client.get("/api/v1/instance")).json()
+    assert overview["missing_nodes"] == ["node-3"]
+    # The client may be on the node that did not answer: the refusal says so.
+    refused = await api.client.post("/api/v1/connections/elsewhere/kick")
+    assert refused.status_code == 404 and "node-3" in refused.json()["message"]
 
 
 async def test_decisions(api: Api) -> None:
@@ -281,6 +295,18 @@ async def test_instance_overview(api: Api) -> None:
         "expiring_within_days": 30,
         "connections": 1,
     }
+    # One node alone: the cluster it answers for is itself.
+    assert [(node["name"], node["connections"]) for node in overview["nodes"]] == [("stand-in", 1)]
+    assert overview["missing_nodes"] == []
+
+
+async def test_readyz_needs_no_token_and_names_what_is_missing(api: Api) -> None:
+    reply = await api.client.get("/readyz", headers={"Authorization": ""})
+    assert reply.status_code == 200 and reply.json() == {"ready": True, "missing": []}
+    api.broker.missing = ["nats"]
+    for path in ("/readyz", "/api/v1/readyz"):
+        reply = await api.client.get(path, headers={"Authorization": ""})
+        assert reply.status_code == 503 and reply.json() == {"ready": False, "missing": ["nats"]}
 
 
 async def test_healthz_needs_no_token(api: Api) -> None:

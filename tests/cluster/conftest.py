@@ -26,11 +26,13 @@ from cluster_nodes import ClusterNodes, ClusterServers, SharedInstance, registry
 from nats_servers import NatsCluster
 from worker_node import WorkerNode
 
+from mqtt_clients import Clients
 from unit.registry_fixtures import postgresql_server
 
 __all__ = ["postgresql_server"]  # a fixture
 
 DEFAULT_TEST_TIMEOUT = 90
+NODE_LOG_LINES = 40
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -41,6 +43,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/cluster/" in item.nodeid and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(DEFAULT_TEST_TIMEOUT))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed cluster test's report ends with what its nodes logged last."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for value in getattr(item, "funcargs", {}).values():
+        nodes = value if isinstance(value, ClusterNodes) else getattr(value, "nodes", None)
+        if isinstance(nodes, ClusterNodes):
+            for number, node in sorted(nodes.nodes.items()):
+                report.sections.append((f"node-{number} log (last lines)", node.log_tail(NODE_LOG_LINES)))
+            return
 
 
 @pytest.fixture(scope="session")
@@ -84,17 +101,21 @@ def servers(
 
 @pytest.fixture
 def start_cluster(
-    tmp_path_factory: pytest.TempPathFactory, servers: ClusterServers
+    tmp_path_factory: pytest.TempPathFactory, servers: ClusterServers, request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., ClusterNodes]]:
     """Start a cluster of the test's own: ``start_cluster((1, 2, 3), CERTMQ_…=…)``, on a copy of
     the registry template (or, with ``empty_registry=True``, on an empty database the nodes
-    set up themselves). Stopped when the test ends."""
+    set up themselves). Without numbers, the nodes the test's ``nodes`` mark names (default: 1,
+    2 and 3). Stopped when the test ends."""
+    marked = request.node.get_closest_marker("nodes")
     with contextlib.ExitStack() as stack:
 
         def start(
-            numbers: tuple[int, ...] = (1, 2, 3), empty_registry: bool = False, **settings: Any
+            numbers: tuple[int, ...] | None = None, empty_registry: bool = False, **settings: Any
         ) -> ClusterNodes:
             work = tmp_path_factory.mktemp("cluster")
+            if numbers is None:
+                numbers = marked.args if marked else (1, 2, 3)
             return stack.enter_context(
                 servers.cluster(work, numbers, empty_registry=empty_registry, **settings)
             )
@@ -122,3 +143,12 @@ def topic(request: pytest.FixtureRequest) -> str:
     """A topic prefix no other test uses: ``cluster/<test name>/<random>``."""
     name = re.sub(r"[^A-Za-z0-9_-]+", "-", request.node.name)[:60]
     return f"cluster/{name}/{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def clients(cluster: ClusterNodes, request: pytest.FixtureRequest) -> Iterator[Clients]:
+    """Clients of the module's ``cluster`` (``clients.for_broker(cluster.node(2)).connected()``),
+    closed when the test ends."""
+    made = Clients(next(iter(cluster.nodes.values())), request)
+    yield made
+    made.close_all()

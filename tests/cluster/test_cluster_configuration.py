@@ -25,7 +25,7 @@ def test_a_node_without_a_shared_registry_refuses_to_start_and_names_storage_url
         env=environment,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=30,
         check=False,
     )
     assert result.returncode != 0, f"the node started on SQLite:\n{result.stdout}\n{result.stderr}"

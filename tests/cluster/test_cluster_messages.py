@@ -33,13 +33,6 @@ def cluster(servers: ClusterServers, tmp_path_factory: pytest.TempPathFactory) -
         yield nodes
 
 
-@pytest.fixture
-def clients(cluster: ClusterNodes, request: pytest.FixtureRequest) -> Iterator[Clients]:
-    made = Clients(cluster.node(1), request)
-    yield made
-    made.close_all()
-
-
 def on(clients: Clients, node: RunningBroker) -> PahoClient:
     """A paho-mqtt 5.0 client connected to ``node``."""
     return clients.for_broker(node).connected()

@@ -23,8 +23,8 @@ NOT_AUTHORIZED = 0x87
 
 @dataclass
 class MutualCluster:
-    """Three nodes in mutual mode, with an operator's view of each (its REST API and CLI), and
-    the two CAs of the registry template."""
+    """The nodes of a cluster in mutual mode, an operator's view of each (its REST API and
+    CLI), and the two CAs of the registry template."""
 
     nodes: ClusterNodes
     fleet: RegisteredCa
@@ -54,16 +54,11 @@ class MutualCluster:
 
 @pytest.fixture
 def mutual(
-    start_cluster: Callable[..., ClusterNodes],
-    servers: ClusterServers,
-    tmp_path: Path,
-    request: pytest.FixtureRequest,
+    start_cluster: Callable[..., ClusterNodes], servers: ClusterServers, tmp_path: Path
 ) -> Iterator[MutualCluster]:
     """The nodes the test's ``nodes`` mark names (default: 1, 2 and 3) in mutual mode, with no
     anonymous access and every decision a row of its own in the decision log."""
-    marked = request.node.get_closest_marker("nodes")
     nodes = start_cluster(
-        marked.args if marked else (1, 2, 3),
         CERTMQ_INSTANCE_AUTH_MODE="mutual",
         CERTMQ_AUTH_ANONYMOUS="false",
         CERTMQ_AUDIT_FOLD_WINDOW="0",
@@ -155,14 +150,15 @@ def test_a_device_registered_on_its_first_connection_to_node_1_is_listed_by_node
 
 
 @pytest.mark.nodes(1, 3)
-def test_a_node_stopped_while_a_device_was_inactivated_refuses_the_device_once_restarted(
-    mutual: MutualCluster,
+@pytest.mark.parametrize("halt", ["stop", "kill"], ids=["stopped", "killed"])
+def test_a_node_that_was_down_while_a_device_was_inactivated_refuses_the_device_once_restarted(
+    mutual: MutualCluster, halt: str
 ) -> None:
     device = mutual.new_device()
     mutual.connected(3, device).disconnect()
     device_sn = registered_sn(mutual.operator(1), mutual.fleet, device)
 
-    mutual.nodes.stop(3)
+    getattr(mutual.nodes, halt)(3)  # SIGTERM, or SIGKILL as a power cut would
     mutual.operator(1).cli("device", "inactivate", mutual.fleet.sn, device_sn)
     mutual.nodes.start(3)
 

@@ -28,13 +28,6 @@ def cluster(servers: ClusterServers, tmp_path_factory: pytest.TempPathFactory) -
         yield nodes
 
 
-@pytest.fixture
-def clients(cluster: ClusterNodes, request: pytest.FixtureRequest) -> Iterator[Clients]:
-    made = Clients(cluster.node(1), request)
-    yield made
-    made.close_all()
-
-
 def on(clients: Clients, node: RunningBroker, client_id: str | None = None, **connect: object) -> PahoClient:
     return clients.for_broker(node).connected(client_id=client_id, **connect)
 

@@ -329,6 +329,19 @@ async def test_actions_answer_with_a_page_and_a_message(served: Served) -> None:
     assert "not connected any more" in (await served.client.get(reply.headers["location"])).text
 
 
+async def test_the_connections_show_their_node_and_the_nodes_that_did_not_answer(served: Served) -> None:
+    await served.login()
+    served.broker.connect("sensor-1", "tls")
+    page = (await served.client.get("/console/connections")).text
+    assert '<th scope="col">Node</th>' in page and "<td>stand-in</td>" in page
+    assert 'id="missing-nodes"' not in page
+    served.broker.unanswered = ["node-2", "node-3"]
+    page = (await served.client.get("/console/connections")).text
+    assert "Nodes node-2, node-3 did not answer: their connections are not listed." in shown_text(page)
+    overview = (await served.client.get("/console")).text
+    assert 'id="nodes"' in overview and "Did not answer: node-2, node-3" in shown_text(overview)
+
+
 async def test_errors_are_explained_on_the_page(served: Served) -> None:
     token = await served.login()
     unknown = await served.client.get("/console/ca-certificates/00ff")

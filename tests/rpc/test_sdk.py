@@ -14,6 +14,7 @@ from alibabacloud_onsmqtt20200420 import models
 from alibabacloud_onsmqtt20200420.client import Client
 from alibabacloud_tea_openapi.exceptions import AlibabaCloudException, ThrottlingException
 from cryptography import x509
+from sqlalchemy.exc import OperationalError
 
 from api.conftest import Pki
 from certmq.api.rpc import ACTIONS, RpcSettings
@@ -371,6 +372,24 @@ class Scenarios:
         request = models.ListCaCertificateRequest(mqtt_instance_id=self.instance, page_no="1", page_size="10")
         return refused(lambda: self.sdk.list_ca_certificate(request))
 
+    def ServiceUnavailable(self) -> Refusal:
+        """A node of a cluster that cannot reach the registry where the nodes keep their nonces."""
+        node = LiveApi(
+            self.live.directory / f"clustered-{self.scheme}", rpc_settings=RpcSettings(shared=True)
+        ).start()
+
+        async def unreachable(*args: Any, **kwargs: Any) -> Any:
+            raise OperationalError(
+                "INSERT INTO api_nonce …", {}, ConnectionRefusedError("the registry is down")
+            )
+
+        try:
+            self.monkeypatch.setattr(node.registry, "spend_nonce", unreachable)
+            request = models.GetRegisterCodeRequest(mqtt_instance_id=node.instance_id)
+            return refused(lambda: node.sdk(self.scheme).get_register_code(request))
+        finally:
+            node.stop()
+
 
 # Every error code of the RPC API with its HTTP status (docs/api.md, "Errors" of the RPC API).
 RPC_ERRORS = {
@@ -389,6 +408,7 @@ RPC_ERRORS = {
     "SystemOverFlow": 403,
     "Throttling.User": 429,
     "InternalError": 500,
+    "ServiceUnavailable": 503,
 }
 
 

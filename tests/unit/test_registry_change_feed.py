@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from certmq import pki
+from certmq.api.readiness import registry_unready
 from certmq.registry import (
     CaAdded,
     CaDeleted,
@@ -294,6 +295,8 @@ async def test_changes_missed_while_disconnected_are_caught_up(nodes: Nodes) -> 
     assert killed == [(True,)]
     await asyncio.wait_for(nodes.gate.knocked.wait(), GUARD)
     assert not nodes.feed.state.connected
+    # /readyz names it while it does not listen.
+    assert registry_unready(nodes.second) == ["registry change feed"]
 
     await first.inactivate_device(kept_sn, inactivated.device_sn)
     await first.delete_device(kept_sn, deleted.device_sn)
@@ -325,6 +328,7 @@ async def test_changes_missed_while_disconnected_are_caught_up(nodes: Nodes) -> 
     assert await nodes.second.get_setting("auth_mode") == "mutual"
     state = nodes.feed.state
     assert state.connected and state.reconnects == 1 and state.caught_up == len(expected)
+    assert registry_unready(nodes.second) == []
 
     # And it listens again: a change made now arrives as a notice.
     await first.activate_ca(quiet_sn)

@@ -10,7 +10,7 @@ import pytest
 from certmq.auth.identity import ANONYMOUS, Identity
 from certmq.auth.revocation import revocation_reason, revokes
 from certmq.console import live
-from certmq.control import ConnectionInfo
+from certmq.control import ConnectionInfo, LiveConnections
 from certmq.registry.events import (
     CaAdded,
     CaDeleted,
@@ -75,26 +75,33 @@ class _Broker:
 
     def __init__(self, identities: dict[str, Identity]) -> None:
         self.live = [
-            ConnectionInfo(name, "tls", "127.0.0.1:1", 5, datetime.now(UTC), identity)
+            ConnectionInfo(name, "tls", "127.0.0.1:1", 5, datetime.now(UTC), identity, "node-1")
             for name, identity in identities.items()
         ]
 
-    def connections(self) -> list[ConnectionInfo]:
-        return self.live
+    async def connections(self) -> LiveConnections:
+        return LiveConnections(self.live, len(self.live))
 
 
 @pytest.mark.parametrize(("change", "cut"), CHANGES, ids=[repr(change) for change, _ in CHANGES])
-def test_the_console_counts_by_the_same_rule(change: RegistryEvent, cut: set[str]) -> None:
+async def test_the_console_counts_by_the_same_rule(change: RegistryEvent, cut: set[str]) -> None:
     broker = _Broker(IDENTITIES)
-    counted = {connection.client_id for connection in live.cut_by(broker, change)}  # type: ignore[arg-type]
+    counted = {connection.client_id for connection in await live.cut_by(broker, change)}  # type: ignore[arg-type]
     assert counted == cut
 
 
-def test_the_console_counts_what_inactivating_a_ca_or_a_device_cuts() -> None:
+async def test_the_console_counts_what_inactivating_a_ca_or_a_device_cuts() -> None:
     broker = _Broker(IDENTITIES)
-    assert {c.client_id for c in live.of_ca(broker, "0a")} == {"device", "sibling", "device with credentials"}  # type: ignore[arg-type]
-    assert {c.client_id for c in live.of_device(broker, "0a", "01")} == {"device", "device with credentials"}  # type: ignore[arg-type]
-    assert live.by_ca(broker.connections()) == {"0a": 3, "0b": 1}
+    assert {c.client_id for c in await live.of_ca(broker, "0a")} == {
+        "device",
+        "sibling",
+        "device with credentials",
+    }  # type: ignore[arg-type]
+    assert {c.client_id for c in await live.of_device(broker, "0a", "01")} == {
+        "device",
+        "device with credentials",
+    }  # type: ignore[arg-type]
+    assert live.by_ca(broker.live) == {"0a": 3, "0b": 1}
 
 
 def test_an_identity_is_written_under_its_documented_names_and_read_back() -> None:

@@ -1,11 +1,11 @@
 """The API of an instance over HTTP: the ApsaraMQ-compatible RPC API at ``/``, REST API v1
-under ``/api/v1`` and ``/metrics`` (docs/api.md). :mod:`certmq.http_application` adds the
+under ``/api/v1``, ``/metrics`` and ``/readyz`` (docs/api.md). :mod:`certmq.http_application` adds the
 console (docs/console.md) at ``/console``.
 
 The RPC API authenticates each request by its AccessKey signature (:mod:`certmq.api.rpc`) and
 answers in ApsaraMQ's shapes.
 
-Every ``/api/v1`` route except ``/api/v1/healthz`` requires the admin token as a bearer token.
+Every ``/api/v1`` route except ``/api/v1/healthz`` and ``/api/v1/readyz`` requires the admin token as a bearer token.
 The OpenAPI document is ``/api/v1/openapi.json``, browsable at ``/api/v1/docs``.
 """
 
@@ -26,6 +26,7 @@ from certmq.api import (
     explain,
     operations,
     overview,
+    readiness,
     registration_codes,
     server_certificate,
 )
@@ -57,7 +58,7 @@ _RESOURCE_ROUTERS = [
 DESCRIPTION = """\
 The native management API of a certmq instance.
 
-**Authentication**: every request except `/api/v1/healthz` carries the instance's admin token,
+**Authentication**: every request except `/api/v1/healthz` and `/api/v1/readyz` carries the instance's admin token,
 `Authorization: Bearer <admin token>` (printed by `certmq init`, kept in
 `DATA_DIR/credentials.json`). Without it, or with another token, the answer is 401.
 
@@ -72,7 +73,7 @@ as lower-case hex of the DER integer content octets.
 
 def create_api(context: HttpContext, rpc_settings: RpcSettings | None = None) -> FastAPI:
     """The application that serves the API of the instance whose services ``context`` holds:
-    REST API v1, its documentation, ``/metrics`` and the RPC API. ``rpc_settings`` are the RPC
+    REST API v1, its documentation, ``/metrics``, ``/readyz`` and the RPC API. ``rpc_settings`` are the RPC
     API's rate limit and signature window (config ``[api]``)."""
     app = FastAPI(
         title="certmq REST API",
@@ -92,6 +93,7 @@ def create_api(context: HttpContext, rpc_settings: RpcSettings | None = None) ->
         )
     app.include_router(overview.health_router, prefix=API_PREFIX)
     app.include_router(metrics_router)
+    app.include_router(readiness.router)
     rpc = app.state.rpc = RpcEndpoint(
         registry=context.registry,
         instance_id=context.instance_id,

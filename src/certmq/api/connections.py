@@ -1,4 +1,5 @@
-"""``/api/v1/connections``: live MQTT connections, and kicking one off."""
+"""``/api/v1/connections``: live MQTT connections on every node of the cluster, and kicking
+one off on whichever node it is connected to."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from certmq.api.errors import ApiError, error_responses
-from certmq.control import ConnectionInfo
+from certmq.control import ConnectionInfo, ConnectionQuery
 from certmq.web.context import Context
 from certmq.web.paging import ConnectionsPageSize, PageNo
 
@@ -28,6 +29,7 @@ class Connection(BaseModel):
         description='what authentication established: "cert.cn", "cert.sn", "cert.ca_sn", "cert.not_after",'
         ' "access_key_id"'
     )
+    node: str = Field(description="the node of the cluster the client is connected to (cluster.node_name)")
 
     @classmethod
     def of(cls, info: ConnectionInfo) -> Connection:
@@ -38,6 +40,7 @@ class Connection(BaseModel):
             protocol_version=info.protocol_version,
             connected_at=info.connected_at,
             identity=info.identity.fields(),
+            node=info.node,
         )
 
 
@@ -46,11 +49,15 @@ class ConnectionPage(BaseModel):
     page_no: int
     page_size: int
     total: int = Field(description="number of live connections that match the filters")
+    missing_nodes: list[str] = Field(
+        description="nodes of the cluster that did not answer in time: their connections are not listed"
+    )
 
 
 class Kicked(BaseModel):
     client_id: str
     kicked: bool
+    node: str = Field(description="the node the client was connected to")
 
 
 @router.get("", response_model=ConnectionPage, summary="List live connections, by client id")
@@ -62,16 +69,16 @@ async def list_connections(
     page_no: PageNo = 1,
     page_size: ConnectionsPageSize = 100,
 ) -> ConnectionPage:
-    connections = context.control.connections()
-    if listener is not None:
-        connections = [connection for connection in connections if connection.listener == listener]
-    connections.sort(key=lambda connection: connection.client_id)
     start = (page_no - 1) * page_size
+    live = await context.control.connections(
+        ConnectionQuery(listener=listener or "", first=start + page_size)
+    )
     return ConnectionPage(
-        items=[Connection.of(info) for info in connections[start : start + page_size]],
+        items=[Connection.of(info) for info in live.items[start:]],
         page_no=page_no,
         page_size=page_size,
-        total=len(connections),
+        total=live.total,
+        missing_nodes=live.missing_nodes,
     )
 
 
@@ -82,6 +89,11 @@ async def list_connections(
     responses=error_responses(404),
 )
 async def kick_connection(client_id: str, context: Context) -> Kicked:
-    if not context.control.kick(client_id):
-        raise ApiError(404, CONNECTION_NOT_FOUND, f"no live connection has the client id {client_id!r}")
-    return Kicked(client_id=client_id, kicked=True)
+    outcome = await context.control.kick(client_id)
+    if outcome.node is None:
+        raise ApiError(
+            404,
+            CONNECTION_NOT_FOUND,
+            f"no live connection has the client id {client_id!r}{outcome.unanswered()}",
+        )
+    return Kicked(client_id=client_id, kicked=True, node=outcome.node)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
@@ -28,14 +30,31 @@ class Counts(BaseModel):
     device_certificates_inactive: int
     device_certificates_expiring: int = Field(description="valid now, expired within expiring_within_days")
     expiring_within_days: int
-    connections: int = Field(description="live MQTT connections")
+    connections: int = Field(description="live MQTT connections, on every node that answered")
+
+
+class Node(BaseModel):
+    name: str = Field(description="the node's name (cluster.node_name)")
+    http: str = Field(description='its HTTP listener, host:port ("" when it has none)')
+    started_at: datetime
+    connections: int = Field(description="live MQTT connections on this node")
+    sessions: int = Field(description="sessions it holds, online and offline")
+    subscriptions: int
+    messages_received: int = Field(description="PUBLISH packets received from its clients")
+    messages_sent: int = Field(description="PUBLISH packets sent to its clients")
 
 
 class Instance(BaseModel):
     id: str = Field(description="MqttInstanceId")
     mode: str = Field(description="auth mode: one-way or mutual")
-    listeners: list[Listener]
+    listeners: list[Listener] = Field(description="this node's listeners")
     counts: Counts
+    nodes: list[Node] = Field(
+        description="the nodes of the cluster that answered, this one first (one alone)"
+    )
+    missing_nodes: list[str] = Field(
+        description="nodes of the cluster that did not answer in time: not counted in counts.connections"
+    )
 
 
 class Health(BaseModel):
@@ -62,6 +81,20 @@ async def get_instance(context: Context) -> Instance:
             expiring_within_days=counts.expiring_within.days,
             connections=overview.connections,
         ),
+        nodes=[
+            Node(
+                name=node.name,
+                http=node.http,
+                started_at=node.started_at,
+                connections=node.stats.get("clients_connected", 0),
+                sessions=node.stats.get("sessions", 0),
+                subscriptions=node.stats.get("subscriptions", 0),
+                messages_received=node.stats.get("messages_received", 0),
+                messages_sent=node.stats.get("messages_sent", 0),
+            )
+            for node in overview.cluster.nodes
+        ],
+        missing_nodes=overview.cluster.missing_nodes,
     )
 
 

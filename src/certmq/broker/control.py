@@ -19,8 +19,20 @@ def listeners(broker: Broker) -> list[ListenerInfo]:
     return [ListenerInfo(bound.name, bound.host, bound.port) for bound in broker.listeners]
 
 
-def connections(broker: Broker) -> list[ConnectionInfo]:
-    """The live connections whose CONNECT was accepted."""
+def unopened_listeners(broker: Broker, closed: frozenset[str]) -> list[str]:
+    """The MQTT listeners configured, and not kept ``closed`` by the auth mode, that are not
+    open: none once the broker has started."""
+    listeners = broker.config.listeners
+    bound = {listener.name for listener in broker.listeners}
+    return [
+        name
+        for name in MQTT_LISTENERS
+        if getattr(listeners, name) and name not in closed and name not in bound
+    ]
+
+
+def connections(broker: Broker, node: str) -> list[ConnectionInfo]:
+    """The live connections whose CONNECT was accepted; ``node`` is this node's name."""
     return [
         ConnectionInfo(
             client_id=connection.client_id,
@@ -29,6 +41,7 @@ def connections(broker: Broker) -> list[ConnectionInfo]:
             protocol_version=connection.protocol_version,
             connected_at=connection.connected_at,
             identity=connection.identity,
+            node=node,
         )
         for connection in broker.core.connections
         if connection.session is not None
@@ -55,11 +68,13 @@ def stats(broker: Broker) -> dict[str, int]:
     what its sessions hold."""
     core = broker.core
     counters = core.stats
-    # Each listener counted even without a connection, so that no metric disappears.
+    # Each listener counted even without a connection, so that no metric disappears; a
+    # connection counts once its CONNECT was accepted, as in connections().
     counts = {f"connections_{name}": 0 for name in MQTT_LISTENERS}
     for connection in core.connections:
-        name = f"connections_{connection.listener.name}"
-        counts[name] = counts.get(name, 0) + 1
+        if connection.session is not None:
+            name = f"connections_{connection.listener.name}"
+            counts[name] = counts.get(name, 0) + 1
     counts.update(
         clients_connected=counters.clients_connected,
         messages_received=counters.messages_received,

@@ -1,6 +1,7 @@
 """`$SYS/broker/...` statistics, published retained every ``mqtt.sys_interval`` seconds.
 
-Names follow mosquitto's, so existing dashboards work unchanged.
+Names follow mosquitto's, so existing dashboards work unchanged. They are this node's; a node of
+a cluster also publishes the cluster's, under ``$SYS/cluster/`` (certmq.cluster.sys_topics).
 """
 
 from __future__ import annotations
@@ -33,12 +34,19 @@ def sys_values(core: BrokerCore[Any], started: float) -> dict[str, str]:
     }
 
 
+def publish_changed(core: BrokerCore[Any], values: dict[str, str], last: dict[str, str]) -> None:
+    """Publish each of ``values`` (topic: payload) retained, unless it is what ``last`` says
+    was published on its topic last; ``last`` is brought up to date. An empty payload clears
+    its topic's retained message."""
+    for topic, value in values.items():
+        if last.get(topic) != value:
+            last[topic] = value
+            core.publish(Message(topic, value.encode(), qos=0, retain=True))
+
+
 async def publish_sys_topics(core: BrokerCore[Any], interval: float) -> None:
     started = time.monotonic()
     last: dict[str, str] = {}
     while True:
-        for topic, value in sys_values(core, started).items():
-            if last.get(topic) != value:
-                last[topic] = value
-                core.publish(Message(topic, value.encode(), qos=0, retain=True))
+        publish_changed(core, sys_values(core, started), last)
         await asyncio.sleep(interval)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -152,16 +152,24 @@ class ApiClient:
         self.request("DELETE", path)
 
     def pages(
-        self, path: str, *, limit: int | None = None, what: str = "records", **params: Any
+        self,
+        path: str,
+        *,
+        limit: int | None = None,
+        what: str = "records",
+        on_page: Callable[[dict[str, Any]], None] | None = None,
+        **params: Any,
     ) -> Iterator[list[Any]]:
         """Every item of a paged listing, page by page (at most ``limit`` items); progress on
-        stderr for long listings."""
+        stderr for long listings. ``on_page`` is given each page as it arrives, whole."""
         page_no, fetched = 1, 0
         progress = Progress(what)
         try:
             while True:
                 page_size = PAGE_SIZE if limit is None else max(1, min(PAGE_SIZE, limit - fetched))
                 page = self.get(path, page_no=page_no, page_size=page_size, **params)
+                if on_page is not None:
+                    on_page(page)
                 items: list[Any] = page["items"]
                 if limit is not None:
                     items = items[: limit - fetched]

@@ -1,8 +1,10 @@
-"""``certmq connections``: live MQTT connections of a running instance, and kicking one off."""
+"""``certmq connections``: live MQTT connections of a running instance, on every node of its
+cluster, and kicking one off on whichever node it is connected to."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from certmq.auth.listener_name import MQTT_LISTENERS
@@ -20,6 +22,7 @@ CONNECTION_COLUMNS = [
     ("PEER", lambda connection: connection["peer"]),
     ("MQTT", lambda connection: {4: "3.1.1", 5: "5.0"}.get(connection["protocol_version"], "")),
     ("CONNECTED AT", lambda connection: short_time(connection["connected_at"])),
+    ("NODE", lambda connection: connection["node"]),
     ("IDENTITY", _identity),
 ]
 
@@ -28,8 +31,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = commands.add_parser(
         "connections",
         help="list live connections, or kick one off",
-        description="List the live MQTT connections with the identity their authentication "
-        "established, or disconnect one with --kick (MQTT 5: DISCONNECT 0x98 Administrative action).",
+        description="List the live MQTT connections of every node of the cluster (one node alone: "
+        "its own), with the identity their authentication established and their node, or disconnect "
+        "one with --kick on whichever node it is connected to (MQTT 5: DISCONNECT 0x98 "
+        "Administrative action). Nodes that do not answer in time are named on stderr.",
     )
     parser.add_argument("--kick", metavar="CLIENT_ID", help="disconnect the client with this client id")
     parser.add_argument("--listener", choices=tuple(MQTT_LISTENERS), help="only those on this listener")
@@ -44,11 +49,22 @@ def run(args: argparse.Namespace) -> int:
             if args.json:
                 print_json(kicked)
             else:
-                print(f"disconnected {args.kick}")
+                print(f"disconnected {args.kick} from node {kicked['node']}")
             return 0
-        pages = client.pages("/connections", what="connections", listener=args.listener)
+        missing: set[str] = set()
+        pages = client.pages(
+            "/connections",
+            what="connections",
+            on_page=lambda page: missing.update(page.get("missing_nodes", ())),
+            listener=args.listener,
+        )
         if args.json:
             print_json_items(pages)
         else:
             print_table(CONNECTION_COLUMNS, pages, "no live connections")
+    if missing:
+        print(
+            f"warning: node(s) {', '.join(sorted(missing))} did not answer: their connections are not listed",
+            file=sys.stderr,
+        )
     return 0

@@ -26,6 +26,9 @@ log = logging.getLogger("certmq.cluster")
 # Between two attempts at the first connection; later reconnections are nats-py's.
 FIRST_CONNECT_RETRY = 1.0
 RECONNECT_WAIT = 0.25
+# Between two attempts at a set-up step that failed, doubling up to the second.
+SET_UP_RETRY = 0.5
+SET_UP_RETRY_MAX = 5.0
 # What is published while the servers are out of reach and buffered meanwhile, at most.
 PENDING_BYTES = 64 * 1024 * 1024
 
@@ -67,6 +70,7 @@ class NatsLink:
         self.client: Client | None = None
         self.set_up: list[Callable[[], Awaitable[None]]] = []
         self._connecting: asyncio.Task[None] | None = None
+        self._setting_up: asyncio.Task[None] | None = None
         # Set once connected and set up for the first time.
         self.ready = asyncio.Event()
         self._closing = False
@@ -106,11 +110,25 @@ class NatsLink:
             return
 
     async def _set_up(self) -> None:
+        """Run the set-up steps, each until it succeeds while the link is up: a step that fails
+        (a stream without a leader for a moment, after a NATS server was lost) is tried again."""
         for step in self.set_up:
-            try:
-                await step()
-            except Exception:
-                log.exception("setting up the cluster on NATS failed; retried at the next reconnection")
+            wait = SET_UP_RETRY
+            while not self._closing:
+                try:
+                    await step()
+                    break
+                except Exception as error:
+                    if not self.connected:
+                        return  # set up again when the link is back
+                    log.warning(
+                        "setting up the cluster on NATS (%s) failed: %s; trying again in %.1f s",
+                        self.role,
+                        error or type(error).__name__,
+                        wait,
+                    )
+                    await asyncio.sleep(wait)
+                    wait = min(wait * 2, SET_UP_RETRY_MAX)
 
     def _options(self) -> dict[str, Any]:
         settings = self.settings
@@ -171,15 +189,18 @@ class NatsLink:
         client = self.client
         url = client.connected_url.netloc if client is not None and client.connected_url else "?"
         log.info("reconnected to NATS at %s", url)
-        await self._set_up()
+        # In a task of its own: nats-py waits for this callback before it finishes reconnecting.
+        if self._setting_up is None or self._setting_up.done():
+            self._setting_up = asyncio.get_running_loop().create_task(self._set_up())
 
     async def _closed(self) -> None:
         self.stats.connected = False
 
     async def stop(self) -> None:
         self._closing = True
-        if self._connecting is not None and not self._connecting.done():
-            self._connecting.cancel()
+        for task in (self._connecting, self._setting_up):
+            if task is not None and not task.done():
+                task.cancel()
         client = self.client
         if client is not None and not client.is_closed:
             try:

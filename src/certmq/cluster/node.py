@@ -1,5 +1,6 @@
 """This node as a member of a cluster: its NATS link and its router, put in the broker's core
-before the listeners open, and taken down after they close."""
+before the listeners open, and taken down after they close; and the management view of the
+cluster over this node's own (certmq.cluster.control)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ from typing import Any
 from certmq.broker.core import BrokerCore
 from certmq.broker.routing import LocalRouter
 from certmq.cluster.client_ids import ClusterClientIds
+from certmq.cluster.control import ClusterControl
+from certmq.cluster.membership import Member, Membership
 from certmq.cluster.nats_link import NatsLink
 from certmq.cluster.router import ClusterRouter
+from certmq.cluster.sys_topics import publish_cluster_sys_topics
 from certmq.config import Config, nats_servers, node_name
+from certmq.control import NodeControl
 
 log = logging.getLogger("certmq.cluster")
 
@@ -41,7 +46,7 @@ class ClusterNode:
             replicas=min(MAX_REPLICAS, len(servers)),
         )
         core.route_through(self.router)
-        core.wait_for_commits(self.router.commits)
+        core.wait_for_commits(self.router.writes.commits)
         self.client_ids = ClusterClientIds(
             core,
             self.link,
@@ -51,6 +56,29 @@ class ClusterNode:
         )
         self.link.set_up.append(self.client_ids.set_up)
         core.client_id_claims = self.client_ids
+        self.prefix = config.cluster.subject_prefix
+        self.control: ClusterControl | None = None
+        self._core = core
+        self._sys_interval = config.mqtt.sys_interval
+        self._sys_topics: asyncio.Task[None] | None = None
+
+    def control_over(self, local: NodeControl) -> ClusterControl:
+        """The management view of the cluster from this node, over ``local``, its own."""
+        membership = Membership(
+            self.link,
+            self.prefix,
+            lambda: Member(local.node, local.http, local.started_at),
+            replicas=self.router.replicas,
+        )
+        self.control = ClusterControl(
+            local, [self.link, self.shared_link], self.router.stats, membership, self.prefix
+        )
+        self.link.set_up.append(self.control.set_up)
+        if self._sys_interval > 0:
+            self._sys_topics = asyncio.get_running_loop().create_task(
+                publish_cluster_sys_topics(self._core, self.control, self._sys_interval)
+            )
+        return self.control
 
     async def start(self) -> None:
         """Connect to NATS, and wait (a while) for the cluster's state, such as its retained
@@ -70,5 +98,9 @@ class ClusterNode:
             )
 
     async def stop(self) -> None:
+        if self._sys_topics is not None:
+            self._sys_topics.cancel()
+        if self.control is not None:
+            await self.control.stop()
         await self.shared_link.stop()
         await self.link.stop()

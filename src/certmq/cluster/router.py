@@ -30,7 +30,6 @@ import hashlib
 import logging
 from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nats.aio.msg import Msg
@@ -45,13 +44,15 @@ from nats.js.api import (
     StreamConfig,
 )
 
-from certmq.broker.commit_gate import OutOfOrderCommits
 from certmq.broker.messages import Delivery, Message
 from certmq.broker.routing import NOT_KEPT_PREFIX, P2P_MARKER, LocalRouter, p2p_target
 from certmq.broker.session import Session
 from certmq.broker.subscriptions import SubscriptionEntry
 from certmq.cluster.envelope import EnvelopeError, open_envelope, seal
+from certmq.cluster.message_stats import ClusterStats
 from certmq.cluster.nats_link import NatsLink
+from certmq.cluster.retained_stream import load_retained, retained_stream_config
+from certmq.cluster.stream_writes import MESSAGE_ID, STORE_TIMEOUT, StreamWrites
 from certmq.cluster.subjects import filter_subjects, queue_group, subject_topic, topic_subject
 from certmq.mqtt.reason_codes import ReasonCode
 from certmq.mqtt.topics import parse_shared_subscription
@@ -61,8 +62,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("certmq.cluster")
 
-# How long the stream has to store a message before its publisher is disconnected unanswered.
-STORE_TIMEOUT = 10.0
 # nats-server refuses a protocol line longer than its max_control_line, 4 KiB by default: a
 # subject (with the reply subject and the command) must leave room within it. An escaped
 # character takes up to 12 bytes of a subject, so topics up to a quarter of this always fit.
@@ -77,20 +76,6 @@ STREAM_MAX_AGE = 600.0
 STREAM_MAX_BYTES = 512 * 1024 * 1024
 # A node's consumer of the stream that has not been used for this long is removed (a node gone).
 CONSUMER_INACTIVE = 3600.0
-
-
-@dataclass(slots=True)
-class ClusterStats:
-    """What the metrics show of the messages between nodes."""
-
-    sent: int = 0
-    stored: int = 0
-    store_failures: int = 0
-    received: int = 0
-    duplicates: int = 0
-    malformed: int = 0
-    # Messages whose topics make NATS subjects too long for the servers (see MAX_SUBJECT).
-    too_long: int = 0
 
 
 class Duplicates:
@@ -140,7 +125,6 @@ class ClusterRouter:
         self.node = node
         self.replicas = replicas
         self.stats = ClusterStats()
-        self.commits = OutOfOrderCommits()
         self._loop = asyncio.get_running_loop()
         self._fast_prefix = f"{prefix}.m"
         self._stored_prefix = f"{prefix}.q"
@@ -156,8 +140,6 @@ class ClusterRouter:
         # subscriptions that bring their messages.
         self._interest: dict[str, int] = {}
         self._subscriptions: dict[str, list[Subscription]] = {}
-        # Messages sent to the stream and not yet stored: their commit numbers, publishers, deadlines.
-        self._storing: dict[int, tuple[str | None, float]] = {}
         self._inbox_subscription: Subscription | None = None
         self._retained_loaded = False
         self._consumer: Subscription | None = None
@@ -165,8 +147,11 @@ class ClusterRouter:
         # NATS queue group and of its JetStream consumer.
         self._shares: dict[tuple[str, str], int] = {}
         self._share_subscriptions: dict[tuple[str, str], list[Subscription]] = {}
-        self._outbox: list[tuple[str, bytes, str]] = []
-        self._expiry_timer: asyncio.TimerHandle | None = None
+        self._outbox: list[tuple[str, bytes, str, str | None]] = []
+        # Messages sent to the streams and not yet stored, which PUBACKs wait for.
+        self.writes = StreamWrites(
+            link, self._send, self.stats, node=node, inbox=self._inbox, on_failed=self._publisher_not_answered
+        )
         link.set_up.append(self._connected)
         shared_link.set_up.append(self._shared_connected)
 
@@ -191,9 +176,9 @@ class ClusterRouter:
         if len(message.topic) > self._longest_plain_topic and not self._fits(message.topic):
             return delivered
         if travels_stored(message):
-            self._store(topic_subject(self._stored_prefix, message.topic), data, message.sender)
+            self.writes.store(topic_subject(self._stored_prefix, message.topic), data, message.sender)
             if kept:
-                self._store(topic_subject(self._retained_prefix, message.topic), data, message.sender)
+                self.writes.store(topic_subject(self._retained_prefix, message.topic), data, message.sender)
         else:
             self._send(topic_subject(self._fast_prefix, message.topic), data, "")
         return delivered
@@ -252,13 +237,14 @@ class ClusterRouter:
 
     # -- sending ---------------------------------------------------------------------------
 
-    def _store(self, subject: str, data: bytes, sender: str | None) -> None:
-        """Send a message to a stream; what acknowledges it waits until the stream has it."""
-        commit = self.commits.append()
-        self._storing[commit] = (sender, self._loop.time() + STORE_TIMEOUT)
-        self._send(subject, data, f"{self._inbox}.{commit}")
-        if self._expiry_timer is None:
-            self._expiry_timer = self._loop.call_later(1.0, self._expire_storing)
+    def _publisher_not_answered(self, sender: str | None) -> None:
+        """A message of ``sender`` was not stored: its connection closes without the PUBACK."""
+        session = self.local.sessions.get(sender) if sender is not None else None
+        connection = session.connection if session is not None else None
+        if connection is not None:
+            connection.close(
+                ReasonCode.UNSPECIFIED_ERROR, "the cluster could not store the message", publish_will=True
+            )
 
     def _fits(self, topic: str) -> bool:
         """Whether the subject of ``topic`` fits in a NATS protocol line; a topic that does not
@@ -272,71 +258,30 @@ class ClusterRouter:
         )
         return False
 
-    def _send(self, subject: str, data: bytes, reply: str) -> None:
+    def _send(self, subject: str, data: bytes, reply: str, message_id: str | None = None) -> None:
         """Queue a NATS message; one task a turn of the loop hands the batch to the client."""
         outbox = self._outbox
         if not outbox:
             self._loop.create_task(self._flush_outbox())
-        outbox.append((subject, data, reply))
+        outbox.append((subject, data, reply, message_id))
 
     async def _flush_outbox(self) -> None:
         batch, self._outbox = self._outbox, []
         client = self.link.client
-        for subject, data, reply in batch:
+        for subject, data, reply, message_id in batch:
             if client is None:
-                # Not connected yet: what waits for the stream fails at its deadline; the rest
-                # reaches only this node's clients.
+                # Not connected yet: what waits for the stream is sent again or fails at its
+                # deadline; the rest reaches only this node's clients.
                 continue
             try:
-                await client.publish(subject, data, reply=reply)
+                if message_id is None:
+                    await client.publish(subject, data, reply=reply)
+                else:
+                    await client.publish(subject, data, reply=reply, headers={MESSAGE_ID: message_id})
             except Exception as error:
                 log.warning("could not send a message to the other nodes: %s", error or type(error).__name__)
                 continue
             self.stats.sent += 1
-
-    def _stored(self, commit: int) -> None:
-        if self._storing.pop(commit, None) is not None:
-            self.stats.stored += 1
-            self.commits.complete(commit)
-
-    def _store_failed(self, commit: int, why: str) -> None:
-        """The stream did not store a message: its publisher is not told it was received."""
-        entry = self._storing.pop(commit, None)
-        if entry is None:
-            return
-        self.stats.store_failures += 1
-        sender = entry[0]
-        session = self.local.sessions.get(sender) if sender is not None else None
-        connection = session.connection if session is not None else None
-        log.warning("the cluster did not store a message from %s: %s", sender, why)
-        if connection is not None:
-            connection.close(
-                ReasonCode.UNSPECIFIED_ERROR, "the cluster could not store the message", publish_will=True
-            )
-        # Its reply is gone with the connection; the replies of others may go.
-        self.commits.complete(commit)
-
-    def _expire_storing(self) -> None:
-        now = self._loop.time()
-        for commit, (_, deadline) in list(self._storing.items()):
-            if deadline <= now:
-                self._store_failed(commit, f"no answer from the stream within {STORE_TIMEOUT:.0f} s")
-        self._expiry_timer = self._loop.call_later(1.0, self._expire_storing) if self._storing else None
-
-    async def _on_store_answer(self, msg: Msg) -> None:
-        try:
-            commit = int(msg.subject.rpartition(".")[2])
-        except ValueError:
-            return
-        status = msg.headers.get("Status") if msg.headers else None
-        if status is not None:
-            self._store_failed(
-                commit, f"NATS status {status} {msg.headers.get('Description', '') if msg.headers else ''}"
-            )
-        elif b'"error"' in msg.data:
-            self._store_failed(commit, msg.data.decode(errors="replace"))
-        else:
-            self._stored(commit)
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -391,7 +336,7 @@ class ClusterRouter:
         self._interest[topic_filter] = count + 1
         if count == 0 and self.link.connected:
             # The SUBACK waits until this node's NATS server knows the interest.
-            commit = self.commits.append()
+            commit = self.writes.commits.append()
             self._loop.create_task(self._subscribe(topic_filter, commit))
 
     def _remove_interest(self, full_filter: str) -> None:
@@ -431,7 +376,7 @@ class ClusterRouter:
             log.warning("could not subscribe %s on NATS: %s", topic_filter, error or type(error).__name__)
         finally:
             if commit is not None:
-                self.commits.complete(commit)
+                self.writes.commits.complete(commit)
 
     async def _unsubscribe(self, subscriptions: list[Subscription]) -> None:
         for subscription in subscriptions:
@@ -447,7 +392,7 @@ class ClusterRouter:
         count = self._shares.get(key, 0)
         self._shares[key] = count + 1
         if count == 0 and self.link.connected and self.shared_link.connected:
-            commit = self.commits.append()
+            commit = self.writes.commits.append()
             self._loop.create_task(self._subscribe_share(key, commit))
 
     def _remove_share(self, group: str, topic_filter: str) -> None:
@@ -523,7 +468,7 @@ class ClusterRouter:
             )
         finally:
             if commit is not None:
-                self.commits.complete(commit)
+                self.writes.commits.complete(commit)
 
     async def _on_shared_message(self, key: tuple[str, str], msg: Msg) -> None:
         """A QoS 0 message for a shared subscription, this node's turn (of any node's message)."""
@@ -570,17 +515,20 @@ class ClusterRouter:
         client = self.link.client
         assert client is not None
         jetstream = client.jetstream()
-        for stream in (self._jetstream_stream_config(), self._retained_stream_config()):
+        retained = retained_stream_config(self._retained_stream, self._retained_prefix, self.replicas)
+        for stream in (self._jetstream_stream_config(), retained):
             try:
                 await jetstream.add_stream(stream)
             except Exception:
                 await jetstream.update_stream(stream)
         if not self._retained_loaded:
-            await self._load_retained()
+            await load_retained(
+                client, self._retained_stream, self._retained_prefix, self.local, self._malformed
+            )
             self._retained_loaded = True
         if self._inbox_subscription is None:
             self._inbox_subscription = await client.subscribe(
-                f"{self._inbox}.*", cb=self._on_store_answer, pending_msgs_limit=PENDING_MESSAGES
+                f"{self._inbox}.*", cb=self.writes.on_answer, pending_msgs_limit=PENDING_MESSAGES
             )
         if self._consumer is None:
             self._consumer = await jetstream.subscribe(
@@ -628,66 +576,10 @@ class ClusterRouter:
             num_replicas=self.replicas,
         )
 
-    def _retained_stream_config(self) -> StreamConfig:
-        # The last message of each topic's subject: the topic's retained message (an empty
-        # payload, a topic cleared). On disk, on every replica: it outlives the nodes.
-        return StreamConfig(
-            name=self._retained_stream,
-            subjects=[f"{self._retained_prefix}.>"],
-            storage=StorageType.FILE,
-            retention=RetentionPolicy.LIMITS,
-            max_msgs_per_subject=1,
-            num_replicas=self.replicas,
-        )
-
-    async def _load_retained(self) -> None:
-        """The cluster's retained messages replace this node's own (kept from an earlier run,
-        perhaps changed since on other nodes), unless the cluster has none yet."""
-        client = self.link.client
-        assert client is not None
-        jetstream = client.jetstream()
-        info = await jetstream.stream_info(self._retained_stream)
-        if not info.state.messages:
-            return
-        loaded: dict[str, Message] = {}
-        subscription = await jetstream.subscribe(
-            f"{self._retained_prefix}.>",
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-            stream=self._retained_stream,
-        )
-        try:
-            while True:
-                msg = await subscription.next_msg(timeout=STORE_TIMEOUT)
-                try:
-                    topic = subject_topic(self._retained_prefix, msg.subject)
-                    message = open_envelope(topic, msg.data, self._loop.time()).message
-                except (ValueError, EnvelopeError) as error:
-                    self._malformed(msg.subject, error)
-                else:
-                    if message.payload:
-                        loaded[topic] = message
-                if msg.metadata.num_pending == 0:
-                    break
-        finally:
-            await subscription.unsubscribe()
-        local = self.local
-        recorder = local.recorder
-        for message in list(local.retained):
-            if message.topic not in loaded and not message.topic.startswith(NOT_KEPT_PREFIX):
-                local.retained.clear(message.topic)
-                if recorder is not None:
-                    recorder.retained_cleared(message.topic)
-        for message in loaded.values():
-            local.retained.set(message)
-            if recorder is not None:
-                recorder.retained_set(message)
-        log.info("%d retained messages from the cluster", len(loaded))
-
     def status(self) -> dict[str, Any]:
         """What /readyz and the metrics say of the cluster."""
         return {
             "node": self.node,
             "nats_connected": self.link.connected,
-            "stored_pending": len(self._storing),
+            "stored_pending": len(self.writes),
         }

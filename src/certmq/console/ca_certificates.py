@@ -40,7 +40,7 @@ async def ca_list(
     page_no: PageNo = 1,
 ) -> Response:
     page = await context.registry.list_cas(page_no, PAGE_SIZE)
-    live_per_ca = live.by_ca(context.control.connections())
+    live_per_ca = live.by_ca((await context.control.connections()).items)
     rows = []
     for record in page.items:
         devices = await context.registry.list_devices(1, 1, ca_sn=record.sn)
@@ -127,7 +127,7 @@ async def ca_detail(request: Request, session: Session, context: Context, sn: st
         ca=record,
         devices=devices.total,
         inactive_devices=inactive.total,
-        live=len(live.of_ca(context.control, sn)),
+        live=len(await live.of_ca(context.control, sn)),
         mode=context.control.auth_mode(),
         tls=next((item for item in context.control.listeners() if item.name == "tls"), None),
         server_ca_file=console_of(request).server_ca_file,
@@ -173,7 +173,7 @@ async def confirm(request: Request, session: Session, context: Context, sn: str,
         title=title.format(name=record.name),
         subject=f"CA certificate {record.name}, Sn {record.sn}",
         consequence=consequence.format(devices=devices),
-        disconnected=len(live.of_ca(context.control, sn)),
+        disconnected=len(await live.of_ca(context.control, sn)),
         action=f"/console/ca-certificates/{sn}/{action}",
         button=button,
         cancel=f"/console/ca-certificates/{sn}",
@@ -197,7 +197,7 @@ async def activate(request: Request, session: Session, context: Context, sn: str
 @router.post("/{sn}/inactivate")
 async def inactivate(request: Request, session: Session, context: Context, sn: str) -> Response:
     await checked_form(request, session)
-    cut = len(live.of_ca(context.control, sn))
+    cut = len(await live.of_ca(context.control, sn))
     try:
         record = await context.registry.inactivate_ca(sn)
     except RegistryError as error:
@@ -213,7 +213,7 @@ async def inactivate(request: Request, session: Session, context: Context, sn: s
 @router.post("/{sn}/delete")
 async def delete(request: Request, session: Session, context: Context, sn: str) -> Response:
     await checked_form(request, session)
-    cut = len(live.of_ca(context.control, sn))
+    cut = len(await live.of_ca(context.control, sn))
     try:
         record = await context.registry.get_ca(sn)
         await context.registry.delete_ca(sn)

@@ -3,6 +3,7 @@ kicking one off after a confirmation."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -10,6 +11,7 @@ from starlette.responses import Response
 
 from certmq.console.rendering import checked_form, current_session, query, redirect, render
 from certmq.console.sessions import ConsoleSession
+from certmq.control import ConnectionQuery
 from certmq.web.context import Context
 from certmq.web.paging import PageNo
 
@@ -29,21 +31,20 @@ async def connection_list(
     client_id: str = "",
     page_no: PageNo = 1,
 ) -> Response:
-    connections = context.control.connections()
-    if listener:
-        connections = [connection for connection in connections if connection.listener == listener]
-    if client_id:
-        connections = [connection for connection in connections if client_id in connection.client_id]
-    connections.sort(key=lambda connection: connection.client_id)
-    pages = max(1, -(-len(connections) // PAGE_SIZE))
+    query = ConnectionQuery(listener=listener, client_id_contains=client_id)
+    live = await context.control.connections(replace(query, first=page_no * PAGE_SIZE))
+    pages = max(1, -(-live.total // PAGE_SIZE))
+    if page_no > pages:  # fewer connections than when the link was made: the last page
+        live = await context.control.connections(replace(query, first=pages * PAGE_SIZE))
     start = (min(page_no, pages) - 1) * PAGE_SIZE
     return render(
         request,
         "connections.html",
         session=session,
         section="connections",
-        connections=connections[start : start + PAGE_SIZE],
-        total=len(connections),
+        connections=live.items[start:],
+        total=live.total,
+        missing_nodes=live.missing_nodes,
         page_no=min(page_no, pages),
         pages=pages,
         listeners=[item.name for item in context.control.listeners() if item.name != "http"],
@@ -54,7 +55,7 @@ async def connection_list(
 
 @router.get("/kick")
 async def confirm_kick(request: Request, session: Session, context: Context, client_id: str) -> Response:
-    found = [connection for connection in context.control.connections() if connection.client_id == client_id]
+    found = (await context.control.connections(ConnectionQuery(client_id=client_id))).items
     if not found:
         return redirect(request, "/console/connections", error=f"{client_id!r} is not connected any more.")
     return render(
@@ -63,7 +64,8 @@ async def confirm_kick(request: Request, session: Session, context: Context, cli
         session=session,
         section="connections",
         title=f"Disconnect {client_id}?",
-        subject=f"client {client_id} on the {found[0].listener} listener, from {found[0].peer}",
+        subject=f"client {client_id} on the {found[0].listener} listener of node {found[0].node}, "
+        f"from {found[0].peer}",
         consequence="The broker closes its connection (MQTT 5: DISCONNECT 0x98 Administrative action). "
         "Its certificate or credentials stay valid: the client may connect again. "
         "To keep a device out, inactivate its certificate.",
@@ -81,6 +83,13 @@ async def kick(request: Request, session: Session, context: Context) -> Response
     client_id = form.get("client_id")
     if not isinstance(client_id, str) or not client_id:
         return redirect(request, "/console/connections", error="no client id was given")
-    if not context.control.kick(client_id):
-        return redirect(request, "/console/connections", error=f"{client_id!r} is not connected any more.")
-    return redirect(request, query("/console/connections"), success=f"Disconnected {client_id}.")
+    outcome = await context.control.kick(client_id)
+    if outcome.node is None:
+        return redirect(
+            request,
+            "/console/connections",
+            error=f"{client_id!r} is not connected any more{outcome.unanswered()}.",
+        )
+    return redirect(
+        request, query("/console/connections"), success=f"Disconnected {client_id} from node {outcome.node}."
+    )

@@ -75,7 +75,7 @@ async def device_list(
             page_size=page_size,
         )
         return redirect(request, target)
-    live_devices = live.by_device(context.control.connections())
+    live_devices = live.by_device((await context.control.connections()).items)
     filters = {"ca_sn": ca_sn, "status": status, "name": name, "page_size": page_size}
     return render(
         request,
@@ -123,7 +123,7 @@ async def device_detail(
         section="devices",
         device=device,
         ca_name=ca_name,
-        connections=live.of_device(context.control, ca_sn, device_sn),
+        connections=await live.of_device(context.control, ca_sn, device_sn),
     )
 
 
@@ -168,7 +168,7 @@ async def confirm(
         title=title.format(name=device.name),
         subject=f"device certificate {device.name}, DeviceSn {device.device_sn}, CA Sn {device.ca_sn}",
         consequence=consequence,
-        disconnected=len(live.of_device(context.control, ca_sn, device_sn)),
+        disconnected=len(await live.of_device(context.control, ca_sn, device_sn)),
         action=f"{device_path(ca_sn, device_sn)}/{action}",
         button=button,
         cancel=device_path(ca_sn, device_sn),
@@ -196,7 +196,7 @@ async def inactivate(
     request: Request, session: Session, context: Context, ca_sn: str, device_sn: str
 ) -> Response:
     await checked_form(request, session)
-    cut = len(live.of_device(context.control, ca_sn, device_sn))
+    cut = len(await live.of_device(context.control, ca_sn, device_sn))
     try:
         device = await context.registry.inactivate_device(ca_sn, device_sn)
     except RegistryError as error:
@@ -213,7 +213,7 @@ async def delete(
     request: Request, session: Session, context: Context, ca_sn: str, device_sn: str
 ) -> Response:
     await checked_form(request, session)
-    cut = len(live.of_device(context.control, ca_sn, device_sn))
+    cut = len(await live.of_device(context.control, ca_sn, device_sn))
     try:
         device = await context.registry.get_device(ca_sn, device_sn)
         await context.registry.delete_device(ca_sn, device_sn)

@@ -15,20 +15,22 @@ from certmq.control import BrokerControl, ConnectionInfo
 from certmq.registry.events import CaDeleted, DeviceDeleted, RegistryEvent
 
 
-def cut_by(control: BrokerControl, change: RegistryEvent) -> list[ConnectionInfo]:
-    """The live sessions that ``change`` would cut, by the rule the broker applies when it is made."""
-    return [connection for connection in control.connections() if revokes(change, connection.identity)]
+async def cut_by(control: BrokerControl, change: RegistryEvent) -> list[ConnectionInfo]:
+    """The live sessions that ``change`` would cut, on every node, by the rule each node applies
+    when it is made."""
+    live = await control.connections()
+    return [connection for connection in live.items if revokes(change, connection.identity)]
 
 
-def of_ca(control: BrokerControl, ca_sn: str) -> list[ConnectionInfo]:
+async def of_ca(control: BrokerControl, ca_sn: str) -> list[ConnectionInfo]:
     """Live sessions authenticated by a device certificate that ``ca_sn`` issued: those that
     inactivating or deleting the CA cuts."""
-    return cut_by(control, CaDeleted(ca_sn))
+    return await cut_by(control, CaDeleted(ca_sn))
 
 
-def of_device(control: BrokerControl, ca_sn: str, device_sn: str) -> list[ConnectionInfo]:
+async def of_device(control: BrokerControl, ca_sn: str, device_sn: str) -> list[ConnectionInfo]:
     """Live sessions of one device certificate: those that inactivating or deleting it cuts."""
-    return cut_by(control, DeviceDeleted(ca_sn, device_sn))
+    return await cut_by(control, DeviceDeleted(ca_sn, device_sn))
 
 
 def by_ca(connections: list[ConnectionInfo]) -> Counter[str]:

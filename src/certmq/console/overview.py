@@ -14,7 +14,7 @@ from certmq.console.rendering import current_session, render
 from certmq.console.sessions import ConsoleSession
 from certmq.registry.log_query import MAX_LOG_SEARCH, DecisionQuery
 from certmq.web.context import Context
-from certmq.web.instance_overview import instance_overview
+from certmq.web.instance_overview import NODE_COUNTERS, instance_overview
 
 router = APIRouter()
 
@@ -67,10 +67,10 @@ async def decision_rates(context: Context, now: datetime) -> list[DecisionRate]:
 async def overview(request: Request, session: Session, context: Context) -> Response:
     now = datetime.now(UTC)
     summary = await instance_overview(context)
-    connections = context.control.connections()
     by_listener: dict[str, int] = {listener.name: 0 for listener in summary.listeners}
-    for connection in connections:
-        by_listener[connection.listener] = by_listener.get(connection.listener, 0) + 1
+    for name, count in summary.connections_by_listener().items():
+        if count or name in by_listener:
+            by_listener[name] = count
     return render(
         request,
         "overview.html",
@@ -80,6 +80,7 @@ async def overview(request: Request, session: Session, context: Context) -> Resp
         counts=summary.counts,
         purposes=LISTENER_PURPOSES,
         connections_by_listener=by_listener,
+        node_counters=NODE_COUNTERS,
         rates=await decision_rates(context, now),
         server=context.control.server_certificate(),
         http_address=f"{request.url.hostname}:{request.url.port or 80}",

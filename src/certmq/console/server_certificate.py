@@ -81,7 +81,7 @@ async def replace(request: Request, session: Session, context: Context) -> Respo
 
 @router.get("/auth-mode")
 async def confirm_mode(request: Request, session: Session, context: Context, mode: AuthModeName) -> Response:
-    connections = context.control.connections()
+    live_now = await context.control.connections()
     return render(
         request,
         "auth_mode.html",
@@ -90,7 +90,7 @@ async def confirm_mode(request: Request, session: Session, context: Context, mod
         mode=mode,
         current=context.control.auth_mode(),
         modes=MODES,
-        kinds=live.identity_kinds(connections),
+        kinds=live.identity_kinds(live_now.items),
         refused=context.control.nonconforming(mode),
         admission=context.control.describe_listeners(mode),
     )

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Dialect,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -233,3 +234,30 @@ class OperationRow(Base):
     # ``time``; NULL ``first_seen``: the row's ``time``.
     count: Mapped[int] = mapped_column(Integer, server_default=text("1"))
     first_seen: Mapped[datetime.datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class ApiNonceRow(Base):
+    """A signature nonce of the RPC API already accepted, until its request's time leaves the
+    signature window (docs/api.md, "Signatures"): kept here so that every node of a cluster
+    refuses a replay, whichever node the request was first sent to."""
+
+    __tablename__ = "api_nonce"
+    __table_args__ = (Index("ix_api_nonce_expires_at", "expires_at"),)
+
+    access_key_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # Seconds since the epoch, as the rate buckets count: compared in SQL alike on both databases.
+    expires_at: Mapped[float] = mapped_column(Double)
+
+
+class ApiRateBucketRow(Base):
+    """The token bucket of one AccessKey of the RPC API (docs/api.md, "Rate limit"), shared by
+    every node of a cluster: ``tokens`` calls left as of ``updated_at`` (seconds since the
+    epoch); ``granted``: whether the last call taken was allowed."""
+
+    __tablename__ = "api_rate_bucket"
+
+    access_key_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+    granted: Mapped[bool] = mapped_column(Boolean)

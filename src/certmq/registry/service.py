@@ -8,6 +8,8 @@ Each of its jobs is a module of its own, and :class:`RegistryService` wires them
 - device certificates: :mod:`certmq.registry.devices`;
 - auto-registration of first-time devices, in batches: :mod:`certmq.registry.registration`;
 - run-time settings: :mod:`certmq.registry.settings`;
+- the RPC API's signature nonces and rate buckets, for the nodes of a cluster:
+  :mod:`certmq.registry.api_guards`;
 - the changes other nodes commit to a shared PostgreSQL registry: :mod:`certmq.registry.change_feed`,
   and what a node missed while it was not listening: :mod:`certmq.registry.missed_changes`;
 - the decision log and the operations log of the RPC API, one type used twice:
@@ -46,6 +48,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from certmq.registry.api_guards import ApiGuards
 from certmq.registry.audit_log import DECISION_LOG, OPERATIONS_LOG, AuditLog
 from certmq.registry.cas import DEFAULT_CA_LIMIT, REGISTRATION_CODE_LIFETIME, CaCertificates
 from certmq.registry.devices import DeviceCertificates
@@ -151,6 +154,7 @@ class RegistryService:
         worker.before_work = self.registrations.submit_waiting
         self.devices = DeviceCertificates(shared, self.registrations)
         self.settings = Settings(shared)
+        self.api_guards = ApiGuards(shared)
         self._flush_wakeup = asyncio.Event()
         for_both_logs: dict[str, Any] = {
             "wakeup": self._flush_wakeup,
@@ -199,6 +203,9 @@ class RegistryService:
         self.get_setting = self.settings.get
         self.set_setting = self.settings.set
         self.add_setting = self.settings.add
+        # The RPC API's nonces and rate buckets, shared by the nodes of a cluster.
+        self.spend_nonce = self.api_guards.spend_nonce
+        self.take_api_call = self.api_guards.take_call
         # The audit logs.
         self.record_decision = self.decision_log.record
         self.flush_decisions = self.decision_log.flush

@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from certmq.auth.listener_name import MQTT_LISTENERS
 from certmq.control import BrokerControl
 from certmq.registry.records import RegistryCounts
 
@@ -66,6 +67,36 @@ _BROKER_COUNTERS: dict[str, tuple[str, str]] = {
         "certmq_sessions_over_limit",
         "CONNECTs refused: the session they would create goes beyond a limit on sessions",
     ),
+    # A node of a cluster (docs/cluster.md): its NATS link and the messages between the nodes.
+    "cluster_nats_disconnects": ("certmq_cluster_nats_disconnects", "connections to NATS lost"),
+    "cluster_nats_reconnects": (
+        "certmq_cluster_nats_reconnects",
+        "connections to NATS made again after one was lost",
+    ),
+    "cluster_nats_errors": ("certmq_cluster_nats_errors", "errors the NATS servers reported to this node"),
+    "cluster_slow_consumer_drops": (
+        "certmq_cluster_slow_consumer_drops",
+        "QoS 0 messages from other nodes that NATS dropped because this node did not take them fast enough",
+    ),
+    "cluster_messages_sent": ("certmq_cluster_messages_sent", "messages handed to NATS for the other nodes"),
+    "cluster_messages_stored": (
+        "certmq_cluster_messages_stored",
+        "QoS 1 and 2, retained and point-to-point messages the stream between the nodes stored",
+    ),
+    "cluster_store_failures": (
+        "certmq_cluster_store_failures",
+        "messages the stream between the nodes did not store in time (their publishers were disconnected)",
+    ),
+    "cluster_messages_received": ("certmq_cluster_messages_received", "messages received from other nodes"),
+    "cluster_duplicates": (
+        "certmq_cluster_duplicates",
+        "messages from other nodes received again and dropped (overlapping subscriptions, redeliveries)",
+    ),
+    "cluster_malformed": ("certmq_cluster_malformed", "messages from NATS this node could not read, dropped"),
+    "cluster_too_long": (
+        "certmq_cluster_too_long",
+        "messages on topics too long for a NATS subject, routed to this node's clients only",
+    ),
 }
 # Quantities the limits bound, exported as gauges: name, help.
 _BROKER_GAUGES: dict[str, tuple[str, str]] = {
@@ -77,6 +108,14 @@ _BROKER_GAUGES: dict[str, tuple[str, str]] = {
     "queued_bytes": (
         "certmq_queued_bytes",
         "bytes of the messages queued and in flight for sessions (mqtt.max_queued_bytes each)",
+    ),
+    "cluster_nodes": (
+        "certmq_cluster_nodes",
+        "nodes of the cluster alive (in the bucket of members), this one included",
+    ),
+    "cluster_nats_connected": (
+        "certmq_cluster_nats_connected",
+        "1 while this node is connected to NATS, else 0",
     ),
 }
 _CONNECTIONS_PREFIX = "connections_"
@@ -252,11 +291,14 @@ class Metrics:
         ``calls_folded``: the registry's
         :attr:`~certmq.registry.service.RegistryService.refusals_folded` and
         :attr:`~certmq.registry.service.RegistryService.calls_folded`."""
+        stats = control.stats()
         by_listener = {listener.name: 0 for listener in control.listeners()}
-        for connection in control.connections():
-            by_listener[connection.listener] = by_listener.get(connection.listener, 0) + 1
+        for name in MQTT_LISTENERS:
+            count = stats.get(f"{_CONNECTIONS_PREFIX}{name}", 0)
+            if count or name in by_listener:
+                by_listener[name] = count
         snapshot = Snapshot(
-            stats=dict(control.stats()),
+            stats=dict(stats),
             connections_by_listener=by_listener,
             counts=counts,
             refusals_folded=dict(refusals_folded or {}),

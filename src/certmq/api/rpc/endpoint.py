@@ -44,10 +44,11 @@ from certmq.api.rpc.errors import (
 )
 from certmq.api.rpc.operations_log import logged_call
 from certmq.api.rpc.parameters import RequestParameters, read_parameters
-from certmq.api.rpc.rate_limit import RateLimiter
+from certmq.api.rpc.rate_limit import CallBudget, RateLimiter
+from certmq.api.rpc.shared_guards import SharedNonces, SharedRateLimiter
 from certmq.api.rpc.signature import (
     HMAC_SHA1,
-    NonceCache,
+    Nonces,
     SignatureVerifier,
     SignedRequest,
     Signer,
@@ -75,10 +76,13 @@ class RpcSettings:
     rate_limit: float = _DEFAULTS.rate_limit
     rate_burst: int = _DEFAULTS.rate_burst
     signature_window: float = _DEFAULTS.signature_window
+    # The nonces and rate buckets are the cluster's, kept in the registry the nodes share
+    # (certmq.api.rpc.shared_guards); a single node keeps its own in memory.
+    shared: bool = False
 
     @classmethod
-    def of(cls, section: ApiSection) -> RpcSettings:
-        return cls(section.rate_limit, section.rate_burst, section.signature_window)
+    def of(cls, section: ApiSection, *, shared: bool = False) -> RpcSettings:
+        return cls(section.rate_limit, section.rate_burst, section.signature_window, shared)
 
 
 class _JsonResponse(JSONResponse):
@@ -108,15 +112,20 @@ class RpcEndpoint:
         secrets: Mapping[str, str],
         settings: RpcSettings | None = None,
         metrics: Metrics | None = None,
-        nonces: NonceCache | None = None,
+        nonces: Nonces | None = None,
         secret_failures: SecretFailures | None = None,
     ) -> None:
         settings = settings or RpcSettings()
         self.registry = registry
         self.metrics = metrics
         self.instance_id = instance_id
+        self.limiter: CallBudget
+        if settings.shared:
+            nonces = nonces or SharedNonces(registry)
+            self.limiter = SharedRateLimiter(registry, settings.rate_limit, settings.rate_burst)
+        else:
+            self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
         self.verifier = SignatureVerifier(secrets, window=settings.signature_window, nonces=nonces)
-        self.limiter = RateLimiter(settings.rate_limit, settings.rate_burst)
         self.secret_failures = secret_failures if secret_failures is not None else SecretFailures(metrics)
 
     async def handle(self, request: Request) -> Response:
@@ -130,9 +139,9 @@ class RpcEndpoint:
             signed = _signed_request(request, parameters)
             signer = self._authenticate(request, signed)
             # A replayed request verifies as well as the first, but proves nothing about who sent it.
-            self.verifier.spend_nonce(signer)
+            await self.verifier.spend_nonce(signer)
             caller = signer
-            self._take_turn(signer.access_key_id)
+            await self._take_turn(signer.access_key_id)
             action = _action(signed, signer)
             values = read_arguments(("MqttInstanceId", *action.parameters), parameters.merged())
             self.registry.check_instance_id(values["MqttInstanceId"])
@@ -179,8 +188,8 @@ class RpcEndpoint:
         self.secret_failures.succeeded(source)
         return signer
 
-    def _take_turn(self, access_key_id: str) -> None:
-        wait = self.limiter.acquire(access_key_id)
+    async def _take_turn(self, access_key_id: str) -> None:
+        wait = await self.limiter.take(access_key_id)
         if wait > 0:
             raise RpcError(
                 403,

@@ -18,6 +18,9 @@ SYSTEM_OVERFLOW = "SystemOverFlow"
 # Alibaba Cloud's code for a caller slowed down; here, a source that sent too many wrong signatures.
 THROTTLING_USER = "Throttling.User"
 INTERNAL_ERROR = "InternalError"
+# Alibaba Cloud's code for a service that cannot answer now; here, a node of a cluster that
+# cannot reach the registry the nodes share (its nonces and rate buckets).
+SERVICE_UNAVAILABLE = "ServiceUnavailable"
 SUCCESS = "Success"  # the code an operations log entry has when the call succeeded
 
 

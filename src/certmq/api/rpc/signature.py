@@ -31,7 +31,8 @@ Java SDK leaves them out: both are accepted.
 
 Both schemes: the timestamp must be within ``window`` seconds (15 minutes) of this clock
 (``InvalidTimeStamp.Expired``), and each (AccessKeyId, nonce) is accepted once while its
-timestamp is in the window (``SignatureNonceUsed``). Signatures are compared in constant time.
+timestamp is in the window (``SignatureNonceUsed``), by every node of a cluster. Signatures are
+compared in constant time.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import quote
 
 from cryptography.hazmat.primitives import hashes
@@ -146,6 +148,16 @@ class NonceUse(enum.Enum):
     FULL = "full"
 
 
+class Nonces(Protocol):
+    """Where the nonces accepted are kept: :class:`NonceCache` in memory on a single node,
+    :class:`certmq.api.rpc.shared_guards.SharedNonces` in the registry of a cluster."""
+
+    async def spend(self, access_key_id: str, nonce: str, *, expires_at: float, now: float) -> NonceUse:
+        """Record ``nonce`` of ``access_key_id`` as used until ``expires_at``, if it is not in
+        use at ``now``."""
+        ...
+
+
 class NonceCache:
     """The nonces seen recently, each kept until its request's timestamp leaves the window (a
     replay after that fails the timestamp check anyway). Bounded: when ``capacity`` nonces are
@@ -176,6 +188,9 @@ class NonceCache:
             heapq.heappush(queue, (expires_at, key))
             return NonceUse.NEW
 
+    async def spend(self, access_key_id: str, nonce: str, *, expires_at: float, now: float) -> NonceUse:
+        return self.use(access_key_id, nonce, expires_at=expires_at, now=now)
+
 
 def parse_timestamp(text: str) -> float:
     """An ISO 8601 time (``2025-01-31T12:00:00Z``; without a zone it is UTC) in epoch seconds."""
@@ -196,7 +211,7 @@ class SignatureVerifier:
         secrets: Mapping[str, str],
         *,
         window: float = DEFAULT_WINDOW,
-        nonces: NonceCache | None = None,
+        nonces: Nonces | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.secrets = secrets
@@ -221,9 +236,9 @@ class SignatureVerifier:
             "(Alibaba Cloud's SDKs do both)",
         )
 
-    def spend_nonce(self, signer: Signer) -> None:
+    async def spend_nonce(self, signer: Signer) -> None:
         """Accept ``signer``'s nonce once; SignatureNonceUsed when it was seen before."""
-        use = self.nonces.use(
+        use = await self.nonces.spend(
             signer.access_key_id,
             signer.nonce,
             expires_at=signer.timestamp + self.window,
