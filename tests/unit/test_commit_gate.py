@@ -34,14 +34,41 @@ def test_a_mark_passes_when_every_source_has_committed_up_to_it() -> None:
     assert gate.passed(gate.mark())
 
 
-def test_a_waiting_reply_is_woken_once_whichever_source_commits() -> None:
+def test_a_waiting_reply_is_woken_once_every_source_has_passed_its_mark() -> None:
     journal, cluster = OutOfOrderCommits(), OutOfOrderCommits()
     gate = CommitGate([journal, cluster])
+    first_record, message = journal.append(), cluster.append()
+    mark = gate.mark()
     wakes: list[str] = []
-    gate.when_committed(lambda: wakes.append("woken"))
-    journal.complete(journal.append())
-    cluster.complete(cluster.append())
-    assert wakes == ["woken"]
+
+    def release() -> None:
+        # As a connection does: check, and wait again when some source has not passed.
+        if gate.passed(mark):
+            wakes.append("released")
+        else:
+            gate.when_committed(release, mark)
+
+    gate.when_committed(release, mark)
+    journal.complete(first_record)
+    assert wakes == []
+    cluster.complete(message)
+    assert wakes == ["released"]
+
+
+def test_only_the_replies_whose_work_is_committed_are_woken() -> None:
+    commits = OutOfOrderCommits()
+    numbers = [commits.append() for _ in range(100)]
+    woken: list[int] = []
+    for number in numbers:
+        commits.when_committed(lambda number=number: woken.append(number), number)
+    commits.complete(numbers[0])
+    assert woken == [1]
+    for number in reversed(numbers[1:]):
+        commits.complete(number)
+    assert woken == numbers
+    # Waiting for what is committed already: at once.
+    commits.when_committed(lambda: woken.append(0), 50)
+    assert woken[-1] == 0
 
 
 def test_appended_changes_whenever_any_source_appends() -> None:

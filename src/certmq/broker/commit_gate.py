@@ -12,6 +12,8 @@ committed up to that mark (certmq.broker.connection).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -25,8 +27,8 @@ class CommitSource(Protocol):
     appended: int
     committed: int
 
-    def when_committed(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` on the loop after the next commit (once)."""
+    def when_committed(self, callback: Callable[[], None], count: int) -> None:
+        """Call ``callback`` on the loop once ``committed`` reaches ``count`` (once)."""
         ...
 
 
@@ -54,44 +56,41 @@ class CommitGate:
         """Whether every source has committed the work appended up to ``mark``."""
         return all(source.committed >= appended for source, appended in zip(self.sources, mark, strict=True))
 
-    def when_committed(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` once, after the next commit of any source; it checks :meth:`passed`."""
-        sources = self.sources
-        if len(sources) == 1:
-            sources[0].when_committed(callback)
-            return
-        called = False
-
-        def once() -> None:
-            nonlocal called
-            if not called:
-                called = True
-                callback()
-
-        for source in sources:
-            source.when_committed(once)
+    def when_committed(self, callback: Callable[[], None], mark: Mark) -> None:
+        """Call ``callback`` once a source that had not reached ``mark`` commits up to its part
+        of it (it checks :meth:`passed` again, and waits again for the next source if need be)."""
+        for source, appended in zip(self.sources, mark, strict=True):
+            if source.committed < appended:
+                source.when_committed(callback, appended)
+                return
+        callback()
 
 
 class Commits:
-    """Counts of appended and committed work, and the callbacks waiting for the next commit."""
+    """Counts of appended and committed work, and the callbacks waiting for a count: each is
+    woken once, when the count it waits for is committed, not at every commit (a hundred
+    publishers waiting on one stream's answers would otherwise each be woken by every answer)."""
 
     def __init__(self) -> None:
         self.appended = 0
         self.committed = 0
-        self._waiting: list[Callable[[], None]] = []
+        # (count, order, callback), the smallest count first.
+        self._waiting: list[tuple[int, int, Callable[[], None]]] = []
+        self._order = itertools.count()
 
-    def when_committed(self, callback: Callable[[], None]) -> None:
-        self._waiting.append(callback)
+    def when_committed(self, callback: Callable[[], None], count: int) -> None:
+        if count <= self.committed:
+            callback()
+            return
+        heapq.heappush(self._waiting, (count, next(self._order), callback))
 
     def _committed_to(self, committed: int) -> None:
-        """The first ``committed`` pieces are committed: wake whoever waits."""
+        """The first ``committed`` pieces are committed: wake whoever waits for no more."""
         if committed > self.committed:
             self.committed = committed
         waiting = self._waiting
-        if waiting:
-            self._waiting = []
-            for callback in waiting:
-                callback()
+        while waiting and waiting[0][0] <= self.committed:
+            heapq.heappop(waiting)[2]()
 
 
 class OutOfOrderCommits(Commits):

@@ -235,7 +235,7 @@ class MQTTConnection(asyncio.Protocol):
             held.append([sequence, replies])
         if not self._awaiting_commit:
             self._awaiting_commit = True
-            gate.when_committed(self._release_replies)
+            gate.when_committed(self._release_replies, held[0][0])
 
     def _release_replies(self) -> None:
         self._awaiting_commit = False
@@ -251,7 +251,7 @@ class MQTTConnection(asyncio.Protocol):
             self._ready.extend(held.popleft()[1])
         if held:
             self._awaiting_commit = True
-            gate.when_committed(self._release_replies)
+            gate.when_committed(self._release_replies, held[0][0])
         if self._ready and not self._in_batch:
             self._flush()
 

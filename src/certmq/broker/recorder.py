@@ -128,7 +128,7 @@ class Recorder(Commits):
                 if not done.done():
                     done.set_result(None)
 
-            self.when_committed(wake)
+            self.when_committed(wake, target)
             self._submit()
             await done
 
