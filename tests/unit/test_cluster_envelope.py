@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from certmq.broker.messages import Message
 from certmq.cluster.envelope import EnvelopeError, open_envelope, seal
-from certmq.cluster.router import Duplicates, travels_stored
+from certmq.cluster.router import ENTRY_BYTES, ENVELOPE_BYTES, Duplicates, cut_into_envelopes, travels_stored
 from certmq.mqtt.properties import PropertyId
 
 text = st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=40)
@@ -24,48 +24,68 @@ properties = st.fixed_dictionaries(
 )
 
 
-@given(
-    payload=st.binary(max_size=200),
-    qos=st.integers(0, 2),
-    retain=st.booleans(),
-    properties=properties,
-    expiry=st.none() | st.floats(0, 1e6),
-    sender=st.none() | text,
-    number=st.integers(0, 2**64 - 1),
+messages = st.builds(
+    lambda payload, qos, retain, properties, expiry, sender: (
+        payload,
+        qos,
+        retain,
+        properties,
+        expiry,
+        sender,
+    ),
+    st.binary(max_size=200),
+    st.integers(0, 2),
+    st.booleans(),
+    properties,
+    st.none() | st.floats(0, 1e6),
+    st.none() | text,
 )
-def test_a_message_arrives_as_it_was_sent(
-    payload: bytes,
-    qos: int,
-    retain: bool,
-    properties: dict[int, object],
-    expiry: float | None,
-    sender: str | None,
-    number: int,
+
+
+@given(sent=st.lists(messages, min_size=1, max_size=5), number=st.integers(0, 2**64 - 1))
+def test_messages_arrive_as_they_were_sent_in_order(
+    sent: list[tuple[bytes, int, bool, dict[int, object], float | None, str | None]], number: int
 ) -> None:
     sent_at, received_at = 1000.0, 5000.0
-    expires_at = None if expiry is None else sent_at + expiry
-    message = Message("a/b", payload, qos, retain, dict(properties), expires_at, sender)
-    received = open_envelope("a/b", seal(message, "node-1", number, sent_at), received_at)
+    envelope = [
+        Message(
+            "a/b", payload, qos, retain, dict(props), None if expiry is None else sent_at + expiry, sender
+        )
+        for payload, qos, retain, props, expiry, sender in sent
+    ]
+    received = open_envelope("a/b", seal(envelope, "node-1", number, sent_at), received_at)
     assert (received.origin, received.number) == ("node-1", number)
-    got = received.message
-    assert (got.topic, got.payload, got.qos, got.retain, got.sender) == ("a/b", payload, qos, retain, sender)
-    assert got.properties == properties
-    if expiry is None:
-        assert got.expires_at is None
-    else:
-        # The time left travels, in milliseconds: it counts from the arrival on.
-        assert got.expires_at is not None
-        assert abs((got.expires_at - received_at) - min(expiry, 0xFFFFFFFF / 1000)) <= 0.001
+    assert len(received.messages) == len(sent)
+    for got, (payload, qos, retain, props, expiry, sender) in zip(received.messages, sent, strict=True):
+        assert (got.topic, got.payload, got.qos, got.retain, got.sender) == (
+            "a/b",
+            payload,
+            qos,
+            retain,
+            sender,
+        )
+        assert got.properties == props
+        if expiry is None:
+            assert got.expires_at is None
+        else:
+            # The time left travels, in milliseconds: it counts from the arrival on.
+            assert got.expires_at is not None
+            assert abs((got.expires_at - received_at) - min(expiry, 0xFFFFFFFF / 1000)) <= 0.001
 
 
 @pytest.mark.parametrize(
     "data",
     [
         b"",
-        b"\x01",
-        b"\x02\x00" + bytes(9),
-        b"\x01\x10" + bytes(8) + b"\x05ab",
-        b"\x01\x00" + bytes(8) + b"\x01n\x05",
+        b"\x02",
+        b"\x01" + bytes(9),  # an earlier format
+        b"\x02" + bytes(8) + b"\x05ab",  # ends within the origin
+        b"\x02" + bytes(8) + b"\x01n",  # no message
+        b"\x02" + bytes(8) + b"\x01n" + b"\x00\x00\x00\x00\x05ab",  # ends within the payload
+        b"\x02" + bytes(8) + b"\x01n" + b"\x10\x00\x00\x00\x00",  # no sender's length
+        b"\x02" + bytes(8) + b"\x01n" + b"\x10\x00\x00\x00\x00\x00\x09ab",  # ends within the sender
+        b"\x02" + bytes(8) + b"\x01n" + b"\x20\x00\x00\x00\x00\x05",  # ends within the properties
+        b"\x02" + bytes(8) + b"\x01n" + b"\x08\x00\x00\x00\x00\x00",  # ends within the expiry
     ],
 )
 def test_bytes_that_are_not_an_envelope_are_refused(data: bytes) -> None:
@@ -93,3 +113,22 @@ def test_a_number_seen_once_is_a_duplicate_the_second_time_within_the_window() -
 )
 def test_what_travels_through_the_stream(message: Message, stored: bool) -> None:
     assert travels_stored(message) is stored
+
+
+@given(sizes=st.lists(st.integers(0, ENVELOPE_BYTES + 10), max_size=30))
+def test_gathered_messages_are_cut_into_envelopes_in_order_within_the_limit(sizes: list[int]) -> None:
+    gathered = [Message("a/b", bytes(size), 0) for size in sizes]
+    envelopes = list(cut_into_envelopes(gathered)) if gathered else []
+    assert [message for envelope in envelopes for message in envelope] == gathered
+    for envelope in envelopes:
+        assert envelope
+        if len(envelope) > 1:
+            assert sum(ENTRY_BYTES + len(message.payload) for message in envelope) <= ENVELOPE_BYTES
+
+
+def test_the_messages_of_one_turn_travel_in_one_envelope_up_to_the_limit() -> None:
+    small = [Message("a/b", bytes(100), 0) for _ in range(1000)]
+    assert [len(envelope) for envelope in cut_into_envelopes(small)] == [1000]
+    per_envelope = ENVELOPE_BYTES // (ENTRY_BYTES + 1000)
+    large = [Message("a/b", bytes(1000), 0) for _ in range(per_envelope * 2 + 1)]
+    assert [len(envelope) for envelope in cut_into_envelopes(large)] == [per_envelope, per_envelope, 1]

@@ -1,20 +1,25 @@
-"""A message as it travels between the nodes of a cluster: the bytes of a NATS message's payload.
+"""Messages as they travel between the nodes of a cluster: the bytes of a NATS message's payload.
 
-The topic travels as the NATS subject (certmq.cluster.subjects); the envelope carries the rest
-of what a subscriber on another node must be given and what its node must know to route it:
+The topic travels as the NATS subject (certmq.cluster.subjects); an envelope carries one or
+more messages of that topic, in the order they were published, with what a subscriber on
+another node must be given and what its node must know to route them. A node gathers the
+QoS 0 messages of each topic that one turn of its event loop publishes into one envelope, so
+that NATS, and the nodes that receive them, handle one NATS message for many MQTT messages.
 
 ======  =============================================================================
 bytes   field
 ======  =============================================================================
-1       format version (1)
-1       flags: QoS (bits 0-1), retain (bit 2), an expiry follows (bit 3), a sender
-        follows (bit 4)
-8       the message's number from its origin node (duplicates are recognised by it)
+1       format version (2)
+8       the envelope's number from its origin node (duplicates are recognised by it)
 1 + n   the origin node's name (ASCII)
+…       the messages, each:
+1       flags: QoS (bits 0-1), retain (bit 2), an expiry follows (bit 3), a sender
+        follows (bit 4), properties follow (bit 5)
+4       the payload's length
 4       milliseconds left before it expires (when bit 3 is set)
 2 + n   the publisher's client id, UTF-8 (when bit 4 is set), for No Local
-…       the forwarded MQTT 5 properties, as a PUBLISH packet holds them
-…       the payload, to the end
+…       the forwarded MQTT 5 properties, as a PUBLISH packet holds them (when bit 5 is set)
+…       the payload
 ======  =============================================================================
 
 Sans-io: bytes in, bytes out.
@@ -23,6 +28,7 @@ Sans-io: bytes in, bytes out.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from certmq.broker.messages import Message
@@ -30,15 +36,16 @@ from certmq.mqtt.errors import MalformedPacket
 from certmq.mqtt.fields import decode_properties, encode_properties
 from certmq.mqtt.packets import PacketType
 
-VERSION = 1
+VERSION = 2
 _QOS = 0x03
 _RETAIN = 0x04
 _EXPIRY = 0x08
 _SENDER = 0x10
-_HEAD = struct.Struct(">BBQB")
+_PROPERTIES = 0x20
+_HEAD = struct.Struct(">BQB")
+_ENTRY = struct.Struct(">BI")
 _EXPIRY_FIELD = struct.Struct(">I")
 _LENGTH = struct.Struct(">H")
-_NO_PROPERTIES = b"\x00"
 
 
 class EnvelopeError(ValueError):
@@ -47,64 +54,89 @@ class EnvelopeError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """A message from another node: the message as this node holds it, and where it is from."""
+    """Messages from another node, as this node holds them, and where they are from."""
 
-    message: Message
+    messages: list[Message]
     origin: str
     number: int
 
 
-def seal(message: Message, origin: str, number: int, now: float) -> bytes:
-    """The envelope of ``message``, published by node ``origin`` as its ``number``th, at loop
-    time ``now`` (its expiry travels as the time it has left)."""
-    flags = message.qos | (_RETAIN if message.retain else 0)
-    parts = [b""]
+def seal(messages: Sequence[Message], origin: str, number: int, now: float) -> bytes:
+    """The envelope of ``messages`` (all of one topic), sent by node ``origin`` as its
+    ``number``th, at loop time ``now`` (an expiry travels as the time it has left)."""
     origin_bytes = origin.encode("ascii")
-    if message.expires_at is not None:
-        flags |= _EXPIRY
-        left = max(0, int((message.expires_at - now) * 1000))
-        parts.append(_EXPIRY_FIELD.pack(min(left, 0xFFFFFFFF)))
-    sender = message.sender
-    if sender is not None:
-        flags |= _SENDER
-        encoded = sender.encode()
-        parts.append(_LENGTH.pack(len(encoded)))
-        parts.append(encoded)
-    parts[0] = _HEAD.pack(VERSION, flags, number, len(origin_bytes)) + origin_bytes
-    properties = message.properties
-    parts.append(encode_properties(properties) if properties else _NO_PROPERTIES)
-    parts.append(message.payload)
+    parts = [_HEAD.pack(VERSION, number, len(origin_bytes)), origin_bytes]
+    append = parts.append
+    for message in messages:
+        flags = message.qos | (_RETAIN if message.retain else 0)
+        payload = message.payload
+        expires_at, sender, properties = message.expires_at, message.sender, message.properties
+        if expires_at is None and sender is None and not properties:
+            append(_ENTRY.pack(flags, len(payload)))
+            append(payload)
+            continue
+        if expires_at is not None:
+            flags |= _EXPIRY
+        if sender is not None:
+            flags |= _SENDER
+        if properties:
+            flags |= _PROPERTIES
+        append(_ENTRY.pack(flags, len(payload)))
+        if expires_at is not None:
+            left = max(0, int((expires_at - now) * 1000))
+            append(_EXPIRY_FIELD.pack(min(left, 0xFFFFFFFF)))
+        if sender is not None:
+            encoded = sender.encode()
+            append(_LENGTH.pack(len(encoded)))
+            append(encoded)
+        if properties:
+            append(encode_properties(properties))
+        append(payload)
     return b"".join(parts)
 
 
 def open_envelope(topic: str, data: bytes, now: float) -> Received:
-    """The message an envelope holds, published to ``topic``, as received at loop time ``now``."""
+    """The messages an envelope holds, published to ``topic``, as received at loop time ``now``."""
+    messages: list[Message] = []
     try:
-        version, flags, number, origin_length = _HEAD.unpack_from(data)
+        version, number, origin_length = _HEAD.unpack_from(data)
         if version != VERSION:
             raise EnvelopeError(f"envelope format {version}, this node reads {VERSION}")
         position = _HEAD.size
         origin = data[position : position + origin_length].decode("ascii")
         position += origin_length
-        expires_at = None
-        if flags & _EXPIRY:
-            expires_at = now + _EXPIRY_FIELD.unpack_from(data, position)[0] / 1000
-            position += _EXPIRY_FIELD.size
-        sender = None
-        if flags & _SENDER:
-            (length,) = _LENGTH.unpack_from(data, position)
-            position += _LENGTH.size
-            sender = data[position : position + length].decode()
-            position += length
-        if data[position] == 0:
+        if len(origin) != origin_length:
+            raise EnvelopeError("not a message envelope: it ends within its origin")
+        end = len(data)
+        while position < end:
+            flags, length = _ENTRY.unpack_from(data, position)
+            position += _ENTRY.size
+            expires_at = None
+            sender = None
             properties: dict[int, object] = {}
-            position += 1
-        else:
-            decoded, position = decode_properties(data, position, PacketType.PUBLISH)
-            properties = dict(decoded)
+            if flags & (_EXPIRY | _SENDER | _PROPERTIES):
+                if flags & _EXPIRY:
+                    expires_at = now + _EXPIRY_FIELD.unpack_from(data, position)[0] / 1000
+                    position += _EXPIRY_FIELD.size
+                if flags & _SENDER:
+                    (sender_length,) = _LENGTH.unpack_from(data, position)
+                    position += _LENGTH.size
+                    if position + sender_length > end:
+                        raise EnvelopeError("not a message envelope: it ends within a client id")
+                    sender = data[position : position + sender_length].decode()
+                    position += sender_length
+                if flags & _PROPERTIES:
+                    decoded, position = decode_properties(data, position, PacketType.PUBLISH)
+                    properties = dict(decoded)
+            if position + length > end:
+                raise EnvelopeError("not a message envelope: it ends within a payload")
+            payload = data[position : position + length]
+            position += length
+            messages.append(
+                Message(topic, payload, flags & _QOS, bool(flags & _RETAIN), properties, expires_at, sender)
+            )
     except (struct.error, IndexError, UnicodeDecodeError, MalformedPacket) as error:
         raise EnvelopeError(f"not a message envelope: {error}") from None
-    message = Message(
-        topic, data[position:], flags & _QOS, bool(flags & _RETAIN), properties, expires_at, sender
-    )
-    return Received(message, origin, number)
+    if not messages:
+        raise EnvelopeError("not a message envelope: it holds no message")
+    return Received(messages, origin, number)

@@ -55,7 +55,7 @@ async def load_retained(
             msg = await subscription.next_msg(timeout=READ_TIMEOUT)
             try:
                 topic = subject_topic(prefix, msg.subject)
-                message = open_envelope(topic, msg.data, loop.time()).message
+                message = open_envelope(topic, msg.data, loop.time()).messages[-1]
             except (ValueError, EnvelopeError) as error:
                 malformed(msg.subject, error)
             else:

@@ -6,9 +6,10 @@ node, and handed to NATS for the other nodes, which route it to theirs.
 
 - **QoS 0** travels on core NATS, on the subject of its topic (certmq.cluster.subjects). Each
   node subscribes the subjects of the filters its sessions subscribe, so NATS carries a message
-  only to the nodes that have a matching subscription. A node whose filters overlap gets a
-  message once per matching NATS subscription: it keeps the numbers it has seen of each origin
-  and routes each message once. A subscription holds its SUBACK until this node's NATS server
+  only to the nodes that have a matching subscription. The QoS 0 messages of a topic that one
+  turn of the event loop publishes travel together, in one envelope (certmq.cluster.envelope).
+  A node whose filters overlap gets an envelope once per matching NATS subscription: it keeps
+  the numbers it has seen of each origin and routes each envelope once. A subscription holds its SUBACK until this node's NATS server
   has its interest.
 - **QoS 1 and 2, retained messages and point-to-point messages** go to a JetStream stream that
   every node consumes in full, with acknowledgements: a PUBACK or PUBREC is held until the
@@ -32,6 +33,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import (
@@ -48,7 +50,7 @@ from certmq.broker.messages import Delivery, Message
 from certmq.broker.routing import NOT_KEPT_PREFIX, P2P_MARKER, LocalRouter, p2p_target
 from certmq.broker.session import Session
 from certmq.broker.subscriptions import SubscriptionEntry
-from certmq.cluster.envelope import EnvelopeError, open_envelope, seal
+from certmq.cluster.envelope import EnvelopeError, Received, open_envelope, seal
 from certmq.cluster.message_stats import ClusterStats
 from certmq.cluster.nats_link import NatsLink
 from certmq.cluster.retained_stream import load_retained, retained_stream_config
@@ -71,6 +73,11 @@ DUPLICATE_WINDOW = 65536
 # What a NATS subscription of this node may hold before NATS drops (and this node counts) messages.
 PENDING_MESSAGES = 262_144
 PENDING_BYTES = 256 * 1024 * 1024
+# The payload bytes an envelope of QoS 0 messages gathers before another one is started: well
+# within the 1 MB a NATS server takes in one message by default.
+ENVELOPE_BYTES = 256 * 1024
+# What a message adds to an envelope besides its payload, for counting up to ENVELOPE_BYTES.
+ENTRY_BYTES = 16
 # The stream of QoS 1 and 2 messages between the nodes: how long and how much it keeps.
 STREAM_MAX_AGE = 600.0
 STREAM_MAX_BYTES = 512 * 1024 * 1024
@@ -103,6 +110,21 @@ class Duplicates:
 def travels_stored(message: Message) -> bool:
     """Whether ``message`` goes to the other nodes through the stream (else on core NATS)."""
     return message.qos > 0 or message.retain or P2P_MARKER in message.topic
+
+
+def cut_into_envelopes(messages: list[Message]) -> Iterable[list[Message]]:
+    """``messages`` cut into envelopes of about ENVELOPE_BYTES at most (one message each at least)."""
+    if len(messages) * ENTRY_BYTES + sum(len(message.payload) for message in messages) <= ENVELOPE_BYTES:
+        yield messages
+        return
+    start = size = 0
+    for index, message in enumerate(messages):
+        added = ENTRY_BYTES + len(message.payload)
+        if size + added > ENVELOPE_BYTES and index > start:
+            yield messages[start:index]
+            start, size = index, 0
+        size += added
+    yield messages[start:]
 
 
 class ClusterRouter:
@@ -147,7 +169,11 @@ class ClusterRouter:
         # NATS queue group and of its JetStream consumer.
         self._shares: dict[tuple[str, str], int] = {}
         self._share_subscriptions: dict[tuple[str, str], list[Subscription]] = {}
+        # What this turn of the loop hands to NATS: messages for the streams, in order, and
+        # QoS 0 messages gathered by topic; one task sends them (see _flush).
         self._outbox: list[tuple[str, bytes, str, str | None]] = []
+        self._gathered: dict[str, list[Message]] = {}
+        self._flushing = False
         # Messages sent to the streams and not yet stored, which PUBACKs wait for.
         self.writes = StreamWrites(
             link, self._send, self.stats, node=node, inbox=self._inbox, on_failed=self._publisher_not_answered
@@ -170,17 +196,23 @@ class ClusterRouter:
             return self.local.publish(message)  # each node's own $SYS statistics
         kept = message.retain and self._keeps_retained(message)
         delivered = self.local.publish(message)
-        self._numbers += 1
-        number = self._numbers
-        data = seal(message, self.node, number, self._loop.time())
-        if len(message.topic) > self._longest_plain_topic and not self._fits(message.topic):
+        topic = message.topic
+        if len(topic) > self._longest_plain_topic and not self._fits(topic):
             return delivered
-        if travels_stored(message):
-            self.writes.store(topic_subject(self._stored_prefix, message.topic), data, message.sender)
-            if kept:
-                self.writes.store(topic_subject(self._retained_prefix, message.topic), data, message.sender)
-        else:
-            self._send(topic_subject(self._fast_prefix, message.topic), data, "")
+        if not travels_stored(message):
+            gathered = self._gathered.get(topic)
+            if gathered is not None:
+                gathered.append(message)
+            else:
+                self._gathered[topic] = [message]
+                if not self._flushing:
+                    self._flushing = True
+                    self._loop.create_task(self._flush())
+            return delivered
+        data = self._seal((message,))
+        self.writes.store(topic_subject(self._stored_prefix, topic), data, message.sender)
+        if kept:
+            self.writes.store(topic_subject(self._retained_prefix, topic), data, message.sender)
         return delivered
 
     def subscribe(self, session: Session, entry: SubscriptionEntry) -> bool:
@@ -258,46 +290,81 @@ class ClusterRouter:
         )
         return False
 
-    def _send(self, subject: str, data: bytes, reply: str, message_id: str | None = None) -> None:
-        """Queue a NATS message; one task a turn of the loop hands the batch to the client."""
-        outbox = self._outbox
-        if not outbox:
-            self._loop.create_task(self._flush_outbox())
-        outbox.append((subject, data, reply, message_id))
+    def _seal(self, messages: list[Message] | tuple[Message]) -> bytes:
+        self._numbers += 1
+        return seal(messages, self.node, self._numbers, self._loop.time())
 
-    async def _flush_outbox(self) -> None:
-        batch, self._outbox = self._outbox, []
-        client = self.link.client
-        for subject, data, reply, message_id in batch:
-            if client is None:
-                # Not connected yet: what waits for the stream is sent again or fails at its
-                # deadline; the rest reaches only this node's clients.
-                continue
-            try:
-                if message_id is None:
-                    await client.publish(subject, data, reply=reply)
-                else:
-                    await client.publish(subject, data, reply=reply, headers={MESSAGE_ID: message_id})
-            except Exception as error:
-                log.warning("could not send a message to the other nodes: %s", error or type(error).__name__)
-                continue
-            self.stats.sent += 1
+    def _send(self, subject: str, data: bytes, reply: str, message_id: str | None = None) -> None:
+        """Queue a NATS message for a stream: the flush task of this turn of the loop sends it."""
+        self._outbox.append((subject, data, reply, message_id))
+        if not self._flushing:
+            self._flushing = True
+            self._loop.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        """Hand what was queued to the NATS client, in order, until nothing is left. One task at
+        a time does it, so that what a later turn queues never overtakes what an earlier one did."""
+        try:
+            while self._outbox or self._gathered:
+                outbox, self._outbox = self._outbox, []
+                gathered, self._gathered = self._gathered, {}
+                client = self.link.client
+                if client is None:
+                    # Not connected yet: what waits for the stream is sent again or fails at
+                    # its deadline; the rest reaches only this node's clients.
+                    return
+                for subject, data, reply, message_id in outbox:
+                    headers = None if message_id is None else {MESSAGE_ID: message_id}
+                    await self._publish(client, subject, data, reply, headers, 1)
+                prefix = self._fast_prefix
+                for topic, messages in gathered.items():
+                    subject = topic_subject(prefix, topic)
+                    for envelope in cut_into_envelopes(messages):
+                        await self._publish(client, subject, self._seal(envelope), "", None, len(envelope))
+        finally:
+            self._flushing = False
+
+    async def _publish(
+        self,
+        client: Client,
+        subject: str,
+        data: bytes,
+        reply: str,
+        headers: dict[str, str] | None,
+        count: int,
+    ) -> None:
+        try:
+            await client.publish(subject, data, reply=reply, headers=headers)
+        except Exception as error:
+            log.warning("could not send a message to the other nodes: %s", error or type(error).__name__)
+        else:
+            self.stats.sent += count
 
     # -- receiving -------------------------------------------------------------------------
 
-    async def _on_message(self, msg: Msg) -> None:
-        """A QoS 0 message from another node, on the subject of a filter of this node."""
+    def _open(self, prefix: str, msg: Msg) -> Received | None:
+        """The messages ``msg`` brings, on a subject under ``prefix``; None (counted) when it
+        is not an envelope of this version."""
         try:
-            topic = subject_topic(self._fast_prefix, msg.subject)
-            received = open_envelope(topic, msg.data, self._loop.time())
+            topic = subject_topic(prefix, msg.subject)
+            return open_envelope(topic, msg.data, self._loop.time())
         except (ValueError, EnvelopeError) as error:
             self._malformed(msg.subject, error)
+            return None
+
+    async def _on_message(self, msg: Msg) -> None:
+        """QoS 0 messages from another node, on the subject of a filter of this node."""
+        received = self._open(self._fast_prefix, msg)
+        if received is None:
             return
         if self._duplicates.seen(received.origin, received.number):
             self.stats.duplicates += 1
             return
-        self.stats.received += 1
-        self.local.publish(received.message)
+        messages = received.messages
+        self.stats.received += len(messages)
+        publish = self.local.publish
+        for message in messages:
+            publish(message)
 
     async def _on_stored_message(self, msg: Msg) -> None:
         """A message of the stream: every QoS 1 and 2 message of every node, in order."""
@@ -310,15 +377,11 @@ class ClusterRouter:
             await msg.ack()
             return
         self._last_stored = max(self._last_stored, sequence)
-        try:
-            topic = subject_topic(self._stored_prefix, msg.subject)
-            received = open_envelope(topic, msg.data, self._loop.time())
-        except (ValueError, EnvelopeError) as error:
-            self._malformed(msg.subject, error)
-        else:
-            if received.origin != self.node:
-                self.stats.received += 1
-                self.local.publish(received.message)
+        received = self._open(self._stored_prefix, msg)
+        if received is not None and received.origin != self.node:
+            self.stats.received += len(received.messages)
+            for message in received.messages:
+                self.local.publish(message)
         await msg.ack()
 
     def _malformed(self, subject: str, error: Exception) -> None:
@@ -471,33 +534,25 @@ class ClusterRouter:
                 self.writes.commits.complete(commit)
 
     async def _on_shared_message(self, key: tuple[str, str], msg: Msg) -> None:
-        """A QoS 0 message for a shared subscription, this node's turn (of any node's message)."""
-        try:
-            topic = subject_topic(self._fast_prefix, msg.subject)
-            received = open_envelope(topic, msg.data, self._loop.time())
-        except (ValueError, EnvelopeError) as error:
-            self._malformed(msg.subject, error)
-            return
-        self._deliver_shared(received.message, key)
+        """QoS 0 messages for a shared subscription, this node's turn (of any node's messages)."""
+        self._deliver_shared(self._open(self._fast_prefix, msg), key)
 
     async def _on_shared_stored_message(self, key: tuple[str, str], msg: Msg) -> None:
         """A message of the stream for a shared subscription, this node's turn."""
-        try:
-            topic = subject_topic(self._stored_prefix, msg.subject)
-            received = open_envelope(topic, msg.data, self._loop.time())
-        except (ValueError, EnvelopeError) as error:
-            self._malformed(msg.subject, error)
-        else:
-            self._deliver_shared(received.message, key)
+        self._deliver_shared(self._open(self._stored_prefix, msg), key)
         await msg.ack()
 
-    def _deliver_shared(self, message: Message, key: tuple[str, str]) -> None:
-        group, topic_filter = key
-        # MQTT 4.7.2: a filter starting with a wildcard does not match a topic starting with $.
-        if message.topic[:1] == "$" and topic_filter[:1] in ("+", "#"):
+    def _deliver_shared(self, received: Received | None, key: tuple[str, str]) -> None:
+        if received is None:
             return
-        self.stats.received += 1
-        self.local.deliver_shared(message, group, topic_filter)
+        group, topic_filter = key
+        messages = received.messages
+        # MQTT 4.7.2: a filter starting with a wildcard does not match a topic starting with $.
+        if messages[0].topic[:1] == "$" and topic_filter[:1] in ("+", "#"):
+            return
+        self.stats.received += len(messages)
+        for message in messages:
+            self.local.deliver_shared(message, group, topic_filter)
 
     async def _shared_connected(self) -> None:
         """After every (re)connection of the shared subscriptions' link."""
