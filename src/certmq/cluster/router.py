@@ -51,6 +51,7 @@ from certmq.broker.routing import NOT_KEPT_PREFIX, P2P_MARKER, LocalRouter, p2p_
 from certmq.broker.session import Session
 from certmq.broker.subscriptions import SubscriptionEntry
 from certmq.cluster.envelope import EnvelopeError, Received, open_envelope, seal
+from certmq.cluster.interest import Interest
 from certmq.cluster.message_stats import ClusterStats
 from certmq.cluster.nats_link import NatsLink
 from certmq.cluster.retained_stream import load_retained, retained_stream_config
@@ -158,17 +159,14 @@ class ClusterRouter:
         self._longest_plain_topic = (MAX_SUBJECT - len(self._inbox) - len(prefix) - 3) // 12
         self._duplicates = Duplicates()
         self._last_stored = 0
-        # Local subscriptions per topic filter (shared ones by their filter) and the NATS
-        # subscriptions that bring their messages.
-        self._interest: dict[str, int] = {}
-        self._subscriptions: dict[str, list[Subscription]] = {}
+        # Local subscriptions per topic filter, and per shared subscription (group, filter),
+        # with the NATS subscriptions that bring their messages: for a shared subscription,
+        # those of its NATS queue group and of its JetStream consumer.
+        self._filters: Interest[str] = Interest()
+        self._shares: Interest[tuple[str, str]] = Interest()
         self._inbox_subscription: Subscription | None = None
         self._retained_loaded = False
         self._consumer: Subscription | None = None
-        # Local members per shared subscription (group, filter), and the subscriptions of its
-        # NATS queue group and of its JetStream consumer.
-        self._shares: dict[tuple[str, str], int] = {}
-        self._share_subscriptions: dict[tuple[str, str], list[Subscription]] = {}
         # What this turn of the loop hands to NATS: messages for the streams, in order, and
         # QoS 0 messages gathered by topic; one task sends them (see _flush).
         self._outbox: list[tuple[str, bytes, str, str | None]] = []
@@ -392,34 +390,28 @@ class ClusterRouter:
 
     def _add_interest(self, full_filter: str) -> None:
         group, topic_filter = parse_shared_subscription(full_filter)
-        if group is not None:
-            self._add_share(group, topic_filter)
-            return
-        count = self._interest.get(topic_filter, 0)
-        self._interest[topic_filter] = count + 1
-        if count == 0 and self.link.connected:
-            # The SUBACK waits until this node's NATS server knows the interest.
+        # The SUBACK waits until this node's NATS server knows the interest.
+        if group is None:
+            if self._filters.add(topic_filter) and self.link.connected:
+                commit = self.writes.commits.append()
+                self._loop.create_task(self._subscribe(topic_filter, commit))
+        elif self._shares.add((group, topic_filter)) and self.link.connected and self.shared_link.connected:
             commit = self.writes.commits.append()
-            self._loop.create_task(self._subscribe(topic_filter, commit))
+            self._loop.create_task(self._subscribe_share((group, topic_filter), commit))
 
     def _remove_interest(self, full_filter: str) -> None:
         group, topic_filter = parse_shared_subscription(full_filter)
-        if group is not None:
-            self._remove_share(group, topic_filter)
-            return
-        count = self._interest.get(topic_filter, 0)
-        if count > 1:
-            self._interest[topic_filter] = count - 1
-            return
-        self._interest.pop(topic_filter, None)
-        subscriptions = self._subscriptions.pop(topic_filter, None)
+        if group is None:
+            subscriptions = self._filters.remove(topic_filter)
+        else:
+            subscriptions = self._shares.remove((group, topic_filter))
         if subscriptions:
             self._loop.create_task(self._unsubscribe(subscriptions))
 
     async def _subscribe(self, topic_filter: str, commit: int | None = None) -> None:
         client = self.link.client
         try:
-            if client is None or topic_filter in self._subscriptions or topic_filter not in self._interest:
+            if client is None or not self._filters.needs_subscribing(topic_filter):
                 return
             subscriptions = [
                 await client.subscribe(
@@ -430,10 +422,8 @@ class ClusterRouter:
                 )
                 for subject in filter_subjects(self._fast_prefix, topic_filter)
             ]
-            if topic_filter in self._interest:
-                self._subscriptions[topic_filter] = subscriptions
-            else:  # unsubscribed meanwhile
-                await self._unsubscribe(subscriptions)
+            if not self._filters.subscribed(topic_filter, subscriptions):
+                await self._unsubscribe(subscriptions)  # unsubscribed meanwhile
             await self.link.confirm(STORE_TIMEOUT)
         except Exception as error:
             log.warning("could not subscribe %s on NATS: %s", topic_filter, error or type(error).__name__)
@@ -450,25 +440,6 @@ class ClusterRouter:
 
     # -- shared subscriptions --------------------------------------------------------------
 
-    def _add_share(self, group: str, topic_filter: str) -> None:
-        key = (group, topic_filter)
-        count = self._shares.get(key, 0)
-        self._shares[key] = count + 1
-        if count == 0 and self.link.connected and self.shared_link.connected:
-            commit = self.writes.commits.append()
-            self._loop.create_task(self._subscribe_share(key, commit))
-
-    def _remove_share(self, group: str, topic_filter: str) -> None:
-        key = (group, topic_filter)
-        count = self._shares.get(key, 0)
-        if count > 1:
-            self._shares[key] = count - 1
-            return
-        self._shares.pop(key, None)
-        subscriptions = self._share_subscriptions.pop(key, None)
-        if subscriptions:
-            self._loop.create_task(self._unsubscribe(subscriptions))
-
     async def _subscribe_share(self, key: tuple[str, str], commit: int | None = None) -> None:
         """Join the NATS queue group of a shared subscription (QoS 0) and its JetStream
         consumer's deliver group (the stream's messages): NATS hands each message to one node
@@ -476,12 +447,7 @@ class ClusterRouter:
         group, topic_filter = key
         client, shared_client = self.link.client, self.shared_link.client
         try:
-            if (
-                client is None
-                or shared_client is None
-                or key in self._share_subscriptions
-                or key not in self._shares
-            ):
+            if client is None or shared_client is None or not self._shares.needs_subscribing(key):
                 return
             queue = queue_group(group, topic_filter)
             subscriptions = [
@@ -516,10 +482,8 @@ class ClusterRouter:
                         ),
                     )
                 )
-            if key in self._shares:
-                self._share_subscriptions[key] = subscriptions
-            else:  # the last member left meanwhile
-                await self._unsubscribe(subscriptions)
+            if not self._shares.subscribed(key, subscriptions):
+                await self._unsubscribe(subscriptions)  # the last member left meanwhile
             await self.shared_link.confirm(STORE_TIMEOUT)
             await self.link.confirm(STORE_TIMEOUT)
         except Exception as error:
@@ -558,9 +522,8 @@ class ClusterRouter:
         """After every (re)connection of the shared subscriptions' link."""
         if not self.link.connected:
             return  # done by _connected, once the messages' link is up
-        for key in list(self._shares):
-            if key not in self._share_subscriptions:
-                await self._subscribe_share(key)
+        for key in self._shares.missing():
+            await self._subscribe_share(key)
 
     # -- setting up ------------------------------------------------------------------------
 
@@ -604,19 +567,17 @@ class ClusterRouter:
                     inactive_threshold=CONSUMER_INACTIVE,
                 ),
             )
-        for topic_filter in list(self._interest):
-            if topic_filter not in self._subscriptions:
-                await self._subscribe(topic_filter)
+        for topic_filter in self._filters.missing():
+            await self._subscribe(topic_filter)
         if self.shared_link.connected:
-            for key in list(self._shares):
-                if key not in self._share_subscriptions:
-                    await self._subscribe_share(key)
+            for key in self._shares.missing():
+                await self._subscribe_share(key)
         log.info(
             "cluster node %s: stream %s (%d replicas), %d topic filters subscribed",
             self.node,
             self._stream,
             self.replicas,
-            len(self._subscriptions),
+            len(self._filters),
         )
 
     def _jetstream_stream_config(self) -> StreamConfig:
