@@ -15,6 +15,7 @@ import getpass
 import ipaddress
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -84,10 +85,36 @@ def expect_failure_on_mosquitto(reason: str) -> Any:
     return pytest.mark.xfail(broker_kind() == "mosquitto", reason=f"mosquitto 2.0.11: {reason}", strict=True)
 
 
+def _first_ephemeral_port() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+# Ports for the servers the tests start: below the range the kernel gives outgoing connections,
+# which would otherwise take a port chosen for a server in the seconds before it listens
+# (sometimes the server's own connections, to NATS or PostgreSQL, as it starts).
+_SERVER_PORTS = range(10000, max(_first_ephemeral_port(), 10001))
+_handed_out: set[int] = set()
+# Not the random module's generator, which tests may seed: two test runs would pick alike.
+_chance = random.SystemRandom()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
+    """A loopback port free now, outside the ephemeral range, not handed out before here."""
+    for _ in range(1000):
+        port = _chance.choice(_SERVER_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((HOST, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port between {_SERVER_PORTS.start} and {_SERVER_PORTS.stop - 1}")
 
 
 def port_accepts(port: int) -> bool:
