@@ -8,7 +8,14 @@ from __future__ import annotations
 import asyncio
 
 from certmq.auth.connect import ALLOW, AuthOutcome, ConnectAttempt
-from certmq.broker.connection import AUTHENTICATING, CLOSED, CONNECTED, Listener, MQTTConnection
+from certmq.broker.connection import (
+    AUTHENTICATING,
+    CLOSED,
+    CONNECTED,
+    PACKETS_PER_TURN,
+    Listener,
+    MQTTConnection,
+)
 from certmq.broker.core import BrokerCore
 from certmq.config import MqttSection
 
@@ -150,3 +157,38 @@ async def test_a_keep_alive_shorter_than_the_connect_deadline_gets_its_own_timer
     assert timer.when() - asyncio.get_running_loop().time() <= 3.0
     connection.data_received(DISCONNECT)
     assert connection._timer is None and transport.closed
+
+
+def publish_qos1(packet_id: int) -> bytes:
+    variable = b"\x00\x01t" + packet_id.to_bytes(2, "big") + b"payload"
+    return bytes((0x32, len(variable))) + variable
+
+
+def pubacks(first: int, last: int) -> bytes:
+    return b"".join(b"\x40\x02" + packet_id.to_bytes(2, "big") for packet_id in range(first, last + 1))
+
+
+async def test_a_read_of_many_packets_is_handled_over_several_turns_letting_others_in() -> None:
+    core = BrokerCore(MqttSection(), authenticator=Authenticator())
+    busy, busy_transport = connection_on(core)
+    other, other_transport = connection_on(core)
+    busy.data_received(connect_packet("busy"))
+    other.data_received(connect_packet("other"))
+    busy_transport.writes.clear()
+    other_transport.writes.clear()
+
+    many = 2 * PACKETS_PER_TURN + 10
+    busy.data_received(b"".join(publish_qos1(packet_id) for packet_id in range(1, many + 1)))
+    # One turn's worth answered; the rest waits, and nothing more is read meanwhile.
+    assert b"".join(busy_transport.writes) == pubacks(1, PACKETS_PER_TURN)
+    assert not busy_transport.reading
+    # Another client's packet is answered before the busy client's next turn.
+    other.data_received(publish_qos1(7))
+    assert other_transport.writes == [pubacks(7, 7)]
+    assert b"".join(busy_transport.writes) == pubacks(1, PACKETS_PER_TURN)
+    # Data that still comes (read before reading paused) joins the queue, answered in order.
+    busy.data_received(publish_qos1(many + 1))
+    for _ in range(4):
+        await asyncio.sleep(0)
+    assert b"".join(busy_transport.writes) == pubacks(1, many + 1)
+    assert busy_transport.reading, "reading resumes once every packet is handled"

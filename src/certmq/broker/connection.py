@@ -2,8 +2,10 @@
 
 Bytes read go to the connection's protocol state machine (certmq.mqtt.server_connection), and
 the events it returns to the packet handlers: connect.py, publish.py, subscribe.py,
-disconnect.py, delivery.py. Everything the protocol queues while one read is handled goes out in
-a single ``transport.write`` at the end of it; deliveries that other connections route here are
+disconnect.py, delivery.py. A connection handles at most PACKETS_PER_TURN packets in one turn of
+the event loop; the rest of what one read brought waits for the next turn, with reading paused.
+Everything the protocol queues while packets are handled goes out in a single ``transport.write``
+at the end of the turn; deliveries that other connections route here are
 gathered the same way and written once per loop iteration. One timer serves the protocol's
 deadlines. A client that does not read what it is sent is cut.
 """
@@ -52,6 +54,13 @@ log = logging.getLogger("certmq.connection")
 # What a CONNECT waits for before it is concluded (see decide_later).
 T = TypeVar("T")
 
+# How many packets a connection acts on in one turn of the event loop (those the protocol
+# answers itself, PINGREQ and acknowledgements, are not counted). A client that sends
+# thousands of messages at once (one read of the socket may bring that many) does not keep the
+# other connections waiting until all of them are routed, nor what they hand to other tasks (a
+# cluster node's sends to NATS, the journal's writes), which then go on alongside.
+PACKETS_PER_TURN = 256
+
 # The connection states are the protocol's; named here too for those that ask a connection.
 __all__ = ["AUTHENTICATING", "AWAITING_CONNECT", "CLOSED", "CONNECTED", "Listener", "MQTTConnection"]
 
@@ -72,6 +81,8 @@ class MQTTConnection(asyncio.Protocol):
         "_held",
         "_in_batch",
         "_loop",
+        "_next_turn_scheduled",
+        "_paused_for_turns",
         "_ready",
         "_timer",
         "client_id",
@@ -116,6 +127,9 @@ class MQTTConnection(asyncio.Protocol):
         self._flush_scheduled = False
         self._in_batch = False
         self._closed = False
+        # Packets wait for the next turn of the loop (see PACKETS_PER_TURN), reading paused.
+        self._next_turn_scheduled = False
+        self._paused_for_turns = False
         self._timer: asyncio.TimerHandle | None = None
 
     @property
@@ -147,22 +161,27 @@ class MQTTConnection(asyncio.Protocol):
             return
         self.core.stats.bytes_received += len(data)
         self.protocol.receive_data(data, self._loop.time())
-        self._handle_events()
+        if not self._next_turn_scheduled:
+            self._handle_events()
 
     def _handle_events(self) -> None:
-        """Hand every event the protocol has to its handler; then write what they queued."""
+        """Hand the events the protocol has to their handlers, up to PACKETS_PER_TURN of them
+        (the rest in the next turn of the loop); then write what they queued."""
         protocol = self.protocol
         handlers = self.HANDLERS
         gate = self.core.commit_gate
         self._in_batch = True
         try:
             if gate is None:
-                event = protocol.next_event()
-                while event is not None:
-                    handlers[event.__class__](self, event)
+                for _ in range(PACKETS_PER_TURN):
                     event = protocol.next_event()
+                    if event is None:
+                        break
+                    handlers[event.__class__](self, event)
+                else:
+                    self._another_turn()
             else:
-                while True:
+                for _ in range(PACKETS_PER_TURN):
                     appended = gate.appended
                     written = len(protocol.output)
                     event = protocol.next_event()
@@ -171,10 +190,32 @@ class MQTTConnection(asyncio.Protocol):
                     handlers[event.__class__](self, event)
                     if gate.appended != appended:
                         self._hold_replies(written, gate)
+                else:
+                    self._another_turn()
         finally:
             self._in_batch = False
             if protocol.output or self._ready:
                 self._flush()
+
+    def _another_turn(self) -> None:
+        """More events may wait: handle them in the next turn of the loop, reading nothing more
+        until then (what the protocol holds stays bounded)."""
+        if not self._paused_for_turns and self.transport is not None:
+            self._paused_for_turns = True
+            self.transport.pause_reading()
+        if not self._next_turn_scheduled:
+            self._next_turn_scheduled = True
+            self._loop.call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._next_turn_scheduled = False
+        if self._closed:
+            return
+        self._handle_events()
+        if self._paused_for_turns and not self._next_turn_scheduled:
+            self._paused_for_turns = False
+            if self.transport is not None and self.protocol.state == CONNECTED:
+                self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.core.connections.discard(self)
