@@ -167,10 +167,12 @@ class ClusterRouter:
         self._inbox_subscription: Subscription | None = None
         self._retained_loaded = False
         self._consumer: Subscription | None = None
-        # What this turn of the loop hands to NATS: messages for the streams, in order, and
-        # QoS 0 messages gathered by topic; one task sends them (see _flush).
-        self._outbox: list[tuple[str, bytes, str, str | None]] = []
+        # What this turn of the loop hands to NATS, gathered by topic: QoS 0 messages, and
+        # messages for the stream with the pieces of work their acknowledgements wait for;
+        # then envelopes for the streams, in order. One task sends them (see _flush).
         self._gathered: dict[str, list[Message]] = {}
+        self._gathered_stored: dict[str, tuple[list[Message], list[int]]] = {}
+        self._outbox: list[tuple[str, bytes, str, str | None]] = []
         self._flushing = False
         # Messages sent to the streams and not yet stored, which PUBACKs wait for.
         self.writes = StreamWrites(
@@ -201,16 +203,26 @@ class ClusterRouter:
             gathered = self._gathered.get(topic)
             if gathered is not None:
                 gathered.append(message)
-            else:
-                self._gathered[topic] = [message]
-                if not self._flushing:
-                    self._flushing = True
-                    self._loop.create_task(self._flush())
-            return delivered
-        data = self._seal((message,))
-        self.writes.store(topic_subject(self._stored_prefix, topic), data, message.sender)
-        if kept:
-            self.writes.store(topic_subject(self._retained_prefix, topic), data, message.sender)
+                return delivered
+            self._gathered[topic] = [message]
+        else:
+            # Its acknowledgement waits until the stream has it (and the retained messages'
+            # stream, when the message is kept).
+            commits = self.writes.commits
+            if kept:
+                retained_subject = topic_subject(self._retained_prefix, topic)
+                self.writes.store(
+                    retained_subject, self._seal((message,)), {message.sender}, [commits.append()]
+                )
+            gathered_stored = self._gathered_stored.get(topic)
+            if gathered_stored is not None:
+                gathered_stored[0].append(message)
+                gathered_stored[1].append(commits.append())
+                return delivered
+            self._gathered_stored[topic] = ([message], [commits.append()])
+        if not self._flushing:
+            self._flushing = True
+            self._loop.create_task(self._flush())
         return delivered
 
     def subscribe(self, session: Session, entry: SubscriptionEntry) -> bool:
@@ -303,7 +315,16 @@ class ClusterRouter:
         """Hand what was queued to the NATS client, in order, until nothing is left. One task at
         a time does it, so that what a later turn queues never overtakes what an earlier one did."""
         try:
-            while self._outbox or self._gathered:
+            while self._outbox or self._gathered or self._gathered_stored:
+                gathered_stored, self._gathered_stored = self._gathered_stored, {}
+                for topic, (messages, commits) in gathered_stored.items():
+                    subject = topic_subject(self._stored_prefix, topic)
+                    start = 0
+                    for envelope in cut_into_envelopes(messages):
+                        end = start + len(envelope)
+                        senders = {message.sender for message in envelope}
+                        self.writes.store(subject, self._seal(envelope), senders, commits[start:end])
+                        start = end
                 outbox, self._outbox = self._outbox, []
                 gathered, self._gathered = self._gathered, {}
                 client = self.link.client

@@ -1,14 +1,16 @@
 """Messages written to the cluster's JetStream streams, until each is stored.
 
-A message that must be stored before its publisher is answered (QoS 1 and 2, retained and
-point-to-point messages: certmq.cluster.router) is published with a reply subject of this node
-and a message id; the stream answers once its replicas have it. Each write is a piece of work of
-an :class:`~certmq.broker.commit_gate.OutOfOrderCommits`, so that the PUBACK or PUBREC of the
-publisher waits for it. A write that gets no answer is sent again with the same message id (the
-stream keeps one copy); one the stream cannot take for the moment (no leader: a NATS server was
-lost and the others are electing one) is sent again shortly; one not stored within
-``STORE_TIMEOUT`` is failed: its publisher's connection is closed without the acknowledgement,
-and the client sends the message again when it reconnects.
+Messages that must be stored before their publishers are answered (QoS 1 and 2, retained and
+point-to-point messages: certmq.cluster.router) are published in envelopes (one or several
+messages of a topic) with a reply subject of this node and a message id; the stream answers once
+its replicas have the envelope. Each message is a piece of work of an
+:class:`~certmq.broker.commit_gate.OutOfOrderCommits`, taken when it is published, so that the
+PUBACK or PUBREC of its publisher waits for the write that carries it. A write that gets no
+answer is sent again with the same message id (the stream keeps one copy); one the stream cannot
+take for the moment (no leader: a NATS server was lost and the others are electing one) is sent
+again shortly; one not stored within ``STORE_TIMEOUT`` is failed: the connections of its
+publishers are closed without the acknowledgement, and the clients send the messages again when
+they reconnect.
 """
 
 from __future__ import annotations
@@ -44,11 +46,13 @@ Send = Callable[[str, bytes, str, "str | None"], None]
 
 @dataclass(slots=True)
 class PendingStore:
-    """A message sent to a stream and not yet stored there."""
+    """An envelope sent to a stream and not yet stored there."""
 
     subject: str
     data: bytes
-    sender: str | None
+    # The publishers' client ids, and the pieces of work of its messages.
+    senders: set[str | None]
+    commits: list[int]
     message_id: str
     deadline: float
     sent_at: float
@@ -71,13 +75,14 @@ class StreamWrites:
         self._send = send
         self.stats = stats
         self.node = node
-        # The subject prefix of the stream's answers: inbox.<commit number>.
+        # The subject prefix of the stream's answers: inbox.<write number>.
         self.inbox = inbox
-        # Called with the publisher's client id of a write that failed.
+        # Called with the client id of each publisher of a write that failed.
         self._on_failed = on_failed
         self.commits = OutOfOrderCommits()
         self._loop = asyncio.get_running_loop()
         self._storing: dict[int, PendingStore] = {}
+        self._writes = 0
         # Told apart from the message ids of an earlier run of this node (a restart).
         self._run = secrets.token_hex(4)
         self._expiry_timer: asyncio.TimerHandle | None = None
@@ -85,70 +90,80 @@ class StreamWrites:
     def __len__(self) -> int:
         return len(self._storing)
 
-    def store(self, subject: str, data: bytes, sender: str | None) -> None:
-        """Send a message to a stream; what acknowledges it waits until the stream has it."""
-        commit = self.commits.append()
+    def store(self, subject: str, data: bytes, senders: set[str | None], commits: list[int]) -> None:
+        """Send an envelope to a stream: the pieces of work ``commits`` (of its messages, from
+        ``self.commits.append()``) complete when the stream has it."""
+        self._writes += 1
+        write = self._writes
         now = self._loop.time()
         pending = PendingStore(
-            subject, data, sender, f"{self.node}-{self._run}-{commit}", now + STORE_TIMEOUT, now
+            subject, data, senders, commits, f"{self.node}-{self._run}-{write}", now + STORE_TIMEOUT, now
         )
-        self._storing[commit] = pending
-        self._send(subject, data, f"{self.inbox}.{commit}", pending.message_id)
+        self._storing[write] = pending
+        self._send(subject, data, f"{self.inbox}.{write}", pending.message_id)
         if self._expiry_timer is None:
             self._expiry_timer = self._loop.call_later(STORE_CHECK_INTERVAL, self._expire_storing)
 
-    def _resend(self, commit: int, pending: PendingStore) -> None:
-        """Send a message again that the stream did not answer for, or could not take yet (no
+    def _complete(self, pending: PendingStore) -> None:
+        complete = self.commits.complete
+        for commit in pending.commits:
+            complete(commit)
+
+    def _resend(self, write: int, pending: PendingStore) -> None:
+        """Send an envelope again that the stream did not answer for, or could not take yet (no
         leader: a NATS server was lost, the others are electing one). The stream recognises a
         copy it already has by its message id, within its duplicate window."""
         pending.sent_at = self._loop.time()
         self.stats.store_retries += 1
-        self._send(pending.subject, pending.data, f"{self.inbox}.{commit}", pending.message_id)
+        self._send(pending.subject, pending.data, f"{self.inbox}.{write}", pending.message_id)
 
-    def _stored(self, commit: int) -> None:
-        if self._storing.pop(commit, None) is not None:
-            self.stats.stored += 1
-            self.commits.complete(commit)
+    def _stored(self, write: int) -> None:
+        pending = self._storing.pop(write, None)
+        if pending is not None:
+            self.stats.stored += len(pending.commits)
+            self._complete(pending)
 
-    def _store_failed(self, commit: int, why: str) -> None:
-        """The stream did not store a message: its publisher is not told it was received."""
-        entry = self._storing.pop(commit, None)
-        if entry is None:
+    def _store_failed(self, write: int, why: str) -> None:
+        """The stream did not store an envelope: its publishers are not told it was received."""
+        pending = self._storing.pop(write, None)
+        if pending is None:
             return
-        self.stats.store_failures += 1
-        log.warning("the cluster did not store a message from %s: %s", entry.sender, why)
-        self._on_failed(entry.sender)
-        # Its reply is gone with the publisher's connection; the replies of others may go.
-        self.commits.complete(commit)
+        self.stats.store_failures += len(pending.commits)
+        senders = ", ".join(sorted(str(sender) for sender in pending.senders))
+        log.warning("the cluster did not store %d messages from %s: %s", len(pending.commits), senders, why)
+        for sender in pending.senders:
+            self._on_failed(sender)
+        # Their replies are gone with the publishers' connections; the replies of others may go.
+        self._complete(pending)
 
     def _expire_storing(self) -> None:
         now = self._loop.time()
-        for commit, pending in list(self._storing.items()):
+        for write, pending in list(self._storing.items()):
             if pending.deadline <= now:
-                self._store_failed(commit, f"no answer from the stream within {STORE_TIMEOUT:.0f} s")
+                self._store_failed(write, f"no answer from the stream within {STORE_TIMEOUT:.0f} s")
             elif now - pending.sent_at >= RESEND_AFTER and self.link.connected:
-                self._resend(commit, pending)
+                self._resend(write, pending)
         self._expiry_timer = (
             self._loop.call_later(STORE_CHECK_INTERVAL, self._expire_storing) if self._storing else None
         )
 
     async def on_answer(self, msg: Msg) -> None:
-        """The stream's answer to a write (on ``inbox.<commit number>``)."""
+        """The stream's answer to a write (on ``inbox.<write number>``)."""
         try:
-            commit = int(msg.subject.rpartition(".")[2])
+            write = int(msg.subject.rpartition(".")[2])
         except ValueError:
             return
         status = msg.headers.get("Status") if msg.headers else None
         if status is not None:
-            pending = self._storing.get(commit)
+            pending = self._storing.get(write)
             if status == NO_RESPONDERS and pending is not None:
                 # The stream has no leader for the moment: sent again at the next check.
                 pending.sent_at = self._loop.time() - RESEND_AFTER + STORE_CHECK_INTERVAL
                 return
             self._store_failed(
-                commit, f"NATS status {status} {msg.headers.get('Description', '') if msg.headers else ''}"
+                write, f"NATS status {status} {msg.headers.get('Description', '') if msg.headers else ''}"
             )
         elif b'"error"' in msg.data:
-            self._store_failed(commit, msg.data.decode(errors="replace"))
+            self._store_failed(write, msg.data.decode(errors="replace"))
         else:
-            self._stored(commit)
+            self._stored(write)
