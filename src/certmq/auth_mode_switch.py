@@ -65,9 +65,15 @@ class AuthModeSwitch:
             raise ValueError(f"auth mode must be one-way or mutual, not {mode!r}")
         mode = AuthMode(mode)
         await self._registry.set_setting(AUTH_MODE_SETTING, mode.value)
-        await self._use(mode)
         if not disconnect_nonconforming:
+            await self._use(mode)
             return 0
+        return await self.conform(mode)
+
+    async def conform(self, mode: AuthMode) -> int:
+        """Use ``mode`` (already stored: another node of the cluster switched to it) and
+        disconnect the live connections it refuses; how many."""
+        await self._use(mode)
         return self._broker.core.disconnect_where(
             lambda connection: not self._conforms(connection, mode), f"the auth mode changed to {mode}"
         )

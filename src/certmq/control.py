@@ -231,6 +231,11 @@ class NodeControl(BrokerControl, Protocol):
         """Disconnect ``client_id`` if it is connected to this node; False if it is not."""
         ...
 
+    async def conform_here(self, mode: AuthMode) -> int:
+        """Use ``mode``, which another node switched the cluster to, and disconnect this node's
+        live connections that it refuses; how many."""
+        ...
+
     def status(self) -> NodeStatus:
         """This node as the overview shows it."""
         ...

@@ -86,6 +86,9 @@ class InstanceControl:
     async def set_auth_mode(self, mode: str, *, disconnect_nonconforming: bool = False) -> int:
         return await self._auth_modes.switch(mode, disconnect_nonconforming=disconnect_nonconforming)
 
+    async def conform_here(self, mode: AuthMode) -> int:
+        return await self._auth_modes.conform(mode)
+
     def nonconforming(self, mode: str) -> int:
         return self._auth_modes.nonconforming(mode)
 

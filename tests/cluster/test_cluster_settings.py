@@ -12,6 +12,7 @@ import pytest
 from cluster_nodes import ClusterNodes
 from operated_instance import Instance, new_server_pair, presented_serial
 
+from mqtt_clients import Clients
 from paho_client import WAIT
 
 
@@ -47,6 +48,25 @@ def test_the_auth_mode_set_on_one_node_is_the_mode_of_every_node(operators: dict
     assert operators[2].cli_json("mode", "show")["mode"] == "mutual"
     assert operators[2].cli_json("mode", "set", "one-way")["mode"] == "one-way"
     eventually(lambda: accepts_tcp(operators[1]), "node 1 does not accept plain TCP again")
+
+
+def test_switching_with_disconnect_nonconforming_cuts_such_clients_on_every_node(
+    operators: dict[int, Instance], request: pytest.FixtureRequest
+) -> None:
+    clients = Clients(operators[1].broker, request)
+    try:
+        # Plain TCP clients, which mutual mode refuses: one on each node.
+        over_tcp = {number: clients.for_broker(operators[number].broker).connected() for number in (1, 2)}
+        switched = operators[1].api.put(
+            "/auth-mode", json={"mode": "mutual", "disconnect_nonconforming": True}
+        )
+        assert switched.status_code == 200
+        assert switched.json()["disconnected"] == 2
+        for client in over_tcp.values():
+            client.wait_disconnected()
+        assert operators[2].api.get("/connections").json()["total"] == 0
+    finally:
+        clients.close_all()
 
 
 def test_a_server_certificate_set_on_one_node_is_presented_by_every_node(

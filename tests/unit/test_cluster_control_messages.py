@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from certmq.auth.identity import ANONYMOUS, Identity
+from certmq.auth.mode import AuthMode
 from certmq.cluster import control_messages as messages
 from certmq.cluster.control import PartedListing, read_in_parts
 from certmq.cluster.control_messages import PART_BYTES, PART_ITEMS, ControlMessageError
@@ -145,6 +146,9 @@ def test_kick_and_status_read_back_as_sent() -> None:
     assert messages.read_kick_reply(messages.kick_reply(False)) is False
     status = NodeStatus("node-2", "127.0.0.1:8080", CONNECTED_AT, {"clients_connected": 4, "sessions": 9})
     assert messages.read_status_reply(messages.status_reply(status)) == status
+    for mode in AuthMode:
+        assert messages.read_conform_request(messages.conform_request(mode)) is mode
+    assert messages.read_conform_reply(messages.conform_reply(7)) == 7
 
 
 @pytest.mark.parametrize(
@@ -175,6 +179,10 @@ def test_what_is_not_a_connections_reply_is_refused_with_the_reason(data: bytes)
         (messages.read_connections_request, b'{"listener": 4}'),
         (messages.read_kick_request, b'{"client_id": null}'),
         (messages.read_kick_reply, b'{"kicked": "yes"}'),
+        (messages.read_conform_request, b'{"mode": "open"}'),
+        (messages.read_conform_request, b'{}'),
+        (messages.read_conform_reply, b'{"disconnected": -1}'),
+        (messages.read_conform_reply, b'{"disconnected": true}'),
         (messages.read_status_reply, b'{"name": "n", "http": "", "started_at": "2026-12-01T12:00:00",'
          b' "stats": {"sessions": "3"}}'),
         (messages.read_status_reply, b'{"name": "n", "http": "", "started_at": 5, "stats": {}}'),

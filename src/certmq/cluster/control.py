@@ -112,7 +112,11 @@ class ClusterControl:
             return
         verb = msg.subject.rpartition(".")[2]
         try:
-            reply = self._reply(verb, msg.data)
+            if verb == messages.CONFORM:
+                mode = messages.read_conform_request(msg.data)
+                reply = messages.conform_reply(await self.local.conform_here(mode))
+            else:
+                reply = self._reply(verb, msg.data)
         except ControlMessageError as error:
             log.warning("a control request %s from another node is not one this node reads: %s", verb, error)
             reply = messages.error_reply(str(error))
@@ -242,7 +246,26 @@ class ClusterControl:
         return self.local.auth_mode()
 
     async def set_auth_mode(self, mode: str, *, disconnect_nonconforming: bool = False) -> int:
-        return await self.local.set_auth_mode(mode, disconnect_nonconforming=disconnect_nonconforming)
+        """Switch the cluster's mode (stored in the registry, which every node follows); with
+        ``disconnect_nonconforming``, every node disconnects its live connections that the mode
+        refuses: how many in all (a node that does not answer is logged)."""
+        disconnected = await self.local.set_auth_mode(mode, disconnect_nonconforming=disconnect_nonconforming)
+        if not disconnect_nonconforming:
+            return disconnected
+        request = messages.conform_request(AuthMode(mode))
+        answered, missing = await self._ask_every_other(
+            lambda node: self._ask(node, messages.CONFORM, request, messages.read_conform_reply)
+        )
+        if missing:
+            log.warning(
+                "auth mode %s: nodes %s did not say whether they disconnected their nonconforming clients",
+                mode,
+                ", ".join(missing),
+            )
+        return disconnected + sum(count for _, count in answered)
+
+    async def conform_here(self, mode: AuthMode) -> int:
+        return await self.local.conform_here(mode)
 
     def nonconforming(self, mode: str) -> int:
         return self.local.nonconforming(mode)

@@ -9,6 +9,7 @@ verb             request                                     reply
                                                              "total": n}``
 ``kick``         ``{"client_id": …}``                        ``{"kicked": true | false}``
 ``status``       ``{}``                                      a :class:`~certmq.control.NodeStatus`
+``conform``      ``{"mode": "one-way" | "mutual"}``          ``{"disconnected": n}``
 ===============  ==========================================  ====================================
 
 Any reply may instead be ``{"error": "…"}``: the node could not read the request.
@@ -27,12 +28,14 @@ from datetime import datetime
 from typing import Any
 
 from certmq.auth.identity import Identity
+from certmq.auth.mode import AuthMode
 from certmq.control import ConnectionInfo, ConnectionQuery, LiveConnections, NodeStatus
 
 CONNECTIONS = "connections"
 KICK = "kick"
 STATUS = "status"
-VERBS = (CONNECTIONS, KICK, STATUS)
+CONFORM = "conform"
+VERBS = (CONNECTIONS, KICK, STATUS, CONFORM)
 
 # Connections per part at most, and the size a part stops growing at (well below the 1 MB that
 # a NATS server carries by default).
@@ -207,6 +210,28 @@ def read_kick_reply(data: bytes) -> bool:
     if not isinstance(kicked, bool):
         raise ControlMessageError("kicked is not true or false")
     return kicked
+
+
+# --- conform (to an auth mode, disconnecting the connections it refuses) -------------------------
+
+
+def conform_request(mode: AuthMode) -> bytes:
+    return _dump({"mode": mode.value})
+
+
+def read_conform_request(data: bytes) -> AuthMode:
+    mode = _text(_load(data), "mode")
+    if mode not in tuple(AuthMode):
+        raise ControlMessageError(f"mode is not one of {', '.join(AuthMode)}")
+    return AuthMode(mode)
+
+
+def conform_reply(disconnected: int) -> bytes:
+    return _dump({"disconnected": disconnected})
+
+
+def read_conform_reply(data: bytes) -> int:
+    return _number(_load(data), "disconnected")
 
 
 # --- status ---------------------------------------------------------------------------------------
