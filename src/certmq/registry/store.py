@@ -685,8 +685,3 @@ class RegistryStore(Database):
             if added:
                 self.announce(connection, (events.SettingChanged(key),))
             return added
-
-    def delete_setting(self, key: str) -> bool:
-        with self.session() as session, session.begin():
-            result = session.execute(delete(models.SettingRow).where(models.SettingRow.key == key))
-            return bool(getattr(result, "rowcount", 0))
