@@ -1,8 +1,8 @@
 """What an operator switches at run time on one node is switched on every node: the auth mode
 (the listeners it opens, the client certificates it asks for) and the server certificate.
 
-The tests share one cluster: the auth mode is set back to one-way whatever happens, and the test
-that sets a server certificate compares with the one presented before it.
+The tests share one cluster: the auth mode is set back to one-way after each test, whatever
+happened, and the test that sets a server certificate compares with the one presented before it.
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ def nodes(servers: ClusterServers, tmp_path_factory: pytest.TempPathFactory) -> 
 def operators(nodes: ClusterNodes, tmp_path: Path) -> Iterator[dict[int, Instance]]:
     made = {number: Instance(nodes.node(number), tmp_path / f"operator-{number}") for number in (1, 2)}
     yield made
+    # Whatever mode a test left the cluster in, the next one finds one-way mode on every node.
+    made[1].api.put("/auth-mode", json={"mode": "one-way"}).raise_for_status()
+    eventually(lambda: all(accepts_tcp(operator) for operator in made.values()), "one-way mode not back")
     for operator in made.values():
         operator.close()
 
@@ -52,15 +55,12 @@ def accepts_tcp(operator: Instance) -> bool:
 
 def test_the_auth_mode_set_on_one_node_is_the_mode_of_every_node(operators: dict[int, Instance]) -> None:
     assert accepts_tcp(operators[2])
-    try:
-        assert operators[1].cli_json("mode", "set", "mutual")["mode"] == "mutual"
-        # Node 2 closes plain TCP, as mutual mode does, and says it is in mutual mode.
-        eventually(lambda: not accepts_tcp(operators[2]), "node 2 still accepts plain TCP")
-        assert operators[2].cli_json("mode", "show")["mode"] == "mutual"
-        assert operators[2].cli_json("mode", "set", "one-way")["mode"] == "one-way"
-        eventually(lambda: accepts_tcp(operators[1]), "node 1 does not accept plain TCP again")
-    finally:
-        operators[1].api.put("/auth-mode", json={"mode": "one-way"}).raise_for_status()
+    assert operators[1].cli_json("mode", "set", "mutual")["mode"] == "mutual"
+    # Node 2 closes plain TCP, as mutual mode does, and says it is in mutual mode.
+    eventually(lambda: not accepts_tcp(operators[2]), "node 2 still accepts plain TCP")
+    assert operators[2].cli_json("mode", "show")["mode"] == "mutual"
+    assert operators[2].cli_json("mode", "set", "one-way")["mode"] == "one-way"
+    eventually(lambda: accepts_tcp(operators[1]), "node 1 does not accept plain TCP again")
 
 
 def test_a_server_certificate_set_on_one_node_is_presented_by_every_node(
