@@ -1,7 +1,11 @@
 """The management surfaces show the cluster: any node lists the connections of every node with
 their node, kicks a client wherever it is, counts every node (REST, console, ``$SYS``, metrics),
 names a node that does not answer rather than hang, says on ``/readyz`` whether it has NATS; and
-the RPC API's signature nonces and rate limit are the cluster's, not each node's."""
+the RPC API's signature nonces and rate limit are the cluster's, not each node's.
+
+The tests that only look share one cluster; a test that stops a node or NATS, or that needs
+settings of its own, starts a cluster of its own.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +32,17 @@ from rpc.signing import VERSION, query_string, sign_rpc
 ADMINISTRATIVE_ACTION = 0x98
 # A node's entry in the bucket of members lives 10 s after its last renewal.
 MEMBER_TTL = 10.0
+
+
+@pytest.fixture(scope="module")
+def shared_cluster(
+    servers: ClusterServers, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ClusterNodes]:
+    """Nodes 1, 2 and 3, publishing ``$SYS`` every second, for the tests that leave them running."""
+    with servers.cluster(
+        tmp_path_factory.mktemp("cluster"), (1, 2, 3), CERTMQ_MQTT_SYS_INTERVAL="1"
+    ) as nodes:
+        yield nodes
 
 
 @pytest.fixture
@@ -78,11 +93,11 @@ def listed(operator: Instance) -> tuple[dict[str, str], str]:
 
 
 def test_any_node_lists_kicks_and_counts_the_clients_of_every_node(
-    start_cluster: Callable[..., ClusterNodes],
+    shared_cluster: ClusterNodes,
     connect: Callable[[RunningBroker, str], PahoClient],
     operators: Callable[[RunningBroker], Instance],
 ) -> None:
-    cluster = start_cluster((1, 2, 3), CERTMQ_MQTT_SYS_INTERVAL="1")
+    cluster = shared_cluster
     suffix = uuid.uuid4().hex[:6]
     on_node = {number: connect(cluster.node(number), f"on-{number}-{suffix}") for number in (1, 2, 3)}
     expected = {f"on-{number}-{suffix}": f"node-{number}" for number in (1, 2, 3)}
@@ -205,8 +220,8 @@ def signed_call(node: RunningBroker, parameters: dict[str, str]) -> httpx.Respon
     return httpx.get(f"http://{node.host}:{node.http_port}/?{query_string(parameters)}", timeout=10)
 
 
-def test_a_signed_request_is_accepted_once_by_the_cluster(start_cluster: Callable[..., ClusterNodes]) -> None:
-    cluster = start_cluster((1, 2))
+def test_a_signed_request_is_accepted_once_by_the_cluster(shared_cluster: ClusterNodes) -> None:
+    cluster = shared_cluster
     info = cluster.node(1).init_info
     parameters = {
         "Action": "ListCaCertificate",

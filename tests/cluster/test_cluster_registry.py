@@ -1,8 +1,14 @@
 """Registry changes reach every node: what an operator does through one node's REST API or CLI
-takes effect on the devices connected to the others, in mutual TLS with real certificates."""
+takes effect on the devices connected to the others, in mutual TLS with real certificates.
+
+The tests that leave every node running share one cluster; each keeps apart by devices of its
+own, and a test that changes a CA registers a CA of its own. The tests that stop a node start a
+cluster of their own.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 import time
 import uuid
@@ -41,6 +47,12 @@ class MutualCluster:
         name = f"sensor-{uuid.uuid4().hex[:8]}"
         return make_device(self.work / name, (ca or self.fleet).issued, name)
 
+    def new_ca(self, number: int) -> RegisteredCa:
+        """A CA of the test's own, made by openssl and registered through node ``number``."""
+        name = f"line-{uuid.uuid4().hex[:8]}"
+        issued = make_ca(self.work / name, f"{name}-ca")
+        return RegisteredCa(issued, self.operator(number).register_ca(issued, name))
+
     def connected(self, number: int, device: Issued) -> PahoClient:
         """``device`` connected to node ``number``, over mutual TLS with its certificate."""
         client = self.operator(number).device_client(device)
@@ -52,20 +64,45 @@ class MutualCluster:
             operator.close()
 
 
+# Mutual mode, no anonymous access, every decision a row of its own in the decision log.
+MUTUAL_SETTINGS = {
+    "CERTMQ_INSTANCE_AUTH_MODE": "mutual",
+    "CERTMQ_AUTH_ANONYMOUS": "false",
+    "CERTMQ_AUDIT_FOLD_WINDOW": "0",
+}
+
+
+@pytest.fixture(scope="module")
+def shared_nodes(servers: ClusterServers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterNodes]:
+    """Nodes 1, 2 and 3 in mutual mode, shared by the tests that leave them running."""
+    with servers.cluster(tmp_path_factory.mktemp("cluster"), (1, 2, 3), **MUTUAL_SETTINGS) as nodes:
+        yield nodes
+
+
+@contextlib.contextmanager
+def operated(nodes: ClusterNodes, servers: ClusterServers, work: Path) -> Iterator[MutualCluster]:
+    cluster = MutualCluster(nodes, servers.registry.fleet, servers.registry.other, work)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
 @pytest.fixture
-def mutual(
+def mutual(shared_nodes: ClusterNodes, servers: ClusterServers, tmp_path: Path) -> Iterator[MutualCluster]:
+    """The module's nodes 1, 2 and 3, with the test's own operators."""
+    with operated(shared_nodes, servers, tmp_path) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def own_mutual(
     start_cluster: Callable[..., ClusterNodes], servers: ClusterServers, tmp_path: Path
 ) -> Iterator[MutualCluster]:
-    """The nodes the test's ``nodes`` mark names (default: 1, 2 and 3) in mutual mode, with no
-    anonymous access and every decision a row of its own in the decision log."""
-    nodes = start_cluster(
-        CERTMQ_INSTANCE_AUTH_MODE="mutual",
-        CERTMQ_AUTH_ANONYMOUS="false",
-        CERTMQ_AUDIT_FOLD_WINDOW="0",
-    )
-    cluster = MutualCluster(nodes, servers.registry.fleet, servers.registry.other, tmp_path)
-    yield cluster
-    cluster.close()
+    """A cluster of the test's own, of the nodes its ``nodes`` mark names, in mutual mode: for a
+    test that stops a node."""
+    with operated(start_cluster(**MUTUAL_SETTINGS), servers, tmp_path) as cluster:
+        yield cluster
 
 
 def registered_sn(operator: Instance, ca: RegisteredCa, device: Issued) -> str:
@@ -98,8 +135,8 @@ def inactivate_with_the_cli(operator: Instance, ca_sn: str, device_sn: str) -> N
 
 # Each way an operator inactivates a device, on a node other than the device's (node 2).
 INACTIVATIONS = [
-    pytest.param(1, inactivate_through_the_rest_api, marks=pytest.mark.nodes(1, 2), id="rest-api-of-node-1"),
-    pytest.param(3, inactivate_with_the_cli, marks=pytest.mark.nodes(2, 3), id="cli-pointed-at-node-3"),
+    pytest.param(1, inactivate_through_the_rest_api, id="rest-api-of-node-1"),
+    pytest.param(3, inactivate_with_the_cli, id="cli-pointed-at-node-3"),
 ]
 
 
@@ -119,11 +156,14 @@ def test_a_device_on_node_2_is_cut_when_it_is_inactivated_through_another_node(
 
 
 def test_a_ca_inactivated_on_node_1_cuts_its_devices_on_every_node(mutual: MutualCluster) -> None:
-    devices = {number: mutual.new_device() for number in (1, 2, 3)}
+    line = mutual.new_ca(1)
+    devices = {number: mutual.new_device(line) for number in (1, 2, 3)}
+    for number, device in devices.items():
+        wait_until_accepted(mutual.operator(number), device, f"node {number}")
     clients = {number: mutual.connected(number, device) for number, device in devices.items()}
     bystander = mutual.connected(2, mutual.new_device(mutual.other))
 
-    mutual.operator(1).cli("ca", "inactivate", mutual.fleet.sn)
+    mutual.operator(1).cli("ca", "inactivate", line.sn)
 
     for number, client in clients.items():
         assert_cut_as_not_authorized(client, f"node {number}")
@@ -132,7 +172,6 @@ def test_a_ca_inactivated_on_node_1_cuts_its_devices_on_every_node(mutual: Mutua
         assert refused_at_connect(mutual.operator(number), devices[number]) == NOT_AUTHORIZED
 
 
-@pytest.mark.nodes(1, 2)
 def test_a_device_registered_on_its_first_connection_to_node_1_is_listed_by_node_2(
     mutual: MutualCluster,
 ) -> None:
@@ -152,17 +191,17 @@ def test_a_device_registered_on_its_first_connection_to_node_1_is_listed_by_node
 @pytest.mark.nodes(1, 3)
 @pytest.mark.parametrize("halt", ["stop", "kill"], ids=["stopped", "killed"])
 def test_a_node_that_was_down_while_a_device_was_inactivated_refuses_the_device_once_restarted(
-    mutual: MutualCluster, halt: str
+    own_mutual: MutualCluster, halt: str
 ) -> None:
-    device = mutual.new_device()
-    mutual.connected(3, device).disconnect()
-    device_sn = registered_sn(mutual.operator(1), mutual.fleet, device)
+    device = own_mutual.new_device()
+    own_mutual.connected(3, device).disconnect()
+    device_sn = registered_sn(own_mutual.operator(1), own_mutual.fleet, device)
 
-    getattr(mutual.nodes, halt)(3)  # SIGTERM, or SIGKILL as a power cut would
-    mutual.operator(1).cli("device", "inactivate", mutual.fleet.sn, device_sn)
-    mutual.nodes.start(3)
+    getattr(own_mutual.nodes, halt)(3)  # SIGTERM, or SIGKILL as a power cut would
+    own_mutual.operator(1).cli("device", "inactivate", own_mutual.fleet.sn, device_sn)
+    own_mutual.nodes.start(3)
 
-    assert refused_at_connect(mutual.operator(3), device) == NOT_AUTHORIZED
+    assert refused_at_connect(own_mutual.operator(3), device) == NOT_AUTHORIZED
 
 
 def connect_accepted(instance: Instance, device: Issued) -> bool:
@@ -179,17 +218,17 @@ def connect_accepted(instance: Instance, device: Issued) -> bool:
         client.close()
 
 
-@pytest.mark.nodes(1, 2)
-def test_a_ca_registered_through_node_1_lets_its_devices_connect_to_node_2(
-    mutual: MutualCluster, tmp_path: Path
-) -> None:
-    ca = make_ca(tmp_path / "line", "line-ca")
-    mutual.operator(1).register_ca(ca, "line")
-    device = make_device(tmp_path / "device", ca, "line-1")
-
-    # Node 2 learns of the CA as the registry tells it: the device tries until it is let in.
+def wait_until_accepted(operator: Instance, device: Issued, where: str) -> None:
+    """A node learns of a new CA as the registry tells it: the device tries until it is let in."""
     deadline = time.monotonic() + WAIT
-    while not connect_accepted(mutual.operator(2), device):
-        assert time.monotonic() < deadline, f"node 2 still refuses a device of a CA registered {WAIT}s ago"
+    while not connect_accepted(operator, device):
+        assert time.monotonic() < deadline, f"{where} still refuses a device of a CA registered {WAIT}s ago"
         time.sleep(0.1)
+
+
+def test_a_ca_registered_through_node_1_lets_its_devices_connect_to_node_2(mutual: MutualCluster) -> None:
+    line = mutual.new_ca(1)
+    device = mutual.new_device(line)
+
+    wait_until_accepted(mutual.operator(2), device, "node 2")
     mutual.connected(2, device).assert_connected()

@@ -1,5 +1,9 @@
 """What an operator switches at run time on one node is switched on every node: the auth mode
-(the listeners it opens, the client certificates it asks for) and the server certificate."""
+(the listeners it opens, the client certificates it asks for) and the server certificate.
+
+The tests share one cluster: the auth mode is set back to one-way after each test, whatever
+happened, and the test that sets a server certificate compares with the one presented before it.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +13,28 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from cluster_nodes import ClusterNodes
+from cluster_nodes import ClusterNodes, ClusterServers
 from operated_instance import Instance, new_server_pair, presented_serial
 
 from mqtt_clients import Clients
 from paho_client import WAIT
 
 
+@pytest.fixture(scope="module")
+def nodes(servers: ClusterServers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterNodes]:
+    with servers.cluster(
+        tmp_path_factory.mktemp("cluster"), (1, 2), CERTMQ_INSTANCE_AUTH_MODE="one-way"
+    ) as made:
+        yield made
+
+
 @pytest.fixture
-def operators(start_cluster: Callable[..., ClusterNodes], tmp_path: Path) -> Iterator[dict[int, Instance]]:
-    nodes = start_cluster((1, 2), CERTMQ_INSTANCE_AUTH_MODE="one-way")
+def operators(nodes: ClusterNodes, tmp_path: Path) -> Iterator[dict[int, Instance]]:
     made = {number: Instance(nodes.node(number), tmp_path / f"operator-{number}") for number in (1, 2)}
     yield made
+    # Whatever mode a test left the cluster in, the next one finds one-way mode on every node.
+    made[1].api.put("/auth-mode", json={"mode": "one-way"}).raise_for_status()
+    eventually(lambda: all(accepts_tcp(operator) for operator in made.values()), "one-way mode not back")
     for operator in made.values():
         operator.close()
 

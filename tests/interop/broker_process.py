@@ -10,6 +10,7 @@ ports (path ``/mqtt``, subprotocol ``mqtt``) in front of mosquitto's TCP listene
 from __future__ import annotations
 
 import asyncio
+import atexit
 import datetime
 import getpass
 import ipaddress
@@ -22,6 +23,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -280,7 +282,34 @@ def start_broker(data_dir: Path, settings: Mapping[str, Any] | None = None) -> R
 
 
 def _start_certmq(data_dir: Path, settings: dict[str, str]) -> RunningBroker:
-    return serve_certmq(data_dir, settings, init_certmq(data_dir))
+    return serve_certmq(data_dir, settings, initialised(data_dir))
+
+
+# What `certmq init` made once in this test run, and what it printed: the instance every broker
+# of the run starts from a copy of (tests/unit/test_instance.py tests `certmq init` itself).
+_first_instance: tuple[Path, dict[str, Any]] | None = None
+
+
+def initialised(data_dir: Path) -> dict[str, Any]:
+    """``data_dir`` made an instance as ``certmq init`` makes one, and what init printed, its
+    paths in ``data_dir``. An empty ``data_dir`` gets a copy of the run's first instance (its id,
+    keys, credentials and server CA), as the nodes of a cluster do; one that holds something
+    already is left to ``certmq init``."""
+    global _first_instance
+    if any(data_dir.iterdir()):
+        return init_certmq(data_dir)
+    if _first_instance is None:
+        first = Path(tempfile.mkdtemp(prefix="certmq-first-instance-"))
+        atexit.register(shutil.rmtree, first, ignore_errors=True)
+        _first_instance = (first, init_certmq(first / "data"))
+    first, info = _first_instance
+    shutil.copytree(first / "data", data_dir, dirs_exist_ok=True)
+    return {
+        name: str(data_dir / Path(value).relative_to(first / "data"))
+        if isinstance(value, str) and Path(value).is_relative_to(first / "data")
+        else value
+        for name, value in info.items()
+    }
 
 
 def certmq_command() -> tuple[list[str], dict[str, str]]:

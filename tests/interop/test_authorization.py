@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 import raw_mqtt
-from broker_process import expect_failure_on_mosquitto
+from broker_process import RunningBroker, expect_failure_on_mosquitto, start_broker
 from paho_client import V5, V311
 
 RULES = """
@@ -29,12 +31,23 @@ client_id = "monitor-*"
 pytestmark = expect_failure_on_mosquitto("topic rules are certmq configuration")
 
 
-@pytest.fixture
-def guarded(broker_factory, tmp_path, clients):
-    rules = tmp_path / "acl.toml"
+@pytest.fixture(scope="module")
+def guarded_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBroker]:
+    """One broker with the rules above for the module; each test keeps to client ids of its own,
+    or to ones an earlier test has disconnected."""
+    rules = tmp_path_factory.mktemp("rules") / "acl.toml"
     rules.write_text(RULES)
-    running = broker_factory(CERTMQ_AUTH_ACL_FILE=str(rules), CERTMQ_AUTH_ACL_DEFAULT="deny")
-    return clients.for_broker(running)
+    running = start_broker(
+        tmp_path_factory.mktemp("guarded"),
+        {"CERTMQ_AUTH_ACL_FILE": str(rules), "CERTMQ_AUTH_ACL_DEFAULT": "deny"},
+    )
+    yield running
+    assert running.stop() == 0, running.log_tail()
+
+
+@pytest.fixture
+def guarded(guarded_broker, clients):
+    return clients.for_broker(guarded_broker)
 
 
 def test_subscriptions_outside_the_rules_are_refused(guarded):

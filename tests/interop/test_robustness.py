@@ -4,12 +4,21 @@ keep alive not kept."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import pytest
 
 import raw_mqtt
-from broker_process import expect_failure_on_mosquitto
+from broker_process import RunningBroker, expect_failure_on_mosquitto, start_broker
 from paho_client import V5, V311
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBroker]:
+    """A broker that waits 1 s for a CONNECT, for the module's tests of that timeout."""
+    running = start_broker(tmp_path_factory.mktemp("quick"), {"CERTMQ_MQTT_CONNECT_TIMEOUT": 1})
+    yield running
+    assert running.stop() == 0, running.log_tail()
 
 
 def _assert_others_unaffected(clients, topic, subscriber):
@@ -68,8 +77,7 @@ def test_garbage_instead_of_connect_is_closed(clients, topic):
 
 
 @expect_failure_on_mosquitto("has no setting for the CONNECT timeout")
-def test_connection_without_connect_is_closed_after_the_timeout(broker_factory, clients, topic):
-    quick = broker_factory(CERTMQ_MQTT_CONNECT_TIMEOUT=1)
+def test_connection_without_connect_is_closed_after_the_timeout(quick, clients, topic):
     on_quick = clients.for_broker(quick)
     silent = on_quick.raw()
     opened = time.monotonic()
@@ -150,8 +158,7 @@ def test_a_packet_trickled_byte_by_byte_does_not_keep_the_connection_alive(clien
 
 
 @expect_failure_on_mosquitto("has no setting for the CONNECT timeout")
-def test_a_connect_trickled_byte_by_byte_is_closed_after_the_connect_timeout(broker_factory, clients):
-    quick = broker_factory(CERTMQ_MQTT_CONNECT_TIMEOUT=1)
+def test_a_connect_trickled_byte_by_byte_is_closed_after_the_connect_timeout(quick, clients):
     trickler = clients.for_broker(quick).raw()
     # A CONNECT announcing 1000 bytes, sent one byte every 0.2 s.
     unfinished = bytes([0x10]) + raw_mqtt.encode_varint(1000) + raw_mqtt.encode_string("MQTT") + bytes(1000)

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
+import pytest
+
+from broker_process import RunningBroker, start_broker
 from paho_client import V5, V311
 
 
-def test_sys_topics_published_periodically_and_not_matched_by_hash(broker_factory, clients):
-    sys_broker = broker_factory(CERTMQ_MQTT_SYS_INTERVAL=1)
+@pytest.fixture(scope="module")
+def sys_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBroker]:
+    """A broker publishing $SYS every second, for the module's tests."""
+    running = start_broker(tmp_path_factory.mktemp("sys"), {"CERTMQ_MQTT_SYS_INTERVAL": 1})
+    yield running
+    assert running.stop() == 0, running.log_tail()
+
+
+def test_sys_topics_published_periodically_and_not_matched_by_hash(sys_broker, clients):
     on_sys = clients.for_broker(sys_broker)
     everything = on_sys.connected(V311)
     everything.subscribe("#", qos=0)
@@ -31,8 +42,7 @@ def test_sys_topics_published_periodically_and_not_matched_by_hash(broker_factor
     assert leaked == [], f"'#' matched $SYS topics: {leaked[:5]}"
 
 
-def test_plus_at_the_start_does_not_match_sys(broker_factory, clients):
-    sys_broker = broker_factory(CERTMQ_MQTT_SYS_INTERVAL=1)
+def test_plus_at_the_start_does_not_match_sys(sys_broker, clients):
     on_sys = clients.for_broker(sys_broker)
     wildcard = on_sys.connected(V5)
     wildcard.subscribe("+/broker/#", qos=0)

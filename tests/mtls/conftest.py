@@ -37,9 +37,10 @@ def running_instance(tmp_path_factory: pytest.TempPathFactory, **settings: str) 
     assert broker.stop() == 0, broker.log_tail()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def one_way(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
-    """certmq in one-way mode: clients authenticate with Signature credentials."""
+    """certmq in one-way mode: clients authenticate with Signature credentials. One per module: a
+    test that switches the mode is the module's last to use it, and switches back."""
     with running_instance(tmp_path_factory, CERTMQ_AUTH_ANONYMOUS="false") as instance:
         yield instance
 

@@ -24,8 +24,9 @@ topic = "devices/#"
 """
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
+    """One instance for the module's tests, each with devices of its own."""
     rules = tmp_path_factory.mktemp("rules") / "acl.toml"
     rules.write_text(RULES)
     broker, work = start_instance(

@@ -185,14 +185,15 @@ def test_a_delayed_will_goes_out_only_if_the_identity_is_still_valid(
     watcher = mutual.device_client(make_device(tmp_path / "w", mutual.fleet_ca, "will-watcher"))
     watcher.connect()
     assert watcher.subscribe(f"{topic}/#", qos=1) == [1]
-    soon = (datetime.now(UTC) + timedelta(seconds=8)).strftime("%Y%m%d%H%M%SZ")
+    # Expired before the wills' delay is over, and not before the device has connected.
+    soon = (datetime.now(UTC) + timedelta(seconds=4)).strftime("%Y%m%d%H%M%SZ")
     devices = {
         "kept": make_device(tmp_path / "k", mutual.fleet_ca, "will-kept"),
         "inactivated": make_device(tmp_path / "i", mutual.fleet_ca, "will-inactivated"),
         "expired": make_device(tmp_path / "e", mutual.fleet_ca, "will-expired", not_after=soon),
     }
     dropped_before = wills_dropped(mutual)
-    delayed = properties(PacketTypes.WILLMESSAGE, WillDelayInterval=9)
+    delayed = properties(PacketTypes.WILLMESSAGE, WillDelayInterval=5)
     for name, certificate in devices.items():
         device = mutual.device_client(certificate)
         device.will_set(f"{topic}/{name}", b"gone", qos=1, props=delayed)
