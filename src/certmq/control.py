@@ -192,7 +192,7 @@ class BrokerControl(Protocol):
         connections were disconnected (only with ``disconnect_nonconforming``)."""
         ...
 
-    def nonconforming(self, mode: str) -> int:
+    async def nonconforming(self, mode: str) -> int:
         """How many live connections ``mode`` would refuse (the rule is
         :meth:`certmq.auth.admission.ListenerPolicy.conforms`): the ones that switching to it with
         ``disconnect_nonconforming`` disconnects."""
@@ -229,6 +229,10 @@ class NodeControl(BrokerControl, Protocol):
 
     def kick_here(self, client_id: str) -> bool:
         """Disconnect ``client_id`` if it is connected to this node; False if it is not."""
+        ...
+
+    def nonconforming_here(self, mode: str) -> int:
+        """How many of this node's live connections ``mode`` would refuse."""
         ...
 
     async def conform_here(self, mode: AuthMode) -> int:

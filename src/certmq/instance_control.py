@@ -89,7 +89,10 @@ class InstanceControl:
     async def conform_here(self, mode: AuthMode) -> int:
         return await self._auth_modes.conform(mode)
 
-    def nonconforming(self, mode: str) -> int:
+    async def nonconforming(self, mode: str) -> int:
+        return self.nonconforming_here(mode)
+
+    def nonconforming_here(self, mode: str) -> int:
         return self._auth_modes.nonconforming(mode)
 
     def describe_listeners(self, mode: str) -> str:

@@ -126,12 +126,12 @@ class StandInBroker:
         return self.mode
 
     async def set_auth_mode(self, mode: str, *, disconnect_nonconforming: bool = False) -> int:
-        disconnected = self.nonconforming(mode) if disconnect_nonconforming else 0
+        disconnected = await self.nonconforming(mode) if disconnect_nonconforming else 0
         self.mode = mode
         self.mode_changes.append((mode, disconnect_nonconforming))
         return disconnected
 
-    def nonconforming(self, mode: str) -> int:
+    async def nonconforming(self, mode: str) -> int:
         # With no live connection a mode refuses none; which of some it refuses, a real broker says.
         if self.live:
             raise AssertionError(NOT_COUNTED)

@@ -64,13 +64,16 @@ def test_the_auth_mode_set_on_one_node_is_the_mode_of_every_node(operators: dict
     eventually(lambda: accepts_tcp(operators[1]), "node 1 does not accept plain TCP again")
 
 
-def test_switching_with_disconnect_nonconforming_cuts_such_clients_on_every_node(
+def test_switching_with_disconnect_nonconforming_counts_and_cuts_such_clients_on_every_node(
     operators: dict[int, Instance], request: pytest.FixtureRequest
 ) -> None:
     clients = Clients(operators[1].broker, request)
     try:
         # Plain TCP clients, which mutual mode refuses: one on each node.
         over_tcp = {number: clients.for_broker(operators[number].broker).connected() for number in (1, 2)}
+        # The console's confirmation counts what the switch would cut on every node.
+        confirmation = operators[2].console_text("/console/server-certificate/auth-mode?mode=mutual")
+        assert "Ticked, 2 live connections will be disconnected." in confirmation
         switched = operators[1].api.put(
             "/auth-mode", json={"mode": "mutual", "disconnect_nonconforming": True}
         )

@@ -147,8 +147,8 @@ def test_kick_and_status_read_back_as_sent() -> None:
     status = NodeStatus("node-2", "127.0.0.1:8080", CONNECTED_AT, {"clients_connected": 4, "sessions": 9})
     assert messages.read_status_reply(messages.status_reply(status)) == status
     for mode in AuthMode:
-        assert messages.read_conform_request(messages.conform_request(mode)) is mode
-    assert messages.read_conform_reply(messages.conform_reply(7)) == 7
+        assert messages.read_mode_request(messages.mode_request(mode)) is mode
+    assert messages.read_count_reply(messages.count_reply(7)) == 7
 
 
 @pytest.mark.parametrize(
@@ -179,10 +179,10 @@ def test_what_is_not_a_connections_reply_is_refused_with_the_reason(data: bytes)
         (messages.read_connections_request, b'{"listener": 4}'),
         (messages.read_kick_request, b'{"client_id": null}'),
         (messages.read_kick_reply, b'{"kicked": "yes"}'),
-        (messages.read_conform_request, b'{"mode": "open"}'),
-        (messages.read_conform_request, b'{}'),
-        (messages.read_conform_reply, b'{"disconnected": -1}'),
-        (messages.read_conform_reply, b'{"disconnected": true}'),
+        (messages.read_mode_request, b'{"mode": "open"}'),
+        (messages.read_mode_request, b'{}'),
+        (messages.read_count_reply, b'{"count": -1}'),
+        (messages.read_count_reply, b'{"count": true}'),
         (messages.read_status_reply, b'{"name": "n", "http": "", "started_at": "2026-12-01T12:00:00",'
          b' "stats": {"sessions": "3"}}'),
         (messages.read_status_reply, b'{"name": "n", "http": "", "started_at": 5, "stats": {}}'),

@@ -113,8 +113,8 @@ class ClusterControl:
         verb = msg.subject.rpartition(".")[2]
         try:
             if verb == messages.CONFORM:
-                mode = messages.read_conform_request(msg.data)
-                reply = messages.conform_reply(await self.local.conform_here(mode))
+                mode = messages.read_mode_request(msg.data)
+                reply = messages.count_reply(await self.local.conform_here(mode))
             else:
                 reply = self._reply(verb, msg.data)
         except ControlMessageError as error:
@@ -130,6 +130,8 @@ class ClusterControl:
             return messages.kick_reply(local.kick_here(messages.read_kick_request(data)))
         if verb == messages.STATUS:
             return messages.status_reply(self.status())
+        if verb == messages.NONCONFORMING:
+            return messages.count_reply(local.nonconforming_here(messages.read_mode_request(data)))
         raise ControlMessageError(
             f"unknown verb {verb[:40]!r}; this node answers {', '.join(messages.VERBS)}"
         )
@@ -252,23 +254,35 @@ class ClusterControl:
         disconnected = await self.local.set_auth_mode(mode, disconnect_nonconforming=disconnect_nonconforming)
         if not disconnect_nonconforming:
             return disconnected
-        request = messages.conform_request(AuthMode(mode))
+        return disconnected + await self._count_on_others(messages.CONFORM, mode, "disconnected")
+
+    async def nonconforming(self, mode: str) -> int:
+        """How many live connections of every node ``mode`` would refuse."""
+        return self.local.nonconforming_here(mode) + await self._count_on_others(
+            messages.NONCONFORMING, mode, "counted"
+        )
+
+    def nonconforming_here(self, mode: str) -> int:
+        return self.local.nonconforming_here(mode)
+
+    async def _count_on_others(self, verb: str, mode: str, done: str) -> int:
+        """The sum of what the other nodes answer ``verb`` for ``mode`` (a node that does not
+        answer is logged)."""
+        request = messages.mode_request(AuthMode(mode))
         answered, missing = await self._ask_every_other(
-            lambda node: self._ask(node, messages.CONFORM, request, messages.read_conform_reply)
+            lambda node: self._ask(node, verb, request, messages.read_count_reply)
         )
         if missing:
             log.warning(
-                "auth mode %s: nodes %s did not say whether they disconnected their nonconforming clients",
+                "auth mode %s: nodes %s have not %s their nonconforming clients",
                 mode,
                 ", ".join(missing),
+                done,
             )
-        return disconnected + sum(count for _, count in answered)
+        return sum(count for _, count in answered)
 
     async def conform_here(self, mode: AuthMode) -> int:
         return await self.local.conform_here(mode)
-
-    def nonconforming(self, mode: str) -> int:
-        return self.local.nonconforming(mode)
 
     def describe_listeners(self, mode: str) -> str:
         return self.local.describe_listeners(mode)

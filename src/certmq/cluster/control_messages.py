@@ -2,15 +2,18 @@
 payloads of NATS requests and replies (certmq.cluster.control). Sans-io: values in, bytes out,
 and back; bytes that are not such a message raise :class:`ControlMessageError`.
 
-===============  ==========================================  ====================================
-verb             request                                     reply
-===============  ==========================================  ====================================
-``connections``  a :class:`~certmq.control.ConnectionQuery`  ``{"items": [connection …],
-                                                             "total": n}``
-``kick``         ``{"client_id": …}``                        ``{"kicked": true | false}``
-``status``       ``{}``                                      a :class:`~certmq.control.NodeStatus`
-``conform``      ``{"mode": "one-way" | "mutual"}``          ``{"disconnected": n}``
-===============  ==========================================  ====================================
+=================  ==========================================  =========================================
+verb               request                                     reply
+=================  ==========================================  =========================================
+``connections``    a :class:`~certmq.control.ConnectionQuery`  ``{"items": [connection …], "total": n}``
+``kick``           ``{"client_id": …}``                        ``{"kicked": true | false}``
+``status``         ``{}``                                      a :class:`~certmq.control.NodeStatus`
+``conform``        ``{"mode": "one-way" | "mutual"}``          ``{"count": n}``, disconnected
+``nonconforming``  ``{"mode": …}``                             ``{"count": n}``, to disconnect
+=================  ==========================================  =========================================
+
+``conform`` disconnects the node's live connections that the mode refuses and counts them;
+``nonconforming`` only counts them.
 
 Any reply may instead be ``{"error": "…"}``: the node could not read the request.
 
@@ -35,7 +38,8 @@ CONNECTIONS = "connections"
 KICK = "kick"
 STATUS = "status"
 CONFORM = "conform"
-VERBS = (CONNECTIONS, KICK, STATUS, CONFORM)
+NONCONFORMING = "nonconforming"
+VERBS = (CONNECTIONS, KICK, STATUS, CONFORM, NONCONFORMING)
 
 # Connections per part at most, and the size a part stops growing at (well below the 1 MB that
 # a NATS server carries by default).
@@ -212,26 +216,26 @@ def read_kick_reply(data: bytes) -> bool:
     return kicked
 
 
-# --- conform (to an auth mode, disconnecting the connections it refuses) -------------------------
+# --- conform and nonconforming: the connections an auth mode refuses, disconnected or counted ----
 
 
-def conform_request(mode: AuthMode) -> bytes:
+def mode_request(mode: AuthMode) -> bytes:
     return _dump({"mode": mode.value})
 
 
-def read_conform_request(data: bytes) -> AuthMode:
+def read_mode_request(data: bytes) -> AuthMode:
     mode = _text(_load(data), "mode")
     if mode not in tuple(AuthMode):
         raise ControlMessageError(f"mode is not one of {', '.join(AuthMode)}")
     return AuthMode(mode)
 
 
-def conform_reply(disconnected: int) -> bytes:
-    return _dump({"disconnected": disconnected})
+def count_reply(count: int) -> bytes:
+    return _dump({"count": count})
 
 
-def read_conform_reply(data: bytes) -> int:
-    return _number(_load(data), "disconnected")
+def read_count_reply(data: bytes) -> int:
+    return _number(_load(data), "count")
 
 
 # --- status ---------------------------------------------------------------------------------------

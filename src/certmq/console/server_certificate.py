@@ -91,7 +91,7 @@ async def confirm_mode(request: Request, session: Session, context: Context, mod
         current=context.control.auth_mode(),
         modes=MODES,
         kinds=live.identity_kinds(live_now.items),
-        refused=context.control.nonconforming(mode),
+        refused=await context.control.nonconforming(mode),
         admission=context.control.describe_listeners(mode),
     )
 
