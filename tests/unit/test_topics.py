@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from certmq.mqtt.errors import MalformedPacket
 from certmq.mqtt.topics import (
+    MATCH_CACHE,
     TopicTree,
     matches,
     parse_shared_subscription,
@@ -244,3 +245,36 @@ def test_tree_match_agrees_with_matches(topic_filters: list[str], topics: list[s
         assert tree.unsubscribe(topic_filter, topic_filter) == topic_filter
     assert len(tree) == 0
     assert tree._root.children == {}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["subscribe", "unsubscribe", "match"]), _filters(), _topics),
+        max_size=40,
+    )
+)
+def test_tree_match_sees_every_change_made_after_an_earlier_match(
+    steps: list[tuple[str, str, str]],
+) -> None:
+    # A topic's matches are kept between changes: a change must never leave an answer stale.
+    tree: TopicTree[str] = TopicTree()
+    subscribed: set[str] = set()
+    for action, topic_filter, topic in steps:
+        if action == "subscribe":
+            tree.subscribe(topic_filter, topic_filter, topic_filter)
+            subscribed.add(topic_filter)
+        elif action == "unsubscribe":
+            tree.unsubscribe(topic_filter, topic_filter)
+            subscribed.discard(topic_filter)
+        found = sorted(str(key) for subscribers in tree.match(topic) for key in subscribers)
+        assert found == sorted(f for f in subscribed if matches(f, topic))
+
+
+def test_tree_keeps_the_matches_of_a_bounded_number_of_topics() -> None:
+    tree: TopicTree[int] = TopicTree()
+    tree.subscribe("devices/+/status", 1, 1)
+    for index in range(MATCH_CACHE * 2 + 5):
+        assert tree.match(f"devices/{index}/status") == [{1: 1}]
+        assert len(tree._cache) <= MATCH_CACHE
+    assert tree.match("devices/x/other") == []

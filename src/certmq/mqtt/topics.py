@@ -117,6 +117,10 @@ def matches(topic_filter: str, topic: str) -> bool:
     return len(filter_levels) == len(topic_levels)
 
 
+# Topics whose matches a tree keeps (see TopicTree).
+MATCH_CACHE = 8192
+
+
 class _TopicNode(Generic[V]):
     __slots__ = ("children", "subscribers")
 
@@ -134,13 +138,17 @@ class TopicTree(Generic[V]):
     subscriptions that match, not on how many unrelated subscriptions exist.
 
     Filters are taken literally: subscribe a shared subscription under its real filter.
+
+    What :meth:`match` found for a topic is kept until the next change of the tree, for up to
+    MATCH_CACHE topics: a device publishes to the same few topics again and again.
     """
 
-    __slots__ = ("_count", "_root")
+    __slots__ = ("_cache", "_count", "_root")
 
     def __init__(self) -> None:
         self._root: _TopicNode[V] = _TopicNode()
         self._count = 0
+        self._cache: dict[str, list[dict[Hashable, V]]] = {}
 
     def __len__(self) -> int:
         """Number of (filter, key) entries."""
@@ -148,6 +156,7 @@ class TopicTree(Generic[V]):
 
     def subscribe(self, topic_filter: str, key: Hashable, value: V) -> bool:
         """Store ``value`` for ``key`` on ``topic_filter``; True if the key was new there, False if replaced."""
+        self._cache.clear()
         node = self._root
         for level in topic_filter.split("/"):
             child = node.children.get(level)
@@ -162,6 +171,7 @@ class TopicTree(Generic[V]):
 
     def unsubscribe(self, topic_filter: str, key: Hashable) -> V | None:
         """Remove ``key`` from ``topic_filter`` and return its value (None if it was not there)."""
+        self._cache.clear()
         levels = topic_filter.split("/")
         path = [self._root]
         for level in levels:
@@ -189,9 +199,18 @@ class TopicTree(Generic[V]):
         ``topic`` must be a valid topic name (no wildcards), as the codec guarantees for
         every PUBLISH it decodes.
 
-        The dicts are the tree's own (not copies): iterate them before changing the tree.
-        Each matching filter contributes one non-empty dict.
+        The list and the dicts are the tree's own (not copies): do not change them, and
+        iterate them before changing the tree. Each matching filter contributes one non-empty dict.
         """
+        cache = self._cache
+        matched = cache.get(topic)
+        if matched is None:
+            if len(cache) >= MATCH_CACHE:
+                cache.clear()
+            matched = cache[topic] = self._match(topic)
+        return matched
+
+    def _match(self, topic: str) -> list[dict[Hashable, V]]:
         matched: list[dict[Hashable, V]] = []
         nodes = [self._root]
         # A first-level wildcard does not match a topic starting with '$' (MQTT 4.7.2).
