@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import socket
+from urllib.parse import urlsplit
 
 import nats
 from nats.aio.msg import Msg
@@ -42,4 +44,47 @@ async def test_messages_the_node_does_not_take_fast_enough_are_counted_as_slow_c
     finally:
         release.set()
         await publisher.close()
+        await link.stop()
+
+
+def _raw_subscriber(url: str, subject: str) -> socket.socket:
+    """A NATS subscriber of ``subject`` on a plain blocking socket: it reads what the server
+    sends while the test's event loop does not run."""
+    address = urlsplit(url)
+    sock = socket.create_connection((address.hostname, address.port), timeout=5)
+    sock.recv(4096)  # INFO
+    sock.sendall(f"CONNECT {{}}\r\nSUB {subject} 1\r\nPING\r\n".encode())
+    received = b""
+    while b"PONG" not in received:
+        received += sock.recv(4096)
+    return sock
+
+
+async def test_what_is_published_is_written_to_nats_at_once_not_a_turn_of_the_loop_later(
+    nats_url: str,  # noqa: F811
+) -> None:
+    link = NatsLink(ClusterSection(), [nats_url], "node-now")
+    link.start()
+    await asyncio.wait_for(link.ready.wait(), 10)
+    assert link.client is not None
+    subscriber = _raw_subscriber(nats_url, "now.subject")
+    try:
+        await link.client.publish("now.subject", b"first")
+        link.write_now()
+        # The loop does not turn while the subscriber waits: only what was written arrives.
+        subscriber.settimeout(5)
+        received = b""
+        while b"first" not in received:
+            received += subscriber.recv(4096)
+        assert received.startswith(b"MSG now.subject 1 5\r\nfirst")
+        # Nothing is left for nats-py's own flusher to send twice.
+        await link.confirm(5)
+        subscriber.settimeout(0.3)
+        try:
+            again = subscriber.recv(4096)
+        except TimeoutError:
+            again = b""
+        assert b"first" not in again
+    finally:
+        subscriber.close()
         await link.stop()

@@ -67,18 +67,27 @@ def seal(messages: Sequence[Message], origin: str, number: int, now: float) -> b
     origin_bytes = origin.encode("ascii")
     parts = [_HEAD.pack(VERSION, number, len(origin_bytes)), origin_bytes]
     append = parts.append
+    # One publisher's client id follows each of its messages: encoded once per run of them.
+    last_sender: str | None = None
+    sender_field = b""
     for message in messages:
         flags = message.qos | (_RETAIN if message.retain else 0)
         payload = message.payload
         expires_at, sender, properties = message.expires_at, message.sender, message.properties
-        if expires_at is None and sender is None and not properties:
-            append(_ENTRY.pack(flags, len(payload)))
-            append(payload)
-            continue
+        if sender is not None:
+            if sender is not last_sender:
+                encoded = sender.encode()
+                sender_field = _LENGTH.pack(len(encoded)) + encoded
+                last_sender = sender
+            if expires_at is None and not properties:
+                # The common case: a client's message, no expiry, no properties.
+                append(_ENTRY.pack(flags | _SENDER, len(payload)))
+                append(sender_field)
+                append(payload)
+                continue
+            flags |= _SENDER
         if expires_at is not None:
             flags |= _EXPIRY
-        if sender is not None:
-            flags |= _SENDER
         if properties:
             flags |= _PROPERTIES
         append(_ENTRY.pack(flags, len(payload)))
@@ -86,9 +95,7 @@ def seal(messages: Sequence[Message], origin: str, number: int, now: float) -> b
             left = max(0, int((expires_at - now) * 1000))
             append(_EXPIRY_FIELD.pack(min(left, 0xFFFFFFFF)))
         if sender is not None:
-            encoded = sender.encode()
-            append(_LENGTH.pack(len(encoded)))
-            append(encoded)
+            append(sender_field)
         if properties:
             append(encode_properties(properties))
         append(payload)
@@ -98,6 +105,7 @@ def seal(messages: Sequence[Message], origin: str, number: int, now: float) -> b
 def open_envelope(topic: str, data: bytes, now: float) -> Received:
     """The messages an envelope holds, published to ``topic``, as received at loop time ``now``."""
     messages: list[Message] = []
+    append = messages.append
     try:
         version, number, origin_length = _HEAD.unpack_from(data)
         if version != VERSION:
@@ -108,6 +116,9 @@ def open_envelope(topic: str, data: bytes, now: float) -> Received:
         if len(origin) != origin_length:
             raise EnvelopeError("not a message envelope: it ends within its origin")
         end = len(data)
+        # The client id of the messages before, decoded once for a run of one publisher's.
+        last_field = b""
+        last_sender: str | None = None
         while position < end:
             flags, length = _ENTRY.unpack_from(data, position)
             position += _ENTRY.size
@@ -119,22 +130,34 @@ def open_envelope(topic: str, data: bytes, now: float) -> Received:
                     expires_at = now + _EXPIRY_FIELD.unpack_from(data, position)[0] / 1000
                     position += _EXPIRY_FIELD.size
                 if flags & _SENDER:
-                    (sender_length,) = _LENGTH.unpack_from(data, position)
-                    position += _LENGTH.size
-                    if position + sender_length > end:
-                        raise EnvelopeError("not a message envelope: it ends within a client id")
-                    sender = data[position : position + sender_length].decode()
-                    position += sender_length
+                    if last_field and data.startswith(last_field, position):
+                        sender = last_sender
+                        position += len(last_field)
+                    else:
+                        (sender_length,) = _LENGTH.unpack_from(data, position)
+                        field_end = position + _LENGTH.size + sender_length
+                        if field_end > end:
+                            raise EnvelopeError("not a message envelope: it ends within a client id")
+                        sender = last_sender = data[position + _LENGTH.size : field_end].decode()
+                        last_field = data[position:field_end]
+                        position = field_end
                 if flags & _PROPERTIES:
                     decoded, position = decode_properties(data, position, PacketType.PUBLISH)
                     properties = dict(decoded)
             if position + length > end:
                 raise EnvelopeError("not a message envelope: it ends within a payload")
-            payload = data[position : position + length]
-            position += length
-            messages.append(
-                Message(topic, payload, flags & _QOS, bool(flags & _RETAIN), properties, expires_at, sender)
+            append(
+                Message(
+                    topic,
+                    data[position : position + length],
+                    flags & _QOS,
+                    bool(flags & _RETAIN),
+                    properties,
+                    expires_at,
+                    sender,
+                )
             )
+            position += length
     except (struct.error, IndexError, UnicodeDecodeError, MalformedPacket) as error:
         raise EnvelopeError(f"not a message envelope: {error}") from None
     if not messages:

@@ -168,6 +168,24 @@ class NatsLink:
         await client._flush_pending(force_flush=True)
         await client.flush(timeout=max(1, int(timeout)))
 
+    def write_now(self) -> None:
+        """Write what the NATS client holds to its connection now. nats-py leaves it to a task
+        of its own, which writes one turn of the event loop later: after whatever that turn
+        does, such as routing the next few hundred packets of a busy publisher, which the
+        other nodes would then wait for. Not while the link is down: nats-py keeps what was
+        published then, and sends it on reconnecting."""
+        client = self.client
+        if client is None or not client.is_connected:
+            return
+        # nats-py has no public call for this; its own flusher does the same with these.
+        pending = getattr(client, "_pending", None)
+        transport = getattr(client, "_transport", None)
+        if not pending or transport is None:
+            return
+        transport.writelines(pending)
+        client._pending = []
+        client._pending_data_size = 0
+
     async def _error(self, error: Exception) -> None:
         if isinstance(error, SlowConsumerError):
             # Counted, not logged one by one: a burst would flood the log.

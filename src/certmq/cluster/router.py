@@ -29,6 +29,7 @@ import asyncio
 import functools
 import hashlib
 import logging
+import operator
 from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -113,9 +114,12 @@ def travels_stored(message: Message) -> bool:
     return message.qos > 0 or message.retain or P2P_MARKER in message.topic
 
 
+_payload = operator.attrgetter("payload")
+
+
 def cut_into_envelopes(messages: list[Message]) -> Iterable[list[Message]]:
     """``messages`` cut into envelopes of about ENVELOPE_BYTES at most (one message each at least)."""
-    if len(messages) * ENTRY_BYTES + sum(len(message.payload) for message in messages) <= ENVELOPE_BYTES:
+    if len(messages) * ENTRY_BYTES + sum(map(len, map(_payload, messages))) <= ENVELOPE_BYTES:
         yield messages
         return
     start = size = 0
@@ -199,7 +203,7 @@ class ClusterRouter:
         topic = message.topic
         if len(topic) > self._longest_plain_topic and not self._fits(topic):
             return delivered
-        if not travels_stored(message):
+        if not (message.qos or message.retain or P2P_MARKER in topic):  # not travels_stored(message)
             gathered = self._gathered.get(topic)
             if gathered is not None:
                 gathered.append(message)
@@ -340,6 +344,7 @@ class ClusterRouter:
                     subject = topic_subject(prefix, topic)
                     for envelope in cut_into_envelopes(messages):
                         await self._publish(client, subject, self._seal(envelope), "", None, len(envelope))
+                self.link.write_now()
         finally:
             self._flushing = False
 
