@@ -52,7 +52,7 @@ class EnvelopeError(ValueError):
     """Bytes that are not an envelope this version reads."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Received:
     """Messages from another node, as this node holds them, and where they are from."""
 

@@ -115,6 +115,10 @@ def travels_stored(message: Message) -> bool:
 
 
 _payload = operator.attrgetter("payload")
+# The subjects of the topics a node sends, and the topics of the subjects it receives, are
+# mostly the same ones again and again: worked out once each.
+_subject_of = functools.lru_cache(maxsize=8192)(topic_subject)
+_topic_of = functools.lru_cache(maxsize=8192)(subject_topic)
 
 
 def cut_into_envelopes(messages: list[Message]) -> Iterable[list[Message]]:
@@ -322,7 +326,7 @@ class ClusterRouter:
             while self._outbox or self._gathered or self._gathered_stored:
                 gathered_stored, self._gathered_stored = self._gathered_stored, {}
                 for topic, (messages, commits) in gathered_stored.items():
-                    subject = topic_subject(self._stored_prefix, topic)
+                    subject = _subject_of(self._stored_prefix, topic)
                     start = 0
                     for envelope in cut_into_envelopes(messages):
                         end = start + len(envelope)
@@ -341,7 +345,7 @@ class ClusterRouter:
                     await self._publish(client, subject, data, reply, headers, 1)
                 prefix = self._fast_prefix
                 for topic, messages in gathered.items():
-                    subject = topic_subject(prefix, topic)
+                    subject = _subject_of(prefix, topic)
                     for envelope in cut_into_envelopes(messages):
                         await self._publish(client, subject, self._seal(envelope), "", None, len(envelope))
                 self.link.write_now()
@@ -370,7 +374,7 @@ class ClusterRouter:
         """The messages ``msg`` brings, on a subject under ``prefix``; None (counted) when it
         is not an envelope of this version."""
         try:
-            topic = subject_topic(prefix, msg.subject)
+            topic = _topic_of(prefix, msg.subject)
             return open_envelope(topic, msg.data, self._loop.time())
         except (ValueError, EnvelopeError) as error:
             self._malformed(msg.subject, error)
