@@ -1,16 +1,17 @@
 """certmq as a cluster, measured in one run: what a second worker adds, and what crossing nodes costs.
 
-    .venv/bin/python bench/cluster.py            # full run, 3 to 6 minutes
+    .venv/bin/python bench/cluster.py            # full run, 4 to 8 minutes
     .venv/bin/python bench/cluster.py --quick    # smoke run, about a minute; leaves the docs alone
 
 Starts a throw-away PostgreSQL server and, per cluster, a nats-server with JetStream, on
 loopback, then measures:
 
-- **throughput**: certmq as a single node (no cluster), as one node of a cluster (`certmq serve`
-  with NATS and PostgreSQL: "1 worker") and as `certmq serve --workers 2`, with the load
-  generator of bench/run.py, in fan-out (1 publisher -> 100 subscribers) and fan-in (100
-  publishers -> 10 subscribers, 10 publishers each) cells; the three alternate within each
-  repeat. Rates, and the CPU per delivery of certmq (all its processes) and of nats-server;
+- **throughput**: certmq as a single node (no cluster), as two single nodes side by side (each
+  with a load generator of its own: the most a second process can add on this machine), as one
+  node of a cluster (`certmq serve` with NATS and PostgreSQL: "1 worker") and as
+  `certmq serve --workers 2`, with the load generator of bench/run.py, in fan-out (1 publisher
+  -> 100 subscribers) and fan-in (100 publishers -> 10 subscribers, 10 publishers each) cells;
+  the four alternate within each repeat. Rates, and the CPU per delivery of certmq (all its processes) and of nats-server;
 - then, on two nodes of one cluster (two `certmq serve` processes, A and B):
   **latency** of deliveries at a steady rate, the subscriber on the publisher's node and on the
   other, QoS 0 and QoS 1; **revocation**: a device inactivated through A's REST API, until its
@@ -57,7 +58,16 @@ DOCS_HEADING = "## Cluster"
 
 # The configurations of the throughput cells, by name (no spaces: names go into client ids).
 SINGLE, ONE_WORKER, TWO_WORKERS = "single", "workers-1", "workers-2"
-CONFIGURATIONS = {SINGLE: "single node", ONE_WORKER: "1 worker", TWO_WORKERS: "2 workers"}
+# Two single nodes side by side, each with a load generator of its own running the cell at the
+# same time: two processes that share nothing, what a second process can add on this machine at
+# most (its ceiling), for any design of the cluster.
+SIDE_BY_SIDE = "side-by-side"
+CONFIGURATIONS = {
+    SINGLE: "single node",
+    ONE_WORKER: "1 worker",
+    TWO_WORKERS: "2 workers",
+    SIDE_BY_SIDE: "2 single nodes side by side",
+}
 PHASES = ("throughput", "latency", "revocation", "takeover")
 NOT_AUTHORIZED, SESSION_TAKEN_OVER = 0x87, 0x8E
 END_TIMEOUT = 10.0  # seconds for a session to be cut, or taken over
@@ -151,10 +161,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-# Deliveries the publishers may run ahead of the subscribers. bench/run.py's 10,000 (100
-# messages ahead of 100 subscribers) held every configuration back here, where the load
-# generator shares the CPUs with the broker (docs/benchmarks.md, "Cluster").
-MAX_LEAD = 100_000
+# Deliveries the publishers may run ahead of the subscribers: a bound of the load generator's
+# (an MQTT QoS 0 publisher waits for no subscriber), not of the broker's. It must cover what the
+# longest way through the configurations holds (Little's law: rate = what is in flight / time
+# in flight): with 100,000, the two workers of the fan-out cell sat idle a quarter of the time,
+# the publisher waiting for the subscribers of the other worker, whose messages cross two
+# processes and NATS (docs/benchmarks.md, "Cluster").
+MAX_LEAD = 1_000_000
 # QoS 1 messages the publishers of a cell keep unacknowledged, all together. Without a bound,
 # 100 publishers would keep 100,000 messages waiting for the cluster's stream to store them.
 IN_FLIGHT = 10_000
@@ -190,13 +203,91 @@ def cluster_environment(nats: NatsServer, database_url: str, node: str) -> dict[
     }
 
 
+@dataclass
+class SideBySide:
+    """Two single nodes measured as one configuration: each cell runs on both at once."""
+
+    name: str
+    first: RunningBroker
+    second: RunningBroker
+
+    @property
+    def pid(self) -> int:
+        return self.first.pid
+
+    @property
+    def tcp_port(self) -> int:
+        return self.first.tcp_port
+
+    @property
+    def facts(self) -> dict[str, str]:
+        return self.first.facts
+
+    def alive(self) -> bool:
+        return self.first.alive() and self.second.alive()
+
+    def log_tail(self, lines: int = 20) -> str:
+        return self.first.log_tail(lines) + "\n" + self.second.log_tail(lines)
+
+    def stop(self) -> None:
+        self.first.stop()
+        self.second.stop()
+
+
+def run_cell(broker: RunningBroker | SideBySide, cell: Cell, **options: Any) -> dict[str, Any]:
+    """The load generator's run of ``cell``; on two single nodes side by side, one load generator
+    each, at once, their results added up."""
+    if not isinstance(broker, SideBySide):
+        return load_generator.run_cell(broker, cell, **options)
+    tag = options.pop("tag")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        futures = [
+            pool.submit(load_generator.run_cell, node, cell, tag=f"{tag}-{index}", **options)
+            for index, node in enumerate((broker.first, broker.second), 1)
+        ]
+        first, second = (future.result() for future in futures)
+    return added_up(first, second)
+
+
+def added_up(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """Two load generators' results of one cell run at the same time, as one result."""
+    total = dict(first)
+    for key in ("sent", "acked", "received", "expected", "sequence_errors", "deliveries_per_s"):
+        total[key] = first[key] + second[key]
+    for key in (
+        "broker_cpu_s",
+        "broker_busy",
+        "load_generator_cpu_share",
+        "publisher_cpu_s",
+        "subscriber_cpu_s",
+    ):
+        total[key] = first[key] + second[key]
+    total["complete"] = first["complete"] and second["complete"]
+    total["elapsed_s"] = max(first["elapsed_s"], second["elapsed_s"])
+    total["connections_per_process"] = first["connections_per_process"] + second["connections_per_process"]
+    total["broker_cpu_by_process_s"] = first["broker_cpu_by_process_s"] + second["broker_cpu_by_process_s"]
+    # What each saw of the rest of the machine includes the other node and its load generator.
+    total["other_cpu_share"] = max(
+        0.0, first["other_cpu_share"] - second["broker_busy"] - second["load_generator_cpu_share"]
+    )
+    received = total["received"]
+    total["cpu_us_per_message"] = total["broker_cpu_s"] * 1e6 / received if received else None
+    return total
+
+
 def start_configuration(
     name: str, args: argparse.Namespace, workdir: Path, postgres: PostgresServer
-) -> tuple[RunningBroker, NatsServer | None]:
-    """certmq as ``name`` says: a single node, or a cluster of its own (its NATS server, its
-    database) run by ``certmq serve --workers N``."""
+) -> tuple[RunningBroker | SideBySide, NatsServer | None]:
+    """certmq as ``name`` says: a single node, two single nodes side by side, or a cluster of
+    its own (its NATS server, its database) run by ``certmq serve --workers N``."""
     if name == SINGLE:
         return broker_processes.start_certmq(workdir, args.python, args.event_loop, None, name=name), None
+    if name == SIDE_BY_SIDE:
+        nodes = [
+            broker_processes.start_certmq(workdir, args.python, args.event_loop, None, name=f"{name}-{index}")
+            for index in (1, 2)
+        ]
+        return SideBySide(name, *nodes), None
     workers = int(name.removeprefix("workers-"))
     nats = cluster_servers.start_nats(workdir / f"nats-{name}")
     broker = broker_processes.start_certmq(
@@ -217,7 +308,7 @@ def start_configuration(
 
 def start_configurations(
     args: argparse.Namespace, workdir: Path, postgres: PostgresServer
-) -> tuple[dict[str, RunningBroker], list[NatsServer]]:
+) -> tuple[dict[str, RunningBroker | SideBySide], list[NatsServer]]:
     """Every configuration at once (each waits for its own processes to start), and their NATS servers."""
     with concurrent.futures.ThreadPoolExecutor(len(args.broker_names)) as pool:
         futures = {
@@ -466,10 +557,13 @@ def summarise_throughput(
     cell_names = [cell.name for cell in cells]
     summary = report.summarise(runs, cell_names, names, subject=TWO_WORKERS, reference=ONE_WORKER)
     against_single = report.summarise(runs, cell_names, names, subject=TWO_WORKERS, reference=SINGLE)
-    for entry, other in zip(summary, against_single, strict=True):
+    ceiling = report.summarise(runs, cell_names, names, subject=SIDE_BY_SIDE, reference=SINGLE)
+    for entry, other, side_by_side in zip(summary, against_single, ceiling, strict=True):
         for key in ("throughput_ratio", "throughput_ratio_range", "cpu_ratio", "cpu_ratio_range"):
             if key in other:
                 entry[f"{key}_vs_single"] = other[key]
+            if key in side_by_side:
+                entry[f"{key}_side_by_side"] = side_by_side[key]
         for name in names:
             good = [
                 r
@@ -585,8 +679,9 @@ def markdown_table(header: list[str], rows: list[list[str]], left: int = 1) -> s
 
 
 def throughput_table(summary: list[dict[str, Any]], names: list[str]) -> str:
-    """One row per cell and configuration; the 2 workers' rows have the ratios."""
-    header = ["cell", "configuration", "msg/s", "2 workers / 1 worker", "2 workers / single node"]
+    """One row per cell and configuration; the rows of two processes have the ratios: 2 workers
+    against 1 worker and against the single node, two single nodes side by side against one."""
+    header = ["cell", "configuration", "msg/s", "against 1 process", "2 workers / single node"]
     header += ["certmq CPU µs/msg", "nats-server CPU µs/msg", "certmq busy", "load generator busy"]
     rows = []
     for entry in summary:
@@ -601,6 +696,14 @@ def throughput_table(summary: list[dict[str, Any]], names: list[str]) -> str:
                     _times(
                         entry.get("throughput_ratio_vs_single"), entry.get("throughput_ratio_range_vs_single")
                     ),
+                ]
+            elif name == SIDE_BY_SIDE:
+                ratios = [
+                    _times(
+                        entry.get("throughput_ratio_side_by_side"),
+                        entry.get("throughput_ratio_range_side_by_side"),
+                    ),
+                    "",
                 ]
             rows.append(
                 [
@@ -725,8 +828,10 @@ def results_block(
             f"**Throughput**, TCP, QoS {' and '.join(map(str, args.qos_levels))}, {args.size}-byte payloads, "
             f"{args.repeat} runs per cell and configuration (median shown; ratios: median of the per-repeat "
             f"ratios, lowest and highest in brackets), {args.duration:g} s of publishing per run. "
-            "CPU per delivery: certmq's processes (all workers and the supervisor), then nats-server's; "
-            "busy: their share of one CPU, certmq's and the load generator's.\n\n"
+            "Against 1 process: 2 workers against 1 worker, 2 single nodes side by side against the "
+            "single node. CPU per delivery: certmq's processes (all workers and the supervisor; both "
+            "nodes side by side), then nats-server's; busy: their share of one CPU, certmq's and the "
+            "load generators'.\n\n"
             + throughput_table(throughput, args.broker_names)
             + connection_spread(throughput, args.broker_names)
         )
@@ -787,7 +892,14 @@ def main(argv: list[str] | None = None) -> int:
             deadline = start + args.time_limit - rest
             print(f"throughput: {', '.join(c.name for c in cells)}; {args.repeat} repeats")
             throughput_runs = throughput_run.measure(
-                args, running, cells, workdir, deadline, processes.CpuPlan(None, None), warm_up=cells
+                args,
+                running,  # type: ignore[arg-type]  # a SideBySide stands for a broker in run_cell
+                cells,
+                workdir,
+                deadline,
+                processes.CpuPlan(None, None),
+                warm_up=cells,
+                run_cell=run_cell,
             )
             # Stopped before the next phases, which would share the CPUs with them.
             for broker in running.values():

@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -154,10 +155,12 @@ def measure(
     deadline: float,
     cpus: processes.CpuPlan,
     warm_up: list[Cell] | None = None,
+    run_cell: Callable[..., dict[str, Any]] = load_generator.run_cell,
 ) -> list[dict[str, Any]]:
     """Run every cell on every broker of ``running`` in turn, ``args.repeat`` times; ``warm_up``:
     the cells run first on each broker and not recorded (default: QoS 1, each transport, 1 and
-    ``args.fanout`` subscribers)."""
+    ``args.fanout`` subscribers). ``run_cell``: what runs one cell on one broker (the load
+    generator's, unless a caller measures something else as a broker)."""
     log_dir = workdir / "loadgen"
     log_dir.mkdir(exist_ok=True)
     names = [name for name in args.broker_names if name in running]
@@ -172,7 +175,7 @@ def measure(
     for name in names:
         for cell in warm_up:
             try:
-                load_generator.run_cell(
+                run_cell(
                     running[name],
                     cell,
                     size=args.size,
@@ -201,7 +204,7 @@ def measure(
                 pair = []
                 for name in order:
                     serial += 1
-                    pair.append(run_one(args, running[name], cell, repeat, serial, log_dir, cpus))
+                    pair.append(run_one(args, running[name], cell, repeat, serial, log_dir, cpus, run_cell))
                 runs.extend(pair)
                 pair_seconds = max(pair_seconds, time.monotonic() - pair_started)
                 disturbance = max((run.get("other_cpu_share", 0.0) for run in pair), default=0.0)
@@ -229,6 +232,7 @@ def run_one(
     serial: int,
     log_dir: Path,
     cpus: processes.CpuPlan,
+    run_cell: Callable[..., dict[str, Any]] = load_generator.run_cell,
 ) -> dict[str, Any]:
     name = broker.name
     record: dict[str, Any] = {
@@ -247,7 +251,7 @@ def run_one(
     tag = f"r{serial}-{name}-{cell.transport}-q{cell.qos}-s{cell.subscribers}"
     try:
         record.update(
-            load_generator.run_cell(
+            run_cell(
                 broker,
                 cell,
                 size=args.size,
