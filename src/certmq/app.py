@@ -21,12 +21,13 @@ from certmq.auth.mode import AuthMode
 from certmq.auth_mode_switch import AuthModeSwitch, stored_auth_mode
 from certmq.broker.server import Broker
 from certmq.broker.topic_rules_file import TopicRulesFile
+from certmq.broker.worker_balance import ConnectionBalance
 from certmq.config import Config, changed_settings, nats_servers, node_name
 from certmq.control import BrokerControl
 from certmq.decision_audit import DecisionAudit
 from certmq.demo import ensure_demo_ca
 from certmq.http_application import serve_http
-from certmq.instance import Instance, worker_state_directory
+from certmq.instance import WORKERS_DIR, Instance, worker_state_directory
 from certmq.instance_control import InstanceControl
 from certmq.registry.errors import SerialCollision
 from certmq.registry.service import RegistryService
@@ -52,15 +53,14 @@ RESTART_HINTS = {
 
 
 class Application:
-    def __init__(
-        self, config: Config, instance: Instance, *, demo: bool = False, worker: bool = False
-    ) -> None:
+    def __init__(self, config: Config, instance: Instance, *, demo: bool = False, worker: int = 0) -> None:
         self.config = config
         self.instance = instance
         # `make run`: register a demo device CA on a fresh instance (certmq.demo).
         self.demo = demo
-        # One of the workers of `certmq serve --workers N` (certmq.cli.worker_supervisor): its
-        # listeners share their ports with the other workers', its sessions are its own.
+        # One of the workers of `certmq serve --workers N` (certmq.cli.worker_supervisor), its
+        # number (0: not a worker): its listeners share their ports with the other workers' and
+        # hand new connections over to the less loaded ones, its sessions are its own.
         self.worker = worker
         self.registry: RegistryService | None = None
         self.broker: Broker | None = None
@@ -136,8 +136,13 @@ class Application:
             self.policy,
             on_handshake_failure=audit.handshake_failed,
             state_directory=state_directory,
-            reuse_port=self.worker,
+            reuse_port=bool(self.worker),
         )
+        if self.worker:
+            core = broker.core
+            broker.balance = ConnectionBalance(
+                config.data_dir, config.data_dir / WORKERS_DIR, self.worker, lambda: len(core.connections)
+            )
         enforcement = RevocationEnforcement(registry.index, self.access_keys.secrets, contexts, broker)
         broker.core.audit = audit.record
         broker.core.identity_valid = enforcement.identity_still_valid
@@ -165,7 +170,7 @@ class Application:
             before_listening=None if self.cluster is None else self.cluster.start,
         )
         if config.listeners.http:
-            self._http = await serve_http(self, config.listeners.http, reuse_port=self.worker)
+            self._http = await serve_http(self, config.listeners.http, reuse_port=bool(self.worker))
             node.http = f"{self._http.host}:{self._http.port}"
 
     def listening(self) -> list[str]:

@@ -14,20 +14,16 @@ from certmq.tls.connection import TlsServerConnection
 from certmq.tls.context import ServerContexts
 
 
-async def serve_tls(
+def tls_accepting(
     make_protocol: Callable[[], asyncio.Protocol],
     contexts: ServerContexts,
-    host: str,
-    port: int,
     handshake_timeout: float,
     on_handshake_failure: Callable[[str, BaseException], None],
     asks_for_certificate: bool = True,
-    reuse_port: bool = False,
-) -> asyncio.Server:
-    """Listen on ``host:port``; each accepted connection handshakes with the newest generation,
-    asking for a device certificate when the generation verifies them (mutual mode) and the
-    listener asks for one in mutual mode (``asks_for_certificate``). ``reuse_port``: the port is
-    shared with the other workers of the node (``SO_REUSEPORT``)."""
+) -> Callable[[], TlsServerConnection]:
+    """The protocol factory of a TLS listener: each accepted connection handshakes with the
+    newest generation, asking for a device certificate when the generation verifies them
+    (mutual mode) and the listener asks for one in mutual mode (``asks_for_certificate``)."""
 
     def accept() -> TlsServerConnection:
         generation = contexts.generation
@@ -41,6 +37,24 @@ async def serve_tls(
             certificate_size_failure,
         )
 
+    return accept
+
+
+async def serve_tls(
+    make_protocol: Callable[[], asyncio.Protocol],
+    contexts: ServerContexts,
+    host: str,
+    port: int,
+    handshake_timeout: float,
+    on_handshake_failure: Callable[[str, BaseException], None],
+    asks_for_certificate: bool = True,
+    reuse_port: bool = False,
+) -> asyncio.Server:
+    """Listen on ``host:port`` with :func:`tls_accepting`'s protocols. ``reuse_port``: the port
+    is shared with the other workers of the node (``SO_REUSEPORT``)."""
+    accept = tls_accepting(
+        make_protocol, contexts, handshake_timeout, on_handshake_failure, asks_for_certificate
+    )
     return await asyncio.get_running_loop().create_server(
         accept, host, port, reuse_address=True, reuse_port=reuse_port, backlog=1024
     )

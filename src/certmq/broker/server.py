@@ -21,11 +21,12 @@ from certmq.broker.client_connection import Listener
 from certmq.broker.connection import MQTTConnection
 from certmq.broker.core import BrokerCore
 from certmq.broker.journal_log import JOURNAL_DIRECTORY
-from certmq.broker.listeners import serve_tls
+from certmq.broker.listeners import tls_accepting
 from certmq.broker.state_keeper import StateKeeper
 from certmq.broker.sys_topics import publish_sys_topics
 from certmq.broker.topic_rules_file import CHECK_INTERVAL, TopicRulesFile
 from certmq.broker.websocket import WebSocketConnection
+from certmq.broker.worker_balance import ConnectionBalance
 from certmq.config import Config, parse_address
 from certmq.mqtt.reason_codes import ReasonCode
 from certmq.tls.context import ServerContexts
@@ -102,6 +103,8 @@ class Broker:
             )
         self.listeners: list[BoundListener] = []
         self._servers: dict[str, Any] = {}
+        # A worker of `certmq serve --workers N` hands connections over to less loaded workers.
+        self.balance: ConnectionBalance | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     def reload_topic_rules(self, rules_file: TopicRulesFile | None) -> None:
@@ -161,6 +164,8 @@ class Broker:
             await before_listening()
         listeners = self.config.listeners
         self.contexts.watch()
+        if self.balance is not None:
+            self.balance.start()
         for name in MQTT_LISTENERS:
             if getattr(listeners, name) and name not in skip:
                 await self.open_listener(name)
@@ -191,22 +196,20 @@ class Broker:
             make_websocket if name in ("ws", "wss") else make_connection
         )
 
-        server: asyncio.Server
+        accept = make_protocol
         if name in ("tls", "wss"):
-            server = await serve_tls(
+            accept = tls_accepting(
                 make_protocol,
                 self.contexts,
-                host,
-                port,
                 settings.connect_timeout,
                 functools.partial(self._handshake_failed, name),
                 asks_for_certificate=self.policy.asks_for_certificate(name, AuthMode.MUTUAL),
-                reuse_port=self.reuse_port,
             )
-        else:
-            server = await loop.create_server(
-                make_protocol, host, port, reuse_address=True, reuse_port=self.reuse_port, backlog=1024
-            )
+        if self.balance is not None:
+            accept = self.balance.arriving(name, accept)
+        server = await loop.create_server(
+            accept, host, port, reuse_address=True, reuse_port=self.reuse_port, backlog=1024
+        )
         sockets = list(server.sockets)
         self._servers[name] = server
         bound_port = sockets[0].getsockname()[1] if sockets else port
@@ -234,6 +237,8 @@ class Broker:
             task.cancel()
         for server in self._servers.values():
             server.close()
+        if self.balance is not None:
+            self.balance.stop()
         if self.state is not None:
             # Acknowledgements waiting for the journal go out before the connections close.
             try:

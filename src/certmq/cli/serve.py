@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         return supervise(args, config, data_dir)
     if (args.worker is None) != (args.supervisor_fd is None):
         raise CommandError("--worker and --supervisor-fd are given to workers by `certmq serve --workers N`")
-    supervisor = None if args.supervisor_fd is None else SupervisorChannel(args.supervisor_fd)
+    supervisor = None if args.supervisor_fd is None else SupervisorChannel(args.supervisor_fd, args.worker)
     instance = load_instance(data_dir, config, args.config)
     # The broker reads [tls] itself: hand it the paths resolved against the data directory.
     if config.tls.cert_file:
@@ -252,7 +252,9 @@ async def serve(
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signal_number, on_signal, signal_number)
 
-    application = Application(config, instance, demo=demo, worker=supervisor is not None)
+    application = Application(
+        config, instance, demo=demo, worker=0 if supervisor is None else supervisor.number
+    )
     ready = False
 
     def on_hangup() -> None:

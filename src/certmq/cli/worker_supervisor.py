@@ -257,8 +257,10 @@ def _exit_status(status: int) -> str:
 class SupervisorChannel:
     """A worker's end of the socket pair its supervisor made (descriptor ``fd``)."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, number: int) -> None:
         self._socket = socket.socket(fileno=fd)
+        # This worker's number, 1 to N.
+        self.number = number
 
     def report_ready(self, listening: list[str]) -> None:
         """Tell the supervisor that this worker serves, and on what."""

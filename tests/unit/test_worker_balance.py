@@ -1,0 +1,43 @@
+"""certmq.broker.worker_balance: the connection counts the workers of a node share."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from certmq.broker import worker_balance
+from certmq.broker.worker_balance import MAX_WORKERS, WorkerLoads, handoff_address
+
+
+def test_each_worker_sees_the_least_loaded_of_the_others(tmp_path: Path) -> None:
+    first, second, third = (WorkerLoads(tmp_path, number) for number in (1, 2, 3))
+    assert first.least_loaded() is None  # nobody else has written yet
+    first.write(10)
+    second.write(7)
+    third.write(4)
+    assert first.least_loaded() == (3, 4)
+    assert third.least_loaded() == (2, 7)
+    third.leave()
+    assert first.least_loaded() == (2, 7)
+
+
+def test_a_worker_that_stopped_writing_is_left_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = WorkerLoads(tmp_path, 1), WorkerLoads(tmp_path, 2)
+    second.write(0)
+    assert first.least_loaded() == (2, 0)
+    later = time.monotonic() + worker_balance.STALE_AFTER + 1
+    monkeypatch.setattr(worker_balance.time, "monotonic", lambda: later)
+    assert first.least_loaded() is None  # killed, say: it no longer counts
+
+
+def test_worker_numbers_and_addresses(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        WorkerLoads(tmp_path, 0)
+    with pytest.raises(ValueError):
+        WorkerLoads(tmp_path, MAX_WORKERS + 1)
+    # One node's workers share an address prefix; another node's differ.
+    assert handoff_address(tmp_path / "a", 1) != handoff_address(tmp_path / "a", 2)
+    assert handoff_address(tmp_path / "a", 1) != handoff_address(tmp_path / "b", 1)
+    assert handoff_address(tmp_path / "a", 1).startswith(b"\0certmq-")
