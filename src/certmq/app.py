@@ -139,10 +139,7 @@ class Application:
             reuse_port=bool(self.worker),
         )
         if self.worker:
-            core = broker.core
-            broker.balance = ConnectionBalance(
-                config.data_dir, config.data_dir / WORKERS_DIR, self.worker, lambda: len(core.connections)
-            )
+            broker.balance = ConnectionBalance(config.data_dir, config.data_dir / WORKERS_DIR, self.worker)
         enforcement = RevocationEnforcement(registry.index, self.access_keys.secrets, contexts, broker)
         broker.core.audit = audit.record
         broker.core.identity_valid = enforcement.identity_still_valid

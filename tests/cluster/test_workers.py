@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -121,6 +122,25 @@ def test_new_connections_are_spread_evenly_over_the_workers(
     for index, client in enumerate(opened):
         client.publish(f"spread/{index}", b"x", qos=1)
     assert len(first.expect_messages(30)) == 30
+
+
+def test_a_burst_of_connections_is_spread_evenly_too(start_workers: Callable[..., WorkerNode]) -> None:
+    # Forty connections made at once, before either worker has accepted the first: each worker
+    # counts what it accepted from the accept on, not from the MQTT CONNECT.
+    node = start_workers(2)
+    pids = list(node.worker_pids().values())
+    burst = [socket.create_connection(("127.0.0.1", node.tcp_port)) for _ in range(40)]
+    try:
+        ports = {sock.getsockname()[1] for sock in burst}
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while not ports <= set(owners := connection_owners(node.tcp_port, pids)):
+            assert time.monotonic() < deadline, f"{len(ports - set(owners))} connections not accepted"
+            time.sleep(0.05)
+        counts = [sum(1 for port in ports if owners[port] == pid) for pid in pids]
+        assert max(counts) - min(counts) <= 2, counts
+    finally:
+        for sock in burst:
+            sock.close()
 
 
 def test_a_killed_worker_is_started_again_and_the_port_keeps_accepting(

@@ -96,12 +96,15 @@ def handoff_address(data_dir: Path, number: int) -> bytes:
 class ConnectionBalance:
     """One worker's part: hands arriving connections over, and serves those handed to it."""
 
-    def __init__(self, data_dir: Path, directory: Path, number: int, held: Callable[[], int]) -> None:
+    def __init__(self, data_dir: Path, directory: Path, number: int) -> None:
         self.data_dir = data_dir
         self.loads = WorkerLoads(directory, number)
         self.number = number
-        # How many connections this worker holds now.
-        self._held = held
+        # The connections this worker kept or was handed, until they close (counted from the
+        # accept on: a burst of connections arrives before the first is handshaken), and those
+        # handed to it and not yet set up.
+        self._transports: set[asyncio.BaseTransport] = set()
+        self._pending = 0
         # The protocol factory of each listener, for the connections handed over on it.
         self._factories: dict[str, Callable[[], asyncio.Protocol]] = {}
         self._inbox: socket.socket | None = None
@@ -135,8 +138,13 @@ class ConnectionBalance:
             self._outbox.close()
         self.loads.close()
 
+    def held(self) -> int:
+        """How many connections this worker holds."""
+        return len(self._transports) + self._pending
+
     def _write_count(self) -> None:
-        self.loads.write(self._held())
+        self._transports = {transport for transport in self._transports if not transport.is_closing()}
+        self.loads.write(self.held())
         assert self._loop is not None
         self._refresh = self._loop.call_later(REFRESH, self._write_count)
 
@@ -148,13 +156,14 @@ class ConnectionBalance:
 
     def keep_or_hand_over(self, name: str, transport: asyncio.Transport) -> bool:
         """Whether ``transport``, just accepted on listener ``name``, went to another worker."""
-        held = self._held() + 1
+        held = self.held() + 1
         other = self.loads.least_loaded()
         if other is None or held - other[1] < MARGIN or self._outbox is None:
-            self.loads.write(held)
+            self._keep(transport)
             return False
         raw = transport.get_extra_info("socket")
         if raw is None:
+            self._keep(transport)
             return False
         number, _ = other
         descriptor = os.dup(raw.fileno())
@@ -167,13 +176,17 @@ class ConnectionBalance:
             )
         except OSError as error:
             log.debug("could not hand a connection over to worker %d: %s", number, error)
-            self.loads.write(held)
+            self._keep(transport)
             return False
         finally:
             os.close(descriptor)
         self.handed_over += 1
         transport.abort()  # this worker's descriptor only: the other worker holds the socket
         return True
+
+    def _keep(self, transport: asyncio.BaseTransport) -> None:
+        self._transports.add(transport)
+        self.loads.write(self.held())
 
     def _receive(self) -> None:
         assert self._inbox is not None and self._loop is not None
@@ -193,17 +206,22 @@ class ConnectionBalance:
                     continue
                 sock.setblocking(False)
                 self.taken_over += 1
-                self.loads.write(self._held() + 1)
+                self._pending += 1
+                self.loads.write(self.held())
                 self._loop.create_task(self._serve(sock, factory))
 
     async def _serve(self, sock: socket.socket, factory: Callable[[], asyncio.Protocol]) -> None:
         assert self._loop is not None
         try:
-            await self._loop.connect_accepted_socket(factory, sock)
+            transport, _ = await self._loop.connect_accepted_socket(factory, sock)
         except OSError as error:
             log.debug("a connection handed over was gone: %s", error)
             with contextlib.suppress(OSError):
                 sock.close()
+        else:
+            self._transports.add(transport)
+        finally:
+            self._pending -= 1
 
 
 class _Arrival(asyncio.Protocol):
