@@ -41,3 +41,17 @@ def test_worker_numbers_and_addresses(tmp_path: Path) -> None:
     assert handoff_address(tmp_path / "a", 1) != handoff_address(tmp_path / "a", 2)
     assert handoff_address(tmp_path / "a", 1) != handoff_address(tmp_path / "b", 1)
     assert handoff_address(tmp_path / "a", 1).startswith(b"\0certmq-")
+
+
+def test_a_worker_counts_the_connections_it_took_over_from_each_other(tmp_path: Path) -> None:
+    first, second = WorkerLoads(tmp_path, 1), WorkerLoads(tmp_path, 2)
+    second.write(3)
+    second.took_over_from(1)
+    second.took_over_from(1)
+    (seen,) = first.others()
+    assert (seen.number, seen.connections, seen.taken_from_reader) == (2, 3, 2)
+    # Started again (a new slot): it has taken nothing from anyone, and says when it started.
+    again = WorkerLoads(tmp_path, 2)
+    again.write(0)
+    (seen_again,) = first.others()
+    assert seen_again.taken_from_reader == 0 and seen_again.started > seen.started

@@ -13,7 +13,8 @@ worker serves it as if it had accepted it, TLS handshake included.
   :data:`STALE_AFTER` seconds is a worker that is gone, and is left alone.
 - A connection handed over is never handed over again, and a worker that cannot be reached
   (gone, or its socket full) leaves the connection with the one that accepted it.
-- The sockets are in Linux's abstract namespace, named after the data directory and the worker.
+- The sockets (sequenced packets) are in Linux's abstract namespace, named after the data
+  directory and the worker.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -41,10 +43,25 @@ MARGIN = 2
 STALE_AFTER = 2.0
 # How often a worker writes its count while nothing arrives (connections also leave).
 REFRESH = 0.25
-_SLOT = struct.Struct("<qd")  # connections held, CLOCK_MONOTONIC of the last write
+# A worker's slot: connections held, CLOCK_MONOTONIC of the last write and of its start, then
+# how many connections it has taken over from each worker.
+_HEAD = struct.Struct("<qdd")
+_TAKEN = struct.Struct("<q")
+_SLOT_SIZE = _HEAD.size + MAX_WORKERS * _TAKEN.size
 LOADS_FILE = "loads"
-# A listener's name, then the socket, in one datagram.
+# The sending worker's number (one byte) and a listener's name, then the socket, in one packet.
 _NAME_BYTES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class OtherWorker:
+    """Another worker, as its slot says."""
+
+    number: int
+    connections: int
+    started: float
+    # The connections it has taken over from the worker reading the slot.
+    taken_from_reader: int
 
 
 class WorkerLoads:
@@ -54,8 +71,9 @@ class WorkerLoads:
         if not 1 <= number <= MAX_WORKERS:
             raise ValueError(f"worker number {number} is not within 1..{MAX_WORKERS}")
         self.number = number
+        self.started = time.monotonic()
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        size = MAX_WORKERS * _SLOT.size
+        size = MAX_WORKERS * _SLOT_SIZE
         descriptor = os.open(directory / LOADS_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             if os.fstat(descriptor).st_size < size:
@@ -63,25 +81,46 @@ class WorkerLoads:
             self._map = mmap.mmap(descriptor, size)
         finally:
             os.close(descriptor)
+        self._slot = (number - 1) * _SLOT_SIZE
+        self._map[self._slot : self._slot + _SLOT_SIZE] = bytes(_SLOT_SIZE)
+        self._taken = [0] * MAX_WORKERS
 
     def write(self, count: int) -> None:
-        _SLOT.pack_into(self._map, (self.number - 1) * _SLOT.size, count, time.monotonic())
+        _HEAD.pack_into(self._map, self._slot, count, time.monotonic(), self.started)
+
+    def took_over_from(self, number: int) -> None:
+        """This worker took over a connection from worker ``number`` (counted in its slot)."""
+        if 1 <= number <= MAX_WORKERS:
+            self._taken[number - 1] += 1
+            _TAKEN.pack_into(
+                self._map, self._slot + _HEAD.size + (number - 1) * _TAKEN.size, self._taken[number - 1]
+            )
 
     def leave(self) -> None:
         """This worker stops: the others no longer count it."""
-        _SLOT.pack_into(self._map, (self.number - 1) * _SLOT.size, 0, 0.0)
+        _HEAD.pack_into(self._map, self._slot, 0, 0.0, 0.0)
 
-    def least_loaded(self) -> tuple[int, int] | None:
-        """(worker number, connections) of the other live worker holding the fewest; None alone."""
+    def others(self) -> list[OtherWorker]:
+        """Each other live worker."""
         now = time.monotonic()
-        best: tuple[int, int] | None = None
+        found = []
         for index in range(MAX_WORKERS):
             if index == self.number - 1:
                 continue
-            count, written = _SLOT.unpack_from(self._map, index * _SLOT.size)
-            if written and now - written <= STALE_AFTER and (best is None or count < best[1]):
-                best = (index + 1, count)
-        return best
+            slot = index * _SLOT_SIZE
+            count, written, started = _HEAD.unpack_from(self._map, slot)
+            if written and now - written <= STALE_AFTER:
+                (taken,) = _TAKEN.unpack_from(self._map, slot + _HEAD.size + (self.number - 1) * _TAKEN.size)
+                found.append(OtherWorker(index + 1, count, started, taken))
+        return found
+
+    def least_loaded(self) -> tuple[int, int] | None:
+        """(worker number, connections) of the other live worker holding the fewest; None alone."""
+        found = self.others()
+        if not found:
+            return None
+        other = min(found, key=lambda other: other.connections)
+        return other.number, other.connections
 
     def close(self) -> None:
         self._map.close()
@@ -105,10 +144,17 @@ class ConnectionBalance:
         # handed to it and not yet set up.
         self._transports: set[asyncio.BaseTransport] = set()
         self._pending = 0
+        # How many connections this worker handed to each other worker (since that one started).
+        self._handed: dict[int, tuple[float, int]] = {}
         # The protocol factory of each listener, for the connections handed over on it.
         self._factories: dict[str, Callable[[], asyncio.Protocol]] = {}
+        # Listening for the other workers, the connections they opened to this one, and this
+        # one's connection to each of them (opened on first use): sequenced packets, one per
+        # connection handed over, which queue up to a socket buffer (a datagram socket would
+        # queue ten, net.unix.max_dgram_qlen).
         self._inbox: socket.socket | None = None
-        self._outbox: socket.socket | None = None
+        self._senders: dict[int, socket.socket] = {}
+        self._outboxes: dict[int, socket.socket] = {}
         self._refresh: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.handed_over = 0
@@ -117,14 +163,12 @@ class ConnectionBalance:
     def start(self) -> None:
         """Take the connections other workers hand over, from now on."""
         self._loop = asyncio.get_running_loop()
-        inbox = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        inbox = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         inbox.bind(handoff_address(self.data_dir, self.number))
+        inbox.listen(MAX_WORKERS)
         inbox.setblocking(False)
         self._inbox = inbox
-        outbox = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        outbox.setblocking(False)
-        self._outbox = outbox
-        self._loop.add_reader(inbox.fileno(), self._receive)
+        self._loop.add_reader(inbox.fileno(), self._accept_sender)
         self._write_count()
 
     def stop(self) -> None:
@@ -134,8 +178,11 @@ class ConnectionBalance:
         if self._inbox is not None and self._loop is not None:
             self._loop.remove_reader(self._inbox.fileno())
             self._inbox.close()
-        if self._outbox is not None:
-            self._outbox.close()
+            for sender in self._senders.values():
+                self._loop.remove_reader(sender.fileno())
+                sender.close()
+        for outbox in self._outboxes.values():
+            outbox.close()
         self.loads.close()
 
     def held(self) -> int:
@@ -157,57 +204,116 @@ class ConnectionBalance:
     def keep_or_hand_over(self, name: str, transport: asyncio.Transport) -> bool:
         """Whether ``transport``, just accepted on listener ``name``, went to another worker."""
         held = self.held() + 1
-        other = self.loads.least_loaded()
-        if other is None or held - other[1] < MARGIN or self._outbox is None:
+        other = self._least_loaded()
+        if other is None or held - other.connections < MARGIN or self._loop is None:
             self._keep(transport)
             return False
         raw = transport.get_extra_info("socket")
         if raw is None:
             self._keep(transport)
             return False
-        number, _ = other
+        number = other.number
         descriptor = os.dup(raw.fileno())
         try:
-            self._outbox.sendmsg(
-                [name.encode()[:_NAME_BYTES]],
+            self._outbox(number).sendmsg(
+                [bytes([self.number]) + name.encode()[: _NAME_BYTES - 1]],
                 [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [descriptor]))],
-                0,
-                handoff_address(self.data_dir, number),
             )
+        except BlockingIOError:
+            self._keep(transport)  # its queue is full: it has enough to do
+            return False
         except OSError as error:
+            # Gone (or started again): the next hand-over to it connects again.
             log.debug("could not hand a connection over to worker %d: %s", number, error)
+            outbox = self._outboxes.pop(number, None)
+            if outbox is not None:
+                outbox.close()
             self._keep(transport)
             return False
         finally:
             os.close(descriptor)
         self.handed_over += 1
+        _, handed = self._handed.get(number, (other.started, 0))
+        self._handed[number] = (other.started, handed + 1)
         transport.abort()  # this worker's descriptor only: the other worker holds the socket
         return True
+
+    def _least_loaded(self) -> OtherWorker | None:
+        """The other worker holding the fewest connections, counting those this worker handed
+        it and it has not taken yet (its count may not have them)."""
+        best: OtherWorker | None = None
+        best_count = 0
+        for other in self.loads.others():
+            started, handed = self._handed.get(other.number, (other.started, 0))
+            if started != other.started:  # started again: it took none of those
+                handed = 0
+                self._handed[other.number] = (other.started, 0)
+            count = other.connections + max(0, handed - other.taken_from_reader)
+            if best is None or count < best_count:
+                best, best_count = other, count
+        if best is None:
+            return None
+        return OtherWorker(best.number, best_count, best.started, best.taken_from_reader)
+
+    def _outbox(self, number: int) -> socket.socket:
+        """This worker's connection to worker ``number``, opened when first needed."""
+        outbox = self._outboxes.get(number)
+        if outbox is None:
+            outbox = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                outbox.connect(handoff_address(self.data_dir, number))
+            except OSError:
+                outbox.close()
+                raise
+            outbox.setblocking(False)
+            self._outboxes[number] = outbox
+        return outbox
+
+    def _accept_sender(self) -> None:
+        assert self._inbox is not None and self._loop is not None
+        try:
+            sender, _ = self._inbox.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        sender.setblocking(False)
+        self._senders[sender.fileno()] = sender
+        self._loop.add_reader(sender.fileno(), self._receive, sender)
 
     def _keep(self, transport: asyncio.BaseTransport) -> None:
         self._transports.add(transport)
         self.loads.write(self.held())
 
-    def _receive(self) -> None:
-        assert self._inbox is not None and self._loop is not None
+    def _receive(self, sender: socket.socket) -> None:
+        assert self._loop is not None
         while True:
             try:
-                name_bytes, descriptors, _, _ = socket.recv_fds(self._inbox, _NAME_BYTES, 4)
+                name_bytes, descriptors, _, _ = socket.recv_fds(sender, _NAME_BYTES, 4)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as error:
                 log.warning("receiving a connection from another worker failed: %s", error)
+                name_bytes, descriptors = b"", []
+            if not name_bytes and not descriptors:
+                # That worker closed its end (it stopped, or will connect again).
+                self._loop.remove_reader(sender.fileno())
+                self._senders.pop(sender.fileno(), None)
+                sender.close()
                 return
             sockets = [socket.socket(fileno=descriptor) for descriptor in descriptors]
-            factory = self._factories.get(name_bytes.decode(errors="replace"))
+            sender_number = name_bytes[0] if name_bytes else 0
+            factory = self._factories.get(name_bytes[1:].decode(errors="replace"))
             for sock in sockets:
                 if factory is None:
                     sock.close()
+                    self.loads.took_over_from(sender_number)
                     continue
                 sock.setblocking(False)
                 self.taken_over += 1
                 self._pending += 1
+                # The count first: a worker reading in between counts this connection twice
+                # (and hands over less), never not at all.
                 self.loads.write(self.held())
+                self.loads.took_over_from(sender_number)
                 self._loop.create_task(self._serve(sock, factory))
 
     async def _serve(self, sock: socket.socket, factory: Callable[[], asyncio.Protocol]) -> None:
