@@ -11,25 +11,29 @@ from certmq.broker import worker_balance
 from certmq.broker.worker_balance import MAX_WORKERS, WorkerLoads, handoff_address
 
 
-def test_each_worker_sees_the_least_loaded_of_the_others(tmp_path: Path) -> None:
+def _counts(loads: WorkerLoads) -> dict[int, int]:
+    return {other.number: other.connections for other in loads.others()}
+
+
+def test_each_worker_sees_the_counts_of_the_others(tmp_path: Path) -> None:
     first, second, third = (WorkerLoads(tmp_path, number) for number in (1, 2, 3))
-    assert first.least_loaded() is None  # nobody else has written yet
+    assert _counts(first) == {}  # nobody else has written yet
     first.write(10)
     second.write(7)
     third.write(4)
-    assert first.least_loaded() == (3, 4)
-    assert third.least_loaded() == (2, 7)
+    assert _counts(first) == {2: 7, 3: 4}
+    assert _counts(third) == {1: 10, 2: 7}
     third.leave()
-    assert first.least_loaded() == (2, 7)
+    assert _counts(first) == {2: 7}
 
 
 def test_a_worker_that_stopped_writing_is_left_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first, second = WorkerLoads(tmp_path, 1), WorkerLoads(tmp_path, 2)
     second.write(0)
-    assert first.least_loaded() == (2, 0)
+    assert _counts(first) == {2: 0}
     later = time.monotonic() + worker_balance.STALE_AFTER + 1
     monkeypatch.setattr(worker_balance.time, "monotonic", lambda: later)
-    assert first.least_loaded() is None  # killed, say: it no longer counts
+    assert _counts(first) == {}  # killed, say: it no longer counts
 
 
 def test_worker_numbers_and_addresses(tmp_path: Path) -> None:

@@ -114,14 +114,6 @@ class WorkerLoads:
                 found.append(OtherWorker(index + 1, count, started, taken))
         return found
 
-    def least_loaded(self) -> tuple[int, int] | None:
-        """(worker number, connections) of the other live worker holding the fewest; None alone."""
-        found = self.others()
-        if not found:
-            return None
-        other = min(found, key=lambda other: other.connections)
-        return other.number, other.connections
-
     def close(self) -> None:
         self._map.close()
 

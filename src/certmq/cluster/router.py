@@ -207,7 +207,7 @@ class ClusterRouter:
         topic = message.topic
         if len(topic) > self._longest_plain_topic and not self._fits(topic):
             return delivered
-        if not (message.qos or message.retain or P2P_MARKER in topic):  # not travels_stored(message)
+        if not travels_stored(message):
             gathered = self._gathered.get(topic)
             if gathered is not None:
                 gathered.append(message)
