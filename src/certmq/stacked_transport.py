@@ -8,6 +8,7 @@ below, and is paused when that one's write buffer fills.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 
@@ -15,6 +16,8 @@ class StackedTransport(asyncio.Protocol, asyncio.Transport):
     """What every layer forwards unchanged; a layer says what is below it and above it."""
 
     _protocol: asyncio.Protocol | None
+    # Called when the connection below is lost (certmq.broker.worker_balance counts connections).
+    on_lost: Callable[[], None] | None = None
 
     def _below(self) -> asyncio.Transport | None:
         """The transport this layer runs on, None once it is gone."""

@@ -124,6 +124,15 @@ def test_new_connections_are_spread_evenly_over_the_workers(
     assert len(first.expect_messages(30)) == 30
 
 
+def accepted(port: int, pids: list[int], ports: set[int]) -> dict[int, int]:
+    """Waits until the connections from ``ports`` are all held by the workers ``pids``: their owners."""
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while not ports <= set(owners := connection_owners(port, pids)):
+        assert time.monotonic() < deadline, f"{len(ports - set(owners))} connections not accepted"
+        time.sleep(0.02)
+    return owners
+
+
 def test_a_burst_of_connections_is_spread_evenly_too(start_workers: Callable[..., WorkerNode]) -> None:
     # Forty connections made at once, before either worker has accepted the first: each worker
     # counts what it accepted from the accept on, not from the MQTT CONNECT.
@@ -132,14 +141,40 @@ def test_a_burst_of_connections_is_spread_evenly_too(start_workers: Callable[...
     burst = [socket.create_connection(("127.0.0.1", node.tcp_port)) for _ in range(40)]
     try:
         ports = {sock.getsockname()[1] for sock in burst}
-        deadline = time.monotonic() + RUN_TIMEOUT
-        while not ports <= set(owners := connection_owners(node.tcp_port, pids)):
-            assert time.monotonic() < deadline, f"{len(ports - set(owners))} connections not accepted"
-            time.sleep(0.05)
+        owners = accepted(node.tcp_port, pids, ports)
         counts = [sum(1 for port in ports if owners[port] == pid) for pid in pids]
         assert max(counts) - min(counts) <= 2, counts
     finally:
         for sock in burst:
+            sock.close()
+
+
+def test_connections_that_just_closed_do_not_count(start_workers: Callable[..., WorkerNode]) -> None:
+    # A fleet that drops off one worker and comes back at once: a worker counts a connection
+    # until it is lost, and says so to the others at that moment, not a while later.
+    node = start_workers(2)
+    pids = list(node.worker_pids().values())
+    first = [socket.create_connection(("127.0.0.1", node.tcp_port)) for _ in range(40)]
+    again: list[socket.socket] = []
+    try:
+        owners = accepted(node.tcp_port, pids, {sock.getsockname()[1] for sock in first})
+        # Every connection of the first worker closes, and the first worker lets go of them.
+        leaving = [sock for sock in first if owners[sock.getsockname()[1]] == pids[0]]
+        gone = {sock.getsockname()[1] for sock in leaving}
+        staying = {sock.getsockname()[1] for sock in first} - gone
+        for sock in leaving:
+            sock.close()
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while gone & set(connection_owners(node.tcp_port, pids)):
+            assert time.monotonic() < deadline, "the first worker still holds connections that closed"
+            time.sleep(0.01)
+        # As many come back at once: the first worker holds none now, the second about 20.
+        again = [socket.create_connection(("127.0.0.1", node.tcp_port)) for _ in range(len(leaving))]
+        owners = accepted(node.tcp_port, pids, staying | {sock.getsockname()[1] for sock in again})
+        counts = [sum(1 for holder in owners.values() if holder == pid) for pid in pids]
+        assert max(counts) - min(counts) <= 2, counts
+    finally:
+        for sock in first + again:
             sock.close()
 
 

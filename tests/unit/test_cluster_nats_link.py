@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import nats
 from nats.aio.msg import Msg
 
-from certmq.cluster.nats_link import NatsLink
+from certmq.cluster.nats_link import NatsLink, failure_text
 from certmq.config import ClusterSection
 
 from .test_cluster_subjects_nats import nats_url  # noqa: F401 (the module's NATS server)
@@ -88,3 +88,9 @@ async def test_what_is_published_is_written_to_nats_at_once_not_a_turn_of_the_lo
     finally:
         subscriber.close()
         await link.stop()
+
+
+def test_a_failure_without_words_is_named_by_its_kind() -> None:
+    # nats-py's timeouts carry no message: a log line must still say what went wrong.
+    assert failure_text(TimeoutError()) == "TimeoutError"
+    assert failure_text(ConnectionRefusedError("refused")) == "refused"

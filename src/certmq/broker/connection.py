@@ -90,6 +90,7 @@ class MQTTConnection(asyncio.Protocol):
         "core",
         "identity",
         "listener",
+        "on_lost",
         "peer",
         "peer_certificate",
         "protocol",
@@ -131,6 +132,8 @@ class MQTTConnection(asyncio.Protocol):
         self._next_turn_scheduled = False
         self._paused_for_turns = False
         self._timer: asyncio.TimerHandle | None = None
+        # Called when the connection is lost (certmq.broker.worker_balance counts connections).
+        self.on_lost: Callable[[], None] | None = None
 
     @property
     def state(self) -> ConnectionState:
@@ -219,6 +222,8 @@ class MQTTConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.core.connections.discard(self)
+        if self.on_lost is not None:
+            self.on_lost()
         if self._closed:
             return
         self._closed = True

@@ -106,6 +106,8 @@ class WebSocketConnection(StackedTransport):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.on_lost is not None:
+            self.on_lost()
         self._cancel_timer()
         self._closing = True
         self._transport = None

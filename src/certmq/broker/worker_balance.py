@@ -22,6 +22,7 @@ from __future__ import annotations
 import array
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import mmap
@@ -29,6 +30,7 @@ import os
 import socket
 import struct
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +53,14 @@ _SLOT_SIZE = _HEAD.size + MAX_WORKERS * _TAKEN.size
 LOADS_FILE = "loads"
 # The sending worker's number (one byte) and a listener's name, then the socket, in one packet.
 _NAME_BYTES = 32
+
+
+@typing.runtime_checkable
+class ReportsLoss(typing.Protocol):
+    """The protocol of an accepted connection (MQTT, TLS or WebSocket): it calls ``on_lost``
+    when its connection is lost."""
+
+    on_lost: Callable[[], None] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,10 +141,10 @@ class ConnectionBalance:
         self.data_dir = data_dir
         self.loads = WorkerLoads(directory, number)
         self.number = number
-        # The connections this worker kept or was handed, until they close (counted from the
-        # accept on: a burst of connections arrives before the first is handshaken), and those
-        # handed to it and not yet set up.
-        self._transports: set[asyncio.BaseTransport] = set()
+        # The connections this worker kept or was handed, by their protocols, until they are
+        # lost (counted from the accept on: a burst of connections arrives before the first is
+        # handshaken), and those handed to it and not yet set up.
+        self._held: set[ReportsLoss] = set()
         self._pending = 0
         # How many connections this worker handed to each other worker (since that one started).
         self._handed: dict[int, tuple[float, int]] = {}
@@ -179,10 +189,9 @@ class ConnectionBalance:
 
     def held(self) -> int:
         """How many connections this worker holds."""
-        return len(self._transports) + self._pending
+        return len(self._held) + self._pending
 
     def _write_count(self) -> None:
-        self._transports = {transport for transport in self._transports if not transport.is_closing()}
         self.loads.write(self.held())
         assert self._loop is not None
         self._refresh = self._loop.call_later(REFRESH, self._write_count)
@@ -194,15 +203,14 @@ class ConnectionBalance:
         return lambda: _Arrival(self, name, factory)
 
     def keep_or_hand_over(self, name: str, transport: asyncio.Transport) -> bool:
-        """Whether ``transport``, just accepted on listener ``name``, went to another worker."""
+        """Whether ``transport``, just accepted on listener ``name``, went to another worker
+        (if not, the caller gives it its protocol, and :meth:`hold` counts it)."""
         held = self.held() + 1
         other = self._least_loaded()
         if other is None or held - other.connections < MARGIN or self._loop is None:
-            self._keep(transport)
             return False
         raw = transport.get_extra_info("socket")
         if raw is None:
-            self._keep(transport)
             return False
         number = other.number
         descriptor = os.dup(raw.fileno())
@@ -212,15 +220,13 @@ class ConnectionBalance:
                 [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [descriptor]))],
             )
         except BlockingIOError:
-            self._keep(transport)  # its queue is full: it has enough to do
-            return False
+            return False  # its queue is full: it has enough to do
         except OSError as error:
             # Gone (or started again): the next hand-over to it connects again.
             log.debug("could not hand a connection over to worker %d: %s", number, error)
             outbox = self._outboxes.pop(number, None)
             if outbox is not None:
                 outbox.close()
-            self._keep(transport)
             return False
         finally:
             os.close(descriptor)
@@ -271,8 +277,21 @@ class ConnectionBalance:
         self._senders[sender.fileno()] = sender
         self._loop.add_reader(sender.fileno(), self._receive, sender)
 
-    def _keep(self, transport: asyncio.BaseTransport) -> None:
-        self._transports.add(transport)
+    def hold(self, protocol: asyncio.Protocol) -> asyncio.Protocol:
+        """Count the connection of ``protocol`` as this worker's until it is lost.
+
+        The count drops, and is written for the other workers, the moment the connection is
+        lost: when a fleet reconnects at once, the connections that just closed must not make
+        a worker look busier than it is while the new ones arrive."""
+        if not isinstance(protocol, ReportsLoss):
+            raise TypeError(f"{type(protocol).__name__} does not report the loss of its connection")
+        self._held.add(protocol)
+        protocol.on_lost = functools.partial(self._lost, protocol)
+        self.loads.write(self.held())
+        return protocol
+
+    def _lost(self, protocol: ReportsLoss) -> None:
+        self._held.discard(protocol)
         self.loads.write(self.held())
 
     def _receive(self, sender: socket.socket) -> None:
@@ -311,15 +330,15 @@ class ConnectionBalance:
     async def _serve(self, sock: socket.socket, factory: Callable[[], asyncio.Protocol]) -> None:
         assert self._loop is not None
         try:
-            transport, _ = await self._loop.connect_accepted_socket(factory, sock)
+            await self._loop.connect_accepted_socket(lambda: self.hold(factory()), sock)
         except OSError as error:
             log.debug("a connection handed over was gone: %s", error)
             with contextlib.suppress(OSError):
                 sock.close()
-        else:
-            self._transports.add(transport)
         finally:
+            # Counted twice for a moment (held, and still pending): never not at all.
             self._pending -= 1
+            self.loads.write(self.held())
 
 
 class _Arrival(asyncio.Protocol):
@@ -337,6 +356,6 @@ class _Arrival(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)
         if self._balance.keep_or_hand_over(self._name, transport):
             return
-        protocol = self._factory()
+        protocol = self._balance.hold(self._factory())
         transport.set_protocol(protocol)
         protocol.connection_made(transport)

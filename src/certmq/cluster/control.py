@@ -32,7 +32,7 @@ from certmq.cluster import control_messages as messages
 from certmq.cluster.control_messages import ControlMessageError
 from certmq.cluster.membership import Membership
 from certmq.cluster.message_stats import ClusterStats
-from certmq.cluster.nats_link import NatsLink
+from certmq.cluster.nats_link import NatsLink, failure_text
 from certmq.cluster.subjects import level_token
 from certmq.control import (
     EVERY_CONNECTION,
@@ -154,7 +154,7 @@ class ClusterControl:
         except ControlMessageError as error:
             log.warning("node %s answered %s with what this node does not read: %s", node, verb, error)
         except Exception as error:  # nats-py's timeouts, no responders, a closed connection
-            log.info("node %s did not answer %s: %s", node, verb, error or type(error).__name__)
+            log.info("node %s did not answer %s: %s", node, verb, failure_text(error))
         return None
 
     async def _ask_every_other(

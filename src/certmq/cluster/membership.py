@@ -23,7 +23,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from certmq.cluster.nats_link import NatsLink
+from certmq.cluster.nats_link import NatsLink, failure_text
 from certmq.cluster.subjects import level_token
 
 log = logging.getLogger("certmq.cluster")
@@ -132,9 +132,7 @@ class Membership:
             except Exception as error:
                 # The bucket may be gone with the NATS servers that held it: made again next time.
                 self._store = None
-                log.warning(
-                    "could not renew this node's entry in %s: %s", self.bucket, error or type(error).__name__
-                )
+                log.warning("could not renew this node's entry in %s: %s", self.bucket, failure_text(error))
 
     async def _open(self) -> KeyValue:
         if self._store is None:
@@ -187,5 +185,5 @@ class Membership:
             return await self._refresh(await self._open())
         except Exception as error:
             self._store = None
-            log.warning("could not read the nodes from %s: %s", self.bucket, error or type(error).__name__)
+            log.warning("could not read the nodes from %s: %s", self.bucket, failure_text(error))
         return self.members

@@ -23,6 +23,12 @@ from certmq.config import ClusterSection
 
 log = logging.getLogger("certmq.cluster")
 
+
+def failure_text(error: BaseException) -> str:
+    """What went wrong, for a log line: nats-py's timeouts say nothing of themselves."""
+    return str(error) or type(error).__name__
+
+
 # Between two attempts at the first connection; later reconnections are nats-py's.
 FIRST_CONNECT_RETRY = 1.0
 RECONNECT_WAIT = 0.25
@@ -92,7 +98,7 @@ class NatsLink:
                 log.warning(
                     "cannot connect to NATS (%s): %s; retrying in %.0f s",
                     ", ".join(self.servers),
-                    error or type(error).__name__,
+                    failure_text(error),
                     FIRST_CONNECT_RETRY,
                 )
                 await asyncio.sleep(FIRST_CONNECT_RETRY)
@@ -124,7 +130,7 @@ class NatsLink:
                     log.warning(
                         "setting up the cluster on NATS (%s) failed: %s; trying again in %.1f s",
                         self.role,
-                        error or type(error).__name__,
+                        failure_text(error),
                         wait,
                     )
                     await asyncio.sleep(wait)
@@ -192,7 +198,7 @@ class NatsLink:
             self.stats.slow_consumer_drops += 1
             return
         self.stats.errors += 1
-        log.warning("NATS: %s", error or type(error).__name__)
+        log.warning("NATS: %s", failure_text(error))
 
     async def _disconnected(self) -> None:
         if self._closing:

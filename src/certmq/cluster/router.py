@@ -54,7 +54,7 @@ from certmq.broker.subscriptions import SubscriptionEntry
 from certmq.cluster.envelope import EnvelopeError, Received, open_envelope, seal
 from certmq.cluster.interest import Interest
 from certmq.cluster.message_stats import ClusterStats
-from certmq.cluster.nats_link import NatsLink
+from certmq.cluster.nats_link import NatsLink, failure_text
 from certmq.cluster.retained_stream import load_retained, retained_stream_config
 from certmq.cluster.stream_writes import MESSAGE_ID, STORE_TIMEOUT, StreamWrites
 from certmq.cluster.subjects import filter_subjects, queue_group, subject_topic, topic_subject
@@ -364,7 +364,7 @@ class ClusterRouter:
         try:
             await client.publish(subject, data, reply=reply, headers=headers)
         except Exception as error:
-            log.warning("could not send a message to the other nodes: %s", error or type(error).__name__)
+            log.warning("could not send a message to the other nodes: %s", failure_text(error))
         else:
             self.stats.sent += count
 
@@ -456,7 +456,7 @@ class ClusterRouter:
                 await self._unsubscribe(subscriptions)  # unsubscribed meanwhile
             await self.link.confirm(STORE_TIMEOUT)
         except Exception as error:
-            log.warning("could not subscribe %s on NATS: %s", topic_filter, error or type(error).__name__)
+            log.warning("could not subscribe %s on NATS: %s", topic_filter, failure_text(error))
         finally:
             if commit is not None:
                 self.writes.commits.complete(commit)
@@ -521,7 +521,7 @@ class ClusterRouter:
                 "could not join shared subscription $share/%s/%s on NATS: %s",
                 group,
                 topic_filter,
-                error or type(error).__name__,
+                failure_text(error),
             )
         finally:
             if commit is not None:

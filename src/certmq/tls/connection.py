@@ -216,6 +216,8 @@ class TlsServerConnection(StackedTransport):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.on_lost is not None:
+            self.on_lost()
         self._cancel_timer()
         self._closing = True
         if self._protocol is not None:
