@@ -93,4 +93,9 @@ def stats(broker: Broker) -> dict[str, int]:
         sessions_over_limit=counters.sessions_over_limit,
     )
     counts.update(core.holdings())
+    if broker.balance is not None:
+        counts.update(
+            worker_connections_handed_over=broker.balance.handed_over,
+            worker_connections_taken_over=broker.balance.taken_over,
+        )
     return counts

@@ -97,6 +97,15 @@ _BROKER_COUNTERS: dict[str, tuple[str, str]] = {
         "certmq_cluster_too_long",
         "messages on topics too long for a NATS subject, routed to this node's clients only",
     ),
+    # A worker of `certmq serve --workers N` (docs/cluster.md, "One machine, several cores").
+    "worker_connections_handed_over": (
+        "certmq_worker_connections_handed_over",
+        "connections this worker accepted and handed over to a less loaded worker",
+    ),
+    "worker_connections_taken_over": (
+        "certmq_worker_connections_taken_over",
+        "connections another worker accepted and handed over to this one",
+    ),
 }
 # Quantities the limits bound, exported as gauges: name, help.
 _BROKER_GAUGES: dict[str, tuple[str, str]] = {
