@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from urllib.parse import urlsplit
 
 import nats
+import pytest
 from nats.aio.msg import Msg
 
-from certmq.cluster.nats_link import NatsLink, failure_text
+from certmq.cluster.nats_link import RECEIVING_SLICE, LoopShare, NatsLink, failure_text
 from certmq.config import ClusterSection
 
 from .test_cluster_subjects_nats import nats_url  # noqa: F401 (the module's NATS server)
@@ -94,3 +96,55 @@ def test_a_failure_without_words_is_named_by_its_kind() -> None:
     # nats-py's timeouts carry no message: a log line must still say what went wrong.
     assert failure_text(TimeoutError()) == "TimeoutError"
     assert failure_text(ConnectionRefusedError("refused")) == "refused"
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["sharing", "nats-py alone"])
+async def test_a_backlog_from_nats_lets_the_loop_turn(nats_url: str, shared: bool) -> None:  # noqa: F811
+    # 200 messages queued in a subscription, each taking 0.5 ms to handle: nats-py alone hands
+    # them over without a turn of the loop in between; with the node's share, something else
+    # scheduled meanwhile runs every RECEIVING_SLICE.
+    client = await nats.connect(nats_url)
+    publisher = await nats.connect(nats_url)
+    share = LoopShare()
+    all_queued = asyncio.Event()
+    handled = 0
+    turns_while_handling = 0
+
+    async def handle(msg: Msg) -> None:
+        nonlocal handled
+        if handled == 0:
+            await all_queued.wait()  # the rest wait in the subscription's queue meanwhile
+        handled += 1
+        until = time.monotonic() + 0.0005
+        while time.monotonic() < until:
+            pass
+        if shared:
+            await share.turn()
+
+    async def tick() -> None:
+        nonlocal turns_while_handling
+        while handled < 200:
+            if handled:
+                turns_while_handling += 1
+            await asyncio.sleep(0)
+
+    try:
+        subscription = await client.subscribe("backlog.subject", cb=handle)
+        await client.flush()
+        for _ in range(200):
+            await publisher.publish("backlog.subject", b"x")
+        await publisher.flush()
+        while subscription.pending_msgs < 199:
+            await asyncio.sleep(0.01)
+        ticker = asyncio.create_task(tick())
+        all_queued.set()
+        await asyncio.wait_for(ticker, 10)
+        # 0.1 s of work: about 50 slices, each followed by a turn.
+        slices = int(200 * 0.0005 / RECEIVING_SLICE)
+        if shared:
+            assert turns_while_handling >= slices // 2, turns_while_handling
+        else:
+            assert turns_while_handling <= 1, turns_while_handling
+    finally:
+        await client.close()
+        await publisher.close()

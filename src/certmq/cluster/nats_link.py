@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,33 @@ log = logging.getLogger("certmq.cluster")
 def failure_text(error: BaseException) -> str:
     """What went wrong, for a log line: nats-py's timeouts say nothing of themselves."""
     return str(error) or type(error).__name__
+
+
+# How long messages queued from NATS may hold the event loop before the rest gets a turn.
+RECEIVING_SLICE = 0.002
+
+
+class LoopShare:
+    """Lets the rest of a node run while it works through messages queued from NATS.
+
+    nats-py hands a subscription's queued messages to its callback one after another without
+    returning to the event loop in between. A node that falls behind (a burst from the other
+    nodes) would route thousands of them before it reads or writes a byte for its clients:
+    what it routes would wait in memory meanwhile, and its timers (keep-alives, its heartbeat
+    in the cluster) as long. Each callback awaits :meth:`turn` after a message: once messages
+    have held the loop for :data:`RECEIVING_SLICE` seconds, the loop gets a turn. One share
+    serves every subscription of a node: their tasks take the slices in turn."""
+
+    __slots__ = ("_since",)
+
+    def __init__(self) -> None:
+        self._since = time.monotonic()
+
+    async def turn(self) -> None:
+        # Not the loop's clock: uvloop's reads the time once per turn of the loop.
+        if time.monotonic() - self._since >= RECEIVING_SLICE:
+            await asyncio.sleep(0)
+            self._since = time.monotonic()
 
 
 # Between two attempts at the first connection; later reconnections are nats-py's.

@@ -54,7 +54,7 @@ from certmq.broker.subscriptions import SubscriptionEntry
 from certmq.cluster.envelope import EnvelopeError, Received, open_envelope, seal
 from certmq.cluster.interest import Interest
 from certmq.cluster.message_stats import ClusterStats
-from certmq.cluster.nats_link import NatsLink, failure_text
+from certmq.cluster.nats_link import LoopShare, NatsLink, failure_text
 from certmq.cluster.retained_stream import load_retained, retained_stream_config
 from certmq.cluster.stream_writes import MESSAGE_ID, STORE_TIMEOUT, StreamWrites
 from certmq.cluster.subjects import filter_subjects, queue_group, subject_topic, topic_subject
@@ -167,6 +167,7 @@ class ClusterRouter:
         self._longest_plain_topic = (MAX_SUBJECT - len(self._inbox) - len(prefix) - 3) // 12
         self._duplicates = Duplicates()
         self._last_stored = 0
+        self._share = LoopShare()
         # Local subscriptions per topic filter, and per shared subscription (group, filter),
         # with the NATS subscriptions that bring their messages: for a shared subscription,
         # those of its NATS queue group and of its JetStream consumer.
@@ -393,6 +394,7 @@ class ClusterRouter:
         publish = self.local.publish
         for message in messages:
             publish(message)
+        await self._share.turn()
 
     async def _on_stored_message(self, msg: Msg) -> None:
         """A message of the stream: every QoS 1 and 2 message of every node, in order."""
@@ -411,6 +413,7 @@ class ClusterRouter:
             for message in received.messages:
                 self.local.publish(message)
         await msg.ack()
+        await self._share.turn()
 
     def _malformed(self, subject: str, error: Exception) -> None:
         self.stats.malformed += 1
@@ -530,11 +533,13 @@ class ClusterRouter:
     async def _on_shared_message(self, key: tuple[str, str], msg: Msg) -> None:
         """QoS 0 messages for a shared subscription, this node's turn (of any node's messages)."""
         self._deliver_shared(self._open(self._fast_prefix, msg), key)
+        await self._share.turn()
 
     async def _on_shared_stored_message(self, key: tuple[str, str], msg: Msg) -> None:
         """A message of the stream for a shared subscription, this node's turn."""
         self._deliver_shared(self._open(self._stored_prefix, msg), key)
         await msg.ack()
+        await self._share.turn()
 
     def _deliver_shared(self, received: Received | None, key: tuple[str, str]) -> None:
         if received is None:
