@@ -97,10 +97,11 @@ async def _run(subscribers: int, messages: int, qos: int, durable: bool) -> floa
         keeper = None
         if durable:  # as certmq serve keeps its state, with the default durability
             from certmq.broker.checkpoint_store import SqliteStateStore
+            from certmq.broker.durable_storage import LocalStorage
             from certmq.broker.state_keeper import StateKeeper
 
             keeper = StateKeeper(
-                core, SqliteStateStore(Path(workdir) / "state.db"), Path(workdir) / "journal"
+                core, LocalStorage(SqliteStateStore(Path(workdir) / "state.db"), Path(workdir) / "journal")
             )
             await keeper.restore()
         listener = Listener("tcp")

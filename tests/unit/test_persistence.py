@@ -33,6 +33,7 @@ from certmq.broker.checkpoint_store import (
     properties_to_json,
 )
 from certmq.broker.core import BrokerCore
+from certmq.broker.durable_storage import LocalStorage
 from certmq.broker.journal_log import JournalError, segment_numbers
 from certmq.broker.messages import Delivery, Message
 from certmq.broker.recovery import Recovery, restore_snapshot
@@ -526,7 +527,7 @@ class _MemoryStore:
 async def test_the_keeper_checkpoints_when_the_journal_has_grown_and_at_close(tmp_path: Path) -> None:
     core = BrokerCore(MqttSection())
     store = _MemoryStore()
-    keeper = StateKeeper(core, store, tmp_path / "journal", checkpoint_bytes=2000)
+    keeper = StateKeeper(core, LocalStorage(store, tmp_path / "journal"), checkpoint_bytes=2000)
     await keeper.restore()
     core.publish(Message("kept", b"1", 1, True))
     await keeper.flush()
@@ -556,7 +557,7 @@ async def test_the_keeper_checkpoints_when_the_journal_has_grown_and_at_close(tm
 
 async def test_a_state_that_cannot_be_read_is_never_overwritten(tmp_path: Path) -> None:
     store = _MemoryStore(fail_load=True)
-    keeper = StateKeeper(BrokerCore(MqttSection()), store, tmp_path / "journal")
+    keeper = StateKeeper(BrokerCore(MqttSection()), LocalStorage(store, tmp_path / "journal"))
     with pytest.raises(StateFormatError):
         await keeper.restore()
     await keeper.close()
@@ -573,7 +574,7 @@ async def test_a_failing_checkpoint_keeps_the_journal(tmp_path: Path) -> None:
 
     store = Flaky()
     core = BrokerCore(MqttSection())
-    keeper = StateKeeper(core, store, tmp_path / "journal")
+    keeper = StateKeeper(core, LocalStorage(store, tmp_path / "journal"))
     await keeper.restore()
     core.publish(Message("kept", b"1", 1, True))
     await keeper.flush()  # the message is in the journal's first segment
@@ -589,7 +590,9 @@ async def test_a_failing_checkpoint_keeps_the_journal(tmp_path: Path) -> None:
 
 async def test_a_journal_directory_that_cannot_be_made_stops_the_start(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("")
-    keeper = StateKeeper(BrokerCore(MqttSection()), _MemoryStore(), tmp_path / "a-file" / "journal")
+    keeper = StateKeeper(
+        BrokerCore(MqttSection()), LocalStorage(_MemoryStore(), tmp_path / "a-file" / "journal")
+    )
     with pytest.raises(JournalError, match="data directory must be writable"):
         await keeper.restore()
 
@@ -602,7 +605,7 @@ async def test_a_journal_that_grows_a_whole_step_during_a_checkpoint_gets_anothe
 
     core = BrokerCore(MqttSection())
     store = Slow()
-    keeper = StateKeeper(core, store, tmp_path / "journal", checkpoint_bytes=2000)
+    keeper = StateKeeper(core, LocalStorage(store, tmp_path / "journal"), checkpoint_bytes=2000)
     await keeper.restore()
     for round_ in range(2):  # a step's worth before the first checkpoint, another during it
         for number in range(30):
@@ -620,7 +623,7 @@ async def test_a_journal_that_grows_a_whole_step_during_a_checkpoint_gets_anothe
 async def test_with_a_large_state_the_journal_grows_as_large_before_a_checkpoint(tmp_path: Path) -> None:
     core = BrokerCore(MqttSection())
     store = _MemoryStore()
-    keeper = StateKeeper(core, store, tmp_path / "journal", checkpoint_bytes=2000)
+    keeper = StateKeeper(core, LocalStorage(store, tmp_path / "journal"), checkpoint_bytes=2000)
     await keeper.restore()
     recorder = keeper.recorder
     assert recorder is not None

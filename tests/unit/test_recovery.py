@@ -10,6 +10,7 @@ import pytest
 
 from certmq.broker.checkpoint_store import STATE_FILE_NAME, SqliteStateStore
 from certmq.broker.core import BrokerCore
+from certmq.broker.durable_storage import LocalStorage
 from certmq.broker.messages import Message
 from certmq.broker.session import Session
 from certmq.broker.state_keeper import StateKeeper
@@ -25,7 +26,9 @@ from .test_persistence import MESSAGE_PROPERTIES, _Client, comparable
 async def started(directory: Path) -> tuple[BrokerCore, StateKeeper]:
     """A core restored from ``directory``, recording into its journal."""
     core = BrokerCore(MqttSection())
-    keeper = StateKeeper(core, SqliteStateStore(directory / STATE_FILE_NAME), directory / "journal")
+    keeper = StateKeeper(
+        core, LocalStorage(SqliteStateStore(directory / STATE_FILE_NAME), directory / "journal")
+    )
     await keeper.restore()
     return core, keeper
 

@@ -4,7 +4,7 @@ a restart").
 The core, the sessions and the connections tell the :class:`Recorder` of every change to the
 state of a session with an expiry interval above 0 (``session.recorder`` is set on those only)
 and to the retained messages. Each call encodes one record and appends it to a buffer; once
-per turn of the event loop the buffer goes to the :class:`LogWriter`'s thread. A connection
+per turn of the event loop the buffer goes to the journal's writer (certmq.broker.durable_storage). A connection
 whose packet made records holds its replies until :attr:`Recorder.committed` passes them (see
 ``MQTTConnection``): that is how a PUBACK, a PUBREC, a SUBACK or the acceptance of a retained
 message waits for the disk, while everything else goes on.
@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from certmq.broker.commit_gate import Commits
+from certmq.broker.durable_storage import JournalWriter
 from certmq.broker.journal import (
     encode_clock,
     encode_delivery_queued,
@@ -37,7 +38,6 @@ from certmq.broker.journal import (
     encode_unsubscribed,
     encode_will_cleared,
 )
-from certmq.broker.journal_log import LogWriter
 
 if TYPE_CHECKING:
     from certmq.auth.identity import Identity
@@ -67,7 +67,7 @@ class Recorder(Commits):
 
     def __init__(
         self,
-        writer: LogWriter,
+        writer: JournalWriter,
         *,
         segment: int,
         next_message_id: int,

@@ -20,6 +20,7 @@ from certmq.broker.checkpoint_store import STATE_FILE_NAME, SqliteStateStore
 from certmq.broker.client_connection import Listener
 from certmq.broker.connection import MQTTConnection
 from certmq.broker.core import BrokerCore
+from certmq.broker.durable_storage import LocalStorage
 from certmq.broker.journal_log import JOURNAL_DIRECTORY
 from certmq.broker.listeners import tls_accepting
 from certmq.broker.state_keeper import StateKeeper
@@ -93,14 +94,12 @@ class Broker:
         self.state: StateKeeper | None = None
         if config.mqtt.persistence:
             state_directory = state_directory or config.data_dir
-            store = SqliteStateStore(state_directory / STATE_FILE_NAME)
-            self.state = StateKeeper(
-                self.core,
-                store,
+            storage = LocalStorage(
+                SqliteStateStore(state_directory / STATE_FILE_NAME),
                 state_directory / JOURNAL_DIRECTORY,
                 sync=config.mqtt.durability == "power-loss",
-                checkpoint_bytes=config.mqtt.checkpoint_bytes,
             )
+            self.state = StateKeeper(self.core, storage, checkpoint_bytes=config.mqtt.checkpoint_bytes)
         self.listeners: list[BoundListener] = []
         self._servers: dict[str, Any] = {}
         # A worker of `certmq serve --workers N` hands connections over to less loaded workers.

@@ -18,13 +18,11 @@ import asyncio
 import gc
 import logging
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from certmq.auth.identity import Identity
 from certmq.broker.checkpoint_store import (
     BrokerState,
-    StateStore,
     StoredDelivery,
     StoredFlight,
     StoredMessage,
@@ -32,7 +30,8 @@ from certmq.broker.checkpoint_store import (
     StoredSubscription,
     StoredWill,
 )
-from certmq.broker.journal_log import LogContents, LogWriter, delete_segments, prepare_directory, read_log
+from certmq.broker.durable_storage import DurableStorage, JournalWriter
+from certmq.broker.journal_log import LogContents
 from certmq.broker.messages import Delivery, Message
 from certmq.broker.recorder import Recorder
 from certmq.broker.recovery import Recovery
@@ -282,26 +281,15 @@ class StateKeeper:
     writes the whole state, so with a large backlog of queued messages (a million, say) fixed
     64 MiB steps would have the broker checkpointing all the time.
 
-    ``sync``: every commit of the journal waits for ``fdatasync(2)`` (``durability =
-    "power-loss"``); otherwise a record counts as written once the kernel has it.
+    The checkpoints and the journal are kept in ``storage`` (certmq.broker.durable_storage).
     """
 
-    def __init__(
-        self,
-        core: BrokerCore[Any],
-        store: StateStore,
-        journal_directory: Path,
-        *,
-        sync: bool = False,
-        checkpoint_bytes: int = 0,
-    ) -> None:
+    def __init__(self, core: BrokerCore[Any], storage: DurableStorage, *, checkpoint_bytes: int = 0) -> None:
         self.core = core
-        self.store = store
-        self.journal_directory = journal_directory
-        self.sync = sync
+        self.storage = storage
         self.checkpoint_bytes = checkpoint_bytes
         self.recorder: Recorder | None = None
-        self._writer: LogWriter | None = None
+        self._writer: JournalWriter | None = None
         self._lock = asyncio.Lock()
         self._checkpoint_task: asyncio.Task[None] | None = None
         self._checkpoint_wanted = False
@@ -316,9 +304,7 @@ class StateKeeper:
         started = time.perf_counter()
         recovery = Recovery(time.time(), loop.time())
         state, contents = await asyncio.to_thread(self._read, recovery)
-        writer = LogWriter(
-            self.journal_directory, sync=self.sync, committed=lambda sequence: recorder.written(sequence)
-        )
+        writer = self.storage.open_journal(lambda sequence: recorder.written(sequence))
         recorder = Recorder(
             writer,
             # After the checkpoint's segments, even when they are gone (a clean stop deletes them).
@@ -363,12 +349,11 @@ class StateKeeper:
         collecting = gc.isenabled()
         gc.disable()
         try:
-            state = self.store.load()
+            state = self.storage.load_checkpoint()
             if state is not None:
                 recovery.load_checkpoint(state)
-            prepare_directory(self.journal_directory)
             covered = 0 if state is None else state.journal_segment
-            return state, read_log(self.journal_directory, covered, recovery.apply)
+            return state, self.storage.read_journal(covered, recovery.apply)
         finally:
             if collecting:
                 gc.enable()
@@ -430,8 +415,8 @@ class StateKeeper:
 
     def _write(self, snapshot: Snapshot, recorder: Recorder) -> BrokerState:
         state = snapshot_to_state(snapshot, recorder)
-        self.store.save(state)
-        delete_segments(self.journal_directory, snapshot.journal_segment)
+        self.storage.save_checkpoint(state)
+        self.storage.delete_journal(snapshot.journal_segment)
         return state
 
     async def close(self) -> None:
@@ -451,4 +436,4 @@ class StateKeeper:
             if self._writer is not None:
                 await asyncio.to_thread(self._writer.close)
                 self._writer = None
-            await asyncio.to_thread(self.store.close)
+            await asyncio.to_thread(self.storage.close)
