@@ -151,6 +151,19 @@ class NatsCluster:
         self._launch(server)
         self.wait_until_formed()
 
+    def stream_leader(self, stream: str) -> int:
+        """The index of the server that leads JetStream stream ``stream``."""
+        for server in self.servers:
+            if not server.running:
+                continue
+            report = server.monitor("/jsz?accounts=true&streams=true")
+            for account in report.get("account_details", []):
+                for detail in account.get("stream_detail", []):
+                    leader = (detail.get("cluster") or {}).get("leader")
+                    if detail.get("name") == stream and leader:
+                        return next(index for index, other in enumerate(self.servers) if other.name == leader)
+        raise LookupError(f"no server leads the stream {stream}")
+
     def wait_until_formed(self, timeout: float = READY_TIMEOUT) -> None:
         """Wait until each running server is routed to every other running server and all
         of them name the same JetStream meta leader, one of them."""

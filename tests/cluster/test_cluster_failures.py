@@ -48,3 +48,35 @@ def test_messages_keep_crossing_between_nodes_when_the_nats_server_they_use_most
         assert received == sent
     finally:
         nats_cluster.restart(busiest)
+
+
+@pytest.mark.nodes(1, 2)
+def test_retained_messages_survive_a_killed_node_and_the_nats_server_that_led_their_stream(
+    cluster: ClusterNodes, clients: Clients, nats_cluster: NatsCluster, topic: str
+) -> None:
+    publisher = clients.for_broker(cluster.node(1)).connected()
+    publisher.publish(f"{topic}/qos1", b"retained at qos 1", qos=1, retain=True)
+    publisher.publish(f"{topic}/qos0", b"retained at qos 0", qos=0, retain=True)
+    expected = {f"{topic}/qos1": b"retained at qos 1", f"{topic}/qos0": b"retained at qos 0"}
+    # Node 2 has them (routed to its subscriber): they have left node 1.
+    witness = clients.for_broker(cluster.node(2)).connected()
+    witness.subscribe(f"{topic}/#", qos=1)
+    assert {message.topic: message.payload for message in witness.expect_messages(2)} == expected
+
+    cluster.kill(1)
+    leader = nats_cluster.stream_leader(f"{cluster.subject_prefix.upper()}_RETAINED")
+    nats_cluster.kill(leader)
+    try:
+        nats_cluster.wait_until_formed()
+        # The node that is left still has them, and a node started now reads them from what is
+        # left of the stream: two NATS servers of three.
+        cluster.add(3)
+        for number in (2, 3):
+            subscriber = clients.for_broker(cluster.node(number)).connected()
+            subscriber.subscribe(f"{topic}/#", qos=1)
+            got = {
+                message.topic: (message.payload, message.retain) for message in subscriber.expect_messages(2)
+            }
+            assert got == {name: (payload, True) for name, payload in expected.items()}, number
+    finally:
+        nats_cluster.restart(leader)
