@@ -22,7 +22,7 @@ from certmq.auth_mode_switch import AuthModeSwitch, stored_auth_mode
 from certmq.broker.server import Broker
 from certmq.broker.topic_rules_file import TopicRulesFile
 from certmq.broker.worker_balance import ConnectionBalance
-from certmq.config import Config, changed_settings, nats_servers, node_name
+from certmq.config import Config, changed_settings, nats_servers, node_name, state_in_nats
 from certmq.control import BrokerControl
 from certmq.decision_audit import DecisionAudit
 from certmq.demo import ensure_demo_ca
@@ -126,7 +126,7 @@ class Application:
             policy=self.policy,
         )
         state_directory = None
-        if self.worker:
+        if self.worker and not state_in_nats(config):
             state_directory = worker_state_directory(config.data_dir, node_name(config))
             state_directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         broker = self.broker = Broker(
@@ -161,6 +161,9 @@ class Application:
 
             self.cluster = ClusterNode(config, broker.core)
             self.control = self.cluster.control_over(node)
+            storage = await self.cluster.open_storage()
+            if storage is not None:
+                broker.keep_state_in(storage)
         log.info("auth mode %s: %s", mode, self.policy.describe(mode))
         await broker.start(
             skip=auth_modes.closed_listeners(),

@@ -227,6 +227,11 @@ class ClusterSection:
         "certmq",
         "first token of every NATS subject and stream name of this cluster\n(clusters sharing NATS servers need different ones)",
     )
+    state_storage: str = setting(
+        "nats",
+        'where the node keeps its sessions and retained messages (mqtt.persistence):\n"nats": JetStream, where every node can read them | "local": its data directory',
+        choices=("nats", "local"),
+    )
 
 
 @dataclass(slots=True)
@@ -439,6 +444,12 @@ def _storage(config: Config) -> str:
 def nats_servers(config: Config) -> list[str]:
     """The NATS server URLs of ``cluster.nats_servers``; empty on a single node."""
     return [url.strip() for url in config.cluster.nats_servers.split(",") if url.strip()]
+
+
+def state_in_nats(config: Config) -> bool:
+    """Whether this node keeps its sessions and retained messages in JetStream: a node of a
+    cluster with ``cluster.state_storage = "nats"`` and ``mqtt.persistence`` on."""
+    return bool(nats_servers(config)) and config.mqtt.persistence and config.cluster.state_storage == "nats"
 
 
 def node_name(config: Config) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from nats_servers import NatsCluster
+from nats_servers import NatsCluster, delete_streams
 from openssl_pki import Issued, make_ca
 from operated_instance import Instance
 from worker_node import WorkerNode
@@ -196,7 +196,10 @@ def running_cluster(
         cluster.add(*numbers)
         yield cluster
     finally:
-        cluster.close()
+        try:
+            cluster.close()
+        finally:
+            delete_streams(nats_servers, cluster.subject_prefix)
 
 
 @dataclass(frozen=True)
@@ -281,10 +284,11 @@ class ClusterServers:
         with postgresql_database(self.postgresql, self.registry.url) as url:
             data_dir = work / "node"
             self.instance.copy_to(data_dir)
+            prefix = new_subject_prefix()
             environment = {
                 "CERTMQ_STORAGE_URL": url,
                 "CERTMQ_CLUSTER_NATS_SERVERS": self.nats.urls,
-                "CERTMQ_CLUSTER_SUBJECT_PREFIX": new_subject_prefix(),
+                "CERTMQ_CLUSTER_SUBJECT_PREFIX": prefix,
                 "CERTMQ_CLUSTER_NODE_NAME": "node",
                 **{name: str(value) for name, value in settings.items()},
             }
@@ -294,4 +298,7 @@ class ClusterServers:
                 node.wait_ready()
                 yield node
             finally:
-                node.close()
+                try:
+                    node.close()
+                finally:
+                    delete_streams(self.nats.urls, prefix)

@@ -10,16 +10,19 @@ clock.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
 import subprocess
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import nats
 
 from broker_process import HOST, free_port, launch
 
@@ -221,3 +224,27 @@ class NatsCluster:
     def close(self) -> None:
         for server in self.servers:
             self._terminate(server)
+
+
+def delete_streams(urls: str, subject_prefix: str) -> None:
+    """Delete the JetStream streams (buckets and object stores included) of the cluster whose
+    subject prefix is ``subject_prefix``: the NATS servers are shared by every test of a run,
+    and a server started again catches up on every stream it holds before it says it is
+    healthy."""
+    stem = subject_prefix.replace(".", "_").upper()
+
+    async def delete() -> None:
+        client = await nats.connect(servers=urls.split(","), connect_timeout=5, max_reconnect_attempts=2)
+        try:
+            jetstream = client.jetstream()
+            for info in await jetstream.streams_info():
+                name = info.config.name or ""
+                if name.startswith((f"{stem}_", f"KV_{stem}_", f"OBJ_{stem}_")):
+                    await jetstream.delete_stream(name)
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(delete())
+    except Exception as error:  # housekeeping: what is left costs time, not correctness
+        warnings.warn(f"the streams of {subject_prefix} were not deleted: {error!r}", stacklevel=2)

@@ -6,6 +6,7 @@ servers, with paho-mqtt clients. Which worker serves a client is read from the k
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -216,8 +217,12 @@ def test_sighup_reloads_every_worker_and_sigterm_stops_them_all(
     assert wait_until_gone(pids, GONE_TIMEOUT) == [], f"workers left behind\n{node.supervisor.log_tail()}"
     for name in ("node-1", "node-2"):
         assert f"[{name}] certmq: stopped" in node.log()
-        # Each worker kept its sessions apart; the single process's place holds none.
-        assert (node.state_directory(name) / "journal").is_dir()
+        # Each worker kept its sessions apart, in JetStream under its own name; nothing of them
+        # is in the data directory.
+        assert re.search(
+            rf"\[{name}\] certmq.cluster: node {name} keeps its sessions .* in JetStream", node.log()
+        )
+        assert not node.state_directory(name).exists()
     assert not (node.data_dir / "journal").exists()
 
 

@@ -20,7 +20,7 @@ from certmq.broker.checkpoint_store import STATE_FILE_NAME, SqliteStateStore
 from certmq.broker.client_connection import Listener
 from certmq.broker.connection import MQTTConnection
 from certmq.broker.core import BrokerCore
-from certmq.broker.durable_storage import LocalStorage
+from certmq.broker.durable_storage import DurableStorage, LocalStorage
 from certmq.broker.journal_log import JOURNAL_DIRECTORY
 from certmq.broker.listeners import tls_accepting
 from certmq.broker.state_keeper import StateKeeper
@@ -105,6 +105,12 @@ class Broker:
         # A worker of `certmq serve --workers N` hands connections over to less loaded workers.
         self.balance: ConnectionBalance | None = None
         self._tasks: list[asyncio.Task[None]] = []
+
+    def keep_state_in(self, storage: DurableStorage) -> None:
+        """Keep the checkpoints and the journal in ``storage`` (before :meth:`start`), not in the
+        data directory; nothing when ``mqtt.persistence`` is off."""
+        if self.state is not None:
+            self.state = StateKeeper(self.core, storage, checkpoint_bytes=self.config.mqtt.checkpoint_bytes)
 
     def reload_topic_rules(self, rules_file: TopicRulesFile | None) -> None:
         """Read the topic rules from ``rules_file`` (the one the configuration names now; None:

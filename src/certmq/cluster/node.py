@@ -13,10 +13,11 @@ from certmq.broker.routing import LocalRouter
 from certmq.cluster.client_ids import ClusterClientIds
 from certmq.cluster.control import ClusterControl
 from certmq.cluster.membership import Member, Membership
-from certmq.cluster.nats_link import NatsLink
+from certmq.cluster.nats_link import SET_UP_RETRY, NatsLink, failure_text
 from certmq.cluster.router import ClusterRouter
+from certmq.cluster.stream_storage import StreamStorage
 from certmq.cluster.sys_topics import publish_cluster_sys_topics
-from certmq.config import Config, nats_servers, node_name
+from certmq.config import Config, nats_servers, node_name, state_in_nats
 from certmq.control import NodeControl
 
 log = logging.getLogger("certmq.cluster")
@@ -57,6 +58,11 @@ class ClusterNode:
         self.link.set_up.append(self.client_ids.set_up)
         core.client_id_claims = self.client_ids
         self.prefix = config.cluster.subject_prefix
+        # The node's sessions and retained messages in JetStream: on a connection of their own,
+        # so that the journal's acknowledgements do not wait behind the messages between nodes.
+        self.state_link: NatsLink | None = None
+        if state_in_nats(config):
+            self.state_link = NatsLink(config.cluster, servers, self.name, role="state")
         self.control: ClusterControl | None = None
         self._core = core
         self._sys_interval = config.mqtt.sys_interval
@@ -79,6 +85,47 @@ class ClusterNode:
                 publish_cluster_sys_topics(self._core, self.control, self._sys_interval)
             )
         return self.control
+
+    async def open_storage(self) -> StreamStorage | None:
+        """This node's storage in JetStream (``cluster.state_storage = "nats"``), once NATS is
+        reachable: the node does not serve before it has its sessions back. None: the node keeps
+        them in its data directory."""
+        link = self.state_link
+        if link is None:
+            return None
+        link.start()
+        while True:
+            try:
+                await asyncio.wait_for(asyncio.shield(link.ready.wait()), FIRST_CONNECTION_WAIT)
+                break
+            except TimeoutError:
+                log.warning(
+                    "NATS is not reachable: this node keeps its sessions in JetStream "
+                    "(cluster.state_storage) and waits for it before it serves"
+                )
+        assert link.client is not None
+        storage = StreamStorage(
+            link.client, prefix=self.prefix, node=self.name, replicas=self.router.replicas
+        )
+        while True:
+            try:
+                await storage.set_up()
+                break
+            except Exception as error:
+                log.warning(
+                    "setting up this node's storage in JetStream failed, trying again: %s",
+                    failure_text(error),
+                )
+                await asyncio.sleep(SET_UP_RETRY)
+        log.info(
+            "node %s keeps its sessions and retained messages in JetStream: the stream %s (subject %s) "
+            "and the object store %s",
+            self.name,
+            storage.stream,
+            storage.subject,
+            storage.bucket,
+        )
+        return storage
 
     async def start(self) -> None:
         """Connect to NATS, and wait (a while) for the cluster's state, such as its retained
@@ -104,3 +151,5 @@ class ClusterNode:
             await self.control.stop()
         await self.shared_link.stop()
         await self.link.stop()
+        if self.state_link is not None:
+            await self.state_link.stop()

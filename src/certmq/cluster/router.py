@@ -56,6 +56,7 @@ from certmq.cluster.interest import Interest
 from certmq.cluster.message_stats import ClusterStats
 from certmq.cluster.nats_link import LoopShare, NatsLink, failure_text
 from certmq.cluster.retained_stream import load_retained, retained_stream_config
+from certmq.cluster.stream_acks import RecordedAcks
 from certmq.cluster.stream_writes import MESSAGE_ID, STORE_TIMEOUT, StreamWrites
 from certmq.cluster.subjects import filter_subjects, queue_group, subject_topic, topic_subject
 from certmq.mqtt.reason_codes import ReasonCode
@@ -168,6 +169,8 @@ class ClusterRouter:
         self._duplicates = Duplicates()
         self._last_stored = 0
         self._share = LoopShare()
+        # Messages of the stream are acknowledged once the journal has what routing them recorded.
+        self._acks = RecordedAcks(lambda: self.local.recorder)
         # Local subscriptions per topic filter, and per shared subscription (group, filter),
         # with the NATS subscriptions that bring their messages: for a shared subscription,
         # those of its NATS queue group and of its JetStream consumer.
@@ -412,7 +415,7 @@ class ClusterRouter:
             self.stats.received += len(received.messages)
             for message in received.messages:
                 self.local.publish(message)
-        await msg.ack()
+        self._acks.routed(msg)
         await self._share.turn()
 
     def _malformed(self, subject: str, error: Exception) -> None:
@@ -538,7 +541,7 @@ class ClusterRouter:
     async def _on_shared_stored_message(self, key: tuple[str, str], msg: Msg) -> None:
         """A message of the stream for a shared subscription, this node's turn."""
         self._deliver_shared(self._open(self._stored_prefix, msg), key)
-        await msg.ack()
+        self._acks.routed(msg)
         await self._share.turn()
 
     def _deliver_shared(self, received: Received | None, key: tuple[str, str]) -> None:

@@ -24,6 +24,7 @@ the event loop of the node's NATS connection and waits for it there.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import tempfile
 import time
@@ -32,13 +33,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import DiscardPolicy, ObjectStoreConfig, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import ObjectNotFoundError
+from nats.js.errors import ObjectNotFoundError, ServiceUnavailableError
 from nats.js.object_store import ObjectStore
 
 from certmq.broker.checkpoint_store import STATE_FILE_NAME, BrokerState, SqliteStateStore
 from certmq.broker.journal import JournalFormatError, Record, RecordDecoder, encode_block
 from certmq.broker.journal_log import JournalError, LogContents
+from certmq.cluster.nats_link import failure_text
 from certmq.cluster.subjects import level_token
 
 log = logging.getLogger("certmq.cluster")
@@ -55,6 +59,8 @@ CALL_TIMEOUT = 30.0
 # How long the stream may take to acknowledge a message of the journal before it is sent again
 # (with the same message id: the stream keeps one copy).
 PUBLISH_TIMEOUT = 5.0
+# Between two questions to JetStream that went unanswered.
+RETRY_PAUSE = 0.25
 
 
 def journal_stream_config(name: str, prefix: str, replicas: int) -> StreamConfig:
@@ -110,14 +116,26 @@ class StreamStorage:
                 ),
             )
 
-    def _call(self, work: Coroutine[Any, Any, _T]) -> _T:
-        """Run ``work`` on the NATS connection's loop and wait for it (from a worker thread)."""
-        return asyncio.run_coroutine_threadsafe(asyncio.wait_for(work, CALL_TIMEOUT), self._loop).result()
+    def _call(self, work: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+        """Run ``work()`` on the NATS connection's loop and wait for it (from a worker thread)."""
+        return asyncio.run_coroutine_threadsafe(
+            asyncio.wait_for(self._retrying(work), CALL_TIMEOUT), self._loop
+        ).result()
+
+    async def _retrying(self, work: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+        """``work()``, again while JetStream does not answer: a stream just made, or whose
+        NATS server was lost, has no leader until its replicas elect one."""
+        while True:
+            try:
+                return await work()
+            except (NatsTimeoutError, NoRespondersError, ServiceUnavailableError) as error:
+                log.debug("JetStream did not answer (%s); asking again", failure_text(error))
+                await asyncio.sleep(RETRY_PAUSE)
 
     # -- checkpoints -----------------------------------------------------------------------
 
     def load_checkpoint(self) -> BrokerState | None:
-        data = self._call(self._get_checkpoint())
+        data = self._call(self._get_checkpoint)
         if data is None:
             return None
         with tempfile.TemporaryDirectory(prefix="certmq-checkpoint-") as directory:
@@ -146,7 +164,7 @@ class StreamStorage:
             finally:
                 store.close()
             data = path.read_bytes()
-        self._call(self._put_checkpoint(data))
+        self._call(functools.partial(self._put_checkpoint, data))
 
     async def _put_checkpoint(self, data: bytes) -> None:
         assert self._store is not None, "set_up() first"
@@ -155,7 +173,7 @@ class StreamStorage:
     # -- the journal -----------------------------------------------------------------------
 
     def read_journal(self, covered: int, apply: Callable[[list[Record]], None]) -> LogContents:
-        return self._call(self._read_journal(covered, apply))
+        return self._call(functools.partial(self._read_journal, covered, apply))
 
     async def _read_journal(self, covered: int, apply: Callable[[list[Record]], None]) -> LogContents:
         contents = LogContents()
@@ -170,7 +188,14 @@ class StreamStorage:
             segment = 0
             seen = 0
             while seen < held:
-                msg = await subscription.next_msg(timeout=CALL_TIMEOUT)
+                try:
+                    msg = await subscription.next_msg(timeout=CALL_TIMEOUT)
+                except NatsTimeoutError:
+                    # Not asked again: what was read is applied already.
+                    raise JournalError(
+                        f"the stream {self.stream} stopped sending the journal of node {self.node} "
+                        f"after {seen} of its {held} messages"
+                    ) from None
                 seen += 1
                 number = int((msg.headers or {}).get(SEGMENT, "0"))
                 if number <= covered:
@@ -220,7 +245,7 @@ class StreamStorage:
         return StreamJournalWriter(self, committed)
 
     def delete_journal(self, up_to: int) -> None:
-        self._call(self._delete_journal(up_to))
+        self._call(functools.partial(self._delete_journal, up_to))
 
     async def _delete_journal(self, up_to: int) -> None:
         later = [start for segment, start in self._segment_starts.items() if segment > up_to]
