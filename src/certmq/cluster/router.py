@@ -415,7 +415,8 @@ class ClusterRouter:
             self.stats.received += len(received.messages)
             for message in received.messages:
                 self.local.publish(message)
-        self._acks.routed(msg)
+        if not self._acks.wait_for_journal(msg):
+            await msg.ack()
         await self._share.turn()
 
     def _malformed(self, subject: str, error: Exception) -> None:
@@ -541,7 +542,8 @@ class ClusterRouter:
     async def _on_shared_stored_message(self, key: tuple[str, str], msg: Msg) -> None:
         """A message of the stream for a shared subscription, this node's turn."""
         self._deliver_shared(self._open(self._stored_prefix, msg), key)
-        self._acks.routed(msg)
+        if not self._acks.wait_for_journal(msg):
+            await msg.ack()
         await self._share.turn()
 
     def _deliver_shared(self, received: Received | None, key: tuple[str, str]) -> None:

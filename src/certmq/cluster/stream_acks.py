@@ -6,7 +6,7 @@ or whose window is full, routing queues the delivery and appends records to the 
 (certmq.broker.recorder). The node acknowledges the message to the stream only once the journal
 has those records: a node killed in between is sent the message again when it comes back,
 instead of losing it with the records. Messages whose routing recorded nothing are acknowledged
-at once. The acknowledgements go out from one task, in batches.
+at once, by the router; the others go out from one task, in batches.
 """
 
 from __future__ import annotations
@@ -33,13 +33,14 @@ class RecordedAcks:
         self._due: list[Msg] = []
         self._task: asyncio.Task[None] | None = None
 
-    def routed(self, msg: Msg) -> None:
-        """``msg`` is routed: acknowledge it once what that recorded is written."""
+    def wait_for_journal(self, msg: Msg) -> bool:
+        """``msg`` is routed: whether its acknowledgement waits for the journal (it is then sent
+        once what routing it recorded is written); False: nothing waits, acknowledge it now."""
         recorder = self._recorder()
         if recorder is None or recorder.committed >= recorder.appended:
-            self._ack(msg)
-        else:
-            recorder.when_committed(lambda: self._ack(msg), recorder.appended)
+            return False
+        recorder.when_committed(lambda: self._ack(msg), recorder.appended)
+        return True
 
     def _ack(self, msg: Msg) -> None:
         self._due.append(msg)
