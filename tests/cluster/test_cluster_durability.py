@@ -1,3 +1,7 @@
+"""What a node's sessions survive: each node keeps them in JetStream (cluster.state_storage =
+"nats"), not in its data directory, and its clients find them again after a kill -9 or a
+rolling restart of every node."""
+
 from __future__ import annotations
 
 import threading
