@@ -175,7 +175,7 @@ IN_FLIGHT = 10_000
 
 def throughput_cells(args: argparse.Namespace) -> list[Cell]:
     fan_in_window = max(1, IN_FLIGHT // args.fan_in_publishers)
-    return [
+    cells = [
         cell
         for qos in args.qos_levels
         for cell in (
@@ -190,6 +190,11 @@ def throughput_cells(args: argparse.Namespace) -> list[Cell]:
             ),
         )
     ]
+    if 1 in args.qos_levels:
+        # A subscriber whose session is kept: what each node acknowledges is in its journal
+        # first (the single node's on its disk, a cluster node's in JetStream).
+        cells.append(Cell("tcp", 1, 1, durable=True))
+    return cells
 
 
 # ---- starting the cluster ----
