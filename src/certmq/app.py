@@ -19,6 +19,8 @@ from certmq.auth.admission import ListenerPolicy
 from certmq.auth.authenticator import InstanceAuthenticator
 from certmq.auth.mode import AuthMode
 from certmq.auth_mode_switch import AuthModeSwitch, stored_auth_mode
+from certmq.broker.checkpoint_store import STATE_FILE_NAME
+from certmq.broker.journal_log import JOURNAL_DIRECTORY, segment_numbers
 from certmq.broker.server import Broker
 from certmq.broker.topic_rules_file import TopicRulesFile
 from certmq.broker.worker_balance import ConnectionBalance
@@ -164,6 +166,7 @@ class Application:
             storage = await self.cluster.open_storage()
             if storage is not None:
                 broker.keep_state_in(storage)
+                self._warn_of_local_state(config)
         log.info("auth mode %s: %s", mode, self.policy.describe(mode))
         await broker.start(
             skip=auth_modes.closed_listeners(),
@@ -172,6 +175,18 @@ class Application:
         if config.listeners.http:
             self._http = await serve_http(self, config.listeners.http, reuse_port=bool(self.worker))
             node.http = f"{self._http.host}:{self._http.port}"
+
+    def _warn_of_local_state(self, config: Config) -> None:
+        """Say so when the data directory holds sessions this node kept there before it kept
+        them in JetStream: they are not read."""
+        local = worker_state_directory(config.data_dir, node_name(config)) if self.worker else config.data_dir
+        if (local / STATE_FILE_NAME).exists() or segment_numbers(local / JOURNAL_DIRECTORY):
+            log.warning(
+                "%s holds sessions and retained messages kept there before; this node keeps them in "
+                'JetStream (cluster.state_storage = "nats") and does not read those: set '
+                'cluster.state_storage = "local" to go on using them',
+                local,
+            )
 
     def listening(self) -> list[str]:
         """The URLs of the listeners open now, MQTT first, then HTTP."""

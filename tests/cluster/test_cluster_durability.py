@@ -52,7 +52,12 @@ def test_a_killed_node_has_its_sessions_and_their_queued_messages_from_jetstream
     cluster.kill(1)
     data_dir = cluster.node(1).data_dir
     assert not (data_dir / "journal").exists() and not (data_dir / "broker-state.db").exists()
+    # What a node with cluster.state_storage = "local" would have left: not read, and said so.
+    (data_dir / "broker-state.db").write_bytes(b"")
     cluster.start(1)
+    assert f"{data_dir} holds sessions and retained messages kept there before" in cluster.node(1).log_tail(
+        200
+    )
 
     back = clients.for_broker(cluster.node(1)).paho(client_id=client_id)
     result = back.connect(clean_start=False, props=expiry)

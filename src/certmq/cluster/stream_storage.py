@@ -61,6 +61,8 @@ CALL_TIMEOUT = 30.0
 PUBLISH_TIMEOUT = 5.0
 # Between two questions to JetStream that went unanswered.
 RETRY_PAUSE = 0.25
+# A journal that cannot be written says so once, then every this many attempts (a minute).
+FAILURES_PER_WARNING = 240
 
 
 def journal_stream_config(name: str, prefix: str, replicas: int) -> StreamConfig:
@@ -316,6 +318,7 @@ class StreamJournalWriter:
         for start in range(0, len(block), CHUNK):
             self._sent += 1
             headers = {SEGMENT: str(segment), "Nats-Msg-Id": f"{self._run}-{self._sent}"}
+            failures = 0
             while True:
                 try:
                     ack = await jetstream.publish(
@@ -326,11 +329,20 @@ class StreamJournalWriter:
                         headers=headers,
                     )
                 except Exception as error:
-                    # Nothing after it may count as written before it: tried again until stored.
-                    log.warning(
-                        "writing the journal to %s failed, trying again: %s", self.storage.stream, error
-                    )
-                    await asyncio.sleep(0.5)
+                    # Nothing after it may count as written before it: tried again (with the
+                    # same message id) until stored; the replies that wait for it wait too.
+                    failures += 1
+                    if failures == 1 or failures % FAILURES_PER_WARNING == 0:
+                        log.warning(
+                            "writing the journal of node %s to %s failed %d times, trying again: %s",
+                            self.storage.node,
+                            self.storage.stream,
+                            failures,
+                            failure_text(error),
+                        )
+                    await asyncio.sleep(RETRY_PAUSE)
                     continue
+                if failures:
+                    log.info("the journal of node %s is written again", self.storage.node)
                 self.storage.note_segment_start(segment, ack.seq)
                 break
