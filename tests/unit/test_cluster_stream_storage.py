@@ -3,6 +3,7 @@ nats-server: what one node wrote, another connection to NATS (another node) read
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -11,7 +12,7 @@ import pytest
 from nats.aio.client import Client
 
 from certmq.broker.core import BrokerCore
-from certmq.broker.journal import encode_block
+from certmq.broker.journal import Record, RetainedCleared, encode_block, encode_retained_cleared
 from certmq.broker.messages import Message
 from certmq.broker.state_keeper import StateKeeper
 from certmq.broker.subscriptions import SubscriptionEntry
@@ -139,3 +140,24 @@ async def test_a_batch_cut_short_by_a_crash_is_left_out(open_storage: OpenStorag
     await restored_keeper.flush()
     again, _ = await started(await open_storage("node-a"))
     assert sorted(m.topic for m in again.retained) == ["kept", "later"]
+
+
+async def test_a_checkpoint_deletes_no_record_of_a_later_segment_even_one_on_its_way(
+    open_storage: OpenStorage,
+) -> None:
+    storage = await open_storage("node-a")
+    written: list[int] = []
+    writer = storage.open_journal(written.append)
+    writer.write(1, [encode_retained_cleared("covered")], 1)
+    while written != [1]:
+        await asyncio.sleep(0.01)
+    # Segment 2's first batch is stored, and its acknowledgement not yet seen by the writer.
+    jetstream = storage.client.jetstream()
+    later = encode_block([encode_retained_cleared("kept")])
+    await jetstream.publish(storage.subject, later, stream=storage.stream, headers={SEGMENT: "2"})
+    await asyncio.to_thread(storage.delete_journal, 1)  # a checkpoint covers segment 1
+    assert await journal_messages(storage) == 1
+    records: list[Record] = []
+    await asyncio.to_thread(storage.read_journal, 1, records.extend)
+    assert records == [RetainedCleared("kept")]
+    await asyncio.to_thread(writer.close)

@@ -95,9 +95,10 @@ class StreamStorage:
         self._prefix = prefix
         self._loop = asyncio.get_running_loop()
         self._store: ObjectStore | None = None
-        # The stream sequence of the first message of each segment written or read, to delete
-        # a segment's messages once a checkpoint covers them.
-        self._segment_starts: dict[int, int] = {}
+        # The highest stream sequence of each segment written or read: a checkpoint that covers
+        # a segment deletes the messages up to there, never one of a later segment (the writer
+        # sends them in order, so theirs are higher), even one still on its way.
+        self._segment_ends: dict[int, int] = {}
 
     async def set_up(self) -> None:
         jetstream = self.client.jetstream()
@@ -200,12 +201,12 @@ class StreamStorage:
                     ) from None
                 seen += 1
                 number = int((msg.headers or {}).get(SEGMENT, "0"))
+                self.note_written(number, msg.metadata.sequence.stream)
                 if number <= covered:
-                    continue
+                    continue  # deleted at the next checkpoint
                 if number != segment:
                     self._end_segment(segment, decoder, contents)
                     segment, decoder = number, RecordDecoder()
-                    self._segment_starts.setdefault(number, msg.metadata.sequence.stream)
                     contents.last_segment = number
                 contents.last_write = max(contents.last_write, msg.metadata.timestamp.timestamp())
                 assert decoder is not None
@@ -250,17 +251,18 @@ class StreamStorage:
         self._call(functools.partial(self._delete_journal, up_to))
 
     async def _delete_journal(self, up_to: int) -> None:
-        later = [start for segment, start in self._segment_starts.items() if segment > up_to]
-        jetstream = self.client.jetstream()
-        if later:
-            await jetstream.purge_stream(self.stream, subject=self.subject, seq=min(later))
-        else:
-            await jetstream.purge_stream(self.stream, subject=self.subject)
-        for segment in [segment for segment in self._segment_starts if segment <= up_to]:
-            del self._segment_starts[segment]
+        covered = [end for segment, end in self._segment_ends.items() if segment <= up_to]
+        if not covered:
+            return
+        # Purged: the subject's messages below the sequence given.
+        await self.client.jetstream().purge_stream(self.stream, subject=self.subject, seq=max(covered) + 1)
+        for segment in [segment for segment in self._segment_ends if segment <= up_to]:
+            del self._segment_ends[segment]
 
-    def note_segment_start(self, segment: int, sequence: int) -> None:
-        self._segment_starts.setdefault(segment, sequence)
+    def note_written(self, segment: int, sequence: int) -> None:
+        """A message of ``segment`` is in the stream at ``sequence``."""
+        if sequence > self._segment_ends.get(segment, 0):
+            self._segment_ends[segment] = sequence
 
     def close(self) -> None:
         pass
@@ -344,5 +346,5 @@ class StreamJournalWriter:
                     continue
                 if failures:
                     log.info("the journal of node %s is written again", self.storage.node)
-                self.storage.note_segment_start(segment, ack.seq)
+                self.storage.note_written(segment, ack.seq)
                 break
