@@ -282,6 +282,12 @@ class StreamJournalWriter:
         self._sent = 0
         self._run = f"{storage.node}-{time.time_ns():x}"
         self._task = self._loop.create_task(self._send_all())
+        self._task.add_done_callback(self._stopped)
+
+    def _stopped(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # Nothing more is written: the replies that wait for the journal wait for good.
+            log.error("the journal writer of node %s stopped", self.storage.node, exc_info=task.exception())
 
     def write(self, segment: int, records: list[bytes], sequence: int) -> None:
         self._waiting.append((segment, records, sequence))
