@@ -209,7 +209,9 @@ class ClusterControl:
 
     def unready(self) -> list[str]:
         missing = self.local.unready()
-        if not all(link.connected for link in self.links):
+        # Connected, and joined: the cluster's state read (its retained messages), this node's
+        # subscriptions known to NATS.
+        if not all(link.connected and link.ready.is_set() for link in self.links):
             missing.append("nats")
         return missing
 
