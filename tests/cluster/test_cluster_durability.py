@@ -16,7 +16,7 @@ from paho.mqtt.packettypes import PacketTypes
 
 from broker_process import RunningBroker
 from mqtt_clients import Clients
-from paho_client import WAIT, properties
+from paho_client import WAIT, PahoClient, properties
 
 # A message of the stream that a killed node had not acknowledged is sent to it again once
 # the stream's acknowledgement wait (30 s) is over.
@@ -26,6 +26,17 @@ REDELIVERY = 30 + 3 * WAIT
 @pytest.fixture
 def cluster(start_cluster: Callable[..., ClusterNodes]) -> ClusterNodes:
     return start_cluster()
+
+
+def receive_all(client: PahoClient, expected: list[bytes], timeout: float = REDELIVERY) -> list[bytes]:
+    """What ``client`` receives until it has every payload of ``expected``."""
+    received: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while set(expected) - set(received):
+        assert time.monotonic() < deadline, f"missing: {sorted(set(expected) - set(received))}"
+        received += [message.payload for message in client.drain()]
+        time.sleep(0.02)
+    return received
 
 
 @pytest.mark.nodes(1, 2)
@@ -64,13 +75,7 @@ def test_a_killed_node_has_its_sessions_and_their_queued_messages_from_jetstream
     assert result.session_present
     # All of them, in order; one may come twice (QoS 1) if the node was killed between writing
     # it to its journal and acknowledging it to the stream.
-    received: list[bytes] = []
-    deadline = time.monotonic() + REDELIVERY
-    while set(sent) - set(received):
-        assert time.monotonic() < deadline, f"missing: {sorted(set(sent) - set(received))}"
-        received += [message.payload for message in back.drain()]
-        time.sleep(0.02)
-    assert list(dict.fromkeys(received)) == sent
+    assert list(dict.fromkeys(receive_all(back, sent))) == sent
 
 
 def reconnecting_client(node: RunningBroker, client_id: str) -> mqtt.Client:
@@ -149,3 +154,71 @@ def test_a_rolling_restart_of_every_node_loses_no_acknowledged_message(
         for client in (subscriber, publisher):
             client.disconnect()
             client.loop_stop()
+
+
+@pytest.mark.nodes(1, 2)
+def test_a_killed_node_that_stays_down_has_its_sessions_adopted_where_their_clients_reconnect(
+    cluster: ClusterNodes, clients: Clients, topic: str
+) -> None:
+    # The subscriber takes 3 messages at a time and acknowledges none: 3 are in flight on node
+    # 1 when it is killed, 5 queued behind them.
+    client_id = f"adopted-{uuid.uuid4().hex[:8]}"
+    subscriber = clients.for_broker(cluster.node(1)).paho(client_id=client_id)
+    subscriber.client.manual_ack_set(True)
+    subscriber.connect(
+        clean_start=True, props=properties(PacketTypes.CONNECT, SessionExpiryInterval=600, ReceiveMaximum=3)
+    )
+    assert subscriber.subscribe(f"{topic}/#", qos=1) == [1]
+    publisher = clients.for_broker(cluster.node(2)).connected()
+    before = [f"before {number}".encode() for number in range(8)]
+    for payload in before:
+        publisher.publish(f"{topic}/readings", payload, qos=1)
+    assert [message.payload for message in subscriber.expect_messages(3)] == before[:3]
+    deadline = time.monotonic() + WAIT
+    while cluster.node(1).metrics()["certmq_queued_messages"] < 5:
+        assert time.monotonic() < deadline, "node 1 did not queue the messages"
+        time.sleep(0.02)
+
+    cluster.kill(1)
+    # Acknowledged by node 2 while node 1 is gone and its sessions are not adopted yet.
+    after = [f"after {number}".encode() for number in range(3)]
+    for payload in after:
+        publisher.publish(f"{topic}/readings", payload, qos=1)
+
+    back = clients.for_broker(cluster.node(2)).paho(client_id=client_id)
+    assert back.connect(
+        clean_start=False, props=properties(PacketTypes.CONNECT, SessionExpiryInterval=600)
+    ).session_present
+    received = receive_all(back, before + after)
+    assert list(dict.fromkeys(received)) == before + after
+    assert "adopted 1 sessions of node" in cluster.node(2).log_tail(200)
+    # The session is node 2's now, in its journal: it survives node 2 too.
+    back.disconnect()
+    publisher.publish(f"{topic}/readings", b"queued on node 2", qos=1)
+    cluster.kill(2)
+    cluster.start(2)
+    again = clients.for_broker(cluster.node(2)).paho(client_id=client_id)
+    assert again.connect(
+        clean_start=False, props=properties(PacketTypes.CONNECT, SessionExpiryInterval=600)
+    ).session_present
+    assert again.expect_message().payload == b"queued on node 2"
+
+
+@pytest.mark.nodes(1, 2)
+def test_the_will_of_a_session_on_a_node_that_stays_down_is_published_once_by_another(
+    cluster: ClusterNodes, clients: Clients, topic: str
+) -> None:
+    watcher = clients.for_broker(cluster.node(2)).connected()
+    assert watcher.subscribe(f"{topic}/will", qos=1) == [1]
+    device = clients.for_broker(cluster.node(1)).paho(client_id=f"will-{uuid.uuid4().hex[:8]}")
+    device.will_set(
+        f"{topic}/will", b"gone", qos=1, props=properties(PacketTypes.WILLMESSAGE, WillDelayInterval=2)
+    )
+    device.connect(clean_start=True, props=properties(PacketTypes.CONNECT, SessionExpiryInterval=60))
+
+    cluster.kill(1)
+    # No client comes back: node 2 adopts node 1's sessions once it has been gone a while
+    # (certmq.cluster.adoption.GRACE), and the will, due by then, goes out from there.
+    assert watcher.expect_message(timeout=30).payload == b"gone"
+    time.sleep(3)
+    assert watcher.drain() == []

@@ -4,6 +4,7 @@ checkpoint, however the sessions changed meanwhile."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -12,13 +13,14 @@ from certmq.broker.checkpoint_store import STATE_FILE_NAME, SqliteStateStore
 from certmq.broker.core import BrokerCore
 from certmq.broker.durable_storage import LocalStorage
 from certmq.broker.messages import Message
+from certmq.broker.recovery import Recovery
 from certmq.broker.session import Session
-from certmq.broker.state_keeper import StateKeeper
+from certmq.broker.state_keeper import StateKeeper, read_state
 from certmq.broker.subscriptions import SubscriptionEntry
 from certmq.config import MqttSection
 from certmq.mqtt.packets import Will
 from certmq.mqtt.properties import PropertyId
-from certmq.mqtt.session_flows import NEVER_EXPIRES
+from certmq.mqtt.session_flows import NEVER_EXPIRES, OutgoingFlight
 
 from .test_persistence import MESSAGE_PROPERTIES, _Client, comparable
 
@@ -131,3 +133,58 @@ async def test_a_crash_loses_nothing_the_journal_recorded(tmp_path: Path) -> Non
         b"40",
         b"after the first crash",
     ]
+
+
+async def test_sessions_adopted_from_another_journal_are_recorded_whole_in_this_one(tmp_path: Path) -> None:
+    loop = asyncio.get_running_loop()
+    for directory in ("gone", "here"):
+        (tmp_path / directory).mkdir()
+    gone, gone_keeper = await started(tmp_path / "gone")
+    device = connect(
+        gone, "device", 3600, Will("wills/device", b"bye", 1, False, {PropertyId.WILL_DELAY_INTERVAL: 600})
+    )
+    gone.subscribe(device, SubscriptionEntry("device", "sensors/#", 2, subscription_id=4))
+    gone.detach(device, publish_will=True)
+    legacy = connect(gone, "legacy-3", NEVER_EXPIRES, version=4)
+    gone.subscribe(legacy, SubscriptionEntry("legacy-3", "sensors/+", 1))
+    gone.detach(legacy, publish_will=False)
+    gone.publish(Message("sensors/temp", b"21.5", 2, False, dict(MESSAGE_PROPERTIES), loop.time() + 300, "p"))
+    gone.publish(Message("sensors/humidity", b"40", 1, False, {}, None, "p"))
+    device.inflight[7] = OutgoingFlight(device.pending.popleft(), 7, released=True)
+    assert device.recorder is not None
+    device.recorder.flight_started(device, 7, device.inflight[7].delivery)
+    device.recorder.flight_released(device, 7)
+    device.incoming_qos2.add(9)
+    device.recorder.incoming_qos2_added(device, 9)
+    await gone_keeper.flush()
+    expected = comparable(gone)["sessions"]
+
+    # A running broker with sessions of its own, "legacy-3" among them, adopts those.
+    core, keeper = await started(tmp_path / "here")
+    own = connect(core, "legacy-3", 60)
+    core.subscribe(own, SubscriptionEntry("legacy-3", "own/#", 1))
+    core.detach(own, publish_will=False)
+    core.publish(Message("own/1", b"mine", 1))
+    recovery = Recovery(time.time(), loop.time())
+    await asyncio.to_thread(
+        read_state,
+        LocalStorage(SqliteStateStore(tmp_path / "gone" / STATE_FILE_NAME), tmp_path / "gone" / "journal"),
+        recovery,
+    )
+    taken = recovery.adopt(core, core.recorder, time.time(), time.time())
+    assert [session.client_id for session in taken] == ["device"]
+    assert comparable(core)["sessions"]["device"] == expected["device"]
+    assert [d.message.payload for d in core.sessions["legacy-3"].pending] == [b"mine"]
+    adopted = core.sessions["device"]
+    assert adopted.will_handle is not None and adopted.will_handle.when() - loop.time() == pytest.approx(
+        600, abs=2
+    )
+    # Routed here from now on, and recorded under this journal's ids.
+    core.publish(Message("sensors/pressure", b"1013", 1))
+    await keeper.flush()
+    before = comparable(core)
+
+    again, _ = await started(tmp_path / "here")
+    assert comparable(again) == before
+    assert [d.message.payload for d in again.sessions["device"].pending] == [b"40", b"1013"]
+    assert again.sessions["device"].inflight[7].released

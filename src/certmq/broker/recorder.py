@@ -42,6 +42,7 @@ from certmq.broker.journal import (
 if TYPE_CHECKING:
     from certmq.auth.identity import Identity
     from certmq.broker.messages import Delivery, Message
+    from certmq.broker.session import Session as FullSession
     from certmq.broker.subscriptions import SubscriptionEntry
     from certmq.mqtt.packets import Will
 
@@ -198,6 +199,23 @@ class Recorder(Commits):
                 session.will is not None,
             )
         )
+
+    def session_adopted(self, session: FullSession, disconnected_at: float) -> None:
+        """Record the whole of offline ``session``, taken from another broker: after these
+        records, a start rebuilds it as it is now. Its messages and deliveries must have no
+        journal ids (those of the other broker's journal mean nothing in this one)."""
+        self.session_connected(session)
+        for entry in session.subscriptions.values():
+            self.subscribed(session, entry)
+        for packet_id, flight in session.inflight.items():
+            self.delivery_queued(session, flight.delivery, packet_id)
+            if flight.released:
+                self.flight_released(session, packet_id)
+        for delivery in session.pending:
+            self.delivery_queued(session, delivery)
+        for packet_id in session.incoming_qos2:
+            self.incoming_qos2_added(session, packet_id)
+        self.session_offline(session, disconnected_at)
 
     def session_ended(self, session: Session) -> None:
         self._append(encode_session_ended(session.client_id))

@@ -342,31 +342,63 @@ class Recovery:
         queued = inflight = 0
         for recovered in self.sessions.values():
             session = recovered.session
-            session.pending = deque(
-                delivery
-                for delivery in recovered.pending.values()
-                if delivery.message.expires_at is None or delivery.message.expires_at > now_loop
-            )
+            session.recorder = recorder
+            if recovered.connected and recorder is not None:
+                recorder.session_offline(session, crashed_at)
+            self._restore_session(core, recovered, crashed_at, wall_now)
             queued += len(session.pending)
             inflight += len(session.inflight)
-            session.recorder = recorder
-            will = session.will
-            if recovered.connected:
-                disconnected_at = crashed_at
-                if recorder is not None:
-                    recorder.session_offline(session, crashed_at)
-            else:
-                disconnected_at = recovered.disconnected_at
-            will_in = None
-            if will is not None:
-                will_in = disconnected_at + will.properties.get(PropertyId.WILL_DELAY_INTERVAL, 0) - wall_now
-            expires_in = None
-            if session.expiry_interval != NEVER_EXPIRES:
-                expires_in = session.expiry_interval - max(0.0, wall_now - disconnected_at)
-            core.restore_session(session, expires_in, will_in)
         if self.unresolved:
             log.info("%d journal records referred to messages or sessions no longer kept", self.unresolved)
         return RecoveryCounts(len(core.retained), len(self.sessions), queued, inflight)
+
+    def _restore_session(
+        self, core: BrokerCore[Any], recovered: RecoveredSession, crashed_at: float, wall_now: float
+    ) -> None:
+        """Put one rebuilt session into ``core``, its timers counted from when its client went
+        away (``crashed_at`` for a client still connected at the end of the records)."""
+        session = recovered.session
+        now_loop = wall_now + self._to_loop
+        session.pending = deque(
+            delivery
+            for delivery in recovered.pending.values()
+            if delivery.message.expires_at is None or delivery.message.expires_at > now_loop
+        )
+        disconnected_at = crashed_at if recovered.connected else recovered.disconnected_at
+        will = session.will
+        will_in = None
+        if will is not None:
+            will_in = disconnected_at + will.properties.get(PropertyId.WILL_DELAY_INTERVAL, 0) - wall_now
+        expires_in = None
+        if session.expiry_interval != NEVER_EXPIRES:
+            expires_in = session.expiry_interval - max(0.0, wall_now - disconnected_at)
+        core.restore_session(session, expires_in, will_in)
+
+    def adopt(
+        self, core: BrokerCore[Any], recorder: Recorder | None, crashed_at: float, wall_now: float
+    ) -> list[Session]:
+        """Put the rebuilt sessions into a running ``core`` that holds sessions of its own: those
+        of another broker, gone since ``crashed_at`` (certmq.cluster.adoption). Retained messages
+        are left out (every node has the cluster's); so is a session whose client id ``core``
+        holds already. Each session taken is recorded whole in ``recorder``, under ids of its
+        own: the ids of the records read mean nothing in this broker's journal. Returns the
+        sessions taken."""
+        taken = []
+        for recovered in self.sessions.values():
+            session = recovered.session
+            if session.client_id in core.sessions:
+                continue
+            flights = [flight.delivery for flight in session.inflight.values()]
+            for delivery in (*recovered.pending.values(), *flights):
+                delivery.journal_id = delivery.message.journal_id = 0
+            session.recorder = None  # recorded once restored, as it is then
+            self._restore_session(core, recovered, crashed_at, wall_now)
+            if recorder is not None:
+                gone_at = crashed_at if recovered.connected else recovered.disconnected_at
+                recorder.session_adopted(session, gone_at)
+                session.recorder = recorder
+            taken.append(session)
+        return taken
 
 
 def restore_snapshot(core: BrokerCore[Any], state: BrokerState, wall_now: float, loop_now: float) -> None:

@@ -272,6 +272,15 @@ def rebuilt_size(state: BrokerState) -> int:
     return size
 
 
+def read_state(storage: DurableStorage, recovery: Recovery) -> tuple[BrokerState | None, LogContents]:
+    """Load the checkpoint in ``storage`` and the journal after it into ``recovery`` (blocks)."""
+    state = storage.load_checkpoint()
+    if state is not None:
+        recovery.load_checkpoint(state)
+    covered = 0 if state is None else state.journal_segment
+    return state, storage.read_journal(covered, recovery.apply)
+
+
 class StateKeeper:
     """Restores the broker's state at start, records every durable change in the journal while
     it runs, and checkpoints the journal when it has grown by ``checkpoint_bytes`` (0: only at
@@ -349,11 +358,7 @@ class StateKeeper:
         collecting = gc.isenabled()
         gc.disable()
         try:
-            state = self.storage.load_checkpoint()
-            if state is not None:
-                recovery.load_checkpoint(state)
-            covered = 0 if state is None else state.journal_segment
-            return state, self.storage.read_journal(covered, recovery.apply)
+            return read_state(self.storage, recovery)
         finally:
             if collecting:
                 gc.enable()

@@ -7,35 +7,42 @@ as a takeover on one broker does (DISCONNECT 0x8E, the will as MQTT says), and a
 session's subscriptions when the session continues (no Clean Start), which this node resumes;
 or refuses, when the session belongs to another identity. Then the bucket names this node.
 
-A node that is gone does not answer (NATS says at once that nobody listens): the client id is
-simply taken. Two nodes claiming one id at the same moment are ordered by the bucket: the
+A node that is gone does not answer (NATS says at once that nobody listens): its sessions are
+adopted first, by this node or by the one already adopting them (certmq.cluster.adoption), and
+the client id is then claimed from wherever the bucket says its session went. Two nodes claiming one id at the same moment are ordered by the bucket: the
 second write names the node that keeps it, and the other is asked to give it up at the next
 claim.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import KeyNotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from certmq.broker.client_id_claims import Claim, MovedSession
 from certmq.broker.core import BrokerCore
-from certmq.cluster.nats_link import NatsLink
+from certmq.cluster.nats_link import NatsLink, failure_text, key_value_bucket
 from certmq.cluster.subjects import client_token
+
+if TYPE_CHECKING:
+    from certmq.cluster.adoption import Adoption
 
 log = logging.getLogger("certmq.cluster")
 
 # How long the node holding a client id has to answer before the id is taken anyway.
 TAKEOVER_TIMEOUT = 2.0
+# How long a claim waits for the sessions of a node that is gone to be adopted.
+ADOPTION_WAIT = 10.0
 
 
 class ClusterClientIds:
@@ -53,24 +60,21 @@ class ClusterClientIds:
         self._bucket: KeyValue | None = None
         self._subscription: Subscription | None = None
         self.taken_over_remotely = 0  # this node's clients claimed by another node
+        # Adopts the sessions of a node that is gone; None: this node does not (they are not
+        # kept in JetStream).
+        self.adoption: Adoption | None = None
 
     async def set_up(self) -> None:
         """After every (re)connection: the bucket and this node's takeover subject."""
         client = self.link.client
         assert client is not None
-        jetstream = client.jetstream()
         if self._bucket is None:
-            try:
-                self._bucket = await jetstream.key_value(self._bucket_name)
-            except Exception:
-                self._bucket = await jetstream.create_key_value(
-                    KeyValueConfig(
-                        bucket=self._bucket_name,
-                        history=1,
-                        storage=StorageType.MEMORY,
-                        replicas=self.replicas,
-                    )
-                )
+            self._bucket = await key_value_bucket(
+                client,
+                KeyValueConfig(
+                    bucket=self._bucket_name, history=1, storage=StorageType.MEMORY, replicas=self.replicas
+                ),
+            )
         if self._subscription is None:
             self._subscription = await client.subscribe(
                 f"{self._takeover_prefix}.{self.node}", cb=self._on_takeover
@@ -93,7 +97,17 @@ class ClusterClientIds:
             await bucket.put(key, self.node.encode())
         return claim
 
-    async def _take_from(self, node: str, client_id: str, owner: str, clean_start: bool) -> Claim:
+    async def _holder(self, client_id: str) -> str | None:
+        assert self._bucket is not None
+        try:
+            holder = (await self._bucket.get(client_token(client_id))).value
+        except KeyNotFoundError:
+            return None
+        return holder.decode() if holder else None
+
+    async def _take_from(
+        self, node: str, client_id: str, owner: str, clean_start: bool, *, again: bool = True
+    ) -> Claim:
         client = self.link.client
         assert client is not None
         request = json.dumps(
@@ -102,8 +116,13 @@ class ClusterClientIds:
         try:
             reply = await client.request(f"{self._takeover_prefix}.{node}", request, timeout=TAKEOVER_TIMEOUT)
         except (NoRespondersError, NatsTimeoutError):
-            log.info("node %s, which held client id %s, did not answer: taken", node, client_id)
-            return Claim()
+            log.info("node %s, which held client id %s, did not answer", node, client_id)
+            if not again or not await self._adopted(node):
+                return Claim()
+            holder = await self._holder(client_id)
+            if holder is None or holder in (node, self.node):
+                return Claim()
+            return await self._take_from(holder, client_id, owner, clean_start, again=False)
         answer = json.loads(reply.data)
         if "refused" in answer:
             return Claim(refusal=answer["refused"])
@@ -118,6 +137,50 @@ class ClusterClientIds:
                 subscriptions=[tuple(options) for options in session["subscriptions"]],
             )
         )
+
+    async def _adopted(self, node: str) -> bool:
+        """Wait until the sessions of ``node``, which did not answer, are adopted; whether they
+        may have moved (else the client id is simply taken)."""
+        if self.adoption is None:
+            return False
+        try:
+            await asyncio.wait_for(self.adoption.settle(node), ADOPTION_WAIT)
+        except Exception as error:
+            log.warning(
+                "the sessions of node %s were not adopted within %.0f s: %s",
+                node,
+                ADOPTION_WAIT,
+                failure_text(error),
+            )
+            return False
+        return True
+
+    async def reassign(self, client_ids: list[str], node: str) -> list[str]:
+        """Name this node in the bucket for each of ``client_ids`` it names ``node`` for (this
+        node adopted their sessions); returns those another node holds since."""
+        bucket = self._bucket
+        assert bucket is not None
+        elsewhere = []
+        for client_id in client_ids:
+            key = client_token(client_id)
+            try:
+                entry = await bucket.get(key)
+            except KeyNotFoundError:
+                entry = None
+            holder = None if entry is None or not entry.value else entry.value.decode()
+            if holder == self.node:
+                continue
+            if holder is not None and holder != node:
+                elsewhere.append(client_id)
+                continue
+            try:
+                if entry is None:
+                    await bucket.create(key, self.node.encode())
+                else:
+                    await bucket.update(key, self.node.encode(), last=entry.revision)
+            except KeyWrongLastSequenceError:
+                elsewhere.append(client_id)  # claimed meanwhile
+        return elsewhere
 
     async def _on_takeover(self, msg: Msg) -> None:
         """Another node claims one of this node's client ids."""

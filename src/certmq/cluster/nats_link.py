@@ -19,6 +19,8 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 from nats.errors import SlowConsumerError
+from nats.js.api import KeyValueConfig
+from nats.js.kv import KeyValue
 
 from certmq.config import ClusterSection
 
@@ -32,6 +34,15 @@ def failure_text(error: BaseException) -> str:
 
 # How long messages queued from NATS may hold the event loop before the rest gets a turn.
 RECEIVING_SLICE = 0.002
+
+
+async def key_value_bucket(client: Client, config: KeyValueConfig) -> KeyValue:
+    """The key-value bucket ``config`` names, made as it says when it is not there."""
+    jetstream = client.jetstream()
+    try:
+        return await jetstream.key_value(config.bucket)
+    except Exception:
+        return await jetstream.create_key_value(config)
 
 
 class LoopShare:

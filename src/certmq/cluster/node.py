@@ -10,11 +10,13 @@ from typing import Any
 
 from certmq.broker.core import BrokerCore
 from certmq.broker.routing import LocalRouter
+from certmq.cluster.adoption import Adoption
 from certmq.cluster.client_ids import ClusterClientIds
 from certmq.cluster.control import ClusterControl
 from certmq.cluster.membership import Member, Membership
 from certmq.cluster.nats_link import SET_UP_RETRY, NatsLink, failure_text
 from certmq.cluster.router import ClusterRouter
+from certmq.cluster.state_leases import StateLeases
 from certmq.cluster.stream_storage import StreamStorage
 from certmq.cluster.sys_topics import publish_cluster_sys_topics
 from certmq.config import Config, nats_servers, node_name, state_in_nats
@@ -61,6 +63,8 @@ class ClusterNode:
         # The node's sessions and retained messages in JetStream: on a connection of their own,
         # so that the journal's acknowledgements do not wait behind the messages between nodes.
         self.state_link: NatsLink | None = None
+        self.leases: StateLeases | None = None
+        self.adoption: Adoption | None = None
         if state_in_nats(config):
             self.state_link = NatsLink(config.cluster, servers, self.name, role="state")
         self.control: ClusterControl | None = None
@@ -107,9 +111,13 @@ class ClusterNode:
         storage = StreamStorage(
             link.client, prefix=self.prefix, node=self.name, replicas=self.router.replicas
         )
+        leases = StateLeases(link.client, prefix=self.prefix, node=self.name, replicas=self.router.replicas)
         while True:
             try:
                 await storage.set_up()
+                await leases.set_up()
+                # Another node may be adopting what this node held before: it waits.
+                await leases.take_own()
                 break
             except Exception as error:
                 log.warning(
@@ -117,6 +125,16 @@ class ClusterNode:
                     failure_text(error),
                 )
                 await asyncio.sleep(SET_UP_RETRY)
+        self.leases = leases
+        self.adoption = Adoption(
+            self._core,
+            self.router,
+            self.client_ids,
+            leases,
+            client=link.client,
+            prefix=self.prefix,
+            replicas=self.router.replicas,
+        )
         log.info(
             "node %s keeps its sessions and retained messages in JetStream: the stream %s (subject %s) "
             "and the object store %s",
@@ -143,8 +161,16 @@ class ClusterNode:
                 "NATS is not reachable after %.0f s: this node serves its own clients until it joins the cluster",
                 FIRST_CONNECTION_WAIT,
             )
+        if self.adoption is not None:
+            # Its own sessions are back: it may adopt those of nodes that are gone.
+            self.client_ids.adoption = self.adoption
+            self.adoption.start()
 
     async def stop(self) -> None:
+        if self.adoption is not None:
+            await self.adoption.stop()
+        if self.leases is not None:
+            await self.leases.stop()
         if self._sys_topics is not None:
             self._sys_topics.cancel()
         if self.control is not None:

@@ -31,7 +31,7 @@ import hashlib
 import logging
 import operator
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from nats.aio.client import Client
@@ -168,6 +168,8 @@ class ClusterRouter:
         self._longest_plain_topic = (MAX_SUBJECT - len(self._inbox) - len(prefix) - 3) // 12
         self._duplicates = Duplicates()
         self._last_stored = 0
+        # Set while the messages of the stream wait (certmq.cluster.adoption): they resume once done.
+        self._held: asyncio.Future[None] | None = None
         self._share = LoopShare()
         # Messages of the stream are acknowledged once the journal has what routing them recorded.
         self._acks = RecordedAcks(lambda: self.local.recorder)
@@ -401,6 +403,8 @@ class ClusterRouter:
 
     async def _on_stored_message(self, msg: Msg) -> None:
         """A message of the stream: every QoS 1 and 2 message of every node, in order."""
+        if self._held is not None:
+            await self._held
         try:
             sequence = msg.metadata.sequence.stream
         except Exception:
@@ -418,6 +422,38 @@ class ClusterRouter:
         if not self._acks.wait_for_journal(msg):
             await msg.ack()
         await self._share.turn()
+
+    # -- adopting the sessions of a node that is gone (certmq.cluster.adoption) -------------
+
+    @property
+    def stream(self) -> str:
+        return self._stream
+
+    @property
+    def stored_subjects(self) -> str:
+        return f"{self._stored_prefix}.>"
+
+    @property
+    def last_stored(self) -> int:
+        """The sequence of the last message of the stream this node has routed."""
+        return self._last_stored
+
+    def hold_stored(self) -> Callable[[], None]:
+        """Hold the messages of the stream (they wait, in order) until the function returned is
+        called."""
+        held = self._held = self._loop.create_future()
+
+        def resume() -> None:
+            if self._held is held:
+                self._held = None
+            if not held.done():
+                held.set_result(None)
+
+        return resume
+
+    def open_stored(self, msg: Msg) -> Received | None:
+        """The messages a message of the stream brings; None (counted) when it is not readable."""
+        return self._open(self._stored_prefix, msg)
 
     def _malformed(self, subject: str, error: Exception) -> None:
         self.stats.malformed += 1

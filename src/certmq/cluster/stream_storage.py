@@ -259,6 +259,16 @@ class StreamStorage:
         for segment in [segment for segment in self._segment_ends if segment <= up_to]:
             del self._segment_ends[segment]
 
+    async def delete_all(self) -> None:
+        """Delete the node's checkpoint and journal (another node has adopted its sessions)."""
+        assert self._store is not None, "set_up() first"
+        try:
+            await self._store.delete(level_token(self.node))
+        except ObjectNotFoundError:
+            pass
+        await self.client.jetstream().purge_stream(self.stream, subject=self.subject)
+        self._segment_ends.clear()
+
     def note_written(self, segment: int, sequence: int) -> None:
         """A message of ``segment`` is in the stream at ``sequence``."""
         if sequence > self._segment_ends.get(segment, 0):
