@@ -205,6 +205,8 @@ class Application:
         ):
             if unsubscribe is not None:
                 unsubscribe()
+        if self.cluster is not None:
+            await self.cluster.stop_consuming()
         if self.broker is not None:
             await self.broker.stop()
         if self.cluster is not None:

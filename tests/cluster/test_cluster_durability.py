@@ -222,3 +222,55 @@ def test_the_will_of_a_session_on_a_node_that_stays_down_is_published_once_by_an
     assert watcher.expect_message(timeout=30).payload == b"gone"
     time.sleep(3)
     assert watcher.drain() == []
+
+
+def test_a_full_stream_refuses_new_messages_with_0x97_and_drops_none_acknowledged(
+    start_cluster: Callable[..., ClusterNodes], request: pytest.FixtureRequest, topic: str
+) -> None:
+    cluster = start_cluster((1, 2), CERTMQ_CLUSTER_MESSAGE_STREAM_BYTES=str(64 * 1024))
+    clients = Clients(cluster.node(1), request)
+    try:
+        client_id = f"lagging-{uuid.uuid4().hex[:8]}"
+        expiry = properties(PacketTypes.CONNECT, SessionExpiryInterval=600)
+        subscriber = clients.for_broker(cluster.node(2)).paho(client_id=client_id)
+        subscriber.connect(clean_start=True, props=expiry)
+        assert subscriber.subscribe(f"{topic}/#", qos=1) == [1]
+        subscriber.disconnect()
+        # Node 2 is gone: its consumer of the stream takes nothing, and the stream fills up.
+        cluster.kill(2)
+
+        publisher = clients.for_broker(cluster.node(1)).connected()
+        answers: dict[int, int] = {}
+        publisher.client.on_publish = lambda _client, _userdata, mid, reason, _props: answers.update(
+            {mid: reason.value}
+        )
+        sent: list[tuple[bytes, int]] = []
+        while len(sent) < 400 and not any(code == 0x97 for code in answers.values()):
+            payload = f"{len(sent):04d}".encode().ljust(1024, b".")
+            info = publisher.publish(f"{topic}/load", payload, qos=1)
+            sent.append((payload, info.mid))
+        for number in range(3):  # still refused: nothing old is dropped to make room
+            payload = f"more {number}".encode().ljust(1024, b".")
+            sent.append((payload, publisher.publish(f"{topic}/load", payload, qos=1).mid))
+        accepted = [payload for payload, mid in sent if answers[mid] == 0]
+        refused = [payload for payload, mid in sent if answers[mid] == 0x97]
+        assert len(accepted) + len(refused) == len(sent)
+        assert 30 < len(accepted) < 70 and len(refused) >= 4, (len(accepted), len(refused))
+        assert cluster.node(1).metrics()["certmq_cluster_store_full_total"] == len(refused)
+
+        cluster.start(2)
+        back = clients.for_broker(cluster.node(2)).paho(client_id=client_id)
+        assert back.connect(clean_start=False, props=expiry).session_present
+        received = receive_all(back, accepted)
+        assert list(dict.fromkeys(received)) == accepted
+        # Every node has taken them now: the stream lets them go, and takes new messages again.
+        deadline = time.monotonic() + 30
+        while True:
+            info = publisher.publish(f"{topic}/load", b"after".ljust(1024, b"."), qos=1)
+            if answers[info.mid] == 0:
+                break
+            assert time.monotonic() < deadline, "the stream stayed full"
+            time.sleep(1)
+        assert back.expect_message().payload.startswith(b"after")
+    finally:
+        clients.close_all()

@@ -127,6 +127,36 @@ def test_a_client_id_connected_on_one_node_is_taken_over_by_a_connect_on_another
     assert first.drain() == []
 
 
+# 8 short messages travel in the takeover's answer; 24 of 64 KiB do not fit in one NATS
+# message (1 MiB by default) and go through the object store.
+@pytest.mark.parametrize("count, size", [(8, 16), (24, 65536)])
+def test_a_session_taken_over_by_another_node_brings_its_queued_and_in_flight_messages(
+    cluster: ClusterNodes, clients: Clients, topic: str, count: int, size: int
+) -> None:
+    client_id = f"laden-{uuid.uuid4().hex[:8]}"
+    # 3 messages at a time, none acknowledged: 3 in flight, the rest queued behind them.
+    first = clients.for_broker(cluster.node(1)).paho(client_id=client_id)
+    first.client.manual_ack_set(True)
+    first.connect(
+        clean_start=True, props=properties(PacketTypes.CONNECT, SessionExpiryInterval=600, ReceiveMaximum=3)
+    )
+    assert first.subscribe(f"{topic}/#", qos=1) == [1]
+    publisher = on(clients, cluster.node(2))
+    sent = [f"{number:04d}".encode().ljust(size, b".") for number in range(count)]
+    for payload in sent:
+        publisher.publish(f"{topic}/load", payload, qos=1)
+    assert [message.payload for message in first.expect_messages(3)] == sent[:3]
+
+    second = clients.for_broker(cluster.node(2)).paho(client_id=client_id)
+    assert second.connect(
+        clean_start=False, props=properties(PacketTypes.CONNECT, SessionExpiryInterval=600)
+    ).session_present
+    assert first.wait_disconnected() == SESSION_TAKEN_OVER
+    # Those in flight first, sent again; then the queue, in order.
+    assert [message.payload for message in second.expect_messages(count)] == sent
+    assert second.drain() == []
+
+
 def test_a_clean_start_on_another_node_takes_the_client_id_and_not_its_session(
     cluster: ClusterNodes, clients: Clients, topic: str
 ) -> None:

@@ -7,8 +7,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from certmq.broker.messages import Message
-from certmq.cluster.envelope import EnvelopeError, open_envelope, seal
-from certmq.cluster.router import ENTRY_BYTES, ENVELOPE_BYTES, Duplicates, cut_into_envelopes, travels_stored
+from certmq.cluster.envelope import (
+    ENTRY_BYTES,
+    ENVELOPE_BYTES,
+    Duplicates,
+    EnvelopeError,
+    cut_into_envelopes,
+    open_envelope,
+    seal,
+)
+from certmq.cluster.router import travels_stored
 from certmq.mqtt.properties import PropertyId
 
 text = st.text(st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=40)

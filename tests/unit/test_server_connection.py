@@ -305,6 +305,32 @@ def test_publishes_are_acknowledged_as_the_application_says() -> None:
     assert flows.incoming_qos2 == {8}
 
 
+@pytest.mark.parametrize("version", [5, 4])
+def test_an_acceptance_held_back_can_be_withdrawn_on_5_only(version: int) -> None:
+    # The broker holds PUBACK / PUBREC until the message is stored (certmq.broker.connection);
+    # when the store refuses it, the held reply refuses the PUBLISH instead.
+    connection, flows = connected(version)
+    connection.send_puback(7)
+    assert connection.start_incoming_qos2(8)
+    connection.send_pubrec(8)
+    connection.send_puback(9)
+    held = connection.take_output()
+    told = version == 5
+    assert connection.withdraw_acceptance(held, 7, ReasonCode.QUOTA_EXCEEDED) == (1 if told else 0)
+    assert connection.withdraw_acceptance(held, 8, ReasonCode.UNSPECIFIED_ERROR) == (2 if told else 0)
+    assert connection.withdraw_acceptance(held, 10, ReasonCode.QUOTA_EXCEEDED) == 0, "no such reply"
+    decoded = PacketDecoder(protocol_version=version).feed(b"".join(held))
+    if version == 5:
+        assert decoded == [PubAck(7, 0x97), PubRec(8, 0x80), PubAck(9)]
+        assert flows.incoming_qos2 == set(), "the refused QoS 2 flow ends"
+        # A message stored in two writes (retained) may be refused twice: once is enough.
+        assert connection.withdraw_acceptance(held, 7, ReasonCode.UNSPECIFIED_ERROR) == 1
+        assert PacketDecoder(protocol_version=5).feed(held[0]) == [PubAck(7, 0x97)]
+    else:
+        assert decoded == [PubAck(7), PubRec(8), PubAck(9)]
+        assert flows.incoming_qos2 == {8}
+
+
 def test_a_3_1_1_client_is_not_told_no_and_its_qos_2_flow_completes() -> None:
     connection, flows = connected(4)
     assert not connection.refuse_publish(Publish("t", b"", 1, packet_id=1), ReasonCode.NOT_AUTHORIZED)

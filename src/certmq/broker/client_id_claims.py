@@ -1,28 +1,23 @@
 """Client ids unique across several brokers: before a CONNECT is accepted, the client id is
 claimed from whichever other broker holds it (certmq.cluster.client_ids). That broker closes
-its connection as a takeover does (0x8E), and hands over the session's subscriptions when the
-session continues. A single broker has no claims to make (``BrokerCore.client_id_claims`` is
+its connection as a takeover does (0x8E), and hands over the session when it continues: its
+subscriptions, its queued and in-flight messages, its will (certmq.broker.session_transfer). A single broker has no claims to make (``BrokerCore.client_id_claims`` is
 None)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
-
-# A subscription as it moves: SubscriptionEntry.options() (filter, QoS, No Local, Retain As
-# Published, Retain Handling, subscription identifier).
-SubscriptionOptions = tuple[str, int, bool, bool, int, int | None]
 
 
 @dataclass(frozen=True, slots=True)
 class MovedSession:
-    """A session handed over by the broker that held it, to be resumed here."""
+    """A session handed over by the broker that held it, to be resumed here: the records that
+    rebuild it (certmq.broker.session_transfer), and when its client left there (wall clock)."""
 
-    protocol_version: int
-    expiry_interval: int
-    owner: str
-    subscriptions: list[SubscriptionOptions] = field(default_factory=list)
+    records: bytes
+    disconnected_at: float
 
 
 @dataclass(frozen=True, slots=True)

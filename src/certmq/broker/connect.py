@@ -22,6 +22,7 @@ from certmq.broker.client_connection import ClientConnection
 from certmq.broker.client_id_claims import Claim
 from certmq.broker.delivery import send_pending
 from certmq.broker.messages import content_size
+from certmq.broker.session_transfer import resume_moved
 from certmq.mqtt.packets import Connect
 from certmq.mqtt.reason_codes import ReasonCode
 from certmq.mqtt.server_events import CONNECTED
@@ -159,7 +160,7 @@ def _conclude_claim(
         return
     moved = claim.session
     if moved is not None and not packet.clean_start:
-        connection.core.adopt_session(connection.client_id, moved)
+        resume_moved(connection.core, connection.client_id, moved)
     _accept(connection, packet, assigned, owner, permissions, outcome)
 
 

@@ -332,6 +332,23 @@ class MQTTConnection(asyncio.Protocol):
             ReasonCode.SESSION_TAKEN_OVER, "another connection used this client identifier", publish_will=True
         )
 
+    def withdraw_acceptance(self, packet_id: int, reason_code: int) -> bool:
+        """The PUBLISH ``packet_id`` whose PUBACK or PUBREC is held was not stored after all
+        (certmq.cluster.stream_writes): the held reply refuses it with ``reason_code`` instead.
+        False when the client cannot be told (3.1.1)."""
+        held = self._held
+        if not held or self._closed:
+            return False
+        for _, replies in held:
+            qos = self.protocol.withdraw_acceptance(replies, packet_id, reason_code)
+            if qos:
+                session = self.session
+                if qos == 2 and session is not None and session.recorder is not None:
+                    # The QoS 2 flow refused ends: its packet id is free again.
+                    session.recorder.incoming_qos2_removed(session, packet_id)
+                return True
+        return False
+
     def _protocol_violation(self, event: ProtocolViolation) -> None:
         if event.malformed:
             self.core.stats.malformed_packets += 1

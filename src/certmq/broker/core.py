@@ -21,7 +21,7 @@ from certmq.auth.identity import Identity
 from certmq.auth.ownership import SessionOwnerPolicy
 from certmq.auth.topics import ClientPermissions, TopicRules
 from certmq.broker.certificate_expiry import CertificateExpiry
-from certmq.broker.client_id_claims import ClientIdClaims, MovedSession
+from certmq.broker.client_id_claims import ClientIdClaims
 from certmq.broker.commit_gate import CommitGate, CommitSource
 from certmq.broker.quotas import longest_unchecked_topic, topic_within_limits
 from certmq.broker.retained import MemoryRetainedStore, RetainedStore
@@ -31,7 +31,7 @@ from certmq.broker.session_limits import SessionCounts
 from certmq.broker.sessions import LocalSessions, SessionOwnership
 from certmq.broker.stats import BrokerStats
 from certmq.broker.subscriber import LiveConnection
-from certmq.broker.subscriptions import SubscriptionEntry, SubscriptionIndex
+from certmq.broker.subscriptions import SubscriptionIndex
 from certmq.broker.wills import Wills
 from certmq.config import MqttSection
 from certmq.mqtt.reason_codes import ReasonCode
@@ -141,17 +141,6 @@ class BrokerCore(Generic[C]):
         self._bind_router()
         self.wills.route_to(router.publish)
         self.ownership.route_through(router)
-
-    def adopt_session(self, client_id: str, moved: MovedSession) -> None:
-        """Keep here, offline, a session another broker handed over, for the CONNECT being
-        accepted to resume it (unless a session of that client id is here already)."""
-        if client_id in self.sessions:
-            return
-        session = Session(client_id, moved.protocol_version, owner=moved.owner)
-        session.expiry_interval = moved.expiry_interval
-        for options in moved.subscriptions:
-            session.subscriptions[options[0]] = SubscriptionEntry(client_id, *options)
-        self.ownership.restore(session, None, None)
 
     def record_to(self, recorder: Recorder | None) -> None:
         """Record what must survive a crash in ``recorder`` from now on (None: nowhere)."""

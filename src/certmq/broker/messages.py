@@ -40,6 +40,9 @@ class Message:
     size: int = field(default=-1, compare=False, repr=False)
     # Its id in the journal, once its body is recorded there (see certmq.broker.recorder).
     journal_id: int = 0
+    # The packet id its publisher sent it with (QoS 1 and 2), to answer it once the cluster has
+    # stored it, or refused to (certmq.cluster.stream_writes).
+    packet_id: int = field(default=0, compare=False, repr=False)
 
     def remaining_expiry(self, now: float) -> int | None:
         """Seconds left, as the Message Expiry Interval to send on; None when it never expires."""

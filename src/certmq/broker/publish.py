@@ -62,10 +62,11 @@ def handle_publish(connection: ClientConnection, packet: Publish) -> None:
     if qos == 0:
         core.publish(message)
     elif qos == 1:
+        message.packet_id = packet.packet_id  # type: ignore[assignment]
         core.publish(message)
         protocol.send_puback(packet.packet_id)  # type: ignore[arg-type]
     else:
-        packet_id = packet.packet_id
+        packet_id = message.packet_id = packet.packet_id  # type: ignore[assignment]
         assert packet_id is not None
         try:
             new = protocol.start_incoming_qos2(packet_id)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from certmq.broker.commit_gate import Commits
@@ -42,9 +42,9 @@ from certmq.broker.journal import (
 if TYPE_CHECKING:
     from certmq.auth.identity import Identity
     from certmq.broker.messages import Delivery, Message
-    from certmq.broker.session import Session as FullSession
     from certmq.broker.subscriptions import SubscriptionEntry
     from certmq.mqtt.packets import Will
+    from certmq.mqtt.session_flows import OutgoingFlight
 
 
 class Session(Protocol):
@@ -57,6 +57,84 @@ class Session(Protocol):
     will: Will | None
     username: str | None
     identity: Identity
+
+
+class WholeSession(Session, Protocol):
+    """What the journal keeps of a whole session, to record it at once."""
+
+    @property
+    def subscriptions(self) -> Mapping[str, SubscriptionEntry]: ...
+
+    @property
+    def inflight(self) -> Mapping[int, OutgoingFlight[Delivery]]: ...
+
+    @property
+    def pending(self) -> Iterable[Delivery]: ...
+
+    @property
+    def incoming_qos2(self) -> Iterable[int]: ...
+
+
+def message_record(message_id: int, message: Message, to_wall: float) -> bytes:
+    """The record of the body of ``message`` as ``message_id``; ``to_wall`` turns its
+    event-loop expiry into a wall-clock time."""
+    expires_at = message.expires_at
+    return encode_message_stored(
+        message_id,
+        message.topic,
+        message.payload,
+        message.qos,
+        message.retain,
+        message.properties,
+        None if expires_at is None else expires_at + to_wall,
+        message.sender,
+    )
+
+
+def session_records(
+    session: WholeSession,
+    connected_at: float,
+    disconnected_at: float,
+    message_id: Callable[[Message], int],
+    delivery_id: Callable[[Delivery], int],
+) -> Iterator[bytes]:
+    """The records that rebuild offline ``session`` whole, one at a time: it connected at
+    ``connected_at`` and went away at ``disconnected_at`` (wall-clock times). ``message_id``
+    gives the id of a message, and may first write the record of its body: it is called before
+    the first record that refers to the message is made."""
+    client_id = session.client_id
+    yield encode_session_connected(
+        client_id,
+        session.protocol_version,
+        session.expiry_interval,
+        session.owner,
+        connected_at,
+        session.will,
+        session.username,
+        session.identity.fields(),
+    )
+    for entry in session.subscriptions.values():
+        yield encode_subscribed(client_id, *entry.options())
+    flights = [
+        (packet_id, flight.delivery, flight.released) for packet_id, flight in session.inflight.items()
+    ]
+    for packet_id, delivery, released in [*flights, *((0, delivery, False) for delivery in session.pending)]:
+        yield encode_delivery_queued(
+            client_id,
+            delivery_id(delivery),
+            message_id(delivery.message),
+            delivery.qos,
+            delivery.retain,
+            delivery.subscription_ids,
+            packet_id,
+        )
+        if released:
+            yield encode_flight_released(client_id, packet_id)
+    for packet_id in session.incoming_qos2:
+        yield encode_incoming_qos2_added(client_id, packet_id)
+    yield encode_session_offline(
+        client_id, session.expiry_interval, disconnected_at, session.will is not None
+    )
 
 
 class Recorder(Commits):
@@ -154,19 +232,7 @@ class Recorder(Commits):
         message_id = message.journal_id
         if not message_id:
             message_id = message.journal_id = next(self.message_ids)
-            expires_at = message.expires_at
-            self._append(
-                encode_message_stored(
-                    message_id,
-                    message.topic,
-                    message.payload,
-                    message.qos,
-                    message.retain,
-                    message.properties,
-                    None if expires_at is None else expires_at + self._wall_offset(),
-                    message.sender,
-                )
-            )
+            self._append(message_record(message_id, message, self._wall_offset()))
         return message_id
 
     def retained_set(self, message: Message) -> None:
@@ -200,22 +266,17 @@ class Recorder(Commits):
             )
         )
 
-    def session_adopted(self, session: FullSession, disconnected_at: float) -> None:
+    def session_adopted(self, session: WholeSession, disconnected_at: float) -> None:
         """Record the whole of offline ``session``, taken from another broker: after these
         records, a start rebuilds it as it is now. Its messages and deliveries must have no
         journal ids (those of the other broker's journal mean nothing in this one)."""
-        self.session_connected(session)
-        for entry in session.subscriptions.values():
-            self.subscribed(session, entry)
-        for packet_id, flight in session.inflight.items():
-            self.delivery_queued(session, flight.delivery, packet_id)
-            if flight.released:
-                self.flight_released(session, packet_id)
-        for delivery in session.pending:
-            self.delivery_queued(session, delivery)
-        for packet_id in session.incoming_qos2:
-            self.incoming_qos2_added(session, packet_id)
-        self.session_offline(session, disconnected_at)
+
+        def delivery_id(delivery: Delivery) -> int:
+            delivery.journal_id = next(self.delivery_ids)
+            return delivery.journal_id
+
+        for record in session_records(session, time.time(), disconnected_at, self.message_id, delivery_id):
+            self._append(record)
 
     def session_ended(self, session: Session) -> None:
         self._append(encode_session_ended(session.client_id))

@@ -32,6 +32,11 @@ class Subscriber(Protocol):
         """Close; a connected 5.0 client is told ``reason_code`` (and ``reason``) first."""
         ...
 
+    def withdraw_acceptance(self, packet_id: int, reason_code: int) -> bool:
+        """Refuse with ``reason_code`` the PUBLISH ``packet_id`` whose acknowledgement is held
+        still; False when the client cannot be told so (3.1.1)."""
+        ...
+
 
 class LiveConnection(Subscriber, Protocol):
     """A live connection, as the core lists, revokes and times out (certificate expiry) them."""

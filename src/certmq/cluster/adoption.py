@@ -79,8 +79,6 @@ class Adoption:
         self.prefix = prefix
         self.replicas = replicas
         self.node = leases.node
-        self.adopted_nodes = 0
-        self.adopted_sessions = 0
         self._adopting: dict[str, asyncio.Task[None]] = {}
         # When each node was first seen gone, by this node's clock.
         self._gone_since: dict[str, float] = {}
@@ -183,8 +181,7 @@ class Adoption:
         await storage.delete_all()
         await self._forget_consumer(node)
         await self.leases.release(lease)
-        self.adopted_nodes += 1
-        self.adopted_sessions += len(sessions) - len(elsewhere)
+        self.router.stats.sessions_adopted += len(sessions) - len(elsewhere)
         log.info(
             "node %s adopted %d sessions of node %s, which is gone (%d messages it had not "
             "acknowledged routed to them, %d sessions held elsewhere since), in %.0f ms",

@@ -4,38 +4,44 @@ A JetStream key-value bucket says which node last accepted each client id. Befor
 accepted here, this node reads the bucket: when another node holds the id, it asks that node
 to give it up (a NATS request to the node's takeover subject). That node closes its connection
 as a takeover on one broker does (DISCONNECT 0x8E, the will as MQTT says), and answers with the
-session's subscriptions when the session continues (no Clean Start), which this node resumes;
-or refuses, when the session belongs to another identity. Then the bucket names this node.
+session when it continues (no Clean Start): its subscriptions, queued and in-flight messages
+and will, as records of the journal's format (certmq.broker.session_transfer; through the
+object store ``<PREFIX>_MOVING`` when they do not fit in one NATS message), which this node
+resumes; or refuses, when the session belongs to another identity. Then the bucket names this
+node.
 
 A node that is gone does not answer (NATS says at once that nobody listens): its sessions are
 adopted first, by this node or by the one already adopting them (certmq.cluster.adoption), and
-the client id is then claimed from wherever the bucket says its session went. Two nodes claiming one id at the same moment are ordered by the bucket: the
-second write names the node that keeps it, and the other is asked to give it up at the next
-claim.
+the client id is then claimed from wherever the bucket says its session went. Two nodes
+claiming one id at the same moment are ordered by the bucket: the second write names the node
+that keeps it, and the other is asked to give it up at the next claim.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.api import KeyValueConfig, StorageType
+from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
 
 from certmq.broker.client_id_claims import Claim, MovedSession
 from certmq.broker.core import BrokerCore
+from certmq.broker.session_transfer import encode_session
 from certmq.cluster.nats_link import NatsLink, failure_text, key_value_bucket
 from certmq.cluster.subjects import client_token
-
-if TYPE_CHECKING:
-    from certmq.cluster.adoption import Adoption
 
 log = logging.getLogger("certmq.cluster")
 
@@ -57,12 +63,13 @@ class ClusterClientIds:
         self.replicas = replicas
         self._bucket_name = f"{prefix.replace('.', '_').upper()}_CLIENTS"
         self._takeover_prefix = f"{prefix}.takeover"
+        self._moving_bucket = f"{prefix.replace('.', '_').upper()}_MOVING"
         self._bucket: KeyValue | None = None
         self._subscription: Subscription | None = None
         self.taken_over_remotely = 0  # this node's clients claimed by another node
-        # Adopts the sessions of a node that is gone; None: this node does not (they are not
-        # kept in JetStream).
-        self.adoption: Adoption | None = None
+        # Returns once the sessions of a node that is gone are adopted (certmq.cluster.adoption);
+        # None: this node does not adopt (they are not kept in JetStream).
+        self.settle: Callable[[str], Awaitable[None]] | None = None
 
     async def set_up(self) -> None:
         """After every (re)connection: the bucket and this node's takeover subject."""
@@ -129,22 +136,19 @@ class ClusterClientIds:
         session = answer.get("session")
         if session is None:
             return Claim()
-        return Claim(
-            session=MovedSession(
-                protocol_version=session["protocol_version"],
-                expiry_interval=session["expiry_interval"],
-                owner=session["owner"],
-                subscriptions=[tuple(options) for options in session["subscriptions"]],
-            )
-        )
+        if "object" in session:
+            records = await self._fetch(session["object"])
+        else:
+            records = base64.b64decode(session["records"])
+        return Claim(session=MovedSession(records, float(session["disconnected_at"])))
 
     async def _adopted(self, node: str) -> bool:
         """Wait until the sessions of ``node``, which did not answer, are adopted; whether they
         may have moved (else the client id is simply taken)."""
-        if self.adoption is None:
+        if self.settle is None:
             return False
         try:
-            await asyncio.wait_for(self.adoption.settle(node), ADOPTION_WAIT)
+            await asyncio.wait_for(self.settle(node), ADOPTION_WAIT)
         except Exception as error:
             log.warning(
                 "the sessions of node %s were not adopted within %.0f s: %s",
@@ -186,36 +190,70 @@ class ClusterClientIds:
         """Another node claims one of this node's client ids."""
         try:
             request = json.loads(msg.data)
-            answer = self._give_up(
+            answer, records = self._give_up(
                 request["client_id"], request["owner"], bool(request["clean_start"]), request["node"]
             )
         except (ValueError, KeyError, TypeError) as error:
             log.warning("a takeover request this node does not read: %s", error)
-            answer = {}
+            answer, records = {}, None
+        if records is not None:
+            moved = answer["session"]
+            client = self.link.client
+            if client is not None and len(records) * 4 // 3 + 1024 > client.max_payload:
+                # Too large for one NATS message: it travels through the object store.
+                moved["object"] = await self._deposit(records)
+            else:
+                moved["records"] = base64.b64encode(records).decode()
         await msg.respond(json.dumps(answer).encode())
 
-    def _give_up(self, client_id: str, owner: str, clean_start: bool, node: str) -> dict[str, Any]:
+    async def _moving(self) -> ObjectStore:
+        client = self.link.client
+        assert client is not None
+        jetstream = client.jetstream()
+        try:
+            return await jetstream.object_store(self._moving_bucket)
+        except Exception:
+            return await jetstream.create_object_store(
+                self._moving_bucket,
+                ObjectStoreConfig(
+                    description="sessions moving between the nodes of a certmq cluster",
+                    storage=StorageType.FILE,
+                    replicas=self.replicas,
+                ),
+            )
+
+    async def _deposit(self, records: bytes) -> str:
+        name = f"{self.node}-{uuid.uuid4().hex}"
+        await (await self._moving()).put(name, records)
+        return name
+
+    async def _fetch(self, name: str) -> bytes:
+        store = await self._moving()
+        result = await store.get(name)
+        await store.delete(name)
+        return result.data or b""
+
+    def _give_up(
+        self, client_id: str, owner: str, clean_start: bool, node: str
+    ) -> tuple[dict[str, Any], bytes | None]:
         core = self.core
         session = core.sessions.get(client_id)
         if session is None:
-            return {}
+            return {}, None
         if not core.may_resume(client_id, owner):
-            return {"refused": "the session of this client id belongs to another identity"}
+            return {"refused": "the session of this client id belongs to another identity"}, None
         log.info("client id %s is taken over by node %s", client_id, node)
         self.taken_over_remotely += 1
         if session.connection is not None:
             session.connection.take_over(clean_start)
         session = core.sessions.get(client_id)
         if session is None:
-            return {}
+            return {}, None
         if clean_start:
             core.end_session(session)
-            return {}
-        moved = {
-            "protocol_version": session.protocol_version,
-            "expiry_interval": session.expiry_interval,
-            "owner": session.owner,
-            "subscriptions": [entry.options() for entry in session.subscriptions.values()],
-        }
+            return {}, None
+        # Whole, in the turn it is forgotten here: nothing queued for it meanwhile is lost.
+        now = time.time()
+        records = encode_session(session, now, now - core.loop.time())
         core.ownership.hand_over(session)
-        return {"session": moved}
+        return {"session": {"disconnected_at": now}}, records

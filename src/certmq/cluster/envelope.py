@@ -27,8 +27,10 @@ Sans-io: bytes in, bytes out.
 
 from __future__ import annotations
 
+import operator
 import struct
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from certmq.broker.messages import Message
@@ -163,3 +165,52 @@ def open_envelope(topic: str, data: bytes, now: float) -> Received:
     if not messages:
         raise EnvelopeError("not a message envelope: it holds no message")
     return Received(messages, origin, number)
+
+
+# How many message numbers of each origin are remembered to recognise duplicates.
+DUPLICATE_WINDOW = 65536
+# The payload bytes an envelope of QoS 0 messages gathers before another one is started: well
+# within the 1 MB a NATS server takes in one message by default.
+ENVELOPE_BYTES = 256 * 1024
+# What a message adds to an envelope besides its payload, for counting up to ENVELOPE_BYTES.
+ENTRY_BYTES = 16
+
+
+class Duplicates:
+    """The message numbers recently seen from each origin node."""
+
+    def __init__(self, window: int = DUPLICATE_WINDOW) -> None:
+        self.window = window
+        self._seen: dict[str, tuple[set[int], deque[int]]] = {}
+
+    def seen(self, origin: str, number: int) -> bool:
+        """Whether ``number`` of ``origin`` was seen before; it is from now on."""
+        known = self._seen.get(origin)
+        if known is None:
+            known = self._seen[origin] = (set(), deque())
+        numbers, order = known
+        if number in numbers:
+            return True
+        numbers.add(number)
+        order.append(number)
+        if len(order) > self.window:
+            numbers.discard(order.popleft())
+        return False
+
+
+_payload = operator.attrgetter("payload")
+
+
+def cut_into_envelopes(messages: list[Message]) -> Iterable[list[Message]]:
+    """``messages`` cut into envelopes of about ENVELOPE_BYTES at most (one message each at least)."""
+    if len(messages) * ENTRY_BYTES + sum(map(len, map(_payload, messages))) <= ENVELOPE_BYTES:
+        yield messages
+        return
+    start = size = 0
+    for index, message in enumerate(messages):
+        added = ENTRY_BYTES + len(message.payload)
+        if size + added > ENVELOPE_BYTES and index > start:
+            yield messages[start:index]
+            start, size = index, 0
+        size += added
+    yield messages[start:]

@@ -18,6 +18,7 @@ from certmq.cluster.nats_link import SET_UP_RETRY, NatsLink, failure_text
 from certmq.cluster.router import ClusterRouter
 from certmq.cluster.state_leases import StateLeases
 from certmq.cluster.stream_storage import StreamStorage
+from certmq.cluster.stream_trim import StreamTrim
 from certmq.cluster.sys_topics import publish_cluster_sys_topics
 from certmq.config import Config, nats_servers, node_name, state_in_nats
 from certmq.control import NodeControl
@@ -47,8 +48,10 @@ class ClusterNode:
             node=self.name,
             prefix=config.cluster.subject_prefix,
             replicas=min(MAX_REPLICAS, len(servers)),
+            stream_bytes=config.cluster.message_stream_bytes,
         )
         core.route_through(self.router)
+        self.trim = StreamTrim(self.link, self.router.stream)
         core.wait_for_commits(self.router.writes.commits)
         self.client_ids = ClusterClientIds(
             core,
@@ -161,12 +164,21 @@ class ClusterNode:
                 "NATS is not reachable after %.0f s: this node serves its own clients until it joins the cluster",
                 FIRST_CONNECTION_WAIT,
             )
+        self.trim.start()
         if self.adoption is not None:
             # Its own sessions are back: it may adopt those of nodes that are gone.
-            self.client_ids.adoption = self.adoption
+            self.client_ids.settle = self.adoption.settle
             self.adoption.start()
 
+    async def stop_consuming(self) -> None:
+        """Before the broker's last checkpoint: routing takes no more messages from the other
+        nodes that the checkpoint would miss."""
+        await self.router.stop_consuming()
+
     async def stop(self) -> None:
+        # What routing took before the last checkpoint is acknowledged to the stream.
+        await self.router.acknowledged()
+        await self.trim.stop()
         if self.adoption is not None:
             await self.adoption.stop()
         if self.leases is not None:

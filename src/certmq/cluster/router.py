@@ -9,14 +9,14 @@ node, and handed to NATS for the other nodes, which route it to theirs.
   only to the nodes that have a matching subscription. The QoS 0 messages of a topic that one
   turn of the event loop publishes travel together, in one envelope (certmq.cluster.envelope).
   A node whose filters overlap gets an envelope once per matching NATS subscription: it keeps
-  the numbers it has seen of each origin and routes each envelope once. A subscription holds its SUBACK until this node's NATS server
-  has its interest.
+  the numbers it has seen of each origin and routes each envelope once. A subscription holds
+  its SUBACK until this node's NATS server has its interest.
 - **QoS 1 and 2, retained messages and point-to-point messages** go to a JetStream stream that
   every node consumes in full, with acknowledgements: a PUBACK or PUBREC is held until the
   stream has stored the message (its replicas agreeing), and a node acknowledges what it has
-  routed, so NATS redelivers what a node did not take. A message the stream does not store in
-  time is never acknowledged to its publisher: the publisher's connection is closed, and a
-  client resends what was not acknowledged.
+  routed, so NATS redelivers what a node did not take. A message the stream refuses (it is
+  full) or does not store in time (no quorum) is never acknowledged to its publisher: its
+  PUBACK or PUBREC says so instead (certmq.cluster.stream_writes).
 
 Messages from other nodes are routed by this node's own topic tree, which applies every rule
 NATS subjects cannot say (`$` topics, No Local, the topic rules), through the same
@@ -29,8 +29,6 @@ import asyncio
 import functools
 import hashlib
 import logging
-import operator
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -46,12 +44,20 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
+from nats.js.errors import BadRequestError
 
 from certmq.broker.messages import Delivery, Message
 from certmq.broker.routing import NOT_KEPT_PREFIX, P2P_MARKER, LocalRouter, p2p_target
 from certmq.broker.session import Session
 from certmq.broker.subscriptions import SubscriptionEntry
-from certmq.cluster.envelope import EnvelopeError, Received, open_envelope, seal
+from certmq.cluster.envelope import (
+    Duplicates,
+    EnvelopeError,
+    Received,
+    cut_into_envelopes,
+    open_envelope,
+    seal,
+)
 from certmq.cluster.interest import Interest
 from certmq.cluster.message_stats import ClusterStats
 from certmq.cluster.nats_link import LoopShare, NatsLink, failure_text
@@ -59,7 +65,6 @@ from certmq.cluster.retained_stream import load_retained, retained_stream_config
 from certmq.cluster.stream_acks import RecordedAcks
 from certmq.cluster.stream_writes import MESSAGE_ID, STORE_TIMEOUT, StreamWrites
 from certmq.cluster.subjects import filter_subjects, queue_group, subject_topic, topic_subject
-from certmq.mqtt.reason_codes import ReasonCode
 from certmq.mqtt.topics import parse_shared_subscription
 
 if TYPE_CHECKING:
@@ -71,43 +76,16 @@ log = logging.getLogger("certmq.cluster")
 # subject (with the reply subject and the command) must leave room within it. An escaped
 # character takes up to 12 bytes of a subject, so topics up to a quarter of this always fit.
 MAX_SUBJECT = 4000
-# How many message numbers of each origin are remembered to recognise duplicates.
-DUPLICATE_WINDOW = 65536
+# The origin under which the sequences of the stream's messages routed are remembered.
+STREAM_ORIGIN = ""
 # What a NATS subscription of this node may hold before NATS drops (and this node counts) messages.
 PENDING_MESSAGES = 262_144
 PENDING_BYTES = 256 * 1024 * 1024
-# The payload bytes an envelope of QoS 0 messages gathers before another one is started: well
-# within the 1 MB a NATS server takes in one message by default.
-ENVELOPE_BYTES = 256 * 1024
-# What a message adds to an envelope besides its payload, for counting up to ENVELOPE_BYTES.
-ENTRY_BYTES = 16
-# The stream of QoS 1 and 2 messages between the nodes: how long and how much it keeps.
-STREAM_MAX_AGE = 600.0
-STREAM_MAX_BYTES = 512 * 1024 * 1024
+# How long a node that stops waits for the stream's messages on their way, and for its
+# acknowledgements of those it routed to go out.
+STOP_TIMEOUT = 3.0
 # A node's consumer of the stream that has not been used for this long is removed (a node gone).
 CONSUMER_INACTIVE = 3600.0
-
-
-class Duplicates:
-    """The message numbers recently seen from each origin node."""
-
-    def __init__(self, window: int = DUPLICATE_WINDOW) -> None:
-        self.window = window
-        self._seen: dict[str, tuple[set[int], deque[int]]] = {}
-
-    def seen(self, origin: str, number: int) -> bool:
-        """Whether ``number`` of ``origin`` was seen before; it is from now on."""
-        known = self._seen.get(origin)
-        if known is None:
-            known = self._seen[origin] = (set(), deque())
-        numbers, order = known
-        if number in numbers:
-            return True
-        numbers.add(number)
-        order.append(number)
-        if len(order) > self.window:
-            numbers.discard(order.popleft())
-        return False
 
 
 def travels_stored(message: Message) -> bool:
@@ -115,26 +93,10 @@ def travels_stored(message: Message) -> bool:
     return message.qos > 0 or message.retain or P2P_MARKER in message.topic
 
 
-_payload = operator.attrgetter("payload")
 # The subjects of the topics a node sends, and the topics of the subjects it receives, are
 # mostly the same ones again and again: worked out once each.
 _subject_of = functools.lru_cache(maxsize=8192)(topic_subject)
 _topic_of = functools.lru_cache(maxsize=8192)(subject_topic)
-
-
-def cut_into_envelopes(messages: list[Message]) -> Iterable[list[Message]]:
-    """``messages`` cut into envelopes of about ENVELOPE_BYTES at most (one message each at least)."""
-    if len(messages) * ENTRY_BYTES + sum(map(len, map(_payload, messages))) <= ENVELOPE_BYTES:
-        yield messages
-        return
-    start = size = 0
-    for index, message in enumerate(messages):
-        added = ENTRY_BYTES + len(message.payload)
-        if size + added > ENVELOPE_BYTES and index > start:
-            yield messages[start:index]
-            start, size = index, 0
-        size += added
-    yield messages[start:]
 
 
 class ClusterRouter:
@@ -149,6 +111,7 @@ class ClusterRouter:
         node: str,
         prefix: str,
         replicas: int,
+        stream_bytes: int,
     ) -> None:
         self.local = local
         local.shared_elsewhere = True
@@ -156,6 +119,7 @@ class ClusterRouter:
         self.shared_link = shared_link
         self.node = node
         self.replicas = replicas
+        self.stream_bytes = stream_bytes
         self.stats = ClusterStats()
         self._loop = asyncio.get_running_loop()
         self._fast_prefix = f"{prefix}.m"
@@ -168,6 +132,7 @@ class ClusterRouter:
         self._longest_plain_topic = (MAX_SUBJECT - len(self._inbox) - len(prefix) - 3) // 12
         self._duplicates = Duplicates()
         self._last_stored = 0
+        self._routed = Duplicates()
         # Set while the messages of the stream wait (certmq.cluster.adoption): they resume once done.
         self._held: asyncio.Future[None] | None = None
         self._share = LoopShare()
@@ -181,6 +146,7 @@ class ClusterRouter:
         self._inbox_subscription: Subscription | None = None
         self._retained_loaded = False
         self._consumer: Subscription | None = None
+        self._consuming = True  # until the node stops
         # What this turn of the loop hands to NATS, gathered by topic: QoS 0 messages, and
         # messages for the stream with the pieces of work their acknowledgements wait for;
         # then envelopes for the streams, in order. One task sends them (see _flush).
@@ -226,7 +192,10 @@ class ClusterRouter:
             if kept:
                 retained_subject = topic_subject(self._retained_prefix, topic)
                 self.writes.store(
-                    retained_subject, self._seal((message,)), {message.sender}, [commits.append()]
+                    retained_subject,
+                    self._seal((message,)),
+                    [(message.sender, message.packet_id)],
+                    [commits.append()],
                 )
             gathered_stored = self._gathered_stored.get(topic)
             if gathered_stored is not None:
@@ -293,14 +262,15 @@ class ClusterRouter:
 
     # -- sending ---------------------------------------------------------------------------
 
-    def _publisher_not_answered(self, sender: str | None) -> None:
-        """A message of ``sender`` was not stored: its connection closes without the PUBACK."""
+    def _publisher_not_answered(self, sender: str | None, packet_id: int, reason_code: int) -> None:
+        """A message of ``sender`` (PUBLISH ``packet_id``) was not stored: its acknowledgement
+        refuses it instead, or, when the client cannot be told (3.1.1), its connection closes
+        without it."""
         session = self.local.sessions.get(sender) if sender is not None else None
         connection = session.connection if session is not None else None
-        if connection is not None:
-            connection.close(
-                ReasonCode.UNSPECIFIED_ERROR, "the cluster could not store the message", publish_will=True
-            )
+        if connection is None or (packet_id and connection.withdraw_acceptance(packet_id, reason_code)):
+            return
+        connection.close(reason_code, "the cluster could not store the message", publish_will=True)
 
     def _fits(self, topic: str) -> bool:
         """Whether the subject of ``topic`` fits in a NATS protocol line; a topic that does not
@@ -336,8 +306,8 @@ class ClusterRouter:
                     start = 0
                     for envelope in cut_into_envelopes(messages):
                         end = start + len(envelope)
-                        senders = {message.sender for message in envelope}
-                        self.writes.store(subject, self._seal(envelope), senders, commits[start:end])
+                        publishers = [(message.sender, message.packet_id) for message in envelope]
+                        self.writes.store(subject, self._seal(envelope), publishers, commits[start:end])
                         start = end
                 outbox, self._outbox = self._outbox, []
                 gathered, self._gathered = self._gathered, {}
@@ -409,11 +379,15 @@ class ClusterRouter:
             sequence = msg.metadata.sequence.stream
         except Exception:
             sequence = 0
-        if sequence and sequence <= self._last_stored:
+        # A message this run routed already, sent again because its acknowledgement was lost.
+        # Not every lower sequence: a message sent before a restart and not acknowledged comes
+        # again after newer ones, once the stream's acknowledgement wait is over.
+        if sequence and self._routed.seen(STREAM_ORIGIN, sequence):
             self.stats.duplicates += 1
             await msg.ack()
             return
-        self._last_stored = max(self._last_stored, sequence)
+        if sequence > self._last_stored:
+            self._last_stored = sequence
         received = self._open(self._stored_prefix, msg)
         if received is not None and received.origin != self.node:
             self.stats.received += len(received.messages)
@@ -614,7 +588,17 @@ class ClusterRouter:
             try:
                 await jetstream.add_stream(stream)
             except Exception:
-                await jetstream.update_stream(stream)
+                try:
+                    await jetstream.update_stream(stream)
+                except BadRequestError as error:
+                    # Made by an earlier certmq with a retention policy that cannot be changed.
+                    log.warning(
+                        "the stream %s keeps its settings (%s): delete it (nats stream rm %s) while "
+                        "no node runs to give it this version's",
+                        stream.name,
+                        error.description,
+                        stream.name,
+                    )
         if not self._retained_loaded:
             await load_retained(
                 client, self._retained_stream, self._retained_prefix, self.local, self._malformed
@@ -624,7 +608,7 @@ class ClusterRouter:
             self._inbox_subscription = await client.subscribe(
                 f"{self._inbox}.*", cb=self.writes.on_answer, pending_msgs_limit=PENDING_MESSAGES
             )
-        if self._consumer is None:
+        if self._consumer is None and self._consuming:
             self._consumer = await jetstream.subscribe(
                 f"{self._stored_prefix}.>",
                 durable=self.node,
@@ -660,13 +644,36 @@ class ClusterRouter:
         return StreamConfig(
             name=self._stream,
             subjects=[f"{self._stored_prefix}.>"],
-            storage=StorageType.MEMORY,
+            # On disk: it survives every NATS server restarting.
+            storage=StorageType.FILE,
+            # A message stays until every consumer has acknowledged it (certmq.cluster.stream_trim:
+            # the interest retention of nats-server 2.9 drops messages a consumer has not taken,
+            # measured); when the stream is full, new messages are refused (their publishers
+            # told so), never old ones dropped.
             retention=RetentionPolicy.LIMITS,
-            discard=DiscardPolicy.OLD,
-            max_age=STREAM_MAX_AGE,
-            max_bytes=STREAM_MAX_BYTES,
+            discard=DiscardPolicy.NEW,
+            max_bytes=self.stream_bytes,
             num_replicas=self.replicas,
         )
+
+    async def stop_consuming(self) -> None:
+        """Take no more messages of the stream (a node that stops, before its last checkpoint):
+        those on their way are routed first. The stream keeps the rest for this node's
+        consumer, which sends them, in order, when it is back."""
+        self._consuming = False
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None and self.link.connected:
+            try:
+                await asyncio.wait_for(consumer.drain(), STOP_TIMEOUT)  # type: ignore[no-untyped-call]
+            except Exception as error:
+                log.warning("could not stop taking the stream's messages: %s", failure_text(error))
+
+    async def acknowledged(self) -> None:
+        """Return once the acknowledgements that waited for the journal are sent."""
+        try:
+            await asyncio.wait_for(self._acks.sent(), STOP_TIMEOUT)
+        except TimeoutError:
+            log.warning("the stream's messages routed last are not all acknowledged: they come again")
 
     def status(self) -> dict[str, Any]:
         """What /readyz and the metrics say of the cluster."""

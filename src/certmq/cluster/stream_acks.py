@@ -56,3 +56,8 @@ class RecordedAcks:
                 except Exception as error:
                     # Not acknowledged: the stream sends it again, and it is routed again.
                     log.debug("could not acknowledge a message of the stream: %s", failure_text(error))
+
+    async def sent(self) -> None:
+        """Return once every acknowledgement due is sent."""
+        if self._task is not None:
+            await asyncio.shield(self._task)

@@ -8,9 +8,11 @@ its replicas have the envelope. Each message is a piece of work of an
 PUBACK or PUBREC of its publisher waits for the write that carries it. A write that gets no
 answer is sent again with the same message id (the stream keeps one copy); one the stream cannot
 take for the moment (no leader: a NATS server was lost and the others are electing one) is sent
-again shortly; one not stored within ``STORE_TIMEOUT`` is failed: the connections of its
-publishers are closed without the acknowledgement, and the clients send the messages again when
-they reconnect.
+again shortly. One the stream refuses (it is at its limits) or does not store within
+``STORE_TIMEOUT`` (no quorum) is failed: its publishers are told so instead of the
+acknowledgement they wait for, a PUBACK or PUBREC with 0x97 (Quota exceeded) or 0x80
+(Unspecified error) on MQTT 5; a 3.1.1 client, which cannot be told, is disconnected, and sends
+the message again when it reconnects.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from nats.aio.msg import Msg
 from certmq.broker.commit_gate import OutOfOrderCommits
 from certmq.cluster.message_stats import ClusterStats
 from certmq.cluster.nats_link import NatsLink
+from certmq.mqtt.reason_codes import ReasonCode
 
 log = logging.getLogger("certmq.cluster")
 
@@ -39,6 +42,12 @@ STORE_CHECK_INTERVAL = 0.25
 # request nobody answered (the stream has no leader).
 MESSAGE_ID = "Nats-Msg-Id"
 NO_RESPONDERS = "503"
+# What the stream says of a message it refuses because it is at its limits (DiscardPolicy.NEW):
+# JSStreamStoreFailedF, "maximum messages exceeded", "maximum bytes exceeded".
+STREAM_FULL = (10077, b"maximum")
+
+# A message of ``client id`` sent as PUBLISH ``packet id`` (0 for QoS 0 and for a will).
+Publisher = tuple["str | None", int]
 
 # How a message is handed to NATS: subject, data, reply subject, message id.
 Send = Callable[[str, bytes, str, "str | None"], None]
@@ -50,8 +59,8 @@ class PendingStore:
 
     subject: str
     data: bytes
-    # The publishers' client ids, and the pieces of work of its messages.
-    senders: set[str | None]
+    # Who published its messages, and the pieces of work of its messages.
+    publishers: list[Publisher]
     commits: list[int]
     message_id: str
     deadline: float
@@ -69,7 +78,7 @@ class StreamWrites:
         *,
         node: str,
         inbox: str,
-        on_failed: Callable[[str | None], None],
+        on_failed: Callable[[str | None, int, int], None],
     ) -> None:
         self.link = link
         self._send = send
@@ -77,7 +86,8 @@ class StreamWrites:
         self.node = node
         # The subject prefix of the stream's answers: inbox.<write number>.
         self.inbox = inbox
-        # Called with the client id of each publisher of a write that failed.
+        # Called with the client id and packet id of each message of a write that failed, and
+        # the reason code to answer it with.
         self._on_failed = on_failed
         self.commits = OutOfOrderCommits()
         self._loop = asyncio.get_running_loop()
@@ -90,14 +100,14 @@ class StreamWrites:
     def __len__(self) -> int:
         return len(self._storing)
 
-    def store(self, subject: str, data: bytes, senders: set[str | None], commits: list[int]) -> None:
+    def store(self, subject: str, data: bytes, publishers: list[Publisher], commits: list[int]) -> None:
         """Send an envelope to a stream: the pieces of work ``commits`` (of its messages, from
         ``self.commits.append()``) complete when the stream has it."""
         self._writes += 1
         write = self._writes
         now = self._loop.time()
         pending = PendingStore(
-            subject, data, senders, commits, f"{self.node}-{self._run}-{write}", now + STORE_TIMEOUT, now
+            subject, data, publishers, commits, f"{self.node}-{self._run}-{write}", now + STORE_TIMEOUT, now
         )
         self._storing[write] = pending
         self._send(subject, data, f"{self.inbox}.{write}", pending.message_id)
@@ -123,17 +133,20 @@ class StreamWrites:
             self.stats.stored += len(pending.commits)
             self._complete(pending)
 
-    def _store_failed(self, write: int, why: str) -> None:
+    def _store_failed(self, write: int, why: str, reason_code: int = ReasonCode.UNSPECIFIED_ERROR) -> None:
         """The stream did not store an envelope: its publishers are not told it was received."""
         pending = self._storing.pop(write, None)
         if pending is None:
             return
-        self.stats.store_failures += len(pending.commits)
-        senders = ", ".join(sorted(str(sender) for sender in pending.senders))
+        if reason_code == ReasonCode.QUOTA_EXCEEDED:
+            self.stats.store_full += len(pending.commits)
+        else:
+            self.stats.store_failures += len(pending.commits)
+        senders = ", ".join(sorted({str(sender) for sender, _ in pending.publishers}))
         log.warning("the cluster did not store %d messages from %s: %s", len(pending.commits), senders, why)
-        for sender in pending.senders:
-            self._on_failed(sender)
-        # Their replies are gone with the publishers' connections; the replies of others may go.
+        for sender, packet_id in pending.publishers:
+            self._on_failed(sender, packet_id, reason_code)
+        # Their replies now refuse them (or are gone with their publishers' connections).
         self._complete(pending)
 
     def _expire_storing(self) -> None:
@@ -164,6 +177,12 @@ class StreamWrites:
                 write, f"NATS status {status} {msg.headers.get('Description', '') if msg.headers else ''}"
             )
         elif b'"error"' in msg.data:
-            self._store_failed(write, msg.data.decode(errors="replace"))
+            code, description = STREAM_FULL
+            full = f'"err_code":{code}'.encode() in msg.data and description in msg.data
+            self._store_failed(
+                write,
+                msg.data.decode(errors="replace"),
+                ReasonCode.QUOTA_EXCEEDED if full else ReasonCode.UNSPECIFIED_ERROR,
+            )
         else:
             self._stored(write)

@@ -420,6 +420,27 @@ class ServerConnection(Generic[D]):
         self._send(PubRec(packet_id))
         return True
 
+    def withdraw_acceptance(self, packets: list[bytes], packet_id: int, reason_code: int) -> int:
+        """Turn the PUBACK or PUBREC of success for ``packet_id`` among ``packets`` (queued, not
+        yet sent: held until the message was stored) into one that refuses the PUBLISH with
+        ``reason_code``, which then was not accepted after all; a QoS 2 flow refused so ends.
+        The QoS of the PUBLISH refused; 0 when there is none, or on 3.1.1, which has no way to
+        say no."""
+        if self.protocol_version != 5:
+            return 0
+        identifier = packet_id.to_bytes(2, "big")
+        for index, data in enumerate(packets):
+            if data[1:4] == b"\x03" + identifier and data[0] in (0x40, 0x50):
+                return 1 if data[0] == 0x40 else 2  # refused already (its other write failed too)
+            if data == _PUBACK_PREFIX + identifier:
+                packets[index] = encode(PubAck(packet_id, reason_code), 5)
+                return 1
+            if data == _PUBREC_PREFIX + identifier:
+                packets[index] = encode(PubRec(packet_id, reason_code), 5)
+                self.flows.incoming_qos2.discard(packet_id)
+                return 2
+        return 0
+
     def _received_pubrel(self, packet: PubRel) -> IncomingReleased | None:
         incoming = self.flows.incoming_qos2
         if packet.packet_id in incoming:
@@ -627,6 +648,7 @@ class ServerConnection(Generic[D]):
 
 
 _PUBACK_PREFIX = b"\x40\x02"
+_PUBREC_PREFIX = b"\x50\x02"
 _PINGRESP = encode(PingResp(), 4)
 
 # What the connection does with each packet type a client may send but PUBLISH and PUBACK (see

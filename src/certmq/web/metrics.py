@@ -83,9 +83,17 @@ _BROKER_COUNTERS: dict[str, tuple[str, str]] = {
         "certmq_cluster_messages_stored",
         "QoS 1 and 2, retained and point-to-point messages the stream between the nodes stored",
     ),
+    "cluster_store_full": (
+        "certmq_cluster_store_full",
+        "messages the stream between the nodes refused because it is full (their publishers got 0x97)",
+    ),
     "cluster_store_failures": (
         "certmq_cluster_store_failures",
-        "messages the stream between the nodes did not store in time (their publishers were disconnected)",
+        "messages the stream between the nodes did not store, no quorum or no answer in time (their publishers got 0x80)",
+    ),
+    "cluster_sessions_adopted": (
+        "certmq_cluster_sessions_adopted",
+        "sessions of nodes that were gone this node adopted",
     ),
     "cluster_messages_received": ("certmq_cluster_messages_received", "messages received from other nodes"),
     "cluster_duplicates": (
