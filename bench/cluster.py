@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import brokers as broker_processes
+import cluster_adoption
 import cluster_servers
 import load_generator
 import machine
@@ -68,7 +69,7 @@ CONFIGURATIONS = {
     TWO_WORKERS: "2 workers",
     SIDE_BY_SIDE: "2 single nodes side by side",
 }
-PHASES = ("throughput", "latency", "revocation", "takeover")
+PHASES = ("throughput", "latency", "revocation", "takeover", "adoption")
 NOT_AUTHORIZED, SESSION_TAKEN_OVER = 0x87, 0x8E
 END_TIMEOUT = 10.0  # seconds for a session to be cut, or taken over
 
@@ -826,6 +827,7 @@ def results_block(
     latency: list[dict[str, Any]] | None,
     revocations: dict[str, Any] | None,
     takeovers: dict[str, Any] | None,
+    adoptions: dict[str, Any] | None = None,
 ) -> str:
     parts = [description]
     if throughput is not None:
@@ -882,6 +884,7 @@ def main(argv: list[str] | None = None) -> int:
     latency_runs: list[dict[str, Any]] = []
     revocation_records: list[dict[str, Any]] = []
     takeover_records: list[dict[str, Any]] = []
+    adoption_records: list[dict[str, Any]] = []
     try:
         binary = load_generator.build()
         print(f"load generator: {binary.relative_to(ROOT)}; work directory {workdir}")
@@ -911,7 +914,7 @@ def main(argv: list[str] | None = None) -> int:
                 broker.stop()
             for nats in nats_servers:
                 processes.stop(nats.process)
-        if set(args.phase_names) - {"throughput"}:
+        if set(args.phase_names) - {"throughput", "adoption"}:
             nodes = start_two_nodes(args, workdir, postgres)
             facts.setdefault("certmq_version", nodes.a.facts["version"])
             facts.setdefault("event_loop", nodes.a.facts["event_loop"])
@@ -925,6 +928,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"takeover: {args.samples} client ids taken over on each node")
                 takeover_records = measure_takeovers(args, nodes)
             nodes.api.close()
+            for node in (nodes.a, nodes.b):
+                node.stop()
+        if "adoption" in args.phase_names:
+            print(f"adoption: {args.samples} nodes killed, their sessions resumed on the other")
+            adoption_records = cluster_adoption.measure(args, workdir, postgres)
     except (load_generator.LoadGeneratorError, RuntimeError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -955,8 +963,9 @@ def main(argv: list[str] | None = None) -> int:
     latency = summarise_latency(latency_runs) if latency_runs else None
     revocations = summarise_revocations(revocation_records) if revocation_records else None
     takeovers = summarise_takeovers(takeover_records) if takeover_records else None
+    adoptions = cluster_adoption.summarise(adoption_records, spread) if adoption_records else None
     description = describe_run(args, facts, started)
-    block = results_block(args, description, throughput, latency, revocations, takeovers)
+    block = results_block(args, description, throughput, latency, revocations, takeovers, adoptions)
     print()
     print(block)
 
@@ -970,6 +979,7 @@ def main(argv: list[str] | None = None) -> int:
             "latency": {"summary": latency, "runs": latency_runs},
             "revocation": {"summary": revocations, "records": revocation_records},
             "takeover": {"summary": takeovers, "records": takeover_records},
+            "adoption": {"summary": adoptions, "records": adoption_records},
         },
     )
     print(f"results: {json_file.relative_to(ROOT)}")
@@ -977,7 +987,7 @@ def main(argv: list[str] | None = None) -> int:
         not args.quick
         and set(args.phase_names) == set(PHASES)
         and set(args.broker_names) == set(CONFIGURATIONS)
-        and all(x is not None for x in (throughput, latency, revocations, takeovers))
+        and all(x is not None for x in (throughput, latency, revocations, takeovers, adoptions))
     )
     if args.no_docs:
         pass
@@ -991,6 +1001,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = any("error" in r for r in throughput_runs + latency_runs)
     failed |= any(r["cut_ms"] is None for r in revocation_records)
     failed |= any(r["disconnect_ms"] is None or r["connack_code"] != 0 for r in takeover_records)
+    failed |= cluster_adoption.failed(adoption_records)
     return 1 if failed else 0
 
 

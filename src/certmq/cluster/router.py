@@ -644,7 +644,9 @@ class ClusterRouter:
         return StreamConfig(
             name=self._stream,
             subjects=[f"{self._stored_prefix}.>"],
-            # On disk: it survives every NATS server restarting.
+            # On disk: nats-server 2.9 does not refuse new messages when an in-memory stream of
+            # several replicas is full, but drops old ones (measured); and a disk survives every
+            # NATS server restarting.
             storage=StorageType.FILE,
             # A message stays until every consumer has acknowledged it (certmq.cluster.stream_trim:
             # the interest retention of nats-server 2.9 drops messages a consumer has not taken,
