@@ -858,6 +858,15 @@ def results_block(
             "**Takeover**: from the CONNECT written to its CONNACK, and to the DISCONNECT that the client "
             "holding the client id on node A receives.\n\n" + takeover_table(takeovers)
         )
+    if adoptions is not None:
+        parts.append(
+            "**A node killed**: its sessions are adopted by the other node when one of their clients "
+            'reconnects there (docs/cluster.md, "When a node is gone"); from the SIGKILL to that '
+            "client's CONNACK with Session Present, the client connecting at once. Each sample kills "
+            "the node that adopted the sessions of the one before, so it holds 20 more sessions "
+            "each time. Clients reconnect after a delay of their own (paho: 1 s at first).\n\n"
+            + cluster_adoption.table(adoptions, _milliseconds, markdown_table)
+        )
     return "\n\n".join(parts) + "\n"
 
 

@@ -140,7 +140,7 @@ def table(summary: dict[str, Any], milliseconds: Any, markdown_table: Any) -> st
     ]
     header += ["without their session", "queued messages missing", "samples"]
     row = [
-        f"{summary['sessions']} sessions, {summary['queued']} messages queued for each",
+        f"{summary['sessions']} more sessions each time, {summary['queued']} messages queued for each",
         milliseconds(summary["resumable_ms"]),
         str(summary["without_session"]),
         str(summary["messages_missing"]),
