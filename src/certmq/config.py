@@ -232,6 +232,10 @@ class ClusterSection:
         'where the node keeps its sessions and retained messages (mqtt.persistence):\n"nats": JetStream, where every node can read them | "local": its data directory',
         choices=("nats", "local"),
     )
+    adoption_grace: float = setting(
+        10.0,
+        "seconds a node may be gone before another adopts its sessions when none of its clients\nreconnects (a claim adopts them at once)",
+    )
     message_stream_bytes: int = setting(
         512 * 1024 * 1024,
         "what the stream of QoS 1 and 2 messages between the nodes holds at most (shared by the\ncluster); when full, new messages are refused (PUBACK 0x97), none acknowledged is dropped",

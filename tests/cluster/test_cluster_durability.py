@@ -204,24 +204,28 @@ def test_a_killed_node_that_stays_down_has_its_sessions_adopted_where_their_clie
     assert again.expect_message().payload == b"queued on node 2"
 
 
-@pytest.mark.nodes(1, 2)
 def test_the_will_of_a_session_on_a_node_that_stays_down_is_published_once_by_another(
-    cluster: ClusterNodes, clients: Clients, topic: str
+    start_cluster: Callable[..., ClusterNodes], request: pytest.FixtureRequest, topic: str
 ) -> None:
-    watcher = clients.for_broker(cluster.node(2)).connected()
-    assert watcher.subscribe(f"{topic}/will", qos=1) == [1]
-    device = clients.for_broker(cluster.node(1)).paho(client_id=f"will-{uuid.uuid4().hex[:8]}")
-    device.will_set(
-        f"{topic}/will", b"gone", qos=1, props=properties(PacketTypes.WILLMESSAGE, WillDelayInterval=2)
-    )
-    device.connect(clean_start=True, props=properties(PacketTypes.CONNECT, SessionExpiryInterval=60))
+    cluster = start_cluster((1, 2), CERTMQ_CLUSTER_ADOPTION_GRACE="2")
+    clients = Clients(cluster.node(1), request)
+    try:
+        watcher = clients.for_broker(cluster.node(2)).connected()
+        assert watcher.subscribe(f"{topic}/will", qos=1) == [1]
+        device = clients.for_broker(cluster.node(1)).paho(client_id=f"will-{uuid.uuid4().hex[:8]}")
+        device.will_set(
+            f"{topic}/will", b"gone", qos=1, props=properties(PacketTypes.WILLMESSAGE, WillDelayInterval=2)
+        )
+        device.connect(clean_start=True, props=properties(PacketTypes.CONNECT, SessionExpiryInterval=60))
 
-    cluster.kill(1)
-    # No client comes back: node 2 adopts node 1's sessions once it has been gone a while
-    # (certmq.cluster.adoption.GRACE), and the will, due by then, goes out from there.
-    assert watcher.expect_message(timeout=30).payload == b"gone"
-    time.sleep(3)
-    assert watcher.drain() == []
+        cluster.kill(1)
+        # No client comes back: node 2 adopts node 1's sessions once it has been gone
+        # cluster.adoption_grace seconds, and the will, due by then, goes out from there.
+        assert watcher.expect_message(timeout=30).payload == b"gone"
+        time.sleep(2)
+        assert watcher.drain() == []
+    finally:
+        clients.close_all()
 
 
 def test_a_full_stream_refuses_new_messages_with_0x97_and_drops_none_acknowledged(

@@ -7,7 +7,8 @@ or stopped and not back, another node adopts them: takes the lease on its state
 start, and keeps the sessions as its own, their queued and in-flight messages, wills and
 expiry timers included. A node adopts when a client claims a client id the gone node held
 (certmq.cluster.client_ids: the claim waits for it), or by itself once a node has been gone for
-:data:`GRACE` seconds, so that wills and session expiry are kept when no client comes back.
+``cluster.adoption_grace`` seconds (10), so that wills and session expiry are kept when no client
+comes back.
 
 Step by step, each step safe to repeat should the adopting node stop midway (a node that finds
 a lease it holds without adopting, or held by a node that is gone, adopts again):
@@ -51,8 +52,6 @@ from certmq.cluster.stream_storage import CALL_TIMEOUT, StreamStorage
 
 log = logging.getLogger("certmq.cluster")
 
-# A node gone this long has its sessions adopted even when none of its clients comes back.
-GRACE = 10.0
 # How often the leases are looked at for nodes that are gone.
 SCAN_INTERVAL = 2.0
 
@@ -70,6 +69,7 @@ class Adoption:
         client: Client,
         prefix: str,
         replicas: int,
+        grace: float,
     ) -> None:
         self.core = core
         self.router = router
@@ -78,6 +78,8 @@ class Adoption:
         self.client = client
         self.prefix = prefix
         self.replicas = replicas
+        # A node gone this long has its sessions adopted even when none of its clients comes back.
+        self.grace = grace
         self.node = leases.node
         self._adopting: dict[str, asyncio.Task[None]] = {}
         # When each node was first seen gone, by this node's clock.
@@ -144,7 +146,7 @@ class Adoption:
                 self._gone_since.pop(node, None)
                 continue
             gone_since = self._gone_since.setdefault(node, now)
-            if now - gone_since < GRACE:
+            if now - gone_since < self.grace:
                 continue
             taken = await self.leases.take(node)
             if taken is not None:

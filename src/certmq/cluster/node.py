@@ -73,6 +73,7 @@ class ClusterNode:
         self.control: ClusterControl | None = None
         self._core = core
         self._sys_interval = config.mqtt.sys_interval
+        self._adoption_grace = config.cluster.adoption_grace
         self._sys_topics: asyncio.Task[None] | None = None
 
     def control_over(self, local: NodeControl) -> ClusterControl:
@@ -137,6 +138,7 @@ class ClusterNode:
             client=link.client,
             prefix=self.prefix,
             replicas=self.router.replicas,
+            grace=self._adoption_grace,
         )
         log.info(
             "node %s keeps its sessions and retained messages in JetStream: the stream %s (subject %s) "
